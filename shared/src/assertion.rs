@@ -1,0 +1,303 @@
+//! The edge-to-origin assertion: the identity the edge verified, signed for the origin.
+//!
+//! After a token verifies, the edge strips every inbound `x-edgeward-*` header (so clients
+//! cannot forge one) and adds one [`ASSERTION_HEADER`]:
+//!
+//! ```text
+//! x-edgeward-assertion: v1.<key id>.<payload>.<mac>
+//! ```
+//!
+//! `payload` is base64url JSON (`sub`, `client_id`, `scope`, `jti`, `exp`, `method`, `path`,
+//! `ts` in milliseconds); `mac` is base64url HMAC-SHA256 over `v1.<key id>.<payload>` under
+//! the secret named by the key id. Origins check the MAC, the freshness of `ts`, that the
+//! token has not expired, and that method and path are the request's own, so an assertion
+//! cannot be replayed later or against another route. The path excludes the query string,
+//! which proxies may reorder. The key id lets the secret rotate: the origin accepts the old
+//! and new ids while the edge switches.
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::claims::{AccessClaims, Scopes};
+use crate::time::UnixTime;
+
+/// The request header that carries the assertion.
+pub const ASSERTION_HEADER: &str = "x-edgeward-assertion";
+/// Prefix of every header the edge owns; inbound headers with it are stripped.
+pub const HEADER_PREFIX: &str = "x-edgeward-";
+/// Shortest accepted secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+/// Longest accepted assertion header, in bytes.
+pub const MAX_ASSERTION_LEN: usize = 8 * 1024;
+/// Longest key id; ids use `[A-Za-z0-9_-]`.
+pub const MAX_KEY_ID_LEN: usize = 64;
+
+const VERSION: &str = "v1";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why an assertion key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AssertionKeyError {
+    /// The id is empty, too long, or uses characters outside `[A-Za-z0-9_-]`.
+    #[error("assertion key id must be 1-{MAX_KEY_ID_LEN} characters of [A-Za-z0-9_-]")]
+    KeyId,
+    /// The secret is shorter than [`MIN_SECRET_LEN`] bytes.
+    #[error("assertion secret must be at least {MIN_SECRET_LEN} bytes")]
+    ShortSecret,
+}
+
+/// Why an origin refused an assertion. Every variant means 401 at the origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AssertionError {
+    /// The request has no assertion header (it did not come through the edge).
+    #[error("no edge assertion")]
+    Missing,
+    /// Wrong shape, version, encoding or payload.
+    #[error("edge assertion is malformed")]
+    Malformed,
+    /// The key id is not one the origin accepts.
+    #[error("edge assertion key id is not accepted")]
+    UnknownKey,
+    /// The MAC does not match.
+    #[error("edge assertion signature is invalid")]
+    BadSignature,
+    /// Signed for another method.
+    #[error("edge assertion is bound to another method")]
+    MethodMismatch,
+    /// Signed for another path.
+    #[error("edge assertion is bound to another path")]
+    PathMismatch,
+    /// Older than the accepted maximum age, or dated in the future beyond the leeway.
+    #[error("edge assertion is not fresh")]
+    Stale,
+    /// The access token behind it has expired.
+    #[error("the access token behind the edge assertion has expired")]
+    TokenExpired,
+}
+
+impl AssertionError {
+    /// A stable short code for logs and metrics.
+    #[must_use]
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing_assertion",
+            Self::Malformed => "malformed_assertion",
+            Self::UnknownKey => "unknown_assertion_key",
+            Self::BadSignature => "bad_assertion_signature",
+            Self::MethodMismatch => "assertion_method_mismatch",
+            Self::PathMismatch => "assertion_path_mismatch",
+            Self::Stale => "stale_assertion",
+            Self::TokenExpired => "expired",
+        }
+    }
+}
+
+/// A named HMAC secret shared by the edge and the origins.
+#[derive(Clone)]
+pub struct AssertionKey {
+    id: String,
+    secret: Vec<u8>,
+}
+
+impl core::fmt::Debug for AssertionKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AssertionKey")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl AssertionKey {
+    /// A key with this id and secret.
+    ///
+    /// # Errors
+    /// [`AssertionKeyError`] for a bad id or a short secret.
+    pub fn new(id: &str, secret: &[u8]) -> Result<Self, AssertionKeyError> {
+        let id_ok = !id.is_empty()
+            && id.len() <= MAX_KEY_ID_LEN
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !id_ok {
+            return Err(AssertionKeyError::KeyId);
+        }
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(AssertionKeyError::ShortSecret);
+        }
+        Ok(Self {
+            id: id.to_owned(),
+            secret: secret.to_vec(),
+        })
+    }
+
+    /// The key id.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+        HmacSha256::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+    }
+}
+
+/// The identity an origin receives: who called, with which grant, for which request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EdgeIdentity {
+    /// Token subject.
+    pub sub: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// Granted scopes.
+    pub scope: Scopes,
+    /// Token id.
+    pub jti: String,
+    /// Token expiry, seconds since the epoch.
+    pub exp: u64,
+    /// The HTTP method the edge forwarded.
+    pub method: String,
+    /// The path the edge forwarded (no query string).
+    pub path: String,
+    /// When the edge signed, milliseconds since the epoch.
+    pub ts: u64,
+}
+
+impl EdgeIdentity {
+    /// The identity of verified `claims` for a request with `method` and `path` at `now`.
+    #[must_use]
+    pub fn new(claims: &AccessClaims, method: &str, path: &str, now: UnixTime) -> Self {
+        Self {
+            sub: claims.sub.clone(),
+            client_id: claims.client_id.clone(),
+            scope: claims.scope.clone(),
+            jti: claims.jti.clone(),
+            exp: claims.exp,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            ts: now.as_millis(),
+        }
+    }
+}
+
+/// Signs identities at the edge.
+#[derive(Debug, Clone)]
+pub struct AssertionSigner {
+    key: AssertionKey,
+}
+
+impl AssertionSigner {
+    /// A signer with the current key.
+    #[must_use]
+    pub fn new(key: AssertionKey) -> Self {
+        Self { key }
+    }
+
+    /// The header value asserting `identity`.
+    #[must_use]
+    pub fn sign(&self, identity: &EdgeIdentity) -> String {
+        // Serializing strings and integers cannot fail.
+        let json = serde_json::to_vec(identity).unwrap_or_default();
+        let mut value = String::with_capacity(json.len() * 4 / 3 + 96);
+        value.push_str(VERSION);
+        value.push('.');
+        value.push_str(&self.key.id);
+        value.push('.');
+        value.push_str(&Base64UrlUnpadded::encode_string(&json));
+        let mut mac = self.key.mac();
+        mac.update(value.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        value.push('.');
+        value.push_str(&Base64UrlUnpadded::encode_string(&tag));
+        value
+    }
+}
+
+/// Checks assertions at the origin.
+#[derive(Debug, Clone)]
+pub struct AssertionVerifier {
+    keys: Vec<AssertionKey>,
+    max_age_ms: u64,
+    future_leeway_ms: u64,
+}
+
+impl AssertionVerifier {
+    /// Accepts assertions signed by any of `keys` (current and previous during a rotation)
+    /// and at most `max_age_ms` old; 5 s of clock skew into the future is tolerated.
+    #[must_use]
+    pub fn new(keys: Vec<AssertionKey>, max_age_ms: u64) -> Self {
+        Self {
+            keys,
+            max_age_ms,
+            future_leeway_ms: 5_000,
+        }
+    }
+
+    /// Verifies the header value for a request with `method` and `path`, at `now`.
+    ///
+    /// # Errors
+    /// Any [`AssertionError`].
+    pub fn verify(
+        &self,
+        header: Option<&str>,
+        method: &str,
+        path: &str,
+        now: UnixTime,
+    ) -> Result<EdgeIdentity, AssertionError> {
+        let header = header.ok_or(AssertionError::Missing)?;
+        if header.len() > MAX_ASSERTION_LEN {
+            return Err(AssertionError::Malformed);
+        }
+        let mut parts = header.split('.');
+        let (Some(VERSION), Some(key_id), Some(payload), Some(tag), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(AssertionError::Malformed);
+        };
+        let key = self
+            .keys
+            .iter()
+            .find(|key| key.id == key_id)
+            .ok_or(AssertionError::UnknownKey)?;
+        let signed = header
+            .get(..header.len() - tag.len() - 1)
+            .ok_or(AssertionError::Malformed)?;
+        let tag = Base64UrlUnpadded::decode_vec(tag).map_err(|_| AssertionError::Malformed)?;
+        let mut mac = key.mac();
+        mac.update(signed.as_bytes());
+        mac.verify_slice(&tag)
+            .map_err(|_| AssertionError::BadSignature)?;
+
+        let json = Base64UrlUnpadded::decode_vec(payload).map_err(|_| AssertionError::Malformed)?;
+        let identity: EdgeIdentity =
+            serde_json::from_slice(&json).map_err(|_| AssertionError::Malformed)?;
+        if identity.method != method {
+            return Err(AssertionError::MethodMismatch);
+        }
+        if identity.path != path {
+            return Err(AssertionError::PathMismatch);
+        }
+        let now_ms = now.as_millis();
+        let too_old = now_ms.saturating_sub(identity.ts) > self.max_age_ms;
+        let from_future = identity.ts > now_ms.saturating_add(self.future_leeway_ms);
+        if too_old || from_future {
+            return Err(AssertionError::Stale);
+        }
+        if now.as_secs() >= identity.exp {
+            return Err(AssertionError::TokenExpired);
+        }
+        Ok(identity)
+    }
+}

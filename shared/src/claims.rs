@@ -1,0 +1,349 @@
+//! Access-token claims (RFC 9068 §2.2) and the rules they are checked against.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::rate_limit::RatePlan;
+use crate::rejection::{Rejection, Segment};
+use crate::time::UnixTime;
+
+/// Longest accepted `sub`, `client_id` or `jti`, in bytes.
+pub const MAX_ID_CLAIM_LEN: usize = 256;
+/// Most scopes a token may carry.
+pub const MAX_SCOPES: usize = 64;
+/// Most entries in an `aud` array.
+pub const MAX_AUDIENCES: usize = 16;
+/// Largest leeway [`Validation`] accepts: a clock skew beyond this is an incident, not skew.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
+/// What a token must satisfy beyond its signature. Build with [`Validation::new`], which sets
+/// strict defaults, then adjust the public fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validation {
+    /// The exact `iss` expected.
+    pub issuer: String,
+    /// An audience that `aud` must contain.
+    pub audience: String,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (default 30, capped at
+    /// [`MAX_LEEWAY_SECS`]).
+    pub leeway_secs: u64,
+    /// Longest accepted `exp - iat`, in seconds (default one hour).
+    pub max_lifetime_secs: u64,
+    /// Longest accepted compact token, in bytes (default 8 KiB).
+    pub max_token_bytes: usize,
+    /// Also accept `typ: JWT` besides `at+jwt` (default false), for issuers that predate
+    /// RFC 9068.
+    pub accept_jwt_type: bool,
+}
+
+impl Validation {
+    /// Strict defaults for this issuer and audience.
+    #[must_use]
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            leeway_secs: 30,
+            max_lifetime_secs: 3600,
+            max_token_bytes: 8 * 1024,
+            accept_jwt_type: false,
+        }
+    }
+
+    pub(crate) fn leeway(&self) -> u64 {
+        self.leeway_secs.min(MAX_LEEWAY_SECS)
+    }
+}
+
+/// A set of OAuth scopes (RFC 6749 §3.3), serialized as the space-separated `scope` string.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Scopes(BTreeSet<String>);
+
+impl Scopes {
+    /// Parses a `scope` string: scope-tokens separated by single spaces. The empty string is
+    /// the empty set.
+    ///
+    /// # Errors
+    /// `None` if a scope-token is empty or uses characters outside RFC 6749's set, or there are
+    /// more than [`MAX_SCOPES`].
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut set = BTreeSet::new();
+        if text.is_empty() {
+            return Some(Self(set));
+        }
+        for token in text.split(' ') {
+            let valid = !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E));
+            if !valid || set.len() >= MAX_SCOPES {
+                return None;
+            }
+            set.insert(token.to_owned());
+        }
+        Some(Self(set))
+    }
+
+    /// Whether `scope` is in the set.
+    #[must_use]
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.contains(scope)
+    }
+
+    /// Whether every scope of `other` is in this set.
+    #[must_use]
+    pub fn contains_all(&self, other: &Self) -> bool {
+        other.0.is_subset(&self.0)
+    }
+
+    /// The scopes in sorted order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// Number of scopes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, scope) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(scope)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Scopes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scopes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).ok_or_else(|| serde::de::Error::custom("invalid scope string"))
+    }
+}
+
+/// The claims of a verified access token. Only reachable through
+/// [`crate::VerifiedToken`], so holding one means the signature checked out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AccessClaims {
+    /// Issuer (equal to [`Validation::issuer`]).
+    pub iss: String,
+    /// Subject: the resource owner, or the client itself for `client_credentials`.
+    pub sub: String,
+    /// Audiences (a single string in the token becomes one entry).
+    pub aud: Vec<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued-at, seconds since the epoch.
+    pub iat: u64,
+    /// Not-before, seconds since the epoch, if present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Unique token id (revocation is by `jti`).
+    pub jti: String,
+    /// The OAuth client the token was issued to.
+    pub client_id: String,
+    /// Granted scopes (empty when the claim is absent).
+    pub scope: Scopes,
+    /// The client's rate plan (private claim `rate_plan`, e.g. `1000/60s;burst=100`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_plan: Option<RatePlan>,
+}
+
+/// Deserializes a member as `Some` whenever it is present, even as `null`, so presence and
+/// type are judged by the checks below rather than silently dropped.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+/// The payload as sent: every member we judge, each kept as raw JSON. Derived deserialization
+/// refuses duplicate members, which closes off parser-differential tricks.
+#[derive(Deserialize)]
+struct RawClaims {
+    #[serde(default, deserialize_with = "present")]
+    iss: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    sub: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    aud: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    exp: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    nbf: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    iat: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    jti: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    client_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    scope: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    rate_plan: Option<Value>,
+}
+
+/// Parses and checks the decoded payload against `validation` at `now`.
+pub(crate) fn validate(
+    payload: &[u8],
+    validation: &Validation,
+    now: UnixTime,
+) -> Result<AccessClaims, Rejection> {
+    let invalid_json = Rejection::InvalidJson {
+        segment: Segment::Payload,
+    };
+    // A derived struct would also accept a JSON array; the payload must be an object.
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(invalid_json);
+    }
+    let raw: RawClaims = serde_json::from_slice(payload).map_err(|_| invalid_json)?;
+
+    let iss = required_string("iss", raw.iss, usize::MAX)?;
+    let sub = required_string("sub", raw.sub, MAX_ID_CLAIM_LEN)?;
+    let aud = audiences(raw.aud)?;
+    let exp = required_time("exp", raw.exp)?;
+    let iat = required_time("iat", raw.iat)?;
+    let nbf = raw.nbf.map(|value| time_value("nbf", &value)).transpose()?;
+    let jti = required_string("jti", raw.jti, MAX_ID_CLAIM_LEN)?;
+    let client_id = required_string("client_id", raw.client_id, MAX_ID_CLAIM_LEN)?;
+    let scope = match raw.scope {
+        None => Scopes::default(),
+        Some(value) => value
+            .as_str()
+            .and_then(Scopes::parse)
+            .ok_or(Rejection::InvalidClaim { claim: "scope" })?,
+    };
+    let rate_plan = raw
+        .rate_plan
+        .map(|value| {
+            value
+                .as_str()
+                .and_then(|text| text.parse::<RatePlan>().ok())
+                .ok_or(Rejection::InvalidClaim { claim: "rate_plan" })
+        })
+        .transpose()?;
+
+    if iss != validation.issuer {
+        return Err(Rejection::IssuerMismatch);
+    }
+    if !aud.contains(&validation.audience) {
+        return Err(Rejection::AudienceMismatch);
+    }
+    let now = now.as_secs();
+    let leeway = validation.leeway();
+    if now >= exp.saturating_add(leeway) {
+        return Err(Rejection::Expired);
+    }
+    if let Some(nbf) = nbf {
+        if nbf > now.saturating_add(leeway) {
+            return Err(Rejection::NotYetValid);
+        }
+    }
+    if iat > now.saturating_add(leeway) {
+        return Err(Rejection::IssuedInFuture);
+    }
+    if exp <= iat || exp - iat > validation.max_lifetime_secs {
+        return Err(Rejection::LifetimeTooLong {
+            max_secs: validation.max_lifetime_secs,
+        });
+    }
+
+    Ok(AccessClaims {
+        iss,
+        sub,
+        aud,
+        exp,
+        iat,
+        nbf,
+        jti,
+        client_id,
+        scope,
+        rate_plan,
+    })
+}
+
+fn required_string(
+    claim: &'static str,
+    value: Option<Value>,
+    max_len: usize,
+) -> Result<String, Rejection> {
+    match value {
+        None => Err(Rejection::MissingClaim { claim }),
+        Some(Value::String(text)) if !text.is_empty() && text.len() <= max_len => Ok(text),
+        Some(_) => Err(Rejection::InvalidClaim { claim }),
+    }
+}
+
+fn required_time(claim: &'static str, value: Option<Value>) -> Result<u64, Rejection> {
+    let value = value.ok_or(Rejection::MissingClaim { claim })?;
+    time_value(claim, &value)
+}
+
+/// A `NumericDate` as a non-negative integer number of seconds.
+fn time_value(claim: &'static str, value: &Value) -> Result<u64, Rejection> {
+    value.as_u64().ok_or(Rejection::InvalidClaim { claim })
+}
+
+fn audiences(value: Option<Value>) -> Result<Vec<String>, Rejection> {
+    const CLAIM: &str = "aud";
+    match value {
+        None => Err(Rejection::MissingClaim { claim: CLAIM }),
+        Some(Value::String(aud)) if !aud.is_empty() => Ok(vec![aud]),
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_AUDIENCES => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(aud) if !aud.is_empty() => Ok(aud),
+                _ => Err(Rejection::InvalidClaim { claim: CLAIM }),
+            })
+            .collect(),
+        Some(_) => Err(Rejection::InvalidClaim { claim: CLAIM }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_strictly() {
+        assert_eq!(Scopes::parse("b a a").unwrap().to_string(), "a b");
+        assert!(Scopes::parse("").unwrap().is_empty());
+        assert!(Scopes::parse("a  b").is_none());
+        assert!(Scopes::parse(" a").is_none());
+        assert!(Scopes::parse("a\"b").is_none());
+        assert!(Scopes::parse("caf\u{e9}").is_none());
+        let many = (0..=MAX_SCOPES)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(Scopes::parse(&many).is_none());
+    }
+
+    #[test]
+    fn leeway_is_capped() {
+        let mut validation = Validation::new("i", "a");
+        validation.leeway_secs = 10_000;
+        assert_eq!(validation.leeway(), MAX_LEEWAY_SECS);
+    }
+}

@@ -1,0 +1,409 @@
+//! JSON Web Key Sets (RFC 7517), reduced to what this system trusts: EC P-256 signing keys.
+//!
+//! The issuer publishes with [`Jwks::to_json`] and every verifier parses with
+//! [`Jwks::parse`], so both sides agree on one format. Parsing keeps P-256 signing keys
+//! (`kty` EC, `crv` P-256, `use` sig or absent, `alg` ES256 or absent, `key_ops` including
+//! `verify` if present) and skips every other key without failing, because issuers may
+//! publish keys for other consumers. A key that claims to be ours but is broken (bad
+//! coordinates, a point off the curve, private material) fails the whole set: a corrupted
+//! or tampered set must not half-load.
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use p256::elliptic_curve::sec1::FromEncodedPoint;
+use p256::{AffinePoint, EncodedPoint};
+use serde::Serialize;
+
+/// Size and count caps for an untrusted key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksLimits {
+    /// Largest accepted document, in bytes.
+    pub max_bytes: usize,
+    /// Most entries in the `keys` array (counted before skipping foreign keys).
+    pub max_keys: usize,
+}
+
+impl Default for JwksLimits {
+    /// 64 KiB and 64 keys: a rotating issuer publishes two or three.
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024,
+            max_keys: 64,
+        }
+    }
+}
+
+/// Longest accepted `kid`, in bytes.
+pub const MAX_KID_LEN: usize = 256;
+
+/// Why a key set was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// The document exceeds [`JwksLimits::max_bytes`].
+    #[error("key set of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Document length in bytes.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// Not a JSON object with a `keys` array of objects.
+    #[error("key set is not valid JWKS JSON")]
+    Malformed(#[source] serde_json::Error),
+    /// More entries than [`JwksLimits::max_keys`].
+    #[error("key set has {count} keys, more than the limit of {max}")]
+    TooManyKeys {
+        /// Entries in the `keys` array.
+        count: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// Two keys share a `kid`, so lookups would be ambiguous.
+    #[error("key id `{kid}` appears more than once")]
+    DuplicateKid {
+        /// The repeated key id.
+        kid: String,
+    },
+    /// A P-256 key's `kid` is not a non-empty string of at most [`MAX_KID_LEN`] bytes.
+    #[error("key at index {index} has an invalid key id")]
+    InvalidKid {
+        /// Position in the `keys` array.
+        index: usize,
+    },
+    /// A coordinate is missing, not canonical base64url, or not exactly 32 bytes.
+    #[error("key `{kid}` has an invalid `{coordinate}` coordinate")]
+    InvalidCoordinate {
+        /// The key id.
+        kid: String,
+        /// `x` or `y`.
+        coordinate: &'static str,
+    },
+    /// The coordinates do not name a point on P-256 (invalid-curve attacks start here).
+    #[error("key `{kid}` is not a point on P-256")]
+    PointNotOnCurve {
+        /// The key id.
+        kid: String,
+    },
+    /// The key carries private material (`d`): a public set must never hold it.
+    #[error("key `{kid}` contains private key material")]
+    PrivateKeyMaterial {
+        /// The key id.
+        kid: String,
+    },
+}
+
+/// One verified EC P-256 public key with its id.
+#[derive(Clone)]
+pub struct Jwk {
+    kid: String,
+    x: [u8; 32],
+    y: [u8; 32],
+    #[cfg(feature = "p256-backend")]
+    verifying_key: p256::ecdsa::VerifyingKey,
+}
+
+impl core::fmt::Debug for Jwk {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Jwk")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Jwk {
+    fn eq(&self, other: &Self) -> bool {
+        self.kid == other.kid && self.x == other.x && self.y == other.y
+    }
+}
+impl Eq for Jwk {}
+
+impl Jwk {
+    /// A key from its affine coordinates (big-endian, 32 bytes each).
+    ///
+    /// # Errors
+    /// [`JwksError::InvalidKid`] for an empty or overlong `kid`, [`JwksError::PointNotOnCurve`]
+    /// if the coordinates are not a point on P-256.
+    pub fn from_coordinates(kid: &str, x: [u8; 32], y: [u8; 32]) -> Result<Self, JwksError> {
+        if kid.is_empty() || kid.len() > MAX_KID_LEN {
+            return Err(JwksError::InvalidKid { index: 0 });
+        }
+        let encoded = EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
+        let point = Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&encoded))
+            .ok_or_else(|| JwksError::PointNotOnCurve {
+                kid: kid.to_owned(),
+            })?;
+        #[cfg(feature = "p256-backend")]
+        let verifying_key = p256::ecdsa::VerifyingKey::from_affine(point).map_err(|_| {
+            JwksError::PointNotOnCurve {
+                kid: kid.to_owned(),
+            }
+        })?;
+        #[cfg(not(feature = "p256-backend"))]
+        let _ = point;
+        Ok(Self {
+            kid: kid.to_owned(),
+            x,
+            y,
+            #[cfg(feature = "p256-backend")]
+            verifying_key,
+        })
+    }
+
+    /// A key from a SEC1 point (uncompressed or compressed), as `p256` encodes public keys.
+    ///
+    /// # Errors
+    /// As [`Jwk::from_coordinates`]; a malformed encoding is [`JwksError::PointNotOnCurve`].
+    pub fn from_sec1_bytes(kid: &str, sec1: &[u8]) -> Result<Self, JwksError> {
+        let not_on_curve = || JwksError::PointNotOnCurve {
+            kid: kid.to_owned(),
+        };
+        let encoded = EncodedPoint::from_bytes(sec1).map_err(|_| not_on_curve())?;
+        let point = Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&encoded))
+            .ok_or_else(not_on_curve)?;
+        let uncompressed =
+            p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&point, false);
+        let (Some(x), Some(y)) = (uncompressed.x(), uncompressed.y()) else {
+            return Err(not_on_curve());
+        };
+        Self::from_coordinates(kid, (*x).into(), (*y).into())
+    }
+
+    /// The key id.
+    #[must_use]
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The affine `x` coordinate, big-endian.
+    #[must_use]
+    pub fn x(&self) -> &[u8; 32] {
+        &self.x
+    }
+
+    /// The affine `y` coordinate, big-endian.
+    #[must_use]
+    pub fn y(&self) -> &[u8; 32] {
+        &self.y
+    }
+
+    /// The uncompressed SEC1 point `04 || x || y`, the form WebCrypto imports as `raw`.
+    #[must_use]
+    pub fn uncompressed_point(&self) -> [u8; 65] {
+        let mut out = [0u8; 65];
+        out[0] = 0x04;
+        out[1..33].copy_from_slice(&self.x);
+        out[33..].copy_from_slice(&self.y);
+        out
+    }
+
+    /// The decoded key for the pure-Rust backend.
+    #[cfg(feature = "p256-backend")]
+    #[must_use]
+    pub fn verifying_key(&self) -> &p256::ecdsa::VerifyingKey {
+        &self.verifying_key
+    }
+}
+
+/// A parsed key set: only the P-256 signing keys, looked up by `kid`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Jwks {
+    keys: Vec<Jwk>,
+    skipped: usize,
+}
+
+impl Jwks {
+    /// A set from keys already in hand (the issuer's side).
+    ///
+    /// # Errors
+    /// [`JwksError::DuplicateKid`] if two keys share an id.
+    pub fn from_keys(keys: Vec<Jwk>) -> Result<Self, JwksError> {
+        for (i, key) in keys.iter().enumerate() {
+            if keys.iter().take(i).any(|other| other.kid == key.kid) {
+                return Err(JwksError::DuplicateKid {
+                    kid: key.kid.clone(),
+                });
+            }
+        }
+        Ok(Self { keys, skipped: 0 })
+    }
+
+    /// Parses an untrusted JWKS document with the default [`JwksLimits`].
+    ///
+    /// # Errors
+    /// Any [`JwksError`]; see the module notes for which keys are skipped instead.
+    pub fn parse(json: &str) -> Result<Self, JwksError> {
+        Self::parse_with_limits(json, &JwksLimits::default())
+    }
+
+    /// Parses an untrusted JWKS document under explicit limits.
+    ///
+    /// # Errors
+    /// Any [`JwksError`]; see the module notes for which keys are skipped instead.
+    pub fn parse_with_limits(json: &str, limits: &JwksLimits) -> Result<Self, JwksError> {
+        if json.len() > limits.max_bytes {
+            return Err(JwksError::TooLarge {
+                len: json.len(),
+                max: limits.max_bytes,
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct RawSet {
+            keys: Vec<serde_json::Map<String, serde_json::Value>>,
+        }
+        let raw: RawSet = serde_json::from_str(json).map_err(JwksError::Malformed)?;
+        if raw.keys.len() > limits.max_keys {
+            return Err(JwksError::TooManyKeys {
+                count: raw.keys.len(),
+                max: limits.max_keys,
+            });
+        }
+
+        let mut seen_kids: Vec<&str> = Vec::with_capacity(raw.keys.len());
+        for entry in &raw.keys {
+            if let Some(kid) = entry.get("kid").and_then(serde_json::Value::as_str) {
+                if seen_kids.contains(&kid) {
+                    return Err(JwksError::DuplicateKid {
+                        kid: kid.to_owned(),
+                    });
+                }
+                seen_kids.push(kid);
+            }
+        }
+
+        let mut keys = Vec::new();
+        let mut skipped = 0;
+        for (index, entry) in raw.keys.iter().enumerate() {
+            match parse_entry(index, entry)? {
+                Some(key) => keys.push(key),
+                None => skipped += 1,
+            }
+        }
+        Ok(Self { keys, skipped })
+    }
+
+    /// The key with this id, if any.
+    #[must_use]
+    pub fn find(&self, kid: &str) -> Option<&Jwk> {
+        self.keys.iter().find(|key| key.kid == kid)
+    }
+
+    /// Whether a key with this id is in the set.
+    #[must_use]
+    pub fn contains(&self, kid: &str) -> bool {
+        self.find(kid).is_some()
+    }
+
+    /// The usable keys, in document order.
+    #[must_use]
+    pub fn keys(&self) -> &[Jwk] {
+        &self.keys
+    }
+
+    /// How many entries parsing skipped as not ours (other key types, curves or uses).
+    #[must_use]
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// Whether the set holds no usable key.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The set as a JWKS document, each key with `kty`, `crv`, `kid`, `use`, `alg`, `x`, `y`.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct PublicJwk<'a> {
+            kty: &'static str,
+            crv: &'static str,
+            kid: &'a str,
+            #[serde(rename = "use")]
+            use_: &'static str,
+            alg: &'static str,
+            x: String,
+            y: String,
+        }
+        #[derive(Serialize)]
+        struct PublicSet<'a> {
+            keys: Vec<PublicJwk<'a>>,
+        }
+        let set = PublicSet {
+            keys: self
+                .keys
+                .iter()
+                .map(|key| PublicJwk {
+                    kty: "EC",
+                    crv: "P-256",
+                    kid: &key.kid,
+                    use_: "sig",
+                    alg: "ES256",
+                    x: Base64UrlUnpadded::encode_string(&key.x),
+                    y: Base64UrlUnpadded::encode_string(&key.y),
+                })
+                .collect(),
+        };
+        // Serializing plain strings into a String cannot fail.
+        serde_json::to_string(&set).unwrap_or_default()
+    }
+}
+
+/// One `keys` entry: `Ok(None)` when it is not a P-256 signing key (skipped).
+fn parse_entry(
+    index: usize,
+    entry: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<Jwk>, JwksError> {
+    let text = |name: &str| entry.get(name).and_then(serde_json::Value::as_str);
+    let absent_or = |name: &str, wanted: &str| match entry.get(name) {
+        None => true,
+        Some(value) => value.as_str() == Some(wanted),
+    };
+    let ours = text("kty") == Some("EC")
+        && text("crv") == Some("P-256")
+        && absent_or("use", "sig")
+        && absent_or("alg", "ES256")
+        && match entry.get("key_ops") {
+            None => true,
+            Some(ops) => ops
+                .as_array()
+                .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify"))),
+        };
+    if !ours {
+        return Ok(None);
+    }
+    let Some(kid) = entry.get("kid") else {
+        // A key without an id can never be selected (tokens must name their `kid`).
+        return Ok(None);
+    };
+    let kid = kid
+        .as_str()
+        .filter(|kid| !kid.is_empty() && kid.len() <= MAX_KID_LEN)
+        .ok_or(JwksError::InvalidKid { index })?;
+    if entry.contains_key("d") {
+        return Err(JwksError::PrivateKeyMaterial {
+            kid: kid.to_owned(),
+        });
+    }
+    let coordinate = |name: &'static str| -> Result<[u8; 32], JwksError> {
+        let invalid = || JwksError::InvalidCoordinate {
+            kid: kid.to_owned(),
+            coordinate: name,
+        };
+        let encoded = text(name).ok_or_else(invalid)?;
+        let mut out = [0u8; 32];
+        let decoded = Base64UrlUnpadded::decode(encoded, &mut out).map_err(|_| invalid())?;
+        if decoded.len() != 32 {
+            return Err(invalid());
+        }
+        Ok(out)
+    };
+    let x = coordinate("x")?;
+    let y = coordinate("y")?;
+    Jwk::from_coordinates(kid, x, y)
+        .map(Some)
+        .map_err(|err| match err {
+            JwksError::InvalidKid { .. } => JwksError::InvalidKid { index },
+            other => other,
+        })
+}

@@ -1,0 +1,62 @@
+//! Edgeward's token core: everything that decides whether a bearer token is good, with no
+//! I/O, no clock and no randomness, so the same code runs in the issuer's tests, at the edge
+//! (wasm32 in a Worker), in resource APIs and in any JS runtime.
+//!
+//! - [`jwks`]: the key set, P-256 signing keys only, parsed and published by the same code.
+//! - [`token`]: compact JWS access tokens (RFC 9068 profile), ES256 pinned. Untrusted text
+//!   becomes a [`VerifiedToken`] only through [`Validator`], in two steps (cheap checks, then
+//!   the signature through a [`verifier`] backend, sync or async).
+//! - [`claims`]: the claims and the [`Validation`] rules; time is always an argument.
+//! - [`rejection`]: the one [`Rejection`] enum and its RFC 6750 mapping.
+//! - [`cache`]: verified tokens by hash, so a repeated token skips crypto.
+//! - [`rate_limit`]: GCRA over stored state, and the rate-plan claim format.
+//! - [`assertion`]: the HMAC-signed identity the edge hands to origins.
+//! - `origin` (feature `axum`): the tower layer and extractor origins mount.
+//! - `js` (feature `js`): the wasm-bindgen API of the npm package.
+//!
+//! ```
+//! use shared::{Jwks, Rejection, UnixTime, Validation, Validator};
+//!
+//! let jwks = Jwks::parse(r#"{"keys":[]}"#)?;
+//! let validator = Validator::new(Validation::new("https://issuer.example", "api"));
+//! let now = UnixTime::from_secs(1_800_000_000);
+//! let refused = validator.check("not-a-token", &jwks, now).unwrap_err();
+//! assert_eq!(refused, Rejection::MalformedStructure);
+//! assert_eq!(refused.status(), 401);
+//! # Ok::<(), shared::jwks::JwksError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, clippy::missing_errors_doc)]
+
+pub mod assertion;
+pub mod bearer;
+pub mod cache;
+pub mod claims;
+pub mod jwks;
+pub mod rate_limit;
+pub mod rejection;
+pub mod time;
+pub mod token;
+pub mod verifier;
+
+#[cfg(feature = "js")]
+pub mod js;
+#[cfg(feature = "axum")]
+pub mod origin;
+
+pub use assertion::{AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity};
+pub use bearer::bearer_token;
+pub use cache::TokenCache;
+pub use claims::{AccessClaims, Scopes, Validation};
+pub use jwks::{Jwk, Jwks};
+pub use rate_limit::{Decision, GcraState, RatePlan};
+pub use rejection::Rejection;
+pub use time::UnixTime;
+pub use token::{SignatureCheck, UntrustedToken, Validator, VerifiedToken};
+#[cfg(feature = "p256-backend")]
+pub use verifier::P256Verifier;
+pub use verifier::{AsyncSignatureVerifier, BackendError, SignatureVerifier};
+
+/// The `p256` crate this core builds on, for callers that convert keys.
+pub use p256;

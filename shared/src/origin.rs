@@ -1,0 +1,156 @@
+//! The origin side for axum resource APIs: accept only requests the edge verified.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use shared::origin::EdgeAuthLayer;
+//! use shared::{AssertionKey, AssertionVerifier, EdgeIdentity};
+//!
+//! async fn whoami(identity: EdgeIdentity) -> String {
+//!     format!("hello {} via {}", identity.sub, identity.client_id)
+//! }
+//!
+//! # fn build() -> Result<Router, shared::assertion::AssertionKeyError> {
+//! let key = AssertionKey::new("k1", b"0123456789abcdef0123456789abcdef")?;
+//! let app = Router::new()
+//!     .route("/whoami", get(whoami))
+//!     .layer(EdgeAuthLayer::new(AssertionVerifier::new(vec![key], 30_000)));
+//! # Ok(app) }
+//! ```
+//!
+//! This adapter reads the system clock; the core never does.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, Request, StatusCode};
+
+use crate::assertion::{AssertionError, AssertionVerifier, EdgeIdentity, ASSERTION_HEADER};
+use crate::time::UnixTime;
+
+/// Verifies the edge assertion on every request: on success the [`EdgeIdentity`] goes into
+/// the request extensions for handlers; otherwise the request is answered 401 and never
+/// reaches the inner service.
+#[derive(Debug, Clone)]
+pub struct EdgeAuthLayer {
+    verifier: Arc<AssertionVerifier>,
+}
+
+impl EdgeAuthLayer {
+    /// A layer accepting assertions `verifier` accepts.
+    #[must_use]
+    pub fn new(verifier: AssertionVerifier) -> Self {
+        Self {
+            verifier: Arc::new(verifier),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for EdgeAuthLayer {
+    type Service = EdgeAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        EdgeAuth {
+            inner,
+            verifier: Arc::clone(&self.verifier),
+        }
+    }
+}
+
+/// The service [`EdgeAuthLayer`] wraps around the application.
+#[derive(Debug, Clone)]
+pub struct EdgeAuth<S> {
+    inner: S,
+    verifier: Arc<AssertionVerifier>,
+}
+
+impl<S, B> tower::Service<Request<B>> for EdgeAuth<S>
+where
+    S: tower::Service<Request<B>, Response = Response> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let mut values = request.headers().get_all(ASSERTION_HEADER).iter();
+        let header = match (values.next(), values.next()) {
+            (Some(value), None) => value
+                .to_str()
+                .map_err(|_| AssertionError::Malformed)
+                .map(Some),
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => Err(AssertionError::Malformed),
+        };
+        let verified = header.and_then(|header| {
+            self.verifier.verify(
+                header,
+                request.method().as_str(),
+                request.uri().path(),
+                system_now(),
+            )
+        });
+        match verified {
+            Ok(identity) => {
+                request.extensions_mut().insert(identity);
+                Box::pin(self.inner.call(request))
+            }
+            Err(error) => {
+                let response = unauthorized(&error);
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
+}
+
+fn system_now() -> UnixTime {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    UnixTime::from_millis(millis)
+}
+
+/// The one mapping of an assertion failure to HTTP: 401, RFC 6750 body and challenge.
+fn unauthorized(error: &AssertionError) -> Response {
+    let body = serde_json::json!({
+        "error": "invalid_token",
+        "error_description": error.to_string(),
+        "reason": error.reason(),
+    });
+    let mut response = (StatusCode::UNAUTHORIZED, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"edgeward-origin\", error=\"invalid_token\""),
+    );
+    response
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for EdgeIdentity {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<EdgeIdentity>()
+            .cloned()
+            .ok_or_else(|| unauthorized(&AssertionError::Missing))
+    }
+}

@@ -1,0 +1,303 @@
+//! Rate limits: the plan a token carries and the GCRA decision over stored state.
+//!
+//! GCRA (generic cell rate algorithm) keeps one number per client, the theoretical arrival
+//! time (TAT), and answers exactly what a token bucket would: `burst` requests at once, then
+//! one every `period / limit`. [`check`] is a pure function of the plan, the stored state and
+//! `now`; the caller (a Durable Object at the edge) stores what it returns.
+//!
+//! A plan's text form, used in the `rate_plan` token claim and the issuer's CLI, is
+//! `LIMIT/PERIOD[;burst=N]` with `PERIOD` as `[N]s`, `[N]m`, `[N]h` or `[N]d`, for example
+//! `1000/60s;burst=100` or `10/s`. Without `burst`, the whole limit may come at once.
+
+use core::fmt;
+use core::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::time::UnixTime;
+
+/// Largest limit or burst a plan may state.
+pub const MAX_RATE: u32 = 1_000_000_000;
+/// Longest period a plan may state: one day.
+pub const MAX_PERIOD_SECS: u32 = 86_400;
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+const NANOS_PER_MILLI: u64 = 1_000_000;
+
+/// Why a plan was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RatePlanError {
+    /// The text is not `LIMIT/PERIOD[;burst=N]`.
+    #[error("rate plan must look like `1000/60s;burst=100`")]
+    Syntax,
+    /// Limit or burst is zero or above [`MAX_RATE`].
+    #[error("rate plan limit and burst must be between 1 and {MAX_RATE}")]
+    OutOfRange,
+    /// The period is zero or longer than [`MAX_PERIOD_SECS`].
+    #[error("rate plan period must be between 1 second and {MAX_PERIOD_SECS} seconds")]
+    Period,
+}
+
+/// `limit` requests per `period_secs`, with up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RatePlan {
+    limit: u32,
+    period_secs: u32,
+    burst: u32,
+}
+
+impl RatePlan {
+    /// A checked plan.
+    ///
+    /// # Errors
+    /// [`RatePlanError::OutOfRange`] or [`RatePlanError::Period`].
+    pub fn new(limit: u32, period_secs: u32, burst: u32) -> Result<Self, RatePlanError> {
+        if !(1..=MAX_RATE).contains(&limit) || !(1..=MAX_RATE).contains(&burst) {
+            return Err(RatePlanError::OutOfRange);
+        }
+        if !(1..=MAX_PERIOD_SECS).contains(&period_secs) {
+            return Err(RatePlanError::Period);
+        }
+        Ok(Self {
+            limit,
+            period_secs,
+            burst,
+        })
+    }
+
+    /// Requests allowed per period.
+    #[must_use]
+    pub const fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The period in seconds.
+    #[must_use]
+    pub const fn period_secs(&self) -> u32 {
+        self.period_secs
+    }
+
+    /// Requests allowed at once.
+    #[must_use]
+    pub const fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// Nanoseconds between requests at the sustained rate (at least 1).
+    fn emission_interval(&self) -> u64 {
+        (u64::from(self.period_secs) * NANOS_PER_SEC / u64::from(self.limit)).max(1)
+    }
+}
+
+impl fmt::Display for RatePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}s;burst={}",
+            self.limit, self.period_secs, self.burst
+        )
+    }
+}
+
+impl FromStr for RatePlan {
+    type Err = RatePlanError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (rate, burst) = match text.split_once(';') {
+            Some((rate, option)) => {
+                let burst = option.strip_prefix("burst=").ok_or(RatePlanError::Syntax)?;
+                (rate, Some(number(burst)?))
+            }
+            None => (text, None),
+        };
+        let (limit, period) = rate.split_once('/').ok_or(RatePlanError::Syntax)?;
+        let limit = number(limit)?;
+        let split = period
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or(RatePlanError::Syntax)?;
+        let (count, unit) = period.split_at(split);
+        let count = if count.is_empty() { 1 } else { number(count)? };
+        let unit_secs: u32 = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(RatePlanError::Syntax),
+        };
+        let period_secs = count.checked_mul(unit_secs).ok_or(RatePlanError::Period)?;
+        Self::new(limit, period_secs, burst.unwrap_or(limit))
+    }
+}
+
+/// Plain decimal digits only (no sign, no spaces), fitting in `u32`.
+fn number(text: &str) -> Result<u32, RatePlanError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RatePlanError::Syntax);
+    }
+    text.parse().map_err(|_| RatePlanError::OutOfRange)
+}
+
+impl Serialize for RatePlan {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RatePlan {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What GCRA stores per client: the theoretical arrival time, in nanoseconds since the
+/// epoch. The default (zero) means "no recent requests".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GcraState {
+    /// Theoretical arrival time of the next request at the sustained rate.
+    pub tat_nanos: u64,
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// The burst size: requests available when the client has been idle.
+    pub limit: u32,
+    /// Requests still available right now after this one.
+    pub remaining: u32,
+    /// Milliseconds until the full burst is available again.
+    pub reset_after_ms: u64,
+    /// For a denied request, milliseconds until one would be allowed; zero when allowed.
+    pub retry_after_ms: u64,
+}
+
+impl Decision {
+    /// `reset_after_ms` in whole seconds, rounded up (for `RateLimit` headers).
+    #[must_use]
+    pub fn reset_after_secs(&self) -> u64 {
+        self.reset_after_ms.div_ceil(1000)
+    }
+
+    /// `retry_after_ms` in whole seconds, rounded up and at least 1 when denied (for
+    /// `Retry-After`).
+    #[must_use]
+    pub fn retry_after_secs(&self) -> u64 {
+        if self.allowed {
+            0
+        } else {
+            self.retry_after_ms.div_ceil(1000).max(1)
+        }
+    }
+}
+
+/// Decides one request at `now` under `plan`, given the stored `state`; returns the decision
+/// and the state to store (unchanged when denied).
+#[must_use]
+pub fn check(plan: &RatePlan, state: GcraState, now: UnixTime) -> (Decision, GcraState) {
+    let interval = plan.emission_interval();
+    let tolerance = interval.saturating_mul(u64::from(plan.burst));
+    let now_nanos = now.as_millis().saturating_mul(NANOS_PER_MILLI);
+    let tat = state.tat_nanos.max(now_nanos);
+    let new_tat = tat.saturating_add(interval);
+    let allow_at = new_tat.saturating_sub(tolerance);
+    let to_millis = |nanos: u64| nanos.div_ceil(NANOS_PER_MILLI);
+
+    if now_nanos < allow_at {
+        let decision = Decision {
+            allowed: false,
+            limit: plan.burst,
+            remaining: 0,
+            reset_after_ms: to_millis(tat - now_nanos),
+            retry_after_ms: to_millis(allow_at - now_nanos),
+        };
+        return (decision, state);
+    }
+    let remaining = u32::try_from((now_nanos - allow_at) / interval).unwrap_or(u32::MAX);
+    let decision = Decision {
+        allowed: true,
+        limit: plan.burst,
+        remaining: remaining.min(plan.burst.saturating_sub(1)),
+        reset_after_ms: to_millis(new_tat - now_nanos),
+        retry_after_ms: 0,
+    };
+    (decision, GcraState { tat_nanos: new_tat })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_text_round_trips() {
+        let plan: RatePlan = "1000/60s;burst=100".parse().unwrap();
+        assert_eq!(
+            (plan.limit(), plan.period_secs(), plan.burst()),
+            (1000, 60, 100)
+        );
+        assert_eq!(plan.to_string().parse::<RatePlan>().unwrap(), plan);
+        let plan: RatePlan = "10/m".parse().unwrap();
+        assert_eq!(
+            (plan.limit(), plan.period_secs(), plan.burst()),
+            (10, 60, 10)
+        );
+        assert_eq!("5/2h".parse::<RatePlan>().unwrap().period_secs(), 7200);
+    }
+
+    #[test]
+    fn plan_text_is_strict() {
+        for bad in [
+            "",
+            "10",
+            "10/",
+            "/s",
+            "10/x",
+            "+10/s",
+            "10/s;",
+            "10/s;burst=",
+            "10/s;b=1",
+            "10 /s",
+            "0/s",
+            "10/0s",
+            "10/2d",
+            "10/s;burst=0",
+            "99999999999/s",
+            "1/4294967295s",
+        ] {
+            assert!(bad.parse::<RatePlan>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn burst_then_sustained_rate() {
+        let plan = RatePlan::new(60, 60, 3).unwrap(); // one per second, three at once
+        let t0 = UnixTime::from_secs(1_000);
+        let mut state = GcraState::default();
+        for expected_remaining in [2, 1, 0] {
+            let (decision, next) = check(&plan, state, t0);
+            assert!(decision.allowed);
+            assert_eq!(decision.remaining, expected_remaining);
+            state = next;
+        }
+        let (denied, same) = check(&plan, state, t0);
+        assert!(!denied.allowed);
+        assert_eq!(same, state);
+        assert_eq!(denied.retry_after_ms, 1000);
+        assert_eq!(denied.reset_after_ms, 3000);
+        assert_eq!(denied.retry_after_secs(), 1);
+        let (later, _) = check(&plan, state, t0.plus_millis(1000));
+        assert!(later.allowed);
+        assert_eq!(later.remaining, 0);
+    }
+
+    #[test]
+    fn idle_client_gets_full_burst_back() {
+        let plan = RatePlan::new(10, 1, 5).unwrap();
+        let (first, state) = check(&plan, GcraState::default(), UnixTime::from_secs(50));
+        assert_eq!(first.remaining, 4);
+        let (later, _) = check(&plan, state, UnixTime::from_secs(60));
+        assert_eq!(later.remaining, 4);
+    }
+}

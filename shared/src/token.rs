@@ -1,0 +1,375 @@
+//! Compact JWS access tokens: untrusted text in, [`VerifiedToken`] out.
+//!
+//! Verification runs in two steps so that the expensive part comes last and can be async:
+//! [`Validator::check`] parses and checks everything cheap (size, encoding, header, claims,
+//! key lookup) and returns a [`SignatureCheck`]; only its `verify_with*` methods, given a
+//! [`SignatureVerifier`] or [`AsyncSignatureVerifier`], produce a [`VerifiedToken`]. There is no
+//! other way to build one, so claims cannot be used before the signature checks out.
+//! The algorithm is pinned to ES256: the header's `alg` is only compared, never obeyed.
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::claims::{self, AccessClaims, Scopes, Validation};
+use crate::jwks::{Jwk, Jwks, MAX_KID_LEN};
+use crate::rejection::{Rejection, Segment};
+use crate::time::UnixTime;
+use crate::verifier::{AsyncSignatureVerifier, SignatureVerifier};
+
+/// Length of a JWS ES256 signature: `R || S`, 32 bytes each (RFC 7518 §3.4).
+pub const SIGNATURE_LEN: usize = 64;
+
+/// Header parameters that would let the token choose its own key or change how it is
+/// processed. Keys come only from the configured JWKS.
+const FORBIDDEN_HEADERS: [&str; 6] = ["crit", "jku", "x5u", "x5c", "jwk", "cty"];
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+/// The protected header as sent. Every member that matters is captured even when `null`.
+#[derive(Deserialize)]
+struct RawHeader {
+    #[serde(default, deserialize_with = "present")]
+    alg: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    kid: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    typ: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    crit: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    jku: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    x5u: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    x5c: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    jwk: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    cty: Option<Value>,
+}
+
+impl RawHeader {
+    fn forbidden(&self) -> Option<&'static str> {
+        let members = [
+            &self.crit, &self.jku, &self.x5u, &self.x5c, &self.jwk, &self.cty,
+        ];
+        FORBIDDEN_HEADERS
+            .iter()
+            .zip(members)
+            .find_map(|(name, member)| member.is_some().then_some(*name))
+    }
+}
+
+/// A compact token whose structure and header passed the cheap checks. Nothing in it is
+/// trusted yet; its claims are not even exposed.
+#[derive(Debug)]
+pub struct UntrustedToken<'t> {
+    signing_input: &'t str,
+    kid: String,
+    payload: Vec<u8>,
+    signature: [u8; SIGNATURE_LEN],
+}
+
+impl<'t> UntrustedToken<'t> {
+    /// Parses a compact JWS and checks its header against the pinned profile: size, three
+    /// canonical base64url segments, `alg` ES256, no forbidden parameters, an accepted `typ`,
+    /// a `kid`, and a 64-byte signature.
+    ///
+    /// # Errors
+    /// The first [`Rejection`] found, cheapest checks first.
+    pub fn parse(token: &'t str, validation: &Validation) -> Result<Self, Rejection> {
+        if token.len() > validation.max_token_bytes {
+            return Err(Rejection::TooLarge {
+                len: token.len(),
+                max: validation.max_token_bytes,
+            });
+        }
+        let mut segments = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) = (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) else {
+            return Err(Rejection::MalformedStructure);
+        };
+        if header.is_empty() || payload.is_empty() || signature.is_empty() {
+            return Err(Rejection::MalformedStructure);
+        }
+        let signing_input = token
+            .get(..header.len() + 1 + payload.len())
+            .ok_or(Rejection::MalformedStructure)?;
+
+        let header_bytes = decode(header, Segment::Header)?;
+        if header_bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(Rejection::InvalidJson {
+                segment: Segment::Header,
+            });
+        }
+        let raw: RawHeader =
+            serde_json::from_slice(&header_bytes).map_err(|_| Rejection::InvalidJson {
+                segment: Segment::Header,
+            })?;
+        if raw.alg.as_ref().and_then(Value::as_str) != Some("ES256") {
+            return Err(Rejection::AlgorithmNotAllowed);
+        }
+        if let Some(name) = raw.forbidden() {
+            return Err(Rejection::ForbiddenHeader { name });
+        }
+        let typ = raw
+            .typ
+            .as_ref()
+            .and_then(Value::as_str)
+            .ok_or(Rejection::WrongType)?;
+        if !type_accepted(typ, validation.accept_jwt_type) {
+            return Err(Rejection::WrongType);
+        }
+        let kid = match raw.kid {
+            None | Some(Value::Null) => return Err(Rejection::MissingKeyId),
+            Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => kid,
+            // Not a usable id: never `UnknownKeyId`, which would prompt a JWKS refresh.
+            Some(_) => return Err(Rejection::MissingKeyId),
+        };
+
+        let signature_bytes = decode(signature, Segment::Signature)?;
+        let signature =
+            <[u8; SIGNATURE_LEN]>::try_from(signature_bytes.as_slice()).map_err(|_| {
+                if looks_like_der(&signature_bytes) {
+                    Rejection::DerSignature
+                } else {
+                    Rejection::SignatureLength {
+                        len: signature_bytes.len(),
+                    }
+                }
+            })?;
+        let payload = decode(payload, Segment::Payload)?;
+
+        Ok(Self {
+            signing_input,
+            kid,
+            payload,
+            signature,
+        })
+    }
+
+    /// The `kid` the token names (unverified).
+    #[must_use]
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+}
+
+/// `typ` per RFC 9068 §2.1, compared case-insensitively with or without the `application/`
+/// prefix (RFC 7515 §4.1.9).
+fn type_accepted(typ: &str, accept_jwt: bool) -> bool {
+    let bare = match typ.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => typ.get(12..).unwrap_or(""),
+        _ => typ,
+    };
+    bare.eq_ignore_ascii_case("at+jwt") || (accept_jwt && bare.eq_ignore_ascii_case("jwt"))
+}
+
+/// An ASN.1 DER `SEQUENCE` of two integers is how other stacks encode ECDSA signatures.
+fn looks_like_der(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x30, len, 0x02, ..] if usize::from(*len) + 2 == bytes.len())
+}
+
+fn decode(segment: &str, which: Segment) -> Result<Vec<u8>, Rejection> {
+    Base64UrlUnpadded::decode_vec(segment).map_err(|_| Rejection::InvalidBase64 { segment: which })
+}
+
+/// Checks tokens against one [`Validation`]. Cheap to clone and to share.
+#[derive(Debug, Clone)]
+pub struct Validator {
+    validation: Validation,
+}
+
+impl Validator {
+    /// A validator for these rules.
+    #[must_use]
+    pub fn new(validation: Validation) -> Self {
+        Self { validation }
+    }
+
+    /// The rules in force.
+    #[must_use]
+    pub fn validation(&self) -> &Validation {
+        &self.validation
+    }
+
+    /// Step one: every check but the signature, in order of cost. Claims are checked before
+    /// the key lookup so that an expired token never triggers a JWKS refresh.
+    ///
+    /// # Errors
+    /// The first [`Rejection`] found; [`Rejection::UnknownKeyId`] when the header and claims
+    /// are fine but the key set lacks the `kid` (the caller may refresh its JWKS and retry).
+    pub fn check<'t, 'k>(
+        &self,
+        token: &'t str,
+        jwks: &'k Jwks,
+        now: UnixTime,
+    ) -> Result<SignatureCheck<'t, 'k>, Rejection> {
+        let untrusted = UntrustedToken::parse(token, &self.validation)?;
+        let claims = claims::validate(&untrusted.payload, &self.validation, now)?;
+        let key = jwks.find(&untrusted.kid).ok_or(Rejection::UnknownKeyId)?;
+        Ok(SignatureCheck {
+            signing_input: untrusted.signing_input,
+            signature: untrusted.signature,
+            key,
+            claims,
+        })
+    }
+
+    /// Both steps with the pure-Rust P-256 backend.
+    ///
+    /// # Errors
+    /// Any [`Rejection`] from [`Validator::check`], or [`Rejection::BadSignature`].
+    #[cfg(feature = "p256-backend")]
+    pub fn verify(
+        &self,
+        token: &str,
+        jwks: &Jwks,
+        now: UnixTime,
+    ) -> Result<VerifiedToken, Rejection> {
+        self.check(token, jwks, now)?
+            .verify_with(&crate::verifier::P256Verifier)
+    }
+}
+
+/// A token that passed every check but the signature. Its claims stay private until a
+/// verifier accepts the signature.
+#[derive(Debug)]
+#[must_use = "a token is not verified until its signature is checked"]
+pub struct SignatureCheck<'t, 'k> {
+    signing_input: &'t str,
+    signature: [u8; SIGNATURE_LEN],
+    key: &'k Jwk,
+    claims: AccessClaims,
+}
+
+impl SignatureCheck<'_, '_> {
+    /// The key the signature must verify under.
+    #[must_use]
+    pub fn key(&self) -> &Jwk {
+        self.key
+    }
+
+    /// The bytes that were signed (`header.payload`, ASCII).
+    #[must_use]
+    pub fn signing_input(&self) -> &[u8] {
+        self.signing_input.as_bytes()
+    }
+
+    /// The raw `R || S` signature.
+    #[must_use]
+    pub fn signature(&self) -> &[u8; SIGNATURE_LEN] {
+        &self.signature
+    }
+
+    /// Step two with a synchronous backend.
+    ///
+    /// # Errors
+    /// [`Rejection::BadSignature`], or [`Rejection::VerifierUnavailable`] if the backend failed.
+    pub fn verify_with<V: SignatureVerifier + ?Sized>(
+        self,
+        verifier: &V,
+    ) -> Result<VerifiedToken, Rejection> {
+        let outcome = verifier.verify_es256(self.key, self.signing_input(), &self.signature);
+        self.conclude(outcome.map_err(|_| Rejection::VerifierUnavailable)?)
+    }
+
+    /// Step two with an asynchronous backend (WebCrypto at the edge).
+    ///
+    /// # Errors
+    /// [`Rejection::BadSignature`], or [`Rejection::VerifierUnavailable`] if the backend failed.
+    pub async fn verify_with_async<V: AsyncSignatureVerifier + ?Sized>(
+        self,
+        verifier: &V,
+    ) -> Result<VerifiedToken, Rejection> {
+        let outcome = verifier
+            .verify_es256(self.key, self.signing_input(), &self.signature)
+            .await;
+        self.conclude(outcome.map_err(|_| Rejection::VerifierUnavailable)?)
+    }
+
+    fn conclude(self, valid: bool) -> Result<VerifiedToken, Rejection> {
+        if !valid {
+            return Err(Rejection::BadSignature);
+        }
+        Ok(VerifiedToken {
+            kid: self.key.kid().to_owned(),
+            claims: self.claims,
+        })
+    }
+}
+
+/// A token whose signature verified under a key of the set and whose claims passed the
+/// [`Validation`] at the time given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    kid: String,
+    claims: AccessClaims,
+}
+
+impl VerifiedToken {
+    /// The id of the key that signed it.
+    #[must_use]
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The verified claims.
+    #[must_use]
+    pub fn claims(&self) -> &AccessClaims {
+        &self.claims
+    }
+
+    /// Consumes the token for its claims.
+    #[must_use]
+    pub fn into_claims(self) -> AccessClaims {
+        self.claims
+    }
+
+    /// Checks that the token grants every scope in `required`.
+    ///
+    /// # Errors
+    /// [`Rejection::InsufficientScope`] naming the required scopes.
+    pub fn require_scopes(&self, required: &Scopes) -> Result<(), Rejection> {
+        if self.claims.scope.contains_all(required) {
+            Ok(())
+        } else {
+            Err(Rejection::InsufficientScope {
+                required: required.to_string(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typ_forms() {
+        assert!(type_accepted("at+jwt", false));
+        assert!(type_accepted("AT+JWT", false));
+        assert!(type_accepted("application/at+jwt", false));
+        assert!(!type_accepted("JWT", false));
+        assert!(type_accepted("JWT", true));
+        assert!(!type_accepted("application/", true));
+        assert!(!type_accepted("at+jwt ", false));
+    }
+
+    #[test]
+    fn der_shape() {
+        let mut der = vec![0x30, 68, 0x02, 32];
+        der.extend([1u8; 32]);
+        der.extend([0x02, 32]);
+        der.extend([1u8; 32]);
+        assert!(looks_like_der(&der));
+        assert!(!looks_like_der(&[0x30, 5, 0x02]));
+    }
+}

@@ -47,7 +47,11 @@ impl Validator {
     /// Throws a `TypeError` for bad options and an `Error` naming the JWKS problem.
     #[wasm_bindgen(constructor)]
     pub fn new(jwks_json: &str, options: JsValue) -> Result<Validator, JsValue> {
-        let options: Options = serde_wasm_bindgen::from_value(options)
+        // Through JSON so that `deny_unknown_fields` sees every key: a misspelt option
+        // must fail loudly, not fall back to a default.
+        let options: Options = serde_wasm_bindgen::from_value::<serde_json::Value>(options)
+            .map_err(|err| err.to_string())
+            .and_then(|value| serde_json::from_value(value).map_err(|err| err.to_string()))
             .map_err(|err| js_sys::TypeError::new(&format!("invalid options: {err}")))?;
         let jwks = Jwks::parse(jwks_json).map_err(|err| js_sys::Error::new(&err.to_string()))?;
         let mut validation = Validation::new(options.issuer, options.audience);

@@ -1,0 +1,105 @@
+//! The axum origin adapter: the layer lets edge-verified requests through with their
+//! identity and answers everything else 401 without running the handler.
+#![cfg(all(feature = "axum", not(target_arch = "wasm32")))]
+
+mod fixtures;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use fixtures::*;
+use http::{Request, StatusCode};
+use shared::assertion::ASSERTION_HEADER;
+use shared::origin::EdgeAuthLayer;
+use shared::{AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity, UnixTime};
+use tower::ServiceExt;
+
+const SECRET: &[u8] = b"origin test secret, 32+ bytes long";
+
+fn app() -> Router {
+    let key = AssertionKey::new("k1", SECRET).unwrap();
+    Router::new()
+        .route(
+            "/whoami",
+            get(|identity: EdgeIdentity| async move {
+                format!("{} {} {}", identity.sub, identity.client_id, identity.scope)
+            }),
+        )
+        .layer(EdgeAuthLayer::new(AssertionVerifier::new(
+            vec![key],
+            30_000,
+        )))
+}
+
+fn assertion(method: &str, path: &str) -> String {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let now = UnixTime::from_millis(now_ms);
+    let verified = validator()
+        .verify(&good_token(), &jwks(), fixtures::now())
+        .unwrap();
+    let mut claims = verified.into_claims();
+    claims.exp = now.as_secs() + 300;
+    let identity = EdgeIdentity::new(&claims, method, path, now);
+    AssertionSigner::new(AssertionKey::new("k1", SECRET).unwrap()).sign(&identity)
+}
+
+async fn call(request: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
+    let response = app().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn edge_verified_request_reaches_the_handler_with_identity() {
+    let request = Request::get("/whoami")
+        .header(ASSERTION_HEADER, assertion("GET", "/whoami"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = call(request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "user-42 client-7 read write");
+}
+
+#[tokio::test]
+async fn everything_else_is_401_with_a_challenge() {
+    let valid = assertion("GET", "/whoami");
+    let requests = [
+        Request::get("/whoami").body(Body::empty()).unwrap(),
+        Request::get("/whoami")
+            .header(ASSERTION_HEADER, "v1.k1.e30.AAAA")
+            .body(Body::empty())
+            .unwrap(),
+        Request::get("/whoami")
+            .header(ASSERTION_HEADER, assertion("POST", "/whoami"))
+            .body(Body::empty())
+            .unwrap(),
+        Request::get("/whoami?x=1")
+            .header(ASSERTION_HEADER, assertion("GET", "/other"))
+            .body(Body::empty())
+            .unwrap(),
+        Request::get("/whoami")
+            .header(ASSERTION_HEADER, valid.clone())
+            .header(ASSERTION_HEADER, valid)
+            .body(Body::empty())
+            .unwrap(),
+    ];
+    for request in requests {
+        let (status, headers, body) = call(request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(headers[http::header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer "));
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "invalid_token");
+    }
+}

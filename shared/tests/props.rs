@@ -1,0 +1,138 @@
+//! Properties: no input panics the parsers, and what we publish we can read back.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod fixtures;
+
+use fixtures::*;
+use proptest::prelude::*;
+use shared::{bearer_token, AssertionKey, AssertionVerifier, Jwks, RatePlan, Scopes, UnixTime};
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_as_token_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let jwks = jwks();
+        let _ = validator().verify(&text, &jwks, now());
+        let _ = bearer_token([text.as_ref()]);
+    }
+
+    #[test]
+    fn token_shaped_noise_never_panics(
+        header in "[A-Za-z0-9_-]{0,80}",
+        payload in "[A-Za-z0-9_-]{0,200}",
+        signature in "[A-Za-z0-9_-]{0,100}",
+        now_secs in any::<u64>(),
+    ) {
+        let token = format!("{header}.{payload}.{signature}");
+        let _ = validator().verify(&token, &jwks(), UnixTime::from_secs(now_secs));
+    }
+
+    #[test]
+    fn json_shaped_noise_in_segments_never_panics(
+        header in proptest::collection::btree_map("[a-z]{1,4}", any_json(), 0..6),
+        claims in proptest::collection::btree_map("[a-z_]{1,9}", any_json(), 0..12),
+    ) {
+        let header = serde_json::to_value(header).unwrap();
+        let claims = serde_json::to_value(claims).unwrap();
+        let _ = validator().verify(&sign(&header, &claims), &jwks(), now());
+    }
+
+    #[test]
+    fn arbitrary_bytes_as_jwks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = Jwks::parse(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn jwks_shaped_noise_never_panics(
+        keys in proptest::collection::vec(
+            proptest::collection::btree_map(
+                prop_oneof![Just("kty".to_owned()), Just("crv".to_owned()), Just("kid".to_owned()),
+                    Just("x".to_owned()), Just("y".to_owned()), Just("use".to_owned()),
+                    Just("alg".to_owned()), Just("d".to_owned()), Just("key_ops".to_owned())],
+                any_json(), 0..9),
+            0..5),
+    ) {
+        let doc = serde_json::json!({ "keys": keys });
+        let _ = Jwks::parse(&doc.to_string());
+    }
+
+    #[test]
+    fn arbitrary_assertions_never_panic(header in ".{0,300}") {
+        let key = AssertionKey::new("a", &[7; 32]).unwrap();
+        let _ = AssertionVerifier::new(vec![key], 1000).verify(Some(&header), "GET", "/", now());
+    }
+
+    #[test]
+    fn rate_plans_round_trip(limit in 1u32..=1_000_000_000, period in 1u32..=86_400, burst in 1u32..=1_000_000_000) {
+        let plan = RatePlan::new(limit, period, burst).unwrap();
+        prop_assert_eq!(plan.to_string().parse::<RatePlan>().unwrap(), plan);
+    }
+
+    #[test]
+    fn rate_plan_text_never_panics(text in ".{0,40}") {
+        let _ = text.parse::<RatePlan>();
+    }
+
+    #[test]
+    fn gcra_never_allows_more_than_burst_plus_rate(
+        limit in 1u32..1000, period in 1u32..120, burst in 1u32..50,
+        gaps in proptest::collection::vec(0u64..2000, 1..200),
+    ) {
+        let plan = RatePlan::new(limit, period, burst).unwrap();
+        let mut state = shared::GcraState::default();
+        let start = 1_800_000_000_000u64;
+        let mut now = start;
+        let mut allowed = 0u64;
+        for gap in gaps {
+            now += gap;
+            let (decision, next) = shared::rate_limit::check(&plan, state, UnixTime::from_millis(now));
+            if decision.allowed { allowed += 1; } else { prop_assert!(decision.retry_after_ms > 0); }
+            prop_assert!(decision.remaining < burst);
+            state = next;
+        }
+        // Over any window, GCRA admits at most burst + window * rate.
+        let elapsed_ms = u128::from(now - start);
+        let bound = u128::from(burst) + elapsed_ms * u128::from(limit) / (u128::from(period) * 1000);
+        prop_assert!(u128::from(allowed) <= bound, "allowed {} > bound {}", allowed, bound);
+    }
+
+    #[test]
+    fn scopes_round_trip(scopes in proptest::collection::btree_set("[!#-\\[\\]-~]{1,12}", 0..10)) {
+        let text = scopes.iter().cloned().collect::<Vec<_>>().join(" ");
+        let parsed = Scopes::parse(&text).unwrap();
+        prop_assert_eq!(parsed.to_string(), text);
+    }
+}
+
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::{json, Value};
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        ".{0,20}".prop_map(Value::String),
+        prop_oneof![
+            Just("ES256"),
+            Just("at+jwt"),
+            Just("fixture-1"),
+            Just("EC"),
+            Just("P-256"),
+            Just(ISSUER),
+            Just(AUDIENCE)
+        ]
+        .prop_map(|s| Value::String(s.to_owned())),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}

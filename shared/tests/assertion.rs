@@ -1,4 +1,5 @@
 //! The edge-to-origin assertion: signing, verification, binding, freshness, rotation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
 mod fixtures;
 

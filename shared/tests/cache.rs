@@ -1,4 +1,5 @@
 //! The verified-token cache: hits, lifetimes, eviction and invalidation. Native and wasm.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
 mod fixtures;
 

@@ -1,5 +1,6 @@
 //! The wasm-bindgen API as JS sees it (runs under `wasm-pack test --node -- --features js`).
 #![cfg(all(target_arch = "wasm32", feature = "js"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
 mod fixtures;
 

@@ -1,4 +1,5 @@
 //! Key-set vectors: what is kept, what is skipped, what fails the set. Native and wasm.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
 mod fixtures;
 

@@ -1,5 +1,6 @@
 //! Properties: no input panics the parsers, and what we publish we can read back.
 #![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
 mod fixtures;
 

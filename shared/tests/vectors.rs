@@ -1,5 +1,6 @@
 //! Known-answer vectors for token validation: the good token and every rejection of the
 //! RFC 9068 profile. The same file runs natively and in wasm (`wasm-pack test --node`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
 mod fixtures;
 

@@ -1,0 +1,39 @@
+# Sourced by tests/run: installs the toolchain pieces the tests need, skipping what is there.
+# Pinned versions live here and in rust-toolchain.toml; wasm-bindgen follows Cargo.lock.
+
+WASM_PACK_VERSION=0.15.1
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# The pinned toolchain with wasm32 (RUSTUP_AUTO_INSTALL may be off on CI machines).
+toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+if ! rustup toolchain list | grep -q "^$toolchain"; then
+  step "installing Rust $toolchain"
+  rustup toolchain install "$toolchain" --profile minimal --component rustfmt,clippy
+fi
+for component in rustfmt clippy; do
+  rustup component list --installed --toolchain "$toolchain" | grep -q "^$component" ||
+    rustup component add "$component" --toolchain "$toolchain"
+done
+rustup target list --installed --toolchain "$toolchain" | grep -q '^wasm32-unknown-unknown$' ||
+  rustup target add wasm32-unknown-unknown --toolchain "$toolchain"
+
+# Node runs the wasm tests and the package smoke test.
+if ! command -v node >/dev/null; then
+  step "installing Node.js (Debian)"
+  apt-get update -qq && apt-get install -y -qq nodejs
+fi
+
+# wasm-pack, pinned.
+if [ "$(wasm-pack --version 2>/dev/null)" != "wasm-pack $WASM_PACK_VERSION" ]; then
+  step "installing wasm-pack $WASM_PACK_VERSION"
+  cargo install --locked wasm-pack --version "$WASM_PACK_VERSION"
+fi
+
+# wasm-bindgen-cli must match the wasm-bindgen in Cargo.lock exactly (wasm-pack would
+# otherwise try to download it).
+bindgen_version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $bindgen_version" ]; then
+  step "installing wasm-bindgen-cli $bindgen_version"
+  cargo install wasm-bindgen-cli --version "$bindgen_version"
+fi

@@ -37,3 +37,12 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $bindgen_version" 
   step "installing wasm-bindgen-cli $bindgen_version"
   cargo install wasm-bindgen-cli --version "$bindgen_version"
 fi
+
+# JS-side tools pinned in package-lock.json (binaryen's wasm-opt for wasm-pack).
+lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat node_modules/.lock-sha256 2>/dev/null)" != "$lock_sum" ]; then
+  step "npm ci"
+  npm ci --no-audit --no-fund
+  echo "$lock_sum" > node_modules/.lock-sha256
+fi
+export PATH="$PWD/node_modules/.bin:$PATH"

@@ -1,7 +1,7 @@
 //! The JavaScript API of the wasm-pack package (feature `js`).
 //!
 //! ```js
-//! const { Validator } = require("edgeward-shared");
+//! const { Validator } = require("@edgeward/shared");
 //! const v = new Validator(jwksJson, { issuer: "https://issuer.example", audience: "api" });
 //! try {
 //!   const claims = v.verify(token, Date.now() / 1000);

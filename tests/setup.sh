@@ -3,6 +3,9 @@
 
 WASM_PACK_VERSION=0.15.1
 
+# Tools installed by `cargo install` land here, also when CARGO_HOME is not the default.
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
 step() { printf '\n==> %s\n' "$*"; }
 
 # The pinned toolchain with wasm32 (RUSTUP_AUTO_INSTALL may be off on CI machines).

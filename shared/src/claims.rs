@@ -64,11 +64,8 @@ pub struct Scopes(BTreeSet<String>);
 
 impl Scopes {
     /// Parses a `scope` string: scope-tokens separated by single spaces. The empty string is
-    /// the empty set.
-    ///
-    /// # Errors
-    /// `None` if a scope-token is empty or uses characters outside RFC 6749's set, or there are
-    /// more than [`MAX_SCOPES`].
+    /// the empty set. `None` if a scope-token is empty or uses characters outside RFC 6749's
+    /// set, or there are more than [`MAX_SCOPES`]. Also available as `text.parse::<Scopes>()`.
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
         let mut set = BTreeSet::new();
@@ -127,6 +124,21 @@ impl fmt::Display for Scopes {
             f.write_str(scope)?;
         }
         Ok(())
+    }
+}
+
+/// A `scope` string that is not RFC 6749 scope-tokens separated by single spaces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid scope string (RFC 6749 scope-tokens separated by single spaces, at most {MAX_SCOPES})"
+)]
+pub struct InvalidScope;
+
+impl std::str::FromStr for Scopes {
+    type Err = InvalidScope;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text).ok_or(InvalidScope)
     }
 }
 

@@ -14,6 +14,13 @@
 //! - `origin` (feature `axum`): the tower layer and extractor origins mount.
 //! - `js` (feature `js`): the wasm-bindgen API of the npm package.
 //!
+//! Why the compact-JWS layer is written here rather than taken from `jwt-compact` (which the
+//! issuer uses to sign, and the tests use as an independent signer): its verification is a
+//! synchronous `Algorithm` trait, so WebCrypto cannot plug in; its parser has no size cap,
+//! honours `cty: cbor`, and does not surface `crit`, `jwk` or `x5c` for refusal; and its
+//! claims use `chrono`. The layer is small (split, strict base64url via `base64ct`, JSON via
+//! `serde_json`); the cryptography is RustCrypto's (`p256`, `sha2`, `hmac`).
+//!
 //! ```
 //! use shared::{Jwks, Rejection, UnixTime, Validation, Validator};
 //!

@@ -184,35 +184,29 @@ pub struct AccessClaims {
     pub rate_plan: Option<RatePlan>,
 }
 
-/// Deserializes a member as `Some` whenever it is present, even as `null`, so presence and
-/// type are judged by the checks below rather than silently dropped.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
-}
-
 /// The payload as sent: every member we judge, each kept as raw JSON. Derived deserialization
 /// refuses duplicate members, which closes off parser-differential tricks.
 #[derive(Deserialize)]
 struct RawClaims {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::token::present")]
     iss: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::token::present")]
     sub: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::token::present")]
     aud: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::token::present")]
     exp: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::token::present")]
     nbf: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::token::present")]
     iat: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::token::present")]
     jti: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::token::present")]
     client_id: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::token::present")]
     scope: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::token::present")]
     rate_plan: Option<Value>,
 }
 

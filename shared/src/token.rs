@@ -24,7 +24,12 @@ pub const SIGNATURE_LEN: usize = 64;
 /// processed. Keys come only from the configured JWKS.
 const FORBIDDEN_HEADERS: [&str; 6] = ["crit", "jku", "x5u", "x5c", "jwk", "cty"];
 
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+/// Deserializes a JSON member as `Some` whenever it is present, even as `null`, so that
+/// presence and type are judged by the checks (header here, claims in `claims`) rather than
+/// silently dropped. Used with `#[serde(default, deserialize_with = ...)]`.
+pub(crate) fn present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Value>, D::Error> {
     Value::deserialize(deserializer).map(Some)
 }
 

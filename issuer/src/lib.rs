@@ -1,3 +1,204 @@
-//! The Edgeward OAuth 2 authorization server (issue #4).
+//! Edgeward's OAuth 2 authorization server: it authenticates clients, signs short-lived ES256
+//! access tokens (RFC 9068), publishes its JWKS, and rotates its keys.
 //!
-//! A placeholder in the workspace until its issue lands; it builds on `shared`.
+//! [`app`] builds the router from an [`AppState`] so tests drive it without a socket;
+//! [`open`] does everything start-up needs (database, migrations, key-encryption key, first
+//! key); [`serve`] runs the server until shutdown; [`maintain_keys`] is the background task
+//! that applies the key schedule under a database lease and reloads the published keys.
+
+pub mod clients;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+pub use state::AppState;
+
+use crate::db::{unix_now, Db};
+use crate::error::ApiError;
+use crate::keys::{Kek, KekSource, SigningKeys};
+
+/// How often each instance applies the key schedule and reloads keys from the database.
+pub const KEY_REFRESH: Duration = Duration::from_secs(5);
+
+/// Why the issuer could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Database.
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    /// Keys.
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    /// Binding the listener.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the database (migrating it), loads the key-encryption key, applies the key
+/// schedule once (creating the first key on a new database) and loads the signing keys.
+///
+/// # Errors
+/// [`StartError`].
+pub async fn open(config: Config) -> Result<AppState, StartError> {
+    config.validate()?;
+    let db = Db::connect(&config).await?;
+    db.migrate().await?;
+    let (kek, source) = Kek::load(&config)?;
+    if source == KekSource::Development {
+        tracing::warn!(
+            path = %config.data_dir.join("dev-kek").display(),
+            "USING A DEVELOPMENT KEY-ENCRYPTION KEY stored next to the data: set ISSUER_KEK or kek_file in production"
+        );
+    }
+    let now = unix_now();
+    for event in keys::advance(&db, &kek, &config, now).await? {
+        tracing::info!(event = %event, "signing key lifecycle");
+        let _ = db
+            .audit(now, "issuer", "key.lifecycle", "signing_keys", &event)
+            .await;
+    }
+    let signing = SigningKeys::load(&db, &kek).await?;
+    Ok(AppState::new(config, db, kek, signing))
+}
+
+/// The HTTP application.
+pub fn app(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let body_limit = state.config.max_body_bytes;
+    routes::router()
+        .fallback(|| async { ApiError::NotFound.into_response() })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Records request latency by matched route.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .latency
+        .get_or_create(&metrics::RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Applies the key schedule (under the `key-rotation` lease) and reloads the keys, forever.
+pub async fn maintain_keys(state: AppState) {
+    let holder = format!("{}-{}", std::process::id(), unix_now());
+    let mut ticker = tokio::time::interval(KEY_REFRESH);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        refresh_keys(&state, &holder).await;
+    }
+}
+
+/// One maintenance step: schedule if this instance holds the lease, then reload.
+pub async fn refresh_keys(state: &AppState, holder: &str) {
+    let now = unix_now();
+    let lease_secs = i64::try_from(KEY_REFRESH.as_secs() * 3).unwrap_or(15);
+    match state
+        .db
+        .try_lease("key-rotation", holder, now, lease_secs)
+        .await
+    {
+        Ok(true) => match keys::advance(&state.db, &state.kek, &state.config, now).await {
+            Ok(events) => {
+                for event in events {
+                    tracing::info!(event = %event, "signing key lifecycle");
+                    let kind = event.split(' ').next().unwrap_or("event").to_owned();
+                    state
+                        .metrics
+                        .key_events
+                        .get_or_create(&metrics::KeyEventLabels { kind })
+                        .inc();
+                    let _ = state
+                        .db
+                        .audit(now, "issuer", "key.lifecycle", "signing_keys", &event)
+                        .await;
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "key rotation failed");
+                state
+                    .metrics
+                    .key_events
+                    .get_or_create(&metrics::KeyEventLabels {
+                        kind: "failed".into(),
+                    })
+                    .inc();
+            }
+        },
+        Ok(false) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot take the key-rotation lease"),
+    }
+    match SigningKeys::load(&state.db, &state.kek).await {
+        Ok(keys) => state.set_keys(keys),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot reload signing keys; keeping the current ones")
+        }
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then drains in-flight requests.
+///
+/// # Errors
+/// The server's I/O error.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let maintenance = tokio::spawn(maintain_keys(state.clone()));
+    let result = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    maintenance.abort();
+    result
+}

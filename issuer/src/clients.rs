@@ -1,0 +1,283 @@
+//! OAuth clients: created by ops, authenticated by secret on every token request.
+//!
+//! Secrets are 256 random bits, shown once and stored only as their SHA-256. A fast hash is
+//! enough here (unlike passwords) because a 256-bit secret cannot be guessed, and it keeps the
+//! token endpoint at thousands of grants per second. Comparison is constant-time.
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use rand_core::{OsRng, RngCore};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use shared::{RatePlan, Scopes};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+
+use crate::db::Db;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The input is not acceptable (empty name, bad scope or audience, bad rate plan).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such client.
+    #[error("no client {0}")]
+    NotFound(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// A client as stored (without its secret hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct Client {
+    /// Public identifier.
+    pub client_id: String,
+    /// Human name.
+    pub name: String,
+    /// Scopes it may request.
+    #[serde(serialize_with = "as_text")]
+    pub scopes: Scopes,
+    /// Audiences it may request (`resource`); the first is the default.
+    pub audiences: Vec<String>,
+    /// Its rate plan, put in every token.
+    #[serde(serialize_with = "as_optional_text")]
+    pub rate_plan: Option<RatePlan>,
+    /// Whether it may get tokens.
+    pub enabled: bool,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+fn as_text<S: serde::Serializer, T: std::fmt::Display>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn as_optional_text<S: serde::Serializer, T: std::fmt::Display>(
+    value: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => s.collect_str(value),
+        None => s.serialize_none(),
+    }
+}
+
+/// What `client create` takes.
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    /// Human name.
+    pub name: String,
+    /// Space-separated scopes.
+    pub scopes: String,
+    /// Audiences (the first is the default).
+    pub audiences: Vec<String>,
+    /// Rate plan text, e.g. `1000/60s;burst=100`.
+    pub rate_plan: Option<String>,
+}
+
+/// A new client and its secret, shown once.
+#[derive(Debug, Serialize)]
+pub struct Created {
+    /// The client.
+    #[serde(flatten)]
+    pub client: Client,
+    /// The secret; only its hash is stored.
+    pub client_secret: String,
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    Base64UrlUnpadded::encode_string(&buf)
+}
+
+fn hash_secret(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+fn join(values: &[String]) -> String {
+    values.join(" ")
+}
+
+/// Creates a client.
+///
+/// # Errors
+/// [`ClientError::Invalid`] for bad input, or the database error.
+pub async fn create(db: &Db, new: NewClient, now: i64) -> Result<Created, ClientError> {
+    let name = new.name.trim().to_owned();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ClientError::Invalid("name must be 1-200 characters".into()));
+    }
+    let scopes: Scopes = new.scopes.parse().map_err(|_| {
+        ClientError::Invalid("scope must be RFC 6749 scope-tokens separated by spaces".into())
+    })?;
+    if new.audiences.is_empty()
+        || new
+            .audiences
+            .iter()
+            .any(|a| a.is_empty() || a.contains(char::is_whitespace))
+    {
+        return Err(ClientError::Invalid(
+            "at least one audience, without spaces".into(),
+        ));
+    }
+    let rate_plan = new
+        .rate_plan
+        .as_deref()
+        .map(str::parse::<RatePlan>)
+        .transpose()
+        .map_err(|err| ClientError::Invalid(err.to_string()))?;
+    let client_id = format!("c_{}", random_token(12));
+    let client_secret = random_token(32);
+    sqlx::query(
+        "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(&client_id)
+    .bind(&name)
+    .bind(hash_secret(&client_secret))
+    .bind(scopes.to_string())
+    .bind(join(&new.audiences))
+    .bind(rate_plan.map(|p| p.to_string()))
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    let client = Client {
+        client_id,
+        name,
+        scopes,
+        audiences: new.audiences,
+        rate_plan,
+        enabled: true,
+        created_at: now,
+    };
+    Ok(Created {
+        client,
+        client_secret,
+    })
+}
+
+const SELECT: &str = "SELECT client_id, name, secret_hash, scopes, audiences, rate_plan, disabled_at, created_at FROM clients";
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<(Client, Vec<u8>), ClientError> {
+    let client_id: String = row.try_get("client_id")?;
+    let corrupt =
+        |what: &str| ClientError::Invalid(format!("stored client {client_id} has a bad {what}"));
+    let scopes: String = row.try_get("scopes")?;
+    let audiences: String = row.try_get("audiences")?;
+    let rate_plan: Option<String> = row.try_get("rate_plan")?;
+    let disabled_at: Option<i64> = row.try_get("disabled_at")?;
+    let client = Client {
+        name: row.try_get("name")?,
+        scopes: scopes.parse().map_err(|_| corrupt("scope"))?,
+        audiences: audiences
+            .split(' ')
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        rate_plan: rate_plan
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| corrupt("rate plan"))?,
+        enabled: disabled_at.is_none(),
+        created_at: row.try_get("created_at")?,
+        client_id,
+    };
+    Ok((client, row.try_get("secret_hash")?))
+}
+
+/// Every client, oldest first.
+///
+/// # Errors
+/// The database error.
+pub async fn list(db: &Db) -> Result<Vec<Client>, ClientError> {
+    let rows = sqlx::query(&format!("{SELECT} ORDER BY created_at, client_id"))
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|row| from_row(row).map(|(client, _)| client))
+        .collect()
+}
+
+/// One client.
+///
+/// # Errors
+/// [`ClientError::NotFound`] or the database error.
+pub async fn show(db: &Db, client_id: &str) -> Result<Client, ClientError> {
+    find(db, client_id)
+        .await?
+        .map(|(client, _)| client)
+        .ok_or_else(|| ClientError::NotFound(client_id.to_owned()))
+}
+
+async fn find(db: &Db, client_id: &str) -> Result<Option<(Client, Vec<u8>)>, ClientError> {
+    let row = sqlx::query(&format!("{SELECT} WHERE client_id = $1"))
+        .bind(client_id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// The enabled client whose secret matches, or `None` (unknown, disabled or wrong secret,
+/// indistinguishably).
+///
+/// # Errors
+/// The database error.
+pub async fn authenticate(
+    db: &Db,
+    client_id: &str,
+    secret: &str,
+) -> Result<Option<Client>, ClientError> {
+    let Some((client, stored)) = find(db, client_id).await? else {
+        // Same work as a real comparison, so timing does not reveal which ids exist.
+        let _ = hash_secret(secret).ct_eq(&[0u8; 32]);
+        return Ok(None);
+    };
+    let matches: bool = hash_secret(secret).ct_eq(&stored).into();
+    Ok((matches && client.enabled).then_some(client))
+}
+
+/// Enables or disables a client.
+///
+/// # Errors
+/// [`ClientError::NotFound`] or the database error.
+pub async fn set_enabled(
+    db: &Db,
+    client_id: &str,
+    enabled: bool,
+    now: i64,
+) -> Result<(), ClientError> {
+    let result =
+        sqlx::query("UPDATE clients SET disabled_at = $1, updated_at = $2 WHERE client_id = $3")
+            .bind(if enabled { None } else { Some(now) })
+            .bind(now)
+            .bind(client_id)
+            .execute(db.pool())
+            .await?;
+    if result.rows_affected() == 0 {
+        return Err(ClientError::NotFound(client_id.to_owned()));
+    }
+    Ok(())
+}
+
+/// Replaces a client's secret; returns the new one (shown once).
+///
+/// # Errors
+/// [`ClientError::NotFound`] or the database error.
+pub async fn rotate_secret(db: &Db, client_id: &str, now: i64) -> Result<String, ClientError> {
+    let secret = random_token(32);
+    let result =
+        sqlx::query("UPDATE clients SET secret_hash = $1, updated_at = $2 WHERE client_id = $3")
+            .bind(hash_secret(&secret))
+            .bind(now)
+            .bind(client_id)
+            .execute(db.pool())
+            .await?;
+    if result.rows_affected() == 0 {
+        return Err(ClientError::NotFound(client_id.to_owned()));
+    }
+    Ok(secret)
+}

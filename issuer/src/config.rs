@@ -1,0 +1,213 @@
+//! Typed configuration: embedded defaults, then a TOML file, then `ISSUER_*` environment
+//! variables, validated once at start-up with errors that name the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read or has the wrong type (the
+    /// message names the key).
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A setting has a value outside what the issuer accepts.
+    #[error("invalid setting `{setting}`: {reason}")]
+    Invalid {
+        /// The setting's name as written in TOML (`ISSUER_` + upper case in the environment).
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Every setting, with the embedded defaults of a local development issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The issuer identifier: `iss` in tokens and the base of metadata URLs (no trailing `/`).
+    pub issuer_url: String,
+    /// `sqlite://PATH` (embedded, default) or `postgres://…` (production).
+    pub database_url: String,
+    /// Largest database pool.
+    pub database_max_connections: u32,
+    /// Directory for the SQLite file and the development key-encryption key.
+    pub data_dir: PathBuf,
+    /// File holding the 32-byte key-encryption key (hex or base64). The `ISSUER_KEK` variable
+    /// takes precedence. With neither, a development key is created in `data_dir` with a loud
+    /// warning.
+    pub kek_file: Option<PathBuf>,
+    /// Access-token lifetime in seconds (60 to 3600).
+    pub token_lifetime_secs: u64,
+    /// `Cache-Control: max-age` of the JWKS and metadata, in seconds. A new key is published
+    /// at least twice this long before it signs.
+    pub jwks_max_age_secs: u64,
+    /// How often the signing key rotates, in seconds.
+    pub key_rotation_interval_secs: u64,
+    /// Per-request timeout in seconds.
+    pub request_timeout_secs: u64,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy).
+    pub trust_forwarded_for: bool,
+    /// `json` (default) or `pretty` log lines.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            issuer_url: "http://127.0.0.1:8080".into(),
+            database_url: "sqlite://data/issuer.db".into(),
+            database_max_connections: 8,
+            data_dir: PathBuf::from("data"),
+            kek_file: None,
+            token_lifetime_secs: 600,
+            jwks_max_age_secs: 300,
+            key_rotation_interval_secs: 7 * 24 * 3600,
+            request_timeout_secs: 10,
+            max_body_bytes: 8 * 1024,
+            trust_forwarded_for: false,
+            log_format: "json".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `ISSUER_*` variables; validated.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad setting.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("{} does not exist", file.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // `ISSUER_KEK` is a secret, read by `keys::Kek`, not a setting.
+        figment = figment.merge(Env::prefixed("ISSUER_").ignore(&["kek"]));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every setting's range and shape.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.issuer_url;
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.ends_with('/') {
+            return Err(invalid(
+                "issuer_url",
+                "must be an http(s) URL without a trailing slash",
+            ));
+        }
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        if self.database_max_connections == 0 {
+            return Err(invalid("database_max_connections", "must be at least 1"));
+        }
+        if !(60..=3600).contains(&self.token_lifetime_secs) {
+            return Err(invalid(
+                "token_lifetime_secs",
+                "must be between 60 and 3600",
+            ));
+        }
+        if !(10..=86_400).contains(&self.jwks_max_age_secs) {
+            return Err(invalid("jwks_max_age_secs", "must be between 10 and 86400"));
+        }
+        let lead = self.key_publish_lead_secs();
+        if self.key_rotation_interval_secs < lead + self.token_lifetime_secs {
+            return Err(invalid(
+                "key_rotation_interval_secs",
+                format!(
+                    "must be at least {} (publish lead + token lifetime)",
+                    lead + self.token_lifetime_secs
+                ),
+            ));
+        }
+        if !(1..=300).contains(&self.request_timeout_secs) {
+            return Err(invalid("request_timeout_secs", "must be between 1 and 300"));
+        }
+        if !(1024..=1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(invalid(
+                "max_body_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "json" | "pretty") {
+            return Err(invalid("log_format", "must be json or pretty"));
+        }
+        Ok(())
+    }
+
+    /// How long a new key is published before it signs: twice the JWKS cache lifetime, so
+    /// every edge has it before the first token it signs arrives.
+    #[must_use]
+    pub fn key_publish_lead_secs(&self) -> u64 {
+        self.jwks_max_age_secs * 2
+    }
+
+    /// Whether the database is the embedded SQLite.
+    #[must_use]
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let config = Config {
+            token_lifetime_secs: 5,
+            ..Config::default()
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("token_lifetime_secs"), "{message}");
+        let config = Config {
+            issuer_url: "http://x/".into(),
+            ..Config::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("issuer_url"));
+    }
+}

@@ -1,0 +1,179 @@
+//! The database: one `sqlx` Any pool over SQLite (embedded) or PostgreSQL (production), with
+//! the same schema migrated from `migrations/sqlite` or `migrations/postgres`.
+//!
+//! Queries are written once in the common dialect (`$1` placeholders, `BIGINT` seconds,
+//! byte strings, `ON CONFLICT`), which both backends accept.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::AnyPool;
+
+use crate::config::Config;
+
+/// A database handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    sqlite: bool,
+}
+
+/// Why the database could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// Connecting failed (bad URL, server down, file not creatable).
+    #[error("cannot open the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// Creating the SQLite data directory failed.
+    #[error("cannot create the data directory: {0}")]
+    DataDir(#[source] std::io::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+impl Db {
+    /// Opens the pool (creating the SQLite file and directory if needed). SQLite runs in WAL
+    /// mode so readers never wait for the writer.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub async fn connect(config: &Config) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = config.is_sqlite();
+        let mut url = config.database_url.clone();
+        if sqlite {
+            if let Some(path) = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+            {
+                if let Some(parent) = std::path::Path::new(path).parent() {
+                    if !parent.as_os_str().is_empty() && !path.starts_with(':') {
+                        std::fs::create_dir_all(parent).map_err(DbError::DataDir)?;
+                    }
+                }
+            }
+            if !url.contains('?') {
+                url.push_str("?mode=rwc");
+            }
+        }
+        let options = AnyConnectOptions::from_str(&url).map_err(DbError::Connect)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite {
+                config.database_max_connections.min(8)
+            } else {
+                config.database_max_connections
+            })
+            .acquire_timeout(Duration::from_secs(3))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(DbError::Connect)?;
+        Ok(Self { pool, sqlite })
+    }
+
+    /// Applies pending migrations for this backend.
+    ///
+    /// # Errors
+    /// [`DbError::Migrate`].
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        let migrator = if self.sqlite {
+            sqlx::migrate!("migrations/sqlite")
+        } else {
+            sqlx::migrate!("migrations/postgres")
+        };
+        migrator.run(&self.pool).await.map_err(DbError::Migrate)
+    }
+
+    /// The pool, for queries.
+    #[must_use]
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Whether the backend is SQLite.
+    #[must_use]
+    pub fn is_sqlite(&self) -> bool {
+        self.sqlite
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Appends to the audit log: who did what to which subject.
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn audit(
+        &self,
+        now: i64,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
+            .bind(now)
+            .bind(actor)
+            .bind(action)
+            .bind(subject)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes or renews the named lease for `holder` until `now + ttl`; `true` if held.
+    /// Several instances call this before a shared job; only one gets it at a time.
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_secs: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.expires_at < $4 OR leases.holder = excluded.holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl_secs)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+/// Seconds since the epoch, from the system clock (the issuer's only clock).
+#[must_use]
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

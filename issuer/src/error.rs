@@ -1,0 +1,108 @@
+//! Every HTTP error the issuer sends, mapped to a response in exactly one place.
+//!
+//! Client mistakes get the RFC 6749 §5.2 error body; server trouble gets a generic body (the
+//! detail is logged, never sent). Nothing a client sends produces a 500.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// An error answer from the token endpoint or any other route.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// `invalid_request` (400): malformed, missing or repeated parameters, wrong content type.
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    /// `invalid_request` (413): the body exceeds the limit.
+    #[error("request body too large")]
+    TooLarge,
+    /// `invalid_client` (401 with a `Basic` challenge): unknown, disabled or wrong secret.
+    #[error("client authentication failed")]
+    InvalidClient,
+    /// `unsupported_grant_type` (400).
+    #[error("only the client_credentials grant is supported")]
+    UnsupportedGrantType,
+    /// `invalid_scope` (400): a requested scope the client does not have.
+    #[error("requested scope is not allowed for this client")]
+    InvalidScope,
+    /// `invalid_target` (400, RFC 8707): a `resource` the client may not address.
+    #[error("requested resource is not allowed for this client")]
+    InvalidTarget,
+    /// No such route (404).
+    #[error("not found")]
+    NotFound,
+    /// `temporarily_unavailable` (503): the database or signing key is not available.
+    #[error("the service is temporarily unavailable")]
+    Unavailable(String),
+    /// `server_error` (500): a bug; logged with detail, sent generically.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_)
+            | Self::UnsupportedGrantType
+            | Self::InvalidScope
+            | Self::InvalidTarget => StatusCode::BAD_REQUEST,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::InvalidClient => StatusCode::UNAUTHORIZED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The RFC 6749 `error` code.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) | Self::TooLarge => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::InvalidTarget => "invalid_target",
+            Self::NotFound => "not_found",
+            Self::Unavailable(_) => "temporarily_unavailable",
+            Self::Internal(_) => "server_error",
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Unavailable(format!("database: {err}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "request failed: unavailable")
+            }
+            Self::Internal(detail) => {
+                tracing::error!(error = %detail, "request failed: internal error")
+            }
+            _ => {}
+        }
+        let body =
+            serde_json::json!({ "error": self.code(), "error_description": self.to_string() });
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, Self::InvalidClient) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"edgeward\""),
+            );
+        }
+        if matches!(self, Self::Unavailable(_)) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}

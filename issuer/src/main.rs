@@ -1,0 +1,314 @@
+//! The `issuer` binary: `serve`, `check-config`, `migrate`, and the admin commands for
+//! clients and keys, all on the configured database.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use issuer::clients::{self, NewClient};
+use issuer::db::{unix_now, Db};
+use issuer::keys::{self, Kek};
+use issuer::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "issuer",
+    version,
+    about = "Edgeward OAuth 2 authorization server"
+)]
+struct Cli {
+    /// TOML configuration file; `ISSUER_*` environment variables override it.
+    #[arg(long, global = true, env = "ISSUER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default set-up needs no configuration).
+    Serve,
+    /// Validate the configuration and exit.
+    CheckConfig,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Create a client; prints its id and secret (shown once).
+    Create {
+        /// Human name.
+        #[arg(long)]
+        name: String,
+        /// Space-separated scopes it may request.
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// Audience it may request (repeatable; the first is the default).
+        #[arg(long = "audience", default_value = "edgeward-api")]
+        audiences: Vec<String>,
+        /// Rate, e.g. `1000/60s`.
+        #[arg(long)]
+        rate: Option<String>,
+        /// Burst for `--rate` (default: the rate's limit).
+        #[arg(long, requires = "rate")]
+        burst: Option<u32>,
+    },
+    /// List clients.
+    List,
+    /// Show one client.
+    Show { client_id: String },
+    /// Stop a client from getting tokens.
+    Disable { client_id: String },
+    /// Allow a disabled client again.
+    Enable { client_id: String },
+    /// Replace a client's secret; prints the new one (shown once).
+    RotateSecret { client_id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List signing keys and their states.
+    List,
+    /// Start a rotation now: a new key is published, then signs after the publish lead.
+    Rotate,
+    /// Emergency: withdraw a key from the JWKS at once and put it on the revocation feed.
+    Revoke { kid: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("issuer: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config);
+    match run(cli, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("issuer: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+async fn run(cli: Cli, config: Config) -> CliResult {
+    match cli.command {
+        Command::CheckConfig => {
+            println!(
+                "{}",
+                if cli.json {
+                    r#"{"valid":true}"#.to_owned()
+                } else {
+                    "configuration is valid".to_owned()
+                }
+            );
+            Ok(())
+        }
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let db = Db::connect(&config).await?;
+            db.migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Client(command) => client(command, &config, cli.json).await,
+        Command::Keys(command) => keys_command(command, &config, cli.json).await,
+    }
+}
+
+async fn serve(config: Config) -> CliResult {
+    let addr = config.listen;
+    let state = issuer::open(config).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| issuer::StartError::Listen { addr, source })?;
+    tracing::info!(addr = %addr, issuer = %state.config.issuer_url, "issuer listening");
+    issuer::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("issuer stopped");
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received; draining");
+}
+
+async fn open_db(config: &Config) -> Result<Db, Box<dyn std::error::Error>> {
+    let db = Db::connect(config).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+fn print<T: serde::Serialize>(value: &T) -> CliResult {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResult {
+    let db = open_db(config).await?;
+    let now = unix_now();
+    match command {
+        ClientCommand::Create {
+            name,
+            scope,
+            audiences,
+            rate,
+            burst,
+        } => {
+            let rate_plan = rate.map(|rate| match burst {
+                Some(burst) => format!("{rate};burst={burst}"),
+                None => rate,
+            });
+            let created = clients::create(
+                &db,
+                NewClient {
+                    name,
+                    scopes: scope,
+                    audiences,
+                    rate_plan,
+                },
+                now,
+            )
+            .await?;
+            db.audit(
+                now,
+                "cli",
+                "client.create",
+                &created.client.client_id,
+                &created.client.name,
+            )
+            .await?;
+            print(&created)
+        }
+        ClientCommand::List => {
+            let all = clients::list(&db).await?;
+            if json {
+                return print(&all);
+            }
+            for c in all {
+                let state = if c.enabled { "enabled" } else { "disabled" };
+                println!(
+                    "{}\t{}\t{}\t[{}]\t{}",
+                    c.client_id,
+                    state,
+                    c.name,
+                    c.scopes,
+                    c.audiences.join(" ")
+                );
+            }
+            Ok(())
+        }
+        ClientCommand::Show { client_id } => print(&clients::show(&db, &client_id).await?),
+        ClientCommand::Disable { client_id } => {
+            clients::set_enabled(&db, &client_id, false, now).await?;
+            db.audit(now, "cli", "client.disable", &client_id, "")
+                .await?;
+            println!("{client_id} disabled");
+            Ok(())
+        }
+        ClientCommand::Enable { client_id } => {
+            clients::set_enabled(&db, &client_id, true, now).await?;
+            db.audit(now, "cli", "client.enable", &client_id, "")
+                .await?;
+            println!("{client_id} enabled");
+            Ok(())
+        }
+        ClientCommand::RotateSecret { client_id } => {
+            let secret = clients::rotate_secret(&db, &client_id, now).await?;
+            db.audit(now, "cli", "client.rotate_secret", &client_id, "")
+                .await?;
+            print(&serde_json::json!({ "client_id": client_id, "client_secret": secret }))
+        }
+    }
+}
+
+async fn keys_command(command: KeysCommand, config: &Config, json: bool) -> CliResult {
+    let db = open_db(config).await?;
+    let (kek, _) = Kek::load(config)?;
+    let now = unix_now();
+    match command {
+        KeysCommand::List => {
+            let all = keys::list(&db).await?;
+            if json {
+                return print(&all);
+            }
+            for k in all {
+                println!(
+                    "{}\t{:?}\tcreated {}\tactivates {}",
+                    k.kid, k.state, k.created_at, k.activate_at
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Rotate => {
+            let kid = keys::rotate(&db, &kek, config, now).await?;
+            db.audit(now, "cli", "key.rotate", &kid, "pending").await?;
+            print(
+                &serde_json::json!({ "kid": kid, "state": "pending", "signs_from": now + i64::try_from(config.key_publish_lead_secs())? }),
+            )
+        }
+        KeysCommand::Revoke { kid } => {
+            let successor = keys::revoke(&db, &kek, config, &kid, now).await?;
+            db.audit(
+                now,
+                "cli",
+                "key.revoke",
+                &kid,
+                successor.as_deref().unwrap_or(""),
+            )
+            .await?;
+            print(&serde_json::json!({ "revoked": kid, "now_signing": successor }))
+        }
+    }
+}

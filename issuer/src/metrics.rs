@@ -1,0 +1,123 @@
+//! Prometheus metrics (`/metrics`, OpenMetrics text).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of `tokens_issued`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// The client, or `unknown` when authentication failed.
+    pub client_id: String,
+    /// `issued` or the OAuth error code.
+    pub outcome: String,
+}
+
+/// Labels of the request histogram.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The matched route.
+    pub route: String,
+}
+
+/// Labels of `key_events`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyEventLabels {
+    /// `activated`, `created`, `removed`, `scheduled`, `revoked` or `failed`.
+    pub kind: String,
+}
+
+/// Every metric the issuer exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Token requests by client and outcome.
+    pub tokens: Family<TokenLabels, Counter>,
+    /// Request latency by route, in seconds.
+    pub latency: Family<RouteLabels, Histogram>,
+    /// Age of the active signing key, in seconds.
+    pub key_age: Gauge,
+    /// Key lifecycle events.
+    pub key_events: Family<KeyEventLabels, Counter>,
+    /// Open database connections.
+    pub db_connections: Gauge,
+    /// Idle database connections.
+    pub db_idle: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("issuer");
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens",
+            "Token requests by client and outcome",
+            tokens.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Request latency by route",
+            latency.clone(),
+        );
+        let key_age = Gauge::default();
+        registry.register(
+            "active_key_age_seconds",
+            "Age of the active signing key",
+            key_age.clone(),
+        );
+        let key_events = Family::<KeyEventLabels, Counter>::default();
+        registry.register(
+            "key_events",
+            "Signing key lifecycle events",
+            key_events.clone(),
+        );
+        let db_connections = Gauge::default();
+        registry.register(
+            "db_connections",
+            "Open database connections",
+            db_connections.clone(),
+        );
+        let db_idle = Gauge::default();
+        registry.register(
+            "db_idle_connections",
+            "Idle database connections",
+            db_idle.clone(),
+        );
+        Self {
+            registry,
+            tokens,
+            latency,
+            key_age,
+            key_events,
+            db_connections,
+            db_idle,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one token request.
+    pub fn token(&self, client_id: &str, outcome: &str) {
+        self.tokens
+            .get_or_create(&TokenLabels {
+                client_id: client_id.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

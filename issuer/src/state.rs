@@ -1,0 +1,55 @@
+//! The one application state every handler shares.
+
+use std::sync::{Arc, RwLock};
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::keys::{Kek, SigningKeys};
+use crate::metrics::Metrics;
+
+/// Shared by every request; cheap to clone (handles and `Arc`s).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The database.
+    pub db: Db,
+    /// The key-encryption key.
+    pub kek: Arc<Kek>,
+    /// Current signing and published keys, swapped whole on reload.
+    pub keys: Arc<RwLock<Arc<SigningKeys>>>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State over an opened database with keys already loaded.
+    #[must_use]
+    pub fn new(config: Config, db: Db, kek: Kek, keys: SigningKeys) -> Self {
+        Self {
+            config: Arc::new(config),
+            db,
+            kek: Arc::new(kek),
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// The current keys (a cheap `Arc` clone; never blocks on I/O).
+    #[must_use]
+    pub fn keys(&self) -> Arc<SigningKeys> {
+        match self.keys.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the current keys.
+    pub fn set_keys(&self, keys: SigningKeys) {
+        let keys = Arc::new(keys);
+        match self.keys.write() {
+            Ok(mut guard) => *guard = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The token endpoint, discovery and health on SQLite and PostgreSQL: every grant and error
+//! path, and tokens that the shared verifier accepts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use axum::body::Body;
+use http::Request;
+use support::*;
+
+on_both_databases!(
+    basic_and_post_grants_issue_verifiable_tokens,
+    scope_and_resource_are_honoured,
+    client_errors_follow_rfc6749,
+    disabled_and_rotated_clients,
+    discovery_is_cacheable,
+    health_ready_and_metrics,
+);
+
+async fn basic_and_post_grants_issue_verifiable_tokens(backend: Backend) {
+    let state = open(config(backend).await.unwrap()).await;
+    let (id, secret) = client(&state).await;
+    let (status, headers, body) = send_json(
+        &state,
+        token_request("grant_type=client_credentials", Some((&id, &secret))),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 600);
+    assert_eq!(body["scope"], "read write");
+    let jwks = jwks(&state).await;
+    let verified = verify(&state, &jwks, body["access_token"].as_str().unwrap()).unwrap();
+    let claims = verified.claims();
+    assert_eq!(claims.sub, id);
+    assert_eq!(claims.client_id, id);
+    assert_eq!(claims.aud, vec![AUDIENCE.to_owned()]);
+    assert_eq!(claims.exp - claims.iat, 600);
+    assert_eq!(claims.rate_plan.unwrap().to_string(), "100/60s;burst=10");
+
+    let form = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}");
+    let (status, _, body) = send_json(&state, token_request(&form, None)).await;
+    assert_eq!(status, 200, "{body}");
+    let second = verify(&state, &jwks, body["access_token"].as_str().unwrap()).unwrap();
+    assert_ne!(second.claims().jti, verified.claims().jti);
+}
+
+async fn scope_and_resource_are_honoured(backend: Backend) {
+    let state = open(config(backend).await.unwrap()).await;
+    let (id, secret) = client(&state).await;
+    let form = "grant_type=client_credentials&scope=read&resource=https%3A%2F%2Fother.test";
+    let (status, _, body) = send_json(&state, token_request(form, Some((&id, &secret)))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "read");
+    let validator = shared::Validator::new(shared::Validation::new(
+        state.config.issuer_url.clone(),
+        "https://other.test",
+    ));
+    let now = shared::UnixTime::from_secs(issuer::db::unix_now() as u64);
+    let verified = validator
+        .verify(
+            body["access_token"].as_str().unwrap(),
+            &jwks(&state).await,
+            now,
+        )
+        .unwrap();
+    assert!(verified.claims().scope.contains("read") && !verified.claims().scope.contains("write"));
+
+    for (form, error) in [
+        ("grant_type=client_credentials&scope=admin", "invalid_scope"),
+        (
+            "grant_type=client_credentials&scope=read%20%20write",
+            "invalid_scope",
+        ),
+        (
+            "grant_type=client_credentials&resource=https%3A%2F%2Fevil.test",
+            "invalid_target",
+        ),
+    ] {
+        let (status, _, body) = send_json(&state, token_request(form, Some((&id, &secret)))).await;
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str().unwrap()),
+            (400, error),
+            "{form}"
+        );
+    }
+}
+
+async fn client_errors_follow_rfc6749(backend: Backend) {
+    let state = open(config(backend).await.unwrap()).await;
+    let (id, secret) = client(&state).await;
+    let grant = "grant_type=client_credentials";
+    let cases: Vec<(Request<Body>, u16, &str)> = vec![
+        (
+            token_request(grant, Some((&id, "wrong"))),
+            401,
+            "invalid_client",
+        ),
+        (
+            token_request(grant, Some(("c_unknown", &secret))),
+            401,
+            "invalid_client",
+        ),
+        (token_request(grant, None), 401, "invalid_client"),
+        (
+            Request::post("/oauth2/token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("authorization", "Basic !!!not-base64")
+                .body(Body::from(grant))
+                .unwrap(),
+            401,
+            "invalid_client",
+        ),
+        (
+            token_request(
+                &format!("{grant}&client_id={id}&client_secret={secret}"),
+                Some((&id, &secret)),
+            ),
+            400,
+            "invalid_request",
+        ),
+        (
+            token_request(&format!("{grant}&client_secret={secret}"), None),
+            400,
+            "invalid_request",
+        ),
+        (
+            token_request(
+                &format!("{grant}&scope=read&scope=write"),
+                Some((&id, &secret)),
+            ),
+            400,
+            "invalid_request",
+        ),
+        (
+            token_request("scope=read", Some((&id, &secret))),
+            400,
+            "invalid_request",
+        ),
+        (
+            token_request(
+                "grant_type=password&username=a&password=b",
+                Some((&id, &secret)),
+            ),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            token_request("grant_type=authorization_code&code=x", Some((&id, &secret))),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            Request::post("/oauth2/token")
+                .header("content-type", "application/json")
+                .header("authorization", basic(&id, &secret))
+                .body(Body::from(r#"{"grant_type":"client_credentials"}"#))
+                .unwrap(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Request::post("/oauth2/token")
+                .header("authorization", basic(&id, &secret))
+                .body(Body::from(grant))
+                .unwrap(),
+            400,
+            "invalid_request",
+        ),
+        (
+            token_request(
+                &format!("{grant}&pad={}", "x".repeat(20_000)),
+                Some((&id, &secret)),
+            ),
+            413,
+            "invalid_request",
+        ),
+        (
+            token_request(
+                "%ff%fe=%00&grant_type=client_credentials",
+                Some((&id, "\u{0}")),
+            ),
+            401,
+            "invalid_client",
+        ),
+    ];
+    for (i, (request, status, error)) in cases.into_iter().enumerate() {
+        let (got, headers, body) = send_json(&state, request).await;
+        assert_eq!(got.as_u16(), status, "case {i}: {body}");
+        assert_eq!(body["error"], error, "case {i}");
+        assert_eq!(headers["cache-control"], "no-store", "case {i}");
+        if status == 401 {
+            assert!(
+                headers["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Basic"),
+                "case {i}"
+            );
+        }
+    }
+    let (status, _, body) =
+        send_json(&state, Request::get("/nope").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str().unwrap()),
+        (404, "not_found")
+    );
+}
+
+async fn disabled_and_rotated_clients(backend: Backend) {
+    let state = open(config(backend).await.unwrap()).await;
+    let (id, secret) = client(&state).await;
+    let now = issuer::db::unix_now();
+    issuer::clients::set_enabled(&state.db, &id, false, now)
+        .await
+        .unwrap();
+    let (status, _, _) = send_json(
+        &state,
+        token_request("grant_type=client_credentials", Some((&id, &secret))),
+    )
+    .await;
+    assert_eq!(status, 401);
+    issuer::clients::set_enabled(&state.db, &id, true, now)
+        .await
+        .unwrap();
+    token(&state, &id, &secret).await;
+    let new_secret = issuer::clients::rotate_secret(&state.db, &id, now)
+        .await
+        .unwrap();
+    let (status, _, _) = send_json(
+        &state,
+        token_request("grant_type=client_credentials", Some((&id, &secret))),
+    )
+    .await;
+    assert_eq!(status, 401);
+    token(&state, &id, &new_secret).await;
+}
+
+async fn discovery_is_cacheable(backend: Backend) {
+    let state = open(config(backend).await.unwrap()).await;
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let response = send(&state, Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["cache-control"], "public, max-age=300");
+        let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+        let again = Request::get(path)
+            .header("if-none-match", &etag)
+            .body(Body::empty())
+            .unwrap();
+        let response = send(&state, again).await;
+        assert_eq!(response.status(), 304, "{path}");
+        assert_eq!(response.headers()["etag"], etag.as_str());
+        let stale = Request::get(path)
+            .header("if-none-match", "\"other\"")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&state, stale).await.status(), 200);
+    }
+    let (_, _, metadata) = send_json(
+        &state,
+        Request::get("/.well-known/oauth-authorization-server")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(metadata["issuer"], state.config.issuer_url.as_str());
+    assert_eq!(
+        metadata["token_endpoint"],
+        format!("{}/oauth2/token", state.config.issuer_url)
+    );
+    assert_eq!(metadata["grant_types_supported"][0], "client_credentials");
+}
+
+async fn health_ready_and_metrics(backend: Backend) {
+    let state = open(config(backend).await.unwrap()).await;
+    let (id, secret) = client(&state).await;
+    token(&state, &id, &secret).await;
+    assert_eq!(
+        send(
+            &state,
+            Request::get("/healthz").body(Body::empty()).unwrap()
+        )
+        .await
+        .status(),
+        200
+    );
+    let (status, _, body) =
+        send_json(&state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (status.as_u16(), body["ready"].as_bool()),
+        (200, Some(true))
+    );
+    let response = send(
+        &state,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let text = String::from_utf8(
+        axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(&format!(
+            "issuer_tokens_total{{client_id=\"{id}\",outcome=\"issued\"}} 1"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("issuer_request_duration_seconds_bucket"));
+    assert!(text.contains("issuer_active_key_age_seconds"));
+}

@@ -460,8 +460,6 @@ pub struct SigningKeys {
     pub jwks: shared::Jwks,
     /// The JWKS document, serialized once per load.
     pub jwks_json: String,
-    /// Strong `ETag` of `jwks_json`.
-    pub etag: String,
 }
 
 impl std::fmt::Debug for SigningKeys {
@@ -508,14 +506,11 @@ impl SigningKeys {
             kid: "(duplicate)".into(),
         })?;
         let jwks_json = jwks.to_json();
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(jwks_json.as_bytes());
-        let etag = format!("\"{}\"", Base64UrlUnpadded::encode_string(&digest[..16]));
         Ok(Self {
             active,
             active_since,
             jwks,
             jwks_json,
-            etag,
         })
     }
 }

@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use base64ct::Encoding as _;
 
 use crate::state::AppState;
 
@@ -21,7 +22,6 @@ async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
     cacheable(
         &state,
         &headers,
-        &keys.etag,
         "application/jwk-set+json",
         keys.jwks_json.clone(),
     )
@@ -38,18 +38,25 @@ async fn metadata(State(state): State<AppState>, headers: HeaderMap) -> Response
         "response_types_supported": [],
     })
     .to_string();
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(document.as_bytes());
-    let etag = format!("\"{}\"", hex::encode(&digest[..12]));
-    cacheable(&state, &headers, &etag, "application/json", document)
+    cacheable(&state, &headers, "application/json", document)
 }
 
+/// A strong validator for `body`: the first 128 bits of its SHA-256, base64url.
+fn strong_etag(body: &str) -> String {
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()).into();
+    let (prefix, _) = digest.split_at(16);
+    format!("\"{}\"", base64ct::Base64UrlUnpadded::encode_string(prefix))
+}
+
+/// `body` with `ETag` and `Cache-Control`, or `304` when `If-None-Match` already names it.
 fn cacheable(
     state: &AppState,
     request: &HeaderMap,
-    etag: &str,
     content_type: &'static str,
     body: String,
 ) -> Response {
+    let etag = strong_etag(&body);
+    let etag = etag.as_str();
     let cache_control = format!("public, max-age={}", state.config.jwks_max_age_secs);
     let matches = request
         .get_all(header::IF_NONE_MATCH)

@@ -1,7 +1,9 @@
 //! HTTP routes, one module per concern, merged into one router.
 
+mod client_auth;
 mod discovery;
 mod health;
+mod revocation;
 mod token;
 
 use axum::Router;
@@ -14,4 +16,5 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(token::router())
         .merge(discovery::router())
         .merge(health::router())
+        .merge(revocation::router())
 }

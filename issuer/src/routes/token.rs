@@ -6,17 +6,18 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use base64ct::{Base64, Base64UrlUnpadded, Encoding};
+use base64ct::{Base64UrlUnpadded, Encoding};
 use jwt_compact::{alg::Es256, AlgorithmExt, Claims, Header};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 use shared::Scopes;
 
-use crate::clients::{self, Client};
+use super::client_auth::{self, Form};
+use crate::clients::Client;
 use crate::db::unix_now;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -75,11 +76,11 @@ async fn grant(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> (Option<String>, Result<Response, ApiError>) {
-    let params = match parse_request(headers, body) {
+    let params = match client_auth::parse_form(headers, body).and_then(require_client_credentials) {
         Ok(params) => params,
         Err(err) => return (None, Err(err)),
     };
-    let client = match authenticate(state, headers, &params).await {
+    let client = match client_auth::authenticate(state, headers, &params).await {
         Ok(client) => client,
         Err(err) => return (None, Err(err)),
     };
@@ -87,117 +88,12 @@ async fn grant(
     (Some(id), issue(state, &client, &params))
 }
 
-/// Content type, size, and form parameters (none repeated, RFC 6749 §3.2).
-fn parse_request(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<BTreeMap<String, String>, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge
-        } else {
-            ApiError::InvalidRequest("unreadable request body")
-        }
-    })?;
-    let form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|mime| {
-            mime.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !form {
-        return Err(ApiError::InvalidRequest(
-            "content type must be application/x-www-form-urlencoded",
-        ));
-    }
-    let mut params = BTreeMap::new();
-    for (name, value) in form_urlencoded::parse(&body) {
-        if params
-            .insert(name.into_owned(), value.into_owned())
-            .is_some()
-        {
-            return Err(ApiError::InvalidRequest(
-                "request parameters must not repeat",
-            ));
-        }
-    }
+fn require_client_credentials(params: Form) -> Result<Form, ApiError> {
     match params.get("grant_type").map(String::as_str) {
         None => Err(ApiError::InvalidRequest("grant_type is required")),
         Some("client_credentials") => Ok(params),
         Some(_) => Err(ApiError::UnsupportedGrantType),
     }
-}
-
-/// `client_secret_basic` (RFC 6749 §2.3.1: form-encoded id and secret in Basic) or
-/// `client_secret_post`; exactly one.
-async fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    params: &BTreeMap<String, String>,
-) -> Result<Client, ApiError> {
-    let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
-    let basic = match (authorization.next(), authorization.next()) {
-        (None, _) => None,
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidRequest("repeated Authorization header"))
-        }
-        (Some(value), None) => Some(parse_basic(value).ok_or(ApiError::InvalidClient)?),
-    };
-    let posted = match (params.get("client_id"), params.get("client_secret")) {
-        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
-        (None, Some(_)) => return Err(ApiError::InvalidRequest("client_secret without client_id")),
-        _ => None,
-    };
-    let (client_id, secret) = match (basic, posted) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidRequest(
-                "use only one client authentication method",
-            ))
-        }
-        (Some((id, secret)), None) => {
-            if params
-                .get("client_id")
-                .is_some_and(|posted_id| *posted_id != id)
-            {
-                return Err(ApiError::InvalidRequest(
-                    "client_id does not match the authenticated client",
-                ));
-            }
-            (id, secret)
-        }
-        (None, Some(credentials)) => credentials,
-        (None, None) => return Err(ApiError::InvalidClient),
-    };
-    if client_id.len() > 128 || secret.len() > 256 {
-        return Err(ApiError::InvalidClient);
-    }
-    clients::authenticate(&state.db, &client_id, &secret)
-        .await
-        .map_err(|err| match err {
-            clients::ClientError::Db(err) => ApiError::from(err),
-            other => ApiError::Internal(other.to_string()),
-        })?
-        .ok_or(ApiError::InvalidClient)
-}
-
-fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
-    let value = value.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = Base64::decode_vec(encoded.trim()).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    let unescape = |text: &str| -> String {
-        form_urlencoded::parse(format!("v={text}").as_bytes())
-            .next()
-            .map(|(_, value)| value.into_owned())
-            .unwrap_or_default()
-    };
-    Some((unescape(id), unescape(secret)))
 }
 
 /// Scope and audience checks, then the signed token.

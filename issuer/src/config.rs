@@ -62,10 +62,21 @@ pub struct Config {
     pub request_timeout_secs: u64,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
-    /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy).
+    /// Take the client address from the last `X-Forwarded-For` entry (only behind a trusted
+    /// reverse proxy that appends it).
     pub trust_forwarded_for: bool,
+    /// Token-endpoint limit per source address (failed authentications cost 5).
+    pub token_rate_per_address: shared::RatePlan,
+    /// Token-endpoint limit per client.
+    pub token_rate_per_client: shared::RatePlan,
     /// `json` (default) or `pretty` log lines.
     pub log_format: String,
+}
+
+/// A plan from constants known to be in range.
+fn plan(limit: u32, period_secs: u32, burst: u32) -> shared::RatePlan {
+    shared::RatePlan::new(limit, period_secs, burst)
+        .unwrap_or_else(|_| unreachable!("constant plan"))
 }
 
 impl Default for Config {
@@ -83,6 +94,8 @@ impl Default for Config {
             request_timeout_secs: 10,
             max_body_bytes: 8 * 1024,
             trust_forwarded_for: false,
+            token_rate_per_address: plan(6000, 60, 600),
+            token_rate_per_client: plan(3000, 60, 300),
             log_format: "json".into(),
         }
     }

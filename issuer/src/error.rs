@@ -28,6 +28,12 @@ pub enum ApiError {
     /// `invalid_target` (400, RFC 8707): a `resource` the client may not address.
     #[error("requested resource is not allowed for this client")]
     InvalidTarget,
+    /// `too_many_requests` (429 with `Retry-After`): over the token endpoint's limit.
+    #[error("too many requests")]
+    TooManyRequests {
+        /// Seconds until a request would be allowed.
+        retry_after_secs: u64,
+    },
     /// No such route (404).
     #[error("not found")]
     NotFound,
@@ -50,6 +56,7 @@ impl ApiError {
             | Self::InvalidTarget => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::InvalidClient => StatusCode::UNAUTHORIZED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -66,6 +73,7 @@ impl ApiError {
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
             Self::NotFound => "not_found",
+            Self::TooManyRequests { .. } => "too_many_requests",
             Self::Unavailable(_) => "temporarily_unavailable",
             Self::Internal(_) => "server_error",
         }
@@ -99,6 +107,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"edgeward\""),
             );
+        }
+        if let Self::TooManyRequests { retry_after_secs } = self {
+            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                headers.insert(header::RETRY_AFTER, value);
+            }
         }
         if matches!(self, Self::Unavailable(_)) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

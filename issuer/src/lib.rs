@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 mod routes;
 pub mod state;

@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use crate::config::Config;
 use crate::db::Db;
 use crate::keys::{Kek, SigningKeys};
+use crate::limits::TokenLimits;
 use crate::metrics::Metrics;
 
 /// Shared by every request; cheap to clone (handles and `Arc`s).
@@ -20,13 +21,17 @@ pub struct AppState {
     pub keys: Arc<RwLock<Arc<SigningKeys>>>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Token-endpoint rate limits.
+    pub limits: Arc<TokenLimits>,
 }
 
 impl AppState {
     /// State over an opened database with keys already loaded.
     #[must_use]
     pub fn new(config: Config, db: Db, kek: Kek, keys: SigningKeys) -> Self {
+        let limits = TokenLimits::new(config.token_rate_per_address, config.token_rate_per_client);
         Self {
+            limits: Arc::new(limits),
             config: Arc::new(config),
             db,
             kek: Arc::new(kek),

@@ -15,7 +15,42 @@ on_both_databases!(
     disabled_and_rotated_clients,
     discovery_is_cacheable,
     health_ready_and_metrics,
+    token_endpoint_is_rate_limited,
 );
+
+async fn token_endpoint_is_rate_limited(backend: Backend) {
+    let mut config = config(backend).await.unwrap();
+    config.token_rate_per_client = "3/60s;burst=3".parse().unwrap();
+    config.token_rate_per_address = "100/60s;burst=12".parse().unwrap();
+    let state = open(config).await;
+    let (id, secret) = client(&state).await;
+    let (other_id, other_secret) = client(&state).await;
+    for _ in 0..3 {
+        token(&state, &id, &secret).await;
+    }
+    let (status, headers, body) = send_json(
+        &state,
+        token_request("grant_type=client_credentials", Some((&id, &secret))),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (429, Some("too_many_requests"))
+    );
+    assert_eq!(headers["retry-after"], "20");
+    token(&state, &other_id, &other_secret).await;
+
+    // The address has used 5 of 12; a failed authentication costs 1 + 5: 11, then 12.
+    let wrong = || token_request("grant_type=client_credentials", Some((&other_id, "wrong")));
+    assert_eq!(send(&state, wrong()).await.status(), 401);
+    assert_eq!(send(&state, wrong()).await.status(), 401);
+    let (status, headers, _) = send_json(&state, wrong()).await;
+    assert_eq!(
+        status, 429,
+        "failed authentications exhaust the address budget"
+    );
+    assert!(headers.contains_key("retry-after"));
+}
 
 async fn basic_and_post_grants_issue_verifiable_tokens(backend: Backend) {
     let state = open(config(backend).await.unwrap()).await;

@@ -197,8 +197,23 @@ impl Decision {
 /// and the state to store (unchanged when denied).
 #[must_use]
 pub fn check(plan: &RatePlan, state: GcraState, now: UnixTime) -> (Decision, GcraState) {
-    let interval = plan.emission_interval();
-    let tolerance = interval.saturating_mul(u64::from(plan.burst));
+    check_weighted(plan, state, now, 1)
+}
+
+/// As [`check`] for a request that counts as `cost` requests (at least 1), e.g. a failed
+/// authentication charged more than a good one. A cost above the burst is always denied.
+#[must_use]
+pub fn check_weighted(
+    plan: &RatePlan,
+    state: GcraState,
+    now: UnixTime,
+    cost: u32,
+) -> (Decision, GcraState) {
+    let interval = plan
+        .emission_interval()
+        .saturating_mul(u64::from(cost.max(1)));
+    let unit = plan.emission_interval();
+    let tolerance = unit.saturating_mul(u64::from(plan.burst));
     let now_nanos = now.as_millis().saturating_mul(NANOS_PER_MILLI);
     let tat = state.tat_nanos.max(now_nanos);
     let new_tat = tat.saturating_add(interval);
@@ -215,7 +230,7 @@ pub fn check(plan: &RatePlan, state: GcraState, now: UnixTime) -> (Decision, Gcr
         };
         return (decision, state);
     }
-    let remaining = u32::try_from((now_nanos - allow_at) / interval).unwrap_or(u32::MAX);
+    let remaining = u32::try_from((now_nanos - allow_at) / unit).unwrap_or(u32::MAX);
     let decision = Decision {
         allowed: true,
         limit: plan.burst,
@@ -290,6 +305,25 @@ mod tests {
         let (later, _) = check(&plan, state, t0.plus_millis(1000));
         assert!(later.allowed);
         assert_eq!(later.remaining, 0);
+    }
+
+    #[test]
+    fn weighted_requests_use_more_of_the_burst() {
+        let plan = RatePlan::new(60, 60, 10).unwrap();
+        let now = UnixTime::from_secs(100);
+        let (first, state) = check_weighted(&plan, GcraState::default(), now, 4);
+        assert!(first.allowed);
+        assert_eq!(first.remaining, 6);
+        let (second, state) = check_weighted(&plan, state, now, 4);
+        assert_eq!(second.remaining, 2);
+        let (third, _) = check_weighted(&plan, state, now, 4);
+        assert!(!third.allowed);
+        assert_eq!(third.retry_after_ms, 2000);
+        assert!(
+            !check_weighted(&plan, GcraState::default(), now, 11)
+                .0
+                .allowed
+        );
     }
 
     #[test]

@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::Extension;
 use axum::Router;
 use base64ct::{Base64UrlUnpadded, Encoding};
 use jwt_compact::{alg::Es256, AlgorithmExt, Claims, Header};
@@ -53,10 +56,13 @@ struct TokenResponse {
 
 async fn token(
     State(state): State<AppState>,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (client_id, result) = grant(&state, &headers, body).await;
+    let peer = connection.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let address = client_address(&state, &headers, peer);
+    let (client_id, result) = grant(&state, address, &headers, body).await;
     let outcome = match &result {
         Ok(_) => "issued",
         Err(err) => err.code(),
@@ -71,21 +77,64 @@ async fn token(
 }
 
 /// Runs the grant; also returns the authenticated client id for metrics.
+/// The caller's address: the socket peer, or the last `X-Forwarded-For` entry (the one our
+/// trusted proxy appended) when configured.
+fn client_address(state: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> IpAddr {
+    let forwarded = || {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .next_back()
+            .and_then(|last| last.trim().parse().ok())
+    };
+    let forwarded = if state.config.trust_forwarded_for {
+        forwarded()
+    } else {
+        None
+    };
+    forwarded.or(peer).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+fn limited(decision: &shared::Decision) -> Result<(), ApiError> {
+    if decision.allowed {
+        Ok(())
+    } else {
+        Err(ApiError::TooManyRequests {
+            retry_after_secs: decision.retry_after_secs(),
+        })
+    }
+}
+
 async fn grant(
     state: &AppState,
+    address: IpAddr,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> (Option<String>, Result<Response, ApiError>) {
+    let now = shared::UnixTime::from_secs(u64::try_from(unix_now()).unwrap_or(0));
+    if let Err(err) = limited(&state.limits.address(address, now, false)) {
+        return (None, Err(err));
+    }
     let params = match client_auth::parse_form(headers, body).and_then(require_client_credentials) {
         Ok(params) => params,
         Err(err) => return (None, Err(err)),
     };
     let client = match client_auth::authenticate(state, headers, &params).await {
         Ok(client) => client,
-        Err(err) => return (None, Err(err)),
+        Err(err) => {
+            if matches!(err, ApiError::InvalidClient) {
+                // Failed authentication is charged extra to the address.
+                let _ = state.limits.address(address, now, true);
+            }
+            return (None, Err(err));
+        }
     };
     let id = client.client_id.clone();
-    (Some(id), issue(state, &client, &params))
+    let result =
+        limited(&state.limits.client(&id, now)).and_then(|()| issue(state, &client, &params));
+    (Some(id), result)
 }
 
 fn require_client_credentials(params: Form) -> Result<Form, ApiError> {

@@ -172,8 +172,16 @@ impl Db {
 /// Seconds since the epoch, from the system clock (the issuer's only clock).
 #[must_use]
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
+    i64::try_from(precise_now().as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The system clock with millisecond resolution, for rate limits: with whole seconds, two
+/// requests straddling a second boundary would look a full second apart.
+#[must_use]
+pub fn precise_now() -> shared::UnixTime {
+    let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    shared::UnixTime::from_millis(millis)
 }

@@ -21,7 +21,7 @@ use shared::Scopes;
 
 use super::client_auth::{self, Form};
 use crate::clients::Client;
-use crate::db::unix_now;
+use crate::db::{precise_now, unix_now};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -113,7 +113,7 @@ async fn grant(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> (Option<String>, Result<Response, ApiError>) {
-    let now = shared::UnixTime::from_secs(u64::try_from(unix_now()).unwrap_or(0));
+    let now = precise_now();
     if let Err(err) = limited(&state.limits.address(address, now, false)) {
         return (None, Err(err));
     }

@@ -23,7 +23,7 @@ fn states(keys: &[keys::KeyInfo]) -> Vec<(String, KeyState)> {
 async fn rotation_publishes_before_signing_and_keeps_old_tokens_valid(backend: Backend) {
     let state = open(config(backend).await.unwrap()).await;
     let (id, secret) = client(&state).await;
-    let first = state.keys().active.as_ref().unwrap().0.clone();
+    let first = state.keys().active.as_ref().unwrap().kid().to_owned();
     let old_token = token(&state, &id, &secret).await;
 
     // On demand: the new key is published now but does not sign yet.
@@ -83,7 +83,7 @@ async fn rotation_publishes_before_signing_and_keeps_old_tokens_valid(backend: B
 async fn emergency_revoke_withdraws_at_once(backend: Backend) {
     let state = open(config(backend).await.unwrap()).await;
     let (id, secret) = client(&state).await;
-    let compromised = state.keys().active.as_ref().unwrap().0.clone();
+    let compromised = state.keys().active.as_ref().unwrap().kid().to_owned();
     let leaked = token(&state, &id, &secret).await;
     let now = issuer::db::unix_now();
     let successor = keys::revoke(&state.db, &state.kek, &state.config, &compromised, now)
@@ -125,12 +125,12 @@ async fn restart_keeps_keys_and_clients(backend: Backend) {
     let config = config(backend).await.unwrap();
     let state = open(config.clone()).await;
     let (id, secret) = client(&state).await;
-    let kid = state.keys().active.as_ref().unwrap().0.clone();
+    let kid = state.keys().active.as_ref().unwrap().kid().to_owned();
     let old = token(&state, &id, &secret).await;
     drop(state);
 
     let restarted = open(config).await;
-    assert_eq!(restarted.keys().active.as_ref().unwrap().0, kid);
+    assert_eq!(restarted.keys().active.as_ref().unwrap().kid(), kid);
     let published = jwks(&restarted).await;
     assert_eq!(verify(&restarted, &published, &old).unwrap().kid(), kid);
     token(&restarted, &id, &secret).await;
@@ -182,7 +182,7 @@ async fn one_instance_holds_the_rotation_lease(backend: Backend) {
     keys::rotate(&a.db, &a.kek, &a.config, now).await.unwrap();
     issuer::refresh_keys(&a, "a").await;
     issuer::refresh_keys(&b, "b").await;
-    let active = |s: &issuer::AppState| s.keys().active.as_ref().unwrap().0.clone();
+    let active = |s: &issuer::AppState| s.keys().active.as_ref().unwrap().kid().to_owned();
     assert_eq!(active(&a), active(&b));
     assert_eq!(jwks(&a).await, jwks(&b).await);
     let actives = keys::list(&a.db)

@@ -103,7 +103,7 @@ async fn revoked_tokens_are_inactive_and_on_the_feed(backend: Backend) {
     assert_eq!(later["more"], false);
 
     // A key revocation reaches the feed too.
-    let kid = state.keys().active.as_ref().unwrap().0.clone();
+    let kid = state.keys().active.as_ref().unwrap().kid().to_owned();
     issuer::keys::revoke(
         &state.db,
         &state.kek,

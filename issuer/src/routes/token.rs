@@ -14,7 +14,6 @@ use axum::routing::post;
 use axum::Extension;
 use axum::Router;
 use base64ct::{Base64UrlUnpadded, Encoding};
-use jwt_compact::{alg::Es256, AlgorithmExt, Claims, Header};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 use shared::Scopes;
@@ -171,7 +170,7 @@ fn issue(
     };
 
     let keys = state.keys();
-    let (kid, signing_key) = keys
+    let signer = keys
         .active
         .as_ref()
         .ok_or_else(|| ApiError::Unavailable("no active signing key".into()))?;
@@ -191,12 +190,9 @@ fn issue(
         scope: scope.to_string(),
         rate_plan: client.rate_plan.map(|plan| plan.to_string()),
     };
-    let header = Header::empty()
-        .with_key_id(kid.as_str())
-        .with_token_type("at+jwt");
-    let access_token = Es256
-        .token(&header, &Claims::new(claims), signing_key)
-        .map_err(|err| ApiError::Internal(format!("signing failed: {err}")))?;
+    let access_token = signer
+        .sign_jwt(&claims)
+        .map_err(|err| ApiError::Internal(err.to_string()))?;
     let body = TokenResponse {
         access_token,
         token_type: "Bearer",

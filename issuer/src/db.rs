@@ -32,6 +32,9 @@ pub enum DbError {
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A backup could not be written.
+    #[error("backup failed: {0}")]
+    Backup(String),
 }
 
 impl Db {
@@ -117,6 +120,36 @@ impl Db {
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Writes a consistent copy of the embedded SQLite database to `path` while it serves
+    /// (`VACUUM INTO`). Restoring is copying the file back with the issuer stopped; the copy
+    /// needs the same key-encryption key. PostgreSQL is backed up with `pg_dump` instead.
+    ///
+    /// # Errors
+    /// [`DbError::Backup`] if the backend is PostgreSQL, `path` exists, or SQLite fails.
+    pub async fn backup(&self, path: &std::path::Path) -> Result<(), DbError> {
+        if !self.sqlite {
+            return Err(DbError::Backup(
+                "PostgreSQL is backed up with pg_dump (see deploy/); `issuer backup` copies SQLite"
+                    .into(),
+            ));
+        }
+        if path.exists() {
+            return Err(DbError::Backup(format!(
+                "{} already exists",
+                path.display()
+            )));
+        }
+        let target = path
+            .to_str()
+            .ok_or_else(|| DbError::Backup("the path must be UTF-8".into()))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(&self.pool)
+            .await
+            .map_err(|err| DbError::Backup(err.to_string()))?;
+        Ok(())
     }
 
     /// Appends to the audit log: who did what to which subject.

@@ -35,6 +35,11 @@ enum Command {
     CheckConfig,
     /// Apply database migrations and exit.
     Migrate,
+    /// Write a consistent online copy of the SQLite database to FILE.
+    Backup {
+        /// Where to write the copy (must not exist).
+        file: PathBuf,
+    },
     /// Manage OAuth clients.
     #[command(subcommand)]
     Client(ClientCommand),
@@ -142,6 +147,20 @@ async fn run(cli: Cli, config: Config) -> CliResult {
             let db = Db::connect(&config).await?;
             db.migrate().await?;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Backup { file } => {
+            let db = open_db(&config).await?;
+            db.backup(&file).await?;
+            db.audit(
+                unix_now(),
+                "cli",
+                "database.backup",
+                &file.display().to_string(),
+                "",
+            )
+            .await?;
+            println!("backup written to {}", file.display());
             Ok(())
         }
         Command::Client(command) => client(command, &config, cli.json).await,

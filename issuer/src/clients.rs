@@ -48,6 +48,11 @@ pub struct Client {
     pub enabled: bool,
     /// Creation time.
     pub created_at: i64,
+    /// Ids of its public keys for `private_key_jwt` (empty: secret only).
+    pub key_ids: Vec<String>,
+    /// Its public keys for `private_key_jwt`.
+    #[serde(skip)]
+    pub jwks: Option<shared::Jwks>,
 }
 
 fn as_text<S: serde::Serializer, T: std::fmt::Display>(value: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -75,6 +80,8 @@ pub struct NewClient {
     pub audiences: Vec<String>,
     /// Rate plan text, e.g. `1000/60s;burst=100`.
     pub rate_plan: Option<String>,
+    /// Public keys (JWKS JSON, EC P-256) for `private_key_jwt`.
+    pub jwks: Option<String>,
 }
 
 /// A new client and its secret, shown once.
@@ -129,11 +136,20 @@ pub async fn create(db: &Db, new: NewClient, now: i64) -> Result<Created, Client
         .map(str::parse::<RatePlan>)
         .transpose()
         .map_err(|err| ClientError::Invalid(err.to_string()))?;
+    let jwks = new
+        .jwks
+        .as_deref()
+        .map(shared::Jwks::parse)
+        .transpose()
+        .map_err(|err| ClientError::Invalid(format!("jwks: {err}")))?;
+    if jwks.as_ref().is_some_and(shared::Jwks::is_empty) {
+        return Err(ClientError::Invalid("jwks: no EC P-256 signing key".into()));
+    }
     let client_id = format!("c_{}", random_token(12));
     let client_secret = random_token(32);
     sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at, jwks) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
     )
     .bind(&client_id)
     .bind(&name)
@@ -142,9 +158,12 @@ pub async fn create(db: &Db, new: NewClient, now: i64) -> Result<Created, Client
     .bind(join(&new.audiences))
     .bind(rate_plan.map(|p| p.to_string()))
     .bind(now)
+    .bind(jwks.as_ref().map(shared::Jwks::to_json))
     .execute(db.pool())
     .await?;
     let client = Client {
+        key_ids: key_ids(jwks.as_ref()),
+        jwks,
         client_id,
         name,
         scopes,
@@ -159,7 +178,12 @@ pub async fn create(db: &Db, new: NewClient, now: i64) -> Result<Created, Client
     })
 }
 
-const SELECT: &str = "SELECT client_id, name, secret_hash, scopes, audiences, rate_plan, disabled_at, created_at FROM clients";
+const SELECT: &str = "SELECT client_id, name, secret_hash, scopes, audiences, rate_plan, disabled_at, created_at, jwks FROM clients";
+
+fn key_ids(jwks: Option<&shared::Jwks>) -> Vec<String> {
+    jwks.map(|set| set.keys().iter().map(|key| key.kid().to_owned()).collect())
+        .unwrap_or_default()
+}
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<(Client, Vec<u8>), ClientError> {
     let client_id: String = row.try_get("client_id")?;
@@ -169,7 +193,15 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<(Client, Vec<u8>), ClientError> {
     let audiences: String = row.try_get("audiences")?;
     let rate_plan: Option<String> = row.try_get("rate_plan")?;
     let disabled_at: Option<i64> = row.try_get("disabled_at")?;
+    let jwks: Option<String> = row.try_get("jwks")?;
+    let jwks = jwks
+        .as_deref()
+        .map(shared::Jwks::parse)
+        .transpose()
+        .map_err(|_| corrupt("jwks"))?;
     let client = Client {
+        key_ids: key_ids(jwks.as_ref()),
+        jwks,
         name: row.try_get("name")?,
         scopes: scopes.parse().map_err(|_| corrupt("scope"))?,
         audiences: audiences
@@ -280,4 +312,102 @@ pub async fn rotate_secret(db: &Db, client_id: &str, now: i64) -> Result<String,
         return Err(ClientError::NotFound(client_id.to_owned()));
     }
     Ok(secret)
+}
+
+/// The RFC 7523 client assertion type for `private_key_jwt`.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Largest accepted client assertion, in bytes.
+const MAX_ASSERTION_BYTES: usize = 8 * 1024;
+/// Longest accepted assertion life (`exp - now`), in seconds: assertions are single-use and
+/// short-lived.
+const MAX_ASSERTION_LIFETIME_SECS: i64 = 300;
+
+/// The claims RFC 7523 §3 requires of a client assertion (`exp` is jwt-compact's).
+#[derive(serde::Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    aud: serde_json::Value,
+    jti: String,
+}
+
+/// `private_key_jwt`: the enabled client whose registered key verifies `assertion` (ES256,
+/// `kid` in its JWKS), with `iss` = `sub` = its id, an `aud` among `audiences` (the token
+/// endpoint or issuer URL), a near `exp`, and a `jti` never seen before. `None` for any
+/// failure, indistinguishably.
+///
+/// Parsing and signature checking use jwt-compact: a client's assertion is a plain JWT, not
+/// one of our access tokens, so the strict access-token profile in `shared` does not apply.
+///
+/// # Errors
+/// The database error.
+pub async fn authenticate_assertion(
+    db: &Db,
+    assertion: &str,
+    audiences: &[String],
+    now: i64,
+) -> Result<Option<Client>, ClientError> {
+    use jwt_compact::{alg::Es256, AlgorithmExt, UntrustedToken};
+
+    if assertion.len() > MAX_ASSERTION_BYTES {
+        return Ok(None);
+    }
+    let Ok(untrusted) = UntrustedToken::new(assertion) else {
+        return Ok(None);
+    };
+    if untrusted.algorithm() != "ES256" {
+        return Ok(None);
+    }
+    let Ok(unverified) = untrusted.deserialize_claims_unchecked::<AssertionClaims>() else {
+        return Ok(None);
+    };
+    let Some((client, _)) = find(db, &unverified.custom.sub).await? else {
+        return Ok(None);
+    };
+    let key = client
+        .jwks
+        .as_ref()
+        .zip(untrusted.header().key_id.as_deref())
+        .and_then(|(jwks, kid)| jwks.find(kid));
+    let Some(key) = key.filter(|_| client.enabled) else {
+        return Ok(None);
+    };
+    let Ok(token) = Es256
+        .validator::<AssertionClaims>(key.verifying_key())
+        .validate(&untrusted)
+    else {
+        return Ok(None);
+    };
+    let claims = token.claims();
+    let custom = &claims.custom;
+    let audience_ok = match &custom.aud {
+        serde_json::Value::String(aud) => audiences.contains(aud),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .any(|aud| audiences.iter().any(|a| a == aud)),
+        _ => false,
+    };
+    let exp = claims.expiration.map(|exp| exp.timestamp());
+    let fresh = exp.is_some_and(|exp| exp > now && exp - now <= MAX_ASSERTION_LIFETIME_SECS);
+    let ids_ok = custom.iss == client.client_id && custom.sub == client.client_id;
+    let jti_ok = !custom.jti.is_empty() && custom.jti.len() <= 256;
+    if !(audience_ok && fresh && ids_ok && jti_ok) {
+        return Ok(None);
+    }
+    // Single use: a replayed assertion finds its jti taken.
+    sqlx::query("DELETE FROM client_assertion_jtis WHERE client_id = $1 AND expires_at < $2")
+        .bind(&client.client_id)
+        .bind(now)
+        .execute(db.pool())
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO client_assertion_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(&client.client_id)
+    .bind(&custom.jti)
+    .bind(exp.unwrap_or(now))
+    .execute(db.pool())
+    .await?;
+    Ok((inserted.rows_affected() == 1).then_some(client))
 }

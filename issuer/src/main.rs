@@ -67,6 +67,9 @@ enum ClientCommand {
         /// Burst for `--rate` (default: the rate's limit).
         #[arg(long, requires = "rate")]
         burst: Option<u32>,
+        /// File with the client's public keys (JWKS, EC P-256) for `private_key_jwt`.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
     },
     /// List clients.
     List,
@@ -224,7 +227,9 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
             audiences,
             rate,
             burst,
+            jwks,
         } => {
+            let jwks = jwks.map(std::fs::read_to_string).transpose()?;
             let rate_plan = rate.map(|rate| match burst {
                 Some(burst) => format!("{rate};burst={burst}"),
                 None => rate,
@@ -236,6 +241,7 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
                     scopes: scope,
                     audiences,
                     rate_plan,
+                    jwks,
                 },
                 now,
             )

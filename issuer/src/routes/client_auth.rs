@@ -1,6 +1,6 @@
 //! Form bodies and client authentication shared by the token, revocation and introspection
-//! endpoints: `client_secret_basic` (RFC 6749 §2.3.1, form-encoded id and secret in Basic) or
-//! `client_secret_post`, exactly one.
+//! endpoints: `client_secret_basic` (RFC 6749 §2.3.1, form-encoded id and secret in Basic),
+//! `client_secret_post`, or `private_key_jwt` (RFC 7523), exactly one.
 
 use std::collections::BTreeMap;
 
@@ -75,12 +75,54 @@ pub(crate) async fn authenticate(
         (None, Some(_)) => return Err(ApiError::InvalidRequest("client_secret without client_id")),
         _ => None,
     };
-    let (client_id, secret) = match (basic, posted) {
-        (Some(_), Some(_)) => {
+    let assertion = match (
+        params.get("client_assertion_type"),
+        params.get("client_assertion"),
+    ) {
+        (None, None) => None,
+        (Some(kind), Some(assertion)) if kind == clients::JWT_BEARER => Some(assertion),
+        (Some(_), Some(_)) => return Err(ApiError::InvalidClient),
+        _ => {
             return Err(ApiError::InvalidRequest(
-                "use only one client authentication method",
+                "client_assertion and client_assertion_type go together",
             ))
         }
+    };
+    let methods = usize::from(basic.is_some())
+        + usize::from(posted.is_some())
+        + usize::from(assertion.is_some());
+    if methods > 1 {
+        return Err(ApiError::InvalidRequest(
+            "use only one client authentication method",
+        ));
+    }
+    let db_error = |err: clients::ClientError| match err {
+        clients::ClientError::Db(err) => ApiError::from(err),
+        other => ApiError::Internal(other.to_string()),
+    };
+    if let Some(assertion) = assertion {
+        let issuer = &state.config.issuer_url;
+        let audiences = [format!("{issuer}/oauth2/token"), issuer.clone()];
+        let client = clients::authenticate_assertion(
+            &state.db,
+            assertion,
+            &audiences,
+            crate::db::unix_now(),
+        )
+        .await
+        .map_err(db_error)?
+        .ok_or(ApiError::InvalidClient)?;
+        if params
+            .get("client_id")
+            .is_some_and(|id| *id != client.client_id)
+        {
+            return Err(ApiError::InvalidRequest(
+                "client_id does not match the authenticated client",
+            ));
+        }
+        return Ok(client);
+    }
+    let (client_id, secret) = match (basic, posted) {
         (Some((id, secret)), None) => {
             if params
                 .get("client_id")
@@ -93,17 +135,14 @@ pub(crate) async fn authenticate(
             (id, secret)
         }
         (None, Some(credentials)) => credentials,
-        (None, None) => return Err(ApiError::InvalidClient),
+        _ => return Err(ApiError::InvalidClient),
     };
     if client_id.len() > 128 || secret.len() > 256 {
         return Err(ApiError::InvalidClient);
     }
     clients::authenticate(&state.db, &client_id, &secret)
         .await
-        .map_err(|err| match err {
-            clients::ClientError::Db(err) => ApiError::from(err),
-            other => ApiError::Internal(other.to_string()),
-        })?
+        .map_err(db_error)?
         .ok_or(ApiError::InvalidClient)
 }
 

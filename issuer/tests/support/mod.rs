@@ -110,6 +110,7 @@ pub async fn client(state: &AppState) -> (String, String) {
             scopes: "read write".into(),
             audiences: vec![AUDIENCE.into(), "https://other.test".into()],
             rate_plan: Some("100/60s;burst=10".into()),
+            jwks: None,
         },
         issuer::db::unix_now(),
     )

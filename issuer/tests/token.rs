@@ -16,7 +16,43 @@ on_both_databases!(
     discovery_is_cacheable,
     health_ready_and_metrics,
     token_endpoint_is_rate_limited,
+    database_outage_is_503_not_500,
 );
+
+async fn database_outage_is_503_not_500(backend: Backend) {
+    let state = open(config(backend).await.unwrap()).await;
+    let (id, secret) = client(&state).await;
+    token(&state, &id, &secret).await;
+    state.db.pool().close().await;
+    let (status, headers, body) = send_json(
+        &state,
+        token_request("grant_type=client_credentials", Some((&id, &secret))),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+    assert_eq!(headers["retry-after"], "5");
+    let (status, _, body) =
+        send_json(&state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (status.as_u16(), body["database"].as_bool()),
+        (503, Some(false))
+    );
+    // Keys are in memory: edges can still fetch the JWKS.
+    assert_eq!(
+        send(
+            &state,
+            Request::get("/.well-known/jwks.json")
+                .body(Body::empty())
+                .unwrap()
+        )
+        .await
+        .status(),
+        200
+    );
+}
 
 async fn token_endpoint_is_rate_limited(backend: Backend) {
     let mut config = config(backend).await.unwrap();

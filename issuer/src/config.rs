@@ -71,6 +71,10 @@ pub struct Config {
     pub token_rate_per_client: shared::RatePlan,
     /// `json` (default) or `pretty` log lines.
     pub log_format: String,
+    /// PEM certificate chain: with `tls_key_file`, the issuer serves HTTPS (rustls).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// A plan from constants known to be in range.
@@ -97,6 +101,8 @@ impl Default for Config {
             token_rate_per_address: plan(6000, 60, 600),
             token_rate_per_client: plan(3000, 60, 300),
             log_format: "json".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -175,6 +181,25 @@ impl Config {
                 "max_body_bytes",
                 "must be between 1024 and 1048576",
             ));
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => {
+                return Err(invalid("tls_key_file", "is required with tls_cert_file"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid("tls_cert_file", "is required with tls_key_file"))
+            }
+            (Some(cert), Some(key)) => {
+                for (setting, path) in [("tls_cert_file", cert), ("tls_key_file", key)] {
+                    if !path.is_file() {
+                        return Err(invalid(
+                            setting,
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
+            }
+            (None, None) => {}
         }
         if !matches!(self.log_format.as_str(), "json" | "pretty") {
             return Err(invalid("log_format", "must be json or pretty"));

@@ -50,6 +50,9 @@ pub enum StartError {
     /// Keys.
     #[error(transparent)]
     Keys(#[from] keys::KeyError),
+    /// TLS could not be set up or served.
+    #[error("tls: {0}")]
+    Tls(String),
     /// Binding the listener.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -182,6 +185,42 @@ pub async fn refresh_keys(state: &AppState, holder: &str) {
             tracing::warn!(error = %err, "cannot reload signing keys; keeping the current ones")
         }
     }
+}
+
+/// Serves HTTPS (rustls, ring provider) on `addr` with the configured certificate until
+/// `shutdown` resolves, then drains in-flight requests for up to 30 s.
+///
+/// # Errors
+/// [`StartError::Tls`] for an unreadable certificate or key, or the server's I/O error.
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let (Some(cert), Some(key)) = (&state.config.tls_cert_file, &state.config.tls_key_file) else {
+        return Err(StartError::Tls(
+            "tls_cert_file and tls_key_file are required".into(),
+        ));
+    };
+    // Several crates may link rustls providers; choose ring explicitly (ignore "already set").
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map_err(|err| StartError::Tls(err.to_string()))?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    let maintenance = tokio::spawn(maintain_keys(state.clone()));
+    let result = axum_server::from_tcp_rustls(listener, tls)
+        .map_err(|err| StartError::Tls(err.to_string()))?
+        .handle(handle)
+        .serve(app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .await;
+    maintenance.abort();
+    result.map_err(|err| StartError::Tls(err.to_string()))
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then drains in-flight requests.

@@ -177,8 +177,16 @@ async fn serve(config: Config) -> CliResult {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| issuer::StartError::Listen { addr, source })?;
-    tracing::info!(addr = %addr, issuer = %state.config.issuer_url, "issuer listening");
-    issuer::serve(listener, state, shutdown_signal()).await?;
+    let tls = state.config.tls_cert_file.is_some();
+    tracing::info!(addr = %addr, issuer = %state.config.issuer_url, tls, "issuer listening");
+    if tls {
+        let listener = listener
+            .into_std()
+            .map_err(|source| issuer::StartError::Listen { addr, source })?;
+        issuer::serve_tls(listener, state, shutdown_signal()).await?;
+    } else {
+        issuer::serve(listener, state, shutdown_signal()).await?;
+    }
     tracing::info!("issuer stopped");
     Ok(())
 }

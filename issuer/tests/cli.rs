@@ -205,3 +205,70 @@ fn serve_issues_tokens_to_a_cli_created_client_and_stops_on_sigterm() {
     assert!(logs.contains("draining"), "{logs}");
     assert!(!logs.contains(secret) && !logs.contains(token["access_token"].as_str().unwrap()));
 }
+
+#[test]
+fn serves_https_with_the_configured_certificate() {
+    let dir = support::temp_dir();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+
+    // Half a TLS configuration is refused at start-up, naming the missing setting.
+    let output = issuer(&dir)
+        .env("ISSUER_TLS_CERT_FILE", &cert)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("tls_key_file"));
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = issuer(&dir)
+        .env("ISSUER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ISSUER_ISSUER_URL", format!("https://localhost:{port}"))
+        .env("ISSUER_TLS_CERT_FILE", &cert)
+        .env("ISSUER_TLS_KEY_FILE", &key)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://localhost:{port}/.well-known/jwks.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let output = Command::new("curl")
+            .args([
+                "-sf",
+                "--cacert",
+                cert.to_str().unwrap(),
+                "--resolve",
+                &format!("localhost:{port}:127.0.0.1"),
+                &url,
+            ])
+            .output()
+            .unwrap();
+        if output.status.success() {
+            break String::from_utf8(output.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no HTTPS answer");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!shared::Jwks::parse(&body).unwrap().is_empty());
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{port}/healthz")])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(server.wait().unwrap().success());
+}

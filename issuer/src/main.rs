@@ -46,6 +46,15 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Verify an access token against the published keys, as an edge would; prints its
+    /// claims or the rejection.
+    VerifyToken {
+        /// The compact token.
+        token: String,
+        /// The audience the token must carry.
+        #[arg(long)]
+        audience: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -165,6 +174,27 @@ async fn run(cli: Cli, config: Config) -> CliResult {
             .await?;
             println!("backup written to {}", file.display());
             Ok(())
+        }
+        Command::VerifyToken { token, audience } => {
+            let db = open_db(&config).await?;
+            let (kek, _) = Kek::load(&config)?;
+            let keys = keys::SigningKeys::load(&db, &kek).await?;
+            let validator = shared::Validator::new(shared::Validation::new(
+                config.issuer_url.clone(),
+                audience,
+            ));
+            let now = shared::UnixTime::from_secs(u64::try_from(unix_now())?);
+            match validator.verify(token.trim(), &keys.jwks, now) {
+                Ok(verified) => print(
+                    &serde_json::json!({ "valid": true, "kid": verified.kid(), "claims": verified.claims() }),
+                ),
+                Err(rejection) => {
+                    print(
+                        &serde_json::json!({ "valid": false, "reason": rejection.reason(), "error": rejection.to_string() }),
+                    )?;
+                    Err("token rejected".into())
+                }
+            }
         }
         Command::Client(command) => client(command, &config, cli.json).await,
         Command::Keys(command) => keys_command(command, &config, cli.json).await,

@@ -17,7 +17,45 @@ on_both_databases!(
     health_ready_and_metrics,
     token_endpoint_is_rate_limited,
     database_outage_is_503_not_500,
+    forwarded_addresses_only_when_trusted,
 );
+
+async fn forwarded_addresses_only_when_trusted(backend: Backend) {
+    let from = |address: &str, id: &str, secret: &str| {
+        let mut request = token_request("grant_type=client_credentials", Some((id, secret)));
+        let value = http::HeaderValue::from_str(&format!("203.0.113.9, {address}")).unwrap();
+        request.headers_mut().insert("x-forwarded-for", value);
+        request
+    };
+    for trusted in [true, false] {
+        let mut config = config(backend).await.unwrap();
+        config.trust_forwarded_for = trusted;
+        config.token_rate_per_address = "1/60s;burst=1".parse().unwrap();
+        let state = open(config).await;
+        let (id, secret) = client(&state).await;
+        assert_eq!(
+            send(&state, from("198.51.100.1", &id, &secret))
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(
+            send(&state, from("198.51.100.1", &id, &secret))
+                .await
+                .status(),
+            429
+        );
+        // A different proxy-appended address is a different caller only behind a trusted proxy.
+        let other = send(&state, from("198.51.100.2", &id, &secret))
+            .await
+            .status();
+        assert_eq!(
+            other.as_u16(),
+            if trusted { 200 } else { 429 },
+            "trusted = {trusted}"
+        );
+    }
+}
 
 async fn database_outage_is_503_not_500(backend: Backend) {
     let state = open(config(backend).await.unwrap()).await;

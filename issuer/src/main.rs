@@ -133,6 +133,7 @@ fn init_tracing(config: &Config) {
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .with_span_list(false)
             .init();
     } else {
         builder.init();

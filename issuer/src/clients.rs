@@ -289,6 +289,11 @@ pub async fn set_enabled(
             .bind(client_id)
             .execute(db.pool())
             .await?;
+    found(&result, client_id)
+}
+
+/// `NotFound` when an update by `client_id` touched no row.
+fn found(result: &sqlx::any::AnyQueryResult, client_id: &str) -> Result<(), ClientError> {
     if result.rows_affected() == 0 {
         return Err(ClientError::NotFound(client_id.to_owned()));
     }
@@ -308,9 +313,7 @@ pub async fn rotate_secret(db: &Db, client_id: &str, now: i64) -> Result<String,
             .bind(client_id)
             .execute(db.pool())
             .await?;
-    if result.rows_affected() == 0 {
-        return Err(ClientError::NotFound(client_id.to_owned()));
-    }
+    found(&result, client_id)?;
     Ok(secret)
 }
 

@@ -84,6 +84,26 @@ fn http(port: u16, request: &str) -> (u16, String) {
     (status, body)
 }
 
+/// `issuer serve` in `dir` on `port`, with extra settings from `env`.
+fn spawn_serve(
+    dir: &std::path::Path,
+    port: u16,
+    issuer_url: &str,
+    env: &[(&str, &std::path::Path)],
+) -> std::process::Child {
+    let mut command = issuer(dir);
+    command
+        .env("ISSUER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ISSUER_ISSUER_URL", issuer_url)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.spawn().unwrap()
+}
+
 fn get(port: u16, path: &str) -> (u16, String) {
     http(
         port,
@@ -99,14 +119,7 @@ fn serve_issues_tokens_to_a_cli_created_client_and_stops_on_sigterm() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = issuer(&dir)
-        .env("ISSUER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ISSUER_ISSUER_URL", format!("http://127.0.0.1:{port}"))
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut server = spawn_serve(&dir, port, &format!("http://127.0.0.1:{port}"), &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/readyz").0 == 200 {
@@ -228,16 +241,11 @@ fn serves_https_with_the_configured_certificate() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = issuer(&dir)
-        .env("ISSUER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ISSUER_ISSUER_URL", format!("https://localhost:{port}"))
-        .env("ISSUER_TLS_CERT_FILE", &cert)
-        .env("ISSUER_TLS_KEY_FILE", &key)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let tls = [
+        ("ISSUER_TLS_CERT_FILE", cert.as_path()),
+        ("ISSUER_TLS_KEY_FILE", key.as_path()),
+    ];
+    let mut server = spawn_serve(&dir, port, &format!("https://localhost:{port}"), &tls);
     let url = format!("https://localhost:{port}/.well-known/jwks.json");
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {

@@ -1,12 +1,10 @@
-//! `POST /oauth2/token`: the `client_credentials` grant (RFC 6749 §4.4) with
-//! `client_secret_basic` or `client_secret_post`, `scope` and RFC 8707 `resource`.
+//! `POST /oauth2/token`: the `client_credentials` grant (RFC 6749 §4.4), with client
+//! authentication from `client_auth`, `scope`, RFC 8707 `resource`, and rate limits.
 
-use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use std::net::{IpAddr, SocketAddr};
-
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -75,7 +73,6 @@ async fn token(
     }
 }
 
-/// Runs the grant; also returns the authenticated client id for metrics.
 /// The caller's address: the socket peer, or the last `X-Forwarded-For` entry (the one our
 /// trusted proxy appended) when configured.
 fn client_address(state: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> IpAddr {
@@ -106,6 +103,7 @@ fn limited(decision: &shared::Decision) -> Result<(), ApiError> {
     }
 }
 
+/// Runs the grant; also returns the authenticated client id for metrics.
 async fn grant(
     state: &AppState,
     address: IpAddr,

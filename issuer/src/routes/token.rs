@@ -143,11 +143,7 @@ fn require_client_credentials(params: Form) -> Result<Form, ApiError> {
 }
 
 /// Scope and audience checks, then the signed token.
-fn issue(
-    state: &AppState,
-    client: &Client,
-    params: &BTreeMap<String, String>,
-) -> Result<Response, ApiError> {
+fn issue(state: &AppState, client: &Client, params: &Form) -> Result<Response, ApiError> {
     let scope = match params.get("scope") {
         None => client.scopes.clone(),
         Some(text) => {

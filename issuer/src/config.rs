@@ -123,8 +123,9 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        // `ISSUER_KEK` is a secret, read by `keys::Kek`, not a setting.
-        figment = figment.merge(Env::prefixed("ISSUER_").ignore(&["kek"]));
+        // `ISSUER_KEK` is a secret read by `keys::Kek`, and `ISSUER_CONFIG` names the file
+        // (the `--config` flag): neither is a setting.
+        figment = figment.merge(Env::prefixed("ISSUER_").ignore(&["kek", "config"]));
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)

@@ -92,6 +92,15 @@ async fn revoked_tokens_are_inactive_and_on_the_feed(backend: Backend) {
     assert_eq!(entries[0]["value"], jti.as_str());
     let cursor = feed["cursor"].as_i64().unwrap();
     assert!(cursor > start);
+
+    // The contract with the edge: the page parses with `shared` and revokes the token there.
+    let mut list = shared::RevocationList::new();
+    list.apply(
+        shared::FeedPage::parse(&feed.to_string()).unwrap(),
+        shared::UnixTime::from_secs(issuer::db::unix_now() as u64),
+    );
+    let revoked = verify(&state, &jwks(&state).await, &token).unwrap();
+    assert!(list.is_revoked(&revoked));
     let (_, _, later) = send_json(
         &state,
         Request::get(format!("/revocations?since={cursor}"))

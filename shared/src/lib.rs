@@ -10,6 +10,7 @@
 //! - [`rejection`]: the one [`Rejection`] enum and its RFC 6750 mapping.
 //! - [`cache`]: verified tokens by hash, so a repeated token skips crypto.
 //! - [`rate_limit`]: GCRA over stored state, and the rate-plan claim format.
+//! - [`revocations`]: the edge's copy of the issuer's revocation feed.
 //! - [`assertion`]: the HMAC-signed identity the edge hands to origins.
 //! - `origin` (feature `axum`): the tower layer and extractor origins mount.
 //! - `js` (feature `js`): the wasm-bindgen API of the npm package.
@@ -43,6 +44,7 @@ pub mod claims;
 pub mod jwks;
 pub mod rate_limit;
 pub mod rejection;
+pub mod revocations;
 pub mod time;
 pub mod token;
 pub mod verifier;
@@ -59,6 +61,7 @@ pub use claims::{AccessClaims, Scopes, Validation};
 pub use jwks::{Jwk, Jwks};
 pub use rate_limit::{Decision, GcraState, RatePlan};
 pub use rejection::Rejection;
+pub use revocations::{FeedPage, RevocationList};
 pub use time::UnixTime;
 pub use token::{SignatureCheck, UntrustedToken, Validator, VerifiedToken};
 #[cfg(feature = "p256-backend")]

@@ -193,6 +193,42 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// The IETF `RateLimit` header value (draft-ietf-httpapi-ratelimit-headers):
+    /// `"<policy>";r=<remaining>;t=<seconds until the full burst is back>`.
+    #[must_use]
+    pub fn rate_limit_header(&self, policy: &str) -> String {
+        format!(
+            "\"{}\";r={};t={}",
+            sf_string(policy),
+            self.remaining,
+            self.reset_after_secs()
+        )
+    }
+}
+
+impl RatePlan {
+    /// The IETF `RateLimit-Policy` header value: `"<policy>";q=<limit>;w=<period>`, plus the
+    /// burst as an extension parameter.
+    #[must_use]
+    pub fn policy_header(&self, policy: &str) -> String {
+        format!(
+            "\"{}\";q={};w={};burst={}",
+            sf_string(policy),
+            self.limit,
+            self.period_secs,
+            self.burst
+        )
+    }
+}
+
+/// A structured-field string body: printable ASCII without `"` and `\\`.
+fn sf_string(text: &str) -> String {
+    text.chars()
+        .filter(|c| matches!(c, ' ' | '!' | '#'..='[' | ']'..='~'))
+        .collect()
+}
+
 /// Decides one request at `now` under `plan`, given the stored `state`; returns the decision
 /// and the state to store (unchanged when denied).
 #[must_use]
@@ -323,6 +359,20 @@ mod tests {
             !check_weighted(&plan, GcraState::default(), now, 11)
                 .0
                 .allowed
+        );
+    }
+
+    #[test]
+    fn headers_follow_the_ietf_draft() {
+        let plan = RatePlan::new(1000, 60, 100).unwrap();
+        assert_eq!(
+            plan.policy_header("client"),
+            "\"client\";q=1000;w=60;burst=100"
+        );
+        let (decision, _) = check(&plan, GcraState::default(), UnixTime::from_secs(10));
+        assert_eq!(
+            decision.rate_limit_header("cl\"ient"),
+            "\"client\";r=99;t=1"
         );
     }
 

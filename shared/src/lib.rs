@@ -3,6 +3,8 @@
 //! (wasm32 in a Worker), in resource APIs and in any JS runtime.
 //!
 //! - [`jwks`]: the key set, P-256 signing keys only, parsed and published by the same code.
+//! - [`jwks_refresh`]: when the edge (re)fetches its key set: freshness, unknown-`kid`
+//!   cooldown, max-stale.
 //! - [`token`]: compact JWS access tokens (RFC 9068 profile), ES256 pinned. Untrusted text
 //!   becomes a [`VerifiedToken`] only through [`Validator`], in two steps (cheap checks, then
 //!   the signature through a [`verifier`] backend, sync or async).
@@ -42,6 +44,7 @@ pub mod bearer;
 pub mod cache;
 pub mod claims;
 pub mod jwks;
+pub mod jwks_refresh;
 pub mod rate_limit;
 pub mod rejection;
 pub mod revocations;

@@ -1,3 +1,36 @@
-//! The Edgeward edge Worker (issue #5).
+//! The Edgeward edge: a Cloudflare Worker (workers-rs) that checks each request's bearer token
+//! with `shared`, verifying signatures through WebCrypto, and forwards good requests to the
+//! origin with a signed identity header (`x-edgeward-assertion`). Bad tokens never reach the
+//! origin.
 //!
-//! A placeholder in the workspace until its issue lands; it builds on `shared`.
+//! This crate is only a shell: every decision (token rules, rejections, JWKS freshness, the
+//! assertion) is `shared`'s; here are the bindings, the fetches and the one error mapping.
+//! Natively the crate is empty; it is built for wasm32 with worker-build.
+
+#[cfg(target_arch = "wasm32")]
+mod config;
+#[cfg(target_arch = "wasm32")]
+mod error;
+#[cfg(target_arch = "wasm32")]
+mod handler;
+#[cfg(target_arch = "wasm32")]
+mod jwks_cache;
+#[cfg(target_arch = "wasm32")]
+mod webcrypto;
+
+#[cfg(target_arch = "wasm32")]
+#[worker::event(start)]
+fn start() {
+    // A panic resets the module; log it instead of dying silently.
+    console_error_panic_hook::set_once();
+}
+
+#[cfg(target_arch = "wasm32")]
+#[worker::event(fetch)]
+async fn fetch(
+    request: worker::Request,
+    env: worker::Env,
+    _ctx: worker::Context,
+) -> worker::Result<worker::Response> {
+    handler::handle(request, env).await
+}

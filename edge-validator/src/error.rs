@@ -1,0 +1,56 @@
+//! The one place failures become responses.
+
+use shared::Rejection;
+use worker::{Headers, Response};
+
+/// Realm in `WWW-Authenticate`.
+const REALM: &str = "edgeward";
+
+/// Why the edge answered instead of the origin.
+#[derive(Debug)]
+pub(crate) enum EdgeError {
+    /// The token or request was refused (RFC 6750 status, body and challenge).
+    Rejected(Rejection),
+    /// No key set could be obtained and none is cached.
+    NoKeys,
+    /// The origin could not be reached.
+    OriginUnreachable,
+    /// Misconfiguration or a runtime failure; detail is logged, not sent.
+    Internal(String),
+}
+
+impl From<Rejection> for EdgeError {
+    fn from(rejection: Rejection) -> Self {
+        Self::Rejected(rejection)
+    }
+}
+
+/// The response for `error`.
+pub(crate) fn error_response(error: &EdgeError) -> worker::Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    headers.set("cache-control", "no-store")?;
+    let (status, body) = match error {
+        EdgeError::Rejected(rejection) => {
+            if let Some(challenge) = rejection.www_authenticate(REALM) {
+                headers.set("www-authenticate", &challenge)?;
+            }
+            (rejection.status(), rejection.json_body())
+        }
+        EdgeError::NoKeys => (
+            503,
+            r#"{"error":"temporarily_unavailable","error_description":"token keys are unavailable"}"#.to_owned(),
+        ),
+        EdgeError::OriginUnreachable => (
+            502,
+            r#"{"error":"bad_gateway","error_description":"the origin is unreachable"}"#.to_owned(),
+        ),
+        EdgeError::Internal(detail) => {
+            worker::console_error!("edge internal error: {detail}");
+            (500, r#"{"error":"server_error","error_description":"internal error"}"#.to_owned())
+        }
+    };
+    Ok(Response::ok(body)?
+        .with_status(status)
+        .with_headers(headers))
+}

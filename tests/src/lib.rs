@@ -1,3 +1,221 @@
-//! End-to-end tests that run the real pieces together (issue #6).
+//! End-to-end harness: real processes on free loopback ports (the issuer binary, the Worker in
+//! `wrangler dev --local`, an axum origin mounting the `shared` edge layer), cleaned up on drop.
 //!
-//! A placeholder in the workspace until its issue lands; it builds on `shared`.
+//! Expects `tests/run` to have built the issuer (`target/debug/issuer`) and the Worker bundle
+//! (`edge-validator/build/worker/shim.mjs`) once per run, and `npm ci` to have installed
+//! wrangler.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test harness: failing loudly is right
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+#[must_use]
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A free loopback port.
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory under the system temp dir.
+#[must_use]
+pub fn temp_dir(name: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "edgeward_e2e_{name}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A child process killed (with its group) when dropped; its log file is printed on failure.
+pub struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Running {
+    /// Starts `command` with stdout and stderr into `log`.
+    pub fn spawn(mut command: Command, log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).unwrap();
+        command
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null());
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        Self {
+            child: command.spawn().unwrap(),
+            log,
+        }
+    }
+
+    /// The log so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let pgid = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &pgid]).status();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- {} ----\n{}", self.log.display(), self.log());
+        }
+    }
+}
+
+/// `curl` with `args`; returns (status, body).
+#[must_use]
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Waits until `url` answers 200.
+pub fn wait_ready(url: &str, timeout: Duration, who: &Running) {
+    let deadline = Instant::now() + timeout;
+    while curl(&[url]).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "{url} not ready; log:\n{}",
+            who.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The issuer binary on SQLite in `dir`, listening on `port`.
+pub fn issuer(dir: &Path, port: u16) -> Running {
+    let mut command = Command::new(root().join("target/debug/issuer"));
+    command
+        .current_dir(dir)
+        .env_remove("ISSUER_KEK")
+        .env("ISSUER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ISSUER_ISSUER_URL", format!("http://127.0.0.1:{port}"))
+        .arg("serve");
+    let running = Running::spawn(command, dir.join("issuer.log"));
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(30),
+        &running,
+    );
+    running
+}
+
+/// Runs an issuer CLI command in `dir`; returns its JSON output.
+#[must_use]
+pub fn issuer_cli(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(root().join("target/debug/issuer"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The prebuilt Worker in `wrangler dev --local` on `port`, with these vars and secret.
+pub fn edge(dir: &Path, port: u16, vars: &[(&str, String)], secret: &str) -> Running {
+    let shim = root().join("edge-validator/build/worker/shim.mjs");
+    assert!(shim.exists(), "build the Worker first (tests/run does)");
+    let mut config = format!(
+        "name = \"edgeward-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-26\"\n[vars]\n",
+        shim.display()
+    );
+    for (name, value) in vars {
+        config.push_str(&format!(
+            "{name} = {}\n",
+            serde_json::Value::String(value.clone())
+        ));
+    }
+    std::fs::write(dir.join("wrangler.toml"), config).unwrap();
+    std::fs::write(
+        dir.join(".dev.vars"),
+        format!("ASSERTION_SECRET=\"{secret}\"\n"),
+    )
+    .unwrap();
+    let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
+    command
+        .current_dir(dir)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CI", "true")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .args([
+            "dev",
+            "--local",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--persist-to", dir.join("state").to_str().unwrap()]);
+    let running = Running::spawn(command, dir.join("wrangler.log"));
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/.edge/health"),
+        Duration::from_secs(90),
+        &running,
+    );
+    running
+}
+
+/// What the demo origin saw: every request it answered, as the identity JSON it echoed.
+pub type Seen = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// An axum origin on `port` that mounts the `shared` edge layer and echoes the verified
+/// identity (and any `x-forged` header it received).
+pub async fn origin(port: u16, key_id: &str, secret: &str) -> Seen {
+    use axum::http::HeaderMap;
+    let seen: Seen = Arc::default();
+    let log = Arc::clone(&seen);
+    let key = shared::AssertionKey::new(key_id, secret.as_bytes()).unwrap();
+    let app = axum::Router::new()
+        .fallback(move |identity: shared::EdgeIdentity, headers: HeaderMap| {
+            let log = Arc::clone(&log);
+            async move {
+                let body = serde_json::json!({
+                    "sub": identity.sub, "client_id": identity.client_id, "scope": identity.scope.to_string(),
+                    "path": identity.path, "method": identity.method,
+                    "forged": headers.get("x-forged").and_then(|v| v.to_str().ok()),
+                });
+                log.lock().unwrap().push(body.clone());
+                axum::Json(body)
+            }
+        })
+        .layer(shared::origin::EdgeAuthLayer::new(shared::AssertionVerifier::new(vec![key], 30_000)));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    seen
+}

@@ -127,7 +127,8 @@ fn init_tracing(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if config.log_format == "json" {
         builder
             .json()
@@ -209,7 +210,9 @@ async fn serve(config: Config) -> CliResult {
         .await
         .map_err(|source| issuer::StartError::Listen { addr, source })?;
     let tls = state.config.tls_cert_file.is_some();
-    tracing::info!(addr = %addr, issuer = %state.config.issuer_url, tls, "issuer listening");
+    // The bound address, so `listen = "127.0.0.1:0"` (tests, scripts) can learn the port.
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, issuer = %state.config.issuer_url, tls, "issuer listening");
     if tls {
         let listener = listener
             .into_std()

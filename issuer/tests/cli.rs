@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,25 +84,49 @@ fn http(port: u16, request: &str) -> (u16, String) {
     (status, body)
 }
 
-/// `issuer serve` in `dir` on `port`, with extra settings from `env`.
+/// `issuer serve` in `dir` on a port the OS picks (`127.0.0.1:0`, so no race with other
+/// tests), with extra settings from `env`; returns the child and the bound port, read from
+/// its "issuer listening" log line.
 fn spawn_serve(
     dir: &std::path::Path,
-    port: u16,
-    issuer_url: &str,
     env: &[(&str, &std::path::Path)],
-) -> std::process::Child {
+) -> (std::process::Child, u16, std::path::PathBuf) {
+    let log = dir.join("serve.log");
     let mut command = issuer(dir);
     command
-        .env("ISSUER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ISSUER_ISSUER_URL", issuer_url)
+        .env("ISSUER_LISTEN", "127.0.0.1:0")
+        .env("ISSUER_LOG_FORMAT", "json")
+        .env("ISSUER_ISSUER_URL", ISSUER_URL)
         .arg("serve")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(std::fs::File::create(&log).unwrap());
     for (name, value) in env {
         command.env(name, value);
     }
-    command.spawn().unwrap()
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let port = text
+            .lines()
+            .find(|line| line.contains("issuer listening"))
+            .and_then(|line| line.split("\"addr\":\"127.0.0.1:").nth(1))
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|digits| digits.parse().ok());
+        if let Some(port) = port {
+            return (child, port, log);
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "issuer exited:\n{text}"
+        );
+        assert!(Instant::now() < deadline, "issuer did not start:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
+
+/// The `iss` of the test servers (it need not be their address).
+const ISSUER_URL: &str = "http://issuer.test";
 
 fn get(port: u16, path: &str) -> (u16, String) {
     http(
@@ -114,20 +138,8 @@ fn get(port: u16, path: &str) -> (u16, String) {
 #[test]
 fn serve_issues_tokens_to_a_cli_created_client_and_stops_on_sigterm() {
     let dir = support::temp_dir();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = spawn_serve(&dir, port, &format!("http://127.0.0.1:{port}"), &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/readyz").0 == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "issuer did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut server, port, log) = spawn_serve(&dir, &[]);
+    assert_eq!(get(port, "/readyz").0, 200);
 
     let output = issuer(&dir)
         .args([
@@ -182,10 +194,7 @@ fn serve_issues_tokens_to_a_cli_created_client_and_stops_on_sigterm() {
     let token: serde_json::Value = serde_json::from_str(&body).unwrap();
     let (_, jwks) = get(port, "/.well-known/jwks.json");
     let jwks = shared::Jwks::parse(&jwks).unwrap();
-    let validator = shared::Validator::new(shared::Validation::new(
-        format!("http://127.0.0.1:{port}"),
-        "https://api.test",
-    ));
+    let validator = shared::Validator::new(shared::Validation::new(ISSUER_URL, "https://api.test"));
     let now = shared::UnixTime::from_secs(issuer::db::unix_now() as u64);
     let verified = validator
         .verify(token["access_token"].as_str().unwrap(), &jwks, now)
@@ -208,13 +217,7 @@ fn serve_issues_tokens_to_a_cli_created_client_and_stops_on_sigterm() {
         .success());
     let status = server.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    let mut logs = String::new();
-    server
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("draining"), "{logs}");
     assert!(!logs.contains(secret) && !logs.contains(token["access_token"].as_str().unwrap()));
 }
@@ -236,16 +239,11 @@ fn serves_https_with_the_configured_certificate() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("tls_key_file"));
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let tls = [
         ("ISSUER_TLS_CERT_FILE", cert.as_path()),
         ("ISSUER_TLS_KEY_FILE", key.as_path()),
     ];
-    let mut server = spawn_serve(&dir, port, &format!("https://localhost:{port}"), &tls);
+    let (mut server, port, _) = spawn_serve(&dir, &tls);
     let url = format!("https://localhost:{port}/.well-known/jwks.json");
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {

@@ -111,22 +111,53 @@ pub fn wait_ready(url: &str, timeout: Duration, who: &Running) {
     }
 }
 
-/// The issuer binary on SQLite in `dir`, listening on `port`.
-pub fn issuer(dir: &Path, port: u16) -> Running {
+/// The `iss` of the test issuer (it need not be its address).
+pub const ISSUER_URL: &str = "http://issuer.test";
+
+/// The issuer binary on SQLite in `dir`, on a port the OS picks (no race with other tests);
+/// returns it with the bound port, read from its "issuer listening" log line.
+pub fn issuer(dir: &Path) -> (Running, u16) {
     let mut command = Command::new(root().join("target/debug/issuer"));
     command
         .current_dir(dir)
         .env_remove("ISSUER_KEK")
-        .env("ISSUER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ISSUER_ISSUER_URL", format!("http://127.0.0.1:{port}"))
+        .env("ISSUER_LISTEN", "127.0.0.1:0")
+        .env("ISSUER_LOG_FORMAT", "json")
+        .env("ISSUER_ISSUER_URL", ISSUER_URL)
         .arg("serve");
     let running = Running::spawn(command, dir.join("issuer.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = loop {
+        let port = running
+            .log()
+            .lines()
+            .find(|line| line.contains("issuer listening"))
+            .and_then(|line| {
+                line.split("\"addr\":\"127.0.0.1:")
+                    .nth(1)
+                    .map(str::to_owned)
+            })
+            .and_then(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|d| d.parse::<u16>().ok())
+            });
+        if let Some(port) = port {
+            break port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "issuer did not start:\n{}",
+            running.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     wait_ready(
         &format!("http://127.0.0.1:{port}/readyz"),
         Duration::from_secs(30),
         &running,
     );
-    running
+    (running, port)
 }
 
 /// Runs an issuer CLI command in `dir`; returns its JSON output.
@@ -192,9 +223,9 @@ pub fn edge(dir: &Path, port: u16, vars: &[(&str, String)], secret: &str) -> Run
 /// What the demo origin saw: every request it answered, as the identity JSON it echoed.
 pub type Seen = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
 
-/// An axum origin on `port` that mounts the `shared` edge layer and echoes the verified
-/// identity (and any `x-forged` header it received).
-pub async fn origin(port: u16, key_id: &str, secret: &str) -> Seen {
+/// An axum origin on a port the OS picks, mounting the `shared` edge layer and echoing the
+/// verified identity; returns what it saw and its port.
+pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
     use axum::http::HeaderMap;
     let seen: Seen = Arc::default();
     let log = Arc::clone(&seen);
@@ -213,9 +244,10 @@ pub async fn origin(port: u16, key_id: &str, secret: &str) -> Seen {
             }
         })
         .layer(shared::origin::EdgeAuthLayer::new(shared::AssertionVerifier::new(vec![key], 30_000)));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
+    let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    seen
+    (seen, port)
 }

@@ -9,9 +9,9 @@ const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_creates_a_client_and_only_verified_identity_reaches_the_origin() {
     let dir = temp_dir("journey");
-    let (issuer_port, edge_port, origin_port) = (free_port(), free_port(), free_port());
-    let seen = origin(origin_port, "e2e-1", SECRET).await;
-    let _issuer = tokio::task::block_in_place(|| issuer(&dir, issuer_port));
+    let (seen, origin_port) = origin("e2e-1", SECRET).await;
+    let (_issuer, issuer_port) = tokio::task::block_in_place(|| issuer(&dir));
+    let edge_port = free_port();
     let created = issuer_cli(
         &dir,
         &[
@@ -31,7 +31,7 @@ async fn ops_creates_a_client_and_only_verified_identity_reaches_the_origin() {
     );
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
     let vars = [
-        ("ISSUER", issuer_url.clone()),
+        ("ISSUER", ISSUER_URL.to_owned()),
         ("AUDIENCE", "edgeward-api".to_owned()),
         ("JWKS_URLS", format!("{issuer_url}/.well-known/jwks.json")),
         ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),

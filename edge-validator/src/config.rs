@@ -1,6 +1,12 @@
-//! Settings from wrangler vars and secrets (names match `wrangler.toml`).
+//! Settings from wrangler vars and secrets (names match `wrangler.toml`), read and checked
+//! once per isolate: a bad setting answers every request with a logged 500 rather than
+//! half-working.
 
-use shared::{AssertionKey, AssertionSigner, Validation};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use shared::jwks_refresh::RefreshPolicy;
+use shared::{AssertionKey, AssertionSigner, RatePlan, Validation};
 use worker::Env;
 
 /// Var: the exact `iss`.
@@ -9,25 +15,80 @@ pub(crate) const ISSUER: &str = "ISSUER";
 pub(crate) const AUDIENCE: &str = "AUDIENCE";
 /// Var: JWKS URLs in order (geo-DNS name first, regional fallbacks after), space-separated.
 pub(crate) const JWKS_URLS: &str = "JWKS_URLS";
+/// Var: revocation feed URLs in the same order; empty turns the feed off.
+pub(crate) const REVOCATION_URLS: &str = "REVOCATION_URLS";
 /// Var: the origin base URL, e.g. `https://api.internal.example`.
 pub(crate) const ORIGIN_URL: &str = "ORIGIN_URL";
 /// Var: the id of the assertion key in use.
 pub(crate) const ASSERTION_KEY_ID: &str = "ASSERTION_KEY_ID";
 /// Secret: the assertion HMAC key (at least 32 bytes).
 pub(crate) const ASSERTION_SECRET: &str = "ASSERTION_SECRET";
+/// Var: the plan for tokens without a `rate_plan` claim, e.g. `600/60s;burst=100`.
+pub(crate) const DEFAULT_RATE_PLAN: &str = "DEFAULT_RATE_PLAN";
+/// Var: failed authentications allowed per client IP, e.g. `20/60s;burst=20`.
+pub(crate) const FAILED_AUTH_PLAN: &str = "FAILED_AUTH_PLAN";
+/// Var: where rate-limit state lives: `durable` (default: a Durable Object per client, exact
+/// across the colo), `isolate` (isolate memory only) or `off`.
+pub(crate) const RATE_LIMIT_MODE: &str = "RATE_LIMIT_MODE";
+/// Var: timeout of each JWKS or feed fetch, in ms.
+pub(crate) const FETCH_TIMEOUT_MS: &str = "FETCH_TIMEOUT_MS";
+/// Var: least time between refetches caused by unknown `kid`s, in ms.
+pub(crate) const UNKNOWN_KID_COOLDOWN_MS: &str = "UNKNOWN_KID_COOLDOWN_MS";
+/// Var: how long past its freshness the last good key set stays in use, in seconds.
+pub(crate) const JWKS_MAX_STALE_SECS: &str = "JWKS_MAX_STALE_SECS";
+/// Var: how often the revocation feed is pulled, in ms.
+pub(crate) const REVOCATION_INTERVAL_MS: &str = "REVOCATION_INTERVAL_MS";
+
+/// Defaults for the optional vars.
+const DEFAULT_PLAN: &str = "600/60s;burst=100";
+const DEFAULT_FAILED_AUTH: &str = "20/60s;burst=20";
+const DEFAULT_FETCH_TIMEOUT_MS: u64 = 2_000;
+const DEFAULT_REVOCATION_INTERVAL_MS: u64 = 5_000;
+
+/// Where rate-limit state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RateLimitMode {
+    /// A Durable Object per client (binding `RATE_LIMITER`), with an in-isolate pre-check.
+    Durable,
+    /// Isolate memory only: cheap, per isolate, approximate.
+    Isolate,
+    /// No rate limiting (benchmarks of the validation path alone).
+    Off,
+}
 
 /// Everything a request needs, read from the environment.
 pub(crate) struct Config {
     pub(crate) validation: Validation,
-    pub(crate) jwks_urls: Vec<String>,
+    pub(crate) jwks_urls: Rc<[String]>,
+    pub(crate) revocation_urls: Rc<[String]>,
     pub(crate) origin_url: String,
     pub(crate) signer: AssertionSigner,
+    pub(crate) default_plan: RatePlan,
+    pub(crate) failed_auth_plan: RatePlan,
+    pub(crate) rate_limit_mode: RateLimitMode,
+    pub(crate) fetch_timeout_ms: u64,
+    pub(crate) refresh_policy: RefreshPolicy,
+    pub(crate) revocation_interval_ms: u64,
 }
 
 /// A setting is missing or invalid (an ops error: the request gets a generic 500).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("edge configuration: {0}")]
 pub(crate) struct ConfigError(pub(crate) String);
+
+thread_local! {
+    /// Vars and secrets are fixed for an isolate's life, so they are read once.
+    static CONFIG: RefCell<Option<Result<Rc<Config>, ConfigError>>> = const { RefCell::new(None) };
+}
+
+/// The isolate's configuration, read on first use.
+pub(crate) fn get(env: &Env) -> Result<Rc<Config>, ConfigError> {
+    CONFIG.with(|cell| {
+        cell.borrow_mut()
+            .get_or_insert_with(|| Config::from_env(env).map(Rc::new))
+            .clone()
+    })
+}
 
 fn var(env: &Env, name: &str) -> Result<String, ConfigError> {
     env.var(name)
@@ -35,12 +96,34 @@ fn var(env: &Env, name: &str) -> Result<String, ConfigError> {
         .map_err(|_| ConfigError(format!("var {name} is not set")))
 }
 
+fn optional(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .ok()
+        .map(|value| value.to_string())
+        .filter(|value| !value.trim().is_empty())
+}
+
+fn number(env: &Env, name: &str, default: u64) -> Result<u64, ConfigError> {
+    optional(env, name).map_or(Ok(default), |text| {
+        text.trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("var {name} is not a whole number: {text:?}")))
+    })
+}
+
+fn plan(env: &Env, name: &str, default: &str) -> Result<RatePlan, ConfigError> {
+    let text = optional(env, name).unwrap_or_else(|| default.to_owned());
+    text.parse()
+        .map_err(|err| ConfigError(format!("var {name}: {err}")))
+}
+
+fn urls(text: &str) -> Rc<[String]> {
+    text.split_whitespace().map(str::to_owned).collect()
+}
+
 impl Config {
-    pub(crate) fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let jwks_urls: Vec<String> = var(env, JWKS_URLS)?
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let jwks_urls = urls(&var(env, JWKS_URLS)?);
         if jwks_urls.is_empty() {
             return Err(ConfigError(format!("var {JWKS_URLS} lists no URL")));
         }
@@ -50,11 +133,43 @@ impl Config {
             .map_err(|_| ConfigError(format!("secret {ASSERTION_SECRET} is not set")))?;
         let key = AssertionKey::new(&var(env, ASSERTION_KEY_ID)?, secret.as_bytes())
             .map_err(|err| ConfigError(err.to_string()))?;
+        let defaults = RefreshPolicy::default();
+        let refresh_policy = RefreshPolicy {
+            unknown_kid_cooldown_ms: number(
+                env,
+                UNKNOWN_KID_COOLDOWN_MS,
+                defaults.unknown_kid_cooldown_ms,
+            )?,
+            max_stale_ms: number(env, JWKS_MAX_STALE_SECS, defaults.max_stale_ms / 1000)?
+                .saturating_mul(1000),
+            ..defaults
+        };
         Ok(Self {
             validation: Validation::new(var(env, ISSUER)?, var(env, AUDIENCE)?),
             jwks_urls,
+            revocation_urls: urls(&optional(env, REVOCATION_URLS).unwrap_or_default()),
             origin_url: var(env, ORIGIN_URL)?.trim_end_matches('/').to_owned(),
             signer: AssertionSigner::new(key),
+            default_plan: plan(env, DEFAULT_RATE_PLAN, DEFAULT_PLAN)?,
+            failed_auth_plan: plan(env, FAILED_AUTH_PLAN, DEFAULT_FAILED_AUTH)?,
+            rate_limit_mode: match optional(env, RATE_LIMIT_MODE).as_deref().map(str::trim) {
+                None | Some("durable") => RateLimitMode::Durable,
+                Some("isolate") => RateLimitMode::Isolate,
+                Some("off") => RateLimitMode::Off,
+                Some(other) => {
+                    return Err(ConfigError(format!(
+                        "var {RATE_LIMIT_MODE} must be durable, isolate or off, not {other:?}"
+                    )))
+                }
+            },
+            fetch_timeout_ms: number(env, FETCH_TIMEOUT_MS, DEFAULT_FETCH_TIMEOUT_MS)?.max(1),
+            refresh_policy,
+            revocation_interval_ms: number(
+                env,
+                REVOCATION_INTERVAL_MS,
+                DEFAULT_REVOCATION_INTERVAL_MS,
+            )?
+            .max(100),
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The one place failures become responses.
 
-use shared::Rejection;
+use shared::{Decision, RatePlan, Rejection};
 use worker::{Headers, Response};
 
 /// Realm in `WWW-Authenticate`.
@@ -11,12 +11,34 @@ const REALM: &str = "edgeward";
 pub(crate) enum EdgeError {
     /// The token or request was refused (RFC 6750 status, body and challenge).
     Rejected(Rejection),
+    /// Over a rate limit: 429 with `Retry-After` and the `RateLimit` headers.
+    RateLimited {
+        /// The denying decision.
+        decision: Decision,
+        /// The plan that denied.
+        plan: RatePlan,
+        /// Its policy name.
+        policy: &'static str,
+    },
     /// No key set could be obtained and none is cached.
     NoKeys,
     /// The origin could not be reached.
     OriginUnreachable,
     /// Misconfiguration or a runtime failure; detail is logged, not sent.
     Internal(String),
+}
+
+impl EdgeError {
+    /// The outcome and reason code for the request log.
+    pub(crate) fn log_fields(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Rejected(rejection) => ("rejected", rejection.reason()),
+            Self::RateLimited { policy, .. } => ("rate_limited", policy),
+            Self::NoKeys => ("unavailable", "no_keys"),
+            Self::OriginUnreachable => ("bad_gateway", "origin_unreachable"),
+            Self::Internal(_) => ("error", "internal"),
+        }
+    }
 }
 
 impl From<Rejection> for EdgeError {
@@ -36,6 +58,19 @@ pub(crate) fn error_response(error: &EdgeError) -> worker::Result<Response> {
                 headers.set("www-authenticate", &challenge)?;
             }
             (rejection.status(), rejection.json_body())
+        }
+        EdgeError::RateLimited {
+            decision,
+            plan,
+            policy,
+        } => {
+            headers.set("retry-after", &decision.retry_after_secs().to_string())?;
+            headers.set("ratelimit-policy", &plan.policy_header(policy))?;
+            headers.set("ratelimit", &decision.rate_limit_header(policy))?;
+            (
+                429,
+                r#"{"error":"too_many_requests","error_description":"rate limit exceeded; see Retry-After"}"#.to_owned(),
+            )
         }
         EdgeError::NoKeys => (
             503,

@@ -1,72 +1,207 @@
-//! The request path: bearer token -> `shared` checks -> WebCrypto signature -> forward with a
-//! signed identity, or the RFC 6750 answer. The origin is never contacted for a bad token.
+//! The request path: bearer token -> `shared` checks -> signature (WebCrypto) -> revocation
+//! list -> rate limit -> forward with a signed identity; or the RFC 6750 / 429 answer. The
+//! origin is never contacted for a refused request. Every request logs one JSON line.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use shared::assertion::{ASSERTION_HEADER, HEADER_PREFIX};
-use shared::{bearer_token, EdgeIdentity, Rejection, UnixTime, Validator, VerifiedToken};
-use worker::{Date, Env, Fetch, Headers, Request, RequestInit, Response};
+use shared::{
+    bearer_token, Decision, EdgeIdentity, RatePlan, Rejection, UnixTime, Validator, VerifiedToken,
+};
+use worker::{Context, Date, Env, Fetch, Headers, Request, RequestInit, Response};
 
-use crate::config::Config;
+use crate::config::{self, Config, RateLimitMode};
 use crate::error::{error_response, EdgeError};
 use crate::jwks_cache;
-use crate::webcrypto::WebCrypto;
+use crate::rate_limit::{self, Subject};
+use crate::request_log::RequestLog;
+use crate::revocations;
+
+/// The Worker's own health endpoint (never forwarded).
+const HEALTH_PATH: &str = "/.edge/health";
+
+fn now() -> UnixTime {
+    UnixTime::from_millis(Date::now().as_millis())
+}
 
 /// Handles one request.
-pub(crate) async fn handle(request: Request, env: Env) -> worker::Result<Response> {
-    let now = UnixTime::from_millis(Date::now().as_millis());
-    let path = request.path();
-    if path == "/.edge/health" {
-        let state = format!("{:?}", jwks_cache::freshness(now)).to_lowercase();
-        return Response::from_json(&serde_json::json!({ "status": "ok", "jwks": state }));
-    }
-    let outcome = match Config::from_env(&env) {
-        Ok(config) => serve(request, &config, now).await,
-        Err(err) => Err(EdgeError::Internal(err.to_string())),
+pub(crate) async fn handle(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let started = now();
+    let config = match config::get(&env) {
+        Ok(config) => config,
+        Err(err) => return error_response(&EdgeError::Internal(err.to_string())),
     };
-    match outcome {
-        Ok(response) => Ok(response),
+    if request.path() == HEALTH_PATH {
+        return health(&config, started);
+    }
+    let mut log = RequestLog::start(&request, started);
+    let outcome = serve(request, &config, &env, &ctx, started, &mut log).await;
+    let response = match outcome {
+        Ok(response) => response,
         Err(error) => {
-            if let EdgeError::Rejected(rejection) = &error {
-                worker::console_log!(
-                    "{}",
-                    serde_json::json!({ "outcome": "rejected", "reason": rejection.reason(), "path": path })
-                );
-            }
-            error_response(&error)
+            log.failed(&error);
+            error_response(&error)?
         }
+    };
+    let finished = now();
+    log.finish(
+        response.status_code(),
+        finished,
+        jwks_cache::freshness(&config, finished),
+        revocations::age_ms(finished),
+    );
+    Ok(response)
+}
+
+fn health(config: &Config, now: UnixTime) -> worker::Result<Response> {
+    let jwks = format!("{:?}", jwks_cache::freshness(config, now)).to_lowercase();
+    let ok = matches!(jwks.as_str(), "fresh" | "stale");
+    Ok(Response::from_json(&serde_json::json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "jwks": jwks,
+        "revocations_age_ms": revocations::age_ms(now),
+    }))?
+    .with_status(200))
+}
+
+async fn serve(
+    request: Request,
+    config: &Rc<Config>,
+    env: &Env,
+    ctx: &Context,
+    now: UnixTime,
+    log: &mut RequestLog,
+) -> Result<Response, EdgeError> {
+    let ip = request
+        .headers()
+        .get("cf-connecting-ip")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "unknown".to_owned());
+    let authorization = request.headers().get("authorization").ok().flatten();
+    let token = bearer_token(authorization.as_deref())?.to_owned();
+    revocations::sync(config, ctx, now).await;
+
+    let cached = jwks_cache::TOKENS.with(|t| t.borrow().get(&token, now));
+    log.cache_hit = cached.is_some();
+    let verified = match cached {
+        Some(hit) => hit,
+        None => {
+            let failed_auth = Subject::FailedAuth(&ip);
+            if let Some(decision) =
+                rate_limit::locally_denied(failed_auth, &config.failed_auth_plan, now)
+            {
+                return Err(rate_limited(decision, config.failed_auth_plan, failed_auth));
+            }
+            let jwks_started = now;
+            let result = verify(&token, config, ctx, now).await;
+            log.jwks_ms = Some(self::now().millis_since(jwks_started));
+            match result {
+                Ok(verified) => verified,
+                Err(EdgeError::Rejected(rejection)) => {
+                    return Err(charge_failed_auth(rejection, config, env, failed_auth, now).await)
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    };
+    log.client = Some(verified.claims().client_id.clone());
+    if revocations::is_revoked(&verified) {
+        return Err(Rejection::Revoked.into());
+    }
+
+    let limit = if config.rate_limit_mode == RateLimitMode::Off {
+        None
+    } else {
+        let plan = verified.claims().rate_plan.unwrap_or(config.default_plan);
+        let subject = Subject::Client(&verified.claims().client_id);
+        let limit_started = self::now();
+        let (decision, source) =
+            rate_limit::decide(env, config.rate_limit_mode, subject, &plan, 1, now).await;
+        log.limit_ms = Some(self::now().millis_since(limit_started));
+        log.limit_source = Some(source);
+        if !decision.allowed {
+            return Err(rate_limited(decision, plan, subject));
+        }
+        Some((decision, plan, subject.policy()))
+    };
+
+    let origin_started = self::now();
+    let response = forward(request, config, &verified, now).await;
+    log.origin_ms = Some(self::now().millis_since(origin_started));
+    let response = response?;
+    match limit {
+        Some((decision, plan, policy)) => {
+            with_rate_limit_headers(response, &decision, &plan, policy)
+        }
+        None => Ok(response),
     }
 }
 
-async fn serve(request: Request, config: &Config, now: UnixTime) -> Result<Response, EdgeError> {
-    let authorization = request.headers().get("authorization").ok().flatten();
-    let token = bearer_token(authorization.as_deref())?.to_owned();
-    let verified = verify(&token, config, now).await?;
-    forward(request, config, &verified, now).await
+fn rate_limited(decision: Decision, plan: RatePlan, subject: Subject<'_>) -> EdgeError {
+    EdgeError::RateLimited {
+        decision,
+        plan,
+        policy: subject.policy(),
+    }
+}
+
+/// A refused token costs its IP one unit of the failed-auth budget; over budget, the answer
+/// is 429 instead (and later requests from the IP that need crypto are refused at once). A
+/// request with no token at all is the normal challenge and costs nothing.
+async fn charge_failed_auth(
+    rejection: Rejection,
+    config: &Config,
+    env: &Env,
+    subject: Subject<'_>,
+    now: UnixTime,
+) -> EdgeError {
+    if matches!(rejection, Rejection::MissingToken) || config.rate_limit_mode == RateLimitMode::Off
+    {
+        return rejection.into();
+    }
+    let (decision, _) = rate_limit::decide(
+        env,
+        config.rate_limit_mode,
+        subject,
+        &config.failed_auth_plan,
+        1,
+        now,
+    )
+    .await;
+    if decision.allowed {
+        rejection.into()
+    } else {
+        rate_limited(decision, config.failed_auth_plan, subject)
+    }
 }
 
 async fn verify(
     token: &str,
-    config: &Config,
+    config: &Rc<Config>,
+    ctx: &Context,
     now: UnixTime,
 ) -> Result<Arc<VerifiedToken>, EdgeError> {
-    if let Some(hit) = jwks_cache::TOKENS.with(|t| t.borrow().get(token, now)) {
-        return Ok(hit);
-    }
     let validator = Validator::new(config.validation.clone());
-    let mut jwks = jwks_cache::current(&config.jwks_urls, now, false)
+    let mut jwks = jwks_cache::current(config, ctx, now, false)
         .await
         .ok_or(EdgeError::NoKeys)?;
     let check = match validator.check(token, &jwks, now) {
-        Err(Rejection::UnknownKeyId) if jwks_cache::unknown_kid(now) => {
-            jwks = jwks_cache::current(&config.jwks_urls, now, true)
+        Err(Rejection::UnknownKeyId) if jwks_cache::unknown_kid(config, now) => {
+            jwks = jwks_cache::current(config, ctx, now, true)
                 .await
                 .ok_or(EdgeError::NoKeys)?;
             validator.check(token, &jwks, now)
         }
         other => other,
     }?;
-    let verified = check.verify_with_async(&WebCrypto).await?;
+    #[cfg(feature = "p256-verify")]
+    let verified = check.verify_with(&shared::P256Verifier)?;
+    #[cfg(not(feature = "p256-verify"))]
+    let verified = check
+        .verify_with_async(&crate::webcrypto::WebCrypto)
+        .await?;
     Ok(jwks_cache::TOKENS.with(|t| t.borrow_mut().insert(token, verified, now)))
 }
 
@@ -78,12 +213,10 @@ async fn forward(
 ) -> Result<Response, EdgeError> {
     let internal = |err: worker::Error| EdgeError::Internal(err.to_string());
     let url = request.url().map_err(internal)?;
-    let target = format!(
-        "{}{}{}",
-        config.origin_url,
-        url.path(),
-        url.query().map(|q| format!("?{q}")).unwrap_or_default()
-    );
+    let target = match url.query() {
+        Some(query) => format!("{}{}?{query}", config.origin_url, url.path()),
+        None => format!("{}{}", config.origin_url, url.path()),
+    };
     let method = request.method();
     let identity = EdgeIdentity::new(verified.claims(), method.as_ref(), url.path(), now);
 
@@ -112,4 +245,28 @@ async fn forward(
         worker::console_error!("origin fetch failed: {err}");
         EdgeError::OriginUnreachable
     })
+}
+
+/// The origin's response with the client's `RateLimit` headers added (fetched responses
+/// have immutable headers, so they are copied once).
+fn with_rate_limit_headers(
+    response: Response,
+    decision: &Decision,
+    plan: &RatePlan,
+    policy: &str,
+) -> Result<Response, EdgeError> {
+    let internal = |err: worker::Error| EdgeError::Internal(err.to_string());
+    let status = response.status_code();
+    let headers = response.headers().clone();
+    let (_, body) = response.into_parts();
+    headers
+        .set("ratelimit-policy", &plan.policy_header(policy))
+        .map_err(internal)?;
+    headers
+        .set("ratelimit", &decision.rate_limit_header(policy))
+        .map_err(internal)?;
+    Ok(Response::builder()
+        .with_status(status)
+        .with_headers(headers)
+        .body(body))
 }

@@ -16,6 +16,16 @@ mod handler;
 #[cfg(target_arch = "wasm32")]
 mod jwks_cache;
 #[cfg(target_arch = "wasm32")]
+mod rate_limit;
+#[cfg(target_arch = "wasm32")]
+pub mod rate_limit_object;
+#[cfg(target_arch = "wasm32")]
+mod request_log;
+#[cfg(target_arch = "wasm32")]
+mod revocations;
+#[cfg(target_arch = "wasm32")]
+mod upstream;
+#[cfg(all(target_arch = "wasm32", not(feature = "p256-verify")))]
 mod webcrypto;
 
 #[cfg(target_arch = "wasm32")]
@@ -30,7 +40,7 @@ fn start() {
 async fn fetch(
     request: worker::Request,
     env: worker::Env,
-    _ctx: worker::Context,
+    ctx: worker::Context,
 ) -> worker::Result<worker::Response> {
-    handler::handle(request, env).await
+    handler::handle(request, env, ctx).await
 }

@@ -159,8 +159,9 @@ pub struct GcraState {
     pub tat_nanos: u64,
 }
 
-/// The answer for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The answer for one request. Serializable so a limiter that holds the state elsewhere (the
+/// edge's Durable Object) can send it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     /// Whether the request may proceed.
     pub allowed: bool,

@@ -181,7 +181,9 @@ pub fn edge(dir: &Path, port: u16, vars: &[(&str, String)], secret: &str) -> Run
     let shim = root().join("edge-validator/build/worker/shim.mjs");
     assert!(shim.exists(), "build the Worker first (tests/run does)");
     let mut config = format!(
-        "name = \"edgeward-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-26\"\n[vars]\n",
+        "name = \"edgeward-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-26\"\n\
+         [[durable_objects.bindings]]\nname = \"RATE_LIMITER\"\nclass_name = \"RateLimiter\"\n\
+         [[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"RateLimiter\"]\n[vars]\n",
         shim.display()
     );
     for (name, value) in vars {

@@ -1,0 +1,165 @@
+//! Rate limiting at the edge with `shared::rate_limit` (GCRA), in two steps:
+//! 1. an in-isolate pre-check: if this isolate's own traffic for the key already exceeds the
+//!    plan, or the Durable Object recently said "denied until T", answer 429 at once, with no
+//!    round trip (the cheap path for abusive clients);
+//! 2. otherwise the key's Durable Object ([`crate::rate_limit_object::RateLimiter`]) decides
+//!    with the colo-wide state: exact across every isolate of the location.
+//!
+//! If the object cannot be reached, the isolate's own decision stands (logged): limiting
+//! gets looser for a while; traffic does not stop.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use shared::rate_limit::check_weighted;
+use shared::{Decision, GcraState, RatePlan, UnixTime};
+use worker::Env;
+
+use crate::config::RateLimitMode;
+
+/// The Durable Object binding in wrangler.toml.
+pub(crate) const BINDING: &str = "RATE_LIMITER";
+/// Keys tracked per isolate before the pre-check table is cleared.
+const LOCAL_CAPACITY: usize = 20_000;
+
+/// What is being limited, and under which policy name (for `RateLimit-Policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subject<'a> {
+    /// A client, by `client_id`, under its plan.
+    Client(&'a str),
+    /// Failed authentications from one IP address.
+    FailedAuth(&'a str),
+}
+
+impl Subject<'_> {
+    fn key(&self) -> String {
+        match self {
+            Self::Client(id) => format!("client:{id}"),
+            Self::FailedAuth(ip) => format!("ip:{ip}"),
+        }
+    }
+
+    /// The policy name in the `RateLimit` headers.
+    pub(crate) fn policy(&self) -> &'static str {
+        match self {
+            Self::Client(_) => "client",
+            Self::FailedAuth(_) => "failed-auth",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Local {
+    state: GcraState,
+    denied_until: UnixTime,
+}
+
+thread_local! {
+    static LOCAL: RefCell<HashMap<String, Local>> = RefCell::new(HashMap::new());
+}
+
+/// Where the decision came from (for the request log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The in-isolate pre-check.
+    Isolate,
+    /// The Durable Object.
+    Object,
+    /// The object failed; the isolate's own count decided.
+    Fallback,
+}
+
+impl Source {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Isolate => "isolate",
+            Self::Object => "object",
+            Self::Fallback => "fallback",
+        }
+    }
+}
+
+/// Whether the in-isolate table already denies `subject` (without counting the request).
+pub(crate) fn locally_denied(
+    subject: Subject<'_>,
+    plan: &RatePlan,
+    now: UnixTime,
+) -> Option<Decision> {
+    let key = subject.key();
+    let local = LOCAL.with(|table| table.borrow().get(&key).copied())?;
+    if local.denied_until > now {
+        let wait = local.denied_until.millis_since(now);
+        return Some(Decision {
+            allowed: false,
+            limit: plan.burst(),
+            remaining: 0,
+            reset_after_ms: wait,
+            retry_after_ms: wait,
+        });
+    }
+    None
+}
+
+/// Decides one request of `cost` for `subject` under `plan`.
+pub(crate) async fn decide(
+    env: &Env,
+    mode: RateLimitMode,
+    subject: Subject<'_>,
+    plan: &RatePlan,
+    cost: u32,
+    now: UnixTime,
+) -> (Decision, Source) {
+    let key = subject.key();
+    let local = LOCAL
+        .with(|table| table.borrow().get(&key).copied())
+        .unwrap_or_default();
+    if let Some(denied) = locally_denied(subject, plan, now) {
+        return (denied, Source::Isolate);
+    }
+    let (own, own_state) = check_weighted(plan, local.state, now, cost);
+    if !own.allowed {
+        return (own, Source::Isolate);
+    }
+    let (decision, source) = match mode {
+        RateLimitMode::Durable => match ask_object(env, &key, plan, cost).await {
+            Ok(decision) => (decision, Source::Object),
+            Err(reason) => {
+                worker::console_warn!(
+                    "{}",
+                    serde_json::json!({ "event": "rate_limiter_unreachable", "reason": reason })
+                );
+                (own, Source::Fallback)
+            }
+        },
+        RateLimitMode::Isolate | RateLimitMode::Off => (own, Source::Isolate),
+    };
+    LOCAL.with(|table| {
+        let mut table = table.borrow_mut();
+        if table.len() >= LOCAL_CAPACITY && !table.contains_key(&key) {
+            table.clear();
+        }
+        let entry = table.entry(key).or_default();
+        if decision.allowed {
+            entry.state = own_state;
+        } else {
+            entry.denied_until = now.plus_millis(decision.retry_after_ms);
+        }
+    });
+    (decision, source)
+}
+
+async fn ask_object(env: &Env, key: &str, plan: &RatePlan, cost: u32) -> Result<Decision, String> {
+    let stub = env
+        .durable_object(BINDING)
+        .and_then(|namespace| namespace.id_from_name(key)?.get_stub())
+        .map_err(|e| e.to_string())?;
+    let url = crate::rate_limit_object::check_url(plan, cost).map_err(|e| e.to_string())?;
+    let mut response = stub
+        .fetch_with_str(url.as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status_code() != 200 {
+        return Err(format!("status {}", response.status_code()));
+    }
+    response.json::<Decision>().await.map_err(|e| e.to_string())
+}

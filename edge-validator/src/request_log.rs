@@ -1,0 +1,98 @@
+//! One JSON log line per request: outcome, reason code, client, timings, key-set state.
+//! Timings are wall-clock milliseconds around I/O (the Workers clock does not advance during
+//! pure computation, so CPU time shows in the platform's own metrics, not here). Never logs
+//! a token or the assertion.
+
+use serde::Serialize;
+use shared::jwks_refresh::Freshness;
+use shared::UnixTime;
+use worker::Request;
+
+use crate::error::EdgeError;
+use crate::rate_limit::Source;
+
+/// What one request did; written by [`RequestLog::finish`].
+#[derive(Debug, Serialize)]
+pub(crate) struct RequestLog {
+    #[serde(skip)]
+    started: UnixTime,
+    method: String,
+    path: String,
+    outcome: &'static str,
+    reason: Option<&'static str>,
+    status: u16,
+    /// `client_id` of a verified token.
+    pub(crate) client: Option<String>,
+    /// Whether the verified-token cache answered (no crypto).
+    pub(crate) cache_hit: bool,
+    /// Time getting keys and verifying, on a cache miss.
+    pub(crate) jwks_ms: Option<u64>,
+    /// Time deciding the rate limit.
+    pub(crate) limit_ms: Option<u64>,
+    #[serde(serialize_with = "source_name")]
+    pub(crate) limit_source: Option<Source>,
+    /// Time until the origin's response headers arrived.
+    pub(crate) origin_ms: Option<u64>,
+    total_ms: u64,
+    jwks: &'static str,
+    revocations_age_ms: Option<u64>,
+}
+
+fn source_name<S: serde::Serializer>(source: &Option<Source>, s: S) -> Result<S::Ok, S::Error> {
+    match source {
+        Some(source) => s.serialize_str(source.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+impl RequestLog {
+    pub(crate) fn start(request: &Request, started: UnixTime) -> Self {
+        Self {
+            started,
+            method: request.method().to_string(),
+            path: request.path(),
+            outcome: "forwarded",
+            reason: None,
+            status: 0,
+            client: None,
+            cache_hit: false,
+            jwks_ms: None,
+            limit_ms: None,
+            limit_source: None,
+            origin_ms: None,
+            total_ms: 0,
+            jwks: "missing",
+            revocations_age_ms: None,
+        }
+    }
+
+    /// The request was answered by the edge with `error`.
+    pub(crate) fn failed(&mut self, error: &EdgeError) {
+        let (outcome, reason) = error.log_fields();
+        self.outcome = outcome;
+        self.reason = Some(reason);
+    }
+
+    /// Writes the line.
+    pub(crate) fn finish(
+        mut self,
+        status: u16,
+        now: UnixTime,
+        jwks: Freshness,
+        revocations_age_ms: Option<u64>,
+    ) {
+        self.status = status;
+        self.total_ms = now.millis_since(self.started);
+        self.jwks = match jwks {
+            Freshness::Fresh => "fresh",
+            Freshness::Stale => "stale",
+            Freshness::TooOld => "too_old",
+            Freshness::Missing => "missing",
+        };
+        self.revocations_age_ms = revocations_age_ms;
+        match serde_json::to_string(&self) {
+            Ok(line) => worker::console_log!("{line}"),
+            Err(err) => worker::console_error!("request log: {err}"),
+        }
+    }
+}

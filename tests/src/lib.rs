@@ -98,6 +98,61 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     (status.trim().parse().unwrap_or(0), body.to_owned())
 }
 
+/// A full HTTP answer: status, headers (names lower-cased) and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code (0 when nothing answered).
+    pub status: u16,
+    /// Headers in order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl Reply {
+    /// The first header named `name` (lower case).
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    #[must_use]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// `curl -i` with `args`, parsed into a [`Reply`].
+#[must_use]
+pub fn http(args: &[&str]) -> Reply {
+    let output = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "30"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
 /// Waits until `url` answers 200.
 pub fn wait_ready(url: &str, timeout: Duration, who: &Running) {
     let deadline = Instant::now() + timeout;
@@ -117,7 +172,13 @@ pub const ISSUER_URL: &str = "http://issuer.test";
 /// The issuer binary on SQLite in `dir`, on a port the OS picks (no race with other tests);
 /// returns it with the bound port, read from its "issuer listening" log line.
 pub fn issuer(dir: &Path) -> (Running, u16) {
+    issuer_with(dir, &[])
+}
+
+/// [`issuer`] with extra `ISSUER_*` settings, e.g. `("ISSUER_JWKS_MAX_AGE_SECS", "10")`.
+pub fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16) {
     let mut command = Command::new(root().join("target/debug/issuer"));
+    command.envs(settings.iter().copied());
     command
         .current_dir(dir)
         .env_remove("ISSUER_KEK")
@@ -211,6 +272,9 @@ pub fn edge(dir: &Path, port: u16, vars: &[(&str, String)], secret: &str) -> Run
             "127.0.0.1",
             "--port",
             &port.to_string(),
+            // Parallel instances must not share the default inspector port (9229).
+            "--inspector-port",
+            &free_port().to_string(),
         ])
         .args(["--persist-to", dir.join("state").to_str().unwrap()]);
     let running = Running::spawn(command, dir.join("wrangler.log"));
@@ -236,7 +300,13 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
         .fallback(move |identity: shared::EdgeIdentity, headers: HeaderMap| {
             let log = Arc::clone(&log);
             async move {
+                let edge_headers: Vec<&str> = headers
+                    .keys()
+                    .map(axum::http::HeaderName::as_str)
+                    .filter(|name| name.starts_with(shared::assertion::HEADER_PREFIX))
+                    .collect();
                 let body = serde_json::json!({
+                    "edge_headers": edge_headers,
                     "sub": identity.sub, "client_id": identity.client_id, "scope": identity.scope.to_string(),
                     "path": identity.path, "method": identity.method,
                     "forged": headers.get("x-forged").and_then(|v| v.to_str().ok()),

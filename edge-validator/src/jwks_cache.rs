@@ -139,7 +139,7 @@ async fn refresh(config: &Config) {
         serde_json::json!({
             "event": "jwks_unavailable",
             "urls": config.jwks_urls.len(),
-            "state": format!("{:?}", freshness(config, at)).to_lowercase(),
+            "state": freshness_name(freshness(config, at)),
         })
     );
 }
@@ -256,5 +256,15 @@ async fn load_from_cache_api(config: &Config, now: UnixTime) {
             }
         }),
         Err(err) => worker::console_warn!("jwks cache api copy unusable: {err}"),
+    }
+}
+
+/// The state's name in logs and `/.edge/health`.
+pub(crate) const fn freshness_name(freshness: Freshness) -> &'static str {
+    match freshness {
+        Freshness::Fresh => "fresh",
+        Freshness::Stale => "stale",
+        Freshness::TooOld => "too_old",
+        Freshness::Missing => "missing",
     }
 }

@@ -21,6 +21,9 @@ mod rate_limit;
 pub mod rate_limit_object;
 #[cfg(target_arch = "wasm32")]
 mod request_log;
+// Pure string handling: also built natively so its unit tests run with the workspace's.
+#[cfg(any(target_arch = "wasm32", test))]
+mod request_url;
 #[cfg(target_arch = "wasm32")]
 mod revocations;
 #[cfg(target_arch = "wasm32")]

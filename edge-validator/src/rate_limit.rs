@@ -153,11 +153,8 @@ async fn ask_object(env: &Env, key: &str, plan: &RatePlan, cost: u32) -> Result<
         .durable_object(BINDING)
         .and_then(|namespace| namespace.id_from_name(key)?.get_stub())
         .map_err(|e| e.to_string())?;
-    let url = crate::rate_limit_object::check_url(plan, cost).map_err(|e| e.to_string())?;
-    let mut response = stub
-        .fetch_with_str(url.as_str())
-        .await
-        .map_err(|e| e.to_string())?;
+    let url = crate::rate_limit_object::check_url(plan, cost);
+    let mut response = stub.fetch_with_str(&url).await.map_err(|e| e.to_string())?;
     if response.status_code() != 200 {
         return Err(format!("status {}", response.status_code()));
     }

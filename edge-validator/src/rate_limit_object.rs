@@ -5,26 +5,43 @@
 
 use std::cell::Cell;
 
-use serde::Deserialize;
 use shared::rate_limit::check_weighted;
 use shared::{GcraState, RatePlan, UnixTime};
-use worker::{durable_object, url, Date, DurableObject, Env, Request, Response, State, Url};
+use worker::{durable_object, Date, DurableObject, Env, Request, Response, State};
+
+use crate::request_url::RequestUrl;
 
 /// Storage key of the state.
 const STATE_KEY: &str = "gcra";
 
-/// The URL the edge calls on the object's stub (the host is a placeholder).
-pub(crate) fn check_url(plan: &RatePlan, cost: u32) -> Result<Url, url::ParseError> {
-    Url::parse_with_params(
-        "https://rate-limiter.internal/check",
-        &[("plan", plan.to_string()), ("cost", cost.to_string())],
+/// The URL the edge calls on the object's stub (the host is a placeholder). Only numbers, so
+/// nothing needs escaping.
+pub(crate) fn check_url(plan: &RatePlan, cost: u32) -> String {
+    format!(
+        "https://rate-limiter.internal/check?limit={}&period={}&burst={}&cost={cost}",
+        plan.limit(),
+        plan.period_secs(),
+        plan.burst()
     )
 }
 
-#[derive(Deserialize)]
-struct CheckQuery {
-    plan: RatePlan,
-    cost: u32,
+/// The plan and cost from a [`check_url`].
+fn parse_check(url: &str) -> Option<(RatePlan, u32)> {
+    let url = RequestUrl::parse(url);
+    let (mut limit, mut period, mut burst, mut cost) = (None, None, None, None);
+    for pair in url.query()?.split('&') {
+        let (name, value) = pair.split_once('=')?;
+        let value: u32 = value.parse().ok()?;
+        match name {
+            "limit" => limit = Some(value),
+            "period" => period = Some(value),
+            "burst" => burst = Some(value),
+            "cost" => cost = Some(value),
+            _ => return None,
+        }
+    }
+    let plan = RatePlan::new(limit?, period?, burst?).ok()?;
+    Some((plan, cost?))
 }
 
 /// One rate-limit key's state.
@@ -43,7 +60,7 @@ impl DurableObject for RateLimiter {
     }
 
     async fn fetch(&self, request: Request) -> worker::Result<Response> {
-        let Ok(query) = request.query::<CheckQuery>() else {
+        let Some((plan, cost)) = parse_check(&request.inner().url()) else {
             return Response::error("bad rate-limit query", 400);
         };
         let current = match self.gcra.get() {
@@ -56,7 +73,7 @@ impl DurableObject for RateLimiter {
                 .unwrap_or_default(),
         };
         let now = UnixTime::from_millis(Date::now().as_millis());
-        let (decision, next) = check_weighted(&query.plan, current, now, query.cost);
+        let (decision, next) = check_weighted(&plan, current, now, cost);
         self.gcra.set(Some(next));
         if next != current {
             self.state.storage().put(STATE_KEY, next).await?;

@@ -10,6 +10,7 @@ use worker::Request;
 
 use crate::error::EdgeError;
 use crate::rate_limit::Source;
+use crate::request_url::RequestUrl;
 
 /// What one request did; written by [`RequestLog::finish`].
 #[derive(Debug, Serialize)]
@@ -46,11 +47,11 @@ fn source_name<S: serde::Serializer>(source: &Option<Source>, s: S) -> Result<S:
 }
 
 impl RequestLog {
-    pub(crate) fn start(request: &Request, started: UnixTime) -> Self {
+    pub(crate) fn start(request: &Request, url: &RequestUrl, started: UnixTime) -> Self {
         Self {
             started,
             method: request.method().to_string(),
-            path: request.path(),
+            path: url.path().to_owned(),
             outcome: "forwarded",
             reason: None,
             status: 0,
@@ -83,12 +84,7 @@ impl RequestLog {
     ) {
         self.status = status;
         self.total_ms = now.millis_since(self.started);
-        self.jwks = match jwks {
-            Freshness::Fresh => "fresh",
-            Freshness::Stale => "stale",
-            Freshness::TooOld => "too_old",
-            Freshness::Missing => "missing",
-        };
+        self.jwks = crate::jwks_cache::freshness_name(jwks);
         self.revocations_age_ms = revocations_age_ms;
         match serde_json::to_string(&self) {
             Ok(line) => worker::console_log!("{line}"),

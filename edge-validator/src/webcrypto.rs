@@ -12,6 +12,9 @@ use wasm_bindgen_futures::JsFuture;
 thread_local! {
     /// Imported keys by kid and point (a kid reused with another point re-imports).
     static KEYS: RefCell<HashMap<(String, [u8; 65]), web_sys::CryptoKey>> = RefCell::new(HashMap::new());
+    /// `crypto.subtle` and the verify algorithm object, looked up once per isolate: each
+    /// lookup is a crossing of the wasm boundary, and a fresh token pays for every one.
+    static SUBTLE: RefCell<Option<(web_sys::SubtleCrypto, Object)>> = const { RefCell::new(None) };
 }
 
 /// The WebCrypto backend.
@@ -23,9 +26,16 @@ fn backend(err: JsValue) -> BackendError {
     }
 }
 
-fn subtle() -> Result<web_sys::SubtleCrypto, BackendError> {
+/// `crypto.subtle` and `{name: "ECDSA", hash: "SHA-256"}`.
+fn subtle() -> Result<(web_sys::SubtleCrypto, Object), BackendError> {
+    if let Some(cached) = SUBTLE.with(|cell| cell.borrow().clone()) {
+        return Ok(cached);
+    }
     let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    Ok(scope.crypto().map_err(backend)?.subtle())
+    let subtle = scope.crypto().map_err(backend)?.subtle();
+    let algorithm = object(&[("name", "ECDSA"), ("hash", "SHA-256")])?;
+    SUBTLE.with(|cell| *cell.borrow_mut() = Some((subtle.clone(), algorithm.clone())));
+    Ok((subtle, algorithm))
 }
 
 fn object(pairs: &[(&str, &str)]) -> Result<Object, BackendError> {
@@ -66,9 +76,8 @@ impl AsyncSignatureVerifier for WebCrypto {
         message: &[u8],
         signature: &[u8; 64],
     ) -> Result<bool, BackendError> {
-        let subtle = subtle()?;
+        let (subtle, algorithm) = subtle()?;
         let crypto_key = key_for(&subtle, key).await?;
-        let algorithm = object(&[("name", "ECDSA"), ("hash", "SHA-256")])?;
         let promise = subtle
             .verify_with_object_and_u8_array_and_u8_array(
                 &algorithm,

@@ -10,10 +10,11 @@ use shared::jwks_refresh::Freshness;
 use shared::{
     bearer_token, Decision, EdgeIdentity, RatePlan, Rejection, UnixTime, Validator, VerifiedToken,
 };
-use worker::{Context, Date, Env, Fetch, Headers, Request, RequestInit, Response};
+use worker::{Context, Date, Env, Response};
 
 use crate::config::{self, Config, RateLimitMode};
 use crate::error::{error_response, EdgeError};
+use crate::forward::{self, ForwardError};
 use crate::jwks_cache;
 use crate::rate_limit::{self, Subject};
 use crate::request_log::RequestLog;
@@ -27,29 +28,35 @@ fn now() -> UnixTime {
     UnixTime::from_millis(Date::now().as_millis())
 }
 
-/// Handles one request.
-pub(crate) async fn handle(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+/// Handles one request. It stays on web-sys types (not `worker::Request`/`Response`): every
+/// conversion between the two crosses the wasm boundary several times, and on a cache hit
+/// that is most of the edge's cost.
+pub(crate) async fn handle(
+    request: web_sys::Request,
+    env: Env,
+    ctx: Context,
+) -> worker::Result<web_sys::Response> {
     let started = now();
     let config = match config::get(&env) {
         Ok(config) => config,
-        Err(err) => return error_response(&EdgeError::Internal(err.to_string())),
+        Err(err) => return error_response(&EdgeError::Internal(err.to_string())).map(Into::into),
     };
-    let url = RequestUrl::parse(&request.inner().url());
+    let url = RequestUrl::parse(&request.url());
     if url.path() == HEALTH_PATH {
-        return health(&config, started);
+        return health(&config, started).map(Into::into);
     }
-    let mut log = RequestLog::start(&request, &url, started);
-    let outcome = serve(request, &url, &config, &env, &ctx, started, &mut log).await;
+    let mut log = RequestLog::start(request.method(), &url, started);
+    let outcome = serve(&request, &url, &config, &env, &ctx, started, &mut log).await;
     let response = match outcome {
         Ok(response) => response,
         Err(error) => {
             log.failed(&error);
-            error_response(&error)?
+            error_response(&error)?.into()
         }
     };
     let finished = now();
     log.finish(
-        response.status_code(),
+        response.status(),
         finished,
         jwks_cache::freshness(&config, finished),
         revocations::age_ms(finished),
@@ -70,20 +77,14 @@ fn health(config: &Config, now: UnixTime) -> worker::Result<Response> {
 }
 
 async fn serve(
-    request: Request,
+    request: &web_sys::Request,
     url: &RequestUrl,
     config: &Rc<Config>,
     env: &Env,
     ctx: &Context,
     now: UnixTime,
     log: &mut RequestLog,
-) -> Result<Response, EdgeError> {
-    let ip = request
-        .headers()
-        .get("cf-connecting-ip")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "unknown".to_owned());
+) -> Result<web_sys::Response, EdgeError> {
     let authorization = request.headers().get("authorization").ok().flatten();
     let token = bearer_token(authorization.as_deref())?.to_owned();
     revocations::sync(config, ctx, now).await;
@@ -93,6 +94,13 @@ async fn serve(
     let verified = match cached {
         Some(hit) => hit,
         None => {
+            // Only a token that needs checking can cost its IP failed-auth budget.
+            let ip = request
+                .headers()
+                .get("cf-connecting-ip")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "unknown".to_owned());
             let failed_auth = Subject::FailedAuth(&ip);
             if let Some(decision) =
                 rate_limit::locally_denied(failed_auth, &config.failed_auth_plan, now)
@@ -133,13 +141,16 @@ async fn serve(
     };
 
     let origin_started = self::now();
-    let response = forward(request, url, config, &verified, now).await;
+    let response = send(request, url, config, &verified, now).await;
     log.origin_ms = Some(self::now().millis_since(origin_started));
     let response = response?;
     match limit {
-        Some((decision, plan, policy)) => {
-            with_rate_limit_headers(response, &decision, &plan, policy)
-        }
+        Some((decision, plan, policy)) => forward::add_headers(
+            &response,
+            ("ratelimit-policy", &plan.policy_header(policy)),
+            ("ratelimit", &decision.rate_limit_header(policy)),
+        )
+        .map_err(EdgeError::from),
         None => Ok(response),
     }
 }
@@ -210,70 +221,33 @@ async fn verify(
     Ok(jwks_cache::TOKENS.with(|t| t.borrow_mut().insert(token, verified, now)))
 }
 
-async fn forward(
-    request: Request,
+/// Forwards to the origin: method, path, query, headers (less the credential and anything
+/// that could forge the edge's identity) and the streamed body, plus the signed assertion.
+async fn send(
+    request: &web_sys::Request,
     url: &RequestUrl,
     config: &Config,
     verified: &VerifiedToken,
     now: UnixTime,
-) -> Result<Response, EdgeError> {
-    let internal = |err: worker::Error| EdgeError::Internal(err.to_string());
+) -> Result<web_sys::Response, EdgeError> {
     let target = format!("{}{}", config.origin_url, url.target());
     let method = request.method();
-    let identity = EdgeIdentity::new(verified.claims(), method.as_ref(), url.path(), now);
-
-    // Forward every header except the credential, hop-by-hop `host`, and anything a client
-    // could use to forge the edge's identity headers. The copy is made in JS and only the
-    // names cross into wasm: far cheaper than rebuilding the headers pair by pair.
-    let headers = web_sys::Headers::new_with_headers(&request.headers().0)
-        .map(Headers)
-        .map_err(|err| EdgeError::Internal(format!("{err:?}")))?;
-    let mut drop_names = vec!["authorization".to_owned(), "host".to_owned()];
-    drop_names.extend(
-        headers
-            .keys()
-            .filter(|name| name.starts_with(HEADER_PREFIX)),
-    );
-    for name in &drop_names {
-        headers.delete(name).map_err(internal)?;
-    }
+    let identity = EdgeIdentity::new(verified.claims(), &method, url.path(), now);
+    let headers = forward::headers_without(request, HEADER_PREFIX)?;
     headers
         .set(ASSERTION_HEADER, &config.signer.sign(&identity))
-        .map_err(internal)?;
-
-    let mut init = RequestInit::new();
-    init.with_method(method.clone()).with_headers(headers);
-    if !matches!(method, worker::Method::Get | worker::Method::Head) {
-        // Streamed through, not buffered.
-        init.with_body(request.inner().body().map(Into::into));
-    }
-    let outbound = Request::new_with_init(&target, &init).map_err(internal)?;
-    Fetch::Request(outbound).send().await.map_err(|err| {
-        worker::console_error!("origin fetch failed: {err}");
-        EdgeError::OriginUnreachable
-    })
+        .map_err(|err| EdgeError::Internal(format!("{err:?}")))?;
+    Ok(forward::send(request, &target, &headers).await?)
 }
 
-/// The origin's response with the client's `RateLimit` headers added (fetched responses
-/// have immutable headers, so they are copied once).
-fn with_rate_limit_headers(
-    response: Response,
-    decision: &Decision,
-    plan: &RatePlan,
-    policy: &str,
-) -> Result<Response, EdgeError> {
-    let internal = |err: worker::Error| EdgeError::Internal(err.to_string());
-    let status = response.status_code();
-    let headers = response.headers().clone();
-    let (_, body) = response.into_parts();
-    headers
-        .set("ratelimit-policy", &plan.policy_header(policy))
-        .map_err(internal)?;
-    headers
-        .set("ratelimit", &decision.rate_limit_header(policy))
-        .map_err(internal)?;
-    Ok(Response::builder()
-        .with_status(status)
-        .with_headers(headers)
-        .body(body))
+impl From<ForwardError> for EdgeError {
+    fn from(error: ForwardError) -> Self {
+        match error {
+            ForwardError::Build(detail) => EdgeError::Internal(detail),
+            ForwardError::Unreachable(detail) => {
+                worker::console_error!("origin fetch failed: {detail}");
+                EdgeError::OriginUnreachable
+            }
+        }
+    }
 }

@@ -12,6 +12,8 @@ mod config;
 #[cfg(target_arch = "wasm32")]
 mod error;
 #[cfg(target_arch = "wasm32")]
+mod forward;
+#[cfg(target_arch = "wasm32")]
 mod handler;
 #[cfg(target_arch = "wasm32")]
 mod jwks_cache;
@@ -41,9 +43,9 @@ fn start() {
 #[cfg(target_arch = "wasm32")]
 #[worker::event(fetch)]
 async fn fetch(
-    request: worker::Request,
+    request: web_sys::Request,
     env: worker::Env,
     ctx: worker::Context,
-) -> worker::Result<worker::Response> {
+) -> worker::Result<web_sys::Response> {
     handler::handle(request, env, ctx).await
 }

@@ -6,7 +6,6 @@
 use serde::Serialize;
 use shared::jwks_refresh::Freshness;
 use shared::UnixTime;
-use worker::Request;
 
 use crate::error::EdgeError;
 use crate::rate_limit::Source;
@@ -47,10 +46,10 @@ fn source_name<S: serde::Serializer>(source: &Option<Source>, s: S) -> Result<S:
 }
 
 impl RequestLog {
-    pub(crate) fn start(request: &Request, url: &RequestUrl, started: UnixTime) -> Self {
+    pub(crate) fn start(method: String, url: &RequestUrl, started: UnixTime) -> Self {
         Self {
             started,
-            method: request.method().to_string(),
+            method,
             path: url.path().to_owned(),
             outcome: "forwarded",
             reason: None,

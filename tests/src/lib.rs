@@ -67,6 +67,12 @@ impl Running {
         }
     }
 
+    /// The process id (also its process group's id).
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The log so far.
     #[must_use]
     pub fn log(&self) -> String {

@@ -1,0 +1,148 @@
+//! The demo resource API: what an origin behind the Edgeward edge looks like. Every route but
+//! `/healthz` and `/readyz` sits behind `shared::origin::EdgeAuthLayer`, which admits a request only with a
+//! valid edge assertion (HMAC, fresh, for this method and path) and hands the handler the
+//! verified identity; the handler echoes it as JSON.
+//!
+//! Settings (environment): `DEMO_ORIGIN_LISTEN` (default `127.0.0.1:9090`),
+//! `ASSERTION_KEY_ID` and `ASSERTION_SECRET` (the edge's key; at least 32 bytes), and during a
+//! key rotation `ASSERTION_PREVIOUS_KEY_ID` and `ASSERTION_PREVIOUS_SECRET` (still accepted).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use axum::http::{HeaderMap, Method, Uri};
+use axum::routing::get;
+use axum::{Json, Router};
+use shared::origin::EdgeAuthLayer;
+use shared::{AssertionKey, AssertionVerifier, EdgeIdentity};
+
+/// Assertions older than this are refused (the edge signs each request as it forwards it).
+const MAX_ASSERTION_AGE_MS: u64 = 30_000;
+
+/// Why the demo origin could not start.
+#[derive(Debug)]
+struct StartError(String);
+
+fn setting(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+}
+
+fn key(id_var: &str, secret_var: &str) -> Result<Option<AssertionKey>, StartError> {
+    match (setting(id_var), setting(secret_var)) {
+        (Some(id), Some(secret)) => AssertionKey::new(&id, secret.as_bytes())
+            .map(Some)
+            .map_err(|err| StartError(format!("{secret_var}: {err}"))),
+        (None, None) => Ok(None),
+        _ => Err(StartError(format!(
+            "set both {id_var} and {secret_var}, or neither"
+        ))),
+    }
+}
+
+/// The routes: `/healthz` open, everything else behind the edge layer.
+fn app(verifier: AssertionVerifier) -> Router {
+    let protected = Router::new()
+        .fallback(echo)
+        .layer(EdgeAuthLayer::new(verifier));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .merge(protected)
+}
+
+/// Echoes what the edge vouched for, plus the request line and the client's own `x-` headers
+/// (the edge's assertion header is left out).
+async fn echo(
+    identity: EdgeIdentity,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Json<serde_json::Value> {
+    let forwarded: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .filter(|(name, _)| {
+            name.as_str().starts_with("x-")
+                && !name.as_str().starts_with(shared::assertion::HEADER_PREFIX)
+        })
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.into())))
+        .collect();
+    tracing::info!(sub = %identity.sub, client_id = %identity.client_id, path = %uri.path(), "served");
+    Json(serde_json::json!({
+        "message": "hello from the demo origin",
+        "identity": {
+            "sub": identity.sub,
+            "client_id": identity.client_id,
+            "scope": identity.scope.to_string(),
+        },
+        "request": { "method": method.as_str(), "path": uri.path(), "query": uri.query() },
+        "headers": forwarded,
+    }))
+}
+
+async fn run() -> Result<(), StartError> {
+    let listen: SocketAddr = setting("DEMO_ORIGIN_LISTEN")
+        .unwrap_or_else(|| "127.0.0.1:9090".into())
+        .parse()
+        .map_err(|err| StartError(format!("DEMO_ORIGIN_LISTEN: {err}")))?;
+    let mut keys: Vec<AssertionKey> = key("ASSERTION_KEY_ID", "ASSERTION_SECRET")?
+        .into_iter()
+        .collect();
+    if keys.is_empty() {
+        return Err(StartError(
+            "ASSERTION_KEY_ID and ASSERTION_SECRET are required".into(),
+        ));
+    }
+    keys.extend(key(
+        "ASSERTION_PREVIOUS_KEY_ID",
+        "ASSERTION_PREVIOUS_SECRET",
+    )?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|err| StartError(format!("cannot listen on {listen}: {err}")))?;
+    tracing::info!(addr = %listen, keys = keys.len(), "demo origin listening");
+    axum::serve(
+        listener,
+        app(AssertionVerifier::new(keys, MAX_ASSERTION_AGE_MS)),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|err| StartError(format!("serve: {err}")))
+}
+
+/// Ctrl-C or SIGTERM: stop accepting, finish what is in flight.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt().json().with_target(false).init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(StartError(message)) => {
+            tracing::error!("{message}");
+            eprintln!("demo-origin: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

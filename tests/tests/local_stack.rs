@@ -1,0 +1,105 @@
+//! The README's stack command (`deploy/local/up`) as a newcomer runs it: it comes up, the two
+//! curls it prints work when pasted into a shell, a second run reuses the data and the demo
+//! client, and Ctrl-C stops every process. (Its own binary, so no other test's wrangler sees
+//! the Worker bundle rebuilt by wrangler's `[build]` step.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeward_tests::*;
+
+/// Runs `deploy/local/up` until it prints its curls; returns it and its output so far.
+fn up(data: &std::path::Path, ports: (u16, u16, u16), log: &std::path::Path) -> (Running, String) {
+    let mut command = Command::new(root().join("deploy/local/up"));
+    command
+        .env("EDGEWARD_DATA", data)
+        .env("EDGEWARD_ISSUER_PORT", ports.0.to_string())
+        .env("EDGEWARD_ORIGIN_PORT", ports.1.to_string())
+        .env("EDGEWARD_EDGE_PORT", ports.2.to_string());
+    let running = Running::spawn(command, log.to_path_buf());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let output = running.log();
+        if output.contains("Ctrl-C stops everything") {
+            return (running, output);
+        }
+        assert!(
+            !output.contains("did not become ready") && Instant::now() < deadline,
+            "the stack did not come up:\n{output}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The printed command lines (indented by two spaces) that start with `prefix`.
+fn printed<'a>(output: &'a str, prefix: &str) -> Vec<&'a str> {
+    output
+        .lines()
+        .filter_map(|line| line.strip_prefix("  "))
+        .filter(|line| line.starts_with(prefix))
+        .collect()
+}
+
+fn shell(script: &str) -> String {
+    let output = Command::new("bash")
+        .args(["-c", script])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{script}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Sends Ctrl-C (SIGINT to the process group, as a terminal does) and waits for the exit.
+fn interrupt(stack: Running, ports: (u16, u16, u16)) {
+    let pgid = format!("-{}", stack.id());
+    assert!(Command::new("kill")
+        .args(["-INT", "--", &pgid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for port in [ports.0, ports.1, ports.2] {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "port {port} still open after Ctrl-C"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    drop(stack);
+}
+
+#[test]
+fn the_stack_command_prints_curls_that_work_and_stops_cleanly() {
+    let data = temp_dir("local_stack");
+    let ports = (free_port(), free_port(), free_port());
+    let (stack, output) = up(&data, ports, &data.join("up-1.log"));
+    assert!(output.contains("create the demo client"), "{output}");
+
+    let token_curl = printed(&output, "curl -s -u")[0];
+    let token: serde_json::Value = serde_json::from_str(&shell(token_curl)).unwrap();
+    assert_eq!(token["token_type"], "Bearer", "{token}");
+    let call = [
+        printed(&output, "TOKEN=")[0],
+        printed(&output, "curl -s -H")[0],
+    ]
+    .join("\n");
+    let answer: serde_json::Value = serde_json::from_str(&shell(&call)).unwrap();
+    assert_eq!(answer["request"]["path"], "/hello", "{answer}");
+    assert!(answer["identity"]["client_id"].is_string(), "{answer}");
+    interrupt(stack, ports);
+
+    // Again on the same data: no new client, and the same printed credentials still work.
+    let (stack, again) = up(&data, ports, &data.join("up-2.log"));
+    assert!(!again.contains("create the demo client"), "{again}");
+    assert_eq!(
+        printed(&again, "curl -s -u"),
+        printed(&output, "curl -s -u")
+    );
+    let answer: serde_json::Value = serde_json::from_str(&shell(&call)).unwrap();
+    assert_eq!(answer["request"]["path"], "/hello", "{answer}");
+    interrupt(stack, ports);
+}

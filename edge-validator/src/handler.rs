@@ -113,7 +113,16 @@ async fn serve(
             match result {
                 Ok(verified) => verified,
                 Err(EdgeError::Rejected(rejection)) => {
-                    return Err(charge_failed_auth(rejection, config, env, failed_auth, now).await)
+                    let location = location(request, config);
+                    return Err(charge_failed_auth(
+                        rejection,
+                        config,
+                        env,
+                        &location,
+                        failed_auth,
+                        now,
+                    )
+                    .await);
                 }
                 Err(other) => return Err(other),
             }
@@ -130,8 +139,16 @@ async fn serve(
         let plan = verified.claims().rate_plan.unwrap_or(config.default_plan);
         let subject = Subject::Client(&verified.claims().client_id);
         let limit_started = self::now();
-        let (decision, source) =
-            rate_limit::decide(env, config.rate_limit_mode, subject, &plan, 1, now).await;
+        let (decision, source) = rate_limit::decide(
+            env,
+            config.rate_limit_mode,
+            &location(request, config),
+            subject,
+            &plan,
+            1,
+            now,
+        )
+        .await;
         log.limit_ms = Some(self::now().millis_since(limit_started));
         log.limit_source = Some(source);
         if !decision.allowed {
@@ -155,6 +172,15 @@ async fn serve(
     }
 }
 
+/// Where the request's rate-limit objects live (only looked up when they are used).
+fn location(request: &web_sys::Request, config: &Config) -> String {
+    if config.rate_limit_mode == RateLimitMode::Durable {
+        rate_limit::location(request)
+    } else {
+        String::new()
+    }
+}
+
 fn rate_limited(decision: Decision, plan: RatePlan, subject: Subject<'_>) -> EdgeError {
     EdgeError::RateLimited {
         decision,
@@ -170,6 +196,7 @@ async fn charge_failed_auth(
     rejection: Rejection,
     config: &Config,
     env: &Env,
+    location: &str,
     subject: Subject<'_>,
     now: UnixTime,
 ) -> EdgeError {
@@ -180,6 +207,7 @@ async fn charge_failed_auth(
     let (decision, _) = rate_limit::decide(
         env,
         config.rate_limit_mode,
+        location,
         subject,
         &config.failed_auth_plan,
         1,

@@ -2,8 +2,10 @@
 //! 1. an in-isolate pre-check: if this isolate's own traffic for the key already exceeds the
 //!    plan, or the Durable Object recently said "denied until T", answer 429 at once, with no
 //!    round trip (the cheap path for abusive clients);
-//! 2. otherwise the key's Durable Object ([`crate::rate_limit_object::RateLimiter`]) decides
-//!    with the colo-wide state: exact across every isolate of the location.
+//! 2. otherwise the key's Durable Object ([`crate::rate_limit_object::RateLimiter`]) for this
+//!    location decides: one object per (Cloudflare location, key), named `colo/key`, so the
+//!    count is exact across every isolate of the location and the object lives next to them
+//!    (no cross-region round trip). Each location counts a client separately.
 //!
 //! If the object cannot be reached, the isolate's own decision stands (logged): limiting
 //! gets looser for a while; traffic does not stop.
@@ -104,6 +106,7 @@ pub(crate) fn locally_denied(
 pub(crate) async fn decide(
     env: &Env,
     mode: RateLimitMode,
+    location: &str,
     subject: Subject<'_>,
     plan: &RatePlan,
     cost: u32,
@@ -121,16 +124,18 @@ pub(crate) async fn decide(
         return (own, Source::Isolate);
     }
     let (decision, source) = match mode {
-        RateLimitMode::Durable => match ask_object(env, &key, plan, cost).await {
-            Ok(decision) => (decision, Source::Object),
-            Err(reason) => {
-                worker::console_warn!(
-                    "{}",
-                    serde_json::json!({ "event": "rate_limiter_unreachable", "reason": reason })
-                );
-                (own, Source::Fallback)
+        RateLimitMode::Durable => {
+            match ask_object(env, &format!("{location}/{key}"), plan, cost).await {
+                Ok(decision) => (decision, Source::Object),
+                Err(reason) => {
+                    worker::console_warn!(
+                        "{}",
+                        serde_json::json!({ "event": "rate_limiter_unreachable", "reason": reason })
+                    );
+                    (own, Source::Fallback)
+                }
             }
-        },
+        }
         RateLimitMode::Isolate | RateLimitMode::Off => (own, Source::Isolate),
     };
     LOCAL.with(|table| {
@@ -148,10 +153,22 @@ pub(crate) async fn decide(
     (decision, source)
 }
 
-async fn ask_object(env: &Env, key: &str, plan: &RatePlan, cost: u32) -> Result<Decision, String> {
+/// The request's Cloudflare location (`request.cf.colo`, e.g. `FRA`); `local` when absent
+/// (local workerd). Read only in `durable` mode.
+pub(crate) fn location(request: &web_sys::Request) -> String {
+    js_sys::Reflect::get(request, &"cf".into())
+        .and_then(|cf| js_sys::Reflect::get(&cf, &"colo".into()))
+        .ok()
+        .and_then(|colo| colo.as_string())
+        .filter(|colo| !colo.is_empty())
+        .unwrap_or_else(|| "local".to_owned())
+}
+
+/// Asks the object named `name` (`colo/key`).
+async fn ask_object(env: &Env, name: &str, plan: &RatePlan, cost: u32) -> Result<Decision, String> {
     let stub = env
         .durable_object(BINDING)
-        .and_then(|namespace| namespace.id_from_name(key)?.get_stub())
+        .and_then(|namespace| namespace.id_from_name(name)?.get_stub())
         .map_err(|e| e.to_string())?;
     let url = crate::rate_limit_object::check_url(plan, cost);
     let mut response = stub.fetch_with_str(&url).await.map_err(|e| e.to_string())?;

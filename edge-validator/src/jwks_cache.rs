@@ -1,21 +1,20 @@
 //! The key set, in three tiers: isolate memory, then the colo's Cache API (so a new isolate
 //! does not wait on the issuer), then the JWKS URLs in order with a timeout each.
 //! `shared::jwks_refresh` decides freshness and the unknown-`kid` cooldown; this file only
-//! moves bytes. One refresh runs at a time per isolate and concurrent requests share it. A
-//! stale set is served while it refreshes in the background; only a missing or too-old set,
-//! or an unknown `kid` the cooldown allows, makes a request wait.
+//! moves bytes. One refresh runs at a time per isolate (`single_flight`); concurrent requests
+//! wait for it. A stale set is served while it refreshes in the background; only a missing or
+//! too-old set, or an unknown `kid` the cooldown allows, makes a request wait.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 use shared::jwks_refresh::{Freshness, JwksRefresh};
 use shared::{Jwks, TokenCache, UnixTime};
 use worker::{Cache, Context, Date, Headers, Response};
 
 use crate::config::Config;
-use crate::upstream;
+use crate::{single_flight, upstream};
 
 /// Verified tokens kept per isolate.
 const TOKEN_CACHE_CAPACITY: usize = 10_000;
@@ -23,11 +22,9 @@ const TOKEN_CACHE_CAPACITY: usize = 10_000;
 const FETCHED_AT: &str = "x-edgeward-fetched-at";
 const ISSUER_CACHE_CONTROL: &str = "x-edgeward-issuer-cache-control";
 
-type SharedRefresh = Shared<LocalBoxFuture<'static, ()>>;
-
 thread_local! {
     static REFRESH: RefCell<Option<JwksRefresh>> = const { RefCell::new(None) };
-    static IN_FLIGHT: RefCell<Option<SharedRefresh>> = const { RefCell::new(None) };
+    static REFRESHING: Cell<bool> = const { Cell::new(false) };
     pub(crate) static TOKENS: RefCell<TokenCache> = RefCell::new(TokenCache::new(TOKEN_CACHE_CAPACITY));
 }
 
@@ -54,7 +51,7 @@ pub(crate) async fn current(
             Freshness::Fresh => return with_state(config, |s| s.usable(now)),
             Freshness::Stale => {
                 if with_state(config, |s| s.refresh_due(now)) {
-                    ctx.wait_until(refresh_once(config.clone()));
+                    ctx.wait_until(refresh_once(config.clone(), false));
                 }
                 return with_state(config, |s| s.usable(now));
             }
@@ -65,7 +62,7 @@ pub(crate) async fn current(
             }
         }
     }
-    refresh_once(config.clone()).await;
+    refresh_once(config.clone(), true).await;
     with_state(config, |s| {
         s.usable(UnixTime::from_millis(Date::now().as_millis()))
     })
@@ -81,19 +78,18 @@ pub(crate) fn freshness(config: &Config, now: UnixTime) -> Freshness {
     with_state(config, |s| s.freshness(now))
 }
 
-/// The refresh in flight, or a new one: concurrent callers share one fetch.
-fn refresh_once(config: Rc<Config>) -> SharedRefresh {
-    if let Some(running) = IN_FLIGHT.with(|cell| cell.borrow().clone()) {
-        return running;
-    }
-    let refresh = async move {
-        refresh(&config).await;
-        IN_FLIGHT.with(|cell| cell.borrow_mut().take());
-    }
-    .boxed_local()
-    .shared();
-    IN_FLIGHT.with(|cell| *cell.borrow_mut() = Some(refresh.clone()));
-    refresh
+/// A refresh, unless one is running in this isolate: then `wait` waits for it (bounded by
+/// one timeout per URL) and a background caller does nothing.
+async fn refresh_once(config: Rc<Config>, wait: bool) {
+    let wait_ms = if wait {
+        let urls = u64::try_from(config.jwks_urls.len()).unwrap_or(u64::MAX);
+        config
+            .fetch_timeout_ms
+            .saturating_mul(urls.saturating_add(1))
+    } else {
+        0
+    };
+    single_flight::run(&REFRESHING, wait_ms, refresh(&config)).await;
 }
 
 async fn refresh(config: &Config) {

@@ -29,6 +29,8 @@ mod request_url;
 #[cfg(target_arch = "wasm32")]
 mod revocations;
 #[cfg(target_arch = "wasm32")]
+mod single_flight;
+#[cfg(target_arch = "wasm32")]
 mod upstream;
 #[cfg(all(target_arch = "wasm32", not(feature = "p256-verify")))]
 mod webcrypto;

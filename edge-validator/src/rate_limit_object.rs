@@ -51,6 +51,19 @@ pub struct RateLimiter {
     gcra: Cell<Option<GcraState>>,
 }
 
+impl RateLimiter {
+    /// The stored state; none (or an unreadable value) is a fresh budget.
+    async fn load(&self) -> GcraState {
+        match self.state.storage().get::<String>(STATE_KEY).await {
+            Ok(Some(text)) => text
+                .parse()
+                .map(|tat_nanos| GcraState { tat_nanos })
+                .unwrap_or_default(),
+            _ => GcraState::default(),
+        }
+    }
+}
+
 impl DurableObject for RateLimiter {
     fn new(state: State, _env: Env) -> Self {
         Self {
@@ -65,18 +78,18 @@ impl DurableObject for RateLimiter {
         };
         let current = match self.gcra.get() {
             Some(state) => state,
-            None => self
-                .state
-                .storage()
-                .get::<GcraState>(STATE_KEY)
-                .await?
-                .unwrap_or_default(),
+            None => self.load().await,
         };
         let now = UnixTime::from_millis(Date::now().as_millis());
         let (decision, next) = check_weighted(&plan, current, now, cost);
         self.gcra.set(Some(next));
         if next != current {
-            self.state.storage().put(STATE_KEY, next).await?;
+            // As a decimal string: a TAT in nanoseconds is past 2^53, which a JS number (what
+            // storage would get from a u64) cannot hold exactly.
+            self.state
+                .storage()
+                .put(STATE_KEY, next.tat_nanos.to_string())
+                .await?;
         }
         Response::from_json(&decision)
     }

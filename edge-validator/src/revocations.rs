@@ -9,24 +9,22 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 use shared::revocations::{FeedPage, RevocationList};
 use shared::{UnixTime, VerifiedToken};
 use worker::{Context, Date};
 
 use crate::config::Config;
+use crate::single_flight;
 use crate::upstream;
 
 /// Pages read per pull, at most (the rest follows on the next pull).
 const MAX_PAGES_PER_PULL: usize = 10;
 
-type SharedPull = Shared<LocalBoxFuture<'static, ()>>;
-
 thread_local! {
     static LIST: RefCell<RevocationList> = RefCell::new(RevocationList::new());
     static LAST_ATTEMPT: Cell<Option<UnixTime>> = const { Cell::new(None) };
     static LAST_SUCCESS: Cell<Option<UnixTime>> = const { Cell::new(None) };
-    static IN_FLIGHT: RefCell<Option<SharedPull>> = const { RefCell::new(None) };
+    static PULLING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Brings the list up to date as the interval asks: waits only in a new isolate.
@@ -35,9 +33,9 @@ pub(crate) async fn sync(config: &Rc<Config>, ctx: &Context, now: UnixTime) {
         return;
     }
     match LAST_ATTEMPT.with(Cell::get) {
-        None => pull_once(config.clone()).await,
+        None => pull_once(config.clone(), true).await,
         Some(at) if now.millis_since(at) >= config.revocation_interval_ms => {
-            ctx.wait_until(pull_once(config.clone()));
+            ctx.wait_until(pull_once(config.clone(), false));
         }
         Some(_) => {}
     }
@@ -53,19 +51,19 @@ pub(crate) fn age_ms(now: UnixTime) -> Option<u64> {
     LAST_SUCCESS.with(Cell::get).map(|at| now.millis_since(at))
 }
 
-fn pull_once(config: Rc<Config>) -> SharedPull {
-    if let Some(running) = IN_FLIGHT.with(|cell| cell.borrow().clone()) {
-        return running;
-    }
+/// A pull, unless one is running in this isolate: then `wait` waits for it (bounded by one
+/// timeout per URL and page) and a background caller does nothing.
+async fn pull_once(config: Rc<Config>, wait: bool) {
     LAST_ATTEMPT.with(|cell| cell.set(Some(now())));
-    let pull = async move {
-        pull(&config).await;
-        IN_FLIGHT.with(|cell| cell.borrow_mut().take());
-    }
-    .boxed_local()
-    .shared();
-    IN_FLIGHT.with(|cell| *cell.borrow_mut() = Some(pull.clone()));
-    pull
+    let wait_ms = if wait {
+        let urls = u64::try_from(config.revocation_urls.len()).unwrap_or(u64::MAX);
+        config
+            .fetch_timeout_ms
+            .saturating_mul(urls.saturating_add(1))
+    } else {
+        0
+    };
+    single_flight::run(&PULLING, wait_ms, pull(&config)).await;
 }
 
 fn now() -> UnixTime {

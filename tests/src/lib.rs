@@ -4,7 +4,12 @@
 //! Expects `tests/run` to have built the issuer (`target/debug/issuer`) and the Worker bundle
 //! (`edge-validator/build/worker/shim.mjs`) once per run, and `npm ci` to have installed
 //! wrangler.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test harness: failing loudly is right
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // a test harness: failing loudly is right
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -71,6 +76,13 @@ impl Running {
     #[must_use]
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL to the process and its group: a crash, no shutdown.
+    pub fn kill_hard(&mut self) {
+        let pgid = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+        let _ = self.child.wait();
     }
 
     /// The log so far.
@@ -181,16 +193,17 @@ pub fn issuer(dir: &Path) -> (Running, u16) {
     issuer_with(dir, &[])
 }
 
-/// [`issuer`] with extra `ISSUER_*` settings, e.g. `("ISSUER_JWKS_MAX_AGE_SECS", "10")`.
+/// [`issuer`] with extra `ISSUER_*` settings, e.g. `("ISSUER_JWKS_MAX_AGE_SECS", "10")`; they
+/// override the harness defaults (a fixed `ISSUER_LISTEN` keeps the port across restarts).
 pub fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16) {
     let mut command = Command::new(root().join("target/debug/issuer"));
-    command.envs(settings.iter().copied());
     command
         .current_dir(dir)
         .env_remove("ISSUER_KEK")
         .env("ISSUER_LISTEN", "127.0.0.1:0")
         .env("ISSUER_LOG_FORMAT", "json")
         .env("ISSUER_ISSUER_URL", ISSUER_URL)
+        .envs(settings.iter().copied())
         .arg("serve");
     let running = Running::spawn(command, dir.join("issuer.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -230,8 +243,16 @@ pub fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16) {
 /// Runs an issuer CLI command in `dir`; returns its JSON output.
 #[must_use]
 pub fn issuer_cli(dir: &Path, args: &[&str]) -> serde_json::Value {
+    issuer_cli_with(dir, &[], args)
+}
+
+/// [`issuer_cli`] with `ISSUER_*` settings (e.g. the database URL).
+#[must_use]
+pub fn issuer_cli_with(dir: &Path, settings: &[(&str, &str)], args: &[&str]) -> serde_json::Value {
     let output = Command::new(root().join("target/debug/issuer"))
         .current_dir(dir)
+        .env_remove("ISSUER_KEK")
+        .envs(settings.iter().copied())
         .args(args)
         .output()
         .unwrap();
@@ -328,4 +349,154 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (seen, port)
+}
+
+/// A fresh PostgreSQL database on the `TEST_DATABASE_URL` server (default the machine's),
+/// made with `psql`; returns its URL with `host:port` replaced by `via` when given (to route
+/// the issuer through a [`TcpProxy`]).
+#[must_use]
+pub fn postgres_database(name: &str, via: Option<u16>) -> String {
+    let server = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let database = format!("edgeward_test_{name}_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
+        format!("CREATE DATABASE \"{database}\""),
+    ] {
+        let status = Command::new("psql")
+            .args([server.as_str(), "-qc", &sql])
+            .status()
+            .unwrap();
+        assert!(status.success(), "psql: {sql}");
+    }
+    let (base, _) = server.rsplit_once('/').unwrap();
+    let base = match via {
+        Some(port) => {
+            let (scheme_user, _) = base.rsplit_once('@').unwrap();
+            format!("{scheme_user}@127.0.0.1:{port}")
+        }
+        None => base.to_owned(),
+    };
+    format!("{base}/{database}")
+}
+
+/// A TCP forwarder on a fixed loopback port that can be cut (listener and every open
+/// connection dropped, as when a database server dies) and restored on the same port.
+pub struct TcpProxy {
+    /// The port it listens on.
+    pub port: u16,
+    upstream: std::net::SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TcpProxy {
+    /// Forwards a free port to `upstream`.
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        let mut proxy = Self {
+            port: free_port(),
+            upstream,
+            task: None,
+        };
+        proxy.restore().await;
+        proxy
+    }
+
+    /// Drops the listener and every connection.
+    pub fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&mut self) {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(listener) => break listener,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let upstream = self.upstream;
+        self.task = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// `Authorization: Bearer <token>` as a curl `-H` argument.
+#[must_use]
+pub fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}")
+}
+
+/// The `kid` in a compact token's header (read with `shared`'s own parser).
+#[must_use]
+pub fn kid_of(token: &str) -> String {
+    let validation = shared::Validation::new(ISSUER_URL, "edgeward-api");
+    shared::UntrustedToken::parse(token, &validation)
+        .unwrap()
+        .kid()
+        .to_owned()
+}
+
+/// A client of the real issuer, created with its CLI.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `client_id`.
+    pub id: String,
+    /// `client_secret` (shown once by `client create`).
+    pub secret: String,
+}
+
+impl Client {
+    /// `issuer client create --name NAME --scope read EXTRA…` in `dir`.
+    #[must_use]
+    pub fn create(dir: &Path, name: &str, extra: &[&str]) -> Self {
+        Self::create_with(dir, &[], name, extra)
+    }
+
+    /// [`Client::create`] with `ISSUER_*` settings for the CLI.
+    #[must_use]
+    pub fn create_with(dir: &Path, settings: &[(&str, &str)], name: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["client", "create", "--name", name, "--scope", "read"];
+        args.extend(extra);
+        let created = issuer_cli_with(dir, settings, &args);
+        Self {
+            id: created["client_id"].as_str().unwrap().to_owned(),
+            secret: created["client_secret"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A token request to the issuer on `issuer_port`.
+    #[must_use]
+    pub fn request_token(&self, issuer_port: u16) -> Reply {
+        http(&[
+            "-u",
+            &format!("{}:{}", self.id, self.secret),
+            "-d",
+            "grant_type=client_credentials",
+            &format!("http://127.0.0.1:{issuer_port}/oauth2/token"),
+        ])
+    }
+
+    /// A token from the issuer on `issuer_port` (panics unless it answers 200).
+    #[must_use]
+    pub fn token(&self, issuer_port: u16) -> String {
+        let reply = self.request_token(issuer_port);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()["access_token"].as_str().unwrap().to_owned()
+    }
 }

@@ -47,18 +47,6 @@ fn good_token() -> String {
     token(|_| {}, |_| {})
 }
 
-/// The `kid` in a compact token's header.
-fn kid_of(token: &str) -> String {
-    let header = token.split('.').next().unwrap();
-    let header: Value =
-        serde_json::from_slice(&Base64UrlUnpadded::decode_vec(header).unwrap()).unwrap();
-    header["kid"].as_str().unwrap().to_owned()
-}
-
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}")
-}
-
 /// Publishes fixture keys as a JWKS (`max-age=300`), counting fetches.
 #[derive(Clone)]
 struct KeyServer {
@@ -539,36 +527,6 @@ async fn no_key_set_at_all_is_503_and_a_dead_origin_is_502() {
     });
 }
 
-/// A client of the real issuer: creates it with the CLI and gets its tokens.
-struct Client {
-    id: String,
-    secret: String,
-}
-
-impl Client {
-    fn create(dir: &std::path::Path, name: &str, extra: &[&str]) -> Self {
-        let mut args = vec!["client", "create", "--name", name, "--scope", "read"];
-        args.extend(extra);
-        let created = issuer_cli(dir, &args);
-        Self {
-            id: created["client_id"].as_str().unwrap().to_owned(),
-            secret: created["client_secret"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    fn token(&self, issuer_port: u16) -> String {
-        let reply = http(&[
-            "-u",
-            &format!("{}:{}", self.id, self.secret),
-            "-d",
-            "grant_type=client_credentials",
-            &format!("http://127.0.0.1:{issuer_port}/oauth2/token"),
-        ]);
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        reply.json()["access_token"].as_str().unwrap().to_owned()
-    }
-}
-
 /// Polls `url` with `token` until it is refused; returns the seconds it took.
 fn seconds_until_refused(url: &str, token: &str, limit: Duration) -> f64 {
     let started = Instant::now();
@@ -702,7 +660,7 @@ async fn rate_limits_answer_429_at_the_planned_count_per_client_and_per_ip() {
             ("FAILED_AUTH_PLAN", "3/60s;burst=3"),
         ],
     );
-    let _edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+    let edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
     let url = format!("http://127.0.0.1:{edge_port}/limited");
     tokio::task::block_in_place(|| {
         let (token, other_token) = (limited.token(issuer_port), other.token(issuer_port));
@@ -745,6 +703,20 @@ async fn rate_limits_answer_429_at_the_planned_count_per_client_and_per_ip() {
             .collect();
         assert_eq!(statuses, [401, 401, 401, 429]);
     });
+    // The allowed requests were decided by the client's Durable Object (not a fallback).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sources = loop {
+        let sources: Vec<Value> = request_logs(&edge)
+            .into_iter()
+            .filter(|line| line["client"] == limited.id.as_str() && line["status"] == 200)
+            .map(|line| line["limit_source"].clone())
+            .collect();
+        if sources.len() >= 5 || Instant::now() > deadline {
+            break sources;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(sources, vec![json!("object"); 5]);
     assert_eq!(
         seen.lock().unwrap().len(),
         6,

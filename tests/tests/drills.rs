@@ -1,0 +1,291 @@
+//! Journeys under load and faults, with the real processes: a key rotation while fresh tokens
+//! stream through the edge, the issuer SIGKILLed under load and restarted on the same
+//! database, and PostgreSQL cut off and restored under a running issuer. Each prints what it
+//! measured. Loads are bounded in count and time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgeward_tests::*;
+
+const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
+const KEY_ID: &str = "e2e-1";
+
+fn edge_vars(
+    issuer_port: u16,
+    origin_port: u16,
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    let issuer = format!("http://127.0.0.1:{issuer_port}");
+    let mut vars = vec![
+        ("ISSUER", ISSUER_URL.to_owned()),
+        ("AUDIENCE", "edgeward-api".to_owned()),
+        ("JWKS_URLS", format!("{issuer}/.well-known/jwks.json")),
+        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
+        ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
+        ("FETCH_TIMEOUT_MS", "1000".to_owned()),
+        ("DEFAULT_RATE_PLAN", "100000/60s;burst=100000".to_owned()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    vars
+}
+
+/// Statuses seen, by code.
+type Tally = Arc<Mutex<BTreeMap<u16, usize>>>;
+
+fn count(tally: &Tally, status: u16) {
+    *tally.lock().unwrap().entry(status).or_default() += 1;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_under_load_rejects_no_valid_request() {
+    let dir = temp_dir("drill_rotation");
+    let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
+    // A 10 s JWKS max-age: the new key is published 20 s (twice that) before it signs.
+    // The token endpoint's own limits are raised: this load is one client on one address.
+    let (_issuer, issuer_port) = tokio::task::block_in_place(|| {
+        issuer_with(
+            &dir,
+            &[
+                ("ISSUER_JWKS_MAX_AGE_SECS", "10"),
+                ("ISSUER_TOKEN_RATE_PER_CLIENT", "100000/60s;burst=100000"),
+                ("ISSUER_TOKEN_RATE_PER_ADDRESS", "100000/60s;burst=100000"),
+            ],
+        )
+    });
+    let client = Client::create(&dir, "rotation", &[]);
+    let edge_port = free_port();
+    let vars = edge_vars(issuer_port, origin_port, &[]);
+    let _edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+    let url = format!("http://127.0.0.1:{edge_port}/rotation");
+
+    let kids: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let tally: Tally = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url, kids, tally, stop) = (
+                client.clone(),
+                url.clone(),
+                kids.clone(),
+                tally.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    // A fresh token for every request: each is verified, none is cached.
+                    let token = client.token(issuer_port);
+                    let status = http(&["-H", &bearer(&token), &url]).status;
+                    count(&tally, status);
+                    *kids.lock().unwrap().entry(kid_of(&token)).or_default() += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The CLI schedules with its own configuration: the same max-age as the server's.
+    let rotated = tokio::task::block_in_place(|| {
+        issuer_cli_with(
+            &dir,
+            &[("ISSUER_JWKS_MAX_AGE_SECS", "10")],
+            &["keys", "rotate"],
+        )
+    });
+    let new_kid = rotated["kid"].as_str().unwrap().to_owned();
+    // Until a few seconds after the new key starts signing (20 s, plus the issuer's 5 s key
+    // refresh), bounded at 40 s.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while kids.lock().unwrap().get(&new_kid).copied().unwrap_or(0) < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "the new key never signed: {kids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let tally = tally.lock().unwrap().clone();
+    println!(
+        "key rotation under load: statuses {tally:?}, tokens by kid {:?}",
+        kids.lock().unwrap()
+    );
+    assert_eq!(
+        tally.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "every valid request passed: {tally:?}"
+    );
+    assert!(
+        kids.lock().unwrap().len() >= 2,
+        "tokens from both keys went through"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_keeps_validating_when_the_issuer_is_killed_and_the_restart_loses_nothing() {
+    let dir = temp_dir("drill_kill");
+    let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let settings = [("ISSUER_LISTEN", listen.as_str())];
+    let (mut issuer, issuer_port) = tokio::task::block_in_place(|| issuer_with(&dir, &settings));
+    let clients: Vec<Client> = (0..3)
+        .map(|n| Client::create(&dir, &format!("kill-{n}"), &[]))
+        .collect();
+    let edge_port = free_port();
+    let vars = edge_vars(issuer_port, origin_port, &[]);
+    let _edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+    let url = format!("http://127.0.0.1:{edge_port}/kill");
+    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
+
+    // Before the crash: tokens for the load (each new to the edge), one revoked token, and
+    // what a restart must keep.
+    let (tokens, revoked, jwks_before) = tokio::task::block_in_place(|| {
+        let tokens: Vec<String> = (0..150)
+            .map(|n| clients[n % 3].token(issuer_port))
+            .collect();
+        assert_eq!(http(&["-H", &bearer(&tokens[0]), &url]).status, 200);
+        let revoked = clients[0].token(issuer_port);
+        let reply = http(&[
+            "-u",
+            &format!("{}:{}", clients[0].id, clients[0].secret),
+            "-d",
+            &format!("token={revoked}"),
+            &format!("{issuer_url}/oauth2/revoke"),
+        ]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let jwks = http(&[&format!("{issuer_url}/.well-known/jwks.json")]).json();
+        (tokens, revoked, jwks)
+    });
+
+    // Load through the edge; the issuer dies (SIGKILL) a third of the way in.
+    let tally: Tally = Arc::default();
+    let started = Instant::now();
+    for (n, token) in tokens.iter().enumerate().skip(1) {
+        if n == 50 {
+            issuer.kill_hard();
+        }
+        let status = tokio::task::block_in_place(|| http(&["-H", &bearer(token), &url]).status);
+        count(&tally, status);
+    }
+    let tally = tally.lock().unwrap().clone();
+    println!(
+        "issuer SIGKILLed under load: edge statuses {tally:?} over {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        tally.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "{tally:?}"
+    );
+    assert_eq!(
+        http(&[&format!("{issuer_url}/readyz")]).status,
+        0,
+        "the issuer is really down"
+    );
+
+    // Restart on the same database and port: same keys, clients and revocations.
+    let (_issuer, again) = tokio::task::block_in_place(|| issuer_with(&dir, &settings));
+    assert_eq!(again, issuer_port);
+    tokio::task::block_in_place(|| {
+        let jwks_after = http(&[&format!("{issuer_url}/.well-known/jwks.json")]).json();
+        assert_eq!(jwks_after, jwks_before, "the same published keys");
+        let listed = issuer_cli(&dir, &["--json", "client", "list"]);
+        for client in &clients {
+            assert!(
+                listed
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["client_id"] == client.id.as_str()),
+                "client {} kept",
+                client.id
+            );
+        }
+        let introspected = http(&[
+            "-u",
+            &format!("{}:{}", clients[0].id, clients[0].secret),
+            "-d",
+            &format!("token={revoked}"),
+            &format!("{issuer_url}/oauth2/introspect"),
+        ])
+        .json();
+        assert_eq!(
+            introspected["active"], false,
+            "the revocation survived: {introspected}"
+        );
+        for client in &clients {
+            let token = client.token(issuer_port);
+            assert_eq!(http(&["-H", &bearer(&token), &url]).status, 200);
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cut_off_and_back_turns_readiness_and_the_token_endpoint_off_and_on() {
+    let dir = temp_dir("drill_postgres");
+    let server = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let upstream = server
+        .rsplit_once('@')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut proxy = TcpProxy::start(upstream).await;
+    let database = tokio::task::block_in_place(|| postgres_database("drill", Some(proxy.port)));
+    let settings = [("ISSUER_DATABASE_URL", database.as_str())];
+    let (issuer, issuer_port) = tokio::task::block_in_place(|| issuer_with(&dir, &settings));
+    let client = tokio::task::block_in_place(|| Client::create_with(&dir, &settings, "pg", &[]));
+    let readyz = format!("http://127.0.0.1:{issuer_port}/readyz");
+    let ready = || http(&[&readyz]).status;
+    tokio::task::block_in_place(|| {
+        assert_eq!(ready(), 200);
+        let _ = client.token(issuer_port);
+    });
+
+    proxy.cut();
+    let cut = Instant::now();
+    let not_ready_after = loop {
+        if tokio::task::block_in_place(ready) != 200 {
+            break cut.elapsed();
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(30),
+            "/readyz stayed 200"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let refused = tokio::task::block_in_place(|| client.request_token(issuer_port));
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(
+        refused.json()["error"],
+        "temporarily_unavailable",
+        "{}",
+        refused.body
+    );
+
+    proxy.restore().await;
+    let restored = Instant::now();
+    let ready_after = loop {
+        if tokio::task::block_in_place(ready) == 200 {
+            break restored.elapsed();
+        }
+        assert!(
+            restored.elapsed() < Duration::from_secs(60),
+            "/readyz never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = tokio::task::block_in_place(|| client.token(issuer_port));
+    println!(
+        "PostgreSQL cut: /readyz false after {:.2} s, token endpoint 503; restored: ready after {:.2} s",
+        not_ready_after.as_secs_f64(),
+        ready_after.as_secs_f64()
+    );
+    assert!(!issuer.log().contains("panicked"), "{}", issuer.log());
+}

@@ -81,14 +81,7 @@ pub(crate) fn freshness(config: &Config, now: UnixTime) -> Freshness {
 /// A refresh, unless one is running in this isolate: then `wait` waits for it (bounded by
 /// one timeout per URL) and a background caller does nothing.
 async fn refresh_once(config: Rc<Config>, wait: bool) {
-    let wait_ms = if wait {
-        let urls = u64::try_from(config.jwks_urls.len()).unwrap_or(u64::MAX);
-        config
-            .fetch_timeout_ms
-            .saturating_mul(urls.saturating_add(1))
-    } else {
-        0
-    };
+    let wait_ms = single_flight::wait_budget(wait, config.fetch_timeout_ms, config.jwks_urls.len());
     single_flight::run(&REFRESHING, wait_ms, refresh(&config)).await;
 }
 

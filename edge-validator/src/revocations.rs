@@ -55,14 +55,8 @@ pub(crate) fn age_ms(now: UnixTime) -> Option<u64> {
 /// timeout per URL and page) and a background caller does nothing.
 async fn pull_once(config: Rc<Config>, wait: bool) {
     LAST_ATTEMPT.with(|cell| cell.set(Some(now())));
-    let wait_ms = if wait {
-        let urls = u64::try_from(config.revocation_urls.len()).unwrap_or(u64::MAX);
-        config
-            .fetch_timeout_ms
-            .saturating_mul(urls.saturating_add(1))
-    } else {
-        0
-    };
+    let wait_ms =
+        single_flight::wait_budget(wait, config.fetch_timeout_ms, config.revocation_urls.len());
     single_flight::run(&PULLING, wait_ms, pull(&config)).await;
 }
 

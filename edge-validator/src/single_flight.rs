@@ -44,3 +44,13 @@ pub(crate) async fn run(
     let _running = Running(busy);
     work.await;
 }
+
+/// How long a waiting request may wait for a fetch over `urls` URLs (one timeout each, plus
+/// one for good measure); 0 when it should not wait at all.
+pub(crate) fn wait_budget(wait: bool, fetch_timeout_ms: u64, urls: usize) -> u64 {
+    if !wait {
+        return 0;
+    }
+    let urls = u64::try_from(urls).unwrap_or(u64::MAX);
+    fetch_timeout_ms.saturating_mul(urls.saturating_add(1))
+}

@@ -1,6 +1,6 @@
 // The forwarding hot path's JavaScript half (bound in src/forward.rs). Each function is one
 // call from wasm where the same work through web-sys would cross the boundary once per
-// header; measured with edge-validator/benches/run.
+// header.
 
 /** A copy of `headers` without the credential, `host`, and every name starting with
  * `prefix` (the edge's identity headers, which a client could forge). Names are lower case. */

@@ -29,8 +29,7 @@ fn now() -> UnixTime {
 }
 
 /// Handles one request. It stays on web-sys types (not `worker::Request`/`Response`): every
-/// conversion between the two crosses the wasm boundary several times, and on a cache hit
-/// that is most of the edge's cost.
+/// conversion between the two crosses the wasm boundary several times for nothing.
 pub(crate) async fn handle(
     request: web_sys::Request,
     env: Env,

@@ -27,6 +27,17 @@ if ! command -v node >/dev/null; then
   apt-get update -qq && apt-get install -y -qq nodejs
 fi
 
+# Debian tools the tests run: gdnsd and dig (geo-DNS failover drill), psql (PostgreSQL
+# tests create their databases with it).
+missing=()
+command -v gdnsd >/dev/null || missing+=(gdnsd)
+command -v dig >/dev/null || missing+=(bind9-dnsutils)
+command -v psql >/dev/null || missing+=(postgresql-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]} (Debian)"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+fi
+
 # wasm-pack, pinned.
 if [ "$(wasm-pack --version 2>/dev/null)" != "wasm-pack $WASM_PACK_VERSION" ]; then
   step "installing wasm-pack $WASM_PACK_VERSION"

@@ -207,23 +207,16 @@ pub fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16) {
         .arg("serve");
     let running = Running::spawn(command, dir.join("issuer.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
-    let port = loop {
-        let port = running
+    // The bound address from the "issuer listening" line: `"addr":"127.0.0.2:40123"`.
+    let addr: std::net::SocketAddr = loop {
+        let addr = running
             .log()
             .lines()
             .find(|line| line.contains("issuer listening"))
-            .and_then(|line| {
-                line.split("\"addr\":\"127.0.0.1:")
-                    .nth(1)
-                    .map(str::to_owned)
-            })
-            .and_then(|rest| {
-                rest.split(|c: char| !c.is_ascii_digit())
-                    .next()
-                    .and_then(|d| d.parse::<u16>().ok())
-            });
-        if let Some(port) = port {
-            break port;
+            .and_then(|line| line.split("\"addr\":\"").nth(1).map(str::to_owned))
+            .and_then(|rest| rest.split('"').next().and_then(|a| a.parse().ok()));
+        if let Some(addr) = addr {
+            break addr;
         }
         assert!(
             Instant::now() < deadline,
@@ -232,8 +225,9 @@ pub fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16) {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    let port = addr.port();
     wait_ready(
-        &format!("http://127.0.0.1:{port}/readyz"),
+        &format!("http://{addr}/readyz"),
         Duration::from_secs(30),
         &running,
     );

@@ -1,0 +1,256 @@
+//! The region-failover drill: real gdnsd (deploy/geo-dns/, rendered onto loopback) answers
+//! `issuer.edgeward.test` by client subnet, with HTTP monitors on each region's `/readyz`; two
+//! issuer processes on 127.0.0.2 and 127.0.0.3 are the regions, sharing one PostgreSQL
+//! database and KEK (so one JWKS). A client in the eu network resolves the name (EDNS client
+//! subnet), gets tokens and calls the edge throughout; the eu region is killed, then brought
+//! back. Printed: failover and recovery times, failed requests, and whether the edge's JWKS
+//! URL list moved past the dead region.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgeward_tests::*;
+
+const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
+const KEY_ID: &str = "e2e-1";
+/// One KEK for both regions: they must unseal the same keys.
+const KEK: &str = "6b656b2d666f722d7468652d6661696c6f7665722d6472696c6c2d3031323334";
+const EU: &str = "127.0.0.2";
+const US: &str = "127.0.0.3";
+/// A client in the eu network (the map sends 10.1.0.0/16 to eu first).
+const EU_CLIENT_SUBNET: &str = "10.1.0.0/24";
+
+/// Renders deploy/geo-dns into `dir` and starts gdnsd on `dns_port`.
+fn gdnsd(dir: &Path, dns_port: u16, issuer_port: u16) -> Running {
+    let source = root().join("deploy/geo-dns");
+    std::fs::create_dir_all(dir.join("zones")).unwrap();
+    for sub in ["run", "state"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let config = std::fs::read_to_string(source.join("config.template"))
+        .unwrap()
+        .replace("@LISTEN@", &format!("127.0.0.1:{dns_port}"))
+        .replace("@RUN_DIR@", dir.join("run").to_str().unwrap())
+        .replace("@STATE_DIR@", dir.join("state").to_str().unwrap())
+        .replace("@ISSUER_PORT@", &issuer_port.to_string())
+        .replace("@EU_ADDRESS@", EU)
+        .replace("@US_ADDRESS@", US);
+    std::fs::write(dir.join("config"), config).unwrap();
+    std::fs::copy(
+        source.join("zones/edgeward.test"),
+        dir.join("zones/edgeward.test"),
+    )
+    .unwrap();
+    let mut command = Command::new("gdnsd");
+    command.args(["-c", dir.to_str().unwrap(), "start"]);
+    Running::spawn(command, dir.join("gdnsd.log"))
+}
+
+/// The issuer address gdnsd gives a client in `subnet`, if it answers.
+fn resolve(dns_port: u16, subnet: &str) -> Option<String> {
+    let output = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &dns_port.to_string(),
+            "+short",
+            "+tries=1",
+            "+time=1",
+            &format!("+subnet={subnet}"),
+            "issuer.edgeward.test",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8(output.stdout)
+        .ok()?
+        .lines()
+        .next()
+        .map(str::to_owned)
+}
+
+fn region(dir: &Path, address: &str, port: u16, database: &str) -> Running {
+    let listen = format!("{address}:{port}");
+    let (running, _) = issuer_with(
+        dir,
+        &[
+            ("ISSUER_LISTEN", listen.as_str()),
+            ("ISSUER_DATABASE_URL", database),
+            ("ISSUER_KEK", KEK),
+            ("ISSUER_JWKS_MAX_AGE_SECS", "10"),
+        ],
+    );
+    running
+}
+
+/// Polls until `resolve` gives `want`; returns the seconds it took.
+fn seconds_until(dns_port: u16, want: &str, limit: Duration) -> f64 {
+    let started = Instant::now();
+    while resolve(dns_port, EU_CLIENT_SUBNET).as_deref() != Some(want) {
+        assert!(started.elapsed() < limit, "gdnsd never answered {want}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed().as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_region_moves_its_clients_and_costs_the_edge_nothing() {
+    let dir = temp_dir("geo_failover");
+    let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let issuer_port = free_port();
+    let dns_port = free_port();
+    let database = tokio::task::block_in_place(|| postgres_database("geo", None));
+    let (eu_dir, us_dir) = (dir.join("eu"), dir.join("us"));
+    std::fs::create_dir_all(&eu_dir).unwrap();
+    std::fs::create_dir_all(&us_dir).unwrap();
+    let (mut eu, _us) = tokio::task::block_in_place(|| {
+        let eu = region(&eu_dir, EU, issuer_port, &database);
+        (eu, region(&us_dir, US, issuer_port, &database))
+    });
+    let client = tokio::task::block_in_place(|| {
+        Client::create_with(
+            &eu_dir,
+            &[("ISSUER_DATABASE_URL", &database), ("ISSUER_KEK", KEK)],
+            "geo",
+            &[],
+        )
+    });
+    let _dns = tokio::task::block_in_place(|| gdnsd(&dir.join("gdnsd"), dns_port, issuer_port));
+    tokio::task::block_in_place(|| {
+        seconds_until(dns_port, EU, Duration::from_secs(30));
+        assert_eq!(
+            resolve(dns_port, "10.2.0.0/24").as_deref(),
+            Some(US),
+            "us clients go to us"
+        );
+    });
+
+    // The edge lists the regions in order (workerd resolves names with the system resolver,
+    // so the drill gives it the regions' addresses; production lists the geo-DNS name first).
+    let edge_port = free_port();
+    let urls =
+        |path: &str| format!("http://{EU}:{issuer_port}{path} http://{US}:{issuer_port}{path}");
+    let vars = [
+        ("ISSUER", ISSUER_URL.to_owned()),
+        ("AUDIENCE", "edgeward-api".to_owned()),
+        ("JWKS_URLS", urls("/.well-known/jwks.json")),
+        ("REVOCATION_URLS", urls("/revocations")),
+        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
+        ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
+        ("FETCH_TIMEOUT_MS", "500".to_owned()),
+        ("DEFAULT_RATE_PLAN", "100000/60s;burst=100000".to_owned()),
+    ];
+    let _edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+    let edge_url = format!("http://127.0.0.1:{edge_port}/geo");
+
+    // The client loop: resolve, get a token from the answered region, call the edge.
+    let outcomes: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let early_tokens: Arc<Mutex<Vec<String>>> = Arc::default();
+    let worker = {
+        let (outcomes, stop, early_tokens, client, edge_url) = (
+            outcomes.clone(),
+            stop.clone(),
+            early_tokens.clone(),
+            client.clone(),
+            edge_url.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let outcome = match resolve(dns_port, EU_CLIENT_SUBNET) {
+                    None => "dns_failed".to_owned(),
+                    Some(address) => {
+                        let reply = http(&[
+                            "--max-time",
+                            "2",
+                            "-u",
+                            &format!("{}:{}", client.id, client.secret),
+                            "-d",
+                            "grant_type=client_credentials",
+                            &format!("http://{address}:{issuer_port}/oauth2/token"),
+                        ]);
+                        if reply.status == 200 {
+                            let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+                            if address == EU {
+                                early_tokens.lock().unwrap().push(token.clone());
+                            }
+                            let status = http(&["-H", &bearer(&token), &edge_url]).status;
+                            format!("token from {address}, edge {status}")
+                        } else {
+                            format!("token request to {address} failed ({})", reply.status)
+                        }
+                    }
+                };
+                *outcomes.lock().unwrap().entry(outcome).or_default() += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The eu region dies.
+    eu.kill_hard();
+    let failover =
+        tokio::task::block_in_place(|| seconds_until(dns_port, US, Duration::from_secs(60)));
+    // Past the key set's max-age (10 s): the edge must refresh, its first URL is dead.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let health = tokio::task::block_in_place(|| {
+        http(&[&format!("http://127.0.0.1:{edge_port}/.edge/health")]).json()
+    });
+
+    // Tokens the dead region issued still pass the edge.
+    let early = early_tokens.lock().unwrap().clone();
+    let early_statuses: BTreeMap<u16, usize> = tokio::task::block_in_place(|| {
+        let mut statuses = BTreeMap::new();
+        for token in early.iter().rev().take(20) {
+            *statuses
+                .entry(http(&["-H", &bearer(token), &edge_url]).status)
+                .or_default() += 1;
+        }
+        statuses
+    });
+
+    // The eu region comes back on the same database.
+    let eu_back = tokio::task::block_in_place(|| region(&eu_dir, EU, issuer_port, &database));
+    let recovery =
+        tokio::task::block_in_place(|| seconds_until(dns_port, EU, Duration::from_secs(60)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    worker.join().unwrap();
+    drop(eu_back);
+
+    let outcomes = outcomes.lock().unwrap().clone();
+    let failed: usize = outcomes
+        .iter()
+        .filter(|(outcome, _)| !outcome.ends_with("edge 200"))
+        .map(|(_, n)| n)
+        .sum();
+    let total: usize = outcomes.values().sum();
+    println!(
+        "geo-DNS failover drill: eu clients answered with us {failover:.2} s after eu died, \
+         with eu again {recovery:.2} s after it returned; {failed} of {total} client iterations \
+         failed: {outcomes:?}; eu-issued tokens at the edge after the failover: \
+         {early_statuses:?}; edge key set after its refresh with eu dead: {}",
+        health["jwks"]
+    );
+    assert!(failover < 30.0, "failover took {failover:.2} s");
+    assert_eq!(
+        early_statuses.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "no token from the dead region is rejected at the edge"
+    );
+    assert_eq!(
+        health["jwks"], "fresh",
+        "the edge refreshed from the us URL: {health}"
+    );
+    assert!(
+        outcomes
+            .keys()
+            .all(|outcome| !outcome.contains("edge 4") && !outcome.contains("edge 5")),
+        "the edge refused no valid token: {outcomes:?}"
+    );
+}

@@ -35,6 +35,16 @@ pub enum DbError {
     /// A backup could not be written.
     #[error("backup failed: {0}")]
     Backup(String),
+    /// The database only reads (a replica) and lacks migrations this binary needs: upgrade
+    /// the primary first.
+    #[error("the database is read-only and lacks migration {version} of this release: migrate the primary first")]
+    ReadOnlyBehind {
+        /// The first missing migration version.
+        version: i64,
+    },
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[source] sqlx::Error),
 }
 
 impl Db {
@@ -92,17 +102,51 @@ impl Db {
         Ok(Self { pool, sqlite })
     }
 
-    /// Applies pending migrations for this backend.
+    /// Applies pending migrations for this backend. On a read-only database (a region's
+    /// replica) nothing can be applied: it checks instead that every migration of this
+    /// release is already there (the primary applies them).
     ///
     /// # Errors
-    /// [`DbError::Migrate`].
+    /// [`DbError::Migrate`], [`DbError::ReadOnlyBehind`].
     pub async fn migrate(&self) -> Result<(), DbError> {
         let migrator = if self.sqlite {
             sqlx::migrate!("migrations/sqlite")
         } else {
             sqlx::migrate!("migrations/postgres")
         };
-        migrator.run(&self.pool).await.map_err(DbError::Migrate)
+        if !self.read_only().await? {
+            return migrator.run(&self.pool).await.map_err(DbError::Migrate);
+        }
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(DbError::Query)?;
+        match migrator.iter().find(|m| !applied.contains(&m.version)) {
+            Some(missing) => Err(DbError::ReadOnlyBehind {
+                version: missing.version,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this database only reads: a PostgreSQL standby, or one whose transactions are
+    /// read-only by default. SQLite never is.
+    ///
+    /// # Errors
+    /// [`DbError::Query`].
+    pub async fn read_only(&self) -> Result<bool, DbError> {
+        if self.sqlite {
+            return Ok(false);
+        }
+        let read_only: i32 = sqlx::query_scalar(
+            "SELECT CASE WHEN pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' \
+             THEN 1 ELSE 0 END",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(DbError::Query)?;
+        Ok(read_only == 1)
     }
 
     /// The pool, for queries.

@@ -82,11 +82,18 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         );
     }
     let now = unix_now();
-    for event in keys::advance(&db, &kek, &config, now).await? {
-        tracing::info!(event = %event, "signing key lifecycle");
-        let _ = db
-            .audit(now, "issuer", "key.lifecycle", "signing_keys", &event)
-            .await;
+    if db.read_only().await? {
+        // A region on a replica: it issues tokens with the keys the primary's regions
+        // scheduled; key changes, revocations and private_key_jwt replay records need the
+        // primary (those requests get 503 here).
+        tracing::warn!("read-only database: serving tokens; key schedule, revocation and private_key_jwt need the primary");
+    } else {
+        for event in keys::advance(&db, &kek, &config, now).await? {
+            tracing::info!(event = %event, "signing key lifecycle");
+            let _ = db
+                .audit(now, "issuer", "key.lifecycle", "signing_keys", &event)
+                .await;
+        }
     }
     let signing = SigningKeys::load(&db, &kek).await?;
     Ok(AppState::new(config, db, kek, signing))
@@ -150,6 +157,12 @@ pub async fn maintain_keys(state: AppState) {
 /// One maintenance step: schedule if this instance holds the lease, then reload.
 pub async fn refresh_keys(state: &AppState, holder: &str) {
     let now = unix_now();
+    // A replica cannot take the lease or write the schedule: it only reloads (it learns of
+    // a promotion on the next tick).
+    if matches!(state.db.read_only().await, Ok(true)) {
+        reload_keys(state).await;
+        return;
+    }
     let lease_secs = i64::try_from(KEY_REFRESH.as_secs() * 3).unwrap_or(15);
     match state
         .db
@@ -186,6 +199,10 @@ pub async fn refresh_keys(state: &AppState, holder: &str) {
         Ok(false) => {}
         Err(err) => tracing::warn!(error = %err, "cannot take the key-rotation lease"),
     }
+    reload_keys(state).await;
+}
+
+async fn reload_keys(state: &AppState) {
     match SigningKeys::load(&state.db, &state.kek).await {
         Ok(keys) => state.set_keys(keys),
         Err(err) => {

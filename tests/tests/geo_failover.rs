@@ -254,3 +254,56 @@ async fn losing_a_region_moves_its_clients_and_costs_the_edge_nothing() {
         "the edge refused no valid token: {outcomes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_on_a_read_only_replica_still_issues_tokens() {
+    let dir = temp_dir("read_only_region");
+    let database = tokio::task::block_in_place(|| postgres_database("read_only", None));
+    let settings = [
+        ("ISSUER_DATABASE_URL", database.as_str()),
+        ("ISSUER_KEK", KEK),
+    ];
+    // The primary's region sets the database up: schema, first key, a client.
+    let (client, kid) = tokio::task::block_in_place(|| {
+        let (_primary, port) = issuer_with(&dir, &settings);
+        let client = Client::create_with(&dir, &settings, "replica", &[]);
+        let kid = kid_of(&client.token(port));
+        (client, kid)
+    });
+
+    // The same database, read-only (as a streaming replica is): the region still starts.
+    let server = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = database.rsplit('/').next().unwrap();
+    let sql = format!("ALTER DATABASE \"{name}\" SET default_transaction_read_only = on");
+    assert!(Command::new("psql")
+        .args([server.as_str(), "-qc", &sql])
+        .status()
+        .unwrap()
+        .success());
+    let (replica, port) = tokio::task::block_in_place(|| issuer_with(&dir, &settings));
+    tokio::task::block_in_place(|| {
+        let ready = http(&[&format!("http://127.0.0.1:{port}/readyz")]);
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        assert_eq!(ready.json()["read_only"], true, "{}", ready.body);
+        // Tokens, signed with the key the primary scheduled.
+        let token = client.token(port);
+        assert_eq!(kid_of(&token), kid);
+        // Writes need the primary: a clear 503, not a 500.
+        let reply = http(&[
+            "-u",
+            &format!("{}:{}", client.id, client.secret),
+            "-d",
+            &format!("token={token}"),
+            &format!("http://127.0.0.1:{port}/oauth2/revoke"),
+        ]);
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert_eq!(
+            reply.json()["error"],
+            "temporarily_unavailable",
+            "{}",
+            reply.body
+        );
+    });
+    assert!(!replica.log().contains("panicked"), "{}", replica.log());
+}

@@ -26,8 +26,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body =
-        serde_json::json!({ "ready": ready, "database": database, "signing_key": signing_key });
+    // Informational: a read-only region is ready (it issues tokens), and ops see its role.
+    let read_only = state.db.read_only().await.ok();
+    let body = serde_json::json!({
+        "ready": ready, "database": database, "signing_key": signing_key, "read_only": read_only,
+    });
     (status, axum::Json(body)).into_response()
 }
 

@@ -106,7 +106,7 @@ async fn serve(
             {
                 return Err(rate_limited(decision, config.failed_auth_plan, failed_auth));
             }
-            let jwks_started = now;
+            let jwks_started = self::now();
             let result = verify(&token, config, ctx, now).await;
             log.jwks_ms = Some(self::now().millis_since(jwks_started));
             match result {

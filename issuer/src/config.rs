@@ -123,9 +123,10 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        // `ISSUER_KEK` is a secret read by `keys::Kek`, and `ISSUER_CONFIG` names the file
-        // (the `--config` flag): neither is a setting.
-        figment = figment.merge(Env::prefixed("ISSUER_").ignore(&["kek", "config"]));
+        // `ISSUER_KEK` and `ISSUER_PREVIOUS_KEK` are secrets read by `keys::Kek`, and
+        // `ISSUER_CONFIG` names the file (the `--config` flag): none is a setting.
+        figment =
+            figment.merge(Env::prefixed("ISSUER_").ignore(&["kek", "previous_kek", "config"]));
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)

@@ -62,9 +62,12 @@ pub enum KeyError {
     Db(#[from] sqlx::Error),
 }
 
-/// The AES-256-GCM key that encrypts private keys at rest.
+/// The AES-256-GCM key that encrypts private keys at rest, and during a KEK rotation the
+/// previous one (`ISSUER_PREVIOUS_KEK`), still accepted for opening until `keys rewrap` has
+/// sealed every key under the current one.
 pub struct Kek {
     cipher: Aes256Gcm,
+    previous: Option<Aes256Gcm>,
 }
 
 impl std::fmt::Debug for Kek {
@@ -91,6 +94,14 @@ impl Kek {
     /// # Errors
     /// [`KeyError::Kek`].
     pub fn load(config: &Config) -> Result<(Self, KekSource), KeyError> {
+        let (kek, source) = Self::load_current(config)?;
+        match std::env::var("ISSUER_PREVIOUS_KEK") {
+            Ok(text) => Ok((kek.with_previous(Self::parse(&text)?), source)),
+            Err(_) => Ok((kek, source)),
+        }
+    }
+
+    fn load_current(config: &Config) -> Result<(Self, KekSource), KeyError> {
         if let Ok(text) = std::env::var("ISSUER_KEK") {
             return Ok((Self::parse(&text)?, KekSource::Env));
         }
@@ -127,7 +138,25 @@ impl Kek {
             .ok_or_else(|| KeyError::Kek("must be 32 bytes as hex or base64".into()))?;
         let cipher =
             Aes256Gcm::new_from_slice(&bytes).map_err(|_| KeyError::Kek("bad length".into()))?;
-        Ok(Self { cipher })
+        Ok(Self {
+            cipher,
+            previous: None,
+        })
+    }
+
+    /// This KEK, also opening what `previous` sealed (a KEK rotation in progress).
+    #[must_use]
+    pub fn with_previous(self, previous: Kek) -> Self {
+        Self {
+            cipher: self.cipher,
+            previous: Some(previous.cipher),
+        }
+    }
+
+    /// Whether a previous KEK is configured.
+    #[must_use]
+    pub fn has_previous(&self) -> bool {
+        self.previous.is_some()
     }
 
     /// `nonce || ciphertext || tag`, with the key id as associated data so a blob cannot be
@@ -152,24 +181,54 @@ impl Kek {
         Ok(out)
     }
 
+    /// Opens a sealed key with the current KEK, else the previous one.
     fn open(&self, kid: &str, blob: &[u8]) -> Result<Vec<u8>, KeyError> {
         let corrupt = || KeyError::Corrupt {
             kid: kid.to_owned(),
         };
         let (nonce, sealed) = blob.split_at_checked(12).ok_or_else(corrupt)?;
         let nonce: [u8; 12] = nonce.try_into().map_err(|_| corrupt())?;
+        let payload = || Payload {
+            msg: sealed,
+            aad: kid.as_bytes(),
+        };
         self.cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: kid.as_bytes(),
-                },
-            )
+            .decrypt(&Nonce::from(nonce), payload())
+            .or_else(|err| match &self.previous {
+                Some(previous) => previous.decrypt(&Nonce::from(nonce), payload()),
+                None => Err(err),
+            })
             .map_err(|_| KeyError::Decrypt {
                 kid: kid.to_owned(),
             })
     }
+}
+
+/// Seals every stored private key under the current KEK (the second step of a KEK rotation:
+/// instances already run with `ISSUER_KEK` = new and `ISSUER_PREVIOUS_KEK` = old). One
+/// transaction; returns how many keys were resealed. Afterwards the previous KEK can go.
+///
+/// # Errors
+/// [`KeyError`]: a key that opens under neither KEK stops the rewrap with nothing changed.
+pub async fn rewrap(db: &Db, kek: &Kek) -> Result<usize, KeyError> {
+    let mut tx = db.pool().begin().await?;
+    let rows = sqlx::query("SELECT kid, private_key FROM signing_keys")
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut count = 0;
+    for row in &rows {
+        let kid: String = row.try_get("kid")?;
+        let sealed: Vec<u8> = row.try_get("private_key")?;
+        let resealed = kek.seal(&kid, &kek.open(&kid, &sealed)?)?;
+        sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
+            .bind(resealed)
+            .bind(&kid)
+            .execute(&mut *tx)
+            .await?;
+        count += 1;
+    }
+    tx.commit().await?;
+    Ok(count)
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

@@ -100,6 +100,9 @@ enum KeysCommand {
     Rotate,
     /// Emergency: withdraw a key from the JWKS at once and put it on the revocation feed.
     Revoke { kid: String },
+    /// KEK rotation: seal every stored key under ISSUER_KEK (keys sealed under
+    /// ISSUER_PREVIOUS_KEK are opened with it). Run once every instance has both.
+    Rewrap,
 }
 
 #[tokio::main]
@@ -364,6 +367,12 @@ async fn keys_command(command: KeysCommand, config: &Config, json: bool) -> CliR
             print(
                 &serde_json::json!({ "kid": kid, "state": "pending", "signs_from": now + i64::try_from(config.key_publish_lead_secs())? }),
             )
+        }
+        KeysCommand::Rewrap => {
+            let count = keys::rewrap(&db, &kek).await?;
+            db.audit(now, "cli", "key.rewrap", "signing_keys", &count.to_string())
+                .await?;
+            print(&serde_json::json!({ "rewrapped": count }))
         }
         KeysCommand::Revoke { kid } => {
             let successor = keys::revoke(&db, &kek, config, &kid, now).await?;

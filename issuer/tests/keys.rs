@@ -1,6 +1,6 @@
 //! Key lifecycle on SQLite and PostgreSQL: scheduled and on-demand rotation without a window
 //! where valid tokens fail, emergency revocation, restart with the same keys, a wrong KEK,
-//! and the lease that keeps two instances from rotating at once.
+//! the lease that keeps two instances from rotating at once, and a KEK rotation.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod support;
@@ -14,6 +14,7 @@ on_both_databases!(
     restart_keeps_keys_and_clients,
     wrong_kek_refuses_to_start,
     one_instance_holds_the_rotation_lease,
+    kek_rotation_reseals_every_key,
 );
 
 fn states(keys: &[keys::KeyInfo]) -> Vec<(String, KeyState)> {
@@ -192,4 +193,35 @@ async fn one_instance_holds_the_rotation_lease(backend: Backend) {
         .filter(|k| k.state == KeyState::Active)
         .count();
     assert_eq!(actives, 1);
+}
+
+async fn kek_rotation_reseals_every_key(backend: Backend) {
+    let config = config(backend).await.unwrap();
+    let state = open(config.clone()).await;
+    let (id, secret) = client(&state).await;
+    let old_token = token(&state, &id, &secret).await;
+    let now = issuer::db::unix_now();
+    keys::rotate(&state.db, &state.kek, &state.config, now)
+        .await
+        .unwrap();
+
+    // Instances run with the new KEK and the old one as previous; then the rewrap.
+    let (old, _) = keys::Kek::load(&config).unwrap();
+    let new_hex = "a1".repeat(32);
+    let both = keys::Kek::parse(&new_hex).unwrap().with_previous(old);
+    assert!(both.has_previous());
+    assert_eq!(keys::rewrap(&state.db, &both).await.unwrap(), 2);
+
+    // The new KEK alone now opens every key; the old one alone opens none.
+    let new = keys::Kek::parse(&new_hex).unwrap();
+    let loaded = keys::SigningKeys::load(&state.db, &new).await.unwrap();
+    let published = loaded.jwks_json.clone();
+    let (old_again, _) = keys::Kek::load(&config).unwrap();
+    let err = keys::SigningKeys::load(&state.db, &old_again)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not decrypt"), "{err}");
+    // Tokens signed before the rotation still verify: the public keys did not change.
+    let jwks = shared::Jwks::parse(&published).unwrap();
+    assert!(verify(&state, &jwks, &old_token).is_ok());
 }

@@ -3,16 +3,26 @@
 //! valid edge assertion (HMAC, fresh, for this method and path) and hands the handler the
 //! verified identity; the handler echoes it as JSON.
 //!
+//! `/metrics` (OpenMetrics) counts answers by status, so refusals by the edge layer show.
+//!
 //! Settings (environment): `DEMO_ORIGIN_LISTEN` (default `127.0.0.1:9090`),
 //! `ASSERTION_KEY_ID` and `ASSERTION_SECRET` (the edge's key; at least 32 bytes), and during a
 //! key rotation `ASSERTION_PREVIOUS_KEY_ID` and `ASSERTION_PREVIOUS_SECRET` (still accepted).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use axum::http::{HeaderMap, Method, Uri};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use shared::origin::EdgeAuthLayer;
 use shared::{AssertionKey, AssertionVerifier, EdgeIdentity};
 
@@ -41,15 +51,70 @@ fn key(id_var: &str, secret_var: &str) -> Result<Option<AssertionKey>, StartErro
     }
 }
 
-/// The routes: `/healthz` open, everything else behind the edge layer.
+/// Labels of `demo_origin_responses`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+/// The metrics registry and the one counter.
+struct Metrics {
+    registry: Registry,
+    responses: Family<StatusLabels, Counter>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("demo_origin");
+        let responses = Family::<StatusLabels, Counter>::default();
+        registry.register("responses", "Answers by HTTP status", responses.clone());
+        Self {
+            registry,
+            responses,
+        }
+    }
+}
+
+/// The routes: `/healthz`, `/readyz` and `/metrics` open, everything else behind the edge
+/// layer; every answer counted by status.
 fn app(verifier: AssertionVerifier) -> Router {
+    let metrics = Arc::new(Metrics::new());
     let protected = Router::new()
         .fallback(echo)
         .layer(EdgeAuthLayer::new(verifier));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(render))
         .merge(protected)
+        .layer(axum::middleware::from_fn_with_state(metrics.clone(), count))
+        .with_state(metrics)
+}
+
+async fn count(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    metrics
+        .responses
+        .get_or_create(&StatusLabels {
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn render(State(metrics): State<Arc<Metrics>>) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &metrics.registry).is_err() {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Echoes what the edge vouched for, plus the request line and the client's own `x-` headers

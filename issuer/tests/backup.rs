@@ -1,7 +1,12 @@
 //! Backups that restore: `issuer backup` on SQLite and `pg_dump`/`pg_restore` on PostgreSQL.
 //! Back up while serving, destroy the database, restore the copy, and find clients, keys and
 //! revocations intact, with old tokens still verifying.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod support;
 

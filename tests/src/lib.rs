@@ -81,7 +81,10 @@ impl Running {
     /// SIGKILL to the process and its group: a crash, no shutdown.
     pub fn kill_hard(&mut self) {
         let pgid = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &pgid])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.wait();
     }
 
@@ -95,7 +98,11 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let pgid = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &pgid]).status();
+        // The group may be gone already (kill_hard): kill's complaint is noise.
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &pgid])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.wait();
         if std::thread::panicking() {
             eprintln!("---- {} ----\n{}", self.log.display(), self.log());

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use shared::jwks_refresh::RefreshPolicy;
-use shared::{AssertionKey, AssertionSigner, RatePlan, Validation};
+use shared::{AssertionKey, AssertionSigner, RatePlan, Validation, Validator};
 use worker::Env;
 
 /// Var: the exact `iss`.
@@ -39,6 +39,11 @@ pub(crate) const JWKS_MAX_STALE_SECS: &str = "JWKS_MAX_STALE_SECS";
 /// Var: how often the revocation feed is pulled, in ms.
 pub(crate) const REVOCATION_INTERVAL_MS: &str = "REVOCATION_INTERVAL_MS";
 
+/// Var: log one forwarded request in N (per isolate): 1 (default) logs every request, 0 none.
+/// Refusals, 429s and errors are always logged. Each line costs CPU (about a tenth of a
+/// fresh-token request, `benches/run`) and a Workers Logs event.
+pub(crate) const LOG_FORWARDED_EVERY: &str = "LOG_FORWARDED_EVERY";
+
 /// Defaults for the optional vars.
 const DEFAULT_PLAN: &str = "600/60s;burst=100";
 const DEFAULT_FAILED_AUTH: &str = "20/60s;burst=20";
@@ -58,7 +63,8 @@ pub(crate) enum RateLimitMode {
 
 /// Everything a request needs, read from the environment.
 pub(crate) struct Config {
-    pub(crate) validation: Validation,
+    /// Built once: the rules are fixed for the isolate's life.
+    pub(crate) validator: Validator,
     pub(crate) jwks_urls: Rc<[String]>,
     pub(crate) revocation_urls: Rc<[String]>,
     pub(crate) origin_url: String,
@@ -69,6 +75,7 @@ pub(crate) struct Config {
     pub(crate) fetch_timeout_ms: u64,
     pub(crate) refresh_policy: RefreshPolicy,
     pub(crate) revocation_interval_ms: u64,
+    pub(crate) log_forwarded_every: u64,
 }
 
 /// A setting is missing or invalid (an ops error: the request gets a generic 500).
@@ -145,7 +152,7 @@ impl Config {
             ..defaults
         };
         Ok(Self {
-            validation: Validation::new(var(env, ISSUER)?, var(env, AUDIENCE)?),
+            validator: Validator::new(Validation::new(var(env, ISSUER)?, var(env, AUDIENCE)?)),
             jwks_urls,
             revocation_urls: urls(&optional(env, REVOCATION_URLS).unwrap_or_default()),
             origin_url: var(env, ORIGIN_URL)?.trim_end_matches('/').to_owned(),
@@ -170,6 +177,7 @@ impl Config {
                 DEFAULT_REVOCATION_INTERVAL_MS,
             )?
             .max(100),
+            log_forwarded_every: number(env, LOG_FORWARDED_EVERY, 1)?,
         })
     }
 }

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use shared::assertion::{ASSERTION_HEADER, HEADER_PREFIX};
 use shared::jwks_refresh::Freshness;
 use shared::{
-    bearer_token, Decision, EdgeIdentity, RatePlan, Rejection, UnixTime, Validator, VerifiedToken,
+    bearer_token, Decision, EdgeIdentity, RatePlan, Rejection, TokenKey, UnixTime, VerifiedToken,
 };
-use worker::{Context, Date, Env, Response};
+use worker::{Context, Env, Response};
 
+use crate::clock::{self, now};
 use crate::config::{self, Config, RateLimitMode};
 use crate::error::{error_response, EdgeError};
 use crate::forward::{self, ForwardError};
@@ -23,10 +24,6 @@ use crate::revocations;
 
 /// The Worker's own health endpoint (never forwarded).
 const HEALTH_PATH: &str = "/.edge/health";
-
-fn now() -> UnixTime {
-    UnixTime::from_millis(Date::now().as_millis())
-}
 
 /// Handles one request. It stays on web-sys types (not `worker::Request`/`Response`): every
 /// conversion between the two crosses the wasm boundary several times for nothing.
@@ -59,6 +56,7 @@ pub(crate) async fn handle(
         finished,
         jwks_cache::freshness(&config, finished),
         revocations::age_ms(finished),
+        config.log_forwarded_every,
     );
     Ok(response)
 }
@@ -88,7 +86,8 @@ async fn serve(
     let token = bearer_token(authorization.as_deref())?.to_owned();
     revocations::sync(config, ctx, now).await;
 
-    let cached = jwks_cache::TOKENS.with(|t| t.borrow().get(&token, now));
+    let key = TokenKey::of(&token);
+    let cached = jwks_cache::TOKENS.with(|t| t.borrow().get_key(&key, now));
     log.cache_hit = cached.is_some();
     let verified = match cached {
         Some(hit) => hit,
@@ -106,9 +105,9 @@ async fn serve(
             {
                 return Err(rate_limited(decision, config.failed_auth_plan, failed_auth));
             }
-            let jwks_started = self::now();
-            let result = verify(&token, config, ctx, now).await;
-            log.jwks_ms = Some(self::now().millis_since(jwks_started));
+            let jwks_started = clock::now();
+            let result = verify(&token, key, config, ctx, now).await;
+            log.jwks_ms = Some(clock::now().millis_since(jwks_started));
             match result {
                 Ok(verified) => verified,
                 Err(EdgeError::Rejected(rejection)) => {
@@ -137,7 +136,7 @@ async fn serve(
     } else {
         let plan = verified.claims().rate_plan.unwrap_or(config.default_plan);
         let subject = Subject::Client(&verified.claims().client_id);
-        let limit_started = self::now();
+        let limit_started = clock::now();
         let (decision, source) = rate_limit::decide(
             env,
             config.rate_limit_mode,
@@ -148,7 +147,7 @@ async fn serve(
             now,
         )
         .await;
-        log.limit_ms = Some(self::now().millis_since(limit_started));
+        log.limit_ms = Some(clock::now().millis_since(limit_started));
         log.limit_source = Some(source);
         if !decision.allowed {
             return Err(rate_limited(decision, plan, subject));
@@ -156,9 +155,9 @@ async fn serve(
         Some((decision, plan, subject.policy()))
     };
 
-    let origin_started = self::now();
+    let origin_started = clock::now();
     let response = send(request, url, config, &verified, now).await;
-    log.origin_ms = Some(self::now().millis_since(origin_started));
+    log.origin_ms = Some(clock::now().millis_since(origin_started));
     let response = response?;
     match limit {
         Some((decision, plan, policy)) => forward::add_headers(
@@ -222,11 +221,12 @@ async fn charge_failed_auth(
 
 async fn verify(
     token: &str,
+    key: TokenKey,
     config: &Rc<Config>,
     ctx: &Context,
     now: UnixTime,
 ) -> Result<Arc<VerifiedToken>, EdgeError> {
-    let validator = Validator::new(config.validation.clone());
+    let validator = &config.validator;
     let mut jwks = jwks_cache::current(config, ctx, now, false)
         .await
         .ok_or(EdgeError::NoKeys)?;
@@ -245,7 +245,7 @@ async fn verify(
     let verified = check
         .verify_with_async(&crate::webcrypto::WebCrypto)
         .await?;
-    Ok(jwks_cache::TOKENS.with(|t| t.borrow_mut().insert(token, verified, now)))
+    Ok(jwks_cache::TOKENS.with(|t| t.borrow_mut().insert_key(key, verified, now)))
 }
 
 /// Forwards to the origin: method, path, query, headers (less the credential and anything

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use shared::jwks_refresh::{Freshness, JwksRefresh};
 use shared::{Jwks, TokenCache, UnixTime};
-use worker::{Cache, Context, Date, Headers, Response};
+use worker::{Cache, Context, Headers, Response};
 
 use crate::config::Config;
 use crate::{single_flight, upstream};
@@ -63,9 +63,7 @@ pub(crate) async fn current(
         }
     }
     refresh_once(config.clone(), true).await;
-    with_state(config, |s| {
-        s.usable(UnixTime::from_millis(Date::now().as_millis()))
-    })
+    with_state(config, |s| s.usable(crate::clock::now()))
 }
 
 /// Whether an unknown kid may trigger a refetch now (the cooldown starts if so).
@@ -88,7 +86,7 @@ async fn refresh_once(config: Rc<Config>, wait: bool) {
 async fn refresh(config: &Config) {
     let etag = with_state(config, |s| s.etag().map(str::to_owned));
     for url in config.jwks_urls.iter() {
-        let now = || UnixTime::from_millis(Date::now().as_millis());
+        let now = crate::clock::now;
         match fetch_one(url, etag.as_deref(), config.fetch_timeout_ms).await {
             Ok(Fetched::New {
                 jwks,
@@ -121,7 +119,7 @@ async fn refresh(config: &Config) {
             ),
         }
     }
-    let at = UnixTime::from_millis(Date::now().as_millis());
+    let at = crate::clock::now();
     with_state(config, |s| s.failed(at));
     worker::console_error!(
         "{}",

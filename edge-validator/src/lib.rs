@@ -8,6 +8,8 @@
 //! Natively the crate is empty; it is built for wasm32 with worker-build.
 
 #[cfg(target_arch = "wasm32")]
+mod clock;
+#[cfg(target_arch = "wasm32")]
 mod config;
 #[cfg(target_arch = "wasm32")]
 mod error;

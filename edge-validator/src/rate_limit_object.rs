@@ -6,8 +6,8 @@
 use std::cell::Cell;
 
 use shared::rate_limit::check_weighted;
-use shared::{GcraState, RatePlan, UnixTime};
-use worker::{durable_object, Date, DurableObject, Env, Request, Response, State};
+use shared::{GcraState, RatePlan};
+use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
 use crate::request_url::RequestUrl;
 
@@ -80,7 +80,7 @@ impl DurableObject for RateLimiter {
             Some(state) => state,
             None => self.load().await,
         };
-        let now = UnixTime::from_millis(Date::now().as_millis());
+        let now = crate::clock::now();
         let (decision, next) = check_weighted(&plan, current, now, cost);
         self.gcra.set(Some(next));
         if next != current {

@@ -3,6 +3,8 @@
 //! pure computation, so CPU time shows in the platform's own metrics, not here). Never logs
 //! a token or the assertion.
 
+use std::cell::Cell;
+
 use serde::Serialize;
 use shared::jwks_refresh::Freshness;
 use shared::UnixTime;
@@ -73,21 +75,44 @@ impl RequestLog {
         self.reason = Some(reason);
     }
 
-    /// Writes the line.
+    /// Writes the line; a forwarded request's only one in `forwarded_every` (refusals and
+    /// errors always).
     pub(crate) fn finish(
         mut self,
         status: u16,
         now: UnixTime,
         jwks: Freshness,
         revocations_age_ms: Option<u64>,
+        forwarded_every: u64,
     ) {
+        if self.outcome == "forwarded" && !sampled(forwarded_every) {
+            return;
+        }
         self.status = status;
         self.total_ms = now.millis_since(self.started);
         self.jwks = crate::jwks_cache::freshness_name(jwks);
         self.revocations_age_ms = revocations_age_ms;
         match serde_json::to_string(&self) {
-            Ok(line) => worker::console_log!("{line}"),
+            Ok(line) => web_sys::console::log_1(&line.into()),
             Err(err) => worker::console_error!("request log: {err}"),
         }
+    }
+}
+
+thread_local! {
+    /// Forwarded requests seen by this isolate, for sampling.
+    static FORWARDED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Whether this forwarded request is the one in `every` to log (the first is).
+fn sampled(every: u64) -> bool {
+    match every {
+        0 => false,
+        1 => true,
+        every => FORWARDED.with(|count| {
+            let seen = count.get();
+            count.set(seen.wrapping_add(1));
+            seen % every == 0
+        }),
     }
 }

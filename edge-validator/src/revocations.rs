@@ -11,7 +11,9 @@ use std::rc::Rc;
 
 use shared::revocations::{FeedPage, RevocationList};
 use shared::{UnixTime, VerifiedToken};
-use worker::{Context, Date};
+use worker::Context;
+
+use crate::clock::now;
 
 use crate::config::Config;
 use crate::single_flight;
@@ -58,10 +60,6 @@ async fn pull_once(config: Rc<Config>, wait: bool) {
     let wait_ms =
         single_flight::wait_budget(wait, config.fetch_timeout_ms, config.revocation_urls.len());
     single_flight::run(&PULLING, wait_ms, pull(&config)).await;
-}
-
-fn now() -> UnixTime {
-    UnixTime::from_millis(Date::now().as_millis())
 }
 
 async fn pull(config: &Config) {

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::thread::LocalKey;
 use std::time::Duration;
 
-use worker::{Date, Delay};
+use worker::Delay;
 
 /// How often a waiting request looks again.
 const POLL_MS: u64 = 5;
@@ -34,8 +34,8 @@ pub(crate) async fn run(
     work: impl Future<Output = ()>,
 ) {
     if busy.with(Cell::get) {
-        let deadline = Date::now().as_millis().saturating_add(wait_ms);
-        while busy.with(Cell::get) && Date::now().as_millis() < deadline {
+        let deadline = crate::clock::now_millis().saturating_add(wait_ms);
+        while busy.with(Cell::get) && crate::clock::now_millis() < deadline {
             Delay::from(Duration::from_millis(POLL_MS)).await;
         }
         return;

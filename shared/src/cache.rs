@@ -24,6 +24,19 @@ struct Entry {
     token: Arc<VerifiedToken>,
 }
 
+/// A compact token's cache key: its SHA-256. A fresh token is looked up and then inserted;
+/// computing the key once saves hashing the token twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenKey(TokenHash);
+
+impl TokenKey {
+    /// The key of `token` (the compact JWS, as received).
+    #[must_use]
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+}
+
 /// Verified tokens by hash, bounded in count and lifetime.
 #[derive(Debug)]
 pub struct TokenCache {
@@ -51,14 +64,16 @@ impl TokenCache {
         }
     }
 
-    fn key(token: &str) -> TokenHash {
-        Sha256::digest(token.as_bytes()).into()
-    }
-
     /// The verified token for this compact token, if cached and still alive at `now`.
     #[must_use]
     pub fn get(&self, token: &str, now: UnixTime) -> Option<Arc<VerifiedToken>> {
-        let entry = self.entries.get(&Self::key(token))?;
+        self.get_key(&TokenKey::of(token), now)
+    }
+
+    /// As [`TokenCache::get`], by a key computed once for both the lookup and the insert.
+    #[must_use]
+    pub fn get_key(&self, key: &TokenKey, now: UnixTime) -> Option<Arc<VerifiedToken>> {
+        let entry = self.entries.get(&key.0)?;
         (now.as_secs() < entry.expires_at).then(|| Arc::clone(&entry.token))
     }
 
@@ -67,6 +82,16 @@ impl TokenCache {
     pub fn insert(
         &mut self,
         token: &str,
+        verified: VerifiedToken,
+        now: UnixTime,
+    ) -> Arc<VerifiedToken> {
+        self.insert_key(TokenKey::of(token), verified, now)
+    }
+
+    /// As [`TokenCache::insert`], by the key [`TokenCache::get_key`] missed with.
+    pub fn insert_key(
+        &mut self,
+        key: TokenKey,
         verified: VerifiedToken,
         now: UnixTime,
     ) -> Arc<VerifiedToken> {
@@ -79,7 +104,7 @@ impl TokenCache {
         if expires_at <= now_secs || self.capacity == 0 {
             return verified;
         }
-        let key = Self::key(token);
+        let key = key.0;
         self.remove_key(&key);
         self.evict_expired(now_secs);
         while self.entries.len() >= self.capacity {

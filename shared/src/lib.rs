@@ -59,7 +59,7 @@ pub mod origin;
 
 pub use assertion::{AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity};
 pub use bearer::bearer_token;
-pub use cache::TokenCache;
+pub use cache::{TokenCache, TokenKey};
 pub use claims::{AccessClaims, Scopes, Validation};
 pub use jwks::{Jwk, Jwks};
 pub use rate_limit::{Decision, GcraState, RatePlan};

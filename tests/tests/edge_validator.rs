@@ -325,6 +325,19 @@ fn request_logs(edge: &Running) -> Vec<Value> {
         .collect()
 }
 
+/// The request-log lines `keep` selects, once `count` of them have appeared (the edge's
+/// output reaches its log file a little after the response), or after 10 s.
+async fn logged_lines(edge: &Running, count: usize, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<Value> = request_logs(edge).into_iter().filter(&keep).collect();
+        if lines.len() >= count || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_class_is_answered_at_the_edge_and_never_reaches_the_origin() {
     let dir = temp_dir("edge_rejections");
@@ -704,22 +717,65 @@ async fn rate_limits_answer_429_at_the_planned_count_per_client_and_per_ip() {
         assert_eq!(statuses, [401, 401, 401, 429]);
     });
     // The allowed requests were decided by the client's Durable Object (not a fallback).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let sources = loop {
-        let sources: Vec<Value> = request_logs(&edge)
-            .into_iter()
-            .filter(|line| line["client"] == limited.id.as_str() && line["status"] == 200)
-            .map(|line| line["limit_source"].clone())
-            .collect();
-        if sources.len() >= 5 || Instant::now() > deadline {
-            break sources;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(sources, vec![json!("object"); 5]);
+    let allowed = logged_lines(&edge, 5, |line| {
+        line["client"] == limited.id.as_str() && line["status"] == 200
+    })
+    .await;
+    let sources: Vec<&Value> = allowed.iter().map(|line| &line["limit_source"]).collect();
+    assert_eq!(sources, vec![&json!("object"); 5]);
     assert_eq!(
         seen.lock().unwrap().len(),
         6,
         "five from the limited client, one from the other"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_sampling_keeps_one_forwarded_line_in_n_and_every_refusal() {
+    let dir = temp_dir("edge_log_sampling");
+    let (seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (_issuer, issuer_port) = tokio::task::block_in_place(|| issuer(&dir));
+    let client = Client::create(&dir, "sampled", &[]);
+    let edge_port = free_port();
+    let vars = vars(
+        ISSUER_URL,
+        "edgeward-api",
+        format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
+        format!("http://127.0.0.1:{origin_port}"),
+        &[("LOG_FORWARDED_EVERY", "3")],
+    );
+    let edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+    let url = format!("http://127.0.0.1:{edge_port}/sampled");
+    tokio::task::block_in_place(|| {
+        let token = client.token(issuer_port);
+        for _ in 0..6 {
+            assert_eq!(http(&["-H", &bearer(&token), &url]).status, 200);
+        }
+        for _ in 0..2 {
+            assert_eq!(
+                http(&["-H", "Authorization: Bearer x.y.z", &url]).status,
+                401
+            );
+        }
+    });
+    // The first forwarded request of every three is logged, each refusal is; a moment
+    // more, in case a line that should not be there is still on its way.
+    let sampled = |line: &Value| line["path"] == "/sampled";
+    logged_lines(&edge, 4, sampled).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let outcomes: Vec<Value> = request_logs(&edge)
+        .into_iter()
+        .filter(sampled)
+        .map(|line| line["outcome"].clone())
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            json!("forwarded"),
+            json!("forwarded"),
+            json!("rejected"),
+            json!("rejected")
+        ]
+    );
+    assert_eq!(seen.lock().unwrap().len(), 6);
 }

@@ -124,6 +124,21 @@ fn vars(
     vars
 }
 
+/// The vars of an edge in front of the real issuer on `issuer_port` and an origin, plus `extra`.
+fn issuer_vars(
+    issuer_port: u16,
+    origin_port: u16,
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    vars(
+        ISSUER_URL,
+        "edgeward-api",
+        format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
+        format!("http://127.0.0.1:{origin_port}"),
+        extra,
+    )
+}
+
 /// One refused request: what is sent, and the status, `error` and log reason expected.
 struct Case {
     name: &'static str,
@@ -599,11 +614,9 @@ async fn revoked_tokens_and_keys_are_refused_within_the_feed_interval() {
     let client = Client::create(&dir, "revocation", &[]);
     let edge_port = free_port();
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
-    let vars = vars(
-        ISSUER_URL,
-        "edgeward-api",
-        format!("{issuer_url}/.well-known/jwks.json"),
-        format!("http://127.0.0.1:{origin_port}"),
+    let vars = issuer_vars(
+        issuer_port,
+        origin_port,
         &[
             ("REVOCATION_URLS", &format!("{issuer_url}/revocations")),
             ("REVOCATION_INTERVAL_MS", "1000"),
@@ -663,11 +676,9 @@ async fn rate_limits_answer_429_at_the_planned_count_per_client_and_per_ip() {
     let limited = Client::create(&dir, "limited", &["--rate", "5/60s", "--burst", "5"]);
     let other = Client::create(&dir, "other", &[]);
     let edge_port = free_port();
-    let vars = vars(
-        ISSUER_URL,
-        "edgeward-api",
-        format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
-        format!("http://127.0.0.1:{origin_port}"),
+    let vars = issuer_vars(
+        issuer_port,
+        origin_port,
         &[
             ("DEFAULT_RATE_PLAN", "100/60s;burst=100"),
             ("FAILED_AUTH_PLAN", "3/60s;burst=3"),
@@ -737,13 +748,7 @@ async fn log_sampling_keeps_one_forwarded_line_in_n_and_every_refusal() {
     let (_issuer, issuer_port) = tokio::task::block_in_place(|| issuer(&dir));
     let client = Client::create(&dir, "sampled", &[]);
     let edge_port = free_port();
-    let vars = vars(
-        ISSUER_URL,
-        "edgeward-api",
-        format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
-        format!("http://127.0.0.1:{origin_port}"),
-        &[("LOG_FORWARDED_EVERY", "3")],
-    );
+    let vars = issuer_vars(issuer_port, origin_port, &[("LOG_FORWARDED_EVERY", "3")]);
     let edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
     let url = format!("http://127.0.0.1:{edge_port}/sampled");
     tokio::task::block_in_place(|| {

@@ -2,21 +2,18 @@
 // call from wasm where the same work through web-sys would cross the boundary once per
 // header.
 
-/** A copy of `headers` without the credential, `host`, and every name starting with
- * `prefix` (the edge's identity headers, which a client could forge). Names are lower case. */
-export function forwardedHeaders(headers, prefix) {
-  const out = new Headers(headers);
-  for (const name of headers.keys()) {
-    if (name === "authorization" || name === "host" || name.startsWith(prefix)) {
-      out.delete(name);
+/** Sends `request`'s method, headers and (streamed) body to `target`, less the credential,
+ * `host` and every header named `prefix*` (the edge's identity headers, which a client
+ * could forge), plus `name: value` (the edge's signed assertion). Names are lower case.
+ * Redirects are the client's to follow, not the edge's. */
+export function forward(request, target, prefix, name, value) {
+  const headers = new Headers(request.headers);
+  for (const key of request.headers.keys()) {
+    if (key === "authorization" || key === "host" || key.startsWith(prefix)) {
+      headers.delete(key);
     }
   }
-  return out;
-}
-
-/** Sends `request`'s method and (streamed) body to `target` with `headers`. Redirects are
- * the client's to follow, not the edge's. */
-export function forwardTo(request, target, headers) {
+  headers.set(name, value);
   return fetch(target, {
     method: request.method,
     headers,

@@ -40,8 +40,8 @@ pub(crate) const JWKS_MAX_STALE_SECS: &str = "JWKS_MAX_STALE_SECS";
 pub(crate) const REVOCATION_INTERVAL_MS: &str = "REVOCATION_INTERVAL_MS";
 
 /// Var: log one forwarded request in N (per isolate): 1 (default) logs every request, 0 none.
-/// Refusals, 429s and errors are always logged. Each line costs CPU (about a tenth of a
-/// fresh-token request, `benches/run`) and a Workers Logs event.
+/// Refusals, 429s and errors are always logged. Each line is a Workers Logs event (billed
+/// by volume); its CPU was within the noise of `benches/run` (edge-fresh vs edge-fresh-nolog).
 pub(crate) const LOG_FORWARDED_EVERY: &str = "LOG_FORWARDED_EVERY";
 
 /// Defaults for the optional vars.

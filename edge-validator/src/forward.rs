@@ -1,35 +1,49 @@
-//! Forwarding to the origin through three small JavaScript functions (`js/forward.js`): the
-//! per-header work stays in JS, so a forwarded request crosses the wasm boundary a handful of
-//! times instead of once or more per header. (`benches/run` put the gain within its noise, a
-//! few µs; the code is no longer than the web-sys version, so it stays.)
+//! Forwarding to the origin through two small JavaScript functions (`js/forward.js`): the
+//! per-header work stays in JS, so a forwarded request crosses the wasm boundary twice
+//! instead of once or more per header, and fixed header names cross once per isolate.
 
+use shared::assertion::{ASSERTION_HEADER, HEADER_PREFIX};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 #[wasm_bindgen(module = "/js/forward.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = forwardedHeaders, catch)]
-    fn forwarded_headers(
-        headers: &web_sys::Headers,
-        prefix: &str,
-    ) -> Result<web_sys::Headers, JsValue>;
-
-    #[wasm_bindgen(js_name = forwardTo, catch)]
-    fn forward_to(
+    #[wasm_bindgen(js_name = forward, catch)]
+    fn forward_js(
         request: &web_sys::Request,
         target: &str,
-        headers: &web_sys::Headers,
+        prefix: &JsValue,
+        name: &JsValue,
+        value: &str,
     ) -> Result<js_sys::Promise, JsValue>;
 
     #[wasm_bindgen(js_name = withHeaders, catch)]
     fn with_headers(
         response: &web_sys::Response,
-        name1: &str,
+        name1: &JsValue,
         value1: &str,
-        name2: &str,
+        name2: &JsValue,
         value2: &str,
     ) -> Result<web_sys::Response, JsValue>;
+}
+
+/// The fixed header names as JS strings, made once per isolate: a `&str` argument is
+/// decoded from wasm memory on every call.
+struct Names {
+    identity_prefix: JsValue,
+    assertion: JsValue,
+    policy: JsValue,
+    rate_limit: JsValue,
+}
+
+thread_local! {
+    static NAMES: Names = Names {
+        identity_prefix: JsValue::from_str(HEADER_PREFIX),
+        assertion: JsValue::from_str(ASSERTION_HEADER),
+        policy: JsValue::from_str("ratelimit-policy"),
+        rate_limit: JsValue::from_str("ratelimit"),
+    };
 }
 
 /// Why forwarding failed.
@@ -50,34 +64,45 @@ fn detail(err: &JsValue) -> String {
         .unwrap_or_else(|| format!("{err:?}"))
 }
 
-/// The request's headers minus the credential, `host` and every `prefix*` name.
-pub(crate) fn headers_without(
-    request: &web_sys::Request,
-    prefix: &str,
-) -> Result<web_sys::Headers, ForwardError> {
-    forwarded_headers(&request.headers(), prefix).map_err(|e| ForwardError::Build(detail(&e)))
-}
-
-/// Sends `request` (method, streamed body) to `target` with `headers`.
+/// Sends `request` (method, headers less the credential, `host` and every identity header,
+/// streamed body) to `target`, with `assertion` as the edge's signed identity.
 pub(crate) async fn send(
     request: &web_sys::Request,
     target: &str,
-    headers: &web_sys::Headers,
+    assertion: &str,
 ) -> Result<web_sys::Response, ForwardError> {
-    let promise =
-        forward_to(request, target, headers).map_err(|e| ForwardError::Build(detail(&e)))?;
+    let promise = NAMES
+        .with(|names| {
+            forward_js(
+                request,
+                target,
+                &names.identity_prefix,
+                &names.assertion,
+                assertion,
+            )
+        })
+        .map_err(|e| ForwardError::Build(detail(&e)))?;
     let response = JsFuture::from(promise)
         .await
         .map_err(|e| ForwardError::Unreachable(detail(&e)))?;
     Ok(response.unchecked_into())
 }
 
-/// `response` with two more headers.
-pub(crate) fn add_headers(
+/// `response` with the `RateLimit-Policy` and `RateLimit` headers.
+pub(crate) fn with_rate_limit(
     response: &web_sys::Response,
-    (name1, value1): (&str, &str),
-    (name2, value2): (&str, &str),
+    policy: &str,
+    rate_limit: &str,
 ) -> Result<web_sys::Response, ForwardError> {
-    with_headers(response, name1, value1, name2, value2)
+    NAMES
+        .with(|names| {
+            with_headers(
+                response,
+                &names.policy,
+                policy,
+                &names.rate_limit,
+                rate_limit,
+            )
+        })
         .map_err(|e| ForwardError::Build(detail(&e)))
 }

@@ -5,7 +5,6 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use shared::assertion::{ASSERTION_HEADER, HEADER_PREFIX};
 use shared::jwks_refresh::Freshness;
 use shared::{
     bearer_token, Decision, EdgeIdentity, RatePlan, Rejection, TokenKey, UnixTime, VerifiedToken,
@@ -160,10 +159,10 @@ async fn serve(
     log.origin_ms = Some(clock::now().millis_since(origin_started));
     let response = response?;
     match limit {
-        Some((decision, plan, policy)) => forward::add_headers(
+        Some((decision, plan, policy)) => forward::with_rate_limit(
             &response,
-            ("ratelimit-policy", &plan.policy_header(policy)),
-            ("ratelimit", &decision.rate_limit_header(policy)),
+            &plan.policy_header(policy),
+            &decision.rate_limit_header(policy),
         )
         .map_err(EdgeError::from),
         None => Ok(response),
@@ -260,11 +259,8 @@ async fn send(
     let target = format!("{}{}", config.origin_url, url.target());
     let method = request.method();
     let identity = EdgeIdentity::new(verified.claims(), &method, url.path(), now);
-    let headers = forward::headers_without(request, HEADER_PREFIX)?;
-    headers
-        .set(ASSERTION_HEADER, &config.signer.sign(&identity))
-        .map_err(|err| EdgeError::Internal(format!("{err:?}")))?;
-    Ok(forward::send(request, &target, &headers).await?)
+    let assertion = config.signer.sign(&identity);
+    Ok(forward::send(request, &target, &assertion).await?)
 }
 
 impl From<ForwardError> for EdgeError {

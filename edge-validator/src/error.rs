@@ -1,5 +1,6 @@
 //! The one place failures become responses.
 
+use shared::rate_limit::{POLICY_HEADER, RATE_LIMIT_HEADER};
 use shared::{Decision, RatePlan, Rejection};
 use worker::{Headers, Response};
 
@@ -65,8 +66,8 @@ pub(crate) fn error_response(error: &EdgeError) -> worker::Result<Response> {
             policy,
         } => {
             headers.set("retry-after", &decision.retry_after_secs().to_string())?;
-            headers.set("ratelimit-policy", &plan.policy_header(policy))?;
-            headers.set("ratelimit", &decision.rate_limit_header(policy))?;
+            headers.set(POLICY_HEADER, &plan.policy_header(policy))?;
+            headers.set(RATE_LIMIT_HEADER, &decision.rate_limit_header(policy))?;
             (
                 429,
                 r#"{"error":"too_many_requests","error_description":"rate limit exceeded; see Retry-After"}"#.to_owned(),

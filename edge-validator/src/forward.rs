@@ -3,6 +3,7 @@
 //! instead of once or more per header, and fixed header names cross once per isolate.
 
 use shared::assertion::{ASSERTION_HEADER, HEADER_PREFIX};
+use shared::rate_limit::{POLICY_HEADER, RATE_LIMIT_HEADER};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -41,8 +42,8 @@ thread_local! {
     static NAMES: Names = Names {
         identity_prefix: JsValue::from_str(HEADER_PREFIX),
         assertion: JsValue::from_str(ASSERTION_HEADER),
-        policy: JsValue::from_str("ratelimit-policy"),
-        rate_limit: JsValue::from_str("ratelimit"),
+        policy: JsValue::from_str(POLICY_HEADER),
+        rate_limit: JsValue::from_str(RATE_LIMIT_HEADER),
     };
 }
 

@@ -194,6 +194,11 @@ impl Decision {
     }
 }
 
+/// The IETF header carrying [`RatePlan::policy_header`] (lower case, as HTTP/2 sends it).
+pub const POLICY_HEADER: &str = "ratelimit-policy";
+/// The IETF header carrying [`Decision::rate_limit_header`].
+pub const RATE_LIMIT_HEADER: &str = "ratelimit";
+
 impl Decision {
     /// The IETF `RateLimit` header value (draft-ietf-httpapi-ratelimit-headers):
     /// `"<policy>";r=<remaining>;t=<seconds until the full burst is back>`.

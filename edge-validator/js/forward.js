@@ -30,3 +30,31 @@ export function withHeaders(response, name1, value1, name2, value2) {
   out.headers.set(name2, value2);
   return out;
 }
+
+/** The fast path's wait for a fresh token (src/fast_path.rs): WebCrypto's verdict goes
+ * back into wasm, which answers with a response or the promise of the origin's. */
+export function verifyThen(subtle, algorithm, key, signature, message, pending) {
+  return subtle.verify(algorithm, key, signature, message).then(
+    (valid) => pending.verified(valid),
+    (error) => pending.failed(String(error)),
+  );
+}
+
+/** The fast path's wait for the origin: `forward`, the two rate-limit headers when given,
+ * and `finish.done(status)` for the request log; a failed fetch is the edge's 502. */
+export function forwardThen(request, target, prefix, name, value, finish, name1, value1, name2, value2) {
+  let sent;
+  try {
+    sent = forward(request, target, prefix, name, value);
+  } catch (error) {
+    return Promise.resolve(finish.failed(String(error)));
+  }
+  return sent.then(
+    (response) => {
+      if (value1 != null) response = withHeaders(response, name1, value1, name2, value2);
+      finish.done(response.status);
+      return response;
+    },
+    (error) => finish.unreachable(String(error)),
+  );
+}

@@ -20,6 +20,10 @@ if (!handler || !source.includes(proxied)) {
   throw new Error(`${path}: the generated entry is not the expected worker-build 0.8.7 shape`);
 }
 const wasmFetch = handler[1];
+// The synchronous fast path (src/fast_path.rs), exported beside the handler.
+const fast = source.match(/Entrypoint\.prototype\.fastFetch = (\w+);/);
+if (!fast) throw new Error(`${path}: no fastFetch export`);
+const fastFetch = fast[1];
 source = source.replace(
   proxied,
   `// edgeward (edge-validator/js/plain-entry.mjs): a plain handler object, no per-request class.
@@ -27,7 +31,9 @@ var shim_default = {
   async fetch(request, env, ctx) {
     checkReinitialize();
     try {
-      return await ${wasmFetch}(request, env, ctx);
+      // A response or a promise of one when the fast path takes the request, else undefined.
+      const fast = ${fastFetch}(request, env);
+      return await (fast === undefined ? ${wasmFetch}(request, env, ctx) : fast);
     } catch (e) {
       handleMaybeCritical(e);
       throw e;

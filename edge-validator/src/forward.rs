@@ -8,6 +8,10 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+use crate::fast_path::Finish;
+#[cfg(not(feature = "p256-verify"))]
+use crate::fast_path::Pending;
+
 #[wasm_bindgen(module = "/js/forward.js")]
 extern "C" {
     #[wasm_bindgen(js_name = forward, catch)]
@@ -18,6 +22,32 @@ extern "C" {
         name: &JsValue,
         value: &str,
     ) -> Result<js_sys::Promise, JsValue>;
+
+    #[cfg(not(feature = "p256-verify"))]
+    #[wasm_bindgen(js_name = verifyThen)]
+    fn verify_then_js(
+        subtle: &web_sys::SubtleCrypto,
+        algorithm: &js_sys::Object,
+        key: &web_sys::CryptoKey,
+        signature: &js_sys::Uint8Array,
+        message: &js_sys::Uint8Array,
+        pending: Pending,
+    ) -> js_sys::Promise;
+
+    #[wasm_bindgen(js_name = forwardThen)]
+    #[allow(clippy::too_many_arguments)] // one boundary crossing instead of several
+    fn forward_then_js(
+        request: &web_sys::Request,
+        target: &str,
+        prefix: &JsValue,
+        name: &JsValue,
+        value: &str,
+        finish: Finish,
+        policy_name: &JsValue,
+        policy: Option<&str>,
+        rate_limit_name: &JsValue,
+        rate_limit: Option<&str>,
+    ) -> js_sys::Promise;
 
     #[wasm_bindgen(js_name = withHeaders, catch)]
     fn with_headers(
@@ -106,4 +136,44 @@ pub(crate) fn with_rate_limit(
             )
         })
         .map_err(|e| ForwardError::Build(detail(&e)))
+}
+
+#[cfg(not(feature = "p256-verify"))]
+/// `crypto.subtle.verify(...)`, then `pending.verified(valid)` (or `pending.failed`), as one
+/// promise (the fast path's wait for a fresh token).
+pub(crate) fn verify_then(
+    subtle: &web_sys::SubtleCrypto,
+    algorithm: &js_sys::Object,
+    key: &web_sys::CryptoKey,
+    signature: &js_sys::Uint8Array,
+    message: &js_sys::Uint8Array,
+    pending: Pending,
+) -> js_sys::Promise {
+    verify_then_js(subtle, algorithm, key, signature, message, pending)
+}
+
+/// As [`send`], then `RateLimit-Policy`/`RateLimit` from `headers` if given, then
+/// `finish.done(status)` (or `finish.unreachable`), as one promise (the fast path's wait
+/// for the origin).
+pub(crate) fn forward_then(
+    request: &web_sys::Request,
+    target: &str,
+    assertion: &str,
+    headers: Option<&(String, String)>,
+    finish: Finish,
+) -> js_sys::Promise {
+    NAMES.with(|names| {
+        forward_then_js(
+            request,
+            target,
+            &names.identity_prefix,
+            &names.assertion,
+            assertion,
+            finish,
+            &names.policy,
+            headers.map(|(policy, _)| policy.as_str()),
+            &names.rate_limit,
+            headers.map(|(_, rate_limit)| rate_limit.as_str()),
+        )
+    })
 }

@@ -22,7 +22,7 @@ use crate::request_url::RequestUrl;
 use crate::revocations;
 
 /// The Worker's own health endpoint (never forwarded).
-const HEALTH_PATH: &str = "/.edge/health";
+pub(crate) const HEALTH_PATH: &str = "/.edge/health";
 
 /// Handles one request. It stays on web-sys types (not `worker::Request`/`Response`): every
 /// conversion between the two crosses the wasm boundary several times for nothing.

@@ -48,12 +48,12 @@ pub(crate) async fn current(
             load_from_cache_api(config, now).await;
         }
         match with_state(config, |s| s.freshness(now)) {
-            Freshness::Fresh => return with_state(config, |s| s.usable(now)),
+            Freshness::Fresh => return usable(config, now),
             Freshness::Stale => {
                 if with_state(config, |s| s.refresh_due(now)) {
                     ctx.wait_until(refresh_once(config.clone(), false));
                 }
-                return with_state(config, |s| s.usable(now));
+                return usable(config, now);
             }
             Freshness::Missing | Freshness::TooOld => {
                 if !with_state(config, |s| s.refresh_due(now)) {
@@ -63,12 +63,17 @@ pub(crate) async fn current(
         }
     }
     refresh_once(config.clone(), true).await;
-    with_state(config, |s| s.usable(crate::clock::now()))
+    usable(config, crate::clock::now())
 }
 
 /// Whether an unknown kid may trigger a refetch now (the cooldown starts if so).
 pub(crate) fn unknown_kid(config: &Config, now: UnixTime) -> bool {
     with_state(config, |s| s.unknown_kid(now))
+}
+
+/// The set in memory, if usable at `now` (no fetching).
+pub(crate) fn usable(config: &Config, now: UnixTime) -> Option<Arc<Jwks>> {
+    with_state(config, |s| s.usable(now))
 }
 
 /// The state for `/.edge/health` and the request log.

@@ -14,6 +14,8 @@ mod config;
 #[cfg(target_arch = "wasm32")]
 mod error;
 #[cfg(target_arch = "wasm32")]
+pub mod fast_path;
+#[cfg(target_arch = "wasm32")]
 mod forward;
 #[cfg(target_arch = "wasm32")]
 mod handler;

@@ -87,8 +87,11 @@ pub(crate) fn locally_denied(
     plan: &RatePlan,
     now: UnixTime,
 ) -> Option<Decision> {
-    let key = subject.key();
-    let local = LOCAL.with(|table| table.borrow().get(&key).copied())?;
+    denied_by_key(&subject.key(), plan, now)
+}
+
+fn denied_by_key(key: &str, plan: &RatePlan, now: UnixTime) -> Option<Decision> {
+    let local = LOCAL.with(|table| table.borrow().get(key).copied())?;
     if local.denied_until > now {
         let wait = local.denied_until.millis_since(now);
         return Some(Decision {
@@ -113,16 +116,10 @@ pub(crate) async fn decide(
     now: UnixTime,
 ) -> (Decision, Source) {
     let key = subject.key();
-    let local = LOCAL
-        .with(|table| table.borrow().get(&key).copied())
-        .unwrap_or_default();
-    if let Some(denied) = locally_denied(subject, plan, now) {
-        return (denied, Source::Isolate);
-    }
-    let (own, own_state) = check_weighted(plan, local.state, now, cost);
-    if !own.allowed {
-        return (own, Source::Isolate);
-    }
+    let (own, own_state) = match own_decision(&key, plan, cost, now) {
+        Ok(allowed) => allowed,
+        Err(denied) => return (denied, Source::Isolate),
+    };
     let (decision, source) = match mode {
         RateLimitMode::Durable => {
             match ask_object(env, &format!("{location}/{key}"), plan, cost).await {
@@ -138,6 +135,51 @@ pub(crate) async fn decide(
         }
         RateLimitMode::Isolate | RateLimitMode::Off => (own, Source::Isolate),
     };
+    record(key, &decision, own_state, now);
+    (decision, source)
+}
+
+/// As [`decide`] with the isolate's table alone (modes `isolate` and `off`), synchronously.
+pub(crate) fn decide_in_isolate(
+    subject: Subject<'_>,
+    plan: &RatePlan,
+    cost: u32,
+    now: UnixTime,
+) -> Decision {
+    let key = subject.key();
+    match own_decision(&key, plan, cost, now) {
+        Ok((own, own_state)) => {
+            record(key, &own, own_state, now);
+            own
+        }
+        Err(denied) => denied,
+    }
+}
+
+/// This isolate's decision for `key`: allowed (with the state to record if the request goes
+/// ahead) or denied (nothing to record).
+fn own_decision(
+    key: &str,
+    plan: &RatePlan,
+    cost: u32,
+    now: UnixTime,
+) -> Result<(Decision, GcraState), Decision> {
+    if let Some(denied) = denied_by_key(key, plan, now) {
+        return Err(denied);
+    }
+    let local = LOCAL
+        .with(|table| table.borrow().get(key).copied())
+        .unwrap_or_default();
+    let (own, own_state) = check_weighted(plan, local.state, now, cost);
+    if own.allowed {
+        Ok((own, own_state))
+    } else {
+        Err(own)
+    }
+}
+
+/// Keeps the outcome in the isolate's table: the new state if allowed, the wait if denied.
+fn record(key: String, decision: &Decision, own_state: GcraState, now: UnixTime) {
     LOCAL.with(|table| {
         let mut table = table.borrow_mut();
         if table.len() >= LOCAL_CAPACITY && !table.contains_key(&key) {
@@ -150,7 +192,6 @@ pub(crate) async fn decide(
             entry.denied_until = now.plus_millis(decision.retry_after_ms);
         }
     });
-    (decision, source)
 }
 
 /// The request's Cloudflare location (`request.cf.colo`, e.g. `FRA`); `local` when absent

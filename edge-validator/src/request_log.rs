@@ -68,6 +68,11 @@ impl RequestLog {
         }
     }
 
+    /// The request's method.
+    pub(crate) fn method(&self) -> &str {
+        &self.method
+    }
+
     /// The request was answered by the edge with `error`.
     pub(crate) fn failed(&mut self, error: &EdgeError) {
         let (outcome, reason) = error.log_fields();

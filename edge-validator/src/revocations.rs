@@ -43,6 +43,17 @@ pub(crate) async fn sync(config: &Rc<Config>, ctx: &Context, now: UnixTime) {
     }
 }
 
+/// Whether the list needs no pull now (no feed, or pulled within the interval): the fast
+/// path's condition, as it cannot wait or start one.
+pub(crate) fn in_sync(config: &Config, now: UnixTime) -> bool {
+    if config.revocation_urls.is_empty() {
+        return true;
+    }
+    LAST_ATTEMPT
+        .with(Cell::get)
+        .is_some_and(|at| now.millis_since(at) < config.revocation_interval_ms)
+}
+
 /// Whether the token's `jti` or signing key is on the list.
 pub(crate) fn is_revoked(token: &VerifiedToken) -> bool {
     LIST.with(|list| list.borrow().is_revoked(token))

@@ -27,7 +27,7 @@ fn backend(err: JsValue) -> BackendError {
 }
 
 /// `crypto.subtle` and `{name: "ECDSA", hash: "SHA-256"}`.
-fn subtle() -> Result<(web_sys::SubtleCrypto, Object), BackendError> {
+pub(crate) fn subtle() -> Result<(web_sys::SubtleCrypto, Object), BackendError> {
     if let Some(cached) = SUBTLE.with(|cell| cell.borrow().clone()) {
         return Ok(cached);
     }
@@ -44,6 +44,12 @@ fn object(pairs: &[(&str, &str)]) -> Result<Object, BackendError> {
         Reflect::set(&object, &(*name).into(), &(*value).into()).map_err(backend)?;
     }
     Ok(object)
+}
+
+/// The key already imported for `jwk`, if any (the fast path does not wait for imports).
+pub(crate) fn imported(jwk: &Jwk) -> Option<web_sys::CryptoKey> {
+    let id = (jwk.kid().to_owned(), jwk.uncompressed_point());
+    KEYS.with(|keys| keys.borrow().get(&id).cloned())
 }
 
 async fn key_for(

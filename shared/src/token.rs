@@ -300,12 +300,41 @@ impl SignatureCheck<'_, '_> {
         self.conclude(outcome.map_err(|_| Rejection::VerifierUnavailable)?)
     }
 
+    /// Step two for a backend that answers outside Rust futures (the edge's JavaScript
+    /// promise chain): read [`key`](Self::key), [`signing_input`](Self::signing_input) and
+    /// [`signature`](Self::signature), hand them to the backend, and give its verdict to
+    /// [`PendingSignature::conclude`]. Owned, so it can wait across the JS boundary.
+    pub fn into_pending(self) -> PendingSignature {
+        PendingSignature {
+            kid: self.key.kid().to_owned(),
+            claims: self.claims,
+        }
+    }
+
     fn conclude(self, valid: bool) -> Result<VerifiedToken, Rejection> {
+        self.into_pending().conclude(valid)
+    }
+}
+
+/// A checked token waiting for a signature backend's verdict ([`SignatureCheck::into_pending`]).
+#[derive(Debug)]
+#[must_use = "a token is not verified until its signature is checked"]
+pub struct PendingSignature {
+    kid: String,
+    claims: AccessClaims,
+}
+
+impl PendingSignature {
+    /// The verdict of an ES256 backend on the check's key, signing input and signature.
+    ///
+    /// # Errors
+    /// [`Rejection::BadSignature`] when `valid` is false.
+    pub fn conclude(self, valid: bool) -> Result<VerifiedToken, Rejection> {
         if !valid {
             return Err(Rejection::BadSignature);
         }
         Ok(VerifiedToken {
-            kid: self.key.kid().to_owned(),
+            kid: self.kid,
             claims: self.claims,
         })
     }

@@ -355,7 +355,18 @@ async fn logged_lines(edge: &Running, count: usize, keep: impl Fn(&Value) -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_class_is_answered_at_the_edge_and_never_reaches_the_origin() {
-    let dir = temp_dir("edge_rejections");
+    rejection_classes("edge_rejections", "durable").await;
+}
+
+/// The same journey with isolate rate limits, where steady-state requests take the
+/// synchronous fast path (`edge-validator/src/fast_path.rs`) instead of the general one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_answers_every_rejection_class_the_same_way() {
+    rejection_classes("edge_rejections_fast", "isolate").await;
+}
+
+async fn rejection_classes(name: &str, rate_limit_mode: &str) {
+    let dir = temp_dir(name);
     let (seen, origin_port) = origin(KEY_ID, SECRET).await;
     let keys = KeyServer::start(&[1]).await;
     let edge_port = free_port();
@@ -367,6 +378,7 @@ async fn every_rejection_class_is_answered_at_the_edge_and_never_reaches_the_ori
         &[
             ("FAILED_AUTH_PLAN", "1000/60s;burst=1000"),
             ("UNKNOWN_KID_COOLDOWN_MS", "3000"),
+            ("RATE_LIMIT_MODE", rate_limit_mode),
         ],
     );
     let edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));

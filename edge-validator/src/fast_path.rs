@@ -1,0 +1,192 @@
+//! The steady-state request path without Rust futures: wasm decides synchronously, and the
+//! two waits a request can have (WebCrypto's verify for a fresh token, the origin's answer)
+//! are JavaScript promises whose callbacks come back into wasm (`js/forward.js`).
+//!
+//! Why: every `.await` on a JS promise in wasm-bindgen-futures costs two closures, a task
+//! wake-up and a microtask, and the handler future itself another promise; measured with
+//! `benches/run`, that glue was most of what the edge paid over the JavaScript floor.
+//!
+//! It takes a request only when nothing needs fetching or waiting: the key set is fresh, the
+//! key is imported, the revocation list is in sync, rate limits live in the isolate (or are
+//! off), and the token is well-formed with a known key. Anything else (no or bad token,
+//! first request of an isolate, refresh due, Durable Object limits, `/.edge/health`) returns
+//! `undefined` and goes to [`crate::handler`], the general path, which makes the same
+//! decisions with `shared`.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use shared::{bearer_token, EdgeIdentity, Rejection, TokenKey, UnixTime, VerifiedToken};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+
+use crate::clock::{self, now};
+use crate::config::{self, Config, RateLimitMode};
+use crate::error::{error_response, EdgeError};
+use crate::forward::{self, ForwardError};
+use crate::handler::HEALTH_PATH;
+use crate::jwks_cache;
+use crate::rate_limit::{self, Subject};
+use crate::request_log::RequestLog;
+use crate::request_url::RequestUrl;
+use crate::revocations;
+
+#[cfg(not(feature = "p256-verify"))]
+mod fresh;
+#[cfg(not(feature = "p256-verify"))]
+pub use fresh::Pending;
+
+/// The request through the fast path: a `Response`, a `Promise` of one, or `undefined` for
+/// the general path. Called by the entry (`js/plain-entry.mjs`) before the general handler.
+#[wasm_bindgen(js_name = fastFetch)]
+pub fn fast_fetch(request: web_sys::Request, env: worker::Env) -> Result<JsValue, JsValue> {
+    let started = now();
+    let Ok(config) = config::get(&env) else {
+        return Ok(JsValue::UNDEFINED);
+    };
+    if config.rate_limit_mode == RateLimitMode::Durable || !revocations::in_sync(&config, started) {
+        return Ok(JsValue::UNDEFINED);
+    }
+    let authorization = request.headers().get("authorization").ok().flatten();
+    let Ok(token) = bearer_token(authorization.as_deref()) else {
+        return Ok(JsValue::UNDEFINED);
+    };
+    let url = RequestUrl::parse(&request.url());
+    if url.path() == HEALTH_PATH {
+        return Ok(JsValue::UNDEFINED);
+    }
+    let key = TokenKey::of(token);
+    let cached = jwks_cache::TOKENS.with(|t| t.borrow().get_key(&key, started));
+    if let Some(verified) = cached {
+        let mut log = RequestLog::start(request.method(), &url, started);
+        log.cache_hit = true;
+        return verified_path(&request, &url, &config, &verified, log, started);
+    }
+    fresh_token(request, url, config, token, key, started)
+}
+
+#[cfg(not(feature = "p256-verify"))]
+fn fresh_token(
+    request: web_sys::Request,
+    url: RequestUrl,
+    config: Rc<Config>,
+    token: &str,
+    key: TokenKey,
+    now: UnixTime,
+) -> Result<JsValue, JsValue> {
+    fresh::start(request, url, config, token, key, now).unwrap_or(Ok(JsValue::UNDEFINED))
+}
+
+/// With the pure-Rust backend (a measurement build), fresh tokens take the general path.
+#[cfg(feature = "p256-verify")]
+fn fresh_token(
+    _: web_sys::Request,
+    _: RequestUrl,
+    _: Rc<Config>,
+    _: &str,
+    _: TokenKey,
+    _: UnixTime,
+) -> Result<JsValue, JsValue> {
+    Ok(JsValue::UNDEFINED)
+}
+
+/// A verified token (cached or just verified): revocation, rate limit, then the origin.
+pub(super) fn verified_path(
+    request: &web_sys::Request,
+    url: &RequestUrl,
+    config: &Rc<Config>,
+    verified: &Arc<VerifiedToken>,
+    mut log: RequestLog,
+    now: UnixTime,
+) -> Result<JsValue, JsValue> {
+    log.client = Some(verified.claims().client_id.clone());
+    if revocations::is_revoked(verified) {
+        return refuse(config, log, &Rejection::Revoked.into());
+    }
+    let mut headers = None;
+    if config.rate_limit_mode != RateLimitMode::Off {
+        let plan = verified.claims().rate_plan.unwrap_or(config.default_plan);
+        let subject = Subject::Client(&verified.claims().client_id);
+        let decision = rate_limit::decide_in_isolate(subject, &plan, 1, now);
+        log.limit_ms = Some(0);
+        log.limit_source = Some(rate_limit::Source::Isolate);
+        if !decision.allowed {
+            let error = EdgeError::RateLimited {
+                decision,
+                plan,
+                policy: subject.policy(),
+            };
+            return refuse(config, log, &error);
+        }
+        let policy = subject.policy();
+        headers = Some((
+            plan.policy_header(policy),
+            decision.rate_limit_header(policy),
+        ));
+    }
+    let target = format!("{}{}", config.origin_url, url.target());
+    let identity = EdgeIdentity::new(verified.claims(), log.method(), url.path(), now);
+    let assertion = config.signer.sign(&identity);
+    let finish = Finish {
+        config: config.clone(),
+        log,
+        origin_started: clock::now(),
+    };
+    Ok(forward::forward_then(request, &target, &assertion, headers.as_ref(), finish).into())
+}
+
+/// The edge's own answer for `error`, logged. (Building it fails only if the runtime
+/// refuses a fixed header: thrown, like any runtime error.)
+pub(super) fn refuse(
+    config: &Config,
+    mut log: RequestLog,
+    error: &EdgeError,
+) -> Result<JsValue, JsValue> {
+    log.failed(error);
+    let response: web_sys::Response = error_response(error)
+        .map_err(|err| JsValue::from_str(&err.to_string()))?
+        .into();
+    finish_log(config, log, response.status());
+    Ok(response.into())
+}
+
+fn finish_log(config: &Config, log: RequestLog, status: u16) {
+    let finished = now();
+    log.finish(
+        status,
+        finished,
+        jwks_cache::freshness(config, finished),
+        revocations::age_ms(finished),
+        config.log_forwarded_every,
+    );
+}
+
+/// A forwarded request waiting for the origin (owned by the JS promise chain).
+#[wasm_bindgen]
+pub struct Finish {
+    config: Rc<Config>,
+    log: RequestLog,
+    origin_started: UnixTime,
+}
+
+#[wasm_bindgen]
+impl Finish {
+    /// The origin answered with `status`: log the request.
+    pub fn done(mut self, status: u16) {
+        self.log.origin_ms = Some(clock::now().millis_since(self.origin_started));
+        finish_log(&self.config, self.log, status);
+    }
+
+    /// The origin could not be reached (`detail`): the 502 answer.
+    pub fn unreachable(mut self, detail: String) -> Result<JsValue, JsValue> {
+        self.log.origin_ms = Some(clock::now().millis_since(self.origin_started));
+        let error: EdgeError = ForwardError::Unreachable(detail).into();
+        refuse(&self.config, self.log, &error)
+    }
+
+    /// The outbound request could not be built (`detail`): a runtime error, 500.
+    pub fn failed(self, detail: String) -> Result<JsValue, JsValue> {
+        let error: EdgeError = ForwardError::Build(detail).into();
+        refuse(&self.config, self.log, &error)
+    }
+}

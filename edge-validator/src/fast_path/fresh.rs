@@ -1,0 +1,169 @@
+//! The fast path for a fresh token: every check but the signature in wasm, then
+//! `crypto.subtle.verify` as a JS promise whose verdict comes back into [`Pending`].
+
+use std::rc::Rc;
+
+use shared::jwks_refresh::Freshness;
+use shared::{PendingSignature, Rejection, TokenKey, UnixTime};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+
+use super::{refuse, verified_path};
+use crate::clock;
+use crate::config::{Config, RateLimitMode};
+use crate::error::EdgeError;
+use crate::forward;
+use crate::jwks_cache;
+use crate::rate_limit::{self, Subject};
+use crate::request_log::RequestLog;
+use crate::request_url::RequestUrl;
+
+/// A fresh token: checks everything but the signature (answering a refusal at once) and
+/// hands the signature to WebCrypto; `None` when the general path must take it.
+pub(super) fn start(
+    request: web_sys::Request,
+    url: RequestUrl,
+    config: Rc<Config>,
+    token: &str,
+    key: TokenKey,
+    now: UnixTime,
+) -> Option<Result<JsValue, JsValue>> {
+    if jwks_cache::freshness(&config, now) != Freshness::Fresh {
+        return None;
+    }
+    let ip = client_ip(&request);
+    if rate_limit::locally_denied(Subject::FailedAuth(&ip), &config.failed_auth_plan, now).is_some()
+    {
+        return None;
+    }
+    let jwks = jwks_cache::usable(&config, now)?;
+    let check = match config.validator.check(token, &jwks, now) {
+        Ok(check) => check,
+        // The general path decides on a refetch (the unknown-kid cooldown).
+        Err(Rejection::UnknownKeyId) => return None,
+        Err(rejection) => {
+            let log = RequestLog::start(request.method(), &url, now);
+            return Some(reject(&config, &ip, rejection, log, now));
+        }
+    };
+    let crypto_key = crate::webcrypto::imported(check.key())?;
+    let (subtle, algorithm) = crate::webcrypto::subtle().ok()?;
+    let signature = js_sys::Uint8Array::from(check.signature().as_slice());
+    let message = js_sys::Uint8Array::from(check.signing_input());
+    let log = RequestLog::start(request.method(), &url, now);
+    let pending = Pending {
+        request,
+        url,
+        config,
+        key,
+        ip,
+        signature: check.into_pending(),
+        log,
+        started: now,
+        verify_started: clock::now(),
+    };
+    let promise = forward::verify_then(
+        &subtle,
+        &algorithm,
+        &crypto_key,
+        &signature,
+        &message,
+        pending,
+    );
+    Some(Ok(promise.into()))
+}
+
+fn client_ip(request: &web_sys::Request) -> String {
+    request
+        .headers()
+        .get("cf-connecting-ip")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A fresh token waiting for WebCrypto's verdict (owned by the JS promise chain).
+#[wasm_bindgen]
+pub struct Pending {
+    request: web_sys::Request,
+    url: RequestUrl,
+    config: Rc<Config>,
+    key: TokenKey,
+    ip: String,
+    signature: PendingSignature,
+    log: RequestLog,
+    started: UnixTime,
+    verify_started: UnixTime,
+}
+
+#[wasm_bindgen]
+impl Pending {
+    /// WebCrypto answered `valid`: the response, or a promise of the origin's.
+    pub fn verified(self, valid: bool) -> Result<JsValue, JsValue> {
+        self.conclude(Ok(valid))
+    }
+
+    /// WebCrypto failed (`detail`): the token cannot be verified now.
+    pub fn failed(self, detail: String) -> Result<JsValue, JsValue> {
+        worker::console_error!("webcrypto verify failed: {detail}");
+        self.conclude(Err(()))
+    }
+}
+
+impl Pending {
+    fn conclude(self, verdict: Result<bool, ()>) -> Result<JsValue, JsValue> {
+        let Self {
+            request,
+            url,
+            config,
+            key,
+            ip,
+            signature,
+            mut log,
+            started,
+            verify_started,
+        } = self;
+        let now = clock::now();
+        log.jwks_ms = Some(now.millis_since(verify_started));
+        let outcome = match verdict {
+            Ok(valid) => signature.conclude(valid),
+            Err(()) => Err(Rejection::VerifierUnavailable),
+        };
+        match outcome {
+            Ok(verified) => {
+                let verified =
+                    jwks_cache::TOKENS.with(|t| t.borrow_mut().insert_key(key, verified, started));
+                verified_path(&request, &url, &config, &verified, log, started)
+            }
+            Err(rejection) => reject(&config, &ip, rejection, log, started),
+        }
+    }
+}
+
+/// A refused token costs its IP one unit of the failed-auth budget, as in the general path
+/// (`handler::charge_failed_auth`); over budget, the answer is 429 instead.
+fn reject(
+    config: &Config,
+    ip: &str,
+    rejection: Rejection,
+    log: RequestLog,
+    now: UnixTime,
+) -> Result<JsValue, JsValue> {
+    let error = if config.rate_limit_mode == RateLimitMode::Off {
+        rejection.into()
+    } else {
+        let subject = Subject::FailedAuth(ip);
+        let plan = config.failed_auth_plan;
+        let decision = rate_limit::decide_in_isolate(subject, &plan, 1, now);
+        if decision.allowed {
+            rejection.into()
+        } else {
+            EdgeError::RateLimited {
+                decision,
+                plan,
+                policy: subject.policy(),
+            }
+        }
+    };
+    refuse(config, log, &error)
+}

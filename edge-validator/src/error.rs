@@ -4,6 +4,8 @@ use shared::rate_limit::{POLICY_HEADER, RATE_LIMIT_HEADER};
 use shared::{Decision, RatePlan, Rejection};
 use worker::{Headers, Response};
 
+use crate::rate_limit::Subject;
+
 /// Realm in `WWW-Authenticate`.
 const REALM: &str = "edgeward";
 
@@ -38,6 +40,17 @@ impl EdgeError {
             Self::NoKeys => ("unavailable", "no_keys"),
             Self::OriginUnreachable => ("bad_gateway", "origin_unreachable"),
             Self::Internal(_) => ("error", "internal"),
+        }
+    }
+}
+
+impl EdgeError {
+    /// The 429 for `subject`, denied by `decision` under `plan`.
+    pub(crate) fn rate_limited(decision: Decision, plan: RatePlan, subject: Subject<'_>) -> Self {
+        Self::RateLimited {
+            decision,
+            plan,
+            policy: subject.policy(),
         }
     }
 }

@@ -62,31 +62,11 @@ pub fn fast_fetch(request: web_sys::Request, env: worker::Env) -> Result<JsValue
         log.cache_hit = true;
         return verified_path(&request, &url, &config, &verified, log, started);
     }
-    fresh_token(request, url, config, token, key, started)
-}
-
-#[cfg(not(feature = "p256-verify"))]
-fn fresh_token(
-    request: web_sys::Request,
-    url: RequestUrl,
-    config: Rc<Config>,
-    token: &str,
-    key: TokenKey,
-    now: UnixTime,
-) -> Result<JsValue, JsValue> {
-    fresh::start(request, url, config, token, key, now).unwrap_or(Ok(JsValue::UNDEFINED))
-}
-
-/// With the pure-Rust backend (a measurement build), fresh tokens take the general path.
-#[cfg(feature = "p256-verify")]
-fn fresh_token(
-    _: web_sys::Request,
-    _: RequestUrl,
-    _: Rc<Config>,
-    _: &str,
-    _: TokenKey,
-    _: UnixTime,
-) -> Result<JsValue, JsValue> {
+    #[cfg(not(feature = "p256-verify"))]
+    if let Some(answer) = fresh::start(request, url, config, token, key, started) {
+        return answer;
+    }
+    // Otherwise (and always with the pure-Rust backend, a measurement build) the general path.
     Ok(JsValue::UNDEFINED)
 }
 
@@ -111,12 +91,11 @@ pub(super) fn verified_path(
         log.limit_ms = Some(0);
         log.limit_source = Some(rate_limit::Source::Isolate);
         if !decision.allowed {
-            let error = EdgeError::RateLimited {
-                decision,
-                plan,
-                policy: subject.policy(),
-            };
-            return refuse(config, log, &error);
+            return refuse(
+                config,
+                log,
+                &EdgeError::rate_limited(decision, plan, subject),
+            );
         }
         let policy = subject.policy();
         headers = Some((
@@ -146,19 +125,8 @@ pub(super) fn refuse(
     let response: web_sys::Response = error_response(error)
         .map_err(|err| JsValue::from_str(&err.to_string()))?
         .into();
-    finish_log(config, log, response.status());
+    log.finish(config, response.status());
     Ok(response.into())
-}
-
-fn finish_log(config: &Config, log: RequestLog, status: u16) {
-    let finished = now();
-    log.finish(
-        status,
-        finished,
-        jwks_cache::freshness(config, finished),
-        revocations::age_ms(finished),
-        config.log_forwarded_every,
-    );
 }
 
 /// A forwarded request waiting for the origin (owned by the JS promise chain).
@@ -174,7 +142,7 @@ impl Finish {
     /// The origin answered with `status`: log the request.
     pub fn done(mut self, status: u16) {
         self.log.origin_ms = Some(clock::now().millis_since(self.origin_started));
-        finish_log(&self.config, self.log, status);
+        self.log.finish(&self.config, status);
     }
 
     /// The origin could not be reached (`detail`): the 502 answer.

@@ -23,9 +23,11 @@ extern "C" {
         value: &str,
     ) -> Result<js_sys::Promise, JsValue>;
 
+    /// `crypto.subtle.verify(...)`, then `pending.verified(valid)` (or `pending.failed`), as
+    /// one promise (the fast path's wait for a fresh token).
     #[cfg(not(feature = "p256-verify"))]
     #[wasm_bindgen(js_name = verifyThen)]
-    fn verify_then_js(
+    pub(crate) fn verify_then(
         subtle: &web_sys::SubtleCrypto,
         algorithm: &js_sys::Object,
         key: &web_sys::CryptoKey,
@@ -136,20 +138,6 @@ pub(crate) fn with_rate_limit(
             )
         })
         .map_err(|e| ForwardError::Build(detail(&e)))
-}
-
-#[cfg(not(feature = "p256-verify"))]
-/// `crypto.subtle.verify(...)`, then `pending.verified(valid)` (or `pending.failed`), as one
-/// promise (the fast path's wait for a fresh token).
-pub(crate) fn verify_then(
-    subtle: &web_sys::SubtleCrypto,
-    algorithm: &js_sys::Object,
-    key: &web_sys::CryptoKey,
-    signature: &js_sys::Uint8Array,
-    message: &js_sys::Uint8Array,
-    pending: Pending,
-) -> js_sys::Promise {
-    verify_then_js(subtle, algorithm, key, signature, message, pending)
 }
 
 /// As [`send`], then `RateLimit-Policy`/`RateLimit` from `headers` if given, then

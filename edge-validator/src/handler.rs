@@ -6,9 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use shared::jwks_refresh::Freshness;
-use shared::{
-    bearer_token, Decision, EdgeIdentity, RatePlan, Rejection, TokenKey, UnixTime, VerifiedToken,
-};
+use shared::{bearer_token, EdgeIdentity, Rejection, TokenKey, UnixTime, VerifiedToken};
 use worker::{Context, Env, Response};
 
 use crate::clock::{self, now};
@@ -49,14 +47,7 @@ pub(crate) async fn handle(
             error_response(&error)?.into()
         }
     };
-    let finished = now();
-    log.finish(
-        response.status(),
-        finished,
-        jwks_cache::freshness(&config, finished),
-        revocations::age_ms(finished),
-        config.log_forwarded_every,
-    );
+    log.finish(&config, response.status());
     Ok(response)
 }
 
@@ -92,17 +83,16 @@ async fn serve(
         Some(hit) => hit,
         None => {
             // Only a token that needs checking can cost its IP failed-auth budget.
-            let ip = request
-                .headers()
-                .get("cf-connecting-ip")
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| "unknown".to_owned());
+            let ip = rate_limit::client_ip(request);
             let failed_auth = Subject::FailedAuth(&ip);
             if let Some(decision) =
                 rate_limit::locally_denied(failed_auth, &config.failed_auth_plan, now)
             {
-                return Err(rate_limited(decision, config.failed_auth_plan, failed_auth));
+                return Err(EdgeError::rate_limited(
+                    decision,
+                    config.failed_auth_plan,
+                    failed_auth,
+                ));
             }
             let jwks_started = clock::now();
             let result = verify(&token, key, config, ctx, now).await;
@@ -149,7 +139,7 @@ async fn serve(
         log.limit_ms = Some(clock::now().millis_since(limit_started));
         log.limit_source = Some(source);
         if !decision.allowed {
-            return Err(rate_limited(decision, plan, subject));
+            return Err(EdgeError::rate_limited(decision, plan, subject));
         }
         Some((decision, plan, subject.policy()))
     };
@@ -175,14 +165,6 @@ fn location(request: &web_sys::Request, config: &Config) -> String {
         rate_limit::location(request)
     } else {
         String::new()
-    }
-}
-
-fn rate_limited(decision: Decision, plan: RatePlan, subject: Subject<'_>) -> EdgeError {
-    EdgeError::RateLimited {
-        decision,
-        plan,
-        policy: subject.policy(),
     }
 }
 
@@ -214,7 +196,7 @@ async fn charge_failed_auth(
     if decision.allowed {
         rejection.into()
     } else {
-        rate_limited(decision, config.failed_auth_plan, subject)
+        EdgeError::rate_limited(decision, config.failed_auth_plan, subject)
     }
 }
 

@@ -194,6 +194,17 @@ fn record(key: String, decision: &Decision, own_state: GcraState, now: UnixTime)
     });
 }
 
+/// The client's address for the failed-auth budget (`CF-Connecting-IP`; `unknown` when
+/// absent, as in local workerd).
+pub(crate) fn client_ip(request: &web_sys::Request) -> String {
+    request
+        .headers()
+        .get("cf-connecting-ip")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// The request's Cloudflare location (`request.cf.colo`, e.g. `FRA`); `local` when absent
 /// (local workerd). Read only in `durable` mode.
 pub(crate) fn location(request: &web_sys::Request) -> String {

@@ -6,9 +6,9 @@
 use std::cell::Cell;
 
 use serde::Serialize;
-use shared::jwks_refresh::Freshness;
 use shared::UnixTime;
 
+use crate::config::Config;
 use crate::error::EdgeError;
 use crate::rate_limit::Source;
 use crate::request_url::RequestUrl;
@@ -80,23 +80,18 @@ impl RequestLog {
         self.reason = Some(reason);
     }
 
-    /// Writes the line; a forwarded request's only one in `forwarded_every` (refusals and
-    /// errors always).
-    pub(crate) fn finish(
-        mut self,
-        status: u16,
-        now: UnixTime,
-        jwks: Freshness,
-        revocations_age_ms: Option<u64>,
-        forwarded_every: u64,
-    ) {
-        if self.outcome == "forwarded" && !sampled(forwarded_every) {
+    /// Writes the line for an answer with `status`, with the key-set and revocation state
+    /// now; a forwarded request's only one in `log_forwarded_every` (refusals and errors
+    /// always).
+    pub(crate) fn finish(mut self, config: &Config, status: u16) {
+        if self.outcome == "forwarded" && !sampled(config.log_forwarded_every) {
             return;
         }
+        let now = crate::clock::now();
         self.status = status;
         self.total_ms = now.millis_since(self.started);
-        self.jwks = crate::jwks_cache::freshness_name(jwks);
-        self.revocations_age_ms = revocations_age_ms;
+        self.jwks = crate::jwks_cache::freshness_name(crate::jwks_cache::freshness(config, now));
+        self.revocations_age_ms = crate::revocations::age_ms(now);
         match serde_json::to_string(&self) {
             Ok(line) => web_sys::console::log_1(&line.into()),
             Err(err) => worker::console_error!("request log: {err}"),

@@ -56,11 +56,11 @@ async fn key_for(
     subtle: &web_sys::SubtleCrypto,
     jwk: &Jwk,
 ) -> Result<web_sys::CryptoKey, BackendError> {
-    let point = jwk.uncompressed_point();
-    let id = (jwk.kid().to_owned(), point);
-    if let Some(key) = KEYS.with(|keys| keys.borrow().get(&id).cloned()) {
+    if let Some(key) = imported(jwk) {
         return Ok(key);
     }
+    let point = jwk.uncompressed_point();
+    let id = (jwk.kid().to_owned(), point);
     let algorithm = object(&[("name", "ECDSA"), ("namedCurve", "P-256")])?;
     let usages = js_sys::Array::of1(&"verify".into());
     let raw = Uint8Array::from(point.as_slice());

@@ -31,26 +31,23 @@ pub(super) fn start(
     if jwks_cache::freshness(&config, now) != Freshness::Fresh {
         return None;
     }
-    let ip = client_ip(&request);
+    let ip = rate_limit::client_ip(&request);
     if rate_limit::locally_denied(Subject::FailedAuth(&ip), &config.failed_auth_plan, now).is_some()
     {
         return None;
     }
     let jwks = jwks_cache::usable(&config, now)?;
+    let log = RequestLog::start(request.method(), &url, now);
     let check = match config.validator.check(token, &jwks, now) {
         Ok(check) => check,
         // The general path decides on a refetch (the unknown-kid cooldown).
         Err(Rejection::UnknownKeyId) => return None,
-        Err(rejection) => {
-            let log = RequestLog::start(request.method(), &url, now);
-            return Some(reject(&config, &ip, rejection, log, now));
-        }
+        Err(rejection) => return Some(reject(&config, &ip, rejection, log, now)),
     };
     let crypto_key = crate::webcrypto::imported(check.key())?;
     let (subtle, algorithm) = crate::webcrypto::subtle().ok()?;
     let signature = js_sys::Uint8Array::from(check.signature().as_slice());
     let message = js_sys::Uint8Array::from(check.signing_input());
-    let log = RequestLog::start(request.method(), &url, now);
     let pending = Pending {
         request,
         url,
@@ -71,15 +68,6 @@ pub(super) fn start(
         pending,
     );
     Some(Ok(promise.into()))
-}
-
-fn client_ip(request: &web_sys::Request) -> String {
-    request
-        .headers()
-        .get("cf-connecting-ip")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// A fresh token waiting for WebCrypto's verdict (owned by the JS promise chain).
@@ -158,11 +146,7 @@ fn reject(
         if decision.allowed {
             rejection.into()
         } else {
-            EdgeError::RateLimited {
-                decision,
-                plan,
-                policy: subject.policy(),
-            }
+            EdgeError::rate_limited(decision, plan, subject)
         }
     };
     refuse(config, log, &error)

@@ -2,7 +2,8 @@
 
 use shared::rate_limit::{POLICY_HEADER, RATE_LIMIT_HEADER};
 use shared::{Decision, RatePlan, Rejection};
-use worker::{Headers, Response};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
 
 use crate::rate_limit::Subject;
 
@@ -61,16 +62,35 @@ impl From<Rejection> for EdgeError {
     }
 }
 
-/// The response for `error`.
-pub(crate) fn error_response(error: &EdgeError) -> worker::Result<Response> {
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
-    headers.set("cache-control", "no-store")?;
+#[wasm_bindgen(module = "/js/io.js")]
+extern "C" {
+    #[allow(clippy::too_many_arguments)] // one boundary crossing for the whole answer
+    #[wasm_bindgen(catch)]
+    fn respond(
+        status: u16,
+        body: &str,
+        challenge: Option<&str>,
+        retry_after: Option<&str>,
+        policy_name: &str,
+        policy: Option<&str>,
+        rate_limit_name: &str,
+        rate_limit: Option<&str>,
+    ) -> Result<web_sys::Response, JsValue>;
+}
+
+/// A JSON answer of the edge's own (`/.edge/health`).
+pub(crate) fn json_response(status: u16, body: &str) -> Result<web_sys::Response, JsValue> {
+    respond(status, body, None, None, "", None, "", None)
+}
+
+/// The response for `error`. (Building it fails only if the runtime refuses a fixed header:
+/// thrown, like any runtime error.)
+pub(crate) fn error_response(error: &EdgeError) -> Result<web_sys::Response, JsValue> {
+    let mut challenge = None;
+    let mut limited = None;
     let (status, body) = match error {
         EdgeError::Rejected(rejection) => {
-            if let Some(challenge) = rejection.www_authenticate(REALM) {
-                headers.set("www-authenticate", &challenge)?;
-            }
+            challenge = rejection.www_authenticate(REALM);
             (rejection.status(), rejection.json_body())
         }
         EdgeError::RateLimited {
@@ -78,9 +98,11 @@ pub(crate) fn error_response(error: &EdgeError) -> worker::Result<Response> {
             plan,
             policy,
         } => {
-            headers.set("retry-after", &decision.retry_after_secs().to_string())?;
-            headers.set(POLICY_HEADER, &plan.policy_header(policy))?;
-            headers.set(RATE_LIMIT_HEADER, &decision.rate_limit_header(policy))?;
+            limited = Some((
+                decision.retry_after_secs().to_string(),
+                plan.policy_header(policy),
+                decision.rate_limit_header(policy),
+            ));
             (
                 429,
                 r#"{"error":"too_many_requests","error_description":"rate limit exceeded; see Retry-After"}"#.to_owned(),
@@ -95,11 +117,29 @@ pub(crate) fn error_response(error: &EdgeError) -> worker::Result<Response> {
             r#"{"error":"bad_gateway","error_description":"the origin is unreachable"}"#.to_owned(),
         ),
         EdgeError::Internal(detail) => {
-            worker::console_error!("edge internal error: {detail}");
+            web_sys::console::error_1(&format!("edge internal error: {detail}").into());
             (500, r#"{"error":"server_error","error_description":"internal error"}"#.to_owned())
         }
     };
-    Ok(Response::ok(body)?
-        .with_status(status)
-        .with_headers(headers))
+    let limited = limited.as_ref();
+    respond(
+        status,
+        &body,
+        challenge.as_deref(),
+        limited.map(|(retry_after, _, _)| retry_after.as_str()),
+        POLICY_HEADER,
+        limited.map(|(_, policy, _)| policy.as_str()),
+        RATE_LIMIT_HEADER,
+        limited.map(|(_, _, rate_limit)| rate_limit.as_str()),
+    )
+}
+
+/// A JS exception or rejection as text, for logs.
+pub(crate) fn js_error_text(err: &JsValue) -> String {
+    err.as_string()
+        .or_else(|| {
+            err.dyn_ref::<js_sys::Error>()
+                .map(|e| String::from(e.message()))
+        })
+        .unwrap_or_else(|| format!("{err:?}"))
 }

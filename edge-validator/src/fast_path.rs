@@ -114,17 +114,14 @@ pub(super) fn verified_path(
     Ok(forward::forward_then(request, &target, &assertion, headers.as_ref(), finish).into())
 }
 
-/// The edge's own answer for `error`, logged. (Building it fails only if the runtime
-/// refuses a fixed header: thrown, like any runtime error.)
+/// The edge's own answer for `error`, logged.
 pub(super) fn refuse(
     config: &Config,
     mut log: RequestLog,
     error: &EdgeError,
 ) -> Result<JsValue, JsValue> {
     log.failed(error);
-    let response: web_sys::Response = error_response(error)
-        .map_err(|err| JsValue::from_str(&err.to_string()))?
-        .into();
+    let response = error_response(error)?;
     log.finish(config, response.status());
     Ok(response.into())
 }

@@ -8,6 +8,7 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+use crate::error::js_error_text;
 use crate::fast_path::Finish;
 #[cfg(not(feature = "p256-verify"))]
 use crate::fast_path::Pending;
@@ -88,15 +89,6 @@ pub(crate) enum ForwardError {
     Unreachable(String),
 }
 
-fn detail(err: &JsValue) -> String {
-    err.as_string()
-        .or_else(|| {
-            err.dyn_ref::<js_sys::Error>()
-                .map(|e| String::from(e.message()))
-        })
-        .unwrap_or_else(|| format!("{err:?}"))
-}
-
 /// Sends `request` (method, headers less the credential, `host` and every identity header,
 /// streamed body) to `target`, with `assertion` as the edge's signed identity.
 pub(crate) async fn send(
@@ -114,10 +106,10 @@ pub(crate) async fn send(
                 assertion,
             )
         })
-        .map_err(|e| ForwardError::Build(detail(&e)))?;
+        .map_err(|e| ForwardError::Build(js_error_text(&e)))?;
     let response = JsFuture::from(promise)
         .await
-        .map_err(|e| ForwardError::Unreachable(detail(&e)))?;
+        .map_err(|e| ForwardError::Unreachable(js_error_text(&e)))?;
     Ok(response.unchecked_into())
 }
 
@@ -137,7 +129,7 @@ pub(crate) fn with_rate_limit(
                 rate_limit,
             )
         })
-        .map_err(|e| ForwardError::Build(detail(&e)))
+        .map_err(|e| ForwardError::Build(js_error_text(&e)))
 }
 
 /// As [`send`], then `RateLimit-Policy`/`RateLimit` from `headers` if given, then

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use shared::jwks_refresh::Freshness;
 use shared::{bearer_token, EdgeIdentity, Rejection, TokenKey, UnixTime, VerifiedToken};
-use worker::{Context, Env, Response};
+use worker::{Context, Env};
 
 use crate::clock::{self, now};
 use crate::config::{self, Config, RateLimitMode};
-use crate::error::{error_response, EdgeError};
+use crate::error::{error_response, json_response, EdgeError};
 use crate::forward::{self, ForwardError};
 use crate::jwks_cache;
 use crate::rate_limit::{self, Subject};
@@ -32,11 +32,11 @@ pub(crate) async fn handle(
     let started = now();
     let config = match config::get(&env) {
         Ok(config) => config,
-        Err(err) => return error_response(&EdgeError::Internal(err.to_string())).map(Into::into),
+        Err(err) => return Ok(error_response(&EdgeError::Internal(err.to_string()))?),
     };
     let url = RequestUrl::parse(&request.url());
     if url.path() == HEALTH_PATH {
-        return health(&config, started).map(Into::into);
+        return Ok(health(&config, started)?);
     }
     let mut log = RequestLog::start(request.method(), &url, started);
     let outcome = serve(&request, &url, &config, &env, &ctx, started, &mut log).await;
@@ -44,23 +44,31 @@ pub(crate) async fn handle(
         Ok(response) => response,
         Err(error) => {
             log.failed(&error);
-            error_response(&error)?.into()
+            error_response(&error)?
         }
     };
     log.finish(&config, response.status());
     Ok(response)
 }
 
-fn health(config: &Config, now: UnixTime) -> worker::Result<Response> {
+/// `/.edge/health`: whether the edge can verify tokens, and how old its revocation list is.
+#[derive(serde::Serialize)]
+struct Health {
+    status: &'static str,
+    jwks: &'static str,
+    revocations_age_ms: Option<u64>,
+}
+
+fn health(config: &Config, now: UnixTime) -> Result<web_sys::Response, wasm_bindgen::JsValue> {
     let freshness = jwks_cache::freshness(config, now);
-    let jwks = jwks_cache::freshness_name(freshness);
     let ok = matches!(freshness, Freshness::Fresh | Freshness::Stale);
-    Ok(Response::from_json(&serde_json::json!({
-        "status": if ok { "ok" } else { "degraded" },
-        "jwks": jwks,
-        "revocations_age_ms": revocations::age_ms(now),
-    }))?
-    .with_status(200))
+    let health = Health {
+        status: if ok { "ok" } else { "degraded" },
+        jwks: jwks_cache::freshness_name(freshness),
+        revocations_age_ms: revocations::age_ms(now),
+    };
+    let body = serde_json::to_string(&health).unwrap_or_default();
+    json_response(200, &body)
 }
 
 async fn serve(

@@ -11,16 +11,46 @@ use std::sync::Arc;
 
 use shared::jwks_refresh::{Freshness, JwksRefresh};
 use shared::{Jwks, TokenCache, UnixTime};
-use worker::{Cache, Context, Headers, Response};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use worker::Context;
 
 use crate::config::Config;
-use crate::{single_flight, upstream};
+use crate::error::js_error_text;
+use crate::upstream::{self, FetchError};
+use crate::single_flight;
 
 /// Verified tokens kept per isolate.
 const TOKEN_CACHE_CAPACITY: usize = 10_000;
-/// Headers on the Cache API copy: when it was fetched and the issuer's `Cache-Control`.
-const FETCHED_AT: &str = "x-edgeward-fetched-at";
-const ISSUER_CACHE_CONTROL: &str = "x-edgeward-issuer-cache-control";
+
+#[wasm_bindgen(module = "/js/io.js")]
+extern "C" {
+    /// The Cache API copy of the key set, as `cacheGet` resolves it.
+    type CachedCopy;
+    #[wasm_bindgen(method, getter)]
+    fn text(this: &CachedCopy) -> String;
+    /// Milliseconds since the epoch, as the header's text.
+    #[wasm_bindgen(method, getter, js_name = fetchedAt)]
+    fn fetched_at(this: &CachedCopy) -> Option<String>;
+    /// The issuer's `Cache-Control` when it was fetched.
+    #[wasm_bindgen(method, getter, js_name = cacheControl)]
+    fn cache_control(this: &CachedCopy) -> Option<String>;
+    #[wasm_bindgen(method, getter)]
+    fn etag(this: &CachedCopy) -> Option<String>;
+
+    #[wasm_bindgen(js_name = cacheGet, catch)]
+    fn cache_get(key: &str) -> Result<js_sys::Promise, wasm_bindgen::JsValue>;
+    #[wasm_bindgen(js_name = cachePut, catch)]
+    fn cache_put(
+        key: &str,
+        text: &str,
+        keep_secs: f64,
+        fetched_at: f64,
+        cache_control: Option<&str>,
+        etag: Option<&str>,
+    ) -> Result<js_sys::Promise, wasm_bindgen::JsValue>;
+}
 
 thread_local! {
     static REFRESH: RefCell<Option<JwksRefresh>> = const { RefCell::new(None) };
@@ -148,33 +178,22 @@ enum Fetched {
     },
 }
 
-async fn fetch_one(
-    url: &str,
-    etag: Option<&str>,
-    timeout_ms: u64,
-) -> Result<Fetched, upstream::FetchError> {
-    let mut headers = vec![("accept", "application/jwk-set+json, application/json")];
-    if let Some(etag) = etag {
-        headers.push(("if-none-match", etag));
-    }
-    let response = upstream::get(url, &headers, timeout_ms).await?;
-    let header = |name: &str| response.headers().get(name).ok().flatten();
-    let cache_control = header("cache-control");
-    match response.status_code() {
-        304 => Ok(Fetched::NotModified { cache_control }),
-        200 => {
-            let etag = header("etag");
-            let text = upstream::text(response, timeout_ms).await?;
-            let jwks =
-                Jwks::parse(&text).map_err(|e| upstream::FetchError::Failed(e.to_string()))?;
+async fn fetch_one(url: &str, etag: Option<&str>, timeout_ms: u64) -> Result<Fetched, FetchError> {
+    let accept = "application/jwk-set+json, application/json";
+    let response = upstream::get(url, accept, etag, timeout_ms).await?;
+    let cache_control = response.cache_control();
+    match (response.status(), response.text()) {
+        (304, _) => Ok(Fetched::NotModified { cache_control }),
+        (200, Some(text)) => {
+            let jwks = Jwks::parse(&text).map_err(|e| FetchError::Unusable(e.to_string()))?;
             Ok(Fetched::New {
                 jwks,
                 text,
                 cache_control,
-                etag,
+                etag: response.etag(),
             })
         }
-        status => Err(upstream::FetchError::Status(status)),
+        (status, _) => Err(FetchError::Status(status)),
     }
 }
 
@@ -194,55 +213,50 @@ async fn store_in_cache_api(
     let Some(key) = cache_key(config) else { return };
     let keep_secs =
         (config.refresh_policy.max_max_age_ms + config.refresh_policy.max_stale_ms) / 1000;
-    let stored = (|| -> worker::Result<Response> {
-        let headers = Headers::new();
-        headers.set("content-type", "application/json")?;
-        headers.set("cache-control", &format!("public, max-age={keep_secs}"))?;
-        headers.set(FETCHED_AT, &fetched_at.as_millis().to_string())?;
-        if let Some(value) = &issuer_cache_control {
-            headers.set(ISSUER_CACHE_CONTROL, value)?;
-        }
-        if let Some(value) = &etag {
-            headers.set("etag", value)?;
-        }
-        Ok(Response::ok(text)?.with_headers(headers))
-    })();
+    // Whole numbers well below 2^53: exact as JS numbers.
+    let stored = cache_put(
+        key,
+        &text,
+        keep_secs as f64,
+        fetched_at.as_millis() as f64,
+        issuer_cache_control.as_deref(),
+        etag.as_deref(),
+    );
     let result = match stored {
-        Ok(response) => Cache::default().put(key, response).await,
+        Ok(promise) => JsFuture::from(promise).await.map(drop),
         Err(err) => Err(err),
     };
     if let Err(err) = result {
-        worker::console_warn!("jwks cache api put failed: {err}");
+        worker::console_warn!("jwks cache api put failed: {}", js_error_text(&err));
     }
 }
 
 /// A new isolate starts from the colo's copy, if there is one.
 async fn load_from_cache_api(config: &Config, now: UnixTime) {
     let Some(key) = cache_key(config) else { return };
-    let response = match Cache::default().get(key, false).await {
-        Ok(Some(response)) => response,
-        Ok(None) => return,
+    let found = match cache_get(key) {
+        Ok(promise) => JsFuture::from(promise).await,
+        Err(err) => Err(err),
+    };
+    let copy: CachedCopy = match found {
+        Ok(copy) if copy.is_null() => return,
+        Ok(copy) => copy.unchecked_into(),
         Err(err) => {
-            worker::console_warn!("jwks cache api get failed: {err}");
+            worker::console_warn!("jwks cache api get failed: {}", js_error_text(&err));
             return;
         }
     };
-    let header = |name: &str| response.headers().get(name).ok().flatten();
-    let fetched_at = header(FETCHED_AT)
+    let fetched_at = copy
+        .fetched_at()
         .and_then(|value| value.parse::<u64>().ok())
         .map_or(now, UnixTime::from_millis);
-    let issuer_cache_control = header(ISSUER_CACHE_CONTROL);
-    let etag = header("etag");
-    let Ok(text) = upstream::text(response, config.fetch_timeout_ms).await else {
-        return;
-    };
-    match Jwks::parse(&text) {
+    match Jwks::parse(&copy.text()) {
         Ok(jwks) => with_state(config, |s| {
             if s.freshness(now) == Freshness::Missing {
                 s.fetched(
                     jwks,
-                    issuer_cache_control.as_deref(),
-                    etag.as_deref(),
+                    copy.cache_control().as_deref(),
+                    copy.etag().as_deref(),
                     fetched_at.min(now),
                 );
             }

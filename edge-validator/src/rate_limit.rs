@@ -15,9 +15,13 @@ use std::collections::HashMap;
 
 use shared::rate_limit::check_weighted;
 use shared::{Decision, GcraState, RatePlan, UnixTime};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
 use worker::Env;
 
 use crate::config::RateLimitMode;
+use crate::error::js_error_text;
 
 /// The Durable Object binding in wrangler.toml.
 pub(crate) const BINDING: &str = "RATE_LIMITER";
@@ -216,16 +220,20 @@ pub(crate) fn location(request: &web_sys::Request) -> String {
         .unwrap_or_else(|| "local".to_owned())
 }
 
+#[wasm_bindgen(module = "/js/io.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = askObject, catch)]
+    fn ask_object_js(env: &Env, binding: &str, name: &str, url: &str) -> Result<js_sys::Promise, JsValue>;
+}
+
 /// Asks the object named `name` (`colo/key`).
 async fn ask_object(env: &Env, name: &str, plan: &RatePlan, cost: u32) -> Result<Decision, String> {
-    let stub = env
-        .durable_object(BINDING)
-        .and_then(|namespace| namespace.id_from_name(name)?.get_stub())
-        .map_err(|e| e.to_string())?;
     let url = crate::rate_limit_object::check_url(plan, cost);
-    let mut response = stub.fetch_with_str(&url).await.map_err(|e| e.to_string())?;
-    if response.status_code() != 200 {
-        return Err(format!("status {}", response.status_code()));
+    let answer = match ask_object_js(env, BINDING, name, &url) {
+        Ok(promise) => JsFuture::from(promise).await,
+        Err(err) => Err(err),
     }
-    response.json::<Decision>().await.map_err(|e| e.to_string())
+    .map_err(|err| js_error_text(&err))?;
+    let text = answer.as_string().unwrap_or_default();
+    serde_json::from_str(&text).map_err(|e| e.to_string())
 }

@@ -108,14 +108,11 @@ async fn pull(config: &Config) {
 async fn fetch_page(url: &str, cursor: i64, timeout_ms: u64) -> Result<FeedPage, String> {
     let separator = if url.contains('?') { '&' } else { '?' };
     let target = format!("{url}{separator}since={cursor}");
-    let response = upstream::get(&target, &[("accept", "application/json")], timeout_ms)
+    let response = upstream::get(&target, "application/json", None, timeout_ms)
         .await
         .map_err(|e| e.to_string())?;
-    if response.status_code() != 200 {
-        return Err(format!("status {}", response.status_code()));
+    match (response.status(), response.text()) {
+        (200, Some(text)) => FeedPage::parse(&text).map_err(|e| e.to_string()),
+        (status, _) => Err(format!("status {status}")),
     }
-    let text = upstream::text(response, timeout_ms)
-        .await
-        .map_err(|e| e.to_string())?;
-    FeedPage::parse(&text).map_err(|e| e.to_string())
 }

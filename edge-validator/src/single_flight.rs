@@ -9,12 +9,17 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::thread::LocalKey;
-use std::time::Duration;
 
-use worker::Delay;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen_futures::JsFuture;
+
+#[wasm_bindgen(module = "/js/io.js")]
+extern "C" {
+    fn sleep(ms: f64) -> js_sys::Promise;
+}
 
 /// How often a waiting request looks again.
-const POLL_MS: u64 = 5;
+const POLL_MS: f64 = 5.0;
 
 /// Clears the flag however the fetch ends (done, or its request cancelled and dropped).
 struct Running(&'static LocalKey<Cell<bool>>);
@@ -36,7 +41,8 @@ pub(crate) async fn run(
     if busy.with(Cell::get) {
         let deadline = crate::clock::now_millis().saturating_add(wait_ms);
         while busy.with(Cell::get) && crate::clock::now_millis() < deadline {
-            Delay::from(Duration::from_millis(POLL_MS)).await;
+            // Resolves, never rejects.
+            let _ = JsFuture::from(sleep(POLL_MS)).await;
         }
         return;
     }

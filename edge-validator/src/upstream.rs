@@ -1,69 +1,62 @@
 //! Fetches to the issuer (key set, revocation feed) with a timeout each, trying an ordered
-//! URL list: the geo-DNS name first, regional fallbacks after.
+//! URL list: the geo-DNS name first, regional fallbacks after. The fetch itself is one call
+//! into `js/io.js`; what to do with the answer is decided here and in the callers.
 
-use std::time::Duration;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
 
-use futures_util::future::{select, Either};
-use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, Response};
+use crate::error::js_error_text;
+
+#[wasm_bindgen(module = "/js/io.js")]
+extern "C" {
+    /// An issuer's answer, as `fetchText` resolves it.
+    pub(crate) type Fetched;
+    #[wasm_bindgen(method, getter)]
+    pub(crate) fn status(this: &Fetched) -> u16;
+    /// The body of a 200 (`None` for any other status).
+    #[wasm_bindgen(method, getter)]
+    pub(crate) fn text(this: &Fetched) -> Option<String>;
+    #[wasm_bindgen(method, getter, js_name = cacheControl)]
+    pub(crate) fn cache_control(this: &Fetched) -> Option<String>;
+    #[wasm_bindgen(method, getter)]
+    pub(crate) fn etag(this: &Fetched) -> Option<String>;
+
+    #[wasm_bindgen(js_name = fetchText)]
+    fn fetch_text(
+        url: &str,
+        accept: &str,
+        if_none_match: Option<&str>,
+        timeout_ms: f64,
+    ) -> js_sys::Promise;
+}
 
 /// Why one fetch gave nothing usable (logged; the caller tries the next URL).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FetchError {
-    /// No answer within the timeout; the request was aborted.
-    #[error("no answer within {0} ms")]
-    Timeout(u64),
-    /// The request could not be built or sent.
+    /// No answer (timeout, connection, DNS or TLS failure), as the runtime describes it.
     #[error("{0}")]
-    Failed(String),
-    /// An answer other than 200 or 304.
+    NoAnswer(String),
+    /// An answer other than the ones the caller can use.
     #[error("status {0}")]
     Status(u16),
+    /// An answer that does not parse.
+    #[error("{0}")]
+    Unusable(String),
 }
 
-impl From<worker::Error> for FetchError {
-    fn from(err: worker::Error) -> Self {
-        Self::Failed(err.to_string())
-    }
-}
-
-/// `GET url` with `headers`, aborted after `timeout_ms`.
+/// `GET url` accepting `accept` (conditional on `if_none_match` when given), body included,
+/// aborted after `timeout_ms`.
 pub(crate) async fn get(
     url: &str,
-    headers: &[(&str, &str)],
+    accept: &str,
+    if_none_match: Option<&str>,
     timeout_ms: u64,
-) -> Result<Response, FetchError> {
-    let request_headers = Headers::new();
-    for (name, value) in headers {
-        request_headers.set(name, value)?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(request_headers);
-    let request = Request::new_with_init(url, &init)?;
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let fetch = Fetch::Request(request);
-    let sending = Box::pin(fetch.send_with_signal(&signal));
-    let timer = Box::pin(Delay::from(Duration::from_millis(timeout_ms)));
-    let outcome = match select(sending, timer).await {
-        Either::Left((response, _)) => Some(response),
-        Either::Right(((), _)) => None,
-    };
-    match outcome {
-        Some(response) => Ok(response?),
-        None => {
-            controller.abort();
-            Err(FetchError::Timeout(timeout_ms))
-        }
-    }
-}
-
-/// A text body read with the same kind of bound.
-pub(crate) async fn text(mut response: Response, timeout_ms: u64) -> Result<String, FetchError> {
-    let reading = Box::pin(response.text());
-    let timer = Box::pin(Delay::from(Duration::from_millis(timeout_ms)));
-    let outcome = match select(reading, timer).await {
-        Either::Left((text, _)) => Some(text),
-        Either::Right(((), _)) => None,
-    };
-    outcome.map_or(Err(FetchError::Timeout(timeout_ms)), |text| Ok(text?))
+) -> Result<Fetched, FetchError> {
+    // Whole milliseconds well below 2^53: exact as a JS number.
+    let promise = fetch_text(url, accept, if_none_match, timeout_ms as f64);
+    JsFuture::from(promise)
+        .await
+        .map(JsCast::unchecked_into)
+        .map_err(|reason| FetchError::NoAnswer(js_error_text(&reason)))
 }

@@ -7,10 +7,11 @@
  * could forge), plus `name: value` (the edge's signed assertion). Names are lower case.
  * Redirects are the client's to follow, not the edge's. */
 export function forward(request, target, prefix, name, value) {
-  const headers = new Headers(request.headers);
-  for (const key of request.headers.keys()) {
-    if (key === "authorization" || key === "host" || key.startsWith(prefix)) {
-      headers.delete(key);
+  // One pass over the client's headers (copying them all and deleting some walked them twice).
+  const headers = new Headers();
+  for (const [key, header] of request.headers) {
+    if (key !== "authorization" && key !== "host" && !key.startsWith(prefix)) {
+      headers.append(key, header);
     }
   }
   headers.set(name, value);
@@ -32,29 +33,30 @@ export function withHeaders(response, name1, value1, name2, value2) {
 }
 
 /** The fast path's wait for a fresh token (src/fast_path.rs): WebCrypto's verdict goes
- * back into wasm, which answers with a response or the promise of the origin's. */
-export function verifyThen(subtle, algorithm, key, signature, message, pending) {
+ * back into wasm by request number (`resume` holds the wasm exports), which answers with a
+ * response or the promise of the origin's. */
+export function verifyThen(subtle, algorithm, key, signature, message, resume, id) {
   return subtle.verify(algorithm, key, signature, message).then(
-    (valid) => pending.verified(valid),
-    (error) => pending.failed(String(error)),
+    (valid) => resume.tokenVerified(id, valid),
+    (error) => resume.tokenNotVerified(id, String(error)),
   );
 }
 
 /** The fast path's wait for the origin: `forward`, the two rate-limit headers when given,
- * and `finish.done(status)` for the request log; a failed fetch is the edge's 502. */
-export function forwardThen(request, target, prefix, name, value, finish, name1, value1, name2, value2) {
+ * and `originAnswered(id, status)` for the request log; a failed fetch is the edge's 502. */
+export function forwardThen(request, target, prefix, name, value, resume, id, name1, value1, name2, value2) {
   let sent;
   try {
     sent = forward(request, target, prefix, name, value);
   } catch (error) {
-    return Promise.resolve(finish.failed(String(error)));
+    return Promise.resolve(resume.forwardFailed(id, String(error)));
   }
   return sent.then(
     (response) => {
       if (value1 != null) response = withHeaders(response, name1, value1, name2, value2);
-      finish.done(response.status);
+      resume.originAnswered(id, response.status);
       return response;
     },
-    (error) => finish.unreachable(String(error)),
+    (error) => resume.originUnreachable(id, String(error)),
   );
 }

@@ -24,15 +24,25 @@ const wasmFetch = handler[1];
 const fast = source.match(/Entrypoint\.prototype\.fastFetch = (\w+);/);
 if (!fast) throw new Error(`${path}: no fastFetch export`);
 const fastFetch = fast[1];
+// The exports its promises call back by request number (src/fast_path.rs, js/forward.js).
+// (A build with the pure-Rust p256 backend has no WebCrypto wait, so no token callbacks.)
+const callbacks = ["originAnswered", "originUnreachable", "forwardFailed", "tokenVerified?", "tokenNotVerified?"];
+const resume = callbacks.flatMap((callback) => {
+  const name = callback.replace("?", "");
+  const found = source.match(new RegExp(`Entrypoint\\.prototype\\.${name} = (\\w+);`));
+  if (!found && !callback.endsWith("?")) throw new Error(`${path}: no ${name} export`);
+  return found ? [`${name}: ${found[1]}`] : [];
+});
 source = source.replace(
   proxied,
   `// edgeward (edge-validator/js/plain-entry.mjs): a plain handler object, no per-request class.
+const resume = { ${resume.join(", ")} };
 var shim_default = {
   async fetch(request, env, ctx) {
     checkReinitialize();
     try {
       // A response or a promise of one when the fast path takes the request, else undefined.
-      const fast = ${fastFetch}(request, env);
+      const fast = ${fastFetch}(request, env, resume);
       return await (fast === undefined ? ${wasmFetch}(request, env, ctx) : fast);
     } catch (e) {
       handleMaybeCritical(e);

@@ -13,6 +13,7 @@
 //! `undefined` and goes to [`crate::handler`], the general path, which makes the same
 //! decisions with `shared`.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use crate::error::{error_response, EdgeError};
 use crate::forward::{self, ForwardError};
 use crate::handler::HEALTH_PATH;
 use crate::jwks_cache;
+use crate::parked::Parked;
 use crate::rate_limit::{self, Subject};
 use crate::request_log::RequestLog;
 use crate::request_url::RequestUrl;
@@ -34,12 +36,18 @@ use crate::revocations;
 #[cfg(not(feature = "p256-verify"))]
 mod fresh;
 #[cfg(not(feature = "p256-verify"))]
-pub use fresh::Pending;
+pub use fresh::{token_not_verified, token_verified};
 
 /// The request through the fast path: a `Response`, a `Promise` of one, or `undefined` for
-/// the general path. Called by the entry (`js/plain-entry.mjs`) before the general handler.
+/// the general path. Called by the entry (`js/plain-entry.mjs`) before the general handler,
+/// with `resume`, the object of wasm exports its promises call back.
 #[wasm_bindgen(js_name = fastFetch)]
-pub fn fast_fetch(request: web_sys::Request, env: worker::Env) -> Result<JsValue, JsValue> {
+pub fn fast_fetch(
+    request: web_sys::Request,
+    env: worker::Env,
+    resume: JsValue,
+) -> Result<JsValue, JsValue> {
+    forward::set_resume(resume);
     let started = now();
     let Ok(config) = config::get(&env) else {
         return Ok(JsValue::UNDEFINED);
@@ -111,7 +119,8 @@ pub(super) fn verified_path(
         log,
         origin_started: clock::now(),
     };
-    Ok(forward::forward_then(request, &target, &assertion, headers.as_ref(), finish).into())
+    let id = FORWARDING.with(|parked| parked.borrow_mut().park(finish));
+    Ok(forward::forward_then(request, &target, &assertion, headers.as_ref(), id).into())
 }
 
 /// The edge's own answer for `error`, logged.
@@ -126,32 +135,47 @@ pub(super) fn refuse(
     Ok(response.into())
 }
 
-/// A forwarded request waiting for the origin (owned by the JS promise chain).
-#[wasm_bindgen]
-pub struct Finish {
+/// A forwarded request waiting for the origin (parked in [`FORWARDING`]).
+struct Finish {
     config: Rc<Config>,
     log: RequestLog,
     origin_started: UnixTime,
 }
 
-#[wasm_bindgen]
-impl Finish {
-    /// The origin answered with `status`: log the request.
-    pub fn done(mut self, status: u16) {
-        self.log.origin_ms = Some(clock::now().millis_since(self.origin_started));
-        self.log.finish(&self.config, status);
-    }
+thread_local! {
+    static FORWARDING: RefCell<Parked<Finish>> = const { RefCell::new(Parked::new()) };
+}
 
-    /// The origin could not be reached (`detail`): the 502 answer.
-    pub fn unreachable(mut self, detail: String) -> Result<JsValue, JsValue> {
-        self.log.origin_ms = Some(clock::now().millis_since(self.origin_started));
-        let error: EdgeError = ForwardError::Unreachable(detail).into();
-        refuse(&self.config, self.log, &error)
-    }
+fn finishing(id: u32) -> Option<Finish> {
+    let mut finish = FORWARDING.with(|parked| parked.borrow_mut().take(id))?;
+    finish.log.origin_ms = Some(clock::now().millis_since(finish.origin_started));
+    Some(finish)
+}
 
-    /// The outbound request could not be built (`detail`): a runtime error, 500.
-    pub fn failed(self, detail: String) -> Result<JsValue, JsValue> {
-        let error: EdgeError = ForwardError::Build(detail).into();
-        refuse(&self.config, self.log, &error)
+/// The origin answered forwarded request `id` with `status`: log the request.
+#[wasm_bindgen(js_name = originAnswered)]
+pub fn origin_answered(id: u32, status: u16) {
+    if let Some(finish) = finishing(id) {
+        finish.log.finish(&finish.config, status);
+    }
+}
+
+/// The origin could not be reached for request `id` (`detail`): the 502 answer.
+#[wasm_bindgen(js_name = originUnreachable)]
+pub fn origin_unreachable(id: u32, detail: String) -> Result<JsValue, JsValue> {
+    concluded(finishing(id), ForwardError::Unreachable(detail))
+}
+
+/// The outbound request for `id` could not be built (`detail`): a runtime error, 500.
+#[wasm_bindgen(js_name = forwardFailed)]
+pub fn forward_failed(id: u32, detail: String) -> Result<JsValue, JsValue> {
+    concluded(finishing(id), ForwardError::Build(detail))
+}
+
+fn concluded(finish: Option<Finish>, error: ForwardError) -> Result<JsValue, JsValue> {
+    let error: EdgeError = error.into();
+    match finish {
+        Some(finish) => refuse(&finish.config, finish.log, &error),
+        None => Ok(error_response(&error)?.into()),
     }
 }

@@ -4,14 +4,13 @@
 
 use shared::assertion::{ASSERTION_HEADER, HEADER_PREFIX};
 use shared::rate_limit::{POLICY_HEADER, RATE_LIMIT_HEADER};
+use std::cell::OnceCell;
 use wasm_bindgen::prelude::wasm_bindgen;
+
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::error::js_error_text;
-use crate::fast_path::Finish;
-#[cfg(not(feature = "p256-verify"))]
-use crate::fast_path::Pending;
 
 #[wasm_bindgen(module = "/js/forward.js")]
 extern "C" {
@@ -24,17 +23,16 @@ extern "C" {
         value: &str,
     ) -> Result<js_sys::Promise, JsValue>;
 
-    /// `crypto.subtle.verify(...)`, then `pending.verified(valid)` (or `pending.failed`), as
-    /// one promise (the fast path's wait for a fresh token).
     #[cfg(not(feature = "p256-verify"))]
     #[wasm_bindgen(js_name = verifyThen)]
-    pub(crate) fn verify_then(
+    fn verify_then_js(
         subtle: &web_sys::SubtleCrypto,
         algorithm: &js_sys::Object,
         key: &web_sys::CryptoKey,
         signature: &js_sys::Uint8Array,
         message: &js_sys::Uint8Array,
-        pending: Pending,
+        resume: &JsValue,
+        id: u32,
     ) -> js_sys::Promise;
 
     #[wasm_bindgen(js_name = forwardThen)]
@@ -45,7 +43,8 @@ extern "C" {
         prefix: &JsValue,
         name: &JsValue,
         value: &str,
-        finish: Finish,
+        resume: &JsValue,
+        id: u32,
         policy_name: &JsValue,
         policy: Option<&str>,
         rate_limit_name: &JsValue,
@@ -78,6 +77,34 @@ thread_local! {
         policy: JsValue::from_str(POLICY_HEADER),
         rate_limit: JsValue::from_str(RATE_LIMIT_HEADER),
     };
+    /// The wasm exports the fast path's promises call back by request number
+    /// (`js/plain-entry.mjs` makes the object; [`crate::fast_path::fast_fetch`] passes it in).
+    static RESUME: OnceCell<JsValue> = const { OnceCell::new() };
+}
+
+/// Keeps the entry's `resume` object (the first one: it is the same on every request).
+pub(crate) fn set_resume(resume: JsValue) {
+    RESUME.with(|cell| {
+        let _ = cell.set(resume);
+    });
+}
+
+fn with_resume<T>(f: impl FnOnce(&JsValue) -> T) -> T {
+    RESUME.with(|cell| f(cell.get().unwrap_or(&JsValue::UNDEFINED)))
+}
+
+/// `crypto.subtle.verify(...)`, then `tokenVerified(id, valid)` (or `tokenNotVerified`), as
+/// one promise (the fast path's wait for a fresh token).
+#[cfg(not(feature = "p256-verify"))]
+pub(crate) fn verify_then(
+    subtle: &web_sys::SubtleCrypto,
+    algorithm: &js_sys::Object,
+    key: &web_sys::CryptoKey,
+    signature: &js_sys::Uint8Array,
+    message: &js_sys::Uint8Array,
+    id: u32,
+) -> js_sys::Promise {
+    with_resume(|resume| verify_then_js(subtle, algorithm, key, signature, message, resume, id))
 }
 
 /// Why forwarding failed.
@@ -133,27 +160,30 @@ pub(crate) fn with_rate_limit(
 }
 
 /// As [`send`], then `RateLimit-Policy`/`RateLimit` from `headers` if given, then
-/// `finish.done(status)` (or `finish.unreachable`), as one promise (the fast path's wait
-/// for the origin).
+/// `originAnswered(id, status)` (or `originUnreachable`), as one promise (the fast path's
+/// wait for the origin).
 pub(crate) fn forward_then(
     request: &web_sys::Request,
     target: &str,
     assertion: &str,
     headers: Option<&(String, String)>,
-    finish: Finish,
+    id: u32,
 ) -> js_sys::Promise {
     NAMES.with(|names| {
-        forward_then_js(
-            request,
-            target,
-            &names.identity_prefix,
-            &names.assertion,
-            assertion,
-            finish,
-            &names.policy,
-            headers.map(|(policy, _)| policy.as_str()),
-            &names.rate_limit,
-            headers.map(|(_, rate_limit)| rate_limit.as_str()),
-        )
+        with_resume(|resume| {
+            forward_then_js(
+                request,
+                target,
+                &names.identity_prefix,
+                &names.assertion,
+                assertion,
+                resume,
+                id,
+                &names.policy,
+                headers.map(|(policy, _)| policy.as_str()),
+                &names.rate_limit,
+                headers.map(|(_, rate_limit)| rate_limit.as_str()),
+            )
+        })
     })
 }

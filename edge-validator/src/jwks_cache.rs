@@ -18,8 +18,8 @@ use worker::Context;
 
 use crate::config::Config;
 use crate::error::js_error_text;
-use crate::upstream::{self, FetchError};
 use crate::single_flight;
+use crate::upstream::{self, FetchError};
 
 /// Verified tokens kept per isolate.
 const TOKEN_CACHE_CAPACITY: usize = 10_000;

@@ -21,6 +21,9 @@ mod forward;
 mod handler;
 #[cfg(target_arch = "wasm32")]
 mod jwks_cache;
+// Pure bookkeeping: also built natively so its unit tests run with the workspace's.
+#[cfg(any(target_arch = "wasm32", test))]
+mod parked;
 #[cfg(target_arch = "wasm32")]
 mod rate_limit;
 #[cfg(target_arch = "wasm32")]

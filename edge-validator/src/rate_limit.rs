@@ -223,7 +223,12 @@ pub(crate) fn location(request: &web_sys::Request) -> String {
 #[wasm_bindgen(module = "/js/io.js")]
 extern "C" {
     #[wasm_bindgen(js_name = askObject, catch)]
-    fn ask_object_js(env: &Env, binding: &str, name: &str, url: &str) -> Result<js_sys::Promise, JsValue>;
+    fn ask_object_js(
+        env: &Env,
+        binding: &str,
+        name: &str,
+        url: &str,
+    ) -> Result<js_sys::Promise, JsValue>;
 }
 
 /// Asks the object named `name` (`colo/key`).

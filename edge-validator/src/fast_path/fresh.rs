@@ -1,6 +1,8 @@
 //! The fast path for a fresh token: every check but the signature in wasm, then
-//! `crypto.subtle.verify` as a JS promise whose verdict comes back into [`Pending`].
+//! `crypto.subtle.verify` as a JS promise whose verdict comes back by number
+//! ([`token_verified`]).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use shared::jwks_refresh::Freshness;
@@ -11,9 +13,10 @@ use wasm_bindgen::JsValue;
 use super::{refuse, verified_path};
 use crate::clock;
 use crate::config::{Config, RateLimitMode};
-use crate::error::EdgeError;
+use crate::error::{error_response, EdgeError};
 use crate::forward;
 use crate::jwks_cache;
+use crate::parked::Parked;
 use crate::rate_limit::{self, Subject};
 use crate::request_log::RequestLog;
 use crate::request_url::RequestUrl;
@@ -59,20 +62,13 @@ pub(super) fn start(
         started: now,
         verify_started: clock::now(),
     };
-    let promise = forward::verify_then(
-        &subtle,
-        &algorithm,
-        &crypto_key,
-        &signature,
-        &message,
-        pending,
-    );
+    let id = VERIFYING.with(|parked| parked.borrow_mut().park(pending));
+    let promise = forward::verify_then(&subtle, &algorithm, &crypto_key, &signature, &message, id);
     Some(Ok(promise.into()))
 }
 
-/// A fresh token waiting for WebCrypto's verdict (owned by the JS promise chain).
-#[wasm_bindgen]
-pub struct Pending {
+/// A fresh token waiting for WebCrypto's verdict (parked in [`VERIFYING`]).
+struct Pending {
     request: web_sys::Request,
     url: RequestUrl,
     config: Rc<Config>,
@@ -84,47 +80,51 @@ pub struct Pending {
     verify_started: UnixTime,
 }
 
-#[wasm_bindgen]
-impl Pending {
-    /// WebCrypto answered `valid`: the response, or a promise of the origin's.
-    pub fn verified(self, valid: bool) -> Result<JsValue, JsValue> {
-        self.conclude(Ok(valid))
-    }
-
-    /// WebCrypto failed (`detail`): the token cannot be verified now.
-    pub fn failed(self, detail: String) -> Result<JsValue, JsValue> {
-        worker::console_error!("webcrypto verify failed: {detail}");
-        self.conclude(Err(()))
-    }
+thread_local! {
+    static VERIFYING: RefCell<Parked<Pending>> = const { RefCell::new(Parked::new()) };
 }
 
-impl Pending {
-    fn conclude(self, verdict: Result<bool, ()>) -> Result<JsValue, JsValue> {
-        let Self {
-            request,
-            url,
-            config,
-            key,
-            ip,
-            signature,
-            mut log,
-            started,
-            verify_started,
-        } = self;
-        let now = clock::now();
-        log.jwks_ms = Some(now.millis_since(verify_started));
-        let outcome = match verdict {
-            Ok(valid) => signature.conclude(valid),
-            Err(()) => Err(Rejection::VerifierUnavailable),
-        };
-        match outcome {
-            Ok(verified) => {
-                let verified =
-                    jwks_cache::TOKENS.with(|t| t.borrow_mut().insert_key(key, verified, started));
-                verified_path(&request, &url, &config, &verified, log, started)
-            }
-            Err(rejection) => reject(&config, &ip, rejection, log, started),
+/// WebCrypto answered `valid` for request `id`: the response, or a promise of the origin's.
+#[wasm_bindgen(js_name = tokenVerified)]
+pub fn token_verified(id: u32, valid: bool) -> Result<JsValue, JsValue> {
+    conclude(id, Ok(valid))
+}
+
+/// WebCrypto failed (`detail`) for request `id`: the token cannot be verified now.
+#[wasm_bindgen(js_name = tokenNotVerified)]
+pub fn token_not_verified(id: u32, detail: String) -> Result<JsValue, JsValue> {
+    worker::console_error!("webcrypto verify failed: {detail}");
+    conclude(id, Err(()))
+}
+
+fn conclude(id: u32, verdict: Result<bool, ()>) -> Result<JsValue, JsValue> {
+    let Some(pending) = VERIFYING.with(|parked| parked.borrow_mut().take(id)) else {
+        return lost();
+    };
+    let Pending {
+        request,
+        url,
+        config,
+        key,
+        ip,
+        signature,
+        mut log,
+        started,
+        verify_started,
+    } = pending;
+    let now = clock::now();
+    log.jwks_ms = Some(now.millis_since(verify_started));
+    let outcome = match verdict {
+        Ok(valid) => signature.conclude(valid),
+        Err(()) => Err(Rejection::VerifierUnavailable),
+    };
+    match outcome {
+        Ok(verified) => {
+            let verified =
+                jwks_cache::TOKENS.with(|t| t.borrow_mut().insert_key(key, verified, started));
+            verified_path(&request, &url, &config, &verified, log, started)
         }
+        Err(rejection) => reject(&config, &ip, rejection, log, started),
     }
 }
 
@@ -150,4 +150,11 @@ fn reject(
         }
     };
     refuse(config, log, &error)
+}
+
+/// The answer for a callback whose request was no longer parked (see
+/// [`crate::parked`]).
+fn lost() -> Result<JsValue, JsValue> {
+    let error = EdgeError::Internal("a parked request was evicted before its callback".into());
+    Ok(error_response(&error)?.into())
 }

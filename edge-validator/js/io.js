@@ -1,7 +1,8 @@
 // The edge's I/O with the Workers runtime other than forwarding (that is js/forward.js):
 // fetches to the issuer, the Cache API, timers, the rate-limit Durable Objects and the
 // edge's own answers. Each is one call from wasm (bound in src/upstream.rs, jwks_cache.rs,
-// single_flight.rs, rate_limit.rs and error.rs); every decision stays in Rust. Doing them
+// single_flight.rs, rate_limit.rs and error.rs); every decision stays in Rust. The async
+// ones never throw: every failure is a rejected promise. Doing them
 // through the `worker` crate's Fetch/Request/Response/Cache/Delay wrappers cost about a
 // third of the wasm bundle (measured with benches/size-breakdown) and a boundary crossing per
 // header.
@@ -49,7 +50,7 @@ export async function cacheGet(key) {
 }
 
 /** Stores the copy under `key`. */
-export function cachePut(key, text, keepSecs, fetchedAt, cacheControl, etag) {
+export async function cachePut(key, text, keepSecs, fetchedAt, cacheControl, etag) {
   const headers = new Headers({
     "content-type": "application/json",
     "cache-control": `public, max-age=${keepSecs}`,
@@ -57,7 +58,7 @@ export function cachePut(key, text, keepSecs, fetchedAt, cacheControl, etag) {
   });
   if (cacheControl != null) headers.set(ISSUER_CACHE_CONTROL, cacheControl);
   if (etag != null) headers.set("etag", etag);
-  return caches.default.put(key, new Response(text, { headers }));
+  await caches.default.put(key, new Response(text, { headers }));
 }
 
 /** A promise resolved after `ms` milliseconds. */

@@ -39,9 +39,9 @@ extern "C" {
     #[wasm_bindgen(method, getter)]
     fn etag(this: &CachedCopy) -> Option<String>;
 
-    #[wasm_bindgen(js_name = cacheGet, catch)]
-    fn cache_get(key: &str) -> Result<js_sys::Promise, wasm_bindgen::JsValue>;
-    #[wasm_bindgen(js_name = cachePut, catch)]
+    #[wasm_bindgen(js_name = cacheGet)]
+    fn cache_get(key: &str) -> js_sys::Promise;
+    #[wasm_bindgen(js_name = cachePut)]
     fn cache_put(
         key: &str,
         text: &str,
@@ -49,7 +49,7 @@ extern "C" {
         fetched_at: f64,
         cache_control: Option<&str>,
         etag: Option<&str>,
-    ) -> Result<js_sys::Promise, wasm_bindgen::JsValue>;
+    ) -> js_sys::Promise;
 }
 
 thread_local! {
@@ -222,11 +222,7 @@ async fn store_in_cache_api(
         issuer_cache_control.as_deref(),
         etag.as_deref(),
     );
-    let result = match stored {
-        Ok(promise) => JsFuture::from(promise).await.map(drop),
-        Err(err) => Err(err),
-    };
-    if let Err(err) = result {
+    if let Err(err) = JsFuture::from(stored).await {
         worker::console_warn!("jwks cache api put failed: {}", js_error_text(&err));
     }
 }
@@ -234,11 +230,7 @@ async fn store_in_cache_api(
 /// A new isolate starts from the colo's copy, if there is one.
 async fn load_from_cache_api(config: &Config, now: UnixTime) {
     let Some(key) = cache_key(config) else { return };
-    let found = match cache_get(key) {
-        Ok(promise) => JsFuture::from(promise).await,
-        Err(err) => Err(err),
-    };
-    let copy: CachedCopy = match found {
+    let copy: CachedCopy = match JsFuture::from(cache_get(key)).await {
         Ok(copy) if copy.is_null() => return,
         Ok(copy) => copy.unchecked_into(),
         Err(err) => {

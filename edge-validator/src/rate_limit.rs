@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use shared::rate_limit::check_weighted;
 use shared::{Decision, GcraState, RatePlan, UnixTime};
 use wasm_bindgen::prelude::wasm_bindgen;
-use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use worker::Env;
 
@@ -222,23 +221,16 @@ pub(crate) fn location(request: &web_sys::Request) -> String {
 
 #[wasm_bindgen(module = "/js/io.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = askObject, catch)]
-    fn ask_object_js(
-        env: &Env,
-        binding: &str,
-        name: &str,
-        url: &str,
-    ) -> Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(js_name = askObject)]
+    fn ask_object_js(env: &Env, binding: &str, name: &str, url: &str) -> js_sys::Promise;
 }
 
 /// Asks the object named `name` (`colo/key`).
 async fn ask_object(env: &Env, name: &str, plan: &RatePlan, cost: u32) -> Result<Decision, String> {
     let url = crate::rate_limit_object::check_url(plan, cost);
-    let answer = match ask_object_js(env, BINDING, name, &url) {
-        Ok(promise) => JsFuture::from(promise).await,
-        Err(err) => Err(err),
-    }
-    .map_err(|err| js_error_text(&err))?;
+    let answer = JsFuture::from(ask_object_js(env, BINDING, name, &url))
+        .await
+        .map_err(|err| js_error_text(&err))?;
     let text = answer.as_string().unwrap_or_default();
     serde_json::from_str(&text).map_err(|e| e.to_string())
 }

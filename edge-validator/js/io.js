@@ -79,6 +79,15 @@ export async function askObject(env, binding, name, url) {
   return response.text();
 }
 
+/** The fast path's wait for a Durable Object (src/fast_path/limit.rs): `askObject`, then
+ * its answer back into wasm by request number (`resume` holds the wasm exports). */
+export function askObjectThen(env, binding, name, url, resume, id) {
+  return askObject(env, binding, name, url).then(
+    (text) => resume.limitAnswered(id, text),
+    (reason) => resume.limitUnanswered(id, String(reason)),
+  );
+}
+
 /** The edge's own answer: `status` and a JSON `body`, with `www-authenticate`, `retry-after`
  * and the two rate-limit headers (names from Rust) when their values are given. */
 export function respond(status, body, challenge, retryAfter, policyName, policy, rateLimitName, rateLimit) {

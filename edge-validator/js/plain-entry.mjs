@@ -24,9 +24,10 @@ const wasmFetch = handler[1];
 const fast = source.match(/Entrypoint\.prototype\.fastFetch = (\w+);/);
 if (!fast) throw new Error(`${path}: no fastFetch export`);
 const fastFetch = fast[1];
-// The exports its promises call back by request number (src/fast_path.rs, js/forward.js).
+// The exports its promises call back by request number (src/fast_path.rs, js/forward.js, js/io.js).
 // (A build with the pure-Rust p256 backend has no WebCrypto wait, so no token callbacks.)
-const callbacks = ["originAnswered", "originUnreachable", "forwardFailed", "tokenVerified?", "tokenNotVerified?"];
+const callbacks = ["originAnswered", "originUnreachable", "forwardFailed", "limitAnswered", "limitUnanswered",
+  "tokenVerified?", "tokenNotVerified?"];
 const resume = callbacks.flatMap((callback) => {
   const name = callback.replace("?", "");
   const found = source.match(new RegExp(`Entrypoint\\.prototype\\.${name} = (\\w+);`));

@@ -1,17 +1,18 @@
 //! The steady-state request path without Rust futures: wasm decides synchronously, and the
-//! two waits a request can have (WebCrypto's verify for a fresh token, the origin's answer)
-//! are JavaScript promises whose callbacks come back into wasm (`js/forward.js`).
+//! waits a request can have (WebCrypto's verify for a fresh token, the rate limit's Durable
+//! Object, the origin's answer) are JavaScript promises whose callbacks come back into wasm
+//! by request number (`js/forward.js`, `js/io.js`, [`crate::parked`]).
 //!
 //! Why: every `.await` on a JS promise in wasm-bindgen-futures costs two closures, a task
 //! wake-up and a microtask, and the handler future itself another promise; measured with
 //! `benches/run`, that glue was most of what the edge paid over the JavaScript floor.
 //!
-//! It takes a request only when nothing needs fetching or waiting: the key set is fresh, the
-//! key is imported, the revocation list is in sync, rate limits live in the isolate (or are
-//! off), and the token is well-formed with a known key. Anything else (no or bad token,
-//! first request of an isolate, refresh due, Durable Object limits, `/.edge/health`) returns
-//! `undefined` and goes to [`crate::handler`], the general path, which makes the same
-//! decisions with `shared`.
+//! It takes a request only when nothing needs fetching: the key set is fresh, the key is
+//! imported, the revocation list is in sync, and the token is well-formed with a known key.
+//! The rate limit's Durable Object (`durable` mode) is a third wait of the same kind
+//! ([`limit`]). Anything else (no or bad token, first request of an isolate, refresh due,
+//! `/.edge/health`) returns `undefined` and goes to [`crate::handler`], the general path,
+//! which makes the same decisions with `shared`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -35,8 +36,10 @@ use crate::revocations;
 
 #[cfg(not(feature = "p256-verify"))]
 mod fresh;
+mod limit;
 #[cfg(not(feature = "p256-verify"))]
 pub use fresh::{token_not_verified, token_verified};
+pub use limit::{limit_answered, limit_unanswered};
 
 /// The request through the fast path: a `Response`, a `Promise` of one, or `undefined` for
 /// the general path. Called by the entry (`js/plain-entry.mjs`) before the general handler,
@@ -52,7 +55,7 @@ pub fn fast_fetch(
     let Ok(config) = config::get(&env) else {
         return Ok(JsValue::UNDEFINED);
     };
-    if config.rate_limit_mode == RateLimitMode::Durable || !revocations::in_sync(&config, started) {
+    if !revocations::in_sync(&config, started) {
         return Ok(JsValue::UNDEFINED);
     }
     let authorization = request.headers().get("authorization").ok().flatten();
@@ -68,10 +71,10 @@ pub fn fast_fetch(
     if let Some(verified) = cached {
         let mut log = RequestLog::start(request.method(), &url, started);
         log.cache_hit = true;
-        return verified_path(&request, &url, &config, &verified, log, started);
+        return verified_path(request, url, &env, &config, verified, log, started);
     }
     #[cfg(not(feature = "p256-verify"))]
-    if let Some(answer) = fresh::start(request, url, config, token, key, started) {
+    if let Some(answer) = fresh::start(request, url, env, config, token, key, started) {
         return answer;
     }
     // Otherwise (and always with the pure-Rust backend, a measurement build) the general path.
@@ -80,37 +83,94 @@ pub fn fast_fetch(
 
 /// A verified token (cached or just verified): revocation, rate limit, then the origin.
 pub(super) fn verified_path(
-    request: &web_sys::Request,
-    url: &RequestUrl,
+    request: web_sys::Request,
+    url: RequestUrl,
+    env: &worker::Env,
     config: &Rc<Config>,
-    verified: &Arc<VerifiedToken>,
+    verified: Arc<VerifiedToken>,
     mut log: RequestLog,
     now: UnixTime,
 ) -> Result<JsValue, JsValue> {
     log.client = Some(verified.claims().client_id.clone());
-    if revocations::is_revoked(verified) {
+    if revocations::is_revoked(&verified) {
         return refuse(config, log, &Rejection::Revoked.into());
     }
-    let mut headers = None;
-    if config.rate_limit_mode != RateLimitMode::Off {
-        let plan = verified.claims().rate_plan.unwrap_or(config.default_plan);
-        let subject = Subject::Client(&verified.claims().client_id);
-        let decision = rate_limit::decide_in_isolate(subject, &plan, 1, now);
-        log.limit_ms = Some(0);
-        log.limit_source = Some(rate_limit::Source::Isolate);
-        if !decision.allowed {
-            return refuse(
-                config,
-                log,
-                &EdgeError::rate_limited(decision, plan, subject),
-            );
-        }
-        let policy = subject.policy();
-        headers = Some((
-            plan.policy_header(policy),
-            decision.rate_limit_header(policy),
-        ));
+    if config.rate_limit_mode == RateLimitMode::Off {
+        let next = Next::Forward {
+            request,
+            url,
+            verified,
+        };
+        return next.go(config, log, None, now);
     }
+    let plan = verified.claims().rate_plan.unwrap_or(config.default_plan);
+    let subject = Subject::Client(&verified.claims().client_id);
+    let check = match rate_limit::begin(subject, &plan, 1, now) {
+        Ok(check) => check,
+        Err(denied) => return limit::denied(config, log, denied, plan, subject),
+    };
+    let location = rate_limit::location(&request, config.rate_limit_mode);
+    let next = Next::Forward {
+        request,
+        url,
+        verified,
+    };
+    limit::decide(env, &location, config, log, check, next, now)
+}
+
+/// What a request does once the rate limit allows it.
+pub(super) enum Next {
+    /// A verified token: to the origin.
+    Forward {
+        request: web_sys::Request,
+        url: RequestUrl,
+        verified: Arc<VerifiedToken>,
+    },
+    /// A refused token whose failed authentication was charged: its RFC 6750 answer.
+    // (The pure-Rust backend's measurement build leaves fresh tokens to the general path.)
+    #[cfg_attr(feature = "p256-verify", allow(dead_code))]
+    Refuse(Rejection),
+}
+
+impl Next {
+    /// Carries on: forwards (with the `RateLimit-Policy`/`RateLimit` values in `headers`,
+    /// when a limit applied) or refuses.
+    fn go(
+        self,
+        config: &Rc<Config>,
+        log: RequestLog,
+        headers: Option<(String, String)>,
+        now: UnixTime,
+    ) -> Result<JsValue, JsValue> {
+        match self {
+            Self::Forward {
+                request,
+                url,
+                verified,
+            } => forward(
+                &request,
+                &url,
+                config,
+                &verified,
+                log,
+                headers.as_ref(),
+                now,
+            ),
+            Self::Refuse(rejection) => refuse(config, log, &rejection.into()),
+        }
+    }
+}
+
+/// Sends a verified request to the origin, with the signed assertion.
+fn forward(
+    request: &web_sys::Request,
+    url: &RequestUrl,
+    config: &Rc<Config>,
+    verified: &VerifiedToken,
+    log: RequestLog,
+    headers: Option<&(String, String)>,
+    now: UnixTime,
+) -> Result<JsValue, JsValue> {
     let target = format!("{}{}", config.origin_url, url.target());
     let identity = EdgeIdentity::new(verified.claims(), log.method(), url.path(), now);
     let assertion = config.signer.sign(&identity);
@@ -120,7 +180,7 @@ pub(super) fn verified_path(
         origin_started: clock::now(),
     };
     let id = FORWARDING.with(|parked| parked.borrow_mut().park(finish));
-    Ok(forward::forward_then(request, &target, &assertion, headers.as_ref(), id).into())
+    Ok(forward::forward_then(request, &target, &assertion, headers, id).into())
 }
 
 /// The edge's own answer for `error`, logged.

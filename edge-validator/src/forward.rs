@@ -89,7 +89,8 @@ pub(crate) fn set_resume(resume: JsValue) {
     });
 }
 
-fn with_resume<T>(f: impl FnOnce(&JsValue) -> T) -> T {
+/// Calls `f` with the entry's `resume` object.
+pub(crate) fn with_resume<T>(f: impl FnOnce(&JsValue) -> T) -> T {
     RESUME.with(|cell| f(cell.get().unwrap_or(&JsValue::UNDEFINED)))
 }
 

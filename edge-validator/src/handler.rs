@@ -108,7 +108,7 @@ async fn serve(
             match result {
                 Ok(verified) => verified,
                 Err(EdgeError::Rejected(rejection)) => {
-                    let location = location(request, config);
+                    let location = rate_limit::location(request, config.rate_limit_mode);
                     return Err(charge_failed_auth(
                         rejection,
                         config,
@@ -137,7 +137,7 @@ async fn serve(
         let (decision, source) = rate_limit::decide(
             env,
             config.rate_limit_mode,
-            &location(request, config),
+            &rate_limit::location(request, config.rate_limit_mode),
             subject,
             &plan,
             1,
@@ -164,15 +164,6 @@ async fn serve(
         )
         .map_err(EdgeError::from),
         None => Ok(response),
-    }
-}
-
-/// Where the request's rate-limit objects live (only looked up when they are used).
-fn location(request: &web_sys::Request, config: &Config) -> String {
-    if config.rate_limit_mode == RateLimitMode::Durable {
-        rate_limit::location(request)
-    } else {
-        String::new()
     }
 }
 

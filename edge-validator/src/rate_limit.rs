@@ -108,7 +108,86 @@ fn denied_by_key(key: &str, plan: &RatePlan, now: UnixTime) -> Option<Decision> 
     None
 }
 
-/// Decides one request of `cost` for `subject` under `plan`.
+/// A request's limit check between its two steps: the isolate's own decision (allowed),
+/// waiting for the Durable Object's answer, which [`Check::conclude`] takes.
+pub(crate) struct Check {
+    key: String,
+    policy: &'static str,
+    plan: RatePlan,
+    cost: u32,
+    own: Decision,
+    own_state: GcraState,
+}
+
+/// Step one for `subject` under `plan`: denied at once by the isolate's table, or a
+/// [`Check`] to conclude (with the object's answer in `durable` mode, without otherwise).
+pub(crate) fn begin(
+    subject: Subject<'_>,
+    plan: &RatePlan,
+    cost: u32,
+    now: UnixTime,
+) -> Result<Check, Decision> {
+    let key = subject.key();
+    let (own, own_state) = own_decision(&key, plan, cost, now)?;
+    Ok(Check {
+        key,
+        policy: subject.policy(),
+        plan: *plan,
+        cost,
+        own,
+        own_state,
+    })
+}
+
+impl Check {
+    /// The Durable Object that decides for this key at `location` (`colo/key`).
+    pub(crate) fn object_name(&self, location: &str) -> String {
+        format!("{location}/{}", self.key)
+    }
+
+    /// The query the object is asked.
+    pub(crate) fn object_url(&self) -> String {
+        crate::rate_limit_object::check_url(&self.plan, self.cost)
+    }
+
+    /// The policy name in the `RateLimit` headers.
+    pub(crate) fn policy(&self) -> &'static str {
+        self.policy
+    }
+
+    /// The plan being applied.
+    pub(crate) fn plan(&self) -> RatePlan {
+        self.plan
+    }
+
+    /// Step two: the object's `answer` (a JSON [`Decision`], or why there was none), or
+    /// `None` when no object is asked. Without a usable answer the isolate's own decision
+    /// stands (logged). Keeps the outcome in the isolate's table.
+    pub(crate) fn conclude(
+        self,
+        answer: Option<Result<String, String>>,
+        now: UnixTime,
+    ) -> (Decision, Source) {
+        let parsed = answer.map(|answer| {
+            answer.and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+        });
+        let (decision, source) = match parsed {
+            None => (self.own, Source::Isolate),
+            Some(Ok(decision)) => (decision, Source::Object),
+            Some(Err(reason)) => {
+                worker::console_warn!(
+                    "{}",
+                    serde_json::json!({ "event": "rate_limiter_unreachable", "reason": reason })
+                );
+                (self.own, Source::Fallback)
+            }
+        };
+        record(self.key, &decision, self.own_state, now);
+        (decision, source)
+    }
+}
+
+/// Decides one request of `cost` for `subject` under `plan` (the general path).
 pub(crate) async fn decide(
     env: &Env,
     mode: RateLimitMode,
@@ -118,45 +197,15 @@ pub(crate) async fn decide(
     cost: u32,
     now: UnixTime,
 ) -> (Decision, Source) {
-    let key = subject.key();
-    let (own, own_state) = match own_decision(&key, plan, cost, now) {
-        Ok(allowed) => allowed,
+    let check = match begin(subject, plan, cost, now) {
+        Ok(check) => check,
         Err(denied) => return (denied, Source::Isolate),
     };
-    let (decision, source) = match mode {
-        RateLimitMode::Durable => {
-            match ask_object(env, &format!("{location}/{key}"), plan, cost).await {
-                Ok(decision) => (decision, Source::Object),
-                Err(reason) => {
-                    worker::console_warn!(
-                        "{}",
-                        serde_json::json!({ "event": "rate_limiter_unreachable", "reason": reason })
-                    );
-                    (own, Source::Fallback)
-                }
-            }
-        }
-        RateLimitMode::Isolate | RateLimitMode::Off => (own, Source::Isolate),
+    let answer = match mode {
+        RateLimitMode::Durable => Some(ask_object(env, location, &check).await),
+        RateLimitMode::Isolate | RateLimitMode::Off => None,
     };
-    record(key, &decision, own_state, now);
-    (decision, source)
-}
-
-/// As [`decide`] with the isolate's table alone (modes `isolate` and `off`), synchronously.
-pub(crate) fn decide_in_isolate(
-    subject: Subject<'_>,
-    plan: &RatePlan,
-    cost: u32,
-    now: UnixTime,
-) -> Decision {
-    let key = subject.key();
-    match own_decision(&key, plan, cost, now) {
-        Ok((own, own_state)) => {
-            record(key, &own, own_state, now);
-            own
-        }
-        Err(denied) => denied,
-    }
+    check.conclude(answer, now)
 }
 
 /// This isolate's decision for `key`: allowed (with the state to record if the request goes
@@ -208,9 +257,13 @@ pub(crate) fn client_ip(request: &web_sys::Request) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// The request's Cloudflare location (`request.cf.colo`, e.g. `FRA`); `local` when absent
-/// (local workerd). Read only in `durable` mode.
-pub(crate) fn location(request: &web_sys::Request) -> String {
+/// Where the request's rate-limit objects live: its Cloudflare location (`request.cf.colo`,
+/// e.g. `FRA`; `local` when absent, as in local workerd). Read only in `durable` mode (empty
+/// otherwise: nothing is asked).
+pub(crate) fn location(request: &web_sys::Request, mode: RateLimitMode) -> String {
+    if mode != RateLimitMode::Durable {
+        return String::new();
+    }
     js_sys::Reflect::get(request, &"cf".into())
         .and_then(|cf| js_sys::Reflect::get(&cf, &"colo".into()))
         .ok()
@@ -225,12 +278,11 @@ extern "C" {
     fn ask_object_js(env: &Env, binding: &str, name: &str, url: &str) -> js_sys::Promise;
 }
 
-/// Asks the object named `name` (`colo/key`).
-async fn ask_object(env: &Env, name: &str, plan: &RatePlan, cost: u32) -> Result<Decision, String> {
-    let url = crate::rate_limit_object::check_url(plan, cost);
-    let answer = JsFuture::from(ask_object_js(env, BINDING, name, &url))
+/// Asks `check`'s object at the request's location for its answer (JSON text).
+async fn ask_object(env: &Env, location: &str, check: &Check) -> Result<String, String> {
+    let name = check.object_name(location);
+    let answer = JsFuture::from(ask_object_js(env, BINDING, &name, &check.object_url()))
         .await
         .map_err(|err| js_error_text(&err))?;
-    let text = answer.as_string().unwrap_or_default();
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+    Ok(answer.as_string().unwrap_or_default())
 }

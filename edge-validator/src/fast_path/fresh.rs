@@ -10,7 +10,7 @@ use shared::{PendingSignature, Rejection, TokenKey, UnixTime};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 
-use super::{refuse, verified_path};
+use super::{limit, refuse, verified_path, Next};
 use crate::clock;
 use crate::config::{Config, RateLimitMode};
 use crate::error::{error_response, EdgeError};
@@ -26,6 +26,7 @@ use crate::request_url::RequestUrl;
 pub(super) fn start(
     request: web_sys::Request,
     url: RequestUrl,
+    env: worker::Env,
     config: Rc<Config>,
     token: &str,
     key: TokenKey,
@@ -45,7 +46,7 @@ pub(super) fn start(
         Ok(check) => check,
         // The general path decides on a refetch (the unknown-kid cooldown).
         Err(Rejection::UnknownKeyId) => return None,
-        Err(rejection) => return Some(reject(&config, &ip, rejection, log, now)),
+        Err(rejection) => return Some(reject(&request, &env, &config, &ip, rejection, log, now)),
     };
     let crypto_key = crate::webcrypto::imported(check.key())?;
     let (subtle, algorithm) = crate::webcrypto::subtle().ok()?;
@@ -54,6 +55,7 @@ pub(super) fn start(
     let pending = Pending {
         request,
         url,
+        env,
         config,
         key,
         ip,
@@ -71,6 +73,7 @@ pub(super) fn start(
 struct Pending {
     request: web_sys::Request,
     url: RequestUrl,
+    env: worker::Env,
     config: Rc<Config>,
     key: TokenKey,
     ip: String,
@@ -104,6 +107,7 @@ fn conclude(id: u32, verdict: Result<bool, ()>) -> Result<JsValue, JsValue> {
     let Pending {
         request,
         url,
+        env,
         config,
         key,
         ip,
@@ -122,36 +126,43 @@ fn conclude(id: u32, verdict: Result<bool, ()>) -> Result<JsValue, JsValue> {
         Ok(verified) => {
             let verified =
                 jwks_cache::TOKENS.with(|t| t.borrow_mut().insert_key(key, verified, started));
-            verified_path(&request, &url, &config, &verified, log, started)
+            verified_path(request, url, &env, &config, verified, log, started)
         }
-        Err(rejection) => reject(&config, &ip, rejection, log, started),
+        Err(rejection) => reject(&request, &env, &config, &ip, rejection, log, started),
     }
 }
 
 /// A refused token costs its IP one unit of the failed-auth budget, as in the general path
 /// (`handler::charge_failed_auth`); over budget, the answer is 429 instead.
 fn reject(
-    config: &Config,
+    request: &web_sys::Request,
+    env: &worker::Env,
+    config: &Rc<Config>,
     ip: &str,
     rejection: Rejection,
     log: RequestLog,
     now: UnixTime,
 ) -> Result<JsValue, JsValue> {
-    let error = if config.rate_limit_mode == RateLimitMode::Off {
-        rejection.into()
-    } else {
-        let subject = Subject::FailedAuth(ip);
-        let plan = config.failed_auth_plan;
-        let decision = rate_limit::decide_in_isolate(subject, &plan, 1, now);
-        if decision.allowed {
-            rejection.into()
-        } else {
-            EdgeError::rate_limited(decision, plan, subject)
-        }
+    if config.rate_limit_mode == RateLimitMode::Off {
+        return refuse(config, log, &rejection.into());
+    }
+    let subject = Subject::FailedAuth(ip);
+    let plan = config.failed_auth_plan;
+    let check = match rate_limit::begin(subject, &plan, 1, now) {
+        Ok(check) => check,
+        Err(denied) => return limit::denied(config, log, denied, plan, subject),
     };
-    refuse(config, log, &error)
+    let location = rate_limit::location(request, config.rate_limit_mode);
+    limit::decide(
+        env,
+        &location,
+        config,
+        log,
+        check,
+        Next::Refuse(rejection),
+        now,
+    )
 }
-
 /// The answer for a callback whose request was no longer parked (see
 /// [`crate::parked`]).
 fn lost() -> Result<JsValue, JsValue> {

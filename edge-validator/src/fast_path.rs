@@ -239,3 +239,9 @@ fn concluded(finish: Option<Finish>, error: ForwardError) -> Result<JsValue, JsV
         None => Ok(error_response(&error)?.into()),
     }
 }
+
+/// The answer for a callback whose request was no longer parked (see [`Parked`]).
+fn lost() -> Result<JsValue, JsValue> {
+    let error = EdgeError::Internal("a parked request was evicted before its callback".into());
+    Ok(error_response(&error)?.into())
+}

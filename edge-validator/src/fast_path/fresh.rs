@@ -10,10 +10,9 @@ use shared::{PendingSignature, Rejection, TokenKey, UnixTime};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 
-use super::{limit, refuse, verified_path, Next};
+use super::{limit, lost, refuse, verified_path, Next};
 use crate::clock;
 use crate::config::{Config, RateLimitMode};
-use crate::error::{error_response, EdgeError};
 use crate::forward;
 use crate::jwks_cache;
 use crate::parked::Parked;
@@ -162,10 +161,4 @@ fn reject(
         Next::Refuse(rejection),
         now,
     )
-}
-/// The answer for a callback whose request was no longer parked (see
-/// [`crate::parked`]).
-fn lost() -> Result<JsValue, JsValue> {
-    let error = EdgeError::Internal("a parked request was evicted before its callback".into());
-    Ok(error_response(&error)?.into())
 }

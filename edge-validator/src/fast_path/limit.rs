@@ -10,10 +10,10 @@ use shared::{Decision, RatePlan, UnixTime};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 
-use super::{refuse, Next};
+use super::{lost, refuse, Next};
 use crate::clock;
 use crate::config::{Config, RateLimitMode};
-use crate::error::{error_response, EdgeError};
+use crate::error::EdgeError;
 use crate::parked::Parked;
 use crate::rate_limit::{self, Check, Source, Subject};
 use crate::request_log::RequestLog;
@@ -108,8 +108,7 @@ pub fn limit_unanswered(id: u32, reason: String) -> Result<JsValue, JsValue> {
 
 fn answered(id: u32, answer: Result<String, String>) -> Result<JsValue, JsValue> {
     let Some(asking) = ASKING.with(|parked| parked.borrow_mut().take(id)) else {
-        let error = EdgeError::Internal("a parked request was evicted before its callback".into());
-        return Ok(error_response(&error)?.into());
+        return lost();
     };
     let Asking {
         config,

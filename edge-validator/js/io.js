@@ -16,7 +16,7 @@ export async function fetchText(url, accept, ifNoneMatch, timeoutMs) {
   try {
     const headers = { accept };
     if (ifNoneMatch != null) headers["if-none-match"] = ifNoneMatch;
-    const response = await fetch(url, { headers, signal: controller.signal, redirect: "manual" });
+    const response = await fetch(url, { headers, signal: controller.signal });
     const text = response.status === 200 ? await response.text() : null;
     if (text === null) response.body?.cancel();
     return {

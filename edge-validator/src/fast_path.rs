@@ -28,7 +28,7 @@ use crate::error::{error_response, EdgeError};
 use crate::forward::{self, ForwardError};
 use crate::handler::HEALTH_PATH;
 use crate::jwks_cache;
-use crate::parked::Parked;
+use crate::parked::{self, Parked};
 use crate::rate_limit::{self, Subject};
 use crate::request_log::RequestLog;
 use crate::request_url::RequestUrl;
@@ -179,7 +179,7 @@ fn forward(
         log,
         origin_started: clock::now(),
     };
-    let id = FORWARDING.with(|parked| parked.borrow_mut().park(finish));
+    let id = parked::park(&FORWARDING, finish);
     Ok(forward::forward_then(request, &target, &assertion, headers, id).into())
 }
 
@@ -207,7 +207,7 @@ thread_local! {
 }
 
 fn finishing(id: u32) -> Option<Finish> {
-    let mut finish = FORWARDING.with(|parked| parked.borrow_mut().take(id))?;
+    let mut finish = parked::take(&FORWARDING, id)?;
     finish.log.origin_ms = Some(clock::now().millis_since(finish.origin_started));
     Some(finish)
 }
@@ -223,16 +223,18 @@ pub fn origin_answered(id: u32, status: u16) {
 /// The origin could not be reached for request `id` (`detail`): the 502 answer.
 #[wasm_bindgen(js_name = originUnreachable)]
 pub fn origin_unreachable(id: u32, detail: String) -> Result<JsValue, JsValue> {
-    concluded(finishing(id), ForwardError::Unreachable(detail))
+    forward_not_done(finishing(id), ForwardError::Unreachable(detail))
 }
 
 /// The outbound request for `id` could not be built (`detail`): a runtime error, 500.
 #[wasm_bindgen(js_name = forwardFailed)]
 pub fn forward_failed(id: u32, detail: String) -> Result<JsValue, JsValue> {
-    concluded(finishing(id), ForwardError::Build(detail))
+    forward_not_done(finishing(id), ForwardError::Build(detail))
 }
 
-fn concluded(finish: Option<Finish>, error: ForwardError) -> Result<JsValue, JsValue> {
+/// The edge's answer for a forward that did not happen (logged if the request is still
+/// parked).
+fn forward_not_done(finish: Option<Finish>, error: ForwardError) -> Result<JsValue, JsValue> {
     let error: EdgeError = error.into();
     match finish {
         Some(finish) => refuse(&finish.config, finish.log, &error),

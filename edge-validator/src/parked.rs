@@ -11,6 +11,22 @@
 //! requests a second in one isolate that is 16 s, far beyond a WebCrypto verify; an origin
 //! slower than that loses only its log line.
 
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+/// A per-isolate table of parked values (a `thread_local!`).
+pub(crate) type Table<T> = LocalKey<RefCell<Parked<T>>>;
+
+/// Parks `value` in `table`; its number.
+pub(crate) fn park<T>(table: &'static Table<T>, value: T) -> u32 {
+    table.with(|parked| parked.borrow_mut().park(value))
+}
+
+/// The value parked in `table` under `id`, once.
+pub(crate) fn take<T>(table: &'static Table<T>, id: u32) -> Option<T> {
+    table.with(|parked| parked.borrow_mut().take(id))
+}
+
 /// Slots in the ring (grown on demand up to this).
 const CAPACITY: usize = 16_384;
 
@@ -75,5 +91,16 @@ mod tests {
         let id = parked.park("mine");
         assert_eq!(parked.take(id), Some("mine"));
         assert_eq!(parked.take(id), None);
+    }
+
+    thread_local! {
+        static TABLE: RefCell<Parked<String>> = const { RefCell::new(Parked::new()) };
+    }
+
+    #[test]
+    fn a_thread_local_table_parks_and_gives_back() {
+        let id = park(&TABLE, "waiting".to_owned());
+        assert_eq!(take(&TABLE, id).as_deref(), Some("waiting"));
+        assert_eq!(take(&TABLE, id), None);
     }
 }

@@ -15,7 +15,7 @@ use crate::clock;
 use crate::config::{Config, RateLimitMode};
 use crate::forward;
 use crate::jwks_cache;
-use crate::parked::Parked;
+use crate::parked::{self, Parked};
 use crate::rate_limit::{self, Subject};
 use crate::request_log::RequestLog;
 use crate::request_url::RequestUrl;
@@ -63,7 +63,7 @@ pub(super) fn start(
         started: now,
         verify_started: clock::now(),
     };
-    let id = VERIFYING.with(|parked| parked.borrow_mut().park(pending));
+    let id = parked::park(&VERIFYING, pending);
     let promise = forward::verify_then(&subtle, &algorithm, &crypto_key, &signature, &message, id);
     Some(Ok(promise.into()))
 }
@@ -100,7 +100,7 @@ pub fn token_not_verified(id: u32, detail: String) -> Result<JsValue, JsValue> {
 }
 
 fn conclude(id: u32, verdict: Result<bool, ()>) -> Result<JsValue, JsValue> {
-    let Some(pending) = VERIFYING.with(|parked| parked.borrow_mut().take(id)) else {
+    let Some(pending) = parked::take(&VERIFYING, id) else {
         return lost();
     };
     let Pending {

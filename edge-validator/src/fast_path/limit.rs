@@ -14,7 +14,7 @@ use super::{lost, refuse, Next};
 use crate::clock;
 use crate::config::{Config, RateLimitMode};
 use crate::error::EdgeError;
-use crate::parked::Parked;
+use crate::parked::{self, Parked};
 use crate::rate_limit::{self, Check, Source, Subject};
 use crate::request_log::RequestLog;
 
@@ -87,7 +87,7 @@ pub(super) fn decide(
         now,
         asked_at: clock::now(),
     };
-    let id = ASKING.with(|parked| parked.borrow_mut().park(asking));
+    let id = parked::park(&ASKING, asking);
     let promise = crate::forward::with_resume(|resume| {
         ask_object_then(env, rate_limit::BINDING, &name, &url, resume, id)
     });
@@ -107,7 +107,7 @@ pub fn limit_unanswered(id: u32, reason: String) -> Result<JsValue, JsValue> {
 }
 
 fn answered(id: u32, answer: Result<String, String>) -> Result<JsValue, JsValue> {
-    let Some(asking) = ASKING.with(|parked| parked.borrow_mut().take(id)) else {
+    let Some(asking) = parked::take(&ASKING, id) else {
         return lost();
     };
     let Asking {

@@ -1,11 +1,14 @@
 // The edge's I/O with the Workers runtime other than forwarding (that is js/forward.js):
-// fetches to the issuer, the Cache API, timers, the rate-limit Durable Objects and the
-// edge's own answers. Each is one call from wasm (bound in src/upstream.rs, jwks_cache.rs,
-// single_flight.rs, rate_limit.rs and error.rs); every decision stays in Rust. The async
-// ones never throw: every failure is a rejected promise. Doing them
-// through the `worker` crate's Fetch/Request/Response/Cache/Delay wrappers cost about a
-// third of the wasm bundle (measured with benches/size-breakdown) and a boundary crossing per
-// header.
+// fetches to the issuer, the Cache API, timers, key imports, the rate-limit Durable Objects
+// and the edge's own answers. Each is one call from wasm (bound in src/issuer.rs,
+// jwks_cache.rs, handler/prepare.rs, rate_limit.rs and error.rs); every decision stays in
+// Rust. The `...Then` functions are the waits: the result goes back into wasm by number
+// through `resume` (the object of wasm exports js/plain-entry.mjs makes), and the promise
+// resolves to whatever that call returns (the request's response, or the next wait). None
+// of them throws: every failure is a callback too. Doing this I/O through the `worker`
+// crate's Fetch/Request/Response/Cache/Delay wrappers, and awaiting it in Rust futures, cost
+// about a third of the wasm bundle (measured with benches/size-breakdown) and a boundary
+// crossing per header.
 
 /** `GET url` (headers `accept` and, if given, `if-none-match`), aborted after `timeoutMs`
  * counting the body. Resolves to `{status, text, cacheControl, etag}` (`text` only for a
@@ -49,8 +52,9 @@ export async function cacheGet(key) {
   };
 }
 
-/** Stores the copy under `key`. */
-export async function cachePut(key, text, keepSecs, fetchedAt, cacheControl, etag) {
+/** Stores the copy under `key`, kept alive past the response by `ctx.waitUntil`; a failure
+ * is logged (the isolate has the set; only the next isolate misses the copy). */
+export function cachePut(ctx, key, text, keepSecs, fetchedAt, cacheControl, etag) {
   const headers = new Headers({
     "content-type": "application/json",
     "cache-control": `public, max-age=${keepSecs}`,
@@ -58,17 +62,57 @@ export async function cachePut(key, text, keepSecs, fetchedAt, cacheControl, eta
   });
   if (cacheControl != null) headers.set(ISSUER_CACHE_CONTROL, cacheControl);
   if (etag != null) headers.set("etag", etag);
-  await caches.default.put(key, new Response(text, { headers }));
+  const stored = caches.default.put(key, new Response(text, { headers })).catch((error) =>
+    console.warn(JSON.stringify({ event: "jwks_cache_put_failed", reason: String(error) })),
+  );
+  ctx.waitUntil(stored);
 }
 
-/** A promise resolved after `ms` milliseconds. */
-export function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** A wait for an issuer fetch (src/jobs.rs): `fetchText`, then `issuerAnswered(id, answer)`
+ * or `issuerUnanswered(id, reason)`. */
+export function fetchThen(url, accept, ifNoneMatch, timeoutMs, resume, id) {
+  return fetchText(url, accept, ifNoneMatch, timeoutMs).then(
+    (answer) => resume.issuerAnswered(id, answer),
+    (reason) => resume.issuerUnanswered(id, String(reason)),
+  );
+}
+
+/** A wait for the Cache API copy: `cacheGet`, then `copyAnswered(id, copy or null)` (a
+ * failure is logged and counts as no copy). */
+export function cacheGetThen(key, resume, id) {
+  return cacheGet(key).then(
+    (copy) => resume.copyAnswered(id, copy),
+    (error) => {
+      console.warn(JSON.stringify({ event: "jwks_cache_get_failed", reason: String(error) }));
+      return resume.copyAnswered(id, null);
+    },
+  );
+}
+
+/** `ms` milliseconds, then `waitOver(id)` (a request polling for another's fetch). */
+export function sleepThen(ms, resume, id) {
+  return new Promise((resolve) => setTimeout(resolve, ms)).then(() => resume.waitOver(id));
+}
+
+/** Keeps `promise` (a background fetch) running after the response: `ctx.waitUntil`. */
+export function keep(ctx, promise) {
+  ctx.waitUntil(promise);
+}
+
+/** A wait for a key import: the raw P-256 `point` as a WebCrypto verify key, then
+ * `keyImported(id, key)` or `keyNotImported(id, reason)`. */
+export function importThen(point, resume, id) {
+  return crypto.subtle
+    .importKey("raw", point, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"])
+    .then(
+      (key) => resume.keyImported(id, key),
+      (reason) => resume.keyNotImported(id, String(reason)),
+    );
 }
 
 /** `GET url` on the Durable Object named `name` in `env[binding]`; resolves to the body of a
  * 200, rejects with a message otherwise. */
-export async function askObject(env, binding, name, url) {
+async function askObject(env, binding, name, url) {
   const namespace = env[binding];
   if (!namespace) throw `no Durable Object binding ${binding}`;
   const response = await namespace.get(namespace.idFromName(name)).fetch(url);
@@ -79,7 +123,7 @@ export async function askObject(env, binding, name, url) {
   return response.text();
 }
 
-/** The fast path's wait for a Durable Object (src/fast_path/limit.rs): `askObject`, then
+/** The wait for a Durable Object (src/fast_path/limit.rs): `askObject`, then
  * its answer back into wasm by request number (`resume` holds the wasm exports). */
 export function askObjectThen(env, binding, name, url, resume, id) {
   return askObject(env, binding, name, url).then(

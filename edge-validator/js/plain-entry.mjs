@@ -8,32 +8,38 @@ import { readFileSync, writeFileSync } from "node:fs";
 
 const path = process.argv[2];
 let source = readFileSync(path, "utf8");
+// The rate-limit Durable Object's class (js/rate-limiter.js), inlined below.
+const rateLimiter = readFileSync(new URL("./rate-limiter.js", import.meta.url), "utf8");
 
-const handler = source.match(
-  /Entrypoint\.prototype\.fetch = function \w+\(arg\) \{\n\s*return (\w+)\.call\(this, arg, this\.env, this\.ctx\);\n\};/,
-);
 const proxied = "var shim_default = new Proxy(Entrypoint, classProxyHooks);";
 for (const name of ["checkReinitialize", "handleMaybeCritical"]) {
   if (!source.includes(`function ${name}(`)) throw new Error(`${path}: no ${name}; worker-build changed?`);
 }
-if (!handler || !source.includes(proxied)) {
+if (!source.includes(proxied)) {
   throw new Error(`${path}: the generated entry is not the expected worker-build 0.8.7 shape`);
 }
-const wasmFetch = handler[1];
-// The synchronous fast path (src/fast_path.rs), exported beside the handler.
-const fast = source.match(/Entrypoint\.prototype\.fastFetch = (\w+);/);
-if (!fast) throw new Error(`${path}: no fastFetch export`);
-const fastFetch = fast[1];
-// The exports its promises call back by request number (src/fast_path.rs, js/forward.js, js/io.js).
-// (A build with the pure-Rust p256 backend has no WebCrypto wait, so no token callbacks.)
+/** The bundle's local name of the wasm export `name` (worker-build puts each on the class). */
+function exported(name, optional = false) {
+  const found = source.match(new RegExp(`Entrypoint\\.prototype\\.${name} = (\\w+);`));
+  if (!found && !optional) throw new Error(`${path}: no ${name} export`);
+  return found?.[1];
+}
+// The request path (src/handler.rs): a response or the promise of one.
+const handle = exported("handle");
+// The exports its promises call back by number (src/handler.rs and its modules, src/jobs.rs,
+// js/forward.js, js/io.js). A build with the pure-Rust p256 backend has no WebCrypto waits,
+// so no key or token callbacks.
 const callbacks = ["originAnswered", "originUnreachable", "forwardFailed", "limitAnswered", "limitUnanswered",
-  "tokenVerified?", "tokenNotVerified?"];
+  "issuerAnswered", "issuerUnanswered", "copyAnswered", "waitOver",
+  "keyImported?", "keyNotImported?", "tokenVerified?", "tokenNotVerified?"];
 const resume = callbacks.flatMap((callback) => {
   const name = callback.replace("?", "");
-  const found = source.match(new RegExp(`Entrypoint\\.prototype\\.${name} = (\\w+);`));
-  if (!found && !callback.endsWith("?")) throw new Error(`${path}: no ${name} export`);
-  return found ? [`${name}: ${found[1]}`] : [];
+  const local = exported(name, callback.endsWith("?"));
+  return local ? [`${name}: ${local}`] : [];
 });
+const objectCheck = exported("rateLimiterCheck");
+const exportsEnd = "  shim_default as default\n};";
+if (!source.includes(exportsEnd)) throw new Error(`${path}: no default export where expected`);
 source = source.replace(
   proxied,
   `// edgeward (edge-validator/js/plain-entry.mjs): a plain handler object, no per-request class.
@@ -42,14 +48,24 @@ var shim_default = {
   async fetch(request, env, ctx) {
     checkReinitialize();
     try {
-      // A response or a promise of one when the fast path takes the request, else undefined.
-      const fast = ${fastFetch}(request, env, resume);
-      return await (fast === undefined ? ${wasmFetch}(request, env, ctx) : fast);
+      return await ${handle}(request, env, ctx, resume);
     } catch (e) {
       handleMaybeCritical(e);
       throw e;
     }
   },
-};`,
+};
+${rateLimiter}
+// The Durable Object's wasm call, with the generated entry's panic recovery.
+var RateLimiter = rateLimiterClass((url, stored) => {
+  checkReinitialize();
+  try {
+    return ${objectCheck}(url, stored);
+  } catch (e) {
+    handleMaybeCritical(e);
+    throw e;
+  }
+});`,
 );
+source = source.replace(exportsEnd, `  RateLimiter,\n${exportsEnd}`);
 writeFileSync(path, source);

@@ -7,22 +7,10 @@ use shared::rate_limit::{POLICY_HEADER, RATE_LIMIT_HEADER};
 use std::cell::OnceCell;
 use wasm_bindgen::prelude::wasm_bindgen;
 
-use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
-
-use crate::error::js_error_text;
+use wasm_bindgen::JsValue;
 
 #[wasm_bindgen(module = "/js/forward.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = forward, catch)]
-    fn forward_js(
-        request: &web_sys::Request,
-        target: &str,
-        prefix: &JsValue,
-        name: &JsValue,
-        value: &str,
-    ) -> Result<js_sys::Promise, JsValue>;
-
     #[cfg(not(feature = "p256-verify"))]
     #[wasm_bindgen(js_name = verifyThen)]
     fn verify_then_js(
@@ -50,15 +38,6 @@ extern "C" {
         rate_limit_name: &JsValue,
         rate_limit: Option<&str>,
     ) -> js_sys::Promise;
-
-    #[wasm_bindgen(js_name = withHeaders, catch)]
-    fn with_headers(
-        response: &web_sys::Response,
-        name1: &JsValue,
-        value1: &str,
-        name2: &JsValue,
-        value2: &str,
-    ) -> Result<web_sys::Response, JsValue>;
 }
 
 /// The fixed header names as JS strings, made once per isolate: a `&str` argument is
@@ -77,8 +56,8 @@ thread_local! {
         policy: JsValue::from_str(POLICY_HEADER),
         rate_limit: JsValue::from_str(RATE_LIMIT_HEADER),
     };
-    /// The wasm exports the fast path's promises call back by request number
-    /// (`js/plain-entry.mjs` makes the object; [`crate::fast_path::fast_fetch`] passes it in).
+    /// The wasm exports the request path's promises call back by number
+    /// (`js/plain-entry.mjs` makes the object; [`crate::handler::handle`] passes it in).
     static RESUME: OnceCell<JsValue> = const { OnceCell::new() };
 }
 
@@ -95,7 +74,7 @@ pub(crate) fn with_resume<T>(f: impl FnOnce(&JsValue) -> T) -> T {
 }
 
 /// `crypto.subtle.verify(...)`, then `tokenVerified(id, valid)` (or `tokenNotVerified`), as
-/// one promise (the fast path's wait for a fresh token).
+/// one promise (the request's wait for a fresh token).
 #[cfg(not(feature = "p256-verify"))]
 pub(crate) fn verify_then(
     subtle: &web_sys::SubtleCrypto,
@@ -118,51 +97,9 @@ pub(crate) enum ForwardError {
 }
 
 /// Sends `request` (method, headers less the credential, `host` and every identity header,
-/// streamed body) to `target`, with `assertion` as the edge's signed identity.
-pub(crate) async fn send(
-    request: &web_sys::Request,
-    target: &str,
-    assertion: &str,
-) -> Result<web_sys::Response, ForwardError> {
-    let promise = NAMES
-        .with(|names| {
-            forward_js(
-                request,
-                target,
-                &names.identity_prefix,
-                &names.assertion,
-                assertion,
-            )
-        })
-        .map_err(|e| ForwardError::Build(js_error_text(&e)))?;
-    let response = JsFuture::from(promise)
-        .await
-        .map_err(|e| ForwardError::Unreachable(js_error_text(&e)))?;
-    Ok(response.unchecked_into())
-}
-
-/// `response` with the `RateLimit-Policy` and `RateLimit` headers.
-pub(crate) fn with_rate_limit(
-    response: &web_sys::Response,
-    policy: &str,
-    rate_limit: &str,
-) -> Result<web_sys::Response, ForwardError> {
-    NAMES
-        .with(|names| {
-            with_headers(
-                response,
-                &names.policy,
-                policy,
-                &names.rate_limit,
-                rate_limit,
-            )
-        })
-        .map_err(|e| ForwardError::Build(js_error_text(&e)))
-}
-
-/// As [`send`], then `RateLimit-Policy`/`RateLimit` from `headers` if given, then
-/// `originAnswered(id, status)` (or `originUnreachable`), as one promise (the fast path's
-/// wait for the origin).
+/// streamed body) to `target`, with `assertion` as the edge's signed identity; then sets
+/// `RateLimit-Policy`/`RateLimit` from `headers` if given, and calls `originAnswered(id,
+/// status)` (or `originUnreachable`), as one promise (the request's wait for the origin).
 pub(crate) fn forward_then(
     request: &web_sys::Request,
     target: &str,

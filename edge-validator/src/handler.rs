@@ -1,54 +1,159 @@
 //! The request path: bearer token -> `shared` checks -> signature (WebCrypto) -> revocation
-//! list -> rate limit -> forward with a signed identity; or the RFC 6750 / 429 answer. The
-//! origin is never contacted for a refused request. Every request logs one JSON line.
+//! list -> rate limit -> forward with a signed identity; or the RFC 6750 / 429 / 503 answer.
+//! The origin is never contacted for a refused request. Every request logs one JSON line.
+//!
+//! No Rust futures: wasm decides synchronously, and each wait a request can have is a
+//! JavaScript promise whose callback comes back into wasm by request number (`js/io.js`,
+//! `js/forward.js`, [`crate::parked`]): the first revocation pull and the key set of a new
+//! isolate, a refetch for an unknown `kid`, a key import ([`prepare`]); WebCrypto's verify
+//! ([`fresh`]); the rate limit's Durable Object ([`limit`]); the origin's answer. After a
+//! preparation wait the request starts over ([`serve`]) with what it waited for marked, so
+//! it never waits twice for the same thing.
+//!
+//! Why: every `.await` on a JS promise in wasm-bindgen-futures costs two closures, a task
+//! wake-up and a microtask, and the handler future itself another promise; measured with
+//! `benches/run`, that glue was most of what the edge paid over the JavaScript floor, and
+//! the futures were a sixth of the wasm (`benches/size-breakdown`).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use shared::jwks_refresh::Freshness;
 use shared::{bearer_token, EdgeIdentity, Rejection, TokenKey, UnixTime, VerifiedToken};
-use worker::{Context, Env};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
 
 use crate::clock::{self, now};
 use crate::config::{self, Config, RateLimitMode};
 use crate::error::{error_response, json_response, EdgeError};
 use crate::forward::{self, ForwardError};
-use crate::jwks_cache;
+use crate::jobs::{self, Kind};
+use crate::jwks_cache::{self, Keys};
+use crate::parked::{self, Parked};
 use crate::rate_limit::{self, Subject};
 use crate::request_log::RequestLog;
 use crate::request_url::RequestUrl;
-use crate::revocations;
+use crate::revocations::{self, Sync};
+
+mod fresh;
+mod limit;
+mod prepare;
+#[cfg(not(feature = "p256-verify"))]
+pub use fresh::{token_not_verified, token_verified};
+pub use limit::{limit_answered, limit_unanswered};
+pub(crate) use prepare::prepared;
+pub use prepare::wait_over;
+#[cfg(not(feature = "p256-verify"))]
+pub use prepare::{key_imported, key_not_imported};
 
 /// The Worker's own health endpoint (never forwarded).
 pub(crate) const HEALTH_PATH: &str = "/.edge/health";
 
-/// Handles one request. It stays on web-sys types (not `worker::Request`/`Response`): every
-/// conversion between the two crosses the wasm boundary several times for nothing.
-pub(crate) async fn handle(
+/// Handles one request: a `Response`, or a `Promise` of one. Called by the entry
+/// (`js/plain-entry.mjs`) with `resume`, the object of wasm exports its promises call back.
+#[wasm_bindgen]
+pub fn handle(
     request: web_sys::Request,
-    env: Env,
-    ctx: Context,
-) -> worker::Result<web_sys::Response> {
-    let started = now();
-    let config = match config::get(&env) {
+    env: worker::Env,
+    ctx: JsValue,
+    resume: JsValue,
+) -> Result<JsValue, JsValue> {
+    forward::set_resume(resume);
+    serve(Arrived {
+        request,
+        env,
+        ctx,
+        started: now(),
+        waited: Waited::default(),
+    })
+}
+
+/// A request as it arrived, with what it has already waited for.
+pub(super) struct Arrived {
+    request: web_sys::Request,
+    env: worker::Env,
+    ctx: JsValue,
+    started: UnixTime,
+    waited: Waited,
+}
+
+/// The preparation waits a request has had (each at most once).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Waited {
+    revocations: bool,
+    /// The Cache API copy of the key set (a new isolate).
+    copy: bool,
+    /// A key-set refresh (its own, or one another request ran).
+    refresh: bool,
+    /// A WebCrypto key import.
+    #[cfg_attr(feature = "p256-verify", allow(dead_code))]
+    import: bool,
+}
+
+/// Decides `arrived` from the start: an answer now, or the promise of one.
+fn serve(arrived: Arrived) -> Result<JsValue, JsValue> {
+    let config = match config::get(&arrived.env) {
         Ok(config) => config,
-        Err(err) => return Ok(error_response(&EdgeError::Internal(err.to_string()))?),
+        Err(err) => return Ok(error_response(&EdgeError::Internal(err.to_string()))?.into()),
     };
-    let url = RequestUrl::parse(&request.url());
+    let url = RequestUrl::parse(&arrived.request.url());
     if url.path() == HEALTH_PATH {
-        return Ok(health(&config, started)?);
+        return Ok(health(&config, now())?.into());
     }
-    let mut log = RequestLog::start(request.method(), &url, started);
-    let outcome = serve(&request, &url, &config, &env, &ctx, started, &mut log).await;
-    let response = match outcome {
-        Ok(response) => response,
-        Err(error) => {
-            log.failed(&error);
-            error_response(&error)?
-        }
+    let mut log = RequestLog::start(arrived.request.method(), &url, arrived.started);
+    let authorization = arrived
+        .request
+        .headers()
+        .get("authorization")
+        .ok()
+        .flatten();
+    let token = match bearer_token(authorization.as_deref()) {
+        Ok(token) => token,
+        // No token, or a malformed header: the challenge, at no cost to the IP's budget.
+        Err(rejection) => return refuse(&config, log, &rejection.into()),
     };
-    log.finish(&config, response.status());
-    Ok(response)
+    let now = now();
+    match revocations::sync(&config, now) {
+        Sync::Current => {}
+        Sync::PullBehind => jobs::background(Kind::Revocations, &config, &arrived.ctx),
+        Sync::Wait if !arrived.waited.revocations => {
+            let mut arrived = arrived;
+            arrived.waited.revocations = true;
+            return prepare::wait_for(Kind::Revocations, &config, arrived);
+        }
+        Sync::Wait => {}
+    }
+
+    let key = TokenKey::of(token);
+    let cached = jwks_cache::TOKENS.with(|t| t.borrow().get_key(&key, now));
+    if let Some(verified) = cached {
+        log.cache_hit = true;
+        return verified_path(arrived, url, &config, verified, log, now);
+    }
+    // Only a token that needs checking can cost its IP failed-auth budget.
+    let ip = rate_limit::client_ip(&arrived.request);
+    let failed_auth = Subject::FailedAuth(&ip);
+    if let Some(denied) = rate_limit::locally_denied(failed_auth, &config.failed_auth_plan, now) {
+        return limit::denied(&config, log, denied, config.failed_auth_plan, failed_auth);
+    }
+    let waited = arrived.waited;
+    let jwks = match jwks_cache::keys(&config, now, waited.copy, waited.refresh) {
+        Keys::Ready(jwks) => jwks,
+        Keys::RefreshBehind(jwks) => {
+            jobs::background(Kind::Keys { load_copy: false }, &config, &arrived.ctx);
+            jwks
+        }
+        Keys::Wait { load_copy } => {
+            let mut arrived = arrived;
+            arrived.waited.copy |= load_copy;
+            arrived.waited.refresh = true;
+            return prepare::wait_for(Kind::Keys { load_copy }, &config, arrived);
+        }
+        Keys::Unavailable => return refuse(&config, log, &EdgeError::NoKeys),
+    };
+    let token = token.to_owned();
+    fresh::start(arrived, url, config, &token, key, &jwks, ip, log, now)
 }
 
 /// `/.edge/health`: whether the edge can verify tokens, and how old its revocation list is.
@@ -59,7 +164,7 @@ struct Health {
     revocations_age_ms: Option<u64>,
 }
 
-fn health(config: &Config, now: UnixTime) -> Result<web_sys::Response, wasm_bindgen::JsValue> {
+fn health(config: &Config, now: UnixTime) -> Result<web_sys::Response, JsValue> {
     let freshness = jwks_cache::freshness(config, now);
     let ok = matches!(freshness, Freshness::Fresh | Freshness::Stale);
     let health = Health {
@@ -71,177 +176,169 @@ fn health(config: &Config, now: UnixTime) -> Result<web_sys::Response, wasm_bind
     json_response(200, &body)
 }
 
-async fn serve(
-    request: &web_sys::Request,
-    url: &RequestUrl,
+/// A verified token (cached or just verified): revocation, rate limit, then the origin.
+pub(super) fn verified_path(
+    arrived: Arrived,
+    url: RequestUrl,
     config: &Rc<Config>,
-    env: &Env,
-    ctx: &Context,
+    verified: Arc<VerifiedToken>,
+    mut log: RequestLog,
     now: UnixTime,
-    log: &mut RequestLog,
-) -> Result<web_sys::Response, EdgeError> {
-    let authorization = request.headers().get("authorization").ok().flatten();
-    let token = bearer_token(authorization.as_deref())?.to_owned();
-    revocations::sync(config, ctx, now).await;
-
-    let key = TokenKey::of(&token);
-    let cached = jwks_cache::TOKENS.with(|t| t.borrow().get_key(&key, now));
-    log.cache_hit = cached.is_some();
-    let verified = match cached {
-        Some(hit) => hit,
-        None => {
-            // Only a token that needs checking can cost its IP failed-auth budget.
-            let ip = rate_limit::client_ip(request);
-            let failed_auth = Subject::FailedAuth(&ip);
-            if let Some(decision) =
-                rate_limit::locally_denied(failed_auth, &config.failed_auth_plan, now)
-            {
-                return Err(EdgeError::rate_limited(
-                    decision,
-                    config.failed_auth_plan,
-                    failed_auth,
-                ));
-            }
-            let jwks_started = clock::now();
-            let result = verify(&token, key, config, ctx, now).await;
-            log.jwks_ms = Some(clock::now().millis_since(jwks_started));
-            match result {
-                Ok(verified) => verified,
-                Err(EdgeError::Rejected(rejection)) => {
-                    let location = rate_limit::location(request, config.rate_limit_mode);
-                    return Err(charge_failed_auth(
-                        rejection,
-                        config,
-                        env,
-                        &location,
-                        failed_auth,
-                        now,
-                    )
-                    .await);
-                }
-                Err(other) => return Err(other),
-            }
-        }
-    };
+) -> Result<JsValue, JsValue> {
+    let Arrived { request, env, .. } = arrived;
     log.client = Some(verified.claims().client_id.clone());
     if revocations::is_revoked(&verified) {
-        return Err(Rejection::Revoked.into());
+        return refuse(config, log, &Rejection::Revoked.into());
     }
-
-    let limit = if config.rate_limit_mode == RateLimitMode::Off {
-        None
-    } else {
-        let plan = verified.claims().rate_plan.unwrap_or(config.default_plan);
-        let subject = Subject::Client(&verified.claims().client_id);
-        let limit_started = clock::now();
-        let (decision, source) = rate_limit::decide(
-            env,
-            config.rate_limit_mode,
-            &rate_limit::location(request, config.rate_limit_mode),
-            subject,
-            &plan,
-            1,
-            now,
-        )
-        .await;
-        log.limit_ms = Some(clock::now().millis_since(limit_started));
-        log.limit_source = Some(source);
-        if !decision.allowed {
-            return Err(EdgeError::rate_limited(decision, plan, subject));
-        }
-        Some((decision, plan, subject.policy()))
+    if config.rate_limit_mode == RateLimitMode::Off {
+        let next = Next::Forward {
+            request,
+            url,
+            verified,
+        };
+        return next.go(config, log, None, now);
+    }
+    let plan = verified.claims().rate_plan.unwrap_or(config.default_plan);
+    let subject = Subject::Client(&verified.claims().client_id);
+    let check = match rate_limit::begin(subject, &plan, 1, now) {
+        Ok(check) => check,
+        Err(denied) => return limit::denied(config, log, denied, plan, subject),
     };
-
-    let origin_started = clock::now();
-    let response = send(request, url, config, &verified, now).await;
-    log.origin_ms = Some(clock::now().millis_since(origin_started));
-    let response = response?;
-    match limit {
-        Some((decision, plan, policy)) => forward::with_rate_limit(
-            &response,
-            &plan.policy_header(policy),
-            &decision.rate_limit_header(policy),
-        )
-        .map_err(EdgeError::from),
-        None => Ok(response),
-    }
+    let location = rate_limit::location(&request, config.rate_limit_mode);
+    let next = Next::Forward {
+        request,
+        url,
+        verified,
+    };
+    limit::decide(&env, &location, config, log, check, next, now)
 }
 
-/// A refused token costs its IP one unit of the failed-auth budget; over budget, the answer
-/// is 429 instead (and later requests from the IP that need crypto are refused at once). A
-/// request with no token at all is the normal challenge and costs nothing.
-async fn charge_failed_auth(
-    rejection: Rejection,
-    config: &Config,
-    env: &Env,
-    location: &str,
-    subject: Subject<'_>,
-    now: UnixTime,
-) -> EdgeError {
-    if matches!(rejection, Rejection::MissingToken) || config.rate_limit_mode == RateLimitMode::Off
-    {
-        return rejection.into();
-    }
-    let (decision, _) = rate_limit::decide(
-        env,
-        config.rate_limit_mode,
-        location,
-        subject,
-        &config.failed_auth_plan,
-        1,
-        now,
-    )
-    .await;
-    if decision.allowed {
-        rejection.into()
-    } else {
-        EdgeError::rate_limited(decision, config.failed_auth_plan, subject)
-    }
+/// What a request does once the rate limit allows it.
+pub(super) enum Next {
+    /// A verified token: to the origin.
+    Forward {
+        request: web_sys::Request,
+        url: RequestUrl,
+        verified: Arc<VerifiedToken>,
+    },
+    /// A refused token whose failed authentication was charged: its RFC 6750 answer.
+    Refuse(Rejection),
 }
 
-async fn verify(
-    token: &str,
-    key: TokenKey,
-    config: &Rc<Config>,
-    ctx: &Context,
-    now: UnixTime,
-) -> Result<Arc<VerifiedToken>, EdgeError> {
-    let validator = &config.validator;
-    let mut jwks = jwks_cache::current(config, ctx, now, false)
-        .await
-        .ok_or(EdgeError::NoKeys)?;
-    let check = match validator.check(token, &jwks, now) {
-        Err(Rejection::UnknownKeyId) if jwks_cache::unknown_kid(config, now) => {
-            jwks = jwks_cache::current(config, ctx, now, true)
-                .await
-                .ok_or(EdgeError::NoKeys)?;
-            validator.check(token, &jwks, now)
+impl Next {
+    /// Carries on: forwards (with the `RateLimit-Policy`/`RateLimit` values in `headers`,
+    /// when a limit applied) or refuses.
+    fn go(
+        self,
+        config: &Rc<Config>,
+        log: RequestLog,
+        headers: Option<(String, String)>,
+        now: UnixTime,
+    ) -> Result<JsValue, JsValue> {
+        match self {
+            Self::Forward {
+                request,
+                url,
+                verified,
+            } => forward(
+                &request,
+                &url,
+                config,
+                &verified,
+                log,
+                headers.as_ref(),
+                now,
+            ),
+            Self::Refuse(rejection) => refuse(config, log, &rejection.into()),
         }
-        other => other,
-    }?;
-    #[cfg(feature = "p256-verify")]
-    let verified = check.verify_with(&shared::P256Verifier)?;
-    #[cfg(not(feature = "p256-verify"))]
-    let verified = check
-        .verify_with_async(&crate::webcrypto::WebCrypto)
-        .await?;
-    Ok(jwks_cache::TOKENS.with(|t| t.borrow_mut().insert_key(key, verified, now)))
+    }
 }
 
-/// Forwards to the origin: method, path, query, headers (less the credential and anything
-/// that could forge the edge's identity) and the streamed body, plus the signed assertion.
-async fn send(
+/// Sends a verified request to the origin, with the signed assertion.
+fn forward(
     request: &web_sys::Request,
     url: &RequestUrl,
-    config: &Config,
+    config: &Rc<Config>,
     verified: &VerifiedToken,
+    log: RequestLog,
+    headers: Option<&(String, String)>,
     now: UnixTime,
-) -> Result<web_sys::Response, EdgeError> {
+) -> Result<JsValue, JsValue> {
     let target = format!("{}{}", config.origin_url, url.target());
-    let method = request.method();
-    let identity = EdgeIdentity::new(verified.claims(), &method, url.path(), now);
+    let identity = EdgeIdentity::new(verified.claims(), log.method(), url.path(), now);
     let assertion = config.signer.sign(&identity);
-    Ok(forward::send(request, &target, &assertion).await?)
+    let finish = Finish {
+        config: config.clone(),
+        log,
+        origin_started: clock::now(),
+    };
+    let id = parked::park(&FORWARDING, finish);
+    Ok(forward::forward_then(request, &target, &assertion, headers, id).into())
+}
+
+/// The edge's own answer for `error`, logged.
+pub(super) fn refuse(
+    config: &Config,
+    mut log: RequestLog,
+    error: &EdgeError,
+) -> Result<JsValue, JsValue> {
+    log.failed(error);
+    let response = error_response(error)?;
+    log.finish(config, response.status());
+    Ok(response.into())
+}
+
+/// A forwarded request waiting for the origin (parked in [`FORWARDING`]).
+struct Finish {
+    config: Rc<Config>,
+    log: RequestLog,
+    origin_started: UnixTime,
+}
+
+thread_local! {
+    static FORWARDING: RefCell<Parked<Finish>> = const { RefCell::new(Parked::new()) };
+}
+
+fn finishing(id: u32) -> Option<Finish> {
+    let mut finish = parked::take(&FORWARDING, id)?;
+    finish.log.origin_ms = Some(clock::now().millis_since(finish.origin_started));
+    Some(finish)
+}
+
+/// The origin answered forwarded request `id` with `status`: log the request.
+#[wasm_bindgen(js_name = originAnswered)]
+pub fn origin_answered(id: u32, status: u16) {
+    if let Some(finish) = finishing(id) {
+        finish.log.finish(&finish.config, status);
+    }
+}
+
+/// The origin could not be reached for request `id` (`detail`): the 502 answer.
+#[wasm_bindgen(js_name = originUnreachable)]
+pub fn origin_unreachable(id: u32, detail: String) -> Result<JsValue, JsValue> {
+    forward_not_done(finishing(id), ForwardError::Unreachable(detail))
+}
+
+/// The outbound request for `id` could not be built (`detail`): a runtime error, 500.
+#[wasm_bindgen(js_name = forwardFailed)]
+pub fn forward_failed(id: u32, detail: String) -> Result<JsValue, JsValue> {
+    forward_not_done(finishing(id), ForwardError::Build(detail))
+}
+
+/// The edge's answer for a forward that did not happen (logged if the request is still
+/// parked).
+fn forward_not_done(finish: Option<Finish>, error: ForwardError) -> Result<JsValue, JsValue> {
+    let error: EdgeError = error.into();
+    match finish {
+        Some(finish) => refuse(&finish.config, finish.log, &error),
+        None => Ok(error_response(&error)?.into()),
+    }
+}
+
+/// The answer for a callback whose request was no longer parked (see [`Parked`]).
+pub(crate) fn lost() -> Result<JsValue, JsValue> {
+    let error = EdgeError::Internal("a parked request was evicted before its callback".into());
+    Ok(error_response(&error)?.into())
 }
 
 impl From<ForwardError> for EdgeError {

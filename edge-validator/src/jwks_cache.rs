@@ -1,33 +1,33 @@
 //! The key set, in three tiers: isolate memory, then the colo's Cache API (so a new isolate
 //! does not wait on the issuer), then the JWKS URLs in order with a timeout each.
 //! `shared::jwks_refresh` decides freshness and the unknown-`kid` cooldown; this file only
-//! moves bytes. One refresh runs at a time per isolate (`single_flight`); concurrent requests
-//! wait for it. A stale set is served while it refreshes in the background; only a missing or
-//! too-old set, or an unknown `kid` the cooldown allows, makes a request wait.
+//! moves bytes, as a [`Refresh`] job ([`crate::jobs`]: one at a time per isolate; concurrent
+//! requests that need it wait for it). A stale set is served while it refreshes in the
+//! background; only a missing or too-old set, or an unknown `kid` the cooldown allows, makes
+//! a request wait.
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use shared::jwks_refresh::{Freshness, JwksRefresh};
 use shared::{Jwks, TokenCache, UnixTime};
 use wasm_bindgen::prelude::wasm_bindgen;
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
-use worker::Context;
+use wasm_bindgen::JsValue;
 
 use crate::config::Config;
-use crate::error::js_error_text;
-use crate::single_flight;
-use crate::upstream::{self, FetchError};
+use crate::issuer::{FetchError, Fetched, Get};
+use crate::jobs::Step;
 
 /// Verified tokens kept per isolate.
 const TOKEN_CACHE_CAPACITY: usize = 10_000;
 
+/// What a JWKS fetch accepts.
+const ACCEPT: &str = "application/jwk-set+json, application/json";
+
 #[wasm_bindgen(module = "/js/io.js")]
 extern "C" {
     /// The Cache API copy of the key set, as `cacheGet` resolves it.
-    type CachedCopy;
+    pub type CachedCopy;
     #[wasm_bindgen(method, getter)]
     fn text(this: &CachedCopy) -> String;
     /// Milliseconds since the epoch, as the header's text.
@@ -39,22 +39,21 @@ extern "C" {
     #[wasm_bindgen(method, getter)]
     fn etag(this: &CachedCopy) -> Option<String>;
 
-    #[wasm_bindgen(js_name = cacheGet)]
-    fn cache_get(key: &str) -> js_sys::Promise;
+    /// Stores the copy, kept alive by `ctx.waitUntil` (a failure is logged in JS).
     #[wasm_bindgen(js_name = cachePut)]
     fn cache_put(
+        ctx: &JsValue,
         key: &str,
         text: &str,
         keep_secs: f64,
         fetched_at: f64,
         cache_control: Option<&str>,
         etag: Option<&str>,
-    ) -> js_sys::Promise;
+    );
 }
 
 thread_local! {
     static REFRESH: RefCell<Option<JwksRefresh>> = const { RefCell::new(None) };
-    static REFRESHING: Cell<bool> = const { Cell::new(false) };
     pub(crate) static TOKENS: RefCell<TokenCache> = RefCell::new(TokenCache::new(TOKEN_CACHE_CAPACITY));
 }
 
@@ -65,35 +64,35 @@ fn with_state<T>(config: &Config, f: impl FnOnce(&mut JwksRefresh) -> T) -> T {
     })
 }
 
-/// The key set to verify with now. `force` is set for an unknown `kid` the cooldown allowed:
-/// it waits for a refetch. `None` when no usable set exists (answer 503).
-pub(crate) async fn current(
-    config: &Rc<Config>,
-    ctx: &Context,
-    now: UnixTime,
-    force: bool,
-) -> Option<Arc<Jwks>> {
-    if !force {
-        if with_state(config, |s| s.freshness(now)) == Freshness::Missing {
-            load_from_cache_api(config, now).await;
+/// What a fresh token's request does about the key set at `now`.
+pub(crate) enum Keys {
+    /// Verify with this set.
+    Ready(Arc<Jwks>),
+    /// Verify with this (stale) set, and refresh it in the background.
+    RefreshBehind(Arc<Jwks>),
+    /// Wait for a refresh (from the Cache API copy first when `load_copy`).
+    Wait { load_copy: bool },
+    /// No usable set, and no refresh to wait for: 503.
+    Unavailable,
+}
+
+/// The key-set decision for a request that has already waited for the Cache API copy
+/// (`copy_tried`) or a refresh (`refreshed`), or not.
+pub(crate) fn keys(config: &Config, now: UnixTime, copy_tried: bool, refreshed: bool) -> Keys {
+    with_state(config, |s| {
+        let freshness = s.freshness(now);
+        if freshness == Freshness::Missing && !copy_tried {
+            return Keys::Wait { load_copy: true };
         }
-        match with_state(config, |s| s.freshness(now)) {
-            Freshness::Fresh => return usable(config, now),
-            Freshness::Stale => {
-                if with_state(config, |s| s.refresh_due(now)) {
-                    ctx.wait_until(refresh_once(config.clone(), false));
-                }
-                return usable(config, now);
-            }
-            Freshness::Missing | Freshness::TooOld => {
-                if !with_state(config, |s| s.refresh_due(now)) {
-                    return None;
-                }
-            }
+        let usable = s.usable(now);
+        match (freshness, usable) {
+            (Freshness::Fresh, Some(jwks)) => Keys::Ready(jwks),
+            (Freshness::Stale, Some(jwks)) if s.refresh_due(now) => Keys::RefreshBehind(jwks),
+            (Freshness::Stale, Some(jwks)) => Keys::Ready(jwks),
+            _ if s.refresh_due(now) && !refreshed => Keys::Wait { load_copy: false },
+            _ => Keys::Unavailable,
         }
-    }
-    refresh_once(config.clone(), true).await;
-    usable(config, crate::clock::now())
+    })
 }
 
 /// Whether an unknown kid may trigger a refetch now (the cooldown starts if so).
@@ -101,72 +100,123 @@ pub(crate) fn unknown_kid(config: &Config, now: UnixTime) -> bool {
     with_state(config, |s| s.unknown_kid(now))
 }
 
-/// The set in memory, if usable at `now` (no fetching).
-pub(crate) fn usable(config: &Config, now: UnixTime) -> Option<Arc<Jwks>> {
-    with_state(config, |s| s.usable(now))
-}
-
 /// The state for `/.edge/health` and the request log.
 pub(crate) fn freshness(config: &Config, now: UnixTime) -> Freshness {
     with_state(config, |s| s.freshness(now))
 }
 
-/// A refresh, unless one is running in this isolate: then `wait` waits for it (bounded by
-/// one timeout per URL) and a background caller does nothing.
-async fn refresh_once(config: Rc<Config>, wait: bool) {
-    let wait_ms = single_flight::wait_budget(wait, config.fetch_timeout_ms, config.jwks_urls.len());
-    single_flight::run(&REFRESHING, wait_ms, refresh(&config)).await;
+/// A key-set refresh: the Cache API copy (a new isolate), then the JWKS URLs in order until
+/// one gives a set (or `304 Not Modified`).
+pub(crate) struct Refresh {
+    /// The next URL to try.
+    next_url: usize,
+    /// The `ETag` sent as `If-None-Match`.
+    etag: Option<String>,
 }
 
-async fn refresh(config: &Config) {
-    let etag = with_state(config, |s| s.etag().map(str::to_owned));
-    for url in config.jwks_urls.iter() {
-        let now = crate::clock::now;
-        match fetch_one(url, etag.as_deref(), config.fetch_timeout_ms).await {
-            Ok(Fetched::New {
+impl Refresh {
+    /// The job and its first step.
+    pub(crate) fn start(config: &Config, load_copy: bool) -> (Self, Step) {
+        let mut refresh = Self {
+            next_url: 0,
+            etag: None,
+        };
+        let step = match cache_key(config) {
+            Some(key) if load_copy => Step::CacheCopy(key.to_owned()),
+            _ => refresh.fetch_next(config),
+        };
+        (refresh, step)
+    }
+
+    /// The Cache API copy arrived (or there was none): enough if it is usable, else fetch.
+    pub(crate) fn copy_answered(&mut self, config: &Config, copy: Option<CachedCopy>) -> Step {
+        let now = crate::clock::now();
+        if let Some(copy) = copy {
+            apply_copy(config, &copy, now);
+        }
+        let needed = with_state(config, |s| s.usable(now).is_none() && s.refresh_due(now));
+        if needed {
+            self.fetch_next(config)
+        } else {
+            Step::Done
+        }
+    }
+
+    /// A URL answered (or did not): done with a new or confirmed set, else the next URL.
+    pub(crate) fn answered(
+        &mut self,
+        config: &Config,
+        ctx: &JsValue,
+        answer: Result<Fetched, FetchError>,
+    ) -> Step {
+        let url = config
+            .jwks_urls
+            .get(self.next_url.wrapping_sub(1))
+            .map_or("", String::as_str);
+        match answer.and_then(parse) {
+            Ok(Answer::New {
                 jwks,
                 text,
                 cache_control,
                 etag,
             }) => {
                 TOKENS.with(|t| t.borrow_mut().retain_keys(&jwks));
-                let at = now();
+                let at = crate::clock::now();
                 with_state(config, |s| {
                     s.fetched(jwks, cache_control.as_deref(), etag.as_deref(), at);
                 });
-                store_in_cache_api(config, text, cache_control, etag, at).await;
-                return;
+                store_in_cache_api(config, ctx, &text, cache_control, etag, at);
+                Step::Done
             }
-            Ok(Fetched::NotModified { cache_control }) => {
-                let at = now();
+            Ok(Answer::NotModified { cache_control }) => {
+                let at = crate::clock::now();
                 let text = with_state(config, |s| {
                     s.not_modified(cache_control.as_deref(), at);
                     s.usable(at).map(|jwks| jwks.to_json())
                 });
                 if let Some(text) = text {
-                    store_in_cache_api(config, text, cache_control, etag.clone(), at).await;
+                    store_in_cache_api(config, ctx, &text, cache_control, self.etag.clone(), at);
                 }
-                return;
+                Step::Done
             }
-            Err(reason) => worker::console_warn!(
-                "{}",
-                serde_json::json!({ "event": "jwks_fetch_failed", "url": url, "reason": reason.to_string() })
-            ),
+            Err(reason) => {
+                worker::console_warn!(
+                    "{}",
+                    serde_json::json!({ "event": "jwks_fetch_failed", "url": url, "reason": reason.to_string() })
+                );
+                self.fetch_next(config)
+            }
         }
     }
-    let at = crate::clock::now();
-    with_state(config, |s| s.failed(at));
-    worker::console_error!(
-        "{}",
-        serde_json::json!({
-            "event": "jwks_unavailable",
-            "urls": config.jwks_urls.len(),
-            "state": freshness_name(freshness(config, at)),
+
+    /// The next URL's fetch, or (none left) the failure recorded and logged.
+    fn fetch_next(&mut self, config: &Config) -> Step {
+        let Some(url) = config.jwks_urls.get(self.next_url) else {
+            let at = crate::clock::now();
+            with_state(config, |s| s.failed(at));
+            worker::console_error!(
+                "{}",
+                serde_json::json!({
+                    "event": "jwks_unavailable",
+                    "urls": config.jwks_urls.len(),
+                    "state": freshness_name(freshness(config, at)),
+                })
+            );
+            return Step::Done;
+        };
+        if self.next_url == 0 {
+            self.etag = with_state(config, |s| s.etag().map(str::to_owned));
+        }
+        self.next_url += 1;
+        Step::Get(Get {
+            url: url.clone(),
+            accept: ACCEPT,
+            etag: self.etag.clone(),
         })
-    );
+    }
 }
 
-enum Fetched {
+enum Answer {
     New {
         jwks: Jwks,
         text: String,
@@ -178,15 +228,13 @@ enum Fetched {
     },
 }
 
-async fn fetch_one(url: &str, etag: Option<&str>, timeout_ms: u64) -> Result<Fetched, FetchError> {
-    let accept = "application/jwk-set+json, application/json";
-    let response = upstream::get(url, accept, etag, timeout_ms).await?;
+fn parse(response: Fetched) -> Result<Answer, FetchError> {
     let cache_control = response.cache_control();
     match (response.status(), response.text()) {
-        (304, _) => Ok(Fetched::NotModified { cache_control }),
+        (304, _) => Ok(Answer::NotModified { cache_control }),
         (200, Some(text)) => {
             let jwks = Jwks::parse(&text).map_err(|e| FetchError::Unusable(e.to_string()))?;
-            Ok(Fetched::New {
+            Ok(Answer::New {
                 jwks,
                 text,
                 cache_control,
@@ -203,9 +251,10 @@ fn cache_key(config: &Config) -> Option<&str> {
 }
 
 /// Keeps a copy in the colo's cache for as long as it may be used (freshness plus max-stale).
-async fn store_in_cache_api(
+fn store_in_cache_api(
     config: &Config,
-    text: String,
+    ctx: &JsValue,
+    text: &str,
     issuer_cache_control: Option<String>,
     etag: Option<String>,
     fetched_at: UnixTime,
@@ -214,30 +263,19 @@ async fn store_in_cache_api(
     let keep_secs =
         (config.refresh_policy.max_max_age_ms + config.refresh_policy.max_stale_ms) / 1000;
     // Whole numbers well below 2^53: exact as JS numbers.
-    let stored = cache_put(
+    cache_put(
+        ctx,
         key,
-        &text,
+        text,
         keep_secs as f64,
         fetched_at.as_millis() as f64,
         issuer_cache_control.as_deref(),
         etag.as_deref(),
     );
-    if let Err(err) = JsFuture::from(stored).await {
-        worker::console_warn!("jwks cache api put failed: {}", js_error_text(&err));
-    }
 }
 
-/// A new isolate starts from the colo's copy, if there is one.
-async fn load_from_cache_api(config: &Config, now: UnixTime) {
-    let Some(key) = cache_key(config) else { return };
-    let copy: CachedCopy = match JsFuture::from(cache_get(key)).await {
-        Ok(copy) if copy.is_null() => return,
-        Ok(copy) => copy.unchecked_into(),
-        Err(err) => {
-            worker::console_warn!("jwks cache api get failed: {}", js_error_text(&err));
-            return;
-        }
-    };
+/// A new isolate starts from the colo's copy, if it parses.
+fn apply_copy(config: &Config, copy: &CachedCopy, now: UnixTime) {
     let fetched_at = copy
         .fetched_at()
         .and_then(|value| value.parse::<u64>().ok())

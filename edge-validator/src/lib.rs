@@ -14,11 +14,13 @@ mod config;
 #[cfg(target_arch = "wasm32")]
 mod error;
 #[cfg(target_arch = "wasm32")]
-pub mod fast_path;
-#[cfg(target_arch = "wasm32")]
 mod forward;
 #[cfg(target_arch = "wasm32")]
-mod handler;
+pub mod handler;
+#[cfg(target_arch = "wasm32")]
+mod issuer;
+#[cfg(target_arch = "wasm32")]
+pub mod jobs;
 #[cfg(target_arch = "wasm32")]
 mod jwks_cache;
 // Pure bookkeeping: also built natively so its unit tests run with the workspace's.
@@ -35,10 +37,6 @@ mod request_log;
 mod request_url;
 #[cfg(target_arch = "wasm32")]
 mod revocations;
-#[cfg(target_arch = "wasm32")]
-mod single_flight;
-#[cfg(target_arch = "wasm32")]
-mod upstream;
 #[cfg(all(target_arch = "wasm32", not(feature = "p256-verify")))]
 mod webcrypto;
 
@@ -47,14 +45,4 @@ mod webcrypto;
 fn start() {
     // A panic resets the module; log it instead of dying silently.
     console_error_panic_hook::set_once();
-}
-
-#[cfg(target_arch = "wasm32")]
-#[worker::event(fetch)]
-async fn fetch(
-    request: web_sys::Request,
-    env: worker::Env,
-    ctx: worker::Context,
-) -> worker::Result<web_sys::Response> {
-    handler::handle(request, env, ctx).await
 }

@@ -15,12 +15,8 @@ use std::collections::HashMap;
 
 use shared::rate_limit::check_weighted;
 use shared::{Decision, GcraState, RatePlan, UnixTime};
-use wasm_bindgen::prelude::wasm_bindgen;
-use wasm_bindgen_futures::JsFuture;
-use worker::Env;
 
 use crate::config::RateLimitMode;
-use crate::error::js_error_text;
 
 /// The Durable Object binding in wrangler.toml.
 pub(crate) const BINDING: &str = "RATE_LIMITER";
@@ -187,27 +183,6 @@ impl Check {
     }
 }
 
-/// Decides one request of `cost` for `subject` under `plan` (the general path).
-pub(crate) async fn decide(
-    env: &Env,
-    mode: RateLimitMode,
-    location: &str,
-    subject: Subject<'_>,
-    plan: &RatePlan,
-    cost: u32,
-    now: UnixTime,
-) -> (Decision, Source) {
-    let check = match begin(subject, plan, cost, now) {
-        Ok(check) => check,
-        Err(denied) => return (denied, Source::Isolate),
-    };
-    let answer = match mode {
-        RateLimitMode::Durable => Some(ask_object(env, location, &check).await),
-        RateLimitMode::Isolate | RateLimitMode::Off => None,
-    };
-    check.conclude(answer, now)
-}
-
 /// This isolate's decision for `key`: allowed (with the state to record if the request goes
 /// ahead) or denied (nothing to record).
 fn own_decision(
@@ -270,19 +245,4 @@ pub(crate) fn location(request: &web_sys::Request, mode: RateLimitMode) -> Strin
         .and_then(|colo| colo.as_string())
         .filter(|colo| !colo.is_empty())
         .unwrap_or_else(|| "local".to_owned())
-}
-
-#[wasm_bindgen(module = "/js/io.js")]
-extern "C" {
-    #[wasm_bindgen(js_name = askObject)]
-    fn ask_object_js(env: &Env, binding: &str, name: &str, url: &str) -> js_sys::Promise;
-}
-
-/// Asks `check`'s object at the request's location for its answer (JSON text).
-async fn ask_object(env: &Env, location: &str, check: &Check) -> Result<String, String> {
-    let name = check.object_name(location);
-    let answer = JsFuture::from(ask_object_js(env, BINDING, &name, &check.object_url()))
-        .await
-        .map_err(|err| js_error_text(&err))?;
-    Ok(answer.as_string().unwrap_or_default())
 }

@@ -1,18 +1,13 @@
 //! The Durable Object that holds one rate-limit key's GCRA state (`shared::rate_limit`). One
 //! object per key, so every isolate of a location sees the same count. The state is a single
 //! number, kept in memory and written to the object's storage so an eviction does not reset
-//! a client's budget.
-
-use std::cell::Cell;
+//! a client's budget. The decision is here; the class is `js/rate-limiter.js`.
 
 use shared::rate_limit::check_weighted;
 use shared::{GcraState, RatePlan};
-use worker::{durable_object, DurableObject, Env, Request, Response, State};
+use wasm_bindgen::prelude::wasm_bindgen;
 
 use crate::request_url::RequestUrl;
-
-/// Storage key of the state.
-const STATE_KEY: &str = "gcra";
 
 /// The URL the edge calls on the object's stub (the host is a placeholder). Only numbers, so
 /// nothing needs escaping.
@@ -44,53 +39,22 @@ fn parse_check(url: &str) -> Option<(RatePlan, u32)> {
     Some((plan, cost?))
 }
 
-/// One rate-limit key's state.
-#[durable_object]
-pub struct RateLimiter {
-    state: State,
-    gcra: Cell<Option<GcraState>>,
-}
-
-impl RateLimiter {
-    /// The stored state; none (or an unreadable value) is a fresh budget.
-    async fn load(&self) -> GcraState {
-        match self.state.storage().get::<String>(STATE_KEY).await {
-            Ok(Some(text)) => text
-                .parse()
-                .map(|tat_nanos| GcraState { tat_nanos })
-                .unwrap_or_default(),
-            _ => GcraState::default(),
-        }
-    }
-}
-
-impl DurableObject for RateLimiter {
-    fn new(state: State, _env: Env) -> Self {
-        Self {
-            state,
-            gcra: Cell::new(None),
-        }
-    }
-
-    async fn fetch(&self, request: Request) -> worker::Result<Response> {
-        let Some((plan, cost)) = parse_check(&request.inner().url()) else {
-            return Response::error("bad rate-limit query", 400);
-        };
-        let current = match self.gcra.get() {
-            Some(state) => state,
-            None => self.load().await,
-        };
-        let now = crate::clock::now();
-        let (decision, next) = check_weighted(&plan, current, now, cost);
-        self.gcra.set(Some(next));
-        if next != current {
-            // As a decimal string: a TAT in nanoseconds is past 2^53, which a JS number (what
-            // storage would get from a u64) cannot hold exactly.
-            self.state
-                .storage()
-                .put(STATE_KEY, next.tat_nanos.to_string())
-                .await?;
-        }
-        Response::from_json(&decision)
-    }
+/// The object's decision for one request: `url` is a [`check_url`] and `stored` the key's
+/// state as kept in storage (a decimal TAT in nanoseconds: past 2^53, so not a JS number;
+/// none, or unreadable, is a fresh budget). Returns `[decision JSON, state to keep]`, or
+/// `None` for a malformed query (answered 400). The object itself is JavaScript
+/// (`js/rate-limiter.js`): storage and the `Response` around this call.
+#[wasm_bindgen(js_name = rateLimiterCheck)]
+pub fn rate_limiter_check(url: &str, stored: Option<String>) -> Option<js_sys::Array> {
+    let (plan, cost) = parse_check(url)?;
+    let current = stored
+        .and_then(|text| text.parse().ok())
+        .map(|tat_nanos| GcraState { tat_nanos })
+        .unwrap_or_default();
+    let (decision, next) = check_weighted(&plan, current, crate::clock::now(), cost);
+    let decision = serde_json::to_string(&decision).ok()?;
+    Some(js_sys::Array::of2(
+        &decision.into(),
+        &next.tat_nanos.to_string().into(),
+    ))
 }

@@ -7,17 +7,14 @@
 //! issuer outage into a global one.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 
 use shared::revocations::{FeedPage, RevocationList};
 use shared::{UnixTime, VerifiedToken};
-use worker::Context;
 
 use crate::clock::now;
-
 use crate::config::Config;
-use crate::single_flight;
-use crate::upstream;
+use crate::issuer::{FetchError, Fetched, Get};
+use crate::jobs::Step;
 
 /// Pages read per pull, at most (the rest follows on the next pull).
 const MAX_PAGES_PER_PULL: usize = 10;
@@ -26,32 +23,29 @@ thread_local! {
     static LIST: RefCell<RevocationList> = RefCell::new(RevocationList::new());
     static LAST_ATTEMPT: Cell<Option<UnixTime>> = const { Cell::new(None) };
     static LAST_SUCCESS: Cell<Option<UnixTime>> = const { Cell::new(None) };
-    static PULLING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Brings the list up to date as the interval asks: waits only in a new isolate.
-pub(crate) async fn sync(config: &Rc<Config>, ctx: &Context, now: UnixTime) {
+/// What a request does about the list at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sync {
+    /// Nothing: no feed, or pulled within the interval.
+    Current,
+    /// Go on, and pull in the background (the interval has passed).
+    PullBehind,
+    /// Wait for the first pull (a new isolate).
+    Wait,
+}
+
+/// Whether the list needs a pull now: waits only in a new isolate.
+pub(crate) fn sync(config: &Config, now: UnixTime) -> Sync {
     if config.revocation_urls.is_empty() {
-        return;
+        return Sync::Current;
     }
     match LAST_ATTEMPT.with(Cell::get) {
-        None => pull_once(config.clone(), true).await,
-        Some(at) if now.millis_since(at) >= config.revocation_interval_ms => {
-            ctx.wait_until(pull_once(config.clone(), false));
-        }
-        Some(_) => {}
+        None => Sync::Wait,
+        Some(at) if now.millis_since(at) >= config.revocation_interval_ms => Sync::PullBehind,
+        Some(_) => Sync::Current,
     }
-}
-
-/// Whether the list needs no pull now (no feed, or pulled within the interval): the fast
-/// path's condition, as it cannot wait or start one.
-pub(crate) fn in_sync(config: &Config, now: UnixTime) -> bool {
-    if config.revocation_urls.is_empty() {
-        return true;
-    }
-    LAST_ATTEMPT
-        .with(Cell::get)
-        .is_some_and(|at| now.millis_since(at) < config.revocation_interval_ms)
 }
 
 /// Whether the token's `jti` or signing key is on the list.
@@ -64,55 +58,79 @@ pub(crate) fn age_ms(now: UnixTime) -> Option<u64> {
     LAST_SUCCESS.with(Cell::get).map(|at| now.millis_since(at))
 }
 
-/// A pull, unless one is running in this isolate: then `wait` waits for it (bounded by one
-/// timeout per URL and page) and a background caller does nothing.
-async fn pull_once(config: Rc<Config>, wait: bool) {
-    LAST_ATTEMPT.with(|cell| cell.set(Some(now())));
-    let wait_ms =
-        single_flight::wait_budget(wait, config.fetch_timeout_ms, config.revocation_urls.len());
-    single_flight::run(&PULLING, wait_ms, pull(&config)).await;
+/// A pull: the feed URLs in order, up to [`MAX_PAGES_PER_PULL`] pages from the first that
+/// answers.
+pub(crate) struct Pull {
+    /// The URL being read.
+    url: usize,
+    /// Pages read from it.
+    pages: usize,
 }
 
-async fn pull(config: &Config) {
-    'urls: for url in config.revocation_urls.iter() {
-        for _ in 0..MAX_PAGES_PER_PULL {
-            let cursor = LIST.with(|list| list.borrow().cursor());
-            let page = match fetch_page(url, cursor, config.fetch_timeout_ms).await {
-                Ok(page) => page,
-                Err(reason) => {
-                    worker::console_warn!(
-                        "{}",
-                        serde_json::json!({ "event": "revocation_feed_failed", "url": url, "reason": reason })
-                    );
-                    continue 'urls;
-                }
-            };
-            let more = page.more;
-            let at = now();
-            let new_kids = LIST.with(|list| list.borrow_mut().apply(page, at));
-            if !new_kids.is_empty() {
-                worker::console_log!(
+impl Pull {
+    /// The job and its first step (the attempt counts from `now`).
+    pub(crate) fn start(config: &Config, now: UnixTime) -> (Self, Step) {
+        LAST_ATTEMPT.with(|cell| cell.set(Some(now)));
+        let pull = Self { url: 0, pages: 0 };
+        let step = pull.page(config);
+        (pull, step)
+    }
+
+    /// A page arrived (or did not): the next page, the next URL, or done.
+    pub(crate) fn answered(
+        &mut self,
+        config: &Config,
+        answer: Result<Fetched, FetchError>,
+    ) -> Step {
+        let page = answer.and_then(|response| match (response.status(), response.text()) {
+            (200, Some(text)) => {
+                FeedPage::parse(&text).map_err(|e| FetchError::Unusable(e.to_string()))
+            }
+            (status, _) => Err(FetchError::Status(status)),
+        });
+        let page = match page {
+            Ok(page) => page,
+            Err(reason) => {
+                let url = config
+                    .revocation_urls
+                    .get(self.url)
+                    .map_or("", String::as_str);
+                worker::console_warn!(
                     "{}",
-                    serde_json::json!({ "event": "keys_revoked", "kids": new_kids })
+                    serde_json::json!({ "event": "revocation_feed_failed", "url": url, "reason": reason.to_string() })
                 );
+                self.url += 1;
+                self.pages = 0;
+                return self.page(config);
             }
-            if !more {
-                break;
-            }
+        };
+        let more = page.more;
+        let new_kids = LIST.with(|list| list.borrow_mut().apply(page, now()));
+        if !new_kids.is_empty() {
+            worker::console_log!(
+                "{}",
+                serde_json::json!({ "event": "keys_revoked", "kids": new_kids })
+            );
+        }
+        self.pages += 1;
+        if more && self.pages < MAX_PAGES_PER_PULL {
+            return self.page(config);
         }
         LAST_SUCCESS.with(|cell| cell.set(Some(now())));
-        return;
+        Step::Done
     }
-}
 
-async fn fetch_page(url: &str, cursor: i64, timeout_ms: u64) -> Result<FeedPage, String> {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let target = format!("{url}{separator}since={cursor}");
-    let response = upstream::get(&target, "application/json", None, timeout_ms)
-        .await
-        .map_err(|e| e.to_string())?;
-    match (response.status(), response.text()) {
-        (200, Some(text)) => FeedPage::parse(&text).map_err(|e| e.to_string()),
-        (status, _) => Err(format!("status {status}")),
+    /// The fetch of the next page from the current URL (done when no URL is left).
+    fn page(&self, config: &Config) -> Step {
+        let Some(url) = config.revocation_urls.get(self.url) else {
+            return Step::Done;
+        };
+        let cursor = LIST.with(|list| list.borrow().cursor());
+        let separator = if url.contains('?') { '&' } else { '?' };
+        Step::Get(Get {
+            url: format!("{url}{separator}since={cursor}"),
+            accept: "application/json",
+            etag: None,
+        })
     }
 }

@@ -1,13 +1,13 @@
 //! ES256 signature checks through WebCrypto (`crypto.subtle.verify`), about 10x cheaper in CPU
-//! than pure-Rust p256 compiled to wasm. Imported keys are kept per isolate.
+//! than pure-Rust p256 compiled to wasm. Imported keys are kept per isolate (the import is a
+//! request's wait: `handler::prepare`; the verify another: `handler::fresh`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use js_sys::{Object, Reflect, Uint8Array};
-use shared::{AsyncSignatureVerifier, BackendError, Jwk};
+use js_sys::{Object, Reflect};
+use shared::{BackendError, Jwk};
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
 
 thread_local! {
     /// Imported keys by kid and point (a kid reused with another point re-imports).
@@ -16,9 +16,6 @@ thread_local! {
     /// lookup is a crossing of the wasm boundary, and a fresh token pays for every one.
     static SUBTLE: RefCell<Option<(web_sys::SubtleCrypto, Object)>> = const { RefCell::new(None) };
 }
-
-/// The WebCrypto backend.
-pub(crate) struct WebCrypto;
 
 fn backend(err: JsValue) -> BackendError {
     BackendError {
@@ -46,53 +43,13 @@ fn object(pairs: &[(&str, &str)]) -> Result<Object, BackendError> {
     Ok(object)
 }
 
-/// The key already imported for `jwk`, if any (the fast path does not wait for imports).
+/// The key already imported for `jwk`, if any.
 pub(crate) fn imported(jwk: &Jwk) -> Option<web_sys::CryptoKey> {
     let id = (jwk.kid().to_owned(), jwk.uncompressed_point());
     KEYS.with(|keys| keys.borrow().get(&id).cloned())
 }
 
-async fn key_for(
-    subtle: &web_sys::SubtleCrypto,
-    jwk: &Jwk,
-) -> Result<web_sys::CryptoKey, BackendError> {
-    if let Some(key) = imported(jwk) {
-        return Ok(key);
-    }
-    let point = jwk.uncompressed_point();
-    let id = (jwk.kid().to_owned(), point);
-    let algorithm = object(&[("name", "ECDSA"), ("namedCurve", "P-256")])?;
-    let usages = js_sys::Array::of1(&"verify".into());
-    let raw = Uint8Array::from(point.as_slice());
-    let promise = subtle
-        .import_key_with_object("raw", &raw, &algorithm, false, &usages)
-        .map_err(backend)?;
-    let key: web_sys::CryptoKey = JsFuture::from(promise)
-        .await
-        .map_err(backend)?
-        .unchecked_into();
-    KEYS.with(|keys| keys.borrow_mut().insert(id, key.clone()));
-    Ok(key)
-}
-
-impl AsyncSignatureVerifier for WebCrypto {
-    async fn verify_es256(
-        &self,
-        key: &Jwk,
-        message: &[u8],
-        signature: &[u8; 64],
-    ) -> Result<bool, BackendError> {
-        let (subtle, algorithm) = subtle()?;
-        let crypto_key = key_for(&subtle, key).await?;
-        let promise = subtle
-            .verify_with_object_and_u8_array_and_u8_array(
-                &algorithm,
-                &crypto_key,
-                signature,
-                message,
-            )
-            .map_err(backend)?;
-        let verdict = JsFuture::from(promise).await.map_err(backend)?;
-        Ok(verdict.as_bool().unwrap_or(false))
-    }
+/// Keeps `key`, imported for `kid` at `point`, for the isolate.
+pub(crate) fn keep(kid: String, point: [u8; 65], key: web_sys::CryptoKey) {
+    KEYS.with(|keys| keys.borrow_mut().insert((kid, point), key));
 }

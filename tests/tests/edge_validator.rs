@@ -358,10 +358,9 @@ async fn every_rejection_class_is_answered_at_the_edge_and_never_reaches_the_ori
     rejection_classes("edge_rejections", "durable").await;
 }
 
-/// The same journey with isolate rate limits, where steady-state requests take the
-/// synchronous fast path (`edge-validator/src/fast_path.rs`) instead of the general one.
+/// The same journey with isolate rate limits: no Durable Object wait on the request path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fast_path_answers_every_rejection_class_the_same_way() {
+async fn isolate_rate_limits_answer_every_rejection_class_the_same_way() {
     rejection_classes("edge_rejections_fast", "isolate").await;
 }
 

@@ -1,7 +1,7 @@
-//! The fast path's rate limit: the isolate's own decision at once, and in `durable` mode the
+//! The request's rate limit: the isolate's own decision at once, and in `durable` mode the
 //! client's Durable Object asked through a JS promise whose answer comes back by number
-//! ([`limit_answered`]), as WebCrypto's verdict does. The same two steps as the general
-//! path (`rate_limit::begin`, `Check::conclude`), so both decide alike.
+//! ([`limit_answered`]), as WebCrypto's verdict does (`rate_limit::begin`, then
+//! `Check::conclude`).
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -32,7 +32,7 @@ export function withHeaders(response, name1, value1, name2, value2) {
   return out;
 }
 
-/** The fast path's wait for a fresh token (src/fast_path.rs): WebCrypto's verdict goes
+/** The wait for a fresh token (src/handler/fresh.rs): WebCrypto's verdict goes
  * back into wasm by request number (`resume` holds the wasm exports), which answers with a
  * response or the promise of the origin's. */
 export function verifyThen(subtle, algorithm, key, signature, message, resume, id) {
@@ -42,7 +42,7 @@ export function verifyThen(subtle, algorithm, key, signature, message, resume, i
   );
 }
 
-/** The fast path's wait for the origin: `forward`, the two rate-limit headers when given,
+/** The wait for the origin: `forward`, the two rate-limit headers when given,
  * and `originAnswered(id, status)` for the request log; a failed fetch is the edge's 502. */
 export function forwardThen(request, target, prefix, name, value, resume, id, name1, value1, name2, value2) {
   let sent;

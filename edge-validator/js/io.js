@@ -123,7 +123,7 @@ async function askObject(env, binding, name, url) {
   return response.text();
 }
 
-/** The wait for a Durable Object (src/fast_path/limit.rs): `askObject`, then
+/** The wait for a Durable Object (src/handler/limit.rs): `askObject`, then
  * its answer back into wasm by request number (`resume` holds the wasm exports). */
 export function askObjectThen(env, binding, name, url, resume, id) {
   return askObject(env, binding, name, url).then(

@@ -1,5 +1,6 @@
-//! Requests parked in wasm while a JS promise runs (WebCrypto's verify, the origin's answer),
-//! found again by a number the promise's callback passes back.
+//! Requests (and issuer fetch jobs) parked in wasm while a JS promise runs (WebCrypto's verify,
+//! the origin's answer, an issuer fetch...), found again by a number the promise's callback
+//! passes back.
 //!
 //! Why numbers and not `#[wasm_bindgen]` objects: wasm-bindgen wraps every Rust object handed
 //! to JS in a JS object registered with a `FinalizationRegistry`; with two per fresh-token

@@ -2,7 +2,8 @@
 //! 1. an in-isolate pre-check: if this isolate's own traffic for the key already exceeds the
 //!    plan, or the Durable Object recently said "denied until T", answer 429 at once, with no
 //!    round trip (the cheap path for abusive clients);
-//! 2. otherwise the key's Durable Object ([`crate::rate_limit_object::RateLimiter`]) for this
+//! 2. otherwise the key's Durable Object (`js/rate-limiter.js`, deciding with
+//!    [`crate::rate_limit_object::rate_limiter_check`]) for this
 //!    location decides: one object per (Cloudflare location, key), named `colo/key`, so the
 //!    count is exact across every isolate of the location and the object lives next to them
 //!    (no cross-region round trip). Each location counts a client separately.

@@ -617,6 +617,40 @@ async fn issuer_down_keeps_serving_from_the_stale_key_set_and_the_url_list_fails
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
 
+/// A new isolate starts from the colo's Cache API copy of the key set: with the issuer gone,
+/// a restarted edge (same local state, so the same "colo") still verifies a token it has
+/// never seen, and says it got a fresh set without fetching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_isolate_starts_from_the_cache_api_copy_when_the_issuer_is_down() {
+    let dir = temp_dir("edge_cache_copy");
+    let (seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (issuer, issuer_port) = tokio::task::block_in_place(|| issuer(&dir));
+    let client = Client::create(&dir, "cache-copy", &[]);
+    let vars = issuer_vars(issuer_port, origin_port, &[]);
+    tokio::task::block_in_place(|| {
+        let (first, second) = (client.token(issuer_port), client.token(issuer_port));
+        let edge_port = free_port();
+        let first_edge = edge(&dir, edge_port, &vars, SECRET);
+        let url = format!("http://127.0.0.1:{edge_port}/copy");
+        assert_eq!(http(&["-H", &bearer(&first), &url]).status, 200);
+        drop(first_edge);
+        drop(issuer);
+
+        let edge_port = free_port();
+        let _second_edge = edge(&dir, edge_port, &vars, SECRET);
+        let health = format!("http://127.0.0.1:{edge_port}/.edge/health");
+        assert_eq!(http(&[&health]).json()["jwks"], "missing");
+        let reply = http(&[
+            "-H",
+            &bearer(&second),
+            &format!("http://127.0.0.1:{edge_port}/copy"),
+        ]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(http(&[&health]).json()["jwks"], "fresh");
+    });
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_tokens_and_keys_are_refused_within_the_feed_interval() {
     let dir = temp_dir("edge_revocation");

@@ -66,6 +66,7 @@ pub fn handle(
         ctx,
         started: now(),
         waited: Waited::default(),
+        keys_since: None,
     })
 }
 
@@ -76,6 +77,8 @@ pub(super) struct Arrived {
     ctx: JsValue,
     started: UnixTime,
     waited: Waited,
+    /// When it began waiting for keys (a key-set job or an import), for the log's `jwks_ms`.
+    keys_since: Option<UnixTime>,
 }
 
 /// The preparation waits a request has had (each at most once).
@@ -152,8 +155,7 @@ fn serve(arrived: Arrived) -> Result<JsValue, JsValue> {
         }
         Keys::Unavailable => return refuse(&config, log, &EdgeError::NoKeys),
     };
-    let token = token.to_owned();
-    fresh::start(arrived, url, config, &token, key, &jwks, ip, log, now)
+    fresh::start(arrived, url, config, token, key, &jwks, ip, log, now)
 }
 
 /// `/.edge/health`: whether the edge can verify tokens, and how old its revocation list is.

@@ -49,7 +49,8 @@ pub(super) fn start(
     {
         let verified = check.verify_with(&shared::P256Verifier);
         let mut log = log;
-        log.jwks_ms = Some(0);
+        let keys_since = arrived.keys_since.unwrap_or(now);
+        log.jwks_ms = Some(crate::clock::now().millis_since(keys_since));
         conclude(arrived, url, &config, key, &ip, verified, log, now)
     }
 
@@ -180,7 +181,8 @@ fn verdict(id: u32, verdict: Result<bool, ()>) -> Result<JsValue, JsValue> {
         started,
         verify_started,
     } = pending;
-    log.jwks_ms = Some(crate::clock::now().millis_since(verify_started));
+    let keys_since = arrived.keys_since.unwrap_or(verify_started);
+    log.jwks_ms = Some(crate::clock::now().millis_since(keys_since));
     let outcome = match verdict {
         Ok(valid) => signature.conclude(valid),
         Err(()) => Err(Rejection::VerifierUnavailable),

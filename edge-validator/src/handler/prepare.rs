@@ -53,9 +53,12 @@ thread_local! {
 pub(super) fn wait_for(
     kind: Kind,
     config: &Rc<Config>,
-    arrived: Arrived,
+    mut arrived: Arrived,
 ) -> Result<JsValue, JsValue> {
     let now = clock::now();
+    if matches!(kind, Kind::Keys { .. }) {
+        arrived.keys_since.get_or_insert(now);
+    }
     let busy = jobs::busy(kind, now);
     let deadline = now
         .as_millis()
@@ -114,6 +117,7 @@ pub(super) fn import(
     point: [u8; 65],
 ) -> Result<JsValue, JsValue> {
     arrived.waited.import = true;
+    arrived.keys_since.get_or_insert(clock::now());
     let raw = js_sys::Uint8Array::from(point.as_slice());
     let id = parked::park(
         &WAITING,

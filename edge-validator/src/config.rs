@@ -5,9 +5,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::runtime::Env;
 use shared::jwks_refresh::RefreshPolicy;
 use shared::{AssertionKey, AssertionSigner, RatePlan, Validation, Validator};
-use worker::Env;
 
 /// Var: the exact `iss`.
 pub(crate) const ISSUER: &str = "ISSUER";
@@ -98,16 +98,12 @@ pub(crate) fn get(env: &Env) -> Result<Rc<Config>, ConfigError> {
 }
 
 fn var(env: &Env, name: &str) -> Result<String, ConfigError> {
-    env.var(name)
-        .map(|value| value.to_string())
-        .map_err(|_| ConfigError(format!("var {name} is not set")))
+    env.text(name)
+        .ok_or_else(|| ConfigError(format!("var {name} is not set")))
 }
 
 fn optional(env: &Env, name: &str) -> Option<String> {
-    env.var(name)
-        .ok()
-        .map(|value| value.to_string())
-        .filter(|value| !value.trim().is_empty())
+    env.text(name).filter(|value| !value.trim().is_empty())
 }
 
 fn number(env: &Env, name: &str, default: u64) -> Result<u64, ConfigError> {
@@ -135,9 +131,8 @@ impl Config {
             return Err(ConfigError(format!("var {JWKS_URLS} lists no URL")));
         }
         let secret = env
-            .secret(ASSERTION_SECRET)
-            .map(|value| value.to_string())
-            .map_err(|_| ConfigError(format!("secret {ASSERTION_SECRET} is not set")))?;
+            .text(ASSERTION_SECRET)
+            .ok_or_else(|| ConfigError(format!("secret {ASSERTION_SECRET} is not set")))?;
         let key = AssertionKey::new(&var(env, ASSERTION_KEY_ID)?, secret.as_bytes())
             .map_err(|err| ConfigError(err.to_string()))?;
         let defaults = RefreshPolicy::default();

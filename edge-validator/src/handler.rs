@@ -55,7 +55,7 @@ pub(crate) const HEALTH_PATH: &str = "/.edge/health";
 #[wasm_bindgen]
 pub fn handle(
     request: web_sys::Request,
-    env: worker::Env,
+    env: crate::runtime::Env,
     ctx: JsValue,
     resume: JsValue,
 ) -> Result<JsValue, JsValue> {
@@ -73,7 +73,7 @@ pub fn handle(
 /// A request as it arrived, with what it has already waited for.
 pub(super) struct Arrived {
     request: web_sys::Request,
-    env: worker::Env,
+    env: crate::runtime::Env,
     ctx: JsValue,
     started: UnixTime,
     waited: Waited,
@@ -348,7 +348,7 @@ impl From<ForwardError> for EdgeError {
         match error {
             ForwardError::Build(detail) => EdgeError::Internal(detail),
             ForwardError::Unreachable(detail) => {
-                worker::console_error!("origin fetch failed: {detail}");
+                console_error!("origin fetch failed: {detail}");
                 EdgeError::OriginUnreachable
             }
         }

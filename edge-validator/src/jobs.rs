@@ -142,7 +142,7 @@ pub(crate) fn background(kind: Kind, config: &Rc<Config>, ctx: &JsValue) {
     }
     match start(kind, config, ctx, Then::Background) {
         Ok(promise) => keep(ctx, &promise),
-        Err(err) => worker::console_error!(
+        Err(err) => console_error!(
             "background fetch failed to start: {}",
             crate::error::js_error_text(&err)
         ),

@@ -180,7 +180,7 @@ impl Refresh {
                 Step::Done
             }
             Err(reason) => {
-                worker::console_warn!(
+                console_warn!(
                     "{}",
                     serde_json::json!({ "event": "jwks_fetch_failed", "url": url, "reason": reason.to_string() })
                 );
@@ -194,7 +194,7 @@ impl Refresh {
         let Some(url) = config.jwks_urls.get(self.next_url) else {
             let at = crate::clock::now();
             with_state(config, |s| s.failed(at));
-            worker::console_error!(
+            console_error!(
                 "{}",
                 serde_json::json!({
                     "event": "jwks_unavailable",
@@ -291,7 +291,7 @@ fn apply_copy(config: &Config, copy: &CachedCopy, now: UnixTime) {
                 );
             }
         }),
-        Err(err) => worker::console_warn!("jwks cache api copy unusable: {err}"),
+        Err(err) => console_warn!("jwks cache api copy unusable: {err}"),
     }
 }
 

@@ -1,11 +1,25 @@
-//! The Edgeward edge: a Cloudflare Worker (workers-rs) that checks each request's bearer token
-//! with `shared`, verifying signatures through WebCrypto, and forwards good requests to the
-//! origin with a signed identity header (`x-edgeward-assertion`). Bad tokens never reach the
-//! origin.
+//! The Edgeward edge: a Cloudflare Worker in Rust (wasm-bindgen, built with workers-rs's
+//! worker-build) that checks each request's bearer token with `shared`, verifying signatures
+//! through WebCrypto, and forwards good requests to the origin with a signed identity header
+//! (`x-edgeward-assertion`). Bad tokens never reach the origin.
 //!
 //! This crate is only a shell: every decision (token rules, rejections, JWKS freshness, the
 //! assertion) is `shared`'s; here are the bindings, the fetches and the one error mapping.
 //! Natively the crate is empty; it is built for wasm32 with worker-build.
+
+/// `console.error`/`warn`/`log` of a formatted line (Workers Logs).
+#[cfg(target_arch = "wasm32")]
+macro_rules! console_error {
+    ($($arg:tt)*) => { web_sys::console::error_1(&format!($($arg)*).into()) };
+}
+#[cfg(target_arch = "wasm32")]
+macro_rules! console_warn {
+    ($($arg:tt)*) => { web_sys::console::warn_1(&format!($($arg)*).into()) };
+}
+#[cfg(target_arch = "wasm32")]
+macro_rules! console_log {
+    ($($arg:tt)*) => { web_sys::console::log_1(&format!($($arg)*).into()) };
+}
 
 #[cfg(target_arch = "wasm32")]
 mod clock;
@@ -37,12 +51,7 @@ mod request_log;
 mod request_url;
 #[cfg(target_arch = "wasm32")]
 mod revocations;
+#[cfg(target_arch = "wasm32")]
+pub mod runtime;
 #[cfg(all(target_arch = "wasm32", not(feature = "p256-verify")))]
 mod webcrypto;
-
-#[cfg(target_arch = "wasm32")]
-#[worker::event(start)]
-fn start() {
-    // A panic resets the module; log it instead of dying silently.
-    console_error_panic_hook::set_once();
-}

@@ -172,7 +172,7 @@ impl Check {
             None => (self.own, Source::Isolate),
             Some(Ok(decision)) => (decision, Source::Object),
             Some(Err(reason)) => {
-                worker::console_warn!(
+                console_warn!(
                     "{}",
                     serde_json::json!({ "event": "rate_limiter_unreachable", "reason": reason })
                 );

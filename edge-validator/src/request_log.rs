@@ -94,7 +94,7 @@ impl RequestLog {
         self.revocations_age_ms = crate::revocations::age_ms(now);
         match serde_json::to_string(&self) {
             Ok(line) => web_sys::console::log_1(&line.into()),
-            Err(err) => worker::console_error!("request log: {err}"),
+            Err(err) => console_error!("request log: {err}"),
         }
     }
 }

@@ -95,7 +95,7 @@ impl Pull {
                     .revocation_urls
                     .get(self.url)
                     .map_or("", String::as_str);
-                worker::console_warn!(
+                console_warn!(
                     "{}",
                     serde_json::json!({ "event": "revocation_feed_failed", "url": url, "reason": reason.to_string() })
                 );
@@ -107,7 +107,7 @@ impl Pull {
         let more = page.more;
         let new_kids = LIST.with(|list| list.borrow_mut().apply(page, now()));
         if !new_kids.is_empty() {
-            worker::console_log!(
+            console_log!(
                 "{}",
                 serde_json::json!({ "event": "keys_revoked", "kids": new_kids })
             );

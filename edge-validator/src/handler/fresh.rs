@@ -77,7 +77,7 @@ pub(super) fn start(
         let (subtle, algorithm) = match crate::webcrypto::subtle() {
             Ok(found) => found,
             Err(err) => {
-                worker::console_error!("webcrypto unavailable: {}", err.detail);
+                console_error!("webcrypto unavailable: {}", err.detail);
                 return reject(
                     arrived,
                     &config,
@@ -161,7 +161,7 @@ pub fn token_verified(id: u32, valid: bool) -> Result<JsValue, JsValue> {
 #[cfg(not(feature = "p256-verify"))]
 #[wasm_bindgen(js_name = tokenNotVerified)]
 pub fn token_not_verified(id: u32, detail: String) -> Result<JsValue, JsValue> {
-    worker::console_error!("webcrypto verify failed: {detail}");
+    console_error!("webcrypto verify failed: {detail}");
     verdict(id, Err(()))
 }
 

@@ -23,7 +23,7 @@ extern "C" {
     /// `askObject(...)`, then `limitAnswered(id, text)` (or `limitUnanswered`).
     #[wasm_bindgen(js_name = askObjectThen)]
     fn ask_object_then(
-        env: &worker::Env,
+        env: &crate::runtime::Env,
         binding: &str,
         name: &str,
         url: &str,
@@ -66,7 +66,7 @@ pub(super) fn denied(
 
 /// Step two of `check` (its Durable Object at `location` in `durable` mode), then `next`.
 pub(super) fn decide(
-    env: &worker::Env,
+    env: &crate::runtime::Env,
     location: &str,
     config: &Rc<Config>,
     log: RequestLog,

@@ -147,7 +147,7 @@ pub fn key_imported(id: u32, key: web_sys::CryptoKey) -> Result<JsValue, JsValue
 #[cfg(not(feature = "p256-verify"))]
 #[wasm_bindgen(js_name = keyNotImported)]
 pub fn key_not_imported(id: u32, reason: String) -> Result<JsValue, JsValue> {
-    worker::console_error!("webcrypto key import failed: {reason}");
+    console_error!("webcrypto key import failed: {reason}");
     match parked::take(&WAITING, id) {
         Some(waiting) => serve(waiting.arrived),
         None => lost(),

@@ -17,6 +17,7 @@ use wasm_bindgen::JsValue;
 use crate::config::Config;
 use crate::issuer::{FetchError, Fetched, Get};
 use crate::jobs::Step;
+use crate::request_log::{Event, Level};
 
 /// Verified tokens kept per isolate.
 const TOKEN_CACHE_CAPACITY: usize = 10_000;
@@ -180,10 +181,13 @@ impl Refresh {
                 Step::Done
             }
             Err(reason) => {
-                console_warn!(
-                    "{}",
-                    serde_json::json!({ "event": "jwks_fetch_failed", "url": url, "reason": reason.to_string() })
-                );
+                Event {
+                    event: "jwks_fetch_failed",
+                    url: Some(url),
+                    reason: Some(&reason.to_string()),
+                    ..Event::default()
+                }
+                .emit(Level::Warn);
                 self.fetch_next(config)
             }
         }
@@ -194,14 +198,13 @@ impl Refresh {
         let Some(url) = config.jwks_urls.get(self.next_url) else {
             let at = crate::clock::now();
             with_state(config, |s| s.failed(at));
-            console_error!(
-                "{}",
-                serde_json::json!({
-                    "event": "jwks_unavailable",
-                    "urls": config.jwks_urls.len(),
-                    "state": freshness_name(freshness(config, at)),
-                })
-            );
+            Event {
+                event: "jwks_unavailable",
+                urls: Some(config.jwks_urls.len()),
+                state: Some(freshness_name(freshness(config, at))),
+                ..Event::default()
+            }
+            .emit(Level::Error);
             return Step::Done;
         };
         if self.next_url == 0 {

@@ -7,7 +7,7 @@
 //! assertion) is `shared`'s; here are the bindings, the fetches and the one error mapping.
 //! Natively the crate is empty; it is built for wasm32 with worker-build.
 
-/// `console.error`/`warn`/`log` of a formatted line (Workers Logs).
+/// `console.error`/`warn` of a formatted line (Workers Logs).
 #[cfg(target_arch = "wasm32")]
 macro_rules! console_error {
     ($($arg:tt)*) => { web_sys::console::error_1(&format!($($arg)*).into()) };
@@ -15,10 +15,6 @@ macro_rules! console_error {
 #[cfg(target_arch = "wasm32")]
 macro_rules! console_warn {
     ($($arg:tt)*) => { web_sys::console::warn_1(&format!($($arg)*).into()) };
-}
-#[cfg(target_arch = "wasm32")]
-macro_rules! console_log {
-    ($($arg:tt)*) => { web_sys::console::log_1(&format!($($arg)*).into()) };
 }
 
 #[cfg(target_arch = "wasm32")]

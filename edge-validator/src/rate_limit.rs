@@ -18,6 +18,7 @@ use shared::rate_limit::check_weighted;
 use shared::{Decision, GcraState, RatePlan, UnixTime};
 
 use crate::config::RateLimitMode;
+use crate::request_log::{Event, Level};
 
 /// The Durable Object binding in wrangler.toml.
 pub(crate) const BINDING: &str = "RATE_LIMITER";
@@ -172,10 +173,12 @@ impl Check {
             None => (self.own, Source::Isolate),
             Some(Ok(decision)) => (decision, Source::Object),
             Some(Err(reason)) => {
-                console_warn!(
-                    "{}",
-                    serde_json::json!({ "event": "rate_limiter_unreachable", "reason": reason })
-                );
+                Event {
+                    event: "rate_limiter_unreachable",
+                    reason: Some(&reason),
+                    ..Event::default()
+                }
+                .emit(Level::Warn);
                 (self.own, Source::Fallback)
             }
         };

@@ -7,6 +7,7 @@ use std::cell::Cell;
 
 use serde::Serialize;
 use shared::UnixTime;
+use wasm_bindgen::JsValue;
 
 use crate::config::Config;
 use crate::error::EdgeError;
@@ -114,5 +115,44 @@ fn sampled(every: u64) -> bool {
             count.set(seen.wrapping_add(1));
             seen % every == 0
         }),
+    }
+}
+
+/// One operational line that is not a request's (a failed fetch, revoked keys): `event`
+/// names it, the other members are there when set. One serialized shape for every event,
+/// rather than a `serde_json::Value` built per line (that links `Value` and its map).
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Event<'a> {
+    pub(crate) event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) kids: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) urls: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) state: Option<&'static str>,
+}
+
+/// How loud an [`Event`] is (the console method, so Workers Logs keeps the level).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Level {
+    Log,
+    Warn,
+    Error,
+}
+
+impl Event<'_> {
+    /// Writes the line at `level`.
+    pub(crate) fn emit(&self, level: Level) {
+        // Strings and integers into a String: cannot fail.
+        let line = JsValue::from(serde_json::to_string(self).unwrap_or_default());
+        match level {
+            Level::Log => web_sys::console::log_1(&line),
+            Level::Warn => web_sys::console::warn_1(&line),
+            Level::Error => web_sys::console::error_1(&line),
+        }
     }
 }

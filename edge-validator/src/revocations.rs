@@ -15,6 +15,7 @@ use crate::clock::now;
 use crate::config::Config;
 use crate::issuer::{FetchError, Fetched, Get};
 use crate::jobs::Step;
+use crate::request_log::{Event, Level};
 
 /// Pages read per pull, at most (the rest follows on the next pull).
 const MAX_PAGES_PER_PULL: usize = 10;
@@ -95,10 +96,13 @@ impl Pull {
                     .revocation_urls
                     .get(self.url)
                     .map_or("", String::as_str);
-                console_warn!(
-                    "{}",
-                    serde_json::json!({ "event": "revocation_feed_failed", "url": url, "reason": reason.to_string() })
-                );
+                Event {
+                    event: "revocation_feed_failed",
+                    url: Some(url),
+                    reason: Some(&reason.to_string()),
+                    ..Event::default()
+                }
+                .emit(Level::Warn);
                 self.url += 1;
                 self.pages = 0;
                 return self.page(config);
@@ -107,10 +111,12 @@ impl Pull {
         let more = page.more;
         let new_kids = LIST.with(|list| list.borrow_mut().apply(page, now()));
         if !new_kids.is_empty() {
-            console_log!(
-                "{}",
-                serde_json::json!({ "event": "keys_revoked", "kids": new_kids })
-            );
+            Event {
+                event: "keys_revoked",
+                kids: Some(&new_kids),
+                ..Event::default()
+            }
+            .emit(Level::Log);
         }
         self.pages += 1;
         if more && self.pages < MAX_PAGES_PER_PULL {

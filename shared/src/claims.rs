@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
 
+use crate::json::Member;
 use crate::rate_limit::RatePlan;
 use crate::rejection::{Rejection, Segment};
 use crate::time::UnixTime;
@@ -188,26 +188,26 @@ pub struct AccessClaims {
 /// refuses duplicate members, which closes off parser-differential tricks.
 #[derive(Deserialize)]
 struct RawClaims {
-    #[serde(default, deserialize_with = "crate::token::present")]
-    iss: Option<Value>,
-    #[serde(default, deserialize_with = "crate::token::present")]
-    sub: Option<Value>,
-    #[serde(default, deserialize_with = "crate::token::present")]
-    aud: Option<Value>,
-    #[serde(default, deserialize_with = "crate::token::present")]
-    exp: Option<Value>,
-    #[serde(default, deserialize_with = "crate::token::present")]
-    nbf: Option<Value>,
-    #[serde(default, deserialize_with = "crate::token::present")]
-    iat: Option<Value>,
-    #[serde(default, deserialize_with = "crate::token::present")]
-    jti: Option<Value>,
-    #[serde(default, deserialize_with = "crate::token::present")]
-    client_id: Option<Value>,
-    #[serde(default, deserialize_with = "crate::token::present")]
-    scope: Option<Value>,
-    #[serde(default, deserialize_with = "crate::token::present")]
-    rate_plan: Option<Value>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    iss: Option<Member>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    sub: Option<Member>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    aud: Option<Member>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    exp: Option<Member>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    nbf: Option<Member>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    iat: Option<Member>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    jti: Option<Member>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    client_id: Option<Member>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    scope: Option<Member>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    rate_plan: Option<Member>,
 }
 
 /// Parses and checks the decoded payload against `validation` at `now`.
@@ -220,7 +220,7 @@ pub(crate) fn validate(
         segment: Segment::Payload,
     };
     // A derived struct would also accept a JSON array; the payload must be an object.
-    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if !crate::json::is_object(payload) {
         return Err(invalid_json);
     }
     let raw: RawClaims = serde_json::from_slice(payload).map_err(|_| invalid_json)?;
@@ -291,35 +291,35 @@ pub(crate) fn validate(
 
 fn required_string(
     claim: &'static str,
-    value: Option<Value>,
+    value: Option<Member>,
     max_len: usize,
 ) -> Result<String, Rejection> {
     match value {
         None => Err(Rejection::MissingClaim { claim }),
-        Some(Value::String(text)) if !text.is_empty() && text.len() <= max_len => Ok(text),
+        Some(Member::Str(text)) if !text.is_empty() && text.len() <= max_len => Ok(text),
         Some(_) => Err(Rejection::InvalidClaim { claim }),
     }
 }
 
-fn required_time(claim: &'static str, value: Option<Value>) -> Result<u64, Rejection> {
+fn required_time(claim: &'static str, value: Option<Member>) -> Result<u64, Rejection> {
     let value = value.ok_or(Rejection::MissingClaim { claim })?;
     time_value(claim, &value)
 }
 
 /// A `NumericDate` as a non-negative integer number of seconds.
-fn time_value(claim: &'static str, value: &Value) -> Result<u64, Rejection> {
+fn time_value(claim: &'static str, value: &Member) -> Result<u64, Rejection> {
     value.as_u64().ok_or(Rejection::InvalidClaim { claim })
 }
 
-fn audiences(value: Option<Value>) -> Result<Vec<String>, Rejection> {
+fn audiences(value: Option<Member>) -> Result<Vec<String>, Rejection> {
     const CLAIM: &str = "aud";
     match value {
         None => Err(Rejection::MissingClaim { claim: CLAIM }),
-        Some(Value::String(aud)) if !aud.is_empty() => Ok(vec![aud]),
-        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_AUDIENCES => items
+        Some(Member::Str(aud)) if !aud.is_empty() => Ok(vec![aud]),
+        Some(Member::Array(items)) if !items.is_empty() && items.len() <= MAX_AUDIENCES => items
             .into_iter()
             .map(|item| match item {
-                Value::String(aud) if !aud.is_empty() => Ok(aud),
+                Member::Str(aud) if !aud.is_empty() => Ok(aud),
                 _ => Err(Rejection::InvalidClaim { claim: CLAIM }),
             })
             .collect(),

@@ -13,6 +13,8 @@ use p256::elliptic_curve::sec1::FromEncodedPoint;
 use p256::{AffinePoint, EncodedPoint};
 use serde::Serialize;
 
+use crate::json::{self, Member};
+
 /// Size and count caps for an untrusted key set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JwksLimits {
@@ -47,7 +49,7 @@ pub enum JwksError {
         /// The configured maximum.
         max: usize,
     },
-    /// Not a JSON object with a `keys` array of objects.
+    /// Not a JSON object with a `keys` array of objects (each member of a key at most once).
     #[error("key set is not valid JWKS JSON")]
     Malformed(#[source] serde_json::Error),
     /// More entries than [`JwksLimits::max_keys`].
@@ -255,9 +257,15 @@ impl Jwks {
                 max: limits.max_bytes,
             });
         }
+        // A derived struct would also read an array, by position.
+        if !json::is_object(json.as_bytes()) {
+            return Err(JwksError::Malformed(serde::de::Error::custom(
+                "key set is not a JSON object",
+            )));
+        }
         #[derive(serde::Deserialize)]
         struct RawSet {
-            keys: Vec<serde_json::Map<String, serde_json::Value>>,
+            keys: Vec<RawKey>,
         }
         let raw: RawSet = serde_json::from_str(json).map_err(JwksError::Malformed)?;
         if raw.keys.len() > limits.max_keys {
@@ -269,7 +277,7 @@ impl Jwks {
 
         let mut seen_kids: Vec<&str> = Vec::with_capacity(raw.keys.len());
         for entry in &raw.keys {
-            if let Some(kid) = entry.get("kid").and_then(serde_json::Value::as_str) {
+            if let Some(kid) = entry.kid.as_ref().and_then(Member::as_str) {
                 if seen_kids.contains(&kid) {
                     return Err(JwksError::DuplicateKid {
                         kid: kid.to_owned(),
@@ -358,30 +366,88 @@ impl Jwks {
     }
 }
 
+/// The members of one `keys` entry that decide whether and how it is used; the rest are
+/// skipped. Each at most once: a repeated member fails the whole set (as a repeated `kid`
+/// across entries does), so no two readers of the set can see different keys.
+#[derive(Default)]
+struct RawKey {
+    kty: Option<Member>,
+    crv: Option<Member>,
+    use_: Option<Member>,
+    alg: Option<Member>,
+    key_ops: Option<Member>,
+    kid: Option<Member>,
+    x: Option<Member>,
+    y: Option<Member>,
+    d: Option<Member>,
+}
+
+impl<'de> serde::Deserialize<'de> for RawKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A map visitor only: unlike a derived struct, a JSON array is not a key.
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = RawKey;
+
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("a JSON Web Key object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawKey, A::Error> {
+                let mut key = RawKey::default();
+                while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let slot = match name.as_ref() {
+                        "kty" => &mut key.kty,
+                        "crv" => &mut key.crv,
+                        "use" => &mut key.use_,
+                        "alg" => &mut key.alg,
+                        "key_ops" => &mut key.key_ops,
+                        "kid" => &mut key.kid,
+                        "x" => &mut key.x,
+                        "y" => &mut key.y,
+                        "d" => &mut key.d,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(serde::de::Error::custom("repeated member in a key"));
+                    }
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(key)
+            }
+        }
+        deserializer.deserialize_map(KeyVisitor)
+    }
+}
+
 /// One `keys` entry: `Ok(None)` when it is not a P-256 signing key (skipped).
-fn parse_entry(
-    index: usize,
-    entry: &serde_json::Map<String, serde_json::Value>,
-) -> Result<Option<Jwk>, JwksError> {
-    let text = |name: &str| entry.get(name).and_then(serde_json::Value::as_str);
-    let absent_or = |name: &str, wanted: &str| match entry.get(name) {
+fn parse_entry(index: usize, entry: &RawKey) -> Result<Option<Jwk>, JwksError> {
+    fn text(member: &Option<Member>) -> Option<&str> {
+        member.as_ref().and_then(Member::as_str)
+    }
+    let absent_or = |member: &Option<Member>, wanted: &str| match member {
         None => true,
         Some(value) => value.as_str() == Some(wanted),
     };
-    let ours = text("kty") == Some("EC")
-        && text("crv") == Some("P-256")
-        && absent_or("use", "sig")
-        && absent_or("alg", "ES256")
-        && match entry.get("key_ops") {
+    let ours = text(&entry.kty) == Some("EC")
+        && text(&entry.crv) == Some("P-256")
+        && absent_or(&entry.use_, "sig")
+        && absent_or(&entry.alg, "ES256")
+        && match &entry.key_ops {
             None => true,
-            Some(ops) => ops
-                .as_array()
-                .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify"))),
+            Some(Member::Array(ops)) => ops.iter().any(|op| op.as_str() == Some("verify")),
+            Some(_) => false,
         };
     if !ours {
         return Ok(None);
     }
-    let Some(kid) = entry.get("kid") else {
+    let Some(kid) = &entry.kid else {
         // A key without an id can never be selected (tokens must name their `kid`).
         return Ok(None);
     };
@@ -389,17 +455,17 @@ fn parse_entry(
         .as_str()
         .filter(|kid| !kid.is_empty() && kid.len() <= MAX_KID_LEN)
         .ok_or(JwksError::InvalidKid { index })?;
-    if entry.contains_key("d") {
+    if entry.d.is_some() {
         return Err(JwksError::PrivateKeyMaterial {
             kid: kid.to_owned(),
         });
     }
-    let coordinate = |name: &'static str| -> Result<[u8; 32], JwksError> {
+    let coordinate = |name: &'static str, member: &Option<Member>| -> Result<[u8; 32], JwksError> {
         let invalid = || JwksError::InvalidCoordinate {
             kid: kid.to_owned(),
             coordinate: name,
         };
-        let encoded = text(name).ok_or_else(invalid)?;
+        let encoded = text(member).ok_or_else(invalid)?;
         let mut out = [0u8; 32];
         let decoded = Base64UrlUnpadded::decode(encoded, &mut out).map_err(|_| invalid())?;
         if decoded.len() != 32 {
@@ -407,8 +473,8 @@ fn parse_entry(
         }
         Ok(out)
     };
-    let x = coordinate("x")?;
-    let y = coordinate("y")?;
+    let x = coordinate("x", &entry.x)?;
+    let y = coordinate("y", &entry.y)?;
     Jwk::from_coordinates(kid, x, y)
         .map(Some)
         .map_err(|err| match err {

@@ -322,14 +322,23 @@ impl Rejection {
     /// shapes it; `error` is absent when there is no code.
     #[must_use]
     pub fn json_body(&self) -> String {
-        let mut body = serde_json::Map::new();
-        if let Some(code) = self.error_code() {
-            body.insert("error".into(), code.as_str().into());
-        } else if matches!(self, Self::VerifierUnavailable) {
-            body.insert("error".into(), "temporarily_unavailable".into());
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<&'a str>,
+            error_description: &'a str,
         }
-        body.insert("error_description".into(), self.description().into());
-        serde_json::Value::Object(body).to_string()
+        let error = match self.error_code() {
+            Some(code) => Some(code.as_str()),
+            None if matches!(self, Self::VerifierUnavailable) => Some("temporarily_unavailable"),
+            None => None,
+        };
+        let body = Body {
+            error,
+            error_description: self.description(),
+        };
+        // Plain strings into a String: cannot fail.
+        serde_json::to_string(&body).unwrap_or_default()
     }
 }
 

@@ -8,10 +8,10 @@
 //! The algorithm is pinned to ES256: the header's `alg` is only compared, never obeyed.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde::Deserialize;
 
 use crate::claims::{self, AccessClaims, Scopes, Validation};
+use crate::json::{self, Member};
 use crate::jwks::{Jwk, Jwks, MAX_KID_LEN};
 use crate::rejection::{Rejection, Segment};
 use crate::time::UnixTime;
@@ -24,36 +24,27 @@ pub const SIGNATURE_LEN: usize = 64;
 /// processed. Keys come only from the configured JWKS.
 const FORBIDDEN_HEADERS: [&str; 6] = ["crit", "jku", "x5u", "x5c", "jwk", "cty"];
 
-/// Deserializes a JSON member as `Some` whenever it is present, even as `null`, so that
-/// presence and type are judged by the checks (header here, claims in `claims`) rather than
-/// silently dropped. Used with `#[serde(default, deserialize_with = ...)]`.
-pub(crate) fn present<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
-}
-
 /// The protected header as sent. Every member that matters is captured even when `null`.
 #[derive(Deserialize)]
 struct RawHeader {
-    #[serde(default, deserialize_with = "present")]
-    alg: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    kid: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    typ: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    crit: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    jku: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    x5u: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    x5c: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    jwk: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    cty: Option<Value>,
+    #[serde(default, deserialize_with = "json::present")]
+    alg: Option<Member>,
+    #[serde(default, deserialize_with = "json::present")]
+    kid: Option<Member>,
+    #[serde(default, deserialize_with = "json::present")]
+    typ: Option<Member>,
+    #[serde(default, deserialize_with = "json::present")]
+    crit: Option<Member>,
+    #[serde(default, deserialize_with = "json::present")]
+    jku: Option<Member>,
+    #[serde(default, deserialize_with = "json::present")]
+    x5u: Option<Member>,
+    #[serde(default, deserialize_with = "json::present")]
+    x5c: Option<Member>,
+    #[serde(default, deserialize_with = "json::present")]
+    jwk: Option<Member>,
+    #[serde(default, deserialize_with = "json::present")]
+    cty: Option<Member>,
 }
 
 impl RawHeader {
@@ -109,7 +100,7 @@ impl<'t> UntrustedToken<'t> {
             .ok_or(Rejection::MalformedStructure)?;
 
         let header_bytes = decode(header, Segment::Header)?;
-        if header_bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if !json::is_object(&header_bytes) {
             return Err(Rejection::InvalidJson {
                 segment: Segment::Header,
             });
@@ -118,7 +109,7 @@ impl<'t> UntrustedToken<'t> {
             serde_json::from_slice(&header_bytes).map_err(|_| Rejection::InvalidJson {
                 segment: Segment::Header,
             })?;
-        if raw.alg.as_ref().and_then(Value::as_str) != Some("ES256") {
+        if raw.alg.as_ref().and_then(Member::as_str) != Some("ES256") {
             return Err(Rejection::AlgorithmNotAllowed);
         }
         if let Some(name) = raw.forbidden() {
@@ -127,14 +118,14 @@ impl<'t> UntrustedToken<'t> {
         let typ = raw
             .typ
             .as_ref()
-            .and_then(Value::as_str)
+            .and_then(Member::as_str)
             .ok_or(Rejection::WrongType)?;
         if !type_accepted(typ, validation.accept_jwt_type) {
             return Err(Rejection::WrongType);
         }
         let kid = match raw.kid {
-            None | Some(Value::Null) => return Err(Rejection::MissingKeyId),
-            Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => kid,
+            None | Some(Member::Null) => return Err(Rejection::MissingKeyId),
+            Some(Member::Str(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => kid,
             // Not a usable id: never `UnknownKeyId`, which would prompt a JWKS refresh.
             Some(_) => return Err(Rejection::MissingKeyId),
         };

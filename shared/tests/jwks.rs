@@ -186,6 +186,10 @@ fn malformed_documents() {
         "{}",
         "{\"keys\":{}}",
         "{\"keys\":[1]}",
+        // A key is an object: not an array read by position, and each member once.
+        "{\"keys\":[[\"EC\",\"P-256\"]]}",
+        "{\"keys\":[{\"kty\":\"EC\",\"kty\":\"EC\"}]}",
+        "[[]]",
         "{\"keys\":[]} x",
         "nul",
     ] {

@@ -267,7 +267,7 @@ impl Jwks {
         struct RawSet {
             keys: Vec<RawKey>,
         }
-        let raw: RawSet = serde_json::from_str(json).map_err(JwksError::Malformed)?;
+        let raw: RawSet = serde_json::from_slice(json.as_bytes()).map_err(JwksError::Malformed)?;
         if raw.keys.len() > limits.max_keys {
             return Err(JwksError::TooManyKeys {
                 count: raw.keys.len(),

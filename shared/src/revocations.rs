@@ -69,7 +69,7 @@ impl FeedPage {
         if json.len() > MAX_FEED_PAGE_BYTES {
             return Err(FeedError::TooLarge { len: json.len() });
         }
-        serde_json::from_str(json).map_err(FeedError::Malformed)
+        serde_json::from_slice(json.as_bytes()).map_err(FeedError::Malformed)
     }
 }
 

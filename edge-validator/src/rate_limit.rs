@@ -167,8 +167,7 @@ impl Check {
         now: UnixTime,
     ) -> (Decision, Source) {
         let parsed = answer.map(|answer| {
-            answer
-                .and_then(|text| serde_json::from_slice(text.as_bytes()).map_err(|e| e.to_string()))
+            answer.and_then(|text| Decision::from_json(&text).map_err(|e| e.to_string()))
         });
         let (decision, source) = match parsed {
             None => (self.own, Source::Isolate),

@@ -184,32 +184,6 @@ pub struct AccessClaims {
     pub rate_plan: Option<RatePlan>,
 }
 
-/// The payload as sent: every member we judge, each kept as raw JSON. Derived deserialization
-/// refuses duplicate members, which closes off parser-differential tricks.
-#[derive(Deserialize)]
-struct RawClaims {
-    #[serde(default, deserialize_with = "crate::json::present")]
-    iss: Option<Member>,
-    #[serde(default, deserialize_with = "crate::json::present")]
-    sub: Option<Member>,
-    #[serde(default, deserialize_with = "crate::json::present")]
-    aud: Option<Member>,
-    #[serde(default, deserialize_with = "crate::json::present")]
-    exp: Option<Member>,
-    #[serde(default, deserialize_with = "crate::json::present")]
-    nbf: Option<Member>,
-    #[serde(default, deserialize_with = "crate::json::present")]
-    iat: Option<Member>,
-    #[serde(default, deserialize_with = "crate::json::present")]
-    jti: Option<Member>,
-    #[serde(default, deserialize_with = "crate::json::present")]
-    client_id: Option<Member>,
-    #[serde(default, deserialize_with = "crate::json::present")]
-    scope: Option<Member>,
-    #[serde(default, deserialize_with = "crate::json::present")]
-    rate_plan: Option<Member>,
-}
-
 /// Parses and checks the decoded payload against `validation` at `now`.
 pub(crate) fn validate(
     payload: &[u8],
@@ -219,29 +193,41 @@ pub(crate) fn validate(
     let invalid_json = Rejection::InvalidJson {
         segment: Segment::Payload,
     };
-    // A derived struct would also accept a JSON array; the payload must be an object.
-    if !crate::json::is_object(payload) {
-        return Err(invalid_json);
-    }
-    let raw: RawClaims = serde_json::from_slice(payload).map_err(|_| invalid_json)?;
+    // An object, each judged member at most once (no parser-differential tricks).
+    let [iss, sub, aud, exp, nbf, iat, jti, client_id, scope, rate_plan] =
+        crate::json::parse(payload)
+            .and_then(|claims| {
+                claims.take_members([
+                    "iss",
+                    "sub",
+                    "aud",
+                    "exp",
+                    "nbf",
+                    "iat",
+                    "jti",
+                    "client_id",
+                    "scope",
+                    "rate_plan",
+                ])
+            })
+            .map_err(|_| invalid_json)?;
 
-    let iss = required_string("iss", raw.iss, usize::MAX)?;
-    let sub = required_string("sub", raw.sub, MAX_ID_CLAIM_LEN)?;
-    let aud = audiences(raw.aud)?;
-    let exp = required_time("exp", raw.exp)?;
-    let iat = required_time("iat", raw.iat)?;
-    let nbf = raw.nbf.map(|value| time_value("nbf", &value)).transpose()?;
-    let jti = required_string("jti", raw.jti, MAX_ID_CLAIM_LEN)?;
-    let client_id = required_string("client_id", raw.client_id, MAX_ID_CLAIM_LEN)?;
-    let scope = match raw.scope {
+    let iss = required_string("iss", iss, usize::MAX)?;
+    let sub = required_string("sub", sub, MAX_ID_CLAIM_LEN)?;
+    let aud = audiences(aud)?;
+    let exp = required_time("exp", exp)?;
+    let iat = required_time("iat", iat)?;
+    let nbf = nbf.map(|value| time_value("nbf", &value)).transpose()?;
+    let jti = required_string("jti", jti, MAX_ID_CLAIM_LEN)?;
+    let client_id = required_string("client_id", client_id, MAX_ID_CLAIM_LEN)?;
+    let scope = match scope {
         None => Scopes::default(),
         Some(value) => value
             .as_str()
             .and_then(Scopes::parse)
             .ok_or(Rejection::InvalidClaim { claim: "scope" })?,
     };
-    let rate_plan = raw
-        .rate_plan
+    let rate_plan = rate_plan
         .map(|value| {
             value
                 .as_str()

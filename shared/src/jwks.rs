@@ -13,7 +13,7 @@ use p256::elliptic_curve::sec1::FromEncodedPoint;
 use p256::{AffinePoint, EncodedPoint};
 use serde::Serialize;
 
-use crate::json::{self, Member};
+use crate::json::{self, JsonError, Member};
 
 /// Size and count caps for an untrusted key set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub enum JwksError {
     },
     /// Not a JSON object with a `keys` array of objects (each member of a key at most once).
     #[error("key set is not valid JWKS JSON")]
-    Malformed(#[source] serde_json::Error),
+    Malformed(#[source] JsonError),
     /// More entries than [`JwksLimits::max_keys`].
     #[error("key set has {count} keys, more than the limit of {max}")]
     TooManyKeys {
@@ -257,26 +257,16 @@ impl Jwks {
                 max: limits.max_bytes,
             });
         }
-        // A derived struct would also read an array, by position.
-        if !json::is_object(json.as_bytes()) {
-            return Err(JwksError::Malformed(serde::de::Error::custom(
-                "key set is not a JSON object",
-            )));
-        }
-        #[derive(serde::Deserialize)]
-        struct RawSet {
-            keys: Vec<RawKey>,
-        }
-        let raw: RawSet = serde_json::from_slice(json.as_bytes()).map_err(JwksError::Malformed)?;
-        if raw.keys.len() > limits.max_keys {
+        let entries = read_keys(json.as_bytes()).map_err(JwksError::Malformed)?;
+        if entries.len() > limits.max_keys {
             return Err(JwksError::TooManyKeys {
-                count: raw.keys.len(),
+                count: entries.len(),
                 max: limits.max_keys,
             });
         }
 
-        let mut seen_kids: Vec<&str> = Vec::with_capacity(raw.keys.len());
-        for entry in &raw.keys {
+        let mut seen_kids: Vec<&str> = Vec::with_capacity(entries.len());
+        for entry in &entries {
             if let Some(kid) = entry.kid.as_ref().and_then(Member::as_str) {
                 if seen_kids.contains(&kid) {
                     return Err(JwksError::DuplicateKid {
@@ -289,7 +279,7 @@ impl Jwks {
 
         let mut keys = Vec::new();
         let mut skipped = 0;
-        for (index, entry) in raw.keys.iter().enumerate() {
+        for (index, entry) in entries.iter().enumerate() {
             match parse_entry(index, entry)? {
                 Some(key) => keys.push(key),
                 None => skipped += 1,
@@ -369,7 +359,6 @@ impl Jwks {
 /// The members of one `keys` entry that decide whether and how it is used; the rest are
 /// skipped. Each at most once: a repeated member fails the whole set (as a repeated `kid`
 /// across entries does), so no two readers of the set can see different keys.
-#[derive(Default)]
 struct RawKey {
     kty: Option<Member>,
     crv: Option<Member>,
@@ -382,48 +371,37 @@ struct RawKey {
     d: Option<Member>,
 }
 
-impl<'de> serde::Deserialize<'de> for RawKey {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // A map visitor only: unlike a derived struct, a JSON array is not a key.
-        struct KeyVisitor;
-        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
-            type Value = RawKey;
-
-            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                f.write_str("a JSON Web Key object")
+/// The `keys` array of a key set document, each entry an object whose judged members
+/// appear at most once.
+fn read_keys(json: &[u8]) -> Result<Vec<RawKey>, JsonError> {
+    let not_a_set = JsonError::Shape {
+        expected: "an object with a `keys` array of objects",
+    };
+    let [keys] = json::parse(json)?.take_members(["keys"])?;
+    let Some(Member::Array(entries)) = keys else {
+        return Err(not_a_set);
+    };
+    entries
+        .into_iter()
+        .map(|entry| {
+            if !matches!(entry, Member::Object(_)) {
+                return Err(not_a_set);
             }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<RawKey, A::Error> {
-                let mut key = RawKey::default();
-                while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    let slot = match name.as_ref() {
-                        "kty" => &mut key.kty,
-                        "crv" => &mut key.crv,
-                        "use" => &mut key.use_,
-                        "alg" => &mut key.alg,
-                        "key_ops" => &mut key.key_ops,
-                        "kid" => &mut key.kid,
-                        "x" => &mut key.x,
-                        "y" => &mut key.y,
-                        "d" => &mut key.d,
-                        _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    if slot.is_some() {
-                        return Err(serde::de::Error::custom("repeated member in a key"));
-                    }
-                    *slot = Some(map.next_value()?);
-                }
-                Ok(key)
-            }
-        }
-        deserializer.deserialize_map(KeyVisitor)
-    }
+            let [kty, crv, use_, alg, key_ops, kid, x, y, d] = entry
+                .take_members(["kty", "crv", "use", "alg", "key_ops", "kid", "x", "y", "d"])?;
+            Ok(RawKey {
+                kty,
+                crv,
+                use_,
+                alg,
+                key_ops,
+                kid,
+                x,
+                y,
+                d,
+            })
+        })
+        .collect()
 }
 
 /// One `keys` entry: `Ok(None)` when it is not a P-256 signing key (skipped).

@@ -43,7 +43,7 @@ pub mod assertion;
 pub mod bearer;
 pub mod cache;
 pub mod claims;
-mod json;
+pub mod json;
 pub mod jwks;
 pub mod jwks_refresh;
 pub mod rate_limit;

@@ -14,6 +14,8 @@ use core::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::json::{JsonError, Member};
+
 use crate::time::UnixTime;
 
 /// Largest limit or burst a plan may state.
@@ -176,6 +178,35 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Reads a decision as [`serde_json`] writes it (the edge's Durable Object answers with
+    /// one). Unknown members are ignored.
+    ///
+    /// # Errors
+    /// [`JsonError`] for anything but an object with the five members.
+    pub fn from_json(json: &str) -> Result<Self, JsonError> {
+        let shape = |expected| JsonError::Shape { expected };
+        let [allowed, limit, remaining, reset_after_ms, retry_after_ms] =
+            crate::json::parse(json.as_bytes())?.take_members([
+                "allowed",
+                "limit",
+                "remaining",
+                "reset_after_ms",
+                "retry_after_ms",
+            ])?;
+        let Some(Member::Bool(allowed)) = allowed else {
+            return Err(shape("a boolean `allowed`"));
+        };
+        let number = |member: Option<Member>| member.as_ref().and_then(Member::as_u64);
+        let small = |member: Option<Member>| number(member).and_then(|n| u32::try_from(n).ok());
+        Ok(Self {
+            allowed,
+            limit: small(limit).ok_or(shape("a u32 `limit`"))?,
+            remaining: small(remaining).ok_or(shape("a u32 `remaining`"))?,
+            reset_after_ms: number(reset_after_ms).ok_or(shape("a u64 `reset_after_ms`"))?,
+            retry_after_ms: number(retry_after_ms).ok_or(shape("a u64 `retry_after_ms`"))?,
+        })
+    }
+
     /// `reset_after_ms` in whole seconds, rounded up (for `RateLimit` headers).
     #[must_use]
     pub fn reset_after_secs(&self) -> u64 {
@@ -285,6 +316,16 @@ pub fn check_weighted(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn decisions_round_trip_through_json() {
+        let plan: RatePlan = "5/1s;burst=2".parse().unwrap();
+        let (decision, _) = check(&plan, GcraState::default(), UnixTime::from_millis(1_000));
+        let text = serde_json::to_string(&decision).unwrap();
+        assert_eq!(Decision::from_json(&text), Ok(decision));
+        assert!(Decision::from_json(r#"{"allowed":true}"#).is_err());
+        assert!(Decision::from_json("[]").is_err());
+    }
     use super::*;
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::json::{self, JsonError, Member};
 use crate::time::UnixTime;
 use crate::token::VerifiedToken;
 
@@ -57,7 +58,7 @@ pub enum FeedError {
     },
     /// Not the feed's JSON shape.
     #[error("revocation feed page is malformed")]
-    Malformed(#[source] serde_json::Error),
+    Malformed(#[source] JsonError),
 }
 
 impl FeedPage {
@@ -69,8 +70,56 @@ impl FeedPage {
         if json.len() > MAX_FEED_PAGE_BYTES {
             return Err(FeedError::TooLarge { len: json.len() });
         }
-        serde_json::from_slice(json.as_bytes()).map_err(FeedError::Malformed)
+        read_page(json.as_bytes()).map_err(FeedError::Malformed)
     }
+}
+
+/// The page's members (others are ignored, as new fields may be added).
+fn read_page(json: &[u8]) -> Result<FeedPage, JsonError> {
+    let shape = |expected| JsonError::Shape { expected };
+    let [cursor, more, revocations] =
+        json::parse(json)?.take_members(["cursor", "more", "revocations"])?;
+    let cursor = match cursor {
+        Some(Member::UInt(cursor)) => {
+            i64::try_from(cursor).map_err(|_| shape("an i64 `cursor`"))?
+        }
+        Some(Member::Int(cursor)) => cursor,
+        _ => return Err(shape("an integer `cursor`")),
+    };
+    let Some(Member::Bool(more)) = more else {
+        return Err(shape("a boolean `more`"));
+    };
+    let Some(Member::Array(entries)) = revocations else {
+        return Err(shape("a `revocations` array"));
+    };
+    let revocations = entries
+        .into_iter()
+        .map(|entry| {
+            let [kind, value, expires_at] = entry.take_members(["kind", "value", "expires_at"])?;
+            let kind = match kind.as_ref().and_then(Member::as_str) {
+                Some("jti") => RevokedKind::Jti,
+                Some("kid") => RevokedKind::Kid,
+                _ => return Err(shape("`kind` jti or kid")),
+            };
+            let Some(Member::Str(value)) = value else {
+                return Err(shape("a string `value`"));
+            };
+            let expires_at = expires_at
+                .as_ref()
+                .and_then(Member::as_u64)
+                .ok_or(shape("an integer `expires_at`"))?;
+            Ok(Revocation {
+                kind,
+                value,
+                expires_at,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(FeedPage {
+        cursor,
+        more,
+        revocations,
+    })
 }
 
 /// Revoked token and key ids with their expiry, and the feed cursor.

@@ -7,15 +7,13 @@
 //! other way to build one, so claims cannot be used before the signature checks out.
 //! The algorithm is pinned to ES256: the header's `alg` is only compared, never obeyed.
 
-use base64ct::{Base64UrlUnpadded, Encoding};
-use serde::Deserialize;
-
 use crate::claims::{self, AccessClaims, Scopes, Validation};
 use crate::json::{self, Member};
 use crate::jwks::{Jwk, Jwks, MAX_KID_LEN};
 use crate::rejection::{Rejection, Segment};
 use crate::time::UnixTime;
 use crate::verifier::{AsyncSignatureVerifier, SignatureVerifier};
+use base64ct::{Base64UrlUnpadded, Encoding};
 
 /// Length of a JWS ES256 signature: `R || S`, 32 bytes each (RFC 7518 §3.4).
 pub const SIGNATURE_LEN: usize = 64;
@@ -24,37 +22,36 @@ pub const SIGNATURE_LEN: usize = 64;
 /// processed. Keys come only from the configured JWKS.
 const FORBIDDEN_HEADERS: [&str; 6] = ["crit", "jku", "x5u", "x5c", "jwk", "cty"];
 
-/// The protected header as sent. Every member that matters is captured even when `null`.
-#[derive(Deserialize)]
+/// The protected header as sent: every member that matters, even when `null`.
 struct RawHeader {
-    #[serde(default, deserialize_with = "json::present")]
     alg: Option<Member>,
-    #[serde(default, deserialize_with = "json::present")]
     kid: Option<Member>,
-    #[serde(default, deserialize_with = "json::present")]
     typ: Option<Member>,
-    #[serde(default, deserialize_with = "json::present")]
-    crit: Option<Member>,
-    #[serde(default, deserialize_with = "json::present")]
-    jku: Option<Member>,
-    #[serde(default, deserialize_with = "json::present")]
-    x5u: Option<Member>,
-    #[serde(default, deserialize_with = "json::present")]
-    x5c: Option<Member>,
-    #[serde(default, deserialize_with = "json::present")]
-    jwk: Option<Member>,
-    #[serde(default, deserialize_with = "json::present")]
-    cty: Option<Member>,
+    /// [`FORBIDDEN_HEADERS`], in that order.
+    forbidden: [Option<Member>; 6],
 }
 
 impl RawHeader {
+    /// Reads the header's JSON (an object, each judged member at most once).
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        let [alg, kid, typ, crit, jku, x5u, x5c, jwk, cty] = json::parse(bytes)
+            .ok()?
+            .take_members([
+                "alg", "kid", "typ", "crit", "jku", "x5u", "x5c", "jwk", "cty",
+            ])
+            .ok()?;
+        Some(Self {
+            alg,
+            kid,
+            typ,
+            forbidden: [crit, jku, x5u, x5c, jwk, cty],
+        })
+    }
+
     fn forbidden(&self) -> Option<&'static str> {
-        let members = [
-            &self.crit, &self.jku, &self.x5u, &self.x5c, &self.jwk, &self.cty,
-        ];
         FORBIDDEN_HEADERS
             .iter()
-            .zip(members)
+            .zip(&self.forbidden)
             .find_map(|(name, member)| member.is_some().then_some(*name))
     }
 }
@@ -100,15 +97,9 @@ impl<'t> UntrustedToken<'t> {
             .ok_or(Rejection::MalformedStructure)?;
 
         let header_bytes = decode(header, Segment::Header)?;
-        if !json::is_object(&header_bytes) {
-            return Err(Rejection::InvalidJson {
-                segment: Segment::Header,
-            });
-        }
-        let raw: RawHeader =
-            serde_json::from_slice(&header_bytes).map_err(|_| Rejection::InvalidJson {
-                segment: Segment::Header,
-            })?;
+        let raw = RawHeader::parse(&header_bytes).ok_or(Rejection::InvalidJson {
+            segment: Segment::Header,
+        })?;
         if raw.alg.as_ref().and_then(Member::as_str) != Some("ES256") {
             return Err(Rejection::AlgorithmNotAllowed);
         }

@@ -13,6 +13,7 @@
 //! - [`cache`]: verified tokens by hash, so a repeated token skips crypto.
 //! - [`rate_limit`]: GCRA over stored state, and the rate-plan claim format.
 //! - [`revocations`]: the edge's copy of the issuer's revocation feed.
+//! - [`json`]: the strict reader every untrusted JSON document goes through.
 //! - [`assertion`]: the HMAC-signed identity the edge hands to origins.
 //! - `origin` (feature `axum`): the tower layer and extractor origins mount.
 //! - `js` (feature `js`): the wasm-bindgen API of the npm package.
@@ -21,8 +22,9 @@
 //! issuer uses to sign, and the tests use as an independent signer): its verification is a
 //! synchronous `Algorithm` trait, so WebCrypto cannot plug in; its parser has no size cap,
 //! honours `cty: cbor`, and does not surface `crit`, `jwk` or `x5c` for refusal; and its
-//! claims use `chrono`. The layer is small (split, strict base64url via `base64ct`, JSON via
-//! `serde_json`); the cryptography is RustCrypto's (`p256`, `sha2`, `hmac`).
+//! claims use `chrono`. The layer is small (split, strict base64url via `base64ct`, the
+//! strict JSON reader in [`json`], which says why it is not serde's); the cryptography is
+//! RustCrypto's (`p256`, `sha2`, `hmac`).
 //!
 //! ```
 //! use shared::{Jwks, Rejection, UnixTime, Validation, Validator};

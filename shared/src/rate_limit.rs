@@ -15,7 +15,6 @@ use core::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::json::{JsonError, Member};
-
 use crate::time::UnixTime;
 
 /// Largest limit or burst a plan may state.
@@ -316,6 +315,7 @@ pub fn check_weighted(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn decisions_round_trip_through_json() {
@@ -326,7 +326,6 @@ mod tests {
         assert!(Decision::from_json(r#"{"allowed":true}"#).is_err());
         assert!(Decision::from_json("[]").is_err());
     }
-    use super::*;
 
     #[test]
     fn plan_text_round_trips() {

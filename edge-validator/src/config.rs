@@ -5,9 +5,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::runtime::Env;
 use shared::jwks_refresh::RefreshPolicy;
 use shared::{AssertionKey, AssertionSigner, RatePlan, Validation, Validator};
+
+use crate::runtime::Env;
 
 /// Var: the exact `iss`.
 pub(crate) const ISSUER: &str = "ISSUER";

@@ -181,13 +181,7 @@ impl Refresh {
                 Step::Done
             }
             Err(reason) => {
-                Event {
-                    event: "jwks_fetch_failed",
-                    url: Some(url),
-                    reason: Some(&reason.to_string()),
-                    ..Event::default()
-                }
-                .emit(Level::Warn);
+                Event::fetch_failed("jwks_fetch_failed", url, &reason.to_string());
                 self.fetch_next(config)
             }
         }

@@ -144,7 +144,19 @@ pub(crate) enum Level {
     Error,
 }
 
-impl Event<'_> {
+impl<'a> Event<'a> {
+    /// `event` for a fetch of `url` that failed for `reason` (logged as a warning: the next
+    /// URL, or the next pull, is tried).
+    pub(crate) fn fetch_failed(event: &'static str, url: &'a str, reason: &'a str) {
+        Event {
+            event,
+            url: Some(url),
+            reason: Some(reason),
+            ..Event::default()
+        }
+        .emit(Level::Warn);
+    }
+
     /// Writes the line at `level`.
     pub(crate) fn emit(&self, level: Level) {
         // Strings and integers into a String: cannot fail.

@@ -96,13 +96,7 @@ impl Pull {
                     .revocation_urls
                     .get(self.url)
                     .map_or("", String::as_str);
-                Event {
-                    event: "revocation_feed_failed",
-                    url: Some(url),
-                    reason: Some(&reason.to_string()),
-                    ..Event::default()
-                }
-                .emit(Level::Warn);
+                Event::fetch_failed("revocation_feed_failed", url, &reason.to_string());
                 self.url += 1;
                 self.pages = 0;
                 return self.page(config);

@@ -99,10 +99,11 @@ impl Member {
         };
         let mut out = [const { None }; N];
         for (name, value) in members {
-            let Some(index) = names.iter().position(|wanted| *wanted == name) else {
-                continue;
-            };
-            if let (Some(slot), Some(wanted)) = (out.get_mut(index), names.get(index)) {
+            let wanted = names
+                .iter()
+                .zip(out.iter_mut())
+                .find(|(wanted, _)| **wanted == name);
+            if let Some((wanted, slot)) = wanted {
                 if slot.is_some() {
                     return Err(JsonError::Repeated { name: wanted });
                 }

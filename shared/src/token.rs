@@ -7,13 +7,14 @@
 //! other way to build one, so claims cannot be used before the signature checks out.
 //! The algorithm is pinned to ES256: the header's `alg` is only compared, never obeyed.
 
+use base64ct::{Base64UrlUnpadded, Encoding};
+
 use crate::claims::{self, AccessClaims, Scopes, Validation};
 use crate::json::{self, Member};
 use crate::jwks::{Jwk, Jwks, MAX_KID_LEN};
 use crate::rejection::{Rejection, Segment};
 use crate::time::UnixTime;
 use crate::verifier::{AsyncSignatureVerifier, SignatureVerifier};
-use base64ct::{Base64UrlUnpadded, Encoding};
 
 /// Length of a JWS ES256 signature: `R || S`, 32 bytes each (RFC 7518 §3.4).
 pub const SIGNATURE_LEN: usize = 64;

@@ -101,7 +101,9 @@ impl AssertionError {
 #[derive(Clone)]
 pub struct AssertionKey {
     id: String,
-    secret: Vec<u8>,
+    /// HMAC already keyed with the secret: each MAC clones it instead of hashing the key
+    /// into the inner and outer pads again (two SHA-256 blocks per assertion).
+    keyed: HmacSha256,
 }
 
 impl core::fmt::Debug for AssertionKey {
@@ -130,9 +132,12 @@ impl AssertionKey {
         if secret.len() < MIN_SECRET_LEN {
             return Err(AssertionKeyError::ShortSecret);
         }
+        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+        let keyed = HmacSha256::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         Ok(Self {
             id: id.to_owned(),
-            secret: secret.to_vec(),
+            keyed,
         })
     }
 
@@ -143,9 +148,7 @@ impl AssertionKey {
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-        HmacSha256::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+        self.keyed.clone()
     }
 }
 

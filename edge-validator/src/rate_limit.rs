@@ -93,17 +93,23 @@ pub(crate) fn locally_denied(
 
 fn denied_by_key(key: &str, plan: &RatePlan, now: UnixTime) -> Option<Decision> {
     let local = LOCAL.with(|table| table.borrow().get(key).copied())?;
-    if local.denied_until > now {
-        let wait = local.denied_until.millis_since(now);
-        return Some(Decision {
-            allowed: false,
-            limit: plan.burst(),
-            remaining: 0,
-            reset_after_ms: wait,
-            retry_after_ms: wait,
-        });
+    local.denial(plan, now)
+}
+
+impl Local {
+    /// The 429 decision while the Durable Object's "denied until" holds.
+    fn denial(&self, plan: &RatePlan, now: UnixTime) -> Option<Decision> {
+        (self.denied_until > now).then(|| {
+            let wait = self.denied_until.millis_since(now);
+            Decision {
+                allowed: false,
+                limit: plan.burst(),
+                remaining: 0,
+                reset_after_ms: wait,
+                retry_after_ms: wait,
+            }
+        })
     }
-    None
 }
 
 /// A request's limit check between its two steps: the isolate's own decision (allowed),
@@ -195,12 +201,12 @@ fn own_decision(
     cost: u32,
     now: UnixTime,
 ) -> Result<(Decision, GcraState), Decision> {
-    if let Some(denied) = denied_by_key(key, plan, now) {
-        return Err(denied);
-    }
     let local = LOCAL
         .with(|table| table.borrow().get(key).copied())
         .unwrap_or_default();
+    if let Some(denied) = local.denial(plan, now) {
+        return Err(denied);
+    }
     let (own, own_state) = check_weighted(plan, local.state, now, cost);
     if own.allowed {
         Ok((own, own_state))

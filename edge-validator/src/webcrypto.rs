@@ -10,8 +10,10 @@ use shared::{BackendError, Jwk};
 use wasm_bindgen::{JsCast, JsValue};
 
 thread_local! {
-    /// Imported keys by kid and point (a kid reused with another point re-imports).
-    static KEYS: RefCell<HashMap<(String, [u8; 65]), web_sys::CryptoKey>> = RefCell::new(HashMap::new());
+    /// Imported keys by kid, with the point each was imported from (a kid reused with
+    /// another point re-imports, and the new key replaces the old). Looked up by `&str`, so
+    /// a fresh token's lookup allocates nothing.
+    static KEYS: RefCell<HashMap<String, ([u8; 65], web_sys::CryptoKey)>> = RefCell::new(HashMap::new());
     /// `crypto.subtle` and the verify algorithm object, looked up once per isolate: each
     /// lookup is a crossing of the wasm boundary, and a fresh token pays for every one.
     static SUBTLE: RefCell<Option<(web_sys::SubtleCrypto, Object)>> = const { RefCell::new(None) };
@@ -45,11 +47,14 @@ fn object(pairs: &[(&str, &str)]) -> Result<Object, BackendError> {
 
 /// The key already imported for `jwk`, if any.
 pub(crate) fn imported(jwk: &Jwk) -> Option<web_sys::CryptoKey> {
-    let id = (jwk.kid().to_owned(), jwk.uncompressed_point());
-    KEYS.with(|keys| keys.borrow().get(&id).cloned())
+    KEYS.with(|keys| {
+        let keys = keys.borrow();
+        let (point, key) = keys.get(jwk.kid())?;
+        (*point == jwk.uncompressed_point()).then(|| key.clone())
+    })
 }
 
 /// Keeps `key`, imported for `kid` at `point`, for the isolate.
 pub(crate) fn keep(kid: String, point: [u8; 65], key: web_sys::CryptoKey) {
-    KEYS.with(|keys| keys.borrow_mut().insert((kid, point), key));
+    KEYS.with(|keys| keys.borrow_mut().insert(kid, (point, key)));
 }

@@ -69,7 +69,9 @@ pub use rate_limit::{Decision, GcraState, RatePlan};
 pub use rejection::Rejection;
 pub use revocations::{FeedPage, RevocationList};
 pub use time::UnixTime;
-pub use token::{PendingSignature, SignatureCheck, UntrustedToken, Validator, VerifiedToken};
+pub use token::{
+    PendingSignature, SignatureCheck, UntrustedToken, Validator, VerifiedToken, SIGNATURE_LEN,
+};
 #[cfg(feature = "p256-backend")]
 pub use verifier::P256Verifier;
 pub use verifier::{AsyncSignatureVerifier, BackendError, SignatureVerifier};

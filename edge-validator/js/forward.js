@@ -35,10 +35,7 @@ export function withHeaders(response, name1, value1, name2, value2) {
 /** The wait for a fresh token (src/handler/fresh.rs): WebCrypto's verdict goes
  * back into wasm by request number (`resume` holds the wasm exports), which answers with a
  * response or the promise of the origin's. */
-export function verifyThen(subtle, algorithm, key, bytes, signatureLength, resume, id) {
-  // `bytes` is the signature then the signing input (one copy out of wasm memory).
-  const signature = bytes.subarray(0, signatureLength);
-  const message = bytes.subarray(signatureLength);
+export function verifyThen(subtle, algorithm, key, signature, message, resume, id) {
   return subtle.verify(algorithm, key, signature, message).then(
     (valid) => resume.tokenVerified(id, valid),
     (error) => resume.tokenNotVerified(id, String(error)),

@@ -17,8 +17,8 @@ extern "C" {
         subtle: &web_sys::SubtleCrypto,
         algorithm: &js_sys::Object,
         key: &web_sys::CryptoKey,
-        bytes: &js_sys::Uint8Array,
-        signature_len: u32,
+        signature: &js_sys::Uint8Array,
+        message: &js_sys::Uint8Array,
         resume: &JsValue,
         id: u32,
     ) -> js_sys::Promise;
@@ -73,19 +73,18 @@ pub(crate) fn with_resume<T>(f: impl FnOnce(&JsValue) -> T) -> T {
     RESUME.with(|cell| f(cell.get().unwrap_or(&JsValue::UNDEFINED)))
 }
 
-/// `crypto.subtle.verify(...)` of `bytes` (the 64-byte ES256 signature, then the signing
-/// input), then `tokenVerified(id, valid)` (or `tokenNotVerified`), as one promise (the
-/// request's wait for a fresh token).
+/// `crypto.subtle.verify(...)`, then `tokenVerified(id, valid)` (or `tokenNotVerified`), as
+/// one promise (the request's wait for a fresh token).
 #[cfg(not(feature = "p256-verify"))]
 pub(crate) fn verify_then(
     subtle: &web_sys::SubtleCrypto,
     algorithm: &js_sys::Object,
     key: &web_sys::CryptoKey,
-    bytes: &js_sys::Uint8Array,
+    signature: &js_sys::Uint8Array,
+    message: &js_sys::Uint8Array,
     id: u32,
 ) -> js_sys::Promise {
-    let signature_len = shared::SIGNATURE_LEN as u32;
-    with_resume(|resume| verify_then_js(subtle, algorithm, key, bytes, signature_len, resume, id))
+    with_resume(|resume| verify_then_js(subtle, algorithm, key, signature, message, resume, id))
 }
 
 /// Why forwarding failed.

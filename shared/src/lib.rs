@@ -69,9 +69,7 @@ pub use rate_limit::{Decision, GcraState, RatePlan};
 pub use rejection::Rejection;
 pub use revocations::{FeedPage, RevocationList};
 pub use time::UnixTime;
-pub use token::{
-    PendingSignature, SignatureCheck, UntrustedToken, Validator, VerifiedToken, SIGNATURE_LEN,
-};
+pub use token::{PendingSignature, SignatureCheck, UntrustedToken, Validator, VerifiedToken};
 #[cfg(feature = "p256-backend")]
 pub use verifier::P256Verifier;
 pub use verifier::{AsyncSignatureVerifier, BackendError, SignatureVerifier};

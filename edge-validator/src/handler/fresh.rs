@@ -88,11 +88,8 @@ pub(super) fn start(
                 );
             }
         };
-        // Signature then signing input in one array: one copy out of wasm memory, not two.
-        let mut bytes = Vec::with_capacity(check.signature().len() + check.signing_input().len());
-        bytes.extend_from_slice(check.signature());
-        bytes.extend_from_slice(check.signing_input());
-        let bytes = js_sys::Uint8Array::from(bytes.as_slice());
+        let signature = js_sys::Uint8Array::from(check.signature().as_slice());
+        let message = js_sys::Uint8Array::from(check.signing_input());
         let pending = Pending {
             arrived,
             url,
@@ -105,7 +102,8 @@ pub(super) fn start(
             verify_started: crate::clock::now(),
         };
         let id = crate::parked::park(&VERIFYING, pending);
-        let promise = crate::forward::verify_then(&subtle, &algorithm, &crypto_key, &bytes, id);
+        let promise =
+            crate::forward::verify_then(&subtle, &algorithm, &crypto_key, &signature, &message, id);
         Ok(promise.into())
     }
 }

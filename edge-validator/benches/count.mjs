@@ -1,4 +1,4 @@
-// The request driver of benches/run's instruction count (MEASURE=instructions): COUNT
+// The request driver of benches/run's MEASURE=instructions and MEASURE=cpu: COUNT
 // requests to URL one after another on one kept-alive connection, each with the bearer token
 // on line FROM + i of TOKENS (or TOKEN itself on every request when TOKENS is "-").
 // Prints how many answers were not 200; exits non-zero when any was.

@@ -50,8 +50,8 @@ function limitClient(client, claimed, now) {
 
 export default {
   async fetch(request, env) {
-    const started = Date.now();
     const full = env.FEATURES === "full";
+    const started = full ? Date.now() : 0;
     const match = BEARER.exec(request.headers.get("authorization") ?? "");
     if (!match) return refuse(400, "invalid_request");
     jwks ??= createLocalJWKSet(JSON.parse(env.JWKS_JSON));
@@ -69,9 +69,9 @@ export default {
     } catch {
       return refuse(401, "invalid_token");
     }
-    const verified = Date.now();
-    let limited;
+    let limited, verified;
     if (full) {
+      verified = Date.now();
       plan ??= parsePlan(env.DEFAULT_RATE_PLAN.replace(/\s/g, ""));
       limited = limitClient(payload.client_id, payload.rate_plan, verified);
       if (!limited.allowed) return refuse(429, "rate_limited");
@@ -82,13 +82,14 @@ export default {
     headers.delete("host");
     headers.set("x-edgeward-sub", payload.sub);
     headers.set("x-edgeward-client-id", payload.client_id);
-    let response = await fetch(env.ORIGIN_URL + url.pathname + url.search, {
+    const sent = fetch(env.ORIGIN_URL + url.pathname + url.search, {
       method: request.method,
       headers,
       body: request.body,
     });
-    if (!full) return response;
-    response = new Response(response.body, response);
+    if (!full) return sent; // the plain row's path, as before this mode existed
+    const fetched = await sent;
+    const response = new Response(fetched.body, fetched);
     response.headers.set("ratelimit-policy", limited.policy);
     response.headers.set("ratelimit", limited.rateLimit);
     const now = Date.now();

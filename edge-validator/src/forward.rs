@@ -17,8 +17,8 @@ extern "C" {
         subtle: &web_sys::SubtleCrypto,
         algorithm: &js_sys::Object,
         key: &web_sys::CryptoKey,
-        signature: &js_sys::Uint8Array,
-        message: &js_sys::Uint8Array,
+        signature: &[u8],
+        message: &[u8],
         resume: &JsValue,
         id: u32,
     ) -> js_sys::Promise;
@@ -75,13 +75,18 @@ pub(crate) fn with_resume<T>(f: impl FnOnce(&JsValue) -> T) -> T {
 
 /// `crypto.subtle.verify(...)`, then `tokenVerified(id, valid)` (or `tokenNotVerified`), as
 /// one promise (the request's wait for a fresh token).
+///
+/// `signature` and `message` reach JS as views into wasm memory, not copies: WebCrypto
+/// copies its input before `verify` returns (WebCrypto spec, "get a copy of the bytes"), so
+/// the views need only last the call, and the two `Uint8Array` copies (an ArrayBuffer
+/// allocation each) are saved.
 #[cfg(not(feature = "p256-verify"))]
 pub(crate) fn verify_then(
     subtle: &web_sys::SubtleCrypto,
     algorithm: &js_sys::Object,
     key: &web_sys::CryptoKey,
-    signature: &js_sys::Uint8Array,
-    message: &js_sys::Uint8Array,
+    signature: &[u8],
+    message: &[u8],
     id: u32,
 ) -> js_sys::Promise {
     with_resume(|resume| verify_then_js(subtle, algorithm, key, signature, message, resume, id))

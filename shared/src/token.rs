@@ -238,16 +238,17 @@ pub struct SignatureCheck<'t, 'k> {
     claims: AccessClaims,
 }
 
-impl SignatureCheck<'_, '_> {
+impl<'t> SignatureCheck<'t, '_> {
     /// The key the signature must verify under.
     #[must_use]
     pub fn key(&self) -> &Jwk {
         self.key
     }
 
-    /// The bytes that were signed (`header.payload`, ASCII).
+    /// The bytes that were signed (`header.payload`, ASCII): a slice of the token, so it
+    /// outlives the check (an asynchronous backend can take it after `into_pending`).
     #[must_use]
-    pub fn signing_input(&self) -> &[u8] {
+    pub fn signing_input(&self) -> &'t [u8] {
         self.signing_input.as_bytes()
     }
 

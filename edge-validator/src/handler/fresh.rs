@@ -88,8 +88,7 @@ pub(super) fn start(
                 );
             }
         };
-        let signature = js_sys::Uint8Array::from(check.signature().as_slice());
-        let message = js_sys::Uint8Array::from(check.signing_input());
+        let (signature, message) = (*check.signature(), check.signing_input());
         let pending = Pending {
             arrived,
             url,
@@ -103,7 +102,7 @@ pub(super) fn start(
         };
         let id = crate::parked::park(&VERIFYING, pending);
         let promise =
-            crate::forward::verify_then(&subtle, &algorithm, &crypto_key, &signature, &message, id);
+            crate::forward::verify_then(&subtle, &algorithm, &crypto_key, &signature, message, id);
         Ok(promise.into())
     }
 }

@@ -32,10 +32,12 @@ const handle = exported("handle");
 const callbacks = ["originAnswered", "originUnreachable", "forwardFailed", "limitAnswered", "limitUnanswered",
   "issuerAnswered", "issuerUnanswered", "copyAnswered", "waitOver",
   "keyImported?", "keyNotImported?", "tokenVerified?", "tokenNotVerified?"];
+// Each wrapped with the entry's panic recovery: a callback runs in a promise reaction, after
+// fetch has returned (and a background job's outside any request).
 const resume = callbacks.flatMap((callback) => {
   const name = callback.replace("?", "");
   const local = exported(name, callback.endsWith("?"));
-  return local ? [`${name}: ${local}`] : [];
+  return local ? [`${name}: recovering(${local})`] : [];
 });
 const objectCheck = exported("rateLimiterCheck");
 const exportsEnd = "  shim_default as default\n};";
@@ -43,12 +45,25 @@ if (!source.includes(exportsEnd)) throw new Error(`${path}: no default export wh
 source = source.replace(
   proxied,
   `// edgeward (edge-validator/js/plain-entry.mjs): a plain handler object, no per-request class.
+// Not async: the handler answers with a Response or the promise of one, and awaiting it here
+// would add a promise and a microtask to every request. A panic in a later step is caught
+// by that step's callback instead (recovering).
+function recovering(callback) {
+  return (id, value) => {
+    try {
+      return callback(id, value);
+    } catch (e) {
+      handleMaybeCritical(e);
+      throw e;
+    }
+  };
+}
 const resume = { ${resume.join(", ")} };
 var shim_default = {
-  async fetch(request, env, ctx) {
+  fetch(request, env, ctx) {
     checkReinitialize();
     try {
-      return await ${handle}(request, env, ctx, resume);
+      return ${handle}(request, env, ctx, resume);
     } catch (e) {
       handleMaybeCritical(e);
       throw e;

@@ -77,9 +77,10 @@ pub(crate) fn with_resume<T>(f: impl FnOnce(&JsValue) -> T) -> T {
 /// one promise (the request's wait for a fresh token).
 ///
 /// `signature` and `message` reach JS as views into wasm memory, not copies: WebCrypto
-/// copies its input before `verify` returns (WebCrypto spec, "get a copy of the bytes"), so
-/// the views need only last the call, and the two `Uint8Array` copies (an ArrayBuffer
-/// allocation each) are saved.
+/// takes a copy of its input when called (the spec's "get a copy of the bytes held by"),
+/// and workerd does the crypto itself before `verify` returns (its `crypto.c++`: "all of
+/// our implementations perform the crypto synchronously"), so the views need only last the
+/// call. That saves two `Uint8Array` copies, an ArrayBuffer allocation each.
 #[cfg(not(feature = "p256-verify"))]
 pub(crate) fn verify_then(
     subtle: &web_sys::SubtleCrypto,

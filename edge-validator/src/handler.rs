@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use shared::jwks_refresh::Freshness;
-use shared::{bearer_token, EdgeIdentity, Rejection, TokenKey, UnixTime, VerifiedToken};
+use shared::{bearer_token, Rejection, TokenKey, UnixTime, VerifiedToken};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 
@@ -188,7 +188,7 @@ pub(super) fn verified_path(
     now: UnixTime,
 ) -> Result<JsValue, JsValue> {
     let Arrived { request, env, .. } = arrived;
-    log.client = Some(verified.claims().client_id.clone());
+    log.verified = Some(Arc::clone(&verified));
     if revocations::is_revoked(&verified) {
         return refuse(config, log, &Rejection::Revoked.into());
     }
@@ -267,8 +267,9 @@ fn forward(
     now: UnixTime,
 ) -> Result<JsValue, JsValue> {
     let target = format!("{}{}", config.origin_url, url.target());
-    let identity = EdgeIdentity::new(verified.claims(), log.method(), url.path(), now);
-    let assertion = config.signer.sign(&identity);
+    let assertion = config
+        .signer
+        .sign_claims(verified.claims(), log.method(), url.path(), now);
     let finish = Finish {
         config: config.clone(),
         log,

@@ -4,9 +4,10 @@
 //! a token or the assertion.
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use serde::Serialize;
-use shared::UnixTime;
+use shared::{UnixTime, VerifiedToken};
 use wasm_bindgen::JsValue;
 
 use crate::config::Config;
@@ -24,8 +25,10 @@ pub(crate) struct RequestLog {
     outcome: &'static str,
     reason: Option<&'static str>,
     status: u16,
-    /// `client_id` of a verified token.
-    pub(crate) client: Option<String>,
+    /// The verified token, logged as its `client_id` (held, not copied: most forwarded
+    /// requests are not logged).
+    #[serde(rename = "client", serialize_with = "client_id")]
+    pub(crate) verified: Option<Arc<VerifiedToken>>,
     /// Whether the verified-token cache answered (no crypto).
     pub(crate) cache_hit: bool,
     /// Time getting keys and verifying, on a cache miss.
@@ -39,6 +42,16 @@ pub(crate) struct RequestLog {
     total_ms: u64,
     jwks: &'static str,
     revocations_age_ms: Option<u64>,
+}
+
+fn client_id<S: serde::Serializer>(
+    verified: &Option<Arc<VerifiedToken>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match verified {
+        Some(verified) => s.serialize_str(&verified.claims().client_id),
+        None => s.serialize_none(),
+    }
 }
 
 fn source_name<S: serde::Serializer>(source: &Option<Source>, s: S) -> Result<S::Ok, S::Error> {
@@ -57,7 +70,7 @@ impl RequestLog {
             outcome: "forwarded",
             reason: None,
             status: 0,
-            client: None,
+            verified: None,
             cache_hit: false,
             jwks_ms: None,
             limit_ms: None,

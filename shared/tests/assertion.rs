@@ -29,6 +29,19 @@ fn signed() -> String {
     AssertionSigner::new(key("a", SECRET_A)).sign(&identity())
 }
 
+/// The edge signs from the claims without copying them: the same header as from an identity.
+#[test]
+fn signing_claims_matches_signing_their_identity() {
+    let verified = validator().verify(&good_token(), &jwks(), now()).unwrap();
+    let signer = AssertionSigner::new(key("a", SECRET_A));
+    let from_claims = signer.sign_claims(verified.claims(), "POST", "/orders/7", now());
+    assert_eq!(from_claims, signed());
+    let identity = verifier()
+        .verify(Some(&from_claims), "POST", "/orders/7", now())
+        .unwrap();
+    assert_eq!(identity, self::identity());
+}
+
 #[test]
 fn round_trip() {
     let header = signed();

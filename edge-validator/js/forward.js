@@ -9,11 +9,11 @@
 export function forward(request, target, prefix, name, value) {
   // One pass over the client's headers (copying them all and deleting some walked them twice).
   const headers = new Headers();
-  for (const [key, header] of request.headers) {
+  request.headers.forEach((header, key) => {
     if (key !== "authorization" && key !== "host" && !key.startsWith(prefix)) {
       headers.append(key, header);
     }
-  }
+  });
   headers.set(name, value);
   return fetch(target, {
     method: request.method,

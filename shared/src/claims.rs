@@ -1,6 +1,5 @@
 //! Access-token claims (RFC 9068 §2.2) and the rules they are checked against.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -59,8 +58,20 @@ impl Validation {
 }
 
 /// A set of OAuth scopes (RFC 6749 §3.3), serialized as the space-separated `scope` string.
+///
+/// Held as that string, sorted and without repeats: one allocation per set rather than one
+/// per scope and a tree node, and every verified token (and its cache entry) holds one.
+/// Sets are small ([`MAX_SCOPES`]), so lookups walk the string.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Scopes(BTreeSet<String>);
+pub struct Scopes(String);
+
+/// Whether `token` is an RFC 6749 scope-token (`1*( %x21 / %x23-5B / %x5D-7E )`).
+fn is_scope_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+}
 
 impl Scopes {
     /// Parses a `scope` string: scope-tokens separated by single spaces. The empty string is
@@ -68,44 +79,51 @@ impl Scopes {
     /// set, or there are more than [`MAX_SCOPES`]. Also available as `text.parse::<Scopes>()`.
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
-        let mut set = BTreeSet::new();
         if text.is_empty() {
-            return Some(Self(set));
+            return Some(Self::default());
         }
+        let (mut count, mut ascending, mut previous) = (0, true, "");
         for token in text.split(' ') {
-            let valid = !token.is_empty()
-                && token
-                    .bytes()
-                    .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E));
-            if !valid || set.len() >= MAX_SCOPES {
+            if !is_scope_token(token) {
                 return None;
             }
-            set.insert(token.to_owned());
+            count += 1;
+            ascending &= count == 1 || token > previous;
+            previous = token;
         }
-        Some(Self(set))
+        if ascending {
+            // Already sorted, no repeats (the usual case: the issuer writes them so).
+            return (count <= MAX_SCOPES).then(|| Self(text.to_owned()));
+        }
+        let mut tokens: Vec<&str> = text.split(' ').collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        (tokens.len() <= MAX_SCOPES).then(|| Self(tokens.join(" ")))
     }
 
     /// Whether `scope` is in the set.
     #[must_use]
     pub fn contains(&self, scope: &str) -> bool {
-        self.0.contains(scope)
+        self.iter().any(|have| have == scope)
     }
 
     /// Whether every scope of `other` is in this set.
     #[must_use]
     pub fn contains_all(&self, other: &Self) -> bool {
-        other.0.is_subset(&self.0)
+        // Both sorted: one walk over this set finds each of `other`'s in turn.
+        let mut have = self.iter();
+        other.iter().all(|wanted| have.any(|scope| scope == wanted))
     }
 
     /// The scopes in sorted order.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
+        self.0.split(' ').filter(|scope| !scope.is_empty())
     }
 
     /// Number of scopes.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.iter().count()
     }
 
     /// Whether there are none.
@@ -117,13 +135,7 @@ impl Scopes {
 
 impl fmt::Display for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, scope) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            f.write_str(scope)?;
-        }
-        Ok(())
+        f.write_str(&self.0)
     }
 }
 
@@ -330,6 +342,9 @@ mod tests {
             .collect::<Vec<_>>()
             .join(" ");
         assert!(Scopes::parse(&many).is_none());
+        // The limit is on distinct scopes: repeats collapse first.
+        let repeated = vec!["a"; MAX_SCOPES + 1].join(" ");
+        assert_eq!(Scopes::parse(&repeated).unwrap().len(), 1);
     }
 
     #[test]

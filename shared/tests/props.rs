@@ -105,6 +105,25 @@ proptest! {
         let parsed = Scopes::parse(&text).unwrap();
         prop_assert_eq!(parsed.to_string(), text);
     }
+
+    /// Scopes are a set: any order and repeats parse to the same sorted set, and lookups
+    /// agree with a `BTreeSet`'s.
+    #[test]
+    fn scopes_are_a_set(
+        tokens in proptest::collection::vec("[a-e]{1,2}", 1..12),
+        wanted in proptest::collection::btree_set("[a-e]{1,2}", 0..4),
+    ) {
+        let set: std::collections::BTreeSet<&str> = tokens.iter().map(String::as_str).collect();
+        let parsed = Scopes::parse(&tokens.join(" ")).unwrap();
+        prop_assert_eq!(parsed.iter().collect::<Vec<_>>(), set.iter().copied().collect::<Vec<_>>());
+        prop_assert_eq!(parsed.len(), set.len());
+        for scope in &wanted {
+            prop_assert_eq!(parsed.contains(scope), set.contains(scope.as_str()));
+        }
+        let wanted_text = wanted.iter().cloned().collect::<Vec<_>>().join(" ");
+        let all = wanted.iter().all(|scope| set.contains(scope.as_str()));
+        prop_assert_eq!(parsed.contains_all(&Scopes::parse(&wanted_text).unwrap()), all);
+    }
 }
 
 fn any_json() -> impl Strategy<Value = serde_json::Value> {

@@ -25,8 +25,8 @@ pub(crate) struct RequestLog {
     outcome: &'static str,
     reason: Option<&'static str>,
     status: u16,
-    /// The verified token, logged as its `client_id` (held, not copied: most forwarded
-    /// requests are not logged).
+    /// The verified token, logged as its `client_id` (held rather than copied: with
+    /// `LOG_FORWARDED_EVERY` sampling, most forwarded requests never write their line).
     #[serde(rename = "client", serialize_with = "client_id")]
     pub(crate) verified: Option<Arc<VerifiedToken>>,
     /// Whether the verified-token cache answered (no crypto).

@@ -192,7 +192,9 @@ impl EdgeIdentity {
 }
 
 /// [`EdgeIdentity`] as borrowed fields, serialized to the same JSON: the edge signs from the
-/// verified claims without copying them first (every forwarded request signs once).
+/// verified claims without copying them first (every forwarded request signs once). Its
+/// fields must stay those of `EdgeIdentity`, in the same order; the test
+/// `signing_claims_matches_signing_their_identity` fails if they drift apart.
 #[derive(Serialize)]
 struct IdentityFields<'a> {
     sub: &'a str,

@@ -208,15 +208,8 @@ impl Db {
         subject: &str,
         detail: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)")
-            .bind(now)
-            .bind(actor)
-            .bind(action)
-            .bind(subject)
-            .bind(detail)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        audit_in(&mut conn, now, actor, action, subject, detail).await
     }
 
     /// Takes or renews the named lease for `holder` until `now + ttl`; `true` if held.
@@ -244,6 +237,32 @@ impl Db {
         .await?;
         Ok(result.rows_affected() == 1)
     }
+}
+
+/// Appends to the audit log inside the caller's transaction, so the row commits (or not)
+/// with the change it records.
+///
+/// # Errors
+/// The database error.
+pub async fn audit_in(
+    conn: &mut sqlx::AnyConnection,
+    now: i64,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(now)
+    .bind(actor)
+    .bind(action)
+    .bind(subject)
+    .bind(detail)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Seconds since the epoch, from the system clock (the issuer's only clock).

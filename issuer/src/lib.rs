@@ -7,12 +7,14 @@
 //! that applies the key schedule under a database lease and reloads the published keys.
 
 pub mod clients;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod revocations;
 mod routes;
 pub mod state;
 
@@ -89,10 +91,7 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         tracing::warn!("read-only database: serving tokens; key schedule, revocation and private_key_jwt need the primary");
     } else {
         for event in keys::advance(&db, &kek, &config, now).await? {
-            tracing::info!(event = %event, "signing key lifecycle");
-            let _ = db
-                .audit(now, "issuer", "key.lifecycle", "signing_keys", &event)
-                .await;
+            tracing::info!(event = %event, kind = event.kind(), "signing key lifecycle");
         }
     }
     let signing = SigningKeys::load(&db, &kek).await?;
@@ -166,23 +165,21 @@ pub async fn refresh_keys(state: &AppState, holder: &str) {
     let lease_secs = i64::try_from(KEY_REFRESH.as_secs() * 3).unwrap_or(15);
     match state
         .db
-        .try_lease("key-rotation", holder, now, lease_secs)
+        .try_lease(keys::SCHEDULE_LEASE, holder, now, lease_secs)
         .await
     {
+        // The step wrote its own audit rows, in its transaction.
         Ok(true) => match keys::advance(&state.db, &state.kek, &state.config, now).await {
             Ok(events) => {
                 for event in events {
-                    tracing::info!(event = %event, "signing key lifecycle");
-                    let kind = event.split(' ').next().unwrap_or("event").to_owned();
+                    tracing::info!(event = %event, kind = event.kind(), "signing key lifecycle");
                     state
                         .metrics
                         .key_events
-                        .get_or_create(&metrics::KeyEventLabels { kind })
+                        .get_or_create(&metrics::KeyEventLabels {
+                            kind: event.kind().to_owned(),
+                        })
                         .inc();
-                    let _ = state
-                        .db
-                        .audit(now, "issuer", "key.lifecycle", "signing_keys", &event)
-                        .await;
                 }
             }
             Err(err) => {

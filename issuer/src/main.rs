@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use issuer::clients::{self, NewClient};
 use issuer::db::{unix_now, Db};
-use issuer::keys::{self, Kek};
+use issuer::keys::{self, Kek, KeyEvent};
 use issuer::Config;
 
 #[derive(Parser)]
@@ -361,13 +361,12 @@ async fn keys_command(command: KeysCommand, config: &Config, json: bool) -> CliR
             }
             Ok(())
         }
-        KeysCommand::Rotate => {
-            let kid = keys::rotate(&db, &kek, config, now).await?;
-            db.audit(now, "cli", "key.rotate", &kid, "pending").await?;
-            print(
-                &serde_json::json!({ "kid": kid, "state": "pending", "signs_from": now + i64::try_from(config.key_publish_lead_secs())? }),
-            )
-        }
+        KeysCommand::Rotate => match keys::rotate(&db, &kek, config, "cli", now).await? {
+            KeyEvent::Scheduled { kid, signs_from } => print(
+                &serde_json::json!({ "kid": kid, "state": "pending", "signs_from": signs_from }),
+            ),
+            other => Err(format!("unexpected key event: {other}").into()),
+        },
         KeysCommand::Rewrap => {
             let count = keys::rewrap(&db, &kek).await?;
             db.audit(now, "cli", "key.rewrap", "signing_keys", &count.to_string())
@@ -375,16 +374,12 @@ async fn keys_command(command: KeysCommand, config: &Config, json: bool) -> CliR
             print(&serde_json::json!({ "rewrapped": count }))
         }
         KeysCommand::Revoke { kid } => {
-            let successor = keys::revoke(&db, &kek, config, &kid, now).await?;
-            db.audit(
-                now,
-                "cli",
-                "key.revoke",
-                &kid,
-                successor.as_deref().unwrap_or(""),
-            )
-            .await?;
-            print(&serde_json::json!({ "revoked": kid, "now_signing": successor }))
+            match keys::revoke(&db, &kek, config, &kid, "cli", now).await? {
+                KeyEvent::Revoked { kid, successor } => {
+                    print(&serde_json::json!({ "revoked": kid, "now_signing": successor }))
+                }
+                other => Err(format!("unexpected key event: {other}").into()),
+            }
         }
     }
 }

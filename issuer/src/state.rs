@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::Db;
 use crate::keys::{Kek, SigningKeys};
@@ -23,6 +24,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Token-endpoint rate limits.
     pub limits: Arc<TokenLimits>,
+    /// Where handlers read the time (the system clock; a test's own in tests).
+    pub clock: Clock,
 }
 
 impl AppState {
@@ -37,6 +40,7 @@ impl AppState {
             kek: Arc::new(kek),
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             metrics: Arc::new(Metrics::default()),
+            clock: Clock::system(),
         }
     }
 
@@ -47,6 +51,13 @@ impl AppState {
             Ok(guard) => Arc::clone(&guard),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
+    }
+
+    /// The same state reading the time from `clock` (tests stand at chosen instants).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Replaces the current keys.

@@ -1,11 +1,16 @@
 //! Key lifecycle on SQLite and PostgreSQL: scheduled and on-demand rotation without a window
 //! where valid tokens fail, emergency revocation, restart with the same keys, a wrong KEK,
 //! the lease that keeps two instances from rotating at once, and a KEK rotation.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod support;
 
-use issuer::keys::{self, KeyState};
+use issuer::keys::{self, KeyEvent, KeyState};
 use support::*;
 
 on_both_databases!(
@@ -17,21 +22,41 @@ on_both_databases!(
     kek_rotation_reseals_every_key,
 );
 
+/// An on-demand rotation at `now`: the new pending key's id.
+async fn scheduled(state: &issuer::AppState, now: i64) -> String {
+    match keys::rotate(&state.db, &state.kek, &state.config, "test", now)
+        .await
+        .unwrap()
+    {
+        KeyEvent::Scheduled { kid, .. } => kid,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Revokes `kid` at `now`: the key signing afterwards, if it changed.
+async fn revoked(state: &issuer::AppState, kid: &str, now: i64) -> Option<String> {
+    match keys::revoke(&state.db, &state.kek, &state.config, kid, "test", now)
+        .await
+        .unwrap()
+    {
+        KeyEvent::Revoked { successor, .. } => successor,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn states(keys: &[keys::KeyInfo]) -> Vec<(String, KeyState)> {
     keys.iter().map(|k| (k.kid.clone(), k.state)).collect()
 }
 
 async fn rotation_publishes_before_signing_and_keeps_old_tokens_valid(backend: Backend) {
-    let state = open(config(backend).await.unwrap()).await;
+    let state = open(config(backend).await).await;
     let (id, secret) = client(&state).await;
     let first = state.keys().active.as_ref().unwrap().kid().to_owned();
     let old_token = token(&state, &id, &secret).await;
 
     // On demand: the new key is published now but does not sign yet.
     let now = issuer::db::unix_now();
-    let next = keys::rotate(&state.db, &state.kek, &state.config, now)
-        .await
-        .unwrap();
+    let next = scheduled(&state, now).await;
     issuer::refresh_keys(&state, "test").await;
     let published = jwks(&state).await;
     assert!(published.contains(&next) && published.contains(&first));
@@ -44,7 +69,10 @@ async fn rotation_publishes_before_signing_and_keeps_old_tokens_valid(backend: B
         .await
         .unwrap();
     assert!(
-        events.iter().any(|e| e == &format!("activated {next}")),
+        events.contains(&KeyEvent::Activated {
+            kid: next.clone(),
+            retired: Some(first.clone())
+        }),
         "{events:?}"
     );
     state.set_keys(
@@ -76,21 +104,20 @@ async fn rotation_publishes_before_signing_and_keeps_old_tokens_valid(backend: B
         .await
         .unwrap();
     assert!(
-        events.iter().any(|e| e.starts_with("scheduled ")),
+        events
+            .iter()
+            .any(|e| matches!(e, KeyEvent::Scheduled { .. })),
         "{events:?}"
     );
 }
 
 async fn emergency_revoke_withdraws_at_once(backend: Backend) {
-    let state = open(config(backend).await.unwrap()).await;
+    let state = open(config(backend).await).await;
     let (id, secret) = client(&state).await;
     let compromised = state.keys().active.as_ref().unwrap().kid().to_owned();
     let leaked = token(&state, &id, &secret).await;
     let now = issuer::db::unix_now();
-    let successor = keys::revoke(&state.db, &state.kek, &state.config, &compromised, now)
-        .await
-        .unwrap()
-        .unwrap();
+    let successor = revoked(&state, &compromised, now).await.unwrap();
     issuer::refresh_keys(&state, "test").await;
     let published = jwks(&state).await;
     assert!(!published.contains(&compromised));
@@ -106,24 +133,27 @@ async fn emergency_revoke_withdraws_at_once(backend: Backend) {
         .unwrap();
     assert_eq!(feed, vec![("kid".to_owned(), compromised.clone())]);
     assert!(
-        keys::revoke(&state.db, &state.kek, &state.config, &compromised, now)
-            .await
-            .is_err(),
+        keys::revoke(
+            &state.db,
+            &state.kek,
+            &state.config,
+            &compromised,
+            "test",
+            now
+        )
+        .await
+        .is_err(),
         "twice"
     );
 
     // With a pending key already published, revoking the active one promotes it.
-    let pending = keys::rotate(&state.db, &state.kek, &state.config, now)
-        .await
-        .unwrap();
-    let took_over = keys::revoke(&state.db, &state.kek, &state.config, &successor, now)
-        .await
-        .unwrap();
+    let pending = scheduled(&state, now).await;
+    let took_over = revoked(&state, &successor, now).await;
     assert_eq!(took_over.as_deref(), Some(pending.as_str()));
 }
 
 async fn restart_keeps_keys_and_clients(backend: Backend) {
-    let config = config(backend).await.unwrap();
+    let config = config(backend).await;
     let state = open(config.clone()).await;
     let (id, secret) = client(&state).await;
     let kid = state.keys().active.as_ref().unwrap().kid().to_owned();
@@ -138,7 +168,7 @@ async fn restart_keeps_keys_and_clients(backend: Backend) {
 }
 
 async fn wrong_kek_refuses_to_start(backend: Backend) {
-    let config = config(backend).await.unwrap();
+    let config = config(backend).await;
     drop(open(config.clone()).await);
     let other_dir = temp_dir();
     let err = issuer::open(issuer::Config {
@@ -151,7 +181,7 @@ async fn wrong_kek_refuses_to_start(backend: Backend) {
 }
 
 async fn one_instance_holds_the_rotation_lease(backend: Backend) {
-    let config = config(backend).await.unwrap();
+    let config = config(backend).await;
     let a = open(config.clone()).await;
     let b = open(config).await;
     let now = issuer::db::unix_now();
@@ -180,7 +210,7 @@ async fn one_instance_holds_the_rotation_lease(backend: Backend) {
         .unwrap());
 
     // Both instances refreshing during a rotation end up agreeing on one active key.
-    keys::rotate(&a.db, &a.kek, &a.config, now).await.unwrap();
+    scheduled(&a, now).await;
     issuer::refresh_keys(&a, "a").await;
     issuer::refresh_keys(&b, "b").await;
     let active = |s: &issuer::AppState| s.keys().active.as_ref().unwrap().kid().to_owned();
@@ -196,14 +226,12 @@ async fn one_instance_holds_the_rotation_lease(backend: Backend) {
 }
 
 async fn kek_rotation_reseals_every_key(backend: Backend) {
-    let config = config(backend).await.unwrap();
+    let config = config(backend).await;
     let state = open(config.clone()).await;
     let (id, secret) = client(&state).await;
     let old_token = token(&state, &id, &secret).await;
     let now = issuer::db::unix_now();
-    keys::rotate(&state.db, &state.kek, &state.config, now)
-        .await
-        .unwrap();
+    scheduled(&state, now).await;
 
     // Instances run with the new KEK and the old one as previous; then the rewrap.
     let (old, _) = keys::Kek::load(&config).unwrap();

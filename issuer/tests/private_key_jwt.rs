@@ -63,7 +63,7 @@ fn grant(assertion: &str) -> http::Request<axum::body::Body> {
 }
 
 async fn assertions_authenticate_once(backend: Backend) {
-    let state = open(config(backend).await.unwrap()).await;
+    let state = open(config(backend).await).await;
     let (id, key) = client_with_key(&state).await;
     let assertion = sign(&key, "ck1", &claims(&state, &id, "a-1"));
     let (status, _, body) = send_json(&state, grant(&assertion)).await;
@@ -95,7 +95,7 @@ async fn assertions_authenticate_once(backend: Backend) {
 }
 
 async fn bad_assertions_are_refused(backend: Backend) {
-    let state = open(config(backend).await.unwrap()).await;
+    let state = open(config(backend).await).await;
     let (id, key) = client_with_key(&state).await;
     let (secret_id, secret) = client(&state).await;
     let now = issuer::db::unix_now();

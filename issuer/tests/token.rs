@@ -28,7 +28,7 @@ async fn forwarded_addresses_only_when_trusted(backend: Backend) {
         request
     };
     for trusted in [true, false] {
-        let mut config = config(backend).await.unwrap();
+        let mut config = config(backend).await;
         config.trust_forwarded_for = trusted;
         config.token_rate_per_address = "1/60s;burst=1".parse().unwrap();
         let state = open(config).await;
@@ -58,7 +58,7 @@ async fn forwarded_addresses_only_when_trusted(backend: Backend) {
 }
 
 async fn database_outage_is_503_not_500(backend: Backend) {
-    let state = open(config(backend).await.unwrap()).await;
+    let state = open(config(backend).await).await;
     let (id, secret) = client(&state).await;
     token(&state, &id, &secret).await;
     state.db.pool().close().await;
@@ -93,7 +93,7 @@ async fn database_outage_is_503_not_500(backend: Backend) {
 }
 
 async fn token_endpoint_is_rate_limited(backend: Backend) {
-    let mut config = config(backend).await.unwrap();
+    let mut config = config(backend).await;
     config.token_rate_per_client = "3/60s;burst=3".parse().unwrap();
     config.token_rate_per_address = "100/60s;burst=12".parse().unwrap();
     let state = open(config).await;
@@ -127,7 +127,7 @@ async fn token_endpoint_is_rate_limited(backend: Backend) {
 }
 
 async fn basic_and_post_grants_issue_verifiable_tokens(backend: Backend) {
-    let state = open(config(backend).await.unwrap()).await;
+    let state = open(config(backend).await).await;
     let (id, secret) = client(&state).await;
     let (status, headers, body) = send_json(
         &state,
@@ -156,7 +156,7 @@ async fn basic_and_post_grants_issue_verifiable_tokens(backend: Backend) {
 }
 
 async fn scope_and_resource_are_honoured(backend: Backend) {
-    let state = open(config(backend).await.unwrap()).await;
+    let state = open(config(backend).await).await;
     let (id, secret) = client(&state).await;
     let form = "grant_type=client_credentials&scope=read&resource=https%3A%2F%2Fother.test";
     let (status, _, body) = send_json(&state, token_request(form, Some((&id, &secret)))).await;
@@ -197,7 +197,7 @@ async fn scope_and_resource_are_honoured(backend: Backend) {
 }
 
 async fn client_errors_follow_rfc6749(backend: Backend) {
-    let state = open(config(backend).await.unwrap()).await;
+    let state = open(config(backend).await).await;
     let (id, secret) = client(&state).await;
     let grant = "grant_type=client_credentials";
     let cases: Vec<(Request<Body>, u16, &str)> = vec![
@@ -318,7 +318,7 @@ async fn client_errors_follow_rfc6749(backend: Backend) {
 }
 
 async fn disabled_and_rotated_clients(backend: Backend) {
-    let state = open(config(backend).await.unwrap()).await;
+    let state = open(config(backend).await).await;
     let (id, secret) = client(&state).await;
     let now = issuer::db::unix_now();
     issuer::clients::set_enabled(&state.db, &id, false, now)
@@ -347,7 +347,7 @@ async fn disabled_and_rotated_clients(backend: Backend) {
 }
 
 async fn discovery_is_cacheable(backend: Backend) {
-    let state = open(config(backend).await.unwrap()).await;
+    let state = open(config(backend).await).await;
     for path in [
         "/.well-known/jwks.json",
         "/.well-known/oauth-authorization-server",
@@ -385,7 +385,7 @@ async fn discovery_is_cacheable(backend: Backend) {
 }
 
 async fn health_ready_and_metrics(backend: Backend) {
-    let state = open(config(backend).await.unwrap()).await;
+    let state = open(config(backend).await).await;
     let (id, secret) = client(&state).await;
     token(&state, &id, &secret).await;
     assert_eq!(

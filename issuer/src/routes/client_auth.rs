@@ -107,7 +107,7 @@ pub(crate) async fn authenticate(
             &state.db,
             assertion,
             &audiences,
-            crate::db::unix_now(),
+            state.clock.unix_secs(),
         )
         .await
         .map_err(db_error)?

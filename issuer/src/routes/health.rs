@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::db::unix_now;
 use crate::state::AppState;
 
 /// The routes.
@@ -42,7 +41,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .db_idle
         .set(i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
     if let Some(since) = state.keys().active_since {
-        metrics.key_age.set(unix_now() - since);
+        metrics.key_age.set(state.clock.unix_secs() - since);
     }
     (
         [(

@@ -9,16 +9,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use sqlx::Row;
 
 use super::client_auth::{self, Form};
 use crate::clients::Client;
-use crate::db::unix_now;
+use crate::db::audit_in;
 use crate::error::ApiError;
+use crate::revocations::{self, Revoked};
 use crate::state::AppState;
-
-/// Most entries one feed page returns.
-const FEED_PAGE: i64 = 1000;
 
 /// The routes.
 pub(crate) fn router() -> Router<AppState> {
@@ -46,7 +43,7 @@ async fn caller_and_token(
 /// Verifies one of our own tokens for any audience `client` may address.
 fn verify_for(state: &AppState, client: &Client, token: &str) -> Option<shared::VerifiedToken> {
     let keys = state.keys();
-    let now = shared::UnixTime::from_secs(u64::try_from(unix_now()).unwrap_or(0));
+    let now = state.clock.now();
     client.audiences.iter().find_map(|audience| {
         let validation = shared::Validation::new(state.config.issuer_url.clone(), audience.clone());
         shared::Validator::new(validation)
@@ -74,40 +71,26 @@ async fn revoke(
     if let Some(verified) = verify_for(&state, &client, &token) {
         let claims = verified.claims();
         if claims.client_id == client.client_id {
-            let now = unix_now();
-            let exp = i64::try_from(claims.exp).unwrap_or(i64::MAX);
-            let already: Option<i64> =
-                sqlx::query_scalar("SELECT seq FROM revocations WHERE kind = 'jti' AND value = $1")
-                    .bind(&claims.jti)
-                    .fetch_optional(state.db.pool())
-                    .await?;
-            if already.is_none() {
-                sqlx::query("INSERT INTO revocations (kind, value, expires_at, created_at) VALUES ('jti', $1, $2, $3)")
-                    .bind(&claims.jti)
-                    .bind(exp)
-                    .bind(now)
-                    .execute(state.db.pool())
-                    .await?;
-                state
-                    .db
-                    .audit(now, &client.client_id, "token.revoke", &claims.jti, "")
-                    .await?;
+            let now = state.clock.unix_secs();
+            let revoked = Revoked::Token {
+                exp: i64::try_from(claims.exp).unwrap_or(i64::MAX),
+            };
+            let mut tx = state.db.pool().begin().await?;
+            if revocations::record(&mut tx, &state.db, revoked, &claims.jti, now).await? {
+                audit_in(
+                    &mut tx,
+                    now,
+                    &client.client_id,
+                    "token.revoke",
+                    &claims.jti,
+                    "",
+                )
+                .await?;
             }
+            tx.commit().await?;
         }
     }
     Ok(no_store(()))
-}
-
-/// Whether the token's `jti` or its key is on the revocation list.
-async fn is_revoked(state: &AppState, verified: &shared::VerifiedToken) -> Result<bool, ApiError> {
-    let hit: Option<i64> = sqlx::query_scalar(
-        "SELECT seq FROM revocations WHERE (kind = 'jti' AND value = $1) OR (kind = 'kid' AND value = $2) LIMIT 1",
-    )
-    .bind(&verified.claims().jti)
-    .bind(verified.kid())
-    .fetch_optional(state.db.pool())
-    .await?;
-    Ok(hit.is_some())
 }
 
 /// RFC 7662: a resource server asks about a token addressed to one of its audiences.
@@ -121,7 +104,7 @@ async fn introspect(
     let Some(verified) = verify_for(&state, &client, &token) else {
         return Ok(inactive());
     };
-    if is_revoked(&state, &verified).await? {
+    if revocations::is_revoked(&state.db, &verified.claims().jti, verified.kid()).await? {
         return Ok(inactive());
     }
     let claims = verified.claims();
@@ -154,34 +137,8 @@ async fn feed(
 ) -> Result<Response, ApiError> {
     let Query(query) =
         query.map_err(|_| ApiError::InvalidRequest("since must be an integer cursor"))?;
-    let rows = sqlx::query(
-        "SELECT seq, kind, value, expires_at FROM revocations WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3",
-    )
-    .bind(query.since.max(0))
-    .bind(unix_now())
-    .bind(FEED_PAGE + 1)
-    .fetch_all(state.db.pool())
-    .await?;
-    let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > FEED_PAGE;
-    let mut cursor = query.since.max(0);
-    let mut entries = Vec::with_capacity(rows.len());
-    for row in rows.iter().take(usize::try_from(FEED_PAGE).unwrap_or(1000)) {
-        cursor = row.try_get("seq")?;
-        entries.push(serde_json::json!({
-            "kind": row.try_get::<String, _>("kind")?,
-            "value": row.try_get::<String, _>("value")?,
-            "expires_at": row.try_get::<i64, _>("expires_at")?,
-        }));
-    }
-    if entries.is_empty() {
-        // Nothing new: report the newest cursor so a fresh edge does not rescan expired rows.
-        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM revocations")
-            .fetch_one(state.db.pool())
-            .await?;
-        cursor = cursor.max(newest.unwrap_or(0));
-    }
-    let body = serde_json::json!({ "cursor": cursor, "more": more, "revocations": entries });
-    let mut response = axum::Json(body).into_response();
+    let page = revocations::feed_page(&state.db, query.since, state.clock.unix_secs()).await?;
+    let mut response = axum::Json(page).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

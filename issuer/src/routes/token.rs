@@ -18,7 +18,6 @@ use shared::Scopes;
 
 use super::client_auth::{self, Form};
 use crate::clients::Client;
-use crate::db::{precise_now, unix_now};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -110,7 +109,7 @@ async fn grant(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> (Option<String>, Result<Response, ApiError>) {
-    let now = precise_now();
+    let now = state.clock.now();
     if let Err(err) = limited(&state.limits.address(address, now, false)) {
         return (None, Err(err));
     }
@@ -168,7 +167,7 @@ fn issue(state: &AppState, client: &Client, params: &Form) -> Result<Response, A
         .active
         .as_ref()
         .ok_or_else(|| ApiError::Unavailable("no active signing key".into()))?;
-    let now = unix_now();
+    let now = state.clock.unix_secs();
     let lifetime = state.config.token_lifetime_secs;
     let mut jti = [0u8; 16];
     OsRng.fill_bytes(&mut jti);

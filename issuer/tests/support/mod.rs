@@ -5,7 +5,8 @@
     unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    clippy::panic
 )]
 
 use std::path::PathBuf;
@@ -44,14 +45,33 @@ pub fn temp_dir() -> PathBuf {
     dir
 }
 
-/// A config on a new, empty database of `backend`, or `None` when PostgreSQL is not
-/// configured (`TEST_DATABASE_URL`).
-pub async fn config(backend: Backend) -> Option<Config> {
+/// What a PostgreSQL test says when it has no server: it fails rather than passing without
+/// having run (a skipped test that counts as passed checks nothing).
+pub const NO_POSTGRES: &str = "PostgreSQL tests need a server: set TEST_DATABASE_URL \
+     (e.g. postgres://postgres@127.0.0.1:5432/test; tests/run sets it to the machine's). \
+     Each test creates its own database there.";
+
+/// The PostgreSQL server the tests create their databases on (`TEST_DATABASE_URL`).
+///
+/// # Panics
+/// With [`NO_POSTGRES`] when it is not set.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| panic!("{NO_POSTGRES}"))
+}
+
+/// A config on a new, empty database of `backend`.
+///
+/// # Panics
+/// For PostgreSQL without `TEST_DATABASE_URL` ([`NO_POSTGRES`]).
+pub async fn config(backend: Backend) -> Config {
     let data_dir = temp_dir();
     let database_url = match backend {
         Backend::Sqlite => format!("sqlite://{}", data_dir.join("issuer.db").display()),
         Backend::Postgres => {
-            let admin_url = std::env::var("TEST_DATABASE_URL").ok()?;
+            let admin_url = postgres_admin_url();
             let name = unique("edgeward_test");
             sqlx::any::install_default_drivers();
             let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
@@ -65,12 +85,12 @@ pub async fn config(backend: Backend) -> Option<Config> {
             format!("{base}/{name}")
         }
     };
-    Some(Config {
+    Config {
         database_url,
         data_dir,
         log_format: "pretty".into(),
         ..Config::default()
-    })
+    }
 }
 
 /// An opened issuer for `config`.
@@ -196,10 +216,6 @@ macro_rules! on_both_databases {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    if std::env::var("TEST_DATABASE_URL").is_err() {
-                        eprintln!("skipped: TEST_DATABASE_URL is not set");
-                        return;
-                    }
                     super::$name(super::support::Backend::Postgres).await;
                 }
             )*

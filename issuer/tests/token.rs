@@ -18,7 +18,21 @@ on_both_databases!(
     token_endpoint_is_rate_limited,
     database_outage_is_503_not_500,
     forwarded_addresses_only_when_trusted,
+    every_token_is_signed_in_low_s_form,
 );
+
+/// Verifiers take only low-S signatures (one valid spelling per token); `ring` signs with a
+/// random nonce and leaves S in either half, so the issuer must normalise every signature.
+/// Without it, each of these tokens would be refused as high-S with probability 1/2.
+async fn every_token_is_signed_in_low_s_form(backend: Backend) {
+    let state = open(config(backend).await).await;
+    let (id, secret) = client(&state).await;
+    let published = jwks(&state).await;
+    for _ in 0..64 {
+        let token = token(&state, &id, &secret).await;
+        verify(&state, &published, &token).unwrap();
+    }
+}
 
 async fn forwarded_addresses_only_when_trusted(backend: Backend) {
     let from = |address: &str, id: &str, secret: &str| {

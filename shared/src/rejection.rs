@@ -136,6 +136,13 @@ pub enum Rejection {
         len: usize,
     },
 
+    /// The signature's `S` is in the upper half of the curve order: the mirror image
+    /// (`n - S`) of a signature. ECDSA verifies both; this verifier takes only the low-S form
+    /// (the issuer signs in it), so a token has exactly one valid spelling and one
+    /// verified-token cache entry.
+    #[error("token signature is not in low-S form")]
+    HighS,
+
     /// The signature does not verify under the key named by `kid`.
     #[error("token signature is invalid")]
     BadSignature,
@@ -216,6 +223,7 @@ impl Rejection {
             Self::UnknownKeyId => "unknown_kid",
             Self::DerSignature => "der_signature",
             Self::SignatureLength { .. } => "signature_length",
+            Self::HighS => "high_s_signature",
             Self::BadSignature => "bad_signature",
             Self::MissingClaim { .. } => "missing_claim",
             Self::InvalidClaim { .. } => "invalid_claim",
@@ -268,7 +276,8 @@ impl Rejection {
             | Self::InvalidBase64 { .. }
             | Self::InvalidJson { .. }
             | Self::DerSignature
-            | Self::SignatureLength { .. } => "the access token is malformed",
+            | Self::SignatureLength { .. }
+            | Self::HighS => "the access token is malformed",
             Self::AlgorithmNotAllowed => "the access token algorithm is not allowed",
             Self::ForbiddenHeader { .. } => "the access token header is not allowed",
             Self::WrongType => "the access token type is not accepted",

@@ -19,6 +19,19 @@ use crate::verifier::{AsyncSignatureVerifier, SignatureVerifier};
 /// Length of a JWS ES256 signature: `R || S`, 32 bytes each (RFC 7518 §3.4).
 pub const SIGNATURE_LEN: usize = 64;
 
+/// Half the order of P-256, big-endian: the largest low-S value (`n = 2 * HALF_N + 1`).
+const HALF_N: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
+
+/// Whether `S` of an `R || S` signature is above half the group order. Both halves of the
+/// order verify, so without this rule every token would have a second valid spelling.
+/// (Public data: no constant time needed.)
+fn is_high_s(signature: &[u8; SIGNATURE_LEN]) -> bool {
+    signature.get(32..).is_some_and(|s| s > HALF_N.as_slice())
+}
+
 /// Header parameters that would let the token choose its own key or change how it is
 /// processed. Keys come only from the configured JWKS.
 const FORBIDDEN_HEADERS: [&str; 6] = ["crit", "jku", "x5u", "x5c", "jwk", "cty"];
@@ -133,6 +146,9 @@ impl<'t> UntrustedToken<'t> {
                     }
                 }
             })?;
+        if is_high_s(&signature) {
+            return Err(Rejection::HighS);
+        }
         let payload = decode(payload, Segment::Payload)?;
 
         Ok(Self {
@@ -379,6 +395,21 @@ mod tests {
         assert!(type_accepted("JWT", true));
         assert!(!type_accepted("application/", true));
         assert!(!type_accepted("at+jwt ", false));
+    }
+
+    #[test]
+    fn low_s_boundary() {
+        let with_s = |s: [u8; 32]| {
+            let mut signature = [1u8; SIGNATURE_LEN];
+            signature[32..].copy_from_slice(&s);
+            signature
+        };
+        assert!(!is_high_s(&with_s(HALF_N)), "n/2 itself is low");
+        let mut above = HALF_N;
+        above[31] += 1;
+        assert!(is_high_s(&with_s(above)));
+        assert!(is_high_s(&with_s([0xff; 32])));
+        assert!(!is_high_s(&with_s([0; 32])));
     }
 
     #[test]

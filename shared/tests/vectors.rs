@@ -391,6 +391,19 @@ fn der_encoded_signature() {
 }
 
 #[test]
+fn high_s_mirror_of_a_valid_signature_is_refused() {
+    let token = good_token();
+    let (input, _) = token.rsplit_once('.').unwrap();
+    let signature: Signature = signing_key(1).sign(input.as_bytes());
+    // Both forms verify as ECDSA; only the low-S one is the token.
+    verify(&with_signature(&token, &low_s(signature).to_bytes())).unwrap();
+    rejects(
+        &with_signature(&token, &high_s(signature).to_bytes()),
+        Rejection::HighS,
+    );
+}
+
+#[test]
 fn wrong_length_signature() {
     let token = good_token();
     rejects(
@@ -411,13 +424,13 @@ fn wrong_length_signature() {
 fn signature_that_does_not_verify() {
     // Signed by key 2 but naming key 1.
     rejects(&sign_with(&header(), &claims(), 2), Rejection::BadSignature);
-    // Zero R and S, and values at or above the group order.
+    // Zero R and S, and R at or above the group order (S there is refused as high-S).
     let token = good_token();
     rejects(&with_signature(&token, &[0u8; 64]), Rejection::BadSignature);
-    rejects(
-        &with_signature(&token, &[0xFFu8; 64]),
-        Rejection::BadSignature,
-    );
+    rejects(&with_signature(&token, &[0xFFu8; 64]), Rejection::HighS);
+    let mut big_r = [0xFFu8; 64];
+    big_r[32..].fill(0x01);
+    rejects(&with_signature(&token, &big_r), Rejection::BadSignature);
     // A payload swapped after signing.
     let other = with_claims(|c| {
         c.insert("sub".into(), json!("admin"));

@@ -253,6 +253,11 @@ fn rejection_cases() -> Vec<Case> {
             "der_signature",
         ),
         case(
+            "high-S mirror of the good signature",
+            &fixtures::with_signature(&good, &fixtures::high_s(signature).to_bytes()),
+            "high_s_signature",
+        ),
+        case(
             "short signature",
             &fixtures::with_signature(&good, &[7; 10]),
             "signature_length",

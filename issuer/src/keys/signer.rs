@@ -55,7 +55,7 @@ impl ActiveKey {
         &self.kid
     }
 
-    /// A compact JWS (`at+jwt`, ES256, this `kid`) over the JSON of `claims`.
+    /// A compact JWS (`at+jwt`, ES256, this `kid`, low-S) over the JSON of `claims`.
     ///
     /// # Errors
     /// [`KeyError::Sign`] if serialization or the system RNG fails.
@@ -69,8 +69,13 @@ impl ActiveKey {
             .key_pair
             .sign(&self.rng, token.as_bytes())
             .map_err(|_| KeyError::Sign("the system RNG failed".into()))?;
+        // Verifiers take only low-S signatures (one spelling per token); ring does not
+        // normalise, so half of its signatures are mirrored here (S -> n - S).
+        let signature = p256::ecdsa::Signature::from_slice(signature.as_ref())
+            .map_err(|_| KeyError::Sign("ring gave a malformed signature".into()))?;
+        let signature = signature.normalize_s().unwrap_or(signature);
         token.push('.');
-        token.push_str(&Base64UrlUnpadded::encode_string(signature.as_ref()));
+        token.push_str(&Base64UrlUnpadded::encode_string(&signature.to_bytes()));
         Ok(token)
     }
 }

@@ -35,12 +35,14 @@ export async function fetchText(url, accept, ifNoneMatch, timeoutMs) {
   }
 }
 
-// The Cache API copy of the key set: the issuer's body, kept `keepSecs`, with when it was
-// fetched and the issuer's own `Cache-Control` and `ETag` in headers of its own.
+// The Cache API copy of the key set: the set in use, kept `keepSecs`, with when the issuer
+// gave it, the issuer's own `Cache-Control` and `ETag`, and an HMAC tag over all of them
+// (made and checked in Rust: the cache is shared with every script on the zone).
 const FETCHED_AT = "x-edgeward-fetched-at";
 const ISSUER_CACHE_CONTROL = "x-edgeward-issuer-cache-control";
+const MAC = "x-edgeward-copy-mac";
 
-/** The copy under `key` as `{text, fetchedAt, cacheControl, etag}`, or null. */
+/** The copy under `key` as `{text, fetchedAt, cacheControl, etag, mac}`, or null. */
 export async function cacheGet(key) {
   const response = await caches.default.match(key);
   if (!response) return null;
@@ -49,16 +51,18 @@ export async function cacheGet(key) {
     fetchedAt: response.headers.get(FETCHED_AT),
     cacheControl: response.headers.get(ISSUER_CACHE_CONTROL),
     etag: response.headers.get("etag"),
+    mac: response.headers.get(MAC),
   };
 }
 
 /** Stores the copy under `key`, kept alive past the response by `ctx.waitUntil`; a failure
  * is logged (the isolate has the set; only the next isolate misses the copy). */
-export function cachePut(ctx, key, text, keepSecs, fetchedAt, cacheControl, etag) {
+export function cachePut(ctx, key, text, keepSecs, fetchedAt, cacheControl, etag, mac) {
   const headers = new Headers({
     "content-type": "application/json",
     "cache-control": `public, max-age=${keepSecs}`,
     [FETCHED_AT]: String(fetchedAt),
+    [MAC]: mac,
   });
   if (cacheControl != null) headers.set(ISSUER_CACHE_CONTROL, cacheControl);
   if (etag != null) headers.set("etag", etag);

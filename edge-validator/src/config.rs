@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use shared::jwks_refresh::RefreshPolicy;
+use shared::keyset_copy::CopyKey;
 use shared::{AssertionKey, AssertionSigner, RatePlan, Validation, Validator};
 
 use crate::runtime::Env;
@@ -24,6 +25,10 @@ pub(crate) const ORIGIN_URL: &str = "ORIGIN_URL";
 pub(crate) const ASSERTION_KEY_ID: &str = "ASSERTION_KEY_ID";
 /// Secret: the assertion HMAC key (at least 32 bytes).
 pub(crate) const ASSERTION_SECRET: &str = "ASSERTION_SECRET";
+/// Secret: the key that tags the Cache API copy of the key set (at least 32 bytes). The
+/// Cache API is shared with every script on the zone, so without it no copy is written or
+/// read (a new isolate then fetches the set from the issuer before its first fresh token).
+pub(crate) const KEYSET_COPY_SECRET: &str = "KEYSET_COPY_SECRET";
 /// Var: the plan for tokens without a `rate_plan` claim, e.g. `600/60s;burst=100`.
 pub(crate) const DEFAULT_RATE_PLAN: &str = "DEFAULT_RATE_PLAN";
 /// Var: failed authentications allowed per client IP, e.g. `20/60s;burst=20`.
@@ -70,6 +75,8 @@ pub(crate) struct Config {
     pub(crate) revocation_urls: Rc<[String]>,
     pub(crate) origin_url: String,
     pub(crate) signer: AssertionSigner,
+    /// Tags and checks the Cache API copy of the key set; `None`: no copy tier.
+    pub(crate) copy_key: Option<CopyKey>,
     pub(crate) default_plan: RatePlan,
     pub(crate) failed_auth_plan: RatePlan,
     pub(crate) rate_limit_mode: RateLimitMode,
@@ -153,6 +160,10 @@ impl Config {
             revocation_urls: urls(&optional(env, REVOCATION_URLS).unwrap_or_default()),
             origin_url: var(env, ORIGIN_URL)?.trim_end_matches('/').to_owned(),
             signer: AssertionSigner::new(key),
+            copy_key: optional(env, KEYSET_COPY_SECRET)
+                .map(|secret| CopyKey::new(secret.as_bytes()))
+                .transpose()
+                .map_err(|err| ConfigError(format!("secret {KEYSET_COPY_SECRET}: {err}")))?,
             default_plan: plan(env, DEFAULT_RATE_PLAN, DEFAULT_PLAN)?,
             failed_auth_plan: plan(env, FAILED_AUTH_PLAN, DEFAULT_FAILED_AUTH)?,
             rate_limit_mode: match optional(env, RATE_LIMIT_MODE).as_deref().map(str::trim) {

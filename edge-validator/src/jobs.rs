@@ -197,7 +197,7 @@ fn answered(id: u32, answer: Result<Fetched, FetchError>) -> Result<JsValue, JsV
     };
     let step = match &mut running.job {
         Job::Keys(refresh) => refresh.answered(&running.config, &running.ctx, answer),
-        Job::Revocations(pull) => pull.answered(&running.config, answer),
+        Job::Revocations(pull) => pull.answered(&running.config, &running.ctx, answer),
     };
     next(running, step)
 }

@@ -5,11 +5,19 @@
 //! requests that need it wait for it). A stale set is served while it refreshes in the
 //! background; only a missing or too-old set, or an unknown `kid` the cooldown allows, makes
 //! a request wait.
+//!
+//! A revoked key leaves every tier: the set in memory (fresh or stale), the verified-token
+//! cache, and the Cache API copy, which is rewritten without it ([`drop_revoked_keys`]); a
+//! set fetched or a copy read later is filtered the same way. The copy is tagged with an
+//! HMAC under `KEYSET_COPY_SECRET` (`shared::keyset_copy`: the Cache API is shared with every
+//! script on the zone), and a copy whose tag does not verify is ignored. A copy keeps the
+//! time the issuer last gave or confirmed the set, so rewriting it never extends its life.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use shared::jwks_refresh::{Freshness, JwksRefresh};
+use shared::keyset_copy::CopyFields;
 use shared::{Jwks, TokenCache, UnixTime};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
@@ -39,9 +47,13 @@ extern "C" {
     fn cache_control(this: &CachedCopy) -> Option<String>;
     #[wasm_bindgen(method, getter)]
     fn etag(this: &CachedCopy) -> Option<String>;
+    /// The copy's HMAC tag (`shared::keyset_copy`).
+    #[wasm_bindgen(method, getter)]
+    fn mac(this: &CachedCopy) -> Option<String>;
 
     /// Stores the copy, kept alive by `ctx.waitUntil` (a failure is logged in JS).
     #[wasm_bindgen(js_name = cachePut)]
+    #[allow(clippy::too_many_arguments)] // one boundary crossing
     fn cache_put(
         ctx: &JsValue,
         key: &str,
@@ -50,6 +62,7 @@ extern "C" {
         fetched_at: f64,
         cache_control: Option<&str>,
         etag: Option<&str>,
+        mac: &str,
     );
 }
 
@@ -131,6 +144,7 @@ impl Refresh {
 
     /// The Cache API copy arrived (or there was none): enough if it is usable, else fetch.
     pub(crate) fn copy_answered(&mut self, config: &Config, copy: Option<CachedCopy>) -> Step {
+        // (Revocations are applied to the copy as it is read: `apply_copy`.)
         let now = crate::clock::now();
         if let Some(copy) = copy {
             apply_copy(config, &copy, now);
@@ -156,28 +170,23 @@ impl Refresh {
             .map_or("", String::as_str);
         match answer.and_then(parse) {
             Ok(Answer::New {
-                jwks,
-                text,
+                mut jwks,
                 cache_control,
                 etag,
             }) => {
+                jwks.remove_keys(crate::revocations::is_key_revoked);
                 TOKENS.with(|t| t.borrow_mut().retain_keys(&jwks));
                 let at = crate::clock::now();
                 with_state(config, |s| {
                     s.fetched(jwks, cache_control.as_deref(), etag.as_deref(), at);
                 });
-                store_in_cache_api(config, ctx, &text, cache_control, etag, at);
+                store_copy(config, ctx);
                 Step::Done
             }
             Ok(Answer::NotModified { cache_control }) => {
                 let at = crate::clock::now();
-                let text = with_state(config, |s| {
-                    s.not_modified(cache_control.as_deref(), at);
-                    s.usable(at).map(|jwks| jwks.to_json())
-                });
-                if let Some(text) = text {
-                    store_in_cache_api(config, ctx, &text, cache_control, self.etag.clone(), at);
-                }
+                with_state(config, |s| s.not_modified(cache_control.as_deref(), at));
+                store_copy(config, ctx);
                 Step::Done
             }
             Err(reason) => {
@@ -216,7 +225,6 @@ impl Refresh {
 enum Answer {
     New {
         jwks: Jwks,
-        text: String,
         cache_control: Option<String>,
         etag: Option<String>,
     },
@@ -233,7 +241,6 @@ fn parse(response: Fetched) -> Result<Answer, FetchError> {
             let jwks = Jwks::parse(&text).map_err(|e| FetchError::Unusable(e.to_string()))?;
             Ok(Answer::New {
                 jwks,
-                text,
                 cache_control,
                 etag: response.etag(),
             })
@@ -242,53 +249,113 @@ fn parse(response: Fetched) -> Result<Answer, FetchError> {
     }
 }
 
-/// The Cache API key: the first (geo-DNS) JWKS URL.
+/// The Cache API key: the first (geo-DNS) JWKS URL; `None` when there is no copy tier
+/// (no `KEYSET_COPY_SECRET`).
 fn cache_key(config: &Config) -> Option<&str> {
+    config.copy_key.as_ref()?;
     config.jwks_urls.first().map(String::as_str)
 }
 
-/// Keeps a copy in the colo's cache for as long as it may be used (freshness plus max-stale).
-fn store_in_cache_api(
-    config: &Config,
-    ctx: &JsValue,
-    text: &str,
-    issuer_cache_control: Option<String>,
-    etag: Option<String>,
-    fetched_at: UnixTime,
-) {
-    let Some(key) = cache_key(config) else { return };
+/// Keeps the set in use in the colo's cache, tagged, for as long as it may be used
+/// (freshness plus max-stale), with the time the issuer last gave or confirmed it.
+fn store_copy(config: &Config, ctx: &JsValue) {
+    let (Some(key), Some(copy_key)) = (cache_key(config), &config.copy_key) else {
+        return;
+    };
+    let now = crate::clock::now();
+    let Some((body, fetched_at, cache_control, etag)) = with_state(config, |s| {
+        let jwks = s.usable(now)?;
+        let meta = (
+            s.confirmed_at(),
+            s.cache_control().map(str::to_owned),
+            s.etag().map(str::to_owned),
+        );
+        Some((jwks.to_json(), meta.0, meta.1, meta.2))
+    }) else {
+        return;
+    };
+    let fields = CopyFields {
+        cache_key: key,
+        body: &body,
+        fetched_at_ms: fetched_at.as_millis(),
+        cache_control: cache_control.as_deref(),
+        etag: etag.as_deref(),
+    };
+    let mac = copy_key.seal(&fields);
     let keep_secs =
         (config.refresh_policy.max_max_age_ms + config.refresh_policy.max_stale_ms) / 1000;
     // Whole numbers well below 2^53: exact as JS numbers.
     cache_put(
         ctx,
         key,
-        text,
+        &body,
         keep_secs as f64,
         fetched_at.as_millis() as f64,
-        issuer_cache_control.as_deref(),
-        etag.as_deref(),
+        fields.cache_control,
+        fields.etag,
+        &mac,
     );
 }
 
-/// A new isolate starts from the colo's copy, if it parses.
+/// A new isolate starts from the colo's copy, if its tag verifies and it parses; keys the
+/// isolate knows to be revoked are left out.
 fn apply_copy(config: &Config, copy: &CachedCopy, now: UnixTime) {
-    let fetched_at = copy
+    let (Some(key), Some(copy_key)) = (cache_key(config), &config.copy_key) else {
+        return;
+    };
+    let body = copy.text();
+    let Some(fetched_at) = copy
         .fetched_at()
         .and_then(|value| value.parse::<u64>().ok())
-        .map_or(now, UnixTime::from_millis);
-    match Jwks::parse(&copy.text()) {
-        Ok(jwks) => with_state(config, |s| {
+    else {
+        return refused_copy("no fetch time");
+    };
+    let (cache_control, etag) = (copy.cache_control(), copy.etag());
+    let fields = CopyFields {
+        cache_key: key,
+        body: &body,
+        fetched_at_ms: fetched_at,
+        cache_control: cache_control.as_deref(),
+        etag: etag.as_deref(),
+    };
+    if let Err(err) = copy_key.open(&fields, copy.mac().as_deref()) {
+        return refused_copy(&err.to_string());
+    }
+    match Jwks::parse(&body) {
+        Ok(mut jwks) => with_state(config, |s| {
             if s.freshness(now) == Freshness::Missing {
-                s.fetched(
-                    jwks,
-                    copy.cache_control().as_deref(),
-                    copy.etag().as_deref(),
-                    fetched_at.min(now),
-                );
+                jwks.remove_keys(crate::revocations::is_key_revoked);
+                let fetched_at = UnixTime::from_millis(fetched_at).min(now);
+                s.fetched(jwks, cache_control.as_deref(), etag.as_deref(), fetched_at);
             }
         }),
-        Err(err) => console_warn!("jwks cache api copy unusable: {err}"),
+        Err(err) => refused_copy(&err.to_string()),
+    }
+}
+
+fn refused_copy(reason: &str) {
+    Event {
+        event: "jwks_copy_refused",
+        reason: Some(reason),
+        ..Event::default()
+    }
+    .emit(Level::Warn);
+}
+
+/// Keys just revoked (`kids`) leave every tier at once: the set in use, the tokens they
+/// signed, and the colo's copy (rewritten without them, keeping its original time).
+pub(crate) fn drop_revoked_keys(config: &Config, ctx: &JsValue, kids: &[String]) {
+    let removed = with_state(config, |s| {
+        s.remove_keys(|kid| kids.iter().any(|revoked| revoked == kid))
+    });
+    TOKENS.with(|t| {
+        let mut tokens = t.borrow_mut();
+        for kid in kids {
+            tokens.remove_kid(kid);
+        }
+    });
+    if removed {
+        store_copy(config, ctx);
     }
 }
 

@@ -7,14 +7,10 @@
 //! assertion) is `shared`'s; here are the bindings, the fetches and the one error mapping.
 //! Natively the crate is empty; it is built for wasm32 with worker-build.
 
-/// `console.error`/`warn` of a formatted line (Workers Logs).
+/// `console.error` of a formatted line (Workers Logs).
 #[cfg(target_arch = "wasm32")]
 macro_rules! console_error {
     ($($arg:tt)*) => { web_sys::console::error_1(&format!($($arg)*).into()) };
-}
-#[cfg(target_arch = "wasm32")]
-macro_rules! console_warn {
-    ($($arg:tt)*) => { web_sys::console::warn_1(&format!($($arg)*).into()) };
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -10,6 +10,7 @@ use std::cell::{Cell, RefCell};
 
 use shared::revocations::{FeedPage, RevocationList};
 use shared::{UnixTime, VerifiedToken};
+use wasm_bindgen::JsValue;
 
 use crate::clock::now;
 use crate::config::Config;
@@ -54,6 +55,11 @@ pub(crate) fn is_revoked(token: &VerifiedToken) -> bool {
     LIST.with(|list| list.borrow().is_revoked(token))
 }
 
+/// Whether the key `kid` is revoked (no key set this isolate keeps may hold it).
+pub(crate) fn is_key_revoked(kid: &str) -> bool {
+    LIST.with(|list| list.borrow().is_key_revoked(kid))
+}
+
 /// Milliseconds since the last successful pull, for the log and `/.edge/health`.
 pub(crate) fn age_ms(now: UnixTime) -> Option<u64> {
     LAST_SUCCESS.with(Cell::get).map(|at| now.millis_since(at))
@@ -81,6 +87,7 @@ impl Pull {
     pub(crate) fn answered(
         &mut self,
         config: &Config,
+        ctx: &JsValue,
         answer: Result<Fetched, FetchError>,
     ) -> Step {
         let page = answer.and_then(|response| match (response.status(), response.text()) {
@@ -105,6 +112,7 @@ impl Pull {
         let more = page.more;
         let new_kids = LIST.with(|list| list.borrow_mut().apply(page, now()));
         if !new_kids.is_empty() {
+            crate::jwks_cache::drop_revoked_keys(config, ctx, &new_kids);
             Event {
                 event: "keys_revoked",
                 kids: Some(&new_kids),

@@ -312,6 +312,14 @@ impl Jwks {
         self.skipped
     }
 
+    /// Removes every key whose id `revoked` names (a revoked key must not stay in a set that
+    /// is kept stale or cached); returns how many went.
+    pub fn remove_keys(&mut self, mut revoked: impl FnMut(&str) -> bool) -> usize {
+        let before = self.keys.len();
+        self.keys.retain(|key| !revoked(&key.kid));
+        before - self.keys.len()
+    }
+
     /// Whether the set holds no usable key.
     #[must_use]
     pub fn is_empty(&self) -> bool {

@@ -61,6 +61,10 @@ pub struct JwksRefresh {
     policy: RefreshPolicy,
     jwks: Option<Arc<Jwks>>,
     etag: Option<String>,
+    /// When the issuer last gave or confirmed the set, and its `Cache-Control` then: what a
+    /// copy of the set must carry so that copying never extends its life.
+    confirmed_at: UnixTime,
+    cache_control: Option<String>,
     fresh_until: UnixTime,
     last_unknown_kid_fetch: Option<UnixTime>,
     last_failure: Option<UnixTime>,
@@ -74,6 +78,8 @@ impl JwksRefresh {
             policy,
             jwks: None,
             etag: None,
+            confirmed_at: UnixTime::EPOCH,
+            cache_control: None,
             fresh_until: UnixTime::EPOCH,
             last_unknown_kid_fetch: None,
             last_failure: None,
@@ -131,6 +137,19 @@ impl JwksRefresh {
         self.etag.as_deref()
     }
 
+    /// When the issuer last gave or confirmed the set (a copy keeps this time, not the
+    /// time it was copied).
+    #[must_use]
+    pub fn confirmed_at(&self) -> UnixTime {
+        self.confirmed_at
+    }
+
+    /// The issuer's `Cache-Control` when it last gave or confirmed the set.
+    #[must_use]
+    pub fn cache_control(&self) -> Option<&str> {
+        self.cache_control.as_deref()
+    }
+
     /// A fetch returned a new set with this `Cache-Control` and `ETag`.
     pub fn fetched(
         &mut self,
@@ -149,12 +168,28 @@ impl JwksRefresh {
         self.renew(cache_control, now);
     }
 
+    /// Takes the keys `revoked` names out of the set in use (fresh or stale alike), so a
+    /// revoked key is gone from every tier that copies this set. `true` if any went.
+    pub fn remove_keys(&mut self, revoked: impl FnMut(&str) -> bool) -> bool {
+        let Some(current) = &self.jwks else {
+            return false;
+        };
+        let mut kept = Jwks::clone(current);
+        if kept.remove_keys(revoked) == 0 {
+            return false;
+        }
+        self.jwks = Some(Arc::new(kept));
+        true
+    }
+
     /// Every URL failed at `now` (the set, if any, stays in use until `max_stale`).
     pub fn failed(&mut self, now: UnixTime) {
         self.last_failure = Some(now);
     }
 
     fn renew(&mut self, cache_control: Option<&str>, now: UnixTime) {
+        self.confirmed_at = now;
+        self.cache_control = cache_control.map(str::to_owned);
         let max_age = cache_control
             .and_then(max_age_ms)
             .unwrap_or(self.policy.default_max_age_ms)
@@ -228,6 +263,22 @@ mod tests {
         assert!(state.usable(at(61_001)).is_none());
         state.not_modified(Some("max-age=10"), at(70_000));
         assert_eq!(state.freshness(at(70_000)), Freshness::Fresh);
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_revoked_key_leaves_the_set_in_use_fresh_or_stale() {
+        // RFC 7515 A.3's P-256 key under two ids.
+        let key = r#""kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0""#;
+        let json = format!(r#"{{"keys":[{{"kid":"a",{key}}},{{"kid":"b",{key}}}]}}"#);
+        let mut state = JwksRefresh::new(RefreshPolicy::default());
+        state.fetched(Jwks::parse(&json).unwrap(), Some("max-age=60"), None, at(0));
+        assert!(!state.remove_keys(|kid| kid == "c"), "nothing to remove");
+        assert!(state.remove_keys(|kid| kid == "a"));
+        assert!(!state.usable(at(0)).unwrap().contains("a"));
+        // Stale (past max-age, within max-stale): the set in use has lost the key too.
+        let stale = state.usable(at(120_000)).unwrap();
+        assert!(!stale.contains("a") && stale.contains("b"));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`claims`]: the claims and the [`Validation`] rules; time is always an argument.
 //! - [`rejection`]: the one [`Rejection`] enum and its RFC 6750 mapping.
 //! - [`cache`]: verified tokens by hash, so a repeated token skips crypto.
+//! - [`keyset_copy`]: the MAC that keeps the edge's shared-cache copy of its key set honest.
 //! - [`rate_limit`]: GCRA over stored state, and the rate-plan claim format.
 //! - [`revocations`]: the edge's copy of the issuer's revocation feed.
 //! - [`json`]: the strict reader every untrusted JSON document goes through.
@@ -48,6 +49,7 @@ pub mod claims;
 pub mod json;
 pub mod jwks;
 pub mod jwks_refresh;
+pub mod keyset_copy;
 pub mod rate_limit;
 pub mod rejection;
 pub mod revocations;

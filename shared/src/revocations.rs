@@ -175,6 +175,13 @@ impl RevocationList {
                 .contains_key(&(RevokedKind::Kid, token.kid().to_owned()))
     }
 
+    /// Whether the key `kid` is revoked (so no key set may hold it).
+    #[must_use]
+    pub fn is_key_revoked(&self, kid: &str) -> bool {
+        self.entries
+            .contains_key(&(RevokedKind::Kid, kid.to_owned()))
+    }
+
     /// The cursor to send as `since`.
     #[must_use]
     pub fn cursor(&self) -> i64 {

@@ -284,7 +284,7 @@ pub fn edge(dir: &Path, port: u16, vars: &[(&str, String)], secret: &str) -> Run
     std::fs::write(dir.join("wrangler.toml"), config).unwrap();
     std::fs::write(
         dir.join(".dev.vars"),
-        format!("ASSERTION_SECRET=\"{secret}\"\n"),
+        format!("ASSERTION_SECRET=\"{secret}\"\nKEYSET_COPY_SECRET=\"{secret}-keyset-copy\"\n"),
     )
     .unwrap();
     let mut command = Command::new(root().join("node_modules/.bin/wrangler"));

@@ -656,6 +656,111 @@ async fn a_new_isolate_starts_from_the_cache_api_copy_when_the_issuer_is_down() 
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
 
+/// Another script on the zone plants a key set (with the attacker's key) under the edge's
+/// Cache API key, dated now, with every header the edge reads and a made-up tag. A new
+/// isolate must refuse the copy (its HMAC does not verify), fetch the real set, and refuse
+/// the attacker's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_set_planted_in_the_shared_cache_is_refused() {
+    let dir = temp_dir("edge_planted_copy");
+    let (seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let keys = KeyServer::start(&[1]).await;
+    let planted_body = json!({ "keys": [fixtures::public_jwk(1), fixtures::public_jwk(2)] });
+    let now_ms = unix_now() * 1000;
+    let plant = json!({
+        "key": keys.url(),
+        "body": planted_body.to_string(),
+        "headers": {
+            "content-type": "application/json",
+            "cache-control": "public, max-age=86400",
+            "x-edgeward-fetched-at": now_ms.to_string(),
+            "x-edgeward-issuer-cache-control": "max-age=3600",
+            "x-edgeward-copy-mac": fixtures::b64(&[7u8; 32]),
+        },
+    });
+    let attacker = fixtures::sign_with(
+        &json!({ "alg": "ES256", "typ": "at+jwt", "kid": fixtures::kid(2) }),
+        &{
+            let mut claims = fixtures::claims();
+            claims["iat"] = json!(unix_now() - 10);
+            claims["nbf"] = json!(unix_now() - 10);
+            claims["exp"] = json!(unix_now() + 300);
+            claims
+        },
+        2,
+    );
+    let vars = vars(
+        fixtures::ISSUER,
+        fixtures::AUDIENCE,
+        keys.url(),
+        format!("http://127.0.0.1:{origin_port}"),
+        &[("UNKNOWN_KID_COOLDOWN_MS", "3000")],
+    );
+    tokio::task::block_in_place(|| {
+        plant_in_cache(&dir, &plant);
+        let edge_port = free_port();
+        let edge = edge(&dir, edge_port, &vars, SECRET);
+        let url = format!("http://127.0.0.1:{edge_port}/orders/1");
+        let reply = http(&["-H", &bearer(&attacker), &url]);
+        assert_eq!(
+            reply.status, 401,
+            "the planted key was trusted: {}",
+            reply.body
+        );
+        assert_eq!(reply.json()["error"], "invalid_token");
+        // (wrangler writes its log a little after the answer.)
+        let logged = Instant::now();
+        while !edge.log().contains("jwks_copy_refused") {
+            assert!(logged.elapsed() < Duration::from_secs(10), "{}", edge.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(keys.fetches() >= 1, "the real set was fetched instead");
+        assert_eq!(http(&["-H", &bearer(&good_token()), &url]).status, 200);
+    });
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "only the good token reached the origin"
+    );
+}
+
+/// Runs `tests/workers/plant-cache.mjs` in `wrangler dev` on the same local state as the
+/// edge of `dir` (the same "zone" cache) and has it store `plant`.
+fn plant_in_cache(dir: &std::path::Path, plant: &Value) {
+    let planter = dir.join("planter");
+    std::fs::create_dir_all(&planter).unwrap();
+    std::fs::write(
+        planter.join("wrangler.toml"),
+        format!(
+            "name = \"planter\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-26\"\n",
+            root().join("tests/workers/plant-cache.mjs").display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut command = std::process::Command::new(root().join("node_modules/.bin/wrangler"));
+    command
+        .current_dir(&planter)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CI", "true")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .args([
+            "dev",
+            "--local",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--inspector-port", &free_port().to_string()])
+        .args(["--persist-to", dir.join("state").to_str().unwrap()]);
+    let running = Running::spawn(command, planter.join("wrangler.log"));
+    let url = format!("http://127.0.0.1:{port}/");
+    wait_ready(&url, Duration::from_secs(90), &running);
+    let reply = http(&["-X", "POST", "--data-binary", &plant.to_string(), &url]);
+    assert_eq!(reply.body, "planted", "{}", running.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_tokens_and_keys_are_refused_within_the_feed_interval() {
     let dir = temp_dir("edge_revocation");

@@ -2,19 +2,44 @@
 // call from wasm where the same work through web-sys would cross the boundary once per
 // header.
 
-/** Sends `request`'s method, headers and (streamed) body to `target`, less the credential,
- * `host` and every header named `prefix*` (the edge's identity headers, which a client
- * could forge), plus `name: value` (the edge's signed assertion). Names are lower case.
+// Request headers the origin never gets from the client: the credential, the host, what
+// proxies say about the client (the edge sets its own from what the platform says), and the
+// hop-by-hop headers of RFC 9110 §7.6.1. Names are lower case, underscores read as dashes
+// (proxies in front of origins often map `x_forwarded_for` to `x-forwarded-for`).
+const DROPPED = new Set([
+  "authorization", "host", "forwarded", "x-real-ip", "true-client-ip", "client-ip",
+  "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+  "te", "trailer", "transfer-encoding", "upgrade",
+]);
+const FORWARDED_PREFIX = "x-forwarded-";
+
+/** Sends `request`'s method, headers and (streamed) body to `target`, less what `DROPPED`
+ * names, every `x-forwarded-*` header, every header the client's `Connection` names, and
+ * every header named `prefix*` in any spelling (the edge's identity headers, which a client
+ * could forge); plus `name: value` (the edge's signed assertion), `x-forwarded-for` from the
+ * platform's `cf-connecting-ip` and `x-forwarded-proto` from the URL the platform parsed.
  * Redirects are the client's to follow, not the edge's. */
 export function forward(request, target, prefix, name, value) {
+  const incoming = request.headers;
+  const hop = incoming.get("connection");
+  const named = hop === null ? null : new Set(hop.toLowerCase().split(",").map((token) => token.trim()));
   // One pass over the client's headers; forEach makes no iterator or entry arrays (copying
   // them with new Headers(request.headers) and deleting some walked them twice).
   const headers = new Headers();
-  request.headers.forEach((header, key) => {
-    if (key !== "authorization" && key !== "host" && !key.startsWith(prefix)) {
+  incoming.forEach((header, key) => {
+    const canonical = key.includes("_") ? key.replaceAll("_", "-") : key;
+    if (
+      !DROPPED.has(canonical) &&
+      !canonical.startsWith(FORWARDED_PREFIX) &&
+      !canonical.startsWith(prefix) &&
+      (named === null || !named.has(key))
+    ) {
       headers.append(key, header);
     }
   });
+  const client = incoming.get("cf-connecting-ip");
+  if (client !== null) headers.set("x-forwarded-for", client);
+  headers.set("x-forwarded-proto", request.url.startsWith("https:") ? "https" : "http");
   headers.set(name, value);
   return fetch(target, {
     method: request.method,

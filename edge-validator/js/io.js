@@ -10,8 +10,8 @@
 // about a third of the wasm bundle (measured with benches/size-breakdown) and a boundary
 // crossing per header.
 
-/** `GET url` (headers `accept` and, if given, `if-none-match`), aborted after `timeoutMs`
- * counting the body. Resolves to `{status, text, cacheControl, etag}` (`text` only for a
+/** `GET url` (headers `accept` and, if given, `if-none-match`), never following a redirect,
+ * aborted after `timeoutMs` counting the body. Resolves to `{status, text, cacheControl, etag}` (`text` only for a
  * 200); rejects with a message when there was no answer. */
 export async function fetchText(url, accept, ifNoneMatch, timeoutMs) {
   const controller = new AbortController();
@@ -19,7 +19,9 @@ export async function fetchText(url, accept, ifNoneMatch, timeoutMs) {
   try {
     const headers = { accept };
     if (ifNoneMatch != null) headers["if-none-match"] = ifNoneMatch;
-    const response = await fetch(url, { headers, signal: controller.signal });
+    // A redirect is not followed: the key set and the feed come only from the configured
+    // URLs (a 3xx is an answer the job cannot use, and the next URL is tried).
+    const response = await fetch(url, { headers, signal: controller.signal, redirect: "manual" });
     const text = response.status === 200 ? await response.text() : null;
     if (text === null) response.body?.cancel();
     return {

@@ -55,7 +55,13 @@ fn init() {
         web_sys::console::error_1(&format!("Rust panic: {info}").into());
         INIT_STATE.with(|state| state.set_critical_error(true));
     }));
-    INIT_STATE.with(|state| state.set_instance_id(state.instance_id().wrapping_add(1)));
+    let instance = INIT_STATE.with(|state| {
+        let instance = state.instance_id().wrapping_add(1);
+        state.set_instance_id(instance);
+        instance
+    });
+    // Parked ids carry it, so callbacks of an instance that trapped never reach this one.
+    crate::parked::set_epoch(instance);
     wasm_bindgen::handler::set_on_abort(wasm_bindgen::handler::schedule_reinit);
 }
 

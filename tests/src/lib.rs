@@ -328,13 +328,25 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
         .fallback(move |identity: shared::EdgeIdentity, headers: HeaderMap| {
             let log = Arc::clone(&log);
             async move {
+                // The edge's headers in any spelling (proxies may map `_` to `-`).
                 let edge_headers: Vec<&str> = headers
                     .keys()
                     .map(axum::http::HeaderName::as_str)
-                    .filter(|name| name.starts_with(shared::assertion::HEADER_PREFIX))
+                    .filter(|name| name.replace('_', "-").starts_with(shared::assertion::HEADER_PREFIX))
+                    .collect();
+                // What the origin hears about the client from proxy headers.
+                let proxy_headers: serde_json::Map<String, serde_json::Value> = headers
+                    .iter()
+                    .filter(|(name, _)| {
+                        let name = name.as_str().replace('_', "-");
+                        name == "forwarded" || name.starts_with("x-forwarded-") || name == "x-real-ip"
+                            || name == "true-client-ip" || name == "x-hop" || name == "connection"
+                    })
+                    .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap_or("?").into()))
                     .collect();
                 let body = serde_json::json!({
                     "edge_headers": edge_headers,
+                    "proxy_headers": proxy_headers,
                     "sub": identity.sub, "client_id": identity.client_id, "scope": identity.scope.to_string(),
                     "path": identity.path, "method": identity.method,
                     "forged": headers.get("x-forged").and_then(|v| v.to_str().ok()),

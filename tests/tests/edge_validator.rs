@@ -398,11 +398,39 @@ async fn rejection_classes(name: &str, rate_limit_mode: &str) {
         "-H",
         "x-edgeward-assertion: v1.e2e-1.eyJzdWIiOiJhZG1pbiJ9.AAAA",
         "-H",
+        "X_Edgeward_Sub: admin",
+        "-H",
+        "x-edgeward_assertion: v1.e2e-1.eyJzdWIiOiJhZG1pbiJ9.AAAA",
+        "-H",
+        "X-Forwarded-For: 203.0.113.66",
+        "-H",
+        "X_Forwarded_Host: admin.internal",
+        "-H",
+        "Forwarded: for=203.0.113.66;proto=https",
+        "-H",
+        "X-Real-IP: 203.0.113.66",
+        "-H",
+        "True-Client-IP: 203.0.113.66",
+        "-H",
+        "Connection: X-Hop",
+        "-H",
+        "X-Hop: hop-by-hop",
+        "-H",
         "X-Forged: kept",
         &url,
     ]);
     assert_eq!(reply.status, 200, "{}", reply.body);
     let echoed = reply.json();
+    // Only what the edge says about the client: the platform's address and scheme.
+    let proxy = echoed["proxy_headers"].as_object().unwrap();
+    let mut names: Vec<&str> = proxy.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert!(
+        names == ["x-forwarded-for", "x-forwarded-proto"] || names == ["x-forwarded-proto"],
+        "{proxy:?}"
+    );
+    assert_eq!(proxy["x-forwarded-proto"], "http");
+    assert_ne!(proxy.get("x-forwarded-for"), Some(&json!("203.0.113.66")), "{proxy:?}");
     assert_eq!(echoed["sub"], "user-42");
     assert_eq!(echoed["client_id"], "client-7");
     assert_eq!(echoed["scope"], "read write");
@@ -515,6 +543,39 @@ async fn rejection_classes(name: &str, rate_limit_mode: &str) {
         "one refetch for the new kid"
     );
     assert_eq!(seen.lock().unwrap().len(), reached + 1);
+}
+
+/// The key set comes only from the configured URLs: a JWKS URL that redirects (to a good
+/// key set) gives the edge nothing, so with no other URL it has no key set (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_fetches_never_follow_a_redirect() {
+    let dir = temp_dir("edge_redirect");
+    let keys = KeyServer::start(&[1]).await;
+    let target = keys.url();
+    let redirector = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let redirector_port = redirector.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let target = target.clone();
+            async move { axum::response::Redirect::temporary(&target) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(redirector, app).await });
+    let vars = vars(
+        fixtures::ISSUER,
+        fixtures::AUDIENCE,
+        format!("http://127.0.0.1:{redirector_port}/jwks"),
+        dead_url(""),
+        &[],
+    );
+    tokio::task::block_in_place(|| {
+        let port = free_port();
+        let _edge = edge(&dir, port, &vars, SECRET);
+        let reply = http(&["-H", &bearer(&good_token()), &format!("http://127.0.0.1:{port}/a")]);
+        assert_eq!(reply.status, 503, "{}", reply.body);
+    });
+    assert_eq!(keys.fetches(), 0, "the redirect was followed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

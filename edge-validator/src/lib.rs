@@ -31,6 +31,9 @@ pub mod jobs;
 mod jwks_cache;
 // Pure bookkeeping: also built natively so its unit tests run with the workspace's.
 #[cfg(any(target_arch = "wasm32", test))]
+mod local_table;
+// Pure bookkeeping: also built natively so its unit tests run with the workspace's.
+#[cfg(any(target_arch = "wasm32", test))]
 mod parked;
 #[cfg(target_arch = "wasm32")]
 mod rate_limit;

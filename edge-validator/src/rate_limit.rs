@@ -12,17 +12,17 @@
 //! gets looser for a while; traffic does not stop.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use shared::rate_limit::check_weighted;
 use shared::{Decision, GcraState, RatePlan, UnixTime};
 
 use crate::config::RateLimitMode;
+use crate::local_table::LocalTable;
 use crate::request_log::{Event, Level};
 
 /// The Durable Object binding in wrangler.toml.
 pub(crate) const BINDING: &str = "RATE_LIMITER";
-/// Keys tracked per isolate before the pre-check table is cleared.
+/// Keys tracked per isolate (then the least recently used go: `LocalTable`).
 const LOCAL_CAPACITY: usize = 20_000;
 
 /// What is being limited, and under which policy name (for `RateLimit-Policy`).
@@ -58,7 +58,7 @@ struct Local {
 }
 
 thread_local! {
-    static LOCAL: RefCell<HashMap<String, Local>> = RefCell::new(HashMap::new());
+    static LOCAL: RefCell<LocalTable<Local>> = RefCell::new(LocalTable::new(LOCAL_CAPACITY));
 }
 
 /// Where the decision came from (for the request log).
@@ -92,7 +92,7 @@ pub(crate) fn locally_denied(
 }
 
 fn denied_by_key(key: &str, plan: &RatePlan, now: UnixTime) -> Option<Decision> {
-    let local = LOCAL.with(|table| table.borrow().get(key).copied())?;
+    let local = LOCAL.with(|table| table.borrow().get(key))?;
     local.denial(plan, now)
 }
 
@@ -202,7 +202,7 @@ fn own_decision(
     now: UnixTime,
 ) -> Result<(Decision, GcraState), Decision> {
     let local = LOCAL
-        .with(|table| table.borrow().get(key).copied())
+        .with(|table| table.borrow().get(key))
         .unwrap_or_default();
     if let Some(denied) = local.denial(plan, now) {
         return Err(denied);
@@ -218,28 +218,30 @@ fn own_decision(
 /// Keeps the outcome in the isolate's table: the new state if allowed, the wait if denied.
 fn record(key: String, decision: &Decision, own_state: GcraState, now: UnixTime) {
     LOCAL.with(|table| {
-        let mut table = table.borrow_mut();
-        if table.len() >= LOCAL_CAPACITY && !table.contains_key(&key) {
-            table.clear();
-        }
-        let entry = table.entry(key).or_default();
-        if decision.allowed {
-            entry.state = own_state;
-        } else {
-            entry.denied_until = now.plus_millis(decision.retry_after_ms);
-        }
+        table.borrow_mut().update(key, |entry| {
+            if decision.allowed {
+                entry.state = own_state;
+            } else {
+                entry.denied_until = now.plus_millis(decision.retry_after_ms);
+            }
+        });
     });
 }
 
-/// The client's address for the failed-auth budget (`CF-Connecting-IP`; `unknown` when
-/// absent, as in local workerd).
+/// The client's network for the failed-auth budget: `CF-Connecting-IP`, with an IPv6
+/// address widened to its `/64` (`shared::rate_limit::address_network`); `unknown` when
+/// absent (as in local workerd) or not an address.
 pub(crate) fn client_ip(request: &web_sys::Request) -> String {
     request
         .headers()
         .get("cf-connecting-ip")
         .ok()
         .flatten()
-        .unwrap_or_else(|| "unknown".to_owned())
+        .and_then(|text| text.trim().parse().ok())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |address| shared::rate_limit::address_network(address).to_string(),
+        )
 }
 
 /// Where the request's rate-limit objects live: its Cloudflare location (`request.cf.colo`,

@@ -69,6 +69,10 @@ pub struct Config {
     pub token_rate_per_address: shared::RatePlan,
     /// Token-endpoint limit per client.
     pub token_rate_per_client: shared::RatePlan,
+    /// `GET /revocations` limit per source address. Edges poll it from every isolate (and
+    /// many isolates share a few egress addresses), so it is generous; its answers are
+    /// cacheable for a second, which lets a CDN in front of the issuer absorb the rest.
+    pub feed_rate_per_address: shared::RatePlan,
     /// `json` (default) or `pretty` log lines.
     pub log_format: String,
     /// PEM certificate chain: with `tls_key_file`, the issuer serves HTTPS (rustls).
@@ -100,6 +104,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             token_rate_per_address: plan(6000, 60, 600),
             token_rate_per_client: plan(3000, 60, 300),
+            feed_rate_per_address: plan(600, 1, 1200),
             log_format: "json".into(),
             tls_cert_file: None,
             tls_key_file: None,

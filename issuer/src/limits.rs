@@ -50,27 +50,38 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 }
 
-/// The token endpoint's limiters.
+/// The per-address and per-client limiters: the token endpoint's, which revocation and
+/// introspection share (they authenticate clients the same way), and the feed's own.
 #[derive(Debug)]
 pub struct TokenLimits {
     per_address: Table<IpAddr>,
     per_client: Table<String>,
+    feed_per_address: Table<IpAddr>,
 }
 
 impl TokenLimits {
     /// Limiters with these plans.
     #[must_use]
-    pub fn new(per_address: RatePlan, per_client: RatePlan) -> Self {
+    pub fn new(per_address: RatePlan, per_client: RatePlan, feed_per_address: RatePlan) -> Self {
         Self {
             per_address: Table::new(per_address),
             per_client: Table::new(per_client),
+            feed_per_address: Table::new(feed_per_address),
         }
     }
 
-    /// Charges one request (or a failed authentication) to `address`.
+    /// Charges one read of the revocation feed to `address`'s network.
+    pub fn feed(&self, address: IpAddr, now: UnixTime) -> Decision {
+        let network = shared::rate_limit::address_network(address);
+        self.feed_per_address.check(&network, now, 1)
+    }
+
+    /// Charges one request (or a failed authentication) to `address`'s network (the
+    /// address for IPv4, its `/64` for IPv6: `shared::rate_limit::address_network`).
     pub fn address(&self, address: IpAddr, now: UnixTime, failed_auth: bool) -> Decision {
         let cost = if failed_auth { FAILED_AUTH_COST } else { 1 };
-        self.per_address.check(&address, now, cost)
+        let network = shared::rate_limit::address_network(address);
+        self.per_address.check(&network, now, cost)
     }
 
     /// Charges one grant to `client_id`.

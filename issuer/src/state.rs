@@ -32,7 +32,11 @@ impl AppState {
     /// State over an opened database with keys already loaded.
     #[must_use]
     pub fn new(config: Config, db: Db, kek: Kek, keys: SigningKeys) -> Self {
-        let limits = TokenLimits::new(config.token_rate_per_address, config.token_rate_per_client);
+        let limits = TokenLimits::new(
+            config.token_rate_per_address,
+            config.token_rate_per_client,
+            config.feed_rate_per_address,
+        );
         Self {
             limits: Arc::new(limits),
             config: Arc::new(config),

@@ -96,7 +96,7 @@ async fn revoked_tokens_are_inactive_and_on_the_feed(backend: Backend) {
             .unwrap(),
     )
     .await;
-    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(headers["cache-control"], "public, max-age=1");
     let entries = feed["revocations"].as_array().unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["kind"], "jti");

@@ -19,7 +19,36 @@ on_both_databases!(
     database_outage_is_503_not_500,
     forwarded_addresses_only_when_trusted,
     every_token_is_signed_in_low_s_form,
+    ipv6_clients_share_a_failed_auth_budget_per_slash_64,
 );
+
+/// Failed authentications from addresses of one IPv6 `/64` draw on one budget: a client
+/// cannot take a fresh budget with each of its 2^64 addresses.
+async fn ipv6_clients_share_a_failed_auth_budget_per_slash_64(backend: Backend) {
+    let mut config = config(backend).await;
+    config.trust_forwarded_for = true;
+    config.token_rate_per_address = "100/60s;burst=12".parse().unwrap();
+    let state = open(config).await;
+    let (id, _) = client(&state).await;
+    let from = |address: &str| {
+        let mut request = token_request("grant_type=client_credentials", Some((&id, "wrong")));
+        let value = http::HeaderValue::from_str(address).unwrap();
+        request.headers_mut().insert("x-forwarded-for", value);
+        request
+    };
+    // Each failure costs 1 + 5 of the burst of 12: the second address of the /64 is over.
+    assert_eq!(send(&state, from("2001:db8:7:7::1")).await.status(), 401);
+    assert_eq!(send(&state, from("2001:db8:7:7::2")).await.status(), 401);
+    assert_eq!(
+        send(&state, from("2001:db8:7:7:ffff::3")).await.status(),
+        429
+    );
+    assert_eq!(
+        send(&state, from("2001:db8:7:8::1")).await.status(),
+        401,
+        "another /64 has its own budget"
+    );
+}
 
 /// Verifiers take only low-S signatures (one valid spelling per token); `ring` signs with a
 /// random nonce and leaves S in either half, so the issuer must normalise every signature.

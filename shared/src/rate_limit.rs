@@ -313,9 +313,39 @@ pub fn check_weighted(
     (decision, GcraState { tat_nanos: new_tat })
 }
 
+/// The network a per-address budget is charged to: the address itself for IPv4, and the
+/// `/64` for IPv6 (one subscriber's usual allocation: keyed by full address, a client with a
+/// `/64` would take a fresh budget per address, 2^64 of them). An IPv4-mapped IPv6 address
+/// counts as its IPv4 address.
+#[must_use]
+pub fn address_network(address: core::net::IpAddr) -> core::net::IpAddr {
+    use core::net::IpAddr;
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(core::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_share_their_slash_64() {
+        let net =
+            |text: &str| address_network(text.parse().unwrap_or(core::net::IpAddr::from([0; 4])));
+        assert_eq!(net("203.0.113.9").to_string(), "203.0.113.9");
+        assert_eq!(net("2001:db8:1:2:aaaa::1"), net("2001:db8:1:2:ffff::ffff"));
+        assert_eq!(net("2001:db8:1:2:aaaa::1").to_string(), "2001:db8:1:2::");
+        assert_ne!(net("2001:db8:1:2::1"), net("2001:db8:1:3::1"));
+        assert_eq!(net("::ffff:203.0.113.9").to_string(), "203.0.113.9");
+    }
 
     #[test]
     fn decisions_round_trip_through_json() {

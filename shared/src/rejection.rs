@@ -239,6 +239,28 @@ impl Rejection {
         }
     }
 
+    /// Whether the token failed before any claim or key was looked at: not a well-formed
+    /// token of the pinned profile at all (size, encoding, header, signature form). Such a
+    /// refusal costs the verifier almost nothing, so the edge charges it to the client's
+    /// failed-auth budget in the isolate alone, with no round trip to shared state.
+    #[must_use]
+    pub const fn is_malformed(&self) -> bool {
+        matches!(
+            self,
+            Self::TooLarge { .. }
+                | Self::MalformedStructure
+                | Self::InvalidBase64 { .. }
+                | Self::InvalidJson { .. }
+                | Self::AlgorithmNotAllowed
+                | Self::ForbiddenHeader { .. }
+                | Self::WrongType
+                | Self::MissingKeyId
+                | Self::DerSignature
+                | Self::SignatureLength { .. }
+                | Self::HighS
+        )
+    }
+
     /// The RFC 6750 error code, or `None` where the RFC says to send none (no token
     /// presented) or the failure is the server's.
     #[must_use]

@@ -430,7 +430,11 @@ async fn rejection_classes(name: &str, rate_limit_mode: &str) {
         "{proxy:?}"
     );
     assert_eq!(proxy["x-forwarded-proto"], "http");
-    assert_ne!(proxy.get("x-forwarded-for"), Some(&json!("203.0.113.66")), "{proxy:?}");
+    assert_ne!(
+        proxy.get("x-forwarded-for"),
+        Some(&json!("203.0.113.66")),
+        "{proxy:?}"
+    );
     assert_eq!(echoed["sub"], "user-42");
     assert_eq!(echoed["client_id"], "client-7");
     assert_eq!(echoed["scope"], "read write");
@@ -500,6 +504,18 @@ async fn rejection_classes(name: &str, rate_limit_mode: &str) {
             case.reason
         );
     }
+    // A token that is not even well formed is charged in the isolate alone: no Durable
+    // Object round trip for junk.
+    for reason in [
+        "malformed",
+        "bad_base64",
+        "alg_not_allowed",
+        "high_s_signature",
+    ] {
+        for line in logs.iter().filter(|l| l["reason"] == reason) {
+            assert_eq!(line["limit_source"], "isolate", "{line}");
+        }
+    }
 
     // Junk kids, many at once: at most one refetch per cooldown, and no origin contact.
     let before = keys.fetches();
@@ -552,7 +568,9 @@ async fn issuer_fetches_never_follow_a_redirect() {
     let dir = temp_dir("edge_redirect");
     let keys = KeyServer::start(&[1]).await;
     let target = keys.url();
-    let redirector = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let redirector = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
     let redirector_port = redirector.local_addr().unwrap().port();
     let app = axum::Router::new().route(
         "/jwks",
@@ -572,7 +590,11 @@ async fn issuer_fetches_never_follow_a_redirect() {
     tokio::task::block_in_place(|| {
         let port = free_port();
         let _edge = edge(&dir, port, &vars, SECRET);
-        let reply = http(&["-H", &bearer(&good_token()), &format!("http://127.0.0.1:{port}/a")]);
+        let reply = http(&[
+            "-H",
+            &bearer(&good_token()),
+            &format!("http://127.0.0.1:{port}/a"),
+        ]);
         assert_eq!(reply.status, 503, "{}", reply.body);
     });
     assert_eq!(keys.fetches(), 0, "the redirect was followed");

@@ -208,6 +208,11 @@ fn reject(
         Ok(check) => check,
         Err(denied) => return limit::denied(config, log, denied, plan, subject),
     };
+    if rejection.is_malformed() {
+        // Not a token at all: the isolate's count decides, with no Durable Object call, so
+        // junk costs the abuser its budget and the edge no round trip.
+        return limit::decide_in_isolate(config, log, check, Next::Refuse(rejection), now);
+    }
     let location = rate_limit::location(&arrived.request, config.rate_limit_mode);
     limit::decide(
         &arrived.env,

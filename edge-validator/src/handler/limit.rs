@@ -75,7 +75,7 @@ pub(super) fn decide(
     now: UnixTime,
 ) -> Result<JsValue, JsValue> {
     if config.rate_limit_mode != RateLimitMode::Durable {
-        return concluded(config, log, check, None, 0, next, now);
+        return decide_in_isolate(config, log, check, next, now);
     }
     let name = check.object_name(location);
     let url = check.object_url();
@@ -92,6 +92,17 @@ pub(super) fn decide(
         ask_object_then(env, rate_limit::BINDING, &name, &url, resume, id)
     });
     Ok(promise.into())
+}
+
+/// Step two of `check` by the isolate's own count alone (whatever the mode), then `next`.
+pub(super) fn decide_in_isolate(
+    config: &Rc<Config>,
+    log: RequestLog,
+    check: Check,
+    next: Next,
+    now: UnixTime,
+) -> Result<JsValue, JsValue> {
+    concluded(config, log, check, None, 0, next, now)
 }
 
 /// The Durable Object for request `id` answered `text` (a JSON decision).

@@ -3,15 +3,79 @@
 //! `client_secret_post`, or `private_key_jwt` (RFC 7523), exactly one.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use base64ct::{Base64, Encoding};
 
 use crate::clients::{self, Client};
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The caller's address: the socket peer, or the last `X-Forwarded-For` entry (the one our
+/// trusted proxy appended) when `trust_forwarded_for` is set.
+pub(crate) struct ClientAddress(pub(crate) IpAddr);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+        let forwarded = || {
+            parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .next_back()
+                .and_then(|last| last.trim().parse().ok())
+        };
+        let forwarded = if state.config.trust_forwarded_for {
+            forwarded()
+        } else {
+            None
+        };
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        Ok(Self(
+            forwarded.or(peer).unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        ))
+    }
+}
+
+/// A limiter's decision as a result: 429 with `Retry-After` when denied.
+pub(crate) fn limited(decision: &shared::Decision) -> Result<(), ApiError> {
+    if decision.allowed {
+        Ok(())
+    } else {
+        Err(ApiError::TooManyRequests {
+            retry_after_secs: decision.retry_after_secs(),
+        })
+    }
+}
+
+/// [`authenticate`] under the token endpoint's per-address rules: a failed authentication
+/// costs `address` [`crate::limits::FAILED_AUTH_COST`] requests more, so guessing secrets
+/// through any endpoint runs out of budget as fast.
+pub(crate) async fn authenticate_charged(
+    state: &AppState,
+    address: IpAddr,
+    headers: &HeaderMap,
+    params: &Form,
+) -> Result<Client, ApiError> {
+    let result = authenticate(state, headers, params).await;
+    if matches!(result, Err(ApiError::InvalidClient)) {
+        let _ = state.limits.address(address, state.clock.now(), true);
+    }
+    result
+}
 
 /// Form parameters by name (each at most once).
 pub(crate) type Form = BTreeMap<String, String>;

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::client_auth::{self, Form};
+use super::client_auth::{self, limited, ClientAddress, Form};
 use crate::clients::Client;
 use crate::db::audit_in;
 use crate::error::ApiError;
@@ -25,14 +25,17 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/revocations", get(feed))
 }
 
-/// Authenticates the caller and returns it with the `token` parameter.
+/// Authenticates the caller under the token endpoint's per-address limits (a failed
+/// authentication costs extra) and returns it with the `token` parameter.
 async fn caller_and_token(
     state: &AppState,
+    address: std::net::IpAddr,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Client, String), ApiError> {
+    limited(&state.limits.address(address, state.clock.now(), false))?;
     let params: Form = client_auth::parse_form(headers, body)?;
-    let client = client_auth::authenticate(state, headers, &params).await?;
+    let client = client_auth::authenticate_charged(state, address, headers, &params).await?;
     let token = params
         .get("token")
         .cloned()
@@ -64,10 +67,11 @@ fn no_store(response: impl IntoResponse) -> Response {
 /// the same 200, so the endpoint reveals nothing.
 async fn revoke(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (client, token) = caller_and_token(&state, &headers, body).await?;
+    let (client, token) = caller_and_token(&state, address, &headers, body).await?;
     if let Some(verified) = verify_for(&state, &client, &token) {
         let claims = verified.claims();
         if claims.client_id == client.client_id {
@@ -96,10 +100,11 @@ async fn revoke(
 /// RFC 7662: a resource server asks about a token addressed to one of its audiences.
 async fn introspect(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (client, token) = caller_and_token(&state, &headers, body).await?;
+    let (client, token) = caller_and_token(&state, address, &headers, body).await?;
     let inactive = || no_store(axum::Json(serde_json::json!({ "active": false })));
     let Some(verified) = verify_for(&state, &client, &token) else {
         return Ok(inactive());
@@ -129,18 +134,27 @@ struct FeedQuery {
     since: i64,
 }
 
+/// How long a feed page may be served from a cache: what it adds, at most, to the time a
+/// revocation takes to reach an edge.
+const FEED_MAX_AGE: &str = "public, max-age=1";
+
 /// The revocation feed: entries after `since` that still matter, oldest first, in pages.
 /// `cursor` is what to send as `since` next time; `more` says another page is waiting.
+/// Limited per address (`feed_rate_per_address`), and cacheable for a second, so a burst
+/// of identical polls can be absorbed by a cache in front of the issuer.
 async fn feed(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    limited(&state.limits.feed(address, state.clock.now()))?;
     let Query(query) =
         query.map_err(|_| ApiError::InvalidRequest("since must be an integer cursor"))?;
     let page = revocations::feed_page(&state.db, query.since, state.clock.unix_secs()).await?;
     let mut response = axum::Json(page).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(FEED_MAX_AGE),
+    );
     Ok(response)
 }

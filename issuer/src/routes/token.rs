@@ -1,22 +1,21 @@
 //! `POST /oauth2/token`: the `client_credentials` grant (RFC 6749 §4.4), with client
 //! authentication from `client_auth`, `scope`, RFC 8707 `resource`, and rate limits.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Extension;
 use axum::Router;
 use base64ct::{Base64UrlUnpadded, Encoding};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 use shared::Scopes;
 
-use super::client_auth::{self, Form};
+use super::client_auth::{self, limited, ClientAddress, Form};
 use crate::clients::Client;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -52,12 +51,10 @@ struct TokenResponse {
 
 async fn token(
     State(state): State<AppState>,
-    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let peer = connection.map(|Extension(ConnectInfo(addr))| addr.ip());
-    let address = client_address(&state, &headers, peer);
     let (client_id, result) = grant(&state, address, &headers, body).await;
     let outcome = match &result {
         Ok(_) => "issued",
@@ -69,36 +66,6 @@ async fn token(
     match result {
         Ok(response) => response,
         Err(err) => err.into_response(),
-    }
-}
-
-/// The caller's address: the socket peer, or the last `X-Forwarded-For` entry (the one our
-/// trusted proxy appended) when configured.
-fn client_address(state: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> IpAddr {
-    let forwarded = || {
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .next_back()
-            .and_then(|last| last.trim().parse().ok())
-    };
-    let forwarded = if state.config.trust_forwarded_for {
-        forwarded()
-    } else {
-        None
-    };
-    forwarded.or(peer).unwrap_or(IpAddr::from([0, 0, 0, 0]))
-}
-
-fn limited(decision: &shared::Decision) -> Result<(), ApiError> {
-    if decision.allowed {
-        Ok(())
-    } else {
-        Err(ApiError::TooManyRequests {
-            retry_after_secs: decision.retry_after_secs(),
-        })
     }
 }
 
@@ -117,15 +84,9 @@ async fn grant(
         Ok(params) => params,
         Err(err) => return (None, Err(err)),
     };
-    let client = match client_auth::authenticate(state, headers, &params).await {
+    let client = match client_auth::authenticate_charged(state, address, headers, &params).await {
         Ok(client) => client,
-        Err(err) => {
-            if matches!(err, ApiError::InvalidClient) {
-                // Failed authentication is charged extra to the address.
-                let _ = state.limits.address(address, now, true);
-            }
-            return (None, Err(err));
-        }
+        Err(err) => return (None, Err(err)),
     };
     let id = client.client_id.clone();
     let result =

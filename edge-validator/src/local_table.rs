@@ -1,0 +1,84 @@
+//! The isolate's rate-limit states by key, bounded. When the table is full and a new key
+//! arrives, the least recently used eighth of the entries goes in one pass (amortised over
+//! the inserts that refill it), never the whole table: clearing it would hand every client,
+//! abusers first, a fresh budget at once.
+
+use std::collections::HashMap;
+
+/// Values by key, each with the tick of its last update.
+pub(crate) struct LocalTable<V> {
+    entries: HashMap<String, (u64, V)>,
+    capacity: usize,
+    tick: u64,
+}
+
+impl<V: Copy + Default> LocalTable<V> {
+    /// An empty table of at most `capacity` keys.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            capacity: capacity.max(8),
+            tick: 0,
+        }
+    }
+
+    /// The value under `key`, if any (a read does not count as use).
+    pub(crate) fn get(&self, key: &str) -> Option<V> {
+        self.entries.get(key).map(|(_, value)| *value)
+    }
+
+    /// Updates the value under `key` (a default one if absent), making it the most recently
+    /// used; evicts the least recently used eighth first if a new key finds the table full.
+    pub(crate) fn update(&mut self, key: String, change: impl FnOnce(&mut V)) {
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+            self.evict_least_recent();
+        }
+        self.tick += 1;
+        let entry = self.entries.entry(key).or_default();
+        entry.0 = self.tick;
+        change(&mut entry.1);
+    }
+
+    fn evict_least_recent(&mut self) {
+        let mut ticks: Vec<u64> = self.entries.values().map(|(tick, _)| *tick).collect();
+        let cut = ticks.len() / 8;
+        let (_, threshold, _) = ticks.select_nth_unstable(cut);
+        let threshold = *threshold;
+        self.entries.retain(|_, (tick, _)| *tick > threshold);
+    }
+
+    /// Number of keys.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_table_drops_its_least_recently_used_eighth_not_everything() {
+        let mut table = LocalTable::<u32>::new(80);
+        for n in 0..80 {
+            table.update(format!("k{n}"), |v| *v = n);
+        }
+        // The oldest keys are used again: they are now the most recent.
+        for n in 0..5 {
+            table.update(format!("k{n}"), |v| *v += 100);
+        }
+        table.update("new".to_owned(), |v| *v = 1);
+        assert!(table.len() < 80 && table.len() >= 70, "{}", table.len());
+        assert_eq!(table.get("new"), Some(1));
+        for n in 0..5 {
+            assert_eq!(
+                table.get(&format!("k{n}")),
+                Some(n + 100),
+                "recently used stays"
+            );
+        }
+        assert_eq!(table.get("k5"), None, "least recently used went");
+        assert_eq!(table.get("k79"), Some(79), "recent enough stays");
+    }
+}

@@ -46,6 +46,9 @@ pub struct Client {
     pub rate_plan: Option<RatePlan>,
     /// Whether it may get tokens.
     pub enabled: bool,
+    /// Whether it is a resource server: only those may introspect tokens (for their own
+    /// audiences).
+    pub resource_server: bool,
     /// Creation time.
     pub created_at: i64,
     /// Ids of its public keys for `private_key_jwt` (empty: secret only).
@@ -82,6 +85,8 @@ pub struct NewClient {
     pub rate_plan: Option<String>,
     /// Public keys (JWKS JSON, EC P-256) for `private_key_jwt`.
     pub jwks: Option<String>,
+    /// A resource server, which may introspect tokens for its audiences.
+    pub resource_server: bool,
 }
 
 /// A new client and its secret, shown once.
@@ -148,8 +153,8 @@ pub async fn create(db: &Db, new: NewClient, now: i64) -> Result<Created, Client
     let client_id = format!("c_{}", random_token(12));
     let client_secret = random_token(32);
     sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at, jwks) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+        "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at, jwks, resource_server) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
     )
     .bind(&client_id)
     .bind(&name)
@@ -159,6 +164,7 @@ pub async fn create(db: &Db, new: NewClient, now: i64) -> Result<Created, Client
     .bind(rate_plan.map(|p| p.to_string()))
     .bind(now)
     .bind(jwks.as_ref().map(shared::Jwks::to_json))
+    .bind(i64::from(new.resource_server))
     .execute(db.pool())
     .await?;
     let client = Client {
@@ -170,6 +176,7 @@ pub async fn create(db: &Db, new: NewClient, now: i64) -> Result<Created, Client
         audiences: new.audiences,
         rate_plan,
         enabled: true,
+        resource_server: new.resource_server,
         created_at: now,
     };
     Ok(Created {
@@ -178,7 +185,7 @@ pub async fn create(db: &Db, new: NewClient, now: i64) -> Result<Created, Client
     })
 }
 
-const SELECT: &str = "SELECT client_id, name, secret_hash, scopes, audiences, rate_plan, disabled_at, created_at, jwks FROM clients";
+const SELECT: &str = "SELECT client_id, name, secret_hash, scopes, audiences, rate_plan, disabled_at, created_at, jwks, resource_server FROM clients";
 
 fn key_ids(jwks: Option<&shared::Jwks>) -> Vec<String> {
     jwks.map(|set| set.keys().iter().map(|key| key.kid().to_owned()).collect())
@@ -215,6 +222,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<(Client, Vec<u8>), ClientError> {
             .transpose()
             .map_err(|_| corrupt("rate plan"))?,
         enabled: disabled_at.is_none(),
+        resource_server: row.try_get::<i64, _>("resource_server")? != 0,
         created_at: row.try_get("created_at")?,
         client_id,
     };

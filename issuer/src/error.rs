@@ -28,6 +28,10 @@ pub enum ApiError {
     /// `invalid_target` (400, RFC 8707): a `resource` the client may not address.
     #[error("requested resource is not allowed for this client")]
     InvalidTarget,
+    /// `unauthorized_client` (403): an authenticated client that may not use this endpoint
+    /// (introspection is for resource servers).
+    #[error("this client may not use this endpoint")]
+    UnauthorizedClient,
     /// `too_many_requests` (429 with `Retry-After`): over the token endpoint's limit.
     #[error("too many requests")]
     TooManyRequests {
@@ -58,6 +62,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::InvalidClient => StatusCode::UNAUTHORIZED,
+            Self::UnauthorizedClient => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -69,6 +74,7 @@ impl ApiError {
         match self {
             Self::InvalidRequest(_) | Self::TooLarge => "invalid_request",
             Self::InvalidClient => "invalid_client",
+            Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",

@@ -79,6 +79,9 @@ enum ClientCommand {
         /// File with the client's public keys (JWKS, EC P-256) for `private_key_jwt`.
         #[arg(long)]
         jwks: Option<PathBuf>,
+        /// A resource server: may introspect tokens addressed to its audiences.
+        #[arg(long)]
+        resource_server: bool,
     },
     /// List clients.
     List,
@@ -273,6 +276,7 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
             rate,
             burst,
             jwks,
+            resource_server,
         } => {
             let jwks = jwks.map(std::fs::read_to_string).transpose()?;
             let rate_plan = rate.map(|rate| match burst {
@@ -287,6 +291,7 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
                     audiences,
                     rate_plan,
                     jwks,
+                    resource_server,
                 },
                 now,
             )

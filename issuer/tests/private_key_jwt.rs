@@ -43,6 +43,7 @@ async fn client_with_key(state: &issuer::AppState) -> (String, SigningKey) {
             audiences: vec![AUDIENCE.into()],
             rate_plan: None,
             jwks: Some(jwks.to_string()),
+            resource_server: false,
         },
         issuer::db::unix_now(),
     )

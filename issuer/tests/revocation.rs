@@ -21,7 +21,143 @@ on_both_databases!(
     a_revoked_key_stays_listed_for_ever,
     a_key_revocation_is_one_transaction_with_its_feed_entry,
     the_feed_never_skips_an_entry_committed_late,
+    only_resource_servers_introspect_and_only_their_own_audiences,
+    a_disabled_clients_tokens_are_inactive,
+    failed_authentication_at_revocation_and_introspection_costs_the_address,
+    the_feed_is_limited_per_address,
 );
+
+/// Introspection is for resource servers (`--resource-server`), and shows them only tokens
+/// addressed to one of their own audiences.
+async fn only_resource_servers_introspect_and_only_their_own_audiences(backend: Backend) {
+    let state = open(config(backend).await).await;
+    let (id, secret) = client_with(&state, false).await;
+    let token = token(&state, &id, &secret).await;
+    let (status, _, body) = send_json(
+        &state,
+        form_request(
+            "/oauth2/introspect",
+            &format!("token={token}"),
+            &id,
+            &secret,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (403, Some("unauthorized_client")),
+        "{body}"
+    );
+
+    // A resource server of another API: the token is not addressed to it.
+    let other = issuer::clients::create(
+        &state.db,
+        issuer::clients::NewClient {
+            name: "other api".into(),
+            scopes: String::new(),
+            audiences: vec!["https://elsewhere.test".into()],
+            rate_plan: None,
+            jwks: None,
+            resource_server: true,
+        },
+        issuer::db::unix_now(),
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = send_json(
+        &state,
+        form_request(
+            "/oauth2/introspect",
+            &format!("token={token}"),
+            &other.client.client_id,
+            &other.client_secret,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, serde_json::json!({ "active": false }));
+
+    // A resource server of the token's audience sees it.
+    let (rs_id, rs_secret) = client_with(&state, true).await;
+    let (_, _, body) = send_json(
+        &state,
+        form_request(
+            "/oauth2/introspect",
+            &format!("token={token}"),
+            &rs_id,
+            &rs_secret,
+        ),
+    )
+    .await;
+    assert_eq!(body["active"], true, "{body}");
+}
+
+/// Once its client is disabled, a token is inactive at introspection even before it expires.
+async fn a_disabled_clients_tokens_are_inactive(backend: Backend) {
+    let state = open(config(backend).await).await;
+    let (id, secret) = client_with(&state, false).await;
+    let (rs_id, rs_secret) = client_with(&state, true).await;
+    let token = token(&state, &id, &secret).await;
+    let introspect = || {
+        form_request(
+            "/oauth2/introspect",
+            &format!("token={token}"),
+            &rs_id,
+            &rs_secret,
+        )
+    };
+    assert_eq!(send_json(&state, introspect()).await.2["active"], true);
+    issuer::clients::set_enabled(&state.db, &id, false, issuer::db::unix_now())
+        .await
+        .unwrap();
+    assert_eq!(
+        send_json(&state, introspect()).await.2,
+        serde_json::json!({ "active": false })
+    );
+}
+
+/// Guessing secrets through revocation or introspection runs out of the address's budget as
+/// fast as through the token endpoint (each failure costs 1 + 5).
+async fn failed_authentication_at_revocation_and_introspection_costs_the_address(backend: Backend) {
+    let mut config = config(backend).await;
+    config.token_rate_per_address = "100/60s;burst=12".parse().unwrap();
+    let state = open(config).await;
+    let (id, _) = client(&state).await;
+    let path = |n: usize| ["/oauth2/revoke", "/oauth2/introspect"][n % 2];
+    assert_eq!(
+        send(&state, form_request(path(0), "token=x", &id, "wrong"))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        send(&state, form_request(path(1), "token=x", &id, "wrong"))
+            .await
+            .status(),
+        401
+    );
+    let (status, headers, body) =
+        send_json(&state, form_request(path(0), "token=x", &id, "wrong")).await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (429, Some("too_many_requests"))
+    );
+    assert!(headers.contains_key("retry-after"));
+}
+
+/// The feed answers 429 past its per-address plan.
+async fn the_feed_is_limited_per_address(backend: Backend) {
+    let mut config = config(backend).await;
+    config.feed_rate_per_address = "3/60s;burst=3".parse().unwrap();
+    let state = open(config).await;
+    let get = || Request::get("/revocations").body(Body::empty()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(send(&state, get()).await.status(), 200);
+    }
+    let (status, headers, _) = send_json(&state, get()).await;
+    assert_eq!(status, 429);
+    assert!(headers.contains_key("retry-after"));
+}
 
 fn form_request(path: &str, form: &str, id: &str, secret: &str) -> Request<Body> {
     Request::post(path)

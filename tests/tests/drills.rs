@@ -206,9 +206,10 @@ async fn the_edge_keeps_validating_when_the_issuer_is_killed_and_the_restart_los
                 client.id
             );
         }
+        let resource_server = Client::create(&dir, "kill-api", &["--resource-server"]);
         let introspected = http(&[
             "-u",
-            &format!("{}:{}", clients[0].id, clients[0].secret),
+            &format!("{}:{}", resource_server.id, resource_server.secret),
             "-d",
             &format!("token={revoked}"),
             &format!("{issuer_url}/oauth2/introspect"),

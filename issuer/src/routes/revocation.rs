@@ -11,7 +11,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::client_auth::{self, limited, ClientAddress, Form};
-use crate::clients::Client;
+use crate::clients::{Client, ClientError};
 use crate::db::audit_in;
 use crate::error::ApiError;
 use crate::revocations::{self, Revoked};
@@ -97,7 +97,9 @@ async fn revoke(
     Ok(no_store(()))
 }
 
-/// RFC 7662: a resource server asks about a token addressed to one of its audiences.
+/// RFC 7662: a resource server (a client created with `--resource-server`) asks about a
+/// token addressed to one of its audiences; anything else is `active: false`, and other
+/// clients get 403 `unauthorized_client`.
 async fn introspect(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -105,12 +107,23 @@ async fn introspect(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (client, token) = caller_and_token(&state, address, &headers, body).await?;
+    if !client.resource_server {
+        return Err(ApiError::UnauthorizedClient);
+    }
     let inactive = || no_store(axum::Json(serde_json::json!({ "active": false })));
+    // Only tokens addressed to the caller's own audiences: another API's are never shown.
     let Some(verified) = verify_for(&state, &client, &token) else {
         return Ok(inactive());
     };
     if revocations::is_revoked(&state.db, &verified.claims().jti, verified.kid()).await? {
         return Ok(inactive());
+    }
+    // A disabled client's tokens are dead too, however long they would have lived.
+    match crate::clients::show(&state.db, &verified.claims().client_id).await {
+        Ok(owner) if owner.enabled => {}
+        Ok(_) | Err(ClientError::NotFound(_)) => return Ok(inactive()),
+        Err(ClientError::Db(err)) => return Err(err.into()),
+        Err(err) => return Err(ApiError::Internal(err.to_string())),
     }
     let claims = verified.claims();
     Ok(no_store(axum::Json(serde_json::json!({

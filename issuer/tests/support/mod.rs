@@ -121,8 +121,14 @@ pub async fn send_json(
     )
 }
 
-/// A client with scopes `read write` for [`AUDIENCE`] (and `https://other.test`).
+/// A client with scopes `read write` for [`AUDIENCE`] (and `https://other.test`), which is
+/// also a resource server for those audiences (it may introspect).
 pub async fn client(state: &AppState) -> (String, String) {
+    client_with(state, true).await
+}
+
+/// [`client`], a resource server or not.
+pub async fn client_with(state: &AppState, resource_server: bool) -> (String, String) {
     let created = issuer::clients::create(
         &state.db,
         issuer::clients::NewClient {
@@ -131,6 +137,7 @@ pub async fn client(state: &AppState) -> (String, String) {
             audiences: vec![AUDIENCE.into(), "https://other.test".into()],
             rate_plan: Some("100/60s;burst=10".into()),
             jwks: None,
+            resource_server,
         },
         issuer::db::unix_now(),
     )

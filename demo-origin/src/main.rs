@@ -27,7 +27,7 @@ use shared::origin::EdgeAuthLayer;
 use shared::{AssertionKey, AssertionVerifier, EdgeIdentity};
 
 /// Assertions older than this are refused (the edge signs each request as it forwards it).
-const MAX_ASSERTION_AGE_MS: u64 = 30_000;
+const MAX_ASSERTION_AGE_MS: u64 = shared::assertion::DEFAULT_MAX_AGE_MS;
 
 /// Why the demo origin could not start.
 #[derive(Debug)]

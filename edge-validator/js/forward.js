@@ -14,15 +14,14 @@ const DROPPED = new Set([
 const FORWARDED_PREFIX = "x-forwarded-";
 
 /** Sends `request`'s method, headers and (streamed) body to `target`, less what `DROPPED`
- * names, every `x-forwarded-*` header, every header the client's `Connection` names, and
- * every header named `prefix*` in any spelling (the edge's identity headers, which a client
- * could forge); plus `name: value` (the edge's signed assertion), `x-forwarded-for` from the
- * platform's `cf-connecting-ip` and `x-forwarded-proto` from the URL the platform parsed.
- * Redirects are the client's to follow, not the edge's. */
+ * names, every `x-forwarded-*` header, and every header named `prefix*` in any spelling (the
+ * edge's identity headers, which a client could forge); plus `name: value` (the edge's
+ * signed assertion), `x-forwarded-for` from the platform's `cf-connecting-ip` and
+ * `x-forwarded-proto` from the URL the platform parsed. (The runtime consumes the client's
+ * `Connection` header before the Worker sees it, so the headers it names cannot be told
+ * apart here.) Redirects are the client's to follow, not the edge's. */
 export function forward(request, target, prefix, name, value) {
   const incoming = request.headers;
-  const hop = incoming.get("connection");
-  const named = hop === null ? null : new Set(hop.toLowerCase().split(",").map((token) => token.trim()));
   // One pass over the client's headers; forEach makes no iterator or entry arrays (copying
   // them with new Headers(request.headers) and deleting some walked them twice).
   const headers = new Headers();
@@ -31,8 +30,7 @@ export function forward(request, target, prefix, name, value) {
     if (
       !DROPPED.has(canonical) &&
       !canonical.startsWith(FORWARDED_PREFIX) &&
-      !canonical.startsWith(prefix) &&
-      (named === null || !named.has(key))
+      !canonical.startsWith(prefix)
     ) {
       headers.append(key, header);
     }

@@ -74,6 +74,9 @@ pub(crate) struct Config {
     pub(crate) jwks_urls: Rc<[String]>,
     pub(crate) revocation_urls: Rc<[String]>,
     pub(crate) origin_url: String,
+    /// The authority of `origin_url`, lower case: the host assertions are bound to (what the
+    /// origin sees as `Host`).
+    pub(crate) origin_host: String,
     pub(crate) signer: AssertionSigner,
     /// Tags and checks the Cache API copy of the key set; `None`: no copy tier.
     pub(crate) copy_key: Option<CopyKey>,
@@ -154,11 +157,21 @@ impl Config {
                 .saturating_mul(1000),
             ..defaults
         };
+        let origin_url = var(env, ORIGIN_URL)?.trim_end_matches('/').to_owned();
+        let origin_host = origin_url
+            .split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+            .filter(|host| !host.is_empty() && !host.contains('@'))
+            .ok_or_else(|| {
+                ConfigError(format!("var {ORIGIN_URL} must be an absolute http(s) URL"))
+            })?
+            .to_ascii_lowercase();
         Ok(Self {
             validator: Validator::new(Validation::new(var(env, ISSUER)?, var(env, AUDIENCE)?)),
             jwks_urls,
             revocation_urls: urls(&optional(env, REVOCATION_URLS).unwrap_or_default()),
-            origin_url: var(env, ORIGIN_URL)?.trim_end_matches('/').to_owned(),
+            origin_url,
+            origin_host,
             signer: AssertionSigner::new(key),
             copy_key: optional(env, KEYSET_COPY_SECRET)
                 .map(|secret| CopyKey::new(secret.as_bytes()))

@@ -267,9 +267,13 @@ fn forward(
     now: UnixTime,
 ) -> Result<JsValue, JsValue> {
     let target = format!("{}{}", config.origin_url, url.target());
-    let assertion = config
-        .signer
-        .sign_claims(verified.claims(), log.method(), url.path(), now);
+    let line = shared::RequestLine {
+        method: log.method(),
+        host: &config.origin_host,
+        path: url.path(),
+        query: url.query(),
+    };
+    let assertion = config.signer.sign_claims(verified.claims(), &line, now);
     let finish = Finish {
         config: config.clone(),
         log,

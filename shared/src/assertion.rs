@@ -4,23 +4,34 @@
 //! cannot forge one) and adds one [`ASSERTION_HEADER`]:
 //!
 //! ```text
-//! x-edgeward-assertion: v1.<key id>.<payload>.<mac>
+//! x-edgeward-assertion: v2.<key id>.<payload>.<mac>
 //! ```
 //!
-//! `payload` is base64url JSON (`sub`, `client_id`, `scope`, `jti`, `exp`, `method`, `path`,
-//! `ts` in milliseconds); `mac` is base64url HMAC-SHA256 over `v1.<key id>.<payload>` under
-//! the secret named by the key id. Origins check the MAC, the freshness of `ts`, that the
-//! token has not expired, and that method and path are the request's own, so an assertion
-//! cannot be replayed later or against another route. The path excludes the query string,
-//! which proxies may reorder. The key id lets the secret rotate: the origin accepts the old
-//! and new ids while the edge switches.
+//! `payload` is base64url JSON (`sub`, `client_id`, `scope`, `jti`, `exp`, `method`, `host`,
+//! `path`, `query`, `ts` in milliseconds); `mac` is base64url HMAC-SHA256 over
+//! `v2.<key id>.<payload>` under the secret named by the key id. The assertion binds the
+//! whole request line the edge forwarded ([`RequestLine`]): method, the origin's host, the
+//! path, and the query as the base64url SHA-256 of its exact text ([`query_hash`]), so it
+//! cannot be replayed against another route, another origin or other parameters.
+//!
+//! Time: an origin accepts an assertion for [`DEFAULT_MAX_AGE_MS`] (its choice) after `ts`,
+//! with [`FUTURE_LEEWAY_MS`] of clock skew, and never re-judges the token's expiry against
+//! its own clock: the edge accepted the token at `ts` (with its leeway), so the origin only
+//! checks that `ts` is within [`MAX_LEEWAY_SECS`](crate::claims::MAX_LEEWAY_SECS) of `exp`.
+//! A request the edge forwards is therefore never refused by the origin for time, as long
+//! as it arrives within the assertion's age.
+//!
+//! Rollout from `v1` (method and path only, token expiry checked at the origin without
+//! leeway): origins first accept both ([`AssertionVerifier::accept_v1`]), then the edge
+//! switches to `v2`, then origins stop accepting `v1`. The key id lets the secret rotate the
+//! same way: the origin accepts the old and new ids while the edge switches.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::claims::{AccessClaims, Scopes};
+use crate::claims::{AccessClaims, Scopes, MAX_LEEWAY_SECS};
 use crate::time::UnixTime;
 
 /// The request header that carries the assertion.
@@ -34,7 +45,14 @@ pub const MAX_ASSERTION_LEN: usize = 8 * 1024;
 /// Longest key id; ids use `[A-Za-z0-9_-]`.
 pub const MAX_KEY_ID_LEN: usize = 64;
 
-const VERSION: &str = "v1";
+/// How long an origin accepts an assertion by default: the edge signs it just before the
+/// request leaves, so only the trip to the origin and clock skew need to fit.
+pub const DEFAULT_MAX_AGE_MS: u64 = 10_000;
+/// Clock skew tolerated for an assertion dated in the future.
+pub const FUTURE_LEEWAY_MS: u64 = 5_000;
+
+const VERSION: &str = "v2";
+const VERSION_1: &str = "v1";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -72,6 +90,12 @@ pub enum AssertionError {
     /// Signed for another path.
     #[error("edge assertion is bound to another path")]
     PathMismatch,
+    /// Signed for another origin host.
+    #[error("edge assertion is bound to another host")]
+    HostMismatch,
+    /// Signed for another query string.
+    #[error("edge assertion is bound to another query")]
+    QueryMismatch,
     /// Older than the accepted maximum age, or dated in the future beyond the leeway.
     #[error("edge assertion is not fresh")]
     Stale,
@@ -91,6 +115,8 @@ impl AssertionError {
             Self::BadSignature => "bad_assertion_signature",
             Self::MethodMismatch => "assertion_method_mismatch",
             Self::PathMismatch => "assertion_path_mismatch",
+            Self::HostMismatch => "assertion_host_mismatch",
+            Self::QueryMismatch => "assertion_query_mismatch",
             Self::Stale => "stale_assertion",
             Self::TokenExpired => "expired",
         }
@@ -152,6 +178,27 @@ impl AssertionKey {
     }
 }
 
+/// The request an assertion is for: as the edge forwards it, and as the origin receives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLine<'a> {
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The origin's host (`Host` at the origin: the authority of the edge's `ORIGIN_URL`),
+    /// compared case-insensitively.
+    pub host: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The query without `?`, exactly as sent (`None` and empty are the same).
+    pub query: Option<&'a str>,
+}
+
+/// The base64url SHA-256 of a query's exact text (empty for none), as assertions carry it.
+#[must_use]
+pub fn query_hash(query: Option<&str>) -> String {
+    use sha2::Digest;
+    Base64UrlUnpadded::encode_string(&Sha256::digest(query.unwrap_or("").as_bytes()))
+}
+
 /// The identity an origin receives: who called, with which grant, for which request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -168,24 +215,32 @@ pub struct EdgeIdentity {
     pub exp: u64,
     /// The HTTP method the edge forwarded.
     pub method: String,
+    /// The origin host the edge forwarded to (empty in a `v1` assertion).
+    #[serde(default)]
+    pub host: String,
     /// The path the edge forwarded (no query string).
     pub path: String,
+    /// [`query_hash`] of the query the edge forwarded (empty in a `v1` assertion).
+    #[serde(default)]
+    pub query: String,
     /// When the edge signed, milliseconds since the epoch.
     pub ts: u64,
 }
 
 impl EdgeIdentity {
-    /// The identity of verified `claims` for a request with `method` and `path` at `now`.
+    /// The identity of verified `claims` for `request` at `now`.
     #[must_use]
-    pub fn new(claims: &AccessClaims, method: &str, path: &str, now: UnixTime) -> Self {
+    pub fn new(claims: &AccessClaims, request: &RequestLine<'_>, now: UnixTime) -> Self {
         Self {
             sub: claims.sub.clone(),
             client_id: claims.client_id.clone(),
             scope: claims.scope.clone(),
             jti: claims.jti.clone(),
             exp: claims.exp,
-            method: method.to_owned(),
-            path: path.to_owned(),
+            method: request.method.to_owned(),
+            host: request.host.to_ascii_lowercase(),
+            path: request.path.to_owned(),
+            query: query_hash(request.query),
             ts: now.as_millis(),
         }
     }
@@ -203,7 +258,9 @@ struct IdentityFields<'a> {
     jti: &'a str,
     exp: u64,
     method: &'a str,
+    host: &'a str,
     path: &'a str,
+    query: &'a str,
     ts: u64,
 }
 
@@ -233,30 +290,34 @@ impl AssertionSigner {
             jti: &identity.jti,
             exp: identity.exp,
             method: &identity.method,
+            host: &identity.host,
             path: &identity.path,
+            query: &identity.query,
             ts: identity.ts,
         })
     }
 
-    /// The header value asserting the identity of verified `claims` for a request with
-    /// `method` and `path` at `now`: the same as [`AssertionSigner::sign`] of
-    /// [`EdgeIdentity::new`], without the copy.
+    /// The header value asserting the identity of verified `claims` for `request` at `now`:
+    /// the same as [`AssertionSigner::sign`] of [`EdgeIdentity::new`], without the copy.
+    /// `request.host` must already be lower case (the edge's configured origin host).
     #[must_use]
     pub fn sign_claims(
         &self,
         claims: &AccessClaims,
-        method: &str,
-        path: &str,
+        request: &RequestLine<'_>,
         now: UnixTime,
     ) -> String {
+        let query = query_hash(request.query);
         self.sign_fields(&IdentityFields {
             sub: &claims.sub,
             client_id: &claims.client_id,
             scope: &claims.scope,
             jti: &claims.jti,
             exp: claims.exp,
-            method,
-            path,
+            method: request.method,
+            host: request.host,
+            path: request.path,
+            query: &query,
             ts: now.as_millis(),
         })
     }
@@ -294,30 +355,39 @@ impl AssertionSigner {
 pub struct AssertionVerifier {
     keys: Vec<AssertionKey>,
     max_age_ms: u64,
-    future_leeway_ms: u64,
+    accept_v1: bool,
 }
 
 impl AssertionVerifier {
-    /// Accepts assertions signed by any of `keys` (current and previous during a rotation)
-    /// and at most `max_age_ms` old; 5 s of clock skew into the future is tolerated.
+    /// Accepts `v2` assertions signed by any of `keys` (current and previous during a
+    /// rotation) and at most `max_age_ms` old ([`DEFAULT_MAX_AGE_MS`] unless the origin has
+    /// a reason); [`FUTURE_LEEWAY_MS`] of clock skew into the future is tolerated.
     #[must_use]
     pub fn new(keys: Vec<AssertionKey>, max_age_ms: u64) -> Self {
         Self {
             keys,
             max_age_ms,
-            future_leeway_ms: 5_000,
+            accept_v1: false,
         }
     }
 
-    /// Verifies the header value for a request with `method` and `path`, at `now`.
+    /// Also accepts `v1` assertions (method and path only; the token's `exp` checked
+    /// against this clock without leeway), while the edge rolls out `v2`. Turn it off once
+    /// every edge signs `v2`: `v1` does not bind the host or the query.
+    #[must_use]
+    pub fn accept_v1(mut self, accept: bool) -> Self {
+        self.accept_v1 = accept;
+        self
+    }
+
+    /// Verifies the header value for `request`, at `now`.
     ///
     /// # Errors
     /// Any [`AssertionError`].
     pub fn verify(
         &self,
         header: Option<&str>,
-        method: &str,
-        path: &str,
+        request: &RequestLine<'_>,
         now: UnixTime,
     ) -> Result<EdgeIdentity, AssertionError> {
         let header = header.ok_or(AssertionError::Missing)?;
@@ -325,7 +395,7 @@ impl AssertionVerifier {
             return Err(AssertionError::Malformed);
         }
         let mut parts = header.split('.');
-        let (Some(VERSION), Some(key_id), Some(payload), Some(tag), None) = (
+        let (Some(version), Some(key_id), Some(payload), Some(tag), None) = (
             parts.next(),
             parts.next(),
             parts.next(),
@@ -333,6 +403,11 @@ impl AssertionVerifier {
             parts.next(),
         ) else {
             return Err(AssertionError::Malformed);
+        };
+        let v1 = match version {
+            VERSION => false,
+            VERSION_1 if self.accept_v1 => true,
+            _ => return Err(AssertionError::Malformed),
         };
         let key = self
             .keys
@@ -351,19 +426,34 @@ impl AssertionVerifier {
         let json = Base64UrlUnpadded::decode_vec(payload).map_err(|_| AssertionError::Malformed)?;
         let identity: EdgeIdentity =
             serde_json::from_slice(&json).map_err(|_| AssertionError::Malformed)?;
-        if identity.method != method {
+        if identity.method != request.method {
             return Err(AssertionError::MethodMismatch);
         }
-        if identity.path != path {
+        if identity.path != request.path {
             return Err(AssertionError::PathMismatch);
+        }
+        if !v1 {
+            if !identity.host.eq_ignore_ascii_case(request.host) {
+                return Err(AssertionError::HostMismatch);
+            }
+            if identity.query != query_hash(request.query) {
+                return Err(AssertionError::QueryMismatch);
+            }
         }
         let now_ms = now.as_millis();
         let too_old = now_ms.saturating_sub(identity.ts) > self.max_age_ms;
-        let from_future = identity.ts > now_ms.saturating_add(self.future_leeway_ms);
+        let from_future = identity.ts > now_ms.saturating_add(FUTURE_LEEWAY_MS);
         if too_old || from_future {
             return Err(AssertionError::Stale);
         }
-        if now.as_secs() >= identity.exp {
+        let expired = if v1 {
+            now.as_secs() >= identity.exp
+        } else {
+            // The edge accepted the token at `ts` within its leeway; no verifier's leeway
+            // goes past MAX_LEEWAY_SECS.
+            identity.ts / 1000 >= identity.exp.saturating_add(MAX_LEEWAY_SECS)
+        };
+        if expired {
             return Err(AssertionError::TokenExpired);
         }
         Ok(identity)

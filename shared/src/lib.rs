@@ -62,7 +62,7 @@ pub mod js;
 #[cfg(feature = "axum")]
 pub mod origin;
 
-pub use assertion::{AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity};
+pub use assertion::{AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity, RequestLine};
 pub use bearer::bearer_token;
 pub use cache::{TokenCache, TokenKey};
 pub use claims::{AccessClaims, Scopes, Validation};

@@ -13,11 +13,16 @@
 //! let key = AssertionKey::new("k1", b"0123456789abcdef0123456789abcdef")?;
 //! let app = Router::new()
 //!     .route("/whoami", get(whoami))
-//!     .layer(EdgeAuthLayer::new(AssertionVerifier::new(vec![key], 30_000)));
+//!     .layer(EdgeAuthLayer::new(AssertionVerifier::new(
+//!         vec![key],
+//!         shared::assertion::DEFAULT_MAX_AGE_MS,
+//!     )));
 //! # Ok(app) }
 //! ```
 //!
-//! This adapter reads the system clock; the core never does.
+//! The request line checked against the assertion is the one this origin received: the
+//! method, the `Host` header (or the URI's authority, in HTTP/2), the path and the exact
+//! query. This adapter reads the system clock; the core never does.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,7 +34,9 @@ use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, Request, StatusCode};
 
-use crate::assertion::{AssertionError, AssertionVerifier, EdgeIdentity, ASSERTION_HEADER};
+use crate::assertion::{
+    AssertionError, AssertionVerifier, EdgeIdentity, RequestLine, ASSERTION_HEADER,
+};
 use crate::time::UnixTime;
 
 /// Verifies the edge assertion on every request: on success the [`EdgeIdentity`] goes into
@@ -91,14 +98,19 @@ where
             (None, _) => Ok(None),
             (Some(_), Some(_)) => Err(AssertionError::Malformed),
         };
-        let verified = header.and_then(|header| {
-            self.verifier.verify(
-                header,
-                request.method().as_str(),
-                request.uri().path(),
-                system_now(),
-            )
-        });
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .or_else(|| request.uri().authority().map(http::uri::Authority::as_str))
+            .unwrap_or("");
+        let line = RequestLine {
+            method: request.method().as_str(),
+            host,
+            path: request.uri().path(),
+            query: request.uri().query(),
+        };
+        let verified = header.and_then(|header| self.verifier.verify(header, &line, system_now()));
         match verified {
             Ok(identity) => {
                 request.extensions_mut().insert(identity);

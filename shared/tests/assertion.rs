@@ -1,16 +1,27 @@
-//! The edge-to-origin assertion: signing, verification, binding, freshness, rotation.
+//! The edge-to-origin assertion: signing, verification, binding to the whole request line,
+//! freshness and the edge's leeway, rotation, and `v1` during a rollout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
 mod fixtures;
 
 use fixtures::*;
-use shared::assertion::{AssertionError, AssertionKeyError};
-use shared::{AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity, UnixTime};
+use shared::assertion::{AssertionError, AssertionKeyError, DEFAULT_MAX_AGE_MS};
+use shared::{
+    AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity, RequestLine, UnixTime,
+};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 const SECRET_A: &[u8] = b"edge assertion secret number one";
 const SECRET_B: &[u8] = b"edge assertion secret number two";
+
+/// The request the edge forwarded.
+const LINE: RequestLine<'static> = RequestLine {
+    method: "POST",
+    host: "orders.internal:8443",
+    path: "/orders/7",
+    query: Some("expand=items&limit=5"),
+};
 
 fn key(id: &str, secret: &[u8]) -> AssertionKey {
     AssertionKey::new(id, secret).unwrap()
@@ -18,15 +29,23 @@ fn key(id: &str, secret: &[u8]) -> AssertionKey {
 
 fn identity() -> EdgeIdentity {
     let verified = validator().verify(&good_token(), &jwks(), now()).unwrap();
-    EdgeIdentity::new(verified.claims(), "POST", "/orders/7", now())
+    EdgeIdentity::new(verified.claims(), &LINE, now())
 }
 
 fn verifier() -> AssertionVerifier {
-    AssertionVerifier::new(vec![key("a", SECRET_A)], 30_000)
+    AssertionVerifier::new(vec![key("a", SECRET_A)], DEFAULT_MAX_AGE_MS)
 }
 
 fn signed() -> String {
     AssertionSigner::new(key("a", SECRET_A)).sign(&identity())
+}
+
+fn verify(
+    header: &str,
+    line: &RequestLine<'_>,
+    at: UnixTime,
+) -> Result<EdgeIdentity, AssertionError> {
+    verifier().verify(Some(header), line, at)
 }
 
 /// The edge signs from the claims without copying them: the same header as from an identity.
@@ -34,58 +53,132 @@ fn signed() -> String {
 fn signing_claims_matches_signing_their_identity() {
     let verified = validator().verify(&good_token(), &jwks(), now()).unwrap();
     let signer = AssertionSigner::new(key("a", SECRET_A));
-    let from_claims = signer.sign_claims(verified.claims(), "POST", "/orders/7", now());
+    let from_claims = signer.sign_claims(verified.claims(), &LINE, now());
     assert_eq!(from_claims, signed());
-    let identity = verifier()
-        .verify(Some(&from_claims), "POST", "/orders/7", now())
-        .unwrap();
-    assert_eq!(identity, self::identity());
+    assert_eq!(verify(&from_claims, &LINE, now()).unwrap(), identity());
 }
 
 #[test]
 fn round_trip() {
     let header = signed();
-    assert!(header.starts_with("v1.a."));
-    let identity = verifier()
-        .verify(Some(&header), "POST", "/orders/7", now())
-        .unwrap();
+    assert!(header.starts_with("v2.a."));
+    let identity = verify(&header, &LINE, now()).unwrap();
     assert_eq!(identity.sub, "user-42");
     assert_eq!(identity.client_id, "client-7");
     assert_eq!(identity.jti, "jti-0001");
+    assert_eq!(identity.host, "orders.internal:8443");
     assert!(identity.scope.contains("write"));
 }
 
 #[test]
-fn bound_to_method_and_path() {
+fn bound_to_the_whole_request_line() {
     let header = signed();
-    assert_eq!(
-        verifier().verify(Some(&header), "GET", "/orders/7", now()),
-        Err(AssertionError::MethodMismatch)
-    );
-    assert_eq!(
-        verifier().verify(Some(&header), "POST", "/orders/8", now()),
-        Err(AssertionError::PathMismatch)
-    );
+    let cases = [
+        (
+            RequestLine {
+                method: "GET",
+                ..LINE
+            },
+            AssertionError::MethodMismatch,
+        ),
+        (
+            RequestLine {
+                path: "/orders/8",
+                ..LINE
+            },
+            AssertionError::PathMismatch,
+        ),
+        (
+            RequestLine {
+                host: "admin.internal:8443",
+                ..LINE
+            },
+            AssertionError::HostMismatch,
+        ),
+        (
+            RequestLine {
+                query: Some("expand=items&limit=500"),
+                ..LINE
+            },
+            AssertionError::QueryMismatch,
+        ),
+        (
+            RequestLine {
+                query: Some("limit=5&expand=items"),
+                ..LINE
+            },
+            AssertionError::QueryMismatch,
+        ),
+        (
+            RequestLine {
+                query: None,
+                ..LINE
+            },
+            AssertionError::QueryMismatch,
+        ),
+    ];
+    for (line, expected) in cases {
+        assert_eq!(verify(&header, &line, now()), Err(expected), "{line:?}");
+    }
+    // The host compares without regard to case; no query and an empty one are the same.
+    verify(
+        &header,
+        &RequestLine {
+            host: "Orders.Internal:8443",
+            ..LINE
+        },
+        now(),
+    )
+    .unwrap();
+    let bare = RequestLine {
+        query: None,
+        ..LINE
+    };
+    let signer = AssertionSigner::new(key("a", SECRET_A));
+    let claims = validator().verify(&good_token(), &jwks(), now()).unwrap();
+    let header = signer.sign_claims(claims.claims(), &bare, now());
+    verify(
+        &header,
+        &RequestLine {
+            query: Some(""),
+            ..LINE
+        },
+        now(),
+    )
+    .unwrap();
 }
 
 #[test]
 fn freshness() {
     let header = signed();
-    let later = UnixTime::from_millis(now().as_millis() + 30_001);
-    assert_eq!(
-        verifier().verify(Some(&header), "POST", "/orders/7", later),
-        Err(AssertionError::Stale)
-    );
+    let later = UnixTime::from_millis(now().as_millis() + DEFAULT_MAX_AGE_MS + 1);
+    assert_eq!(verify(&header, &LINE, later), Err(AssertionError::Stale));
     let earlier = UnixTime::from_millis(now().as_millis() - 5_001);
-    assert_eq!(
-        verifier().verify(Some(&header), "POST", "/orders/7", earlier),
-        Err(AssertionError::Stale)
+    assert_eq!(verify(&header, &LINE, earlier), Err(AssertionError::Stale));
+}
+
+/// The edge accepts a token until `exp` plus its leeway, and the origin must not refuse
+/// what the edge forwarded for time: an assertion signed one second before the most lenient
+/// edge would stop accepting the token is good at the origin, even after `exp` by its clock.
+#[test]
+fn the_origin_agrees_with_the_edge_on_the_tokens_time() {
+    let max_leeway = shared::claims::MAX_LEEWAY_SECS;
+    let mut forwarded = identity();
+    forwarded.ts = (forwarded.exp + max_leeway - 1) * 1000;
+    let header = AssertionSigner::new(key("a", SECRET_A)).sign(&forwarded);
+    let arrived = UnixTime::from_millis(forwarded.ts + 500);
+    assert!(
+        arrived.as_secs() > forwarded.exp,
+        "past exp by the origin's clock"
     );
-    let mut old_token = identity();
-    old_token.exp = NOW_SECS;
-    let header = AssertionSigner::new(key("a", SECRET_A)).sign(&old_token);
+    verify(&header, &LINE, arrived).unwrap();
+
+    // Signed when no edge could have accepted the token: refused.
+    forwarded.ts = (forwarded.exp + max_leeway) * 1000;
+    let header = AssertionSigner::new(key("a", SECRET_A)).sign(&forwarded);
+    let arrived = UnixTime::from_millis(forwarded.ts + 500);
     assert_eq!(
-        verifier().verify(Some(&header), "POST", "/orders/7", now()),
+        verify(&header, &LINE, arrived),
         Err(AssertionError::TokenExpired)
     );
 }
@@ -97,56 +190,95 @@ fn tampering_and_wrong_keys() {
     let mut forged = identity();
     forged.sub = "admin".into();
     let forged_payload = b64(&serde_json::to_vec(&forged).unwrap());
-    let swapped = format!("v1.a.{forged_payload}.{}", parts[3]);
+    let swapped = format!("v2.a.{forged_payload}.{}", parts[3]);
     assert_eq!(
-        verifier().verify(Some(&swapped), "POST", "/orders/7", now()),
+        verify(&swapped, &LINE, now()),
         Err(AssertionError::BadSignature)
     );
 
     let other_secret = AssertionSigner::new(key("a", SECRET_B)).sign(&identity());
     assert_eq!(
-        verifier().verify(Some(&other_secret), "POST", "/orders/7", now()),
+        verify(&other_secret, &LINE, now()),
         Err(AssertionError::BadSignature)
     );
 
     let unknown = AssertionSigner::new(key("b", SECRET_B)).sign(&identity());
     assert_eq!(
-        verifier().verify(Some(&unknown), "POST", "/orders/7", now()),
+        verify(&unknown, &LINE, now()),
         Err(AssertionError::UnknownKey)
     );
 }
 
 #[test]
 fn rotation_accepts_old_and_new_ids() {
-    let both = AssertionVerifier::new(vec![key("a", SECRET_A), key("b", SECRET_B)], 30_000);
+    let both = AssertionVerifier::new(
+        vec![key("a", SECRET_A), key("b", SECRET_B)],
+        DEFAULT_MAX_AGE_MS,
+    );
     for signer in [
         AssertionSigner::new(key("a", SECRET_A)),
         AssertionSigner::new(key("b", SECRET_B)),
     ] {
-        both.verify(Some(&signer.sign(&identity())), "POST", "/orders/7", now())
+        both.verify(Some(&signer.sign(&identity())), &LINE, now())
             .unwrap();
     }
+}
+
+/// A `v1` assertion, as edges before the `v2` release signed it: method and path only.
+fn v1_header(secret: &[u8], identity: &serde_json::Value) -> String {
+    use hmac::{Hmac, Mac};
+    let signed = format!("v1.a.{}", b64(identity.to_string().as_bytes()));
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(signed.as_bytes());
+    format!("{signed}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+/// During a rollout the origin accepts `v1` only when told to, with `v1`'s rules.
+#[test]
+fn v1_only_while_the_origin_accepts_it() {
+    let old = serde_json::json!({
+        "sub": "user-42", "client_id": "client-7", "scope": "read", "jti": "j1",
+        "exp": NOW_SECS + 300, "method": "POST", "path": "/orders/7", "ts": now().as_millis(),
+    });
+    let header = v1_header(SECRET_A, &old);
+    assert_eq!(
+        verify(&header, &LINE, now()),
+        Err(AssertionError::Malformed)
+    );
+    let rollout = verifier().accept_v1(true);
+    let identity = rollout.verify(Some(&header), &LINE, now()).unwrap();
+    assert_eq!(identity.sub, "user-42");
+    assert_eq!(
+        rollout.verify(
+            Some(&header),
+            &RequestLine {
+                path: "/other",
+                ..LINE
+            },
+            now()
+        ),
+        Err(AssertionError::PathMismatch)
+    );
+    // The v2 header still verifies with v1 accepted.
+    rollout.verify(Some(&signed()), &LINE, now()).unwrap();
 }
 
 #[test]
 fn malformed_headers() {
     let v = verifier();
-    assert_eq!(
-        v.verify(None, "POST", "/", now()),
-        Err(AssertionError::Missing)
-    );
+    assert_eq!(v.verify(None, &LINE, now()), Err(AssertionError::Missing));
     let header = signed();
     let long = "a".repeat(9000);
     for bad in [
         "",
-        "v1",
-        "v1.a.b",
-        "v2.a.b.c",
-        "v1.a.b.c.d",
+        "v2",
+        "v2.a.b",
+        "v3.a.b.c",
+        "v2.a.b.c.d",
         long.as_str(),
-        &header.replace("v1.", "v2."),
+        &header.replace("v2.", "v3."),
     ] {
-        let err = v.verify(Some(bad), "POST", "/orders/7", now()).unwrap_err();
+        let err = v.verify(Some(bad), &LINE, now()).unwrap_err();
         assert!(
             matches!(err, AssertionError::Malformed | AssertionError::UnknownKey),
             "{err:?}"
@@ -155,13 +287,13 @@ fn malformed_headers() {
     // A valid MAC over a payload that is not JSON is still malformed.
     let mac_only = {
         use hmac::{Hmac, Mac};
-        let signed = format!("v1.a.{}", b64(b"not json"));
+        let signed = format!("v2.a.{}", b64(b"not json"));
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET_A).unwrap();
         mac.update(signed.as_bytes());
         format!("{signed}.{}", b64(&mac.finalize().into_bytes()))
     };
     assert_eq!(
-        v.verify(Some(&mac_only), "POST", "/orders/7", now()),
+        v.verify(Some(&mac_only), &LINE, now()),
         Err(AssertionError::Malformed)
     );
 }

@@ -14,7 +14,9 @@ use fixtures::*;
 use http::{Request, StatusCode};
 use shared::assertion::ASSERTION_HEADER;
 use shared::origin::EdgeAuthLayer;
-use shared::{AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity, UnixTime};
+use shared::{
+    AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity, RequestLine, UnixTime,
+};
 use tower::ServiceExt;
 
 const SECRET: &[u8] = b"origin test secret, 32+ bytes long";
@@ -34,7 +36,14 @@ fn app() -> Router {
         )))
 }
 
+/// The host the test requests carry (`Host`), as the edge's `ORIGIN_URL` would name it.
+const HOST: &str = "origin.test";
+
 fn assertion(method: &str, path: &str) -> String {
+    assertion_for(method, path, None)
+}
+
+fn assertion_for(method: &str, path: &str, query: Option<&str>) -> String {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -45,7 +54,13 @@ fn assertion(method: &str, path: &str) -> String {
         .unwrap();
     let mut claims = verified.into_claims();
     claims.exp = now.as_secs() + 300;
-    let identity = EdgeIdentity::new(&claims, method, path, now);
+    let line = RequestLine {
+        method,
+        host: HOST,
+        path,
+        query,
+    };
+    let identity = EdgeIdentity::new(&claims, &line, now);
     AssertionSigner::new(AssertionKey::new("k1", SECRET).unwrap()).sign(&identity)
 }
 
@@ -61,8 +76,12 @@ async fn call(request: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
 
 #[tokio::test]
 async fn edge_verified_request_reaches_the_handler_with_identity() {
-    let request = Request::get("/whoami")
-        .header(ASSERTION_HEADER, assertion("GET", "/whoami"))
+    let request = Request::get("/whoami?x=1")
+        .header("host", HOST)
+        .header(
+            ASSERTION_HEADER,
+            assertion_for("GET", "/whoami", Some("x=1")),
+        )
         .body(Body::empty())
         .unwrap();
     let (status, _, body) = call(request).await;
@@ -88,8 +107,20 @@ async fn everything_else_is_401_with_a_challenge() {
             .body(Body::empty())
             .unwrap(),
         Request::get("/whoami")
+            .header("host", HOST)
             .header(ASSERTION_HEADER, valid.clone())
+            .header(ASSERTION_HEADER, valid.clone())
+            .body(Body::empty())
+            .unwrap(),
+        // Another origin's host, or another query.
+        Request::get("/whoami")
+            .header("host", "admin.test")
             .header(ASSERTION_HEADER, valid)
+            .body(Body::empty())
+            .unwrap(),
+        Request::get("/whoami?admin=1")
+            .header("host", HOST)
+            .header(ASSERTION_HEADER, assertion("GET", "/whoami"))
             .body(Body::empty())
             .unwrap(),
     ];

@@ -62,7 +62,8 @@ proptest! {
     #[test]
     fn arbitrary_assertions_never_panic(header in ".{0,300}") {
         let key = AssertionKey::new("a", &[7; 32]).unwrap();
-        let _ = AssertionVerifier::new(vec![key], 1000).verify(Some(&header), "GET", "/", now());
+        let line = shared::RequestLine { method: "GET", host: "h", path: "/", query: None };
+        let _ = AssertionVerifier::new(vec![key], 1000).accept_v1(true).verify(Some(&header), &line, now());
     }
 
     #[test]

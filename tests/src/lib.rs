@@ -340,7 +340,7 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
                     .filter(|(name, _)| {
                         let name = name.as_str().replace('_', "-");
                         name == "forwarded" || name.starts_with("x-forwarded-") || name == "x-real-ip"
-                            || name == "true-client-ip" || name == "x-hop" || name == "connection"
+                            || name == "true-client-ip" || name == "proxy-authorization"
                     })
                     .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap_or("?").into()))
                     .collect();
@@ -355,7 +355,7 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
                 axum::Json(body)
             }
         })
-        .layer(shared::origin::EdgeAuthLayer::new(shared::AssertionVerifier::new(vec![key], 30_000)));
+        .layer(shared::origin::EdgeAuthLayer::new(shared::AssertionVerifier::new(vec![key], shared::assertion::DEFAULT_MAX_AGE_MS)));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();

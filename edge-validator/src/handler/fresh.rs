@@ -33,6 +33,11 @@ pub(super) fn start(
 ) -> Result<JsValue, JsValue> {
     let check = match config.validator.check(token, jwks, now) {
         Ok(check) => check,
+        // A revoked key has left the set: its tokens are revoked, not unknown, and must not
+        // spend the unknown-kid refetch that a rotation's new key needs.
+        Err(Rejection::UnknownKeyId) if kid_revoked(&config, token) => {
+            return reject(arrived, &config, &ip, Rejection::Revoked, log, now);
+        }
         // A kid the set does not have: refetch once if the cooldown allows (a rotation's
         // new key), else it is refused like any bad token.
         Err(Rejection::UnknownKeyId)
@@ -105,6 +110,13 @@ pub(super) fn start(
             crate::forward::verify_then(&subtle, &algorithm, &crypto_key, &signature, message, id);
         Ok(promise.into())
     }
+}
+
+/// Whether `token` names a key on the revocation list (read again: only on the rare path
+/// of a `kid` the set lacks).
+fn kid_revoked(config: &Config, token: &str) -> bool {
+    shared::UntrustedToken::parse(token, config.validator.validation())
+        .is_ok_and(|untrusted| crate::revocations::is_key_revoked(untrusted.kid()))
 }
 
 /// The signature's outcome: on to the verified path (and into the token cache), or refused.

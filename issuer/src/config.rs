@@ -39,6 +39,9 @@ fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// When set, `/metrics` is served only here (a private address for the scraper), not on
+    /// `listen`; `/healthz` and `/readyz` stay on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// The issuer identifier: `iss` in tokens and the base of metadata URLs (no trailing `/`).
     pub issuer_url: String,
     /// `sqlite://PATH` (embedded, default) or `postgres://…` (production).
@@ -91,6 +94,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
             issuer_url: "http://127.0.0.1:8080".into(),
             database_url: "sqlite://data/issuer.db".into(),
             database_max_connections: 8,
@@ -157,6 +161,12 @@ impl Config {
                 "database_url",
                 "must start with sqlite: or postgres://",
             ));
+        }
+        if self
+            .metrics_listen
+            .is_some_and(|metrics| metrics == self.listen)
+        {
+            return Err(invalid("metrics_listen", "must differ from listen"));
         }
         if self.database_max_connections == 0 {
             return Err(invalid("database_max_connections", "must be at least 1"));

@@ -102,7 +102,7 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
 pub fn app(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
     let body_limit = state.config.max_body_bytes;
-    routes::router()
+    routes::router(state.config.metrics_listen.is_none())
         .fallback(|| async { ApiError::NotFound.into_response() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
@@ -124,6 +124,27 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// `/metrics` alone, for the private `metrics_listen` address (404 for anything else).
+pub fn metrics_app(state: AppState) -> Router {
+    routes::metrics_router()
+        .fallback(|| async { ApiError::NotFound.into_response() })
+        .with_state(state)
+}
+
+/// Serves [`metrics_app`] on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// The server's I/O error.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Records request latency by matched route.

@@ -219,13 +219,45 @@ async fn serve(config: Config) -> CliResult {
     // The bound address, so `listen = "127.0.0.1:0"` (tests, scripts) can learn the port.
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(addr = %bound, issuer = %state.config.issuer_url, tls, "issuer listening");
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    let metrics = match state.config.metrics_listen {
+        Some(metrics_addr) => {
+            let metrics_listener =
+                tokio::net::TcpListener::bind(metrics_addr)
+                    .await
+                    .map_err(|source| issuer::StartError::Listen {
+                        addr: metrics_addr,
+                        source,
+                    })?;
+            let bound = metrics_listener.local_addr().unwrap_or(metrics_addr);
+            tracing::info!(addr = %bound, "metrics listening");
+            let mut stopped = stopped.clone();
+            let until = async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            };
+            Some(tokio::spawn(issuer::serve_metrics(
+                metrics_listener,
+                state.clone(),
+                until,
+            )))
+        }
+        None => None,
+    };
     if tls {
         let listener = listener
             .into_std()
             .map_err(|source| issuer::StartError::Listen { addr, source })?;
-        issuer::serve_tls(listener, state, shutdown_signal()).await?;
+        issuer::serve_tls(listener, state, shutdown).await?;
     } else {
-        issuer::serve(listener, state, shutdown_signal()).await?;
+        issuer::serve(listener, state, shutdown).await?;
+    }
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
     }
     tracing::info!("issuer stopped");
     Ok(())

@@ -10,11 +10,21 @@ use axum::Router;
 
 use crate::state::AppState;
 
-/// Every route.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
+/// Every route; `/metrics` too unless it has a listener of its own.
+pub(crate) fn router(with_metrics: bool) -> Router<AppState> {
+    let router = Router::new()
         .merge(token::router())
         .merge(discovery::router())
         .merge(health::router())
-        .merge(revocation::router())
+        .merge(revocation::router());
+    if with_metrics {
+        router.merge(health::metrics_router())
+    } else {
+        router
+    }
+}
+
+/// `/metrics` alone, for `metrics_listen`.
+pub(crate) fn metrics_router() -> Router<AppState> {
+    health::metrics_router()
 }

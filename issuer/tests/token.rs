@@ -20,7 +20,27 @@ on_both_databases!(
     forwarded_addresses_only_when_trusted,
     every_token_is_signed_in_low_s_form,
     ipv6_clients_share_a_failed_auth_budget_per_slash_64,
+    metrics_can_have_a_private_listener_of_their_own,
 );
+
+/// With `metrics_listen`, `/metrics` is not on the public listener, only on its own.
+async fn metrics_can_have_a_private_listener_of_their_own(backend: Backend) {
+    let mut config = config(backend).await;
+    config.metrics_listen = Some("127.0.0.1:9464".parse().unwrap());
+    let state = open(config).await;
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    assert_eq!(send(&state, get("/metrics")).await.status(), 404);
+    assert_eq!(send(&state, get("/readyz")).await.status(), 200);
+    let private = issuer::metrics_app(state.clone());
+    let response = tower::ServiceExt::oneshot(private.clone(), get("/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = tower::ServiceExt::oneshot(private, get("/oauth2/token"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "only metrics there");
+}
 
 /// Failed authentications from addresses of one IPv6 `/64` draw on one budget: a client
 /// cannot take a fresh budget with each of its 2^64 addresses.

@@ -1,4 +1,5 @@
-//! `/healthz` (alive), `/readyz` (database reachable and a signing key loaded), `/metrics`.
+//! `/healthz` (alive), `/readyz` (database reachable and a signing key loaded), and
+//! `/metrics`, on the main listener or on `metrics_listen` of its own.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -8,12 +9,16 @@ use axum::Router;
 
 use crate::state::AppState;
 
-/// The routes.
+/// The health routes.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+}
+
+/// `/metrics`.
+pub(crate) fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

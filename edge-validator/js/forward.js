@@ -3,14 +3,21 @@
 // header.
 
 // Request headers the origin never gets from the client: the credential, the host, what
-// proxies say about the client (the edge sets its own from what the platform says), and the
-// hop-by-hop headers of RFC 9110 §7.6.1. Names are lower case, underscores read as dashes
-// (proxies in front of origins often map `x_forwarded_for` to `x-forwarded-for`).
+// proxies say about the client (the edge sets its own from what the platform says), what
+// frameworks take to override the method or URL the assertion binds, and the hop-by-hop
+// headers of RFC 9110 §7.6.1. Names are compared lower case with every character but
+// [a-z0-9] read as a dash: servers in front of origins map `x_forwarded_for` (and CGI maps
+// any punctuation) to the same name.
 const DROPPED = new Set([
   "authorization", "host", "forwarded", "x-real-ip", "true-client-ip", "client-ip",
+  "x-client-ip", "x-cluster-client-ip", "fastly-client-ip", "x-original-forwarded-for",
+  "x-host", "x-original-host", "x-original-url", "x-rewrite-url",
+  "x-http-method-override", "x-http-method", "x-method-override",
   "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
   "te", "trailer", "transfer-encoding", "upgrade",
 ]);
+const PUNCTUATION = /[^a-z0-9-]/;
+const NOT_ALPHANUMERIC = /[^a-z0-9]/g;
 const FORWARDED_PREFIX = "x-forwarded-";
 
 /** Sends `request`'s method, headers and (streamed) body to `target`, less what `DROPPED`
@@ -26,7 +33,7 @@ export function forward(request, target, prefix, name, value) {
   // them with new Headers(request.headers) and deleting some walked them twice).
   const headers = new Headers();
   incoming.forEach((header, key) => {
-    const canonical = key.includes("_") ? key.replaceAll("_", "-") : key;
+    const canonical = PUNCTUATION.test(key) ? key.replace(NOT_ALPHANUMERIC, "-") : key;
     if (
       !DROPPED.has(canonical) &&
       !canonical.startsWith(FORWARDED_PREFIX) &&

@@ -78,8 +78,9 @@ pub(crate) struct Config {
     /// origin sees as `Host`).
     pub(crate) origin_host: String,
     pub(crate) signer: AssertionSigner,
-    /// Tags and checks the Cache API copy of the key set; `None`: no copy tier.
-    pub(crate) copy_key: Option<CopyKey>,
+    /// Tags and checks the Cache API copy of the key set, with the cache key it lives
+    /// under (derived from the secret); `None`: no copy tier.
+    pub(crate) copy: Option<(CopyKey, String)>,
     pub(crate) default_plan: RatePlan,
     pub(crate) failed_auth_plan: RatePlan,
     pub(crate) rate_limit_mode: RateLimitMode,
@@ -166,6 +167,24 @@ impl Config {
                 ConfigError(format!("var {ORIGIN_URL} must be an absolute http(s) URL"))
             })?
             .to_ascii_lowercase();
+        // `fetch` leaves a default port out of `Host`; so must the assertion.
+        let default_port = if origin_url.starts_with("https://") {
+            ":443"
+        } else {
+            ":80"
+        };
+        let origin_host = origin_host
+            .strip_suffix(default_port)
+            .map_or(origin_host.clone(), str::to_owned);
+        let copy = optional(env, KEYSET_COPY_SECRET)
+            .map(|secret| CopyKey::new(secret.as_bytes()))
+            .transpose()
+            .map_err(|err| ConfigError(format!("secret {KEYSET_COPY_SECRET}: {err}")))?
+            .zip(jwks_urls.first())
+            .map(|(key, url)| {
+                let at = key.cache_key(url);
+                (key, at)
+            });
         Ok(Self {
             validator: Validator::new(Validation::new(var(env, ISSUER)?, var(env, AUDIENCE)?)),
             jwks_urls,
@@ -173,10 +192,7 @@ impl Config {
             origin_url,
             origin_host,
             signer: AssertionSigner::new(key),
-            copy_key: optional(env, KEYSET_COPY_SECRET)
-                .map(|secret| CopyKey::new(secret.as_bytes()))
-                .transpose()
-                .map_err(|err| ConfigError(format!("secret {KEYSET_COPY_SECRET}: {err}")))?,
+            copy,
             default_plan: plan(env, DEFAULT_RATE_PLAN, DEFAULT_PLAN)?,
             failed_auth_plan: plan(env, FAILED_AUTH_PLAN, DEFAULT_FAILED_AUTH)?,
             rate_limit_mode: match optional(env, RATE_LIMIT_MODE).as_deref().map(str::trim) {

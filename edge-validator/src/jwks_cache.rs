@@ -249,17 +249,16 @@ fn parse(response: Fetched) -> Result<Answer, FetchError> {
     }
 }
 
-/// The Cache API key: the first (geo-DNS) JWKS URL; `None` when there is no copy tier
-/// (no `KEYSET_COPY_SECRET`).
+/// The Cache API key: the first (geo-DNS) JWKS URL with a parameter derived from
+/// `KEYSET_COPY_SECRET`; `None` when there is no copy tier (no secret).
 fn cache_key(config: &Config) -> Option<&str> {
-    config.copy_key.as_ref()?;
-    config.jwks_urls.first().map(String::as_str)
+    config.copy.as_ref().map(|(_, at)| at.as_str())
 }
 
 /// Keeps the set in use in the colo's cache, tagged, for as long as it may be used
 /// (freshness plus max-stale), with the time the issuer last gave or confirmed it.
 fn store_copy(config: &Config, ctx: &JsValue) {
-    let (Some(key), Some(copy_key)) = (cache_key(config), &config.copy_key) else {
+    let Some((copy_key, key)) = &config.copy else {
         return;
     };
     let now = crate::clock::now();
@@ -300,7 +299,7 @@ fn store_copy(config: &Config, ctx: &JsValue) {
 /// A new isolate starts from the colo's copy, if its tag verifies and it parses; keys the
 /// isolate knows to be revoked are left out.
 fn apply_copy(config: &Config, copy: &CachedCopy, now: UnixTime) {
-    let (Some(key), Some(copy_key)) = (cache_key(config), &config.copy_key) else {
+    let Some((copy_key, key)) = &config.copy else {
         return;
     };
     let body = copy.text();

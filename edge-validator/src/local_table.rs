@@ -22,9 +22,15 @@ impl<V: Copy + Default> LocalTable<V> {
         }
     }
 
-    /// The value under `key`, if any (a read does not count as use).
-    pub(crate) fn get(&self, key: &str) -> Option<V> {
-        self.entries.get(key).map(|(_, value)| *value)
+    /// The value under `key`, if any, which counts as a use: a client that keeps being
+    /// refused from its entry keeps its entry (and its refusal) in the table.
+    pub(crate) fn get(&mut self, key: &str) -> Option<V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(key).map(|(used, value)| {
+            *used = tick;
+            *value
+        })
     }
 
     /// Updates the value under `key` (a default one if absent), making it the most recently
@@ -80,5 +86,12 @@ mod tests {
         }
         assert_eq!(table.get("k5"), None, "least recently used went");
         assert_eq!(table.get("k79"), Some(79), "recent enough stays");
+        // Reading an entry is a use too: a refused client's entry stays.
+        assert_eq!(table.get("k20"), Some(20));
+        for n in 0..20 {
+            table.update(format!("fresh{n}"), |v| *v = n);
+        }
+        assert_eq!(table.get("k20"), Some(20), "read recently: kept");
+        assert_eq!(table.get("k21"), None, "not read: gone");
     }
 }

@@ -92,7 +92,7 @@ pub(crate) fn locally_denied(
 }
 
 fn denied_by_key(key: &str, plan: &RatePlan, now: UnixTime) -> Option<Decision> {
-    let local = LOCAL.with(|table| table.borrow().get(key))?;
+    let local = LOCAL.with(|table| table.borrow_mut().get(key))?;
     local.denial(plan, now)
 }
 
@@ -202,7 +202,7 @@ fn own_decision(
     now: UnixTime,
 ) -> Result<(Decision, GcraState), Decision> {
     let local = LOCAL
-        .with(|table| table.borrow().get(key))
+        .with(|table| table.borrow_mut().get(key))
         .unwrap_or_default();
     if let Some(denied) = local.denial(plan, now) {
         return Err(denied);

@@ -12,7 +12,8 @@ use shared::{RatePlan, Scopes};
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
-use crate::db::Db;
+use crate::db::{audit_in, Db};
+use crate::revocations::{self, Revoked};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -280,24 +281,57 @@ pub async fn authenticate(
     Ok((matches && client.enabled).then_some(client))
 }
 
-/// Enables or disables a client.
+/// Who changes a client and when, and how long its tokens live (the life of the revocation
+/// entry that disabling writes).
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    /// Recorded in the audit log (`cli`, or a client id).
+    pub actor: &'a str,
+    /// Seconds since the epoch.
+    pub now: i64,
+    /// The issuer's access-token lifetime.
+    pub token_lifetime_secs: u64,
+}
+
+impl Change<'_> {
+    fn revoked_tokens(&self) -> Revoked {
+        Revoked::Client {
+            issued_before: self.now,
+            token_lifetime_secs: i64::try_from(self.token_lifetime_secs).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// Enables or disables a client, with its audit row, in one transaction. Disabling also
+/// revokes every token it holds (a `client` entry on the revocation feed: edges refuse
+/// them within a feed interval), so disabling means something before the tokens expire.
 ///
 /// # Errors
-/// [`ClientError::NotFound`] or the database error.
+/// [`ClientError::NotFound`] or the database error (nothing is changed then).
 pub async fn set_enabled(
     db: &Db,
     client_id: &str,
     enabled: bool,
-    now: i64,
+    change: &Change<'_>,
 ) -> Result<(), ClientError> {
+    let mut tx = db.pool().begin().await?;
     let result =
         sqlx::query("UPDATE clients SET disabled_at = $1, updated_at = $2 WHERE client_id = $3")
-            .bind(if enabled { None } else { Some(now) })
-            .bind(now)
+            .bind(if enabled { None } else { Some(change.now) })
+            .bind(change.now)
             .bind(client_id)
-            .execute(db.pool())
+            .execute(&mut *tx)
             .await?;
-    found(&result, client_id)
+    found(&result, client_id)?;
+    let action = if enabled {
+        "client.enable"
+    } else {
+        revocations::record(&mut tx, db, change.revoked_tokens(), client_id, change.now).await?;
+        "client.disable"
+    };
+    audit_in(&mut tx, change.now, change.actor, action, client_id, "").await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// `NotFound` when an update by `client_id` touched no row.
@@ -308,20 +342,42 @@ fn found(result: &sqlx::any::AnyQueryResult, client_id: &str) -> Result<(), Clie
     Ok(())
 }
 
-/// Replaces a client's secret; returns the new one (shown once).
+/// Replaces a client's secret, with its audit row, in one transaction; returns the new one
+/// (shown once). With `revoke_tokens`, every token issued so far is revoked too (a leaked
+/// secret); without, they live out their lifetime (a routine rotation).
 ///
 /// # Errors
-/// [`ClientError::NotFound`] or the database error.
-pub async fn rotate_secret(db: &Db, client_id: &str, now: i64) -> Result<String, ClientError> {
+/// [`ClientError::NotFound`] or the database error (nothing is changed then).
+pub async fn rotate_secret(
+    db: &Db,
+    client_id: &str,
+    revoke_tokens: bool,
+    change: &Change<'_>,
+) -> Result<String, ClientError> {
     let secret = random_token(32);
+    let mut tx = db.pool().begin().await?;
     let result =
         sqlx::query("UPDATE clients SET secret_hash = $1, updated_at = $2 WHERE client_id = $3")
             .bind(hash_secret(&secret))
-            .bind(now)
+            .bind(change.now)
             .bind(client_id)
-            .execute(db.pool())
+            .execute(&mut *tx)
             .await?;
     found(&result, client_id)?;
+    if revoke_tokens {
+        revocations::record(&mut tx, db, change.revoked_tokens(), client_id, change.now).await?;
+    }
+    let detail = if revoke_tokens { "tokens revoked" } else { "" };
+    audit_in(
+        &mut tx,
+        change.now,
+        change.actor,
+        "client.rotate_secret",
+        client_id,
+        detail,
+    )
+    .await?;
+    tx.commit().await?;
     Ok(secret)
 }
 

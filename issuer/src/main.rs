@@ -87,12 +87,18 @@ enum ClientCommand {
     List,
     /// Show one client.
     Show { client_id: String },
-    /// Stop a client from getting tokens.
+    /// Stop a client from getting tokens, and revoke the tokens it holds.
     Disable { client_id: String },
     /// Allow a disabled client again.
     Enable { client_id: String },
     /// Replace a client's secret; prints the new one (shown once).
-    RotateSecret { client_id: String },
+    RotateSecret {
+        client_id: String,
+        /// Also revoke every token issued so far (the old secret leaked); without it they
+        /// live out their lifetime.
+        #[arg(long)]
+        revoke_tokens: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -300,6 +306,11 @@ fn print<T: serde::Serialize>(value: &T) -> CliResult {
 async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResult {
     let db = open_db(config).await?;
     let now = unix_now();
+    let change = clients::Change {
+        actor: "cli",
+        now,
+        token_lifetime_secs: config.token_lifetime_secs,
+    };
     match command {
         ClientCommand::Create {
             name,
@@ -358,24 +369,23 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
         }
         ClientCommand::Show { client_id } => print(&clients::show(&db, &client_id).await?),
         ClientCommand::Disable { client_id } => {
-            clients::set_enabled(&db, &client_id, false, now).await?;
-            db.audit(now, "cli", "client.disable", &client_id, "")
-                .await?;
-            println!("{client_id} disabled");
+            clients::set_enabled(&db, &client_id, false, &change).await?;
+            println!("{client_id} disabled; its tokens are revoked");
             Ok(())
         }
         ClientCommand::Enable { client_id } => {
-            clients::set_enabled(&db, &client_id, true, now).await?;
-            db.audit(now, "cli", "client.enable", &client_id, "")
-                .await?;
+            clients::set_enabled(&db, &client_id, true, &change).await?;
             println!("{client_id} enabled");
             Ok(())
         }
-        ClientCommand::RotateSecret { client_id } => {
-            let secret = clients::rotate_secret(&db, &client_id, now).await?;
-            db.audit(now, "cli", "client.rotate_secret", &client_id, "")
-                .await?;
-            print(&serde_json::json!({ "client_id": client_id, "client_secret": secret }))
+        ClientCommand::RotateSecret {
+            client_id,
+            revoke_tokens,
+        } => {
+            let secret = clients::rotate_secret(&db, &client_id, revoke_tokens, &change).await?;
+            print(
+                &serde_json::json!({ "client_id": client_id, "client_secret": secret, "tokens_revoked": revoke_tokens }),
+            )
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The revocation list behind `GET /revocations`: revoked token ids (`jti`) and signing key
-//! ids (`kid`), numbered in the order edges must read them.
+//! The revocation list behind `GET /revocations`: revoked token ids (`jti`), signing key ids
+//! (`kid`), and clients (`client`: every token issued to it up to `issued_before`), numbered
+//! in the order edges must read them.
 //!
 //! Two promises, each with its bound:
 //! - **Nothing comes back to life.** A `jti` entry lives until its token's `exp` plus
@@ -7,15 +8,19 @@
 //!   ([`shared::claims::MAX_LEEWAY_SECS`]), so no verifier still accepts the token once the
 //!   entry is gone. A `kid` entry never expires ([`KID_ENTRY_EXPIRES_AT`]): an edge may hold
 //!   a key set for its max-age plus max-stale, and a new isolate may start from a colo's
-//!   cached copy, so only "for ever" outlives every copy of a leaked key.
+//!   cached copy, so only "for ever" outlives every copy of a leaked key. A `client` entry
+//!   lives one token lifetime plus [`JTI_GRACE_SECS`] past `issued_before`: by then every
+//!   token it covers is refused by every verifier anyway.
 //! - **The feed never skips an entry.** An edge reads entries after its cursor, in `seq`
 //!   order. On PostgreSQL a `BIGSERIAL` is drawn at insert but seen at commit, so without
 //!   care a slow transaction could commit `seq` 11 after a poller had read 12 and moved past
-//!   both. [`record`] therefore takes a table lock that orders writers (readers are not
-//!   blocked): `seq`s become visible in the order they were drawn. SQLite has one writer
-//!   at a time, which gives the same order.
+//!   both. [`record`] therefore takes a transaction-scoped advisory lock that orders writers
+//!   (readers are not blocked, and it needs no table privilege): `seq`s become visible in
+//!   the order they were drawn. SQLite has one writer at a time, which gives the same order.
+//!   A feed page reads the newest committed `seq` first and pages only up to it
+//!   ([`feed_page`]), so the cursor it hands out never passes a row it did not return.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::{Any, Row, Transaction};
 
 use crate::db::Db;
 
@@ -24,6 +29,9 @@ pub const JTI_GRACE_SECS: i64 = shared::claims::MAX_LEEWAY_SECS as i64;
 
 /// The `expires_at` of a `kid` entry: never (the last second of the year 9999).
 pub const KID_ENTRY_EXPIRES_AT: i64 = 253_402_300_799;
+
+/// The advisory lock (PostgreSQL) every revocation writer holds until it commits.
+const WRITER_LOCK: i64 = 0x6564_6765_7761_7264; // "edgeward"
 
 /// Most entries one feed page returns.
 pub const FEED_PAGE: i64 = 1000;
@@ -39,6 +47,14 @@ pub enum Revoked {
     },
     /// Every token a signing key signed, for ever.
     Key,
+    /// Every token issued to a client at or before `issued_before` (disabled, or its secret
+    /// rotated with its tokens revoked).
+    Client {
+        /// The last second whose tokens are revoked.
+        issued_before: i64,
+        /// The issuer's token lifetime, the longest such a token lives.
+        token_lifetime_secs: i64,
+    },
 }
 
 impl Revoked {
@@ -46,6 +62,14 @@ impl Revoked {
         match self {
             Self::Token { .. } => "jti",
             Self::Key => "kid",
+            Self::Client { .. } => "client",
+        }
+    }
+
+    fn issued_before(self) -> Option<i64> {
+        match self {
+            Self::Client { issued_before, .. } => Some(issued_before),
+            Self::Token { .. } | Self::Key => None,
         }
     }
 
@@ -55,55 +79,74 @@ impl Revoked {
         match self {
             Self::Token { exp } => exp.saturating_add(JTI_GRACE_SECS),
             Self::Key => KID_ENTRY_EXPIRES_AT,
+            Self::Client {
+                issued_before,
+                token_lifetime_secs,
+            } => issued_before
+                .saturating_add(token_lifetime_secs)
+                .saturating_add(JTI_GRACE_SECS),
         }
     }
 }
 
 /// Adds an entry inside the caller's transaction (which commits it with whatever it
-/// revokes: a key's state, an audit row). Returns `false` when the value is already listed.
+/// revokes: a key's state, an audit row). Returns `false` when a token or key is already
+/// listed (a client gets an entry per revocation: each covers a later `issued_before`).
 ///
 /// # Errors
 /// The database error.
 pub async fn record(
-    conn: &mut AnyConnection,
+    tx: &mut Transaction<'_, Any>,
     db: &Db,
     what: Revoked,
     value: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
     if !db.is_sqlite() {
-        // Orders writers so that `seq`s commit in the order they are drawn (module docs).
-        // EXCLUSIVE conflicts with every writer and with itself, not with readers.
-        sqlx::query("LOCK TABLE revocations IN EXCLUSIVE MODE")
-            .execute(&mut *conn)
+        // Orders writers so that `seq`s commit in the order they are drawn (module docs);
+        // held until this transaction ends.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITER_LOCK)
+            .execute(&mut **tx)
             .await?;
     }
     // One statement, a write: on SQLite it takes the write lock before reading, so two
     // concurrent revocations queue instead of one failing on a stale read snapshot.
     let inserted = sqlx::query(
-        "INSERT INTO revocations (kind, value, expires_at, created_at) \
-         SELECT $1, $2, $3, $4 \
-         WHERE NOT EXISTS (SELECT 1 FROM revocations WHERE kind = $1 AND value = $2)",
+        "INSERT INTO revocations (kind, value, expires_at, created_at, issued_before) \
+         SELECT $1, $2, $3, $4, $5 \
+         WHERE $1 = 'client' OR NOT EXISTS (SELECT 1 FROM revocations WHERE kind = $1 AND value = $2)",
     )
     .bind(what.kind())
     .bind(value)
     .bind(what.expires_at())
     .bind(now)
-    .execute(&mut *conn)
+    .bind(what.issued_before())
+    .execute(&mut **tx)
     .await?;
     Ok(inserted.rows_affected() == 1)
 }
 
-/// Whether a token (by `jti`) or its signing key (by `kid`) is listed.
+/// Whether a token (by `jti`), its signing key (by `kid`) or its client up to its issue
+/// time `iat` is listed.
 ///
 /// # Errors
 /// The database error.
-pub async fn is_revoked(db: &Db, jti: &str, kid: &str) -> Result<bool, sqlx::Error> {
+pub async fn is_revoked(
+    db: &Db,
+    jti: &str,
+    kid: &str,
+    client_id: &str,
+    iat: i64,
+) -> Result<bool, sqlx::Error> {
     let hit: Option<i64> = sqlx::query_scalar(
-        "SELECT seq FROM revocations WHERE (kind = 'jti' AND value = $1) OR (kind = 'kid' AND value = $2) LIMIT 1",
+        "SELECT seq FROM revocations WHERE (kind = 'jti' AND value = $1) OR (kind = 'kid' AND value = $2) \
+         OR (kind = 'client' AND value = $3 AND issued_before >= $4) LIMIT 1",
     )
     .bind(jti)
     .bind(kid)
+    .bind(client_id)
+    .bind(iat)
     .fetch_optional(db.pool())
     .await?;
     Ok(hit.is_some())
@@ -112,12 +155,15 @@ pub async fn is_revoked(db: &Db, jti: &str, kid: &str) -> Result<bool, sqlx::Err
 /// One entry as the feed sends it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FeedEntry {
-    /// `jti` or `kid`.
+    /// `jti`, `kid` or `client`.
     pub kind: String,
-    /// The token or key id.
+    /// The token, key or client id.
     pub value: String,
     /// Seconds since the epoch after which it no longer matters.
     pub expires_at: i64,
+    /// For `client`: tokens issued (`iat`) at or before this are revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_before: Option<i64>,
 }
 
 /// One page of the feed.
@@ -137,10 +183,19 @@ pub struct FeedPage {
 /// The database error.
 pub async fn feed_page(db: &Db, since: i64, now: i64) -> Result<FeedPage, sqlx::Error> {
     let since = since.max(0);
+    // The newest committed entry first: every `seq` up to it is committed (writers commit
+    // in order), so paging up to it, and handing it out as the cursor when nothing is left,
+    // never skips an entry committed between the two reads.
+    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM revocations")
+        .fetch_one(db.pool())
+        .await?;
+    let newest = newest.unwrap_or(0);
     let rows = sqlx::query(
-        "SELECT seq, kind, value, expires_at FROM revocations WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3",
+        "SELECT seq, kind, value, expires_at, issued_before FROM revocations \
+         WHERE seq > $1 AND seq <= $2 AND expires_at > $3 ORDER BY seq LIMIT $4",
     )
     .bind(since)
+    .bind(newest)
     .bind(now)
     .bind(FEED_PAGE + 1)
     .fetch_all(db.pool())
@@ -154,15 +209,13 @@ pub async fn feed_page(db: &Db, since: i64, now: i64) -> Result<FeedPage, sqlx::
             kind: row.try_get("kind")?,
             value: row.try_get("value")?,
             expires_at: row.try_get("expires_at")?,
+            issued_before: row.try_get("issued_before")?,
         });
     }
-    if revocations.is_empty() {
-        // Nothing new: report the newest cursor so a fresh edge does not rescan expired
-        // rows. Safe because writers commit in `seq` order ([`record`]).
-        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM revocations")
-            .fetch_one(db.pool())
-            .await?;
-        cursor = cursor.max(newest.unwrap_or(0));
+    if !more {
+        // Nothing else up to `newest` matters: skip past expired rows too, so a fresh edge
+        // does not rescan them.
+        cursor = cursor.max(newest);
     }
     Ok(FeedPage {
         cursor,

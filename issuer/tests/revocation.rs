@@ -25,7 +25,66 @@ on_both_databases!(
     a_disabled_clients_tokens_are_inactive,
     failed_authentication_at_revocation_and_introspection_costs_the_address,
     the_feed_is_limited_per_address,
+    disabling_a_client_or_rotating_with_revoke_tokens_revokes_what_it_holds,
 );
+
+/// Disabling a client puts a `client` entry on the feed (its tokens issued so far), in one
+/// transaction with the audit row; so does a secret rotation with `revoke_tokens`, and a
+/// routine rotation does not. The edge's list refuses exactly those tokens.
+async fn disabling_a_client_or_rotating_with_revoke_tokens_revokes_what_it_holds(backend: Backend) {
+    let state = open(config(backend).await).await;
+    let (id, secret) = client(&state).await;
+    let held = token(&state, &id, &secret).await;
+    let (_, start) = feed_after(&state, 0).await;
+    let now = issuer::db::unix_now();
+    issuer::clients::rotate_secret(&state.db, &id, false, &change(now))
+        .await
+        .unwrap();
+    assert!(
+        feed_after(&state, start).await.0.is_empty(),
+        "a routine rotation"
+    );
+    issuer::clients::set_enabled(&state.db, &id, false, &change(now))
+        .await
+        .unwrap();
+    let (_, _, page) = send_json(
+        &state,
+        Request::get(format!("/revocations?since={start}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let entry = &page["revocations"][0];
+    assert_eq!(
+        (entry["kind"].as_str(), entry["value"].as_str()),
+        (Some("client"), Some(id.as_str()))
+    );
+    assert_eq!(entry["issued_before"], now);
+    let mut list = shared::RevocationList::new();
+    list.apply(
+        shared::FeedPage::parse(&page.to_string()).unwrap(),
+        shared::UnixTime::from_secs(now as u64),
+    );
+    assert!(list.is_revoked(&verify(&state, &jwks(&state).await, &held).unwrap()));
+    let audited: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'client.disable'")
+            .fetch_one(state.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(audited, 1);
+
+    issuer::clients::set_enabled(&state.db, &id, true, &change(now))
+        .await
+        .unwrap();
+    issuer::clients::rotate_secret(&state.db, &id, true, &change(now + 1))
+        .await
+        .unwrap();
+    let (entries, _) = feed_after(&state, start).await;
+    assert_eq!(
+        entries.iter().filter(|(kind, _)| kind == "client").count(),
+        2
+    );
+}
 
 /// Introspection is for resource servers (`--resource-server`), and shows them only tokens
 /// addressed to one of their own audiences.
@@ -107,7 +166,7 @@ async fn a_disabled_clients_tokens_are_inactive(backend: Backend) {
         )
     };
     assert_eq!(send_json(&state, introspect()).await.2["active"], true);
-    issuer::clients::set_enabled(&state.db, &id, false, issuer::db::unix_now())
+    issuer::clients::set_enabled(&state.db, &id, false, &change(issuer::db::unix_now()))
         .await
         .unwrap();
     assert_eq!(

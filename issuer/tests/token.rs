@@ -384,7 +384,7 @@ async fn disabled_and_rotated_clients(backend: Backend) {
     let state = open(config(backend).await).await;
     let (id, secret) = client(&state).await;
     let now = issuer::db::unix_now();
-    issuer::clients::set_enabled(&state.db, &id, false, now)
+    issuer::clients::set_enabled(&state.db, &id, false, &change(now))
         .await
         .unwrap();
     let (status, _, _) = send_json(
@@ -393,11 +393,11 @@ async fn disabled_and_rotated_clients(backend: Backend) {
     )
     .await;
     assert_eq!(status, 401);
-    issuer::clients::set_enabled(&state.db, &id, true, now)
+    issuer::clients::set_enabled(&state.db, &id, true, &change(now))
         .await
         .unwrap();
     token(&state, &id, &secret).await;
-    let new_secret = issuer::clients::rotate_secret(&state.db, &id, now)
+    let new_secret = issuer::clients::rotate_secret(&state.db, &id, false, &change(now))
         .await
         .unwrap();
     let (status, _, _) = send_json(

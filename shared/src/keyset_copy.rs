@@ -8,6 +8,10 @@
 //! `ETag`), and refuses a copy whose tag does not verify. A planted or edited copy is then
 //! just a cache miss: the isolate fetches from the issuer.
 //!
+//! The copy is also stored under a cache key derived from the secret ([`CopyKey::cache_key`]),
+//! so no other script can find it: not to read a copy now and put it back after a key in it
+//! was revoked (a replayed copy's tag would still verify), nor to overwrite it.
+//!
 //! The MAC input is unambiguous: a fixed label, then each field with its length (optional
 //! fields with a presence byte), so no two different copies share an input.
 
@@ -84,6 +88,19 @@ impl CopyKey {
         let keyed = HmacSha256::new_from_slice(secret)
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         Ok(Self { keyed })
+    }
+
+    /// The Cache API key for the copy of the set fetched from `url`: `url` with a query
+    /// parameter derived from the secret, which no other script on the zone can compute.
+    #[must_use]
+    pub fn cache_key(&self, url: &str) -> String {
+        let mut mac = self.keyed.clone();
+        mac.update(b"edgeward keyset copy location v1");
+        mac.update(url.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        let tag = Base64UrlUnpadded::encode_string(tag.get(..16).unwrap_or_default());
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}edgeward-copy={tag}")
     }
 
     fn mac(&self, fields: &CopyFields<'_>) -> HmacSha256 {
@@ -189,6 +206,21 @@ mod tests {
         let other = CopyKey::new(b"another secret of at least 32 bytes!!")
             .unwrap_or_else(|_| unreachable!());
         assert_eq!(other.open(&fields(), Some(&tag)), Err(CopyError::Mismatch));
+    }
+
+    #[test]
+    fn the_cache_key_depends_on_the_secret() {
+        let url = "https://issuer.example/.well-known/jwks.json";
+        let key = CopyKey::new(SECRET).unwrap_or_else(|_| unreachable!());
+        let other = CopyKey::new(b"another secret of at least 32 bytes!!")
+            .unwrap_or_else(|_| unreachable!());
+        let at = key.cache_key(url);
+        assert!(at.starts_with("https://issuer.example/.well-known/jwks.json?edgeward-copy="));
+        assert_eq!(at, key.cache_key(url), "stable");
+        assert_ne!(at, other.cache_key(url));
+        assert!(key
+            .cache_key("https://h/jwks?v=1")
+            .contains("?v=1&edgeward-copy="));
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! The edge's view of the issuer's revocation feed: revoked token ids and key ids, each kept
-//! until it no longer matters. The edge pulls `GET /revocations?since=CURSOR`, applies the
+//! The edge's view of the issuer's revocation feed: revoked token ids, key ids and clients
+//! (every token a client was issued up to a time), each kept until it no longer matters.
+//! Entries of a kind this version does not know are skipped (and counted), so a newer
+//! issuer never stops an older edge's feed; the issuer's docs say which kinds need which
+//! edge release. The edge pulls `GET /revocations?since=CURSOR`, applies the
 //! page with [`RevocationList::apply`], and asks [`RevocationList::is_revoked`] per request.
 
 use std::collections::HashMap;
@@ -18,6 +21,8 @@ pub enum RevokedKind {
     Jti,
     /// Every token signed by a key, by `kid`.
     Kid,
+    /// Every token issued to a client (by `client_id`) at or before `issued_before`.
+    Client,
 }
 
 /// One feed entry.
@@ -30,6 +35,8 @@ pub struct Revocation {
     /// Seconds since the epoch after which the entry no longer matters (the token or every
     /// token of the key has expired).
     pub expires_at: u64,
+    /// For [`RevokedKind::Client`]: tokens with `iat` at or before this are revoked.
+    pub issued_before: Option<u64>,
 }
 
 /// One page of the feed, as the issuer sends it.
@@ -41,6 +48,8 @@ pub struct FeedPage {
     pub more: bool,
     /// New entries, oldest first.
     pub revocations: Vec<Revocation>,
+    /// Entries of kinds this version does not know, skipped.
+    pub skipped: usize,
 }
 
 /// Largest accepted feed page, in bytes.
@@ -92,40 +101,60 @@ fn read_page(json: &[u8]) -> Result<FeedPage, JsonError> {
     let Some(Member::Array(entries)) = revocations else {
         return Err(shape("a `revocations` array"));
     };
-    let revocations = entries
-        .into_iter()
-        .map(|entry| {
-            let [kind, value, expires_at] = entry.take_members(["kind", "value", "expires_at"])?;
-            let kind = match kind.as_ref().and_then(Member::as_str) {
-                Some("jti") => RevokedKind::Jti,
-                Some("kid") => RevokedKind::Kid,
-                _ => return Err(shape("`kind` jti or kid")),
-            };
-            let Some(Member::Str(value)) = value else {
-                return Err(shape("a string `value`"));
-            };
-            let expires_at = expires_at
-                .as_ref()
-                .and_then(Member::as_u64)
-                .ok_or(shape("an integer `expires_at`"))?;
-            Ok(Revocation {
-                kind,
-                value,
-                expires_at,
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let mut revocations = Vec::with_capacity(entries.len());
+    let mut skipped = 0;
+    for entry in entries {
+        let [kind, value, expires_at, issued_before] =
+            entry.take_members(["kind", "value", "expires_at", "issued_before"])?;
+        let kind = match kind.as_ref().and_then(Member::as_str) {
+            Some("jti") => RevokedKind::Jti,
+            Some("kid") => RevokedKind::Kid,
+            Some("client") => RevokedKind::Client,
+            Some(_) => {
+                skipped += 1;
+                continue;
+            }
+            None => return Err(shape("a string `kind`")),
+        };
+        let Some(Member::Str(value)) = value else {
+            return Err(shape("a string `value`"));
+        };
+        let expires_at = expires_at
+            .as_ref()
+            .and_then(Member::as_u64)
+            .ok_or(shape("an integer `expires_at`"))?;
+        let issued_before = match (kind, issued_before.as_ref().and_then(Member::as_u64)) {
+            (RevokedKind::Client, None) => return Err(shape("a client entry's `issued_before`")),
+            (RevokedKind::Client, found) => found,
+            _ => None,
+        };
+        revocations.push(Revocation {
+            kind,
+            value,
+            expires_at,
+            issued_before,
+        });
+    }
     Ok(FeedPage {
         cursor,
         more,
         revocations,
+        skipped,
     })
 }
 
-/// Revoked token and key ids with their expiry, and the feed cursor.
+/// What the list keeps per entry.
+#[derive(Debug, Clone, Copy, Default)]
+struct Kept {
+    expires_at: u64,
+    /// Tokens issued at or before this are covered (`u64::MAX` for tokens and keys: all).
+    issued_before: u64,
+}
+
+/// Revoked token ids, key ids and clients with their expiry, and the feed cursor.
 #[derive(Debug, Clone, Default)]
 pub struct RevocationList {
-    entries: HashMap<(RevokedKind, String), u64>,
+    entries: HashMap<(RevokedKind, String), Kept>,
     cursor: i64,
 }
 
@@ -151,8 +180,11 @@ impl RevocationList {
             {
                 new_kids.push(entry.value.clone());
             }
-            let expiry = self.entries.entry((entry.kind, entry.value)).or_insert(0);
-            *expiry = (*expiry).max(entry.expires_at);
+            let kept = self.entries.entry((entry.kind, entry.value)).or_default();
+            kept.expires_at = kept.expires_at.max(entry.expires_at);
+            kept.issued_before = kept
+                .issued_before
+                .max(entry.issued_before.unwrap_or(u64::MAX));
         }
         self.cursor = self.cursor.max(page.cursor);
         self.prune(now);
@@ -162,17 +194,22 @@ impl RevocationList {
     /// Drops entries that no longer matter at `now`.
     pub fn prune(&mut self, now: UnixTime) {
         let now = now.as_secs();
-        self.entries.retain(|_, expires_at| *expires_at > now);
+        self.entries.retain(|_, kept| kept.expires_at > now);
     }
 
-    /// Whether the token's `jti` or signing key is revoked.
+    /// Whether the token's `jti`, its signing key, or its client up to its `iat` is revoked.
     #[must_use]
     pub fn is_revoked(&self, token: &VerifiedToken) -> bool {
+        let claims = token.claims();
         self.entries
-            .contains_key(&(RevokedKind::Jti, token.claims().jti.clone()))
+            .contains_key(&(RevokedKind::Jti, claims.jti.clone()))
             || self
                 .entries
                 .contains_key(&(RevokedKind::Kid, token.kid().to_owned()))
+            || self
+                .entries
+                .get(&(RevokedKind::Client, claims.client_id.clone()))
+                .is_some_and(|kept| claims.iat <= kept.issued_before)
     }
 
     /// Whether the key `kid` is revoked (so no key set may hold it).

@@ -51,9 +51,49 @@ fn revoked_jti_and_kid_are_refused_until_they_expire() {
     assert!(by_key.is_empty());
 }
 
+/// A disabled client: its tokens issued up to the disabling are revoked, later ones are not.
+#[test]
+fn a_client_entry_revokes_its_tokens_issued_up_to_its_time() {
+    let verified = validator().verify(&good_token(), &jwks(), now()).unwrap();
+    let iat = verified.claims().iat;
+    let entry = |issued_before: u64| {
+        page(json!({ "cursor": 4, "more": false, "revocations": [
+            { "kind": "client", "value": "client-7", "expires_at": NOW_SECS + 900, "issued_before": issued_before },
+        ]}))
+    };
+    let mut list = RevocationList::new();
+    list.apply(entry(iat), now());
+    assert!(
+        list.is_revoked(&verified),
+        "issued at the disabling's second"
+    );
+    let mut later = RevocationList::new();
+    later.apply(entry(iat - 1), now());
+    assert!(!later.is_revoked(&verified), "issued after it (re-enabled)");
+    let mut other = RevocationList::new();
+    other.apply(
+        page(json!({ "cursor": 4, "more": false, "revocations": [
+            { "kind": "client", "value": "client-8", "expires_at": NOW_SECS + 900, "issued_before": iat },
+        ]})),
+        now(),
+    );
+    assert!(!other.is_revoked(&verified), "another client's entry");
+}
+
+/// A kind this version does not know is skipped and counted, so a newer issuer cannot stop
+/// an older edge's feed; the entries it does know still apply.
+#[test]
+fn unknown_kinds_are_skipped_not_fatal() {
+    let parsed = page(json!({ "cursor": 5, "more": false, "revocations": [
+        { "kind": "session", "value": "s1", "expires_at": NOW_SECS + 60 },
+        { "kind": "jti", "value": "jti-0001", "expires_at": NOW_SECS + 300 },
+    ]}));
+    assert_eq!((parsed.revocations.len(), parsed.skipped), (1, 1));
+}
+
 #[test]
 fn malformed_or_huge_pages_are_refused() {
-    for bad in ["", "[]", "{\"cursor\":1}", "{\"cursor\":1,\"more\":false,\"revocations\":[{\"kind\":\"user\",\"value\":\"x\",\"expires_at\":1}]}"] {
+    for bad in ["", "[]", "{\"cursor\":1}", "{\"cursor\":1,\"more\":false,\"revocations\":[{\"kind\":\"client\",\"value\":\"x\",\"expires_at\":1}]}", "{\"cursor\":1,\"more\":false,\"revocations\":[{\"kind\":7,\"value\":\"x\",\"expires_at\":1}]}"] {
         assert!(matches!(FeedPage::parse(bad), Err(FeedError::Malformed(_))), "{bad}");
     }
     let huge = format!("{{\"pad\":\"{}\"}}", "a".repeat(1024 * 1024));

@@ -403,6 +403,34 @@ fn high_s_mirror_of_a_valid_signature_is_refused() {
     );
 }
 
+/// The low-S rule agrees with `p256`'s own normalisation on many signatures: exactly the
+/// ones it would change are refused.
+#[test]
+fn low_s_rule_matches_p256_normalisation() {
+    let token = good_token();
+    let (input, _) = token.rsplit_once('.').unwrap();
+    let mut refused = 0;
+    for n in 0..64 {
+        let message = format!("{input}{n}");
+        let signature: Signature = signing_key(1).sign(message.as_bytes());
+        let verdict = verify(&with_signature(&token, &signature.to_bytes()));
+        if signature.normalize_s().is_some() {
+            refused += 1;
+            assert_eq!(verdict.unwrap_err(), Rejection::HighS, "{n}");
+        } else {
+            assert_ne!(
+                verdict.unwrap_err(),
+                Rejection::HighS,
+                "{n}: low-S reaches the signature check"
+            );
+        }
+    }
+    assert!(
+        (1..64).contains(&refused),
+        "both forms were drawn: {refused}"
+    );
+}
+
 #[test]
 fn wrong_length_signature() {
     let token = good_token();

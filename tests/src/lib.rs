@@ -332,15 +332,16 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
                 let edge_headers: Vec<&str> = headers
                     .keys()
                     .map(axum::http::HeaderName::as_str)
-                    .filter(|name| name.replace('_', "-").starts_with(shared::assertion::HEADER_PREFIX))
+                    .filter(|name| name.replace(['_', '.'], "-").starts_with(shared::assertion::HEADER_PREFIX))
                     .collect();
                 // What the origin hears about the client from proxy headers.
                 let proxy_headers: serde_json::Map<String, serde_json::Value> = headers
                     .iter()
                     .filter(|(name, _)| {
-                        let name = name.as_str().replace('_', "-");
+                        let name = name.as_str().replace(['_', '.'], "-");
                         name == "forwarded" || name.starts_with("x-forwarded-") || name == "x-real-ip"
                             || name == "true-client-ip" || name == "proxy-authorization"
+                            || name == "x-http-method-override"
                     })
                     .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap_or("?").into()))
                     .collect();

@@ -421,7 +421,7 @@ pub async fn revoke(
         .bind(kid)
         .execute(step.conn())
         .await?;
-    revocations::record(step.conn(), db, Revoked::Key, kid, now).await?;
+    revocations::record(&mut step.tx, db, Revoked::Key, kid, now).await?;
     let successor = if target.state == KeyState::Active {
         let pending = keys
             .iter()

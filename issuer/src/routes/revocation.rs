@@ -115,7 +115,17 @@ async fn introspect(
     let Some(verified) = verify_for(&state, &client, &token) else {
         return Ok(inactive());
     };
-    if revocations::is_revoked(&state.db, &verified.claims().jti, verified.kid()).await? {
+    let claims = verified.claims();
+    let iat = i64::try_from(claims.iat).unwrap_or(i64::MAX);
+    if revocations::is_revoked(
+        &state.db,
+        &claims.jti,
+        verified.kid(),
+        &claims.client_id,
+        iat,
+    )
+    .await?
+    {
         return Ok(inactive());
     }
     // A disabled client's tokens are dead too, however long they would have lived.

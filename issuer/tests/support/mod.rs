@@ -146,6 +146,15 @@ pub async fn client_with(state: &AppState, resource_server: bool) -> (String, St
     (created.client.client_id, created.client_secret)
 }
 
+/// A change to a client by the tests at `now` (default token lifetime).
+pub fn change(now: i64) -> issuer::clients::Change<'static> {
+    issuer::clients::Change {
+        actor: "test",
+        now,
+        token_lifetime_secs: Config::default().token_lifetime_secs,
+    }
+}
+
 pub fn basic(id: &str, secret: &str) -> String {
     use base64ct::Encoding;
     format!(

@@ -287,6 +287,19 @@ pub fn edge(dir: &Path, port: u16, vars: &[(&str, String)], secret: &str) -> Run
         format!("ASSERTION_SECRET=\"{secret}\"\nKEYSET_COPY_SECRET=\"{secret}-keyset-copy\"\n"),
     )
     .unwrap();
+    let running = Running::spawn(wrangler_dev(dir, port, dir), dir.join("wrangler.log"));
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/.edge/health"),
+        Duration::from_secs(90),
+        &running,
+    );
+    running
+}
+
+/// `wrangler dev --local` of the `wrangler.toml` in `dir` on `port`, its local state (Durable
+/// Objects, the Cache API: one "location") in `state_of`'s `state/`.
+#[must_use]
+pub fn wrangler_dev(dir: &Path, port: u16, state_of: &Path) -> Command {
     let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
     command
         .current_dir(dir)
@@ -304,14 +317,8 @@ pub fn edge(dir: &Path, port: u16, vars: &[(&str, String)], secret: &str) -> Run
             "--inspector-port",
             &free_port().to_string(),
         ])
-        .args(["--persist-to", dir.join("state").to_str().unwrap()]);
-    let running = Running::spawn(command, dir.join("wrangler.log"));
-    wait_ready(
-        &format!("http://127.0.0.1:{port}/.edge/health"),
-        Duration::from_secs(90),
-        &running,
-    );
-    running
+        .args(["--persist-to", state_of.join("state").to_str().unwrap()]);
+    command
 }
 
 /// What the demo origin saw: every request it answered, as the identity JSON it echoed.

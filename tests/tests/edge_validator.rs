@@ -824,22 +824,7 @@ fn plant_in_cache(dir: &std::path::Path, plants: &[Value]) {
     )
     .unwrap();
     let port = free_port();
-    let mut command = std::process::Command::new(root().join("node_modules/.bin/wrangler"));
-    command
-        .current_dir(&planter)
-        .env("WRANGLER_SEND_METRICS", "false")
-        .env("CI", "true")
-        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-        .args([
-            "dev",
-            "--local",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .args(["--inspector-port", &free_port().to_string()])
-        .args(["--persist-to", dir.join("state").to_str().unwrap()]);
+    let command = wrangler_dev(&planter, port, dir);
     let running = Running::spawn(command, planter.join("wrangler.log"));
     let url = format!("http://127.0.0.1:{port}/");
     wait_ready(&url, Duration::from_secs(90), &running);

@@ -370,11 +370,19 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
         ClientCommand::Show { client_id } => print(&clients::show(&db, &client_id).await?),
         ClientCommand::Disable { client_id } => {
             clients::set_enabled(&db, &client_id, false, &change).await?;
+            if json {
+                return print(
+                    &serde_json::json!({ "client_id": client_id, "enabled": false, "tokens_revoked": true }),
+                );
+            }
             println!("{client_id} disabled; its tokens are revoked");
             Ok(())
         }
         ClientCommand::Enable { client_id } => {
             clients::set_enabled(&db, &client_id, true, &change).await?;
+            if json {
+                return print(&serde_json::json!({ "client_id": client_id, "enabled": true }));
+            }
             println!("{client_id} enabled");
             Ok(())
         }

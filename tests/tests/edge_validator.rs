@@ -871,7 +871,8 @@ async fn revoked_tokens_and_keys_are_refused_within_the_feed_interval() {
         let disabled = Client::create(&dir, "disabled", &[]);
         let held = disabled.token(issuer_port);
         assert_eq!(http(&["-H", &bearer(&held), &url]).status, 200);
-        let _ = issuer_cli(&dir, &["client", "disable", &disabled.id]);
+        let answer = issuer_cli(&dir, &["--json", "client", "disable", &disabled.id]);
+        assert_eq!(answer["tokens_revoked"], true);
         let seconds = seconds_until_refused(&url, &held, Duration::from_secs(10));
         println!(
             "a disabled client's token refused at the edge in {seconds:.2} s (feed interval 1 s)"

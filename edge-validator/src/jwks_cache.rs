@@ -344,16 +344,14 @@ fn refused_copy(reason: &str) {
 /// Keys just revoked (`kids`) leave every tier at once: the set in use, the tokens they
 /// signed, and the colo's copy (rewritten without them, keeping its original time).
 pub(crate) fn drop_revoked_keys(config: &Config, ctx: &JsValue, kids: &[String]) {
-    let removed = with_state(config, |s| {
+    let now = crate::clock::now();
+    let kept = with_state(config, |s| {
         s.remove_keys(|kid| kids.iter().any(|revoked| revoked == kid))
+            .then(|| s.usable(now))
+            .flatten()
     });
-    TOKENS.with(|t| {
-        let mut tokens = t.borrow_mut();
-        for kid in kids {
-            tokens.remove_kid(kid);
-        }
-    });
-    if removed {
+    if let Some(kept) = kept {
+        TOKENS.with(|t| t.borrow_mut().retain_keys(&kept));
         store_copy(config, ctx);
     }
 }

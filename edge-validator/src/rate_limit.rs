@@ -237,11 +237,8 @@ pub(crate) fn client_ip(request: &web_sys::Request) -> String {
         .get("cf-connecting-ip")
         .ok()
         .flatten()
-        .and_then(|text| text.trim().parse().ok())
-        .map_or_else(
-            || "unknown".to_owned(),
-            |address| shared::rate_limit::address_network(address).to_string(),
-        )
+        .and_then(|text| shared::rate_limit::network_key(&text))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Where the request's rate-limit objects live: its Cloudflare location (`request.cf.colo`,

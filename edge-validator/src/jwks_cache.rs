@@ -9,9 +9,11 @@
 //! A revoked key leaves every tier: the set in memory (fresh or stale), the verified-token
 //! cache, and the Cache API copy, which is rewritten without it ([`drop_revoked_keys`]); a
 //! set fetched or a copy read later is filtered the same way. The copy is tagged with an
-//! HMAC under `KEYSET_COPY_SECRET` (`shared::keyset_copy`: the Cache API is shared with every
-//! script on the zone), and a copy whose tag does not verify is ignored. A copy keeps the
-//! time the issuer last gave or confirmed the set, so rewriting it never extends its life.
+//! HMAC under `KEYSET_COPY_SECRET` and stored under a cache key derived from it
+//! (`shared::keyset_copy`: the Cache API is shared with every script on the zone, which can
+//! neither find the copy to replay an older one nor plant one that verifies); a copy whose
+//! tag does not verify is ignored. A copy keeps the time the issuer last gave or confirmed
+//! the set, so rewriting it never extends its life.
 
 use std::cell::RefCell;
 use std::sync::Arc;

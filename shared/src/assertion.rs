@@ -192,11 +192,18 @@ pub struct RequestLine<'a> {
     pub query: Option<&'a str>,
 }
 
+/// [`query_hash`] of no query: base64url SHA-256 of the empty string (most requests have no
+/// query, and their assertion needs no hashing).
+const EMPTY_QUERY_HASH: &str = "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU";
+
 /// The base64url SHA-256 of a query's exact text (empty for none), as assertions carry it.
 #[must_use]
-pub fn query_hash(query: Option<&str>) -> String {
+pub fn query_hash(query: Option<&str>) -> std::borrow::Cow<'static, str> {
     use sha2::Digest;
-    Base64UrlUnpadded::encode_string(&Sha256::digest(query.unwrap_or("").as_bytes()))
+    match query {
+        None | Some("") => EMPTY_QUERY_HASH.into(),
+        Some(query) => Base64UrlUnpadded::encode_string(&Sha256::digest(query.as_bytes())).into(),
+    }
 }
 
 /// The identity an origin receives: who called, with which grant, for which request.
@@ -240,7 +247,7 @@ impl EdgeIdentity {
             method: request.method.to_owned(),
             host: request.host.to_ascii_lowercase(),
             path: request.path.to_owned(),
-            query: query_hash(request.query),
+            query: query_hash(request.query).into_owned(),
             ts: now.as_millis(),
         }
     }
@@ -436,7 +443,7 @@ impl AssertionVerifier {
             if !identity.host.eq_ignore_ascii_case(request.host) {
                 return Err(AssertionError::HostMismatch);
             }
-            if identity.query != query_hash(request.query) {
+            if identity.query != *query_hash(request.query) {
                 return Err(AssertionError::QueryMismatch);
             }
         }

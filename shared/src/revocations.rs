@@ -151,10 +151,14 @@ struct Kept {
     issued_before: u64,
 }
 
-/// Revoked token ids, key ids and clients with their expiry, and the feed cursor.
+/// Revoked token ids, key ids and clients with their expiry, and the feed cursor. One map
+/// per kind, keyed by the id alone, so the per-request lookups borrow the token's ids
+/// instead of allocating a key.
 #[derive(Debug, Clone, Default)]
 pub struct RevocationList {
-    entries: HashMap<(RevokedKind, String), Kept>,
+    jtis: HashMap<String, Kept>,
+    kids: HashMap<String, Kept>,
+    clients: HashMap<String, Kept>,
     cursor: i64,
 }
 
@@ -165,6 +169,14 @@ impl RevocationList {
         Self::default()
     }
 
+    fn map(&mut self, kind: RevokedKind) -> &mut HashMap<String, Kept> {
+        match kind {
+            RevokedKind::Jti => &mut self.jtis,
+            RevokedKind::Kid => &mut self.kids,
+            RevokedKind::Client => &mut self.clients,
+        }
+    }
+
     /// Applies a page at `now`, dropping entries that expired; returns the key ids it newly
     /// revoked (the caller drops cached tokens signed by them).
     pub fn apply(&mut self, page: FeedPage, now: UnixTime) -> Vec<String> {
@@ -173,14 +185,10 @@ impl RevocationList {
             if entry.expires_at <= now.as_secs() {
                 continue;
             }
-            if entry.kind == RevokedKind::Kid
-                && !self
-                    .entries
-                    .contains_key(&(RevokedKind::Kid, entry.value.clone()))
-            {
+            if entry.kind == RevokedKind::Kid && !self.kids.contains_key(&entry.value) {
                 new_kids.push(entry.value.clone());
             }
-            let kept = self.entries.entry((entry.kind, entry.value)).or_default();
+            let kept = self.map(entry.kind).entry(entry.value).or_default();
             kept.expires_at = kept.expires_at.max(entry.expires_at);
             kept.issued_before = kept
                 .issued_before
@@ -194,29 +202,27 @@ impl RevocationList {
     /// Drops entries that no longer matter at `now`.
     pub fn prune(&mut self, now: UnixTime) {
         let now = now.as_secs();
-        self.entries.retain(|_, kept| kept.expires_at > now);
+        for map in [&mut self.jtis, &mut self.kids, &mut self.clients] {
+            map.retain(|_, kept| kept.expires_at > now);
+        }
     }
 
     /// Whether the token's `jti`, its signing key, or its client up to its `iat` is revoked.
     #[must_use]
     pub fn is_revoked(&self, token: &VerifiedToken) -> bool {
         let claims = token.claims();
-        self.entries
-            .contains_key(&(RevokedKind::Jti, claims.jti.clone()))
+        self.jtis.contains_key(claims.jti.as_str())
+            || self.kids.contains_key(token.kid())
             || self
-                .entries
-                .contains_key(&(RevokedKind::Kid, token.kid().to_owned()))
-            || self
-                .entries
-                .get(&(RevokedKind::Client, claims.client_id.clone()))
+                .clients
+                .get(claims.client_id.as_str())
                 .is_some_and(|kept| claims.iat <= kept.issued_before)
     }
 
     /// Whether the key `kid` is revoked (so no key set may hold it).
     #[must_use]
     pub fn is_key_revoked(&self, kid: &str) -> bool {
-        self.entries
-            .contains_key(&(RevokedKind::Kid, kid.to_owned()))
+        self.kids.contains_key(kid)
     }
 
     /// The cursor to send as `since`.
@@ -228,12 +234,12 @@ impl RevocationList {
     /// Number of live entries.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.jtis.len() + self.kids.len() + self.clients.len()
     }
 
     /// Whether there are none.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 }

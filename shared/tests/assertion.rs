@@ -149,6 +149,15 @@ fn bound_to_the_whole_request_line() {
 }
 
 #[test]
+fn no_query_hashes_as_the_empty_string() {
+    use sha2::Digest;
+    let empty = b64(&sha2::Sha256::digest(b""));
+    assert_eq!(shared::assertion::query_hash(None), empty);
+    assert_eq!(shared::assertion::query_hash(Some("")), empty);
+    assert_ne!(shared::assertion::query_hash(Some("a=1")), empty);
+}
+
+#[test]
 fn freshness() {
     let header = signed();
     let later = UnixTime::from_millis(now().as_millis() + DEFAULT_MAX_AGE_MS + 1);

@@ -92,16 +92,7 @@ async fn only_resource_servers_introspect_and_only_their_own_audiences(backend: 
     let state = open(config(backend).await).await;
     let (id, secret) = client_with(&state, false).await;
     let token = token(&state, &id, &secret).await;
-    let (status, _, body) = send_json(
-        &state,
-        form_request(
-            "/oauth2/introspect",
-            &format!("token={token}"),
-            &id,
-            &secret,
-        ),
-    )
-    .await;
+    let (status, _, body) = send_json(&state, introspect(&token, &id, &secret)).await;
     assert_eq!(
         (status.as_u16(), body["error"].as_str()),
         (403, Some("unauthorized_client")),
@@ -125,12 +116,7 @@ async fn only_resource_servers_introspect_and_only_their_own_audiences(backend: 
     .unwrap();
     let (status, _, body) = send_json(
         &state,
-        form_request(
-            "/oauth2/introspect",
-            &format!("token={token}"),
-            &other.client.client_id,
-            &other.client_secret,
-        ),
+        introspect(&token, &other.client.client_id, &other.client_secret),
     )
     .await;
     assert_eq!(status, 200);
@@ -138,16 +124,7 @@ async fn only_resource_servers_introspect_and_only_their_own_audiences(backend: 
 
     // A resource server of the token's audience sees it.
     let (rs_id, rs_secret) = client_with(&state, true).await;
-    let (_, _, body) = send_json(
-        &state,
-        form_request(
-            "/oauth2/introspect",
-            &format!("token={token}"),
-            &rs_id,
-            &rs_secret,
-        ),
-    )
-    .await;
+    let (_, _, body) = send_json(&state, introspect(&token, &rs_id, &rs_secret)).await;
     assert_eq!(body["active"], true, "{body}");
 }
 
@@ -157,20 +134,13 @@ async fn a_disabled_clients_tokens_are_inactive(backend: Backend) {
     let (id, secret) = client_with(&state, false).await;
     let (rs_id, rs_secret) = client_with(&state, true).await;
     let token = token(&state, &id, &secret).await;
-    let introspect = || {
-        form_request(
-            "/oauth2/introspect",
-            &format!("token={token}"),
-            &rs_id,
-            &rs_secret,
-        )
-    };
-    assert_eq!(send_json(&state, introspect()).await.2["active"], true);
+    let ask = || introspect(&token, &rs_id, &rs_secret);
+    assert_eq!(send_json(&state, ask()).await.2["active"], true);
     issuer::clients::set_enabled(&state.db, &id, false, &change(issuer::db::unix_now()))
         .await
         .unwrap();
     assert_eq!(
-        send_json(&state, introspect()).await.2,
+        send_json(&state, ask()).await.2,
         serde_json::json!({ "active": false })
     );
 }
@@ -218,6 +188,11 @@ async fn the_feed_is_limited_per_address(backend: Backend) {
     assert!(headers.contains_key("retry-after"));
 }
 
+/// `POST /oauth2/introspect` of `token` by the client `id`.
+fn introspect(token: &str, id: &str, secret: &str) -> Request<Body> {
+    form_request("/oauth2/introspect", &format!("token={token}"), id, secret)
+}
+
 fn form_request(path: &str, form: &str, id: &str, secret: &str) -> Request<Body> {
     Request::post(path)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -236,16 +211,7 @@ async fn revoked_tokens_are_inactive_and_on_the_feed(backend: Backend) {
         .jti
         .clone();
 
-    let (status, _, body) = send_json(
-        &state,
-        form_request(
-            "/oauth2/introspect",
-            &format!("token={token}"),
-            &id,
-            &secret,
-        ),
-    )
-    .await;
+    let (status, _, body) = send_json(&state, introspect(&token, &id, &secret)).await;
     assert_eq!(status, 200);
     assert_eq!(body["active"], true);
     assert_eq!(body["client_id"], id.as_str());
@@ -272,16 +238,7 @@ async fn revoked_tokens_are_inactive_and_on_the_feed(backend: Backend) {
         .await;
         assert_eq!(response.status(), 200, "idempotent");
     }
-    let (_, _, body) = send_json(
-        &state,
-        form_request(
-            "/oauth2/introspect",
-            &format!("token={token}"),
-            &id,
-            &secret,
-        ),
-    )
-    .await;
+    let (_, _, body) = send_json(&state, introspect(&token, &id, &secret)).await;
     assert_eq!(body, serde_json::json!({ "active": false }));
 
     let (_, headers, feed) = send_json(
@@ -358,16 +315,7 @@ async fn revoke_and_introspect_errors(backend: Backend) {
     )
     .await;
     assert_eq!(response.status(), 200);
-    let (_, _, body) = send_json(
-        &state,
-        form_request(
-            "/oauth2/introspect",
-            &format!("token={token}"),
-            &id,
-            &secret,
-        ),
-    )
-    .await;
+    let (_, _, body) = send_json(&state, introspect(&token, &id, &secret)).await;
     assert_eq!(body["active"], true);
 
     // Garbage tokens are simply inactive / ignored.

@@ -50,6 +50,11 @@ pub(crate) const REVOCATION_INTERVAL_MS: &str = "REVOCATION_INTERVAL_MS";
 /// by volume); its CPU was within the noise of `benches/run` (edge-fresh vs edge-fresh-nolog).
 pub(crate) const LOG_FORWARDED_EVERY: &str = "LOG_FORWARDED_EVERY";
 
+/// Var, for tests only: a request to this path panics, so the wasm instance traps and the
+/// entry starts a new one (how `tests/` checks that callbacks of the old instance never land
+/// on requests of the new). Never set in production: anyone could reset the isolate's state.
+pub(crate) const TEST_TRAP_PATH: &str = "TEST_TRAP_PATH";
+
 /// Defaults for the optional vars.
 const DEFAULT_PLAN: &str = "600/60s;burst=100";
 const DEFAULT_FAILED_AUTH: &str = "20/60s;burst=20";
@@ -88,6 +93,8 @@ pub(crate) struct Config {
     pub(crate) refresh_policy: RefreshPolicy,
     pub(crate) revocation_interval_ms: u64,
     pub(crate) log_forwarded_every: u64,
+    /// [`TEST_TRAP_PATH`]: unset outside tests.
+    pub(crate) test_trap_path: Option<String>,
 }
 
 /// A setting is missing or invalid (an ops error: the request gets a generic 500).
@@ -214,6 +221,7 @@ impl Config {
             )?
             .max(100),
             log_forwarded_every: number(env, LOG_FORWARDED_EVERY, 1)?,
+            test_trap_path: optional(env, TEST_TRAP_PATH),
         })
     }
 }

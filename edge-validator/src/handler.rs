@@ -104,6 +104,9 @@ fn serve(arrived: Arrived) -> Result<JsValue, JsValue> {
     if url.path() == HEALTH_PATH {
         return Ok(health(&config, now())?.into());
     }
+    if config.test_trap_path.as_deref() == Some(url.path()) {
+        trap();
+    }
     let mut log = RequestLog::start(arrived.request.method(), &url, arrived.started);
     let authorization = arrived
         .request
@@ -156,6 +159,13 @@ fn serve(arrived: Arrived) -> Result<JsValue, JsValue> {
         Keys::Unavailable => return refuse(&config, log, &EdgeError::NoKeys),
     };
     fresh::start(arrived, url, config, token, key, &jwks, ip, log, now)
+}
+
+/// A panic on purpose ([`config::TEST_TRAP_PATH`]): with `panic = "abort"` the instance
+/// traps, as it would on any bug.
+#[allow(clippy::panic, reason = "the point: tests/ force a trap")]
+fn trap() -> ! {
+    panic!("{} requested", config::TEST_TRAP_PATH)
 }
 
 /// `/.edge/health`: whether the edge can verify tokens, and how old its revocation list is.

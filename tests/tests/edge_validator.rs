@@ -1023,3 +1023,89 @@ async fn log_sampling_keeps_one_forwarded_line_in_n_and_every_refusal() {
     );
     assert_eq!(seen.lock().unwrap().len(), 6);
 }
+
+/// An origin that holds `/a` until `/c` has arrived, answers it 201, then holds `/c` a
+/// further second and answers it 202: so `/a`'s answer comes back while `/c` is parked.
+async fn ordered_origin() -> u16 {
+    let c_arrived = Arc::new(tokio::sync::Notify::new());
+    let held = Arc::clone(&c_arrived);
+    let app = axum::Router::new()
+        .route(
+            "/a",
+            axum::routing::get(move || {
+                let held = Arc::clone(&held);
+                async move {
+                    held.notified().await;
+                    (axum::http::StatusCode::CREATED, "a")
+                }
+            }),
+        )
+        .route(
+            "/c",
+            axum::routing::get(move || {
+                let arrived = Arc::clone(&c_arrived);
+                async move {
+                    arrived.notify_one();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    (axum::http::StatusCode::ACCEPTED, "c")
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+/// Issue 27, point 11. Request `/a` is the old instance's first forward and waits at the
+/// origin; a request to the trap path panics the instance; `/c` is the new instance's first
+/// forward, parked under the same count. `/a`'s answer then calls back into the new
+/// instance: with its epoch it finds nothing (its log line is lost), so `/c` keeps its own
+/// wait and is logged once, with its own status. (Without the epoch `/a`'s callback would
+/// take `/c`'s place: `/c` logged with 201.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_of_a_trapped_instance_never_land_on_requests_of_the_new_one() {
+    let dir = temp_dir("edge_trap");
+    let keys = KeyServer::start(&[1]).await;
+    let origin_port = ordered_origin().await;
+    let edge_port = free_port();
+    let vars = vars(
+        fixtures::ISSUER,
+        fixtures::AUDIENCE,
+        keys.url(),
+        format!("http://127.0.0.1:{origin_port}"),
+        &[("TEST_TRAP_PATH", "/trap"), ("RATE_LIMIT_MODE", "isolate")],
+    );
+    let edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+    let token = good_token();
+    let url = |path: &str| format!("http://127.0.0.1:{edge_port}{path}");
+    let a = {
+        let (token, url) = (token.clone(), url("/a"));
+        std::thread::spawn(move || http(&["-H", &bearer(&token), &url]))
+    };
+    // `/a` is parked once its request log's origin wait began; give it time to get there.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| {
+        let trapped = http(&["-H", &bearer(&token), &url("/trap")]);
+        assert_eq!(trapped.status, 500, "{}", trapped.body);
+        let c = http(&["-H", &bearer(&token), &url("/c")]);
+        assert_eq!((c.status, c.body.as_str()), (202, "c"));
+        let a = a.join().unwrap();
+        assert_eq!((a.status, a.body.as_str()), (201, "a"));
+    });
+    assert!(
+        edge.log().contains("TEST_TRAP_PATH requested"),
+        "the instance did not trap:\n{}",
+        edge.log()
+    );
+    let c_lines = logged_lines(&edge, 1, |line| line["path"] == "/c").await;
+    // Any second line for `/c` would have come with the first (the edge writes both before `/c`
+    // is answered).
+    let statuses: Vec<&Value> = c_lines.iter().map(|line| &line["status"]).collect();
+    assert_eq!(statuses, [&json!(202)], "{c_lines:?}");
+    // The new instance serves on: a second request is forwarded and logged as usual.
+    let again = tokio::task::block_in_place(|| http(&["-H", &bearer(&token), &url("/c")]));
+    assert_eq!(again.status, 202);
+}

@@ -75,6 +75,10 @@ pub enum AssertionError {
     /// The request has no assertion header (it did not come through the edge).
     #[error("no edge assertion")]
     Missing,
+    /// More than one assertion header, or one value holding several (frameworks join
+    /// repeated headers with commas; an assertion never contains one).
+    #[error("more than one edge assertion")]
+    Duplicate,
     /// Wrong shape, version, encoding or payload.
     #[error("edge assertion is malformed")]
     Malformed,
@@ -110,6 +114,7 @@ impl AssertionError {
     pub const fn reason(&self) -> &'static str {
         match self {
             Self::Missing => "missing_assertion",
+            Self::Duplicate => "duplicate_assertion",
             Self::Malformed => "malformed_assertion",
             Self::UnknownKey => "unknown_assertion_key",
             Self::BadSignature => "bad_assertion_signature",
@@ -387,7 +392,30 @@ impl AssertionVerifier {
         self
     }
 
-    /// Verifies the header value for `request`, at `now`.
+    /// Verifies the request's [`ASSERTION_HEADER`] values (all of them, in any number, as
+    /// the server received them) for `request`, at `now`: exactly one value without a
+    /// comma, then [`AssertionVerifier::verify`]. This is the rule every origin follows
+    /// (`shared/tests/assertion-vectors.json`).
+    ///
+    /// # Errors
+    /// [`AssertionError::Missing`] for none, [`AssertionError::Duplicate`] for several,
+    /// otherwise as [`AssertionVerifier::verify`].
+    pub fn verify_values<'h>(
+        &self,
+        values: impl IntoIterator<Item = &'h str>,
+        request: &RequestLine<'_>,
+        now: UnixTime,
+    ) -> Result<EdgeIdentity, AssertionError> {
+        let mut values = values.into_iter();
+        match (values.next(), values.next()) {
+            (None, _) => Err(AssertionError::Missing),
+            (Some(value), None) if !value.contains(',') => self.verify(Some(value), request, now),
+            _ => Err(AssertionError::Duplicate),
+        }
+    }
+
+    /// Verifies the header value for `request`, at `now` (the caller has made sure there
+    /// was only one: see [`AssertionVerifier::verify_values`]).
     ///
     /// # Errors
     /// Any [`AssertionError`].

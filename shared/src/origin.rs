@@ -89,15 +89,14 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let mut values = request.headers().get_all(ASSERTION_HEADER).iter();
-        let header = match (values.next(), values.next()) {
-            (Some(value), None) => value
-                .to_str()
-                .map_err(|_| AssertionError::Malformed)
-                .map(Some),
-            (None, _) => Ok(None),
-            (Some(_), Some(_)) => Err(AssertionError::Malformed),
-        };
+        // A value that is not visible ASCII is no assertion (empty: malformed), but it still
+        // counts as one.
+        let values: Vec<&str> = request
+            .headers()
+            .get_all(ASSERTION_HEADER)
+            .iter()
+            .map(|value| value.to_str().unwrap_or(""))
+            .collect();
         let host = request
             .headers()
             .get(header::HOST)
@@ -110,7 +109,7 @@ where
             path: request.uri().path(),
             query: request.uri().query(),
         };
-        let verified = header.and_then(|header| self.verifier.verify(header, &line, system_now()));
+        let verified = self.verifier.verify_values(values, &line, system_now());
         match verified {
             Ok(identity) => {
                 request.extensions_mut().insert(identity);

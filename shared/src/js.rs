@@ -1,5 +1,7 @@
 //! The JavaScript API of the wasm-pack package (feature `js`).
 //!
+//! Tokens, for a service that checks them itself:
+//!
 //! ```js
 //! const { Validator } = require("@edgeward/shared");
 //! const v = new Validator(jwksJson, { issuer: "https://issuer.example", audience: "api" });
@@ -10,10 +12,24 @@
 //!   // e.status the HTTP status to answer with.
 //! }
 //! ```
+//!
+//! Edge assertions, for an origin behind the edge (`examples/origin-node/`, `docs/origins.md`):
+//!
+//! ```js
+//! const { AssertionVerifier } = require("@edgeward/shared");
+//! const origin = new AssertionVerifier([{ id: "edge-2026b", secret }], { maxAgeMs: 10000 });
+//! try {
+//!   // Every value of the header (Node: req.headersDistinct["x-edgeward-assertion"]).
+//!   const identity = origin.verify(values, { method, host, path, query }, Date.now());
+//! } catch (e) {
+//!   // e.name === "AssertionRejected"; e.reason is the reason code; e.status is 401.
+//! }
+//! ```
 
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
+use crate::assertion::{AssertionKey, RequestLine, DEFAULT_MAX_AGE_MS};
 use crate::claims::Validation;
 use crate::jwks::Jwks;
 use crate::rejection::Rejection;
@@ -47,12 +63,7 @@ impl Validator {
     /// Throws a `TypeError` for bad options and an `Error` naming the JWKS problem.
     #[wasm_bindgen(constructor)]
     pub fn new(jwks_json: &str, options: JsValue) -> Result<Validator, JsValue> {
-        // Through JSON so that `deny_unknown_fields` sees every key: a misspelt option
-        // must fail loudly, not fall back to a default.
-        let options: Options = serde_wasm_bindgen::from_value::<serde_json::Value>(options)
-            .map_err(|err| err.to_string())
-            .and_then(|value| serde_json::from_value(value).map_err(|err| err.to_string()))
-            .map_err(|err| js_sys::TypeError::new(&format!("invalid options: {err}")))?;
+        let options: Options = from_js(options, "options")?;
         let jwks = Jwks::parse(jwks_json).map_err(|err| js_sys::Error::new(&err.to_string()))?;
         let mut validation = Validation::new(options.issuer, options.audience);
         if let Some(leeway) = options.leeway_secs {
@@ -118,4 +129,126 @@ fn rejected(rejection: &Rejection) -> JsValue {
     let _ = js_sys::Reflect::set(object, &"error".into(), &code);
     let _ = js_sys::Reflect::set(object, &"status".into(), &rejection.status().into());
     error.into()
+}
+
+/// One key of the `AssertionVerifier` constructor: `{ id, secret }` (the secret's UTF-8 bytes,
+/// as the edge's `ASSERTION_SECRET`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyOption {
+    id: String,
+    secret: String,
+}
+
+/// Options of the `AssertionVerifier` constructor (camelCase in JS).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AssertionOptions {
+    max_age_ms: Option<u64>,
+}
+
+/// The request line an origin received: `{ method, host, path, query }`, `query` without
+/// `?` (`null` or absent when there was none).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestOption {
+    method: String,
+    host: String,
+    path: String,
+    query: Option<String>,
+}
+
+/// `value` as JSON, then as `T`: `deny_unknown_fields` sees every key, so a misspelt option
+/// fails loudly instead of falling back to a default.
+fn from_js<T: serde::de::DeserializeOwned>(value: JsValue, what: &str) -> Result<T, JsValue> {
+    serde_wasm_bindgen::from_value::<serde_json::Value>(value)
+        .map_err(|err| err.to_string())
+        .and_then(|value| serde_json::from_value(value).map_err(|err| err.to_string()))
+        .map_err(|err| js_sys::TypeError::new(&format!("invalid {what}: {err}")).into())
+}
+
+/// Checks the edge's `x-edgeward-assertion` at an origin (see `docs/origins.md`).
+#[wasm_bindgen]
+pub struct AssertionVerifier {
+    verifier: crate::AssertionVerifier,
+}
+
+#[wasm_bindgen]
+impl AssertionVerifier {
+    /// A verifier for assertions signed by any of `keys` (`[{ id, secret }]`: the current
+    /// key, and the previous one during a rotation), with `{ maxAgeMs? }` (default 10 s).
+    ///
+    /// # Errors
+    /// Throws a `TypeError` for bad keys or options.
+    #[wasm_bindgen(constructor)]
+    pub fn new(keys: JsValue, options: JsValue) -> Result<AssertionVerifier, JsValue> {
+        let keys: Vec<KeyOption> = from_js(keys, "keys")?;
+        let options: AssertionOptions = if options.is_undefined() || options.is_null() {
+            AssertionOptions::default()
+        } else {
+            from_js(options, "options")?
+        };
+        let keys = keys
+            .iter()
+            .map(|key| AssertionKey::new(&key.id, key.secret.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| js_sys::TypeError::new(&format!("invalid keys: {err}")))?;
+        Ok(Self {
+            verifier: crate::AssertionVerifier::new(
+                keys,
+                options.max_age_ms.unwrap_or(DEFAULT_MAX_AGE_MS),
+            ),
+        })
+    }
+
+    /// Verifies the header's `values` (`undefined`, one string, or an array of every value
+    /// received) for `request` (`{ method, host, path, query }`) at `nowMs` (e.g.
+    /// `Date.now()`), and returns the identity (`sub`, `client_id`, `scope`, `jti`, `exp`,
+    /// `method`, `host`, `path`, `query`, `ts`).
+    ///
+    /// # Errors
+    /// Throws an `AssertionRejected` error with `reason` and `status` (401) properties, or a
+    /// `TypeError` for arguments of the wrong shape.
+    pub fn verify(
+        &self,
+        values: JsValue,
+        request: JsValue,
+        now_ms: f64,
+    ) -> Result<JsValue, JsValue> {
+        if !now_ms.is_finite() || now_ms < 0.0 {
+            return Err(js_sys::TypeError::new("nowMs must be a non-negative number").into());
+        }
+        let values: Vec<String> = if values.is_undefined() || values.is_null() {
+            Vec::new()
+        } else if let Some(value) = values.as_string() {
+            vec![value]
+        } else {
+            from_js(values, "header values")?
+        };
+        let request: RequestOption = from_js(request, "request")?;
+        let line = RequestLine {
+            method: &request.method,
+            host: &request.host,
+            path: &request.path,
+            query: request.query.as_deref(),
+        };
+        // Float to integer milliseconds; `as` saturates, which is what we want here.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let now = UnixTime::from_millis(now_ms as u64);
+        let identity = self
+            .verifier
+            .verify_values(values.iter().map(String::as_str), &line, now)
+            .map_err(|error| {
+                let rejected = js_sys::Error::new(&error.to_string());
+                rejected.set_name("AssertionRejected");
+                let object: &JsValue = rejected.as_ref();
+                // Setting properties on a fresh Error object cannot fail.
+                let _ = js_sys::Reflect::set(object, &"reason".into(), &error.reason().into());
+                let _ = js_sys::Reflect::set(object, &"status".into(), &401.into());
+                JsValue::from(rejected)
+            })?;
+        let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+        serde::Serialize::serialize(&identity, &serializer)
+            .map_err(|err| js_sys::Error::new(&err.to_string()).into())
+    }
 }

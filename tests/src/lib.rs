@@ -457,6 +457,73 @@ impl Drop for TcpProxy {
     }
 }
 
+/// A TCP forwarder that keeps a copy of every byte sent upstream: what an origin behind it
+/// received, for tests that replay or alter it.
+pub struct Tap {
+    /// The port it listens on.
+    pub port: u16,
+    sent: Arc<std::sync::Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tap {
+    /// Forwards a port the OS picks to `upstream`, recording.
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sent: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
+        let record = Arc::clone(&sent);
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let record = Arc::clone(&record);
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_origin, mut to_origin) = outbound.into_split();
+                    let upward = async move {
+                        let mut buffer = vec![0; 16 * 1024];
+                        while let Ok(read) = from_client.read(&mut buffer).await {
+                            if read == 0 {
+                                break;
+                            }
+                            record.lock().unwrap().extend_from_slice(&buffer[..read]);
+                            if to_origin.write_all(&buffer[..read]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_origin.shutdown().await;
+                    };
+                    let downward = tokio::io::copy(&mut from_origin, &mut to_client);
+                    let _ = tokio::join!(upward, downward);
+                });
+            }
+        });
+        Self { port, sent, task }
+    }
+
+    /// Every value of header `name` (lower case) in the requests sent so far, in order.
+    #[must_use]
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        let sent = String::from_utf8_lossy(&self.sent.lock().unwrap()).into_owned();
+        sent.split("\r\n")
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.trim().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// `Authorization: Bearer <token>` as a curl `-H` argument.
 #[must_use]
 pub fn bearer(token: &str) -> String {

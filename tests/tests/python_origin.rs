@@ -1,0 +1,154 @@
+//! The demo stack with the Python origin (`examples/origin-python/server.py`, standard library
+//! only) in place of the Rust one: a real issuer, the edge in workerd, and the Python process.
+//! A tap between the edge and the origin keeps what the edge sent, so the test can replay the
+//! edge's assertion against other requests, and alter it, as someone on the origin's network
+//! would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use edgeward_tests::*;
+use serde_json::Value;
+
+const KEY_ID: &str = "py-1";
+const SECRET: &str = "python-origin-assertion-secret-0123456789";
+
+/// The Python demo origin on a port it picks; its port, from its `listening` line.
+fn python_origin(dir: &std::path::Path) -> (Running, u16) {
+    let mut command = Command::new("python3");
+    command
+        .arg(root().join("examples/origin-python/server.py"))
+        .env("DEMO_ORIGIN_LISTEN", "127.0.0.1:0")
+        .env("ASSERTION_KEY_ID", KEY_ID)
+        .env("ASSERTION_SECRET", SECRET);
+    let running = Running::spawn(command, dir.join("python-origin.log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let port = running.log().lines().find_map(|line| {
+            let line: Value = serde_json::from_str(line).ok()?;
+            (line["event"] == "listening").then(|| line["port"].as_u64())?
+        });
+        if let Some(port) = port {
+            return (running, u16::try_from(port).unwrap());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "python origin did not start:\n{}",
+            running.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_altered_assertion() {
+    let dir = temp_dir("python_origin");
+    let (origin, origin_port) = tokio::task::block_in_place(|| python_origin(&dir));
+    let tap = Tap::start(([127, 0, 0, 1], origin_port).into()).await;
+    let (_issuer, issuer_port) = tokio::task::block_in_place(|| issuer(&dir));
+    let client = Client::create(&dir, "python-origin", &[]);
+    let edge_port = free_port();
+    let vars = vec![
+        ("ISSUER", ISSUER_URL.to_owned()),
+        ("AUDIENCE", "edgeward-api".to_owned()),
+        (
+            "JWKS_URLS",
+            format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
+        ),
+        ("ORIGIN_URL", format!("http://127.0.0.1:{}", tap.port)),
+        ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
+        ("RATE_LIMIT_MODE", "isolate".to_owned()),
+    ];
+    let _edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+
+    tokio::task::block_in_place(|| {
+        let token = client.token(issuer_port);
+        // A client's own assertion header is stripped by the edge, whatever it holds.
+        let reply = http(&[
+            "-H",
+            &bearer(&token),
+            "-H",
+            "x-edgeward-assertion: v2.py-1.forged.forged",
+            &format!("http://127.0.0.1:{edge_port}/orders/17?status=open"),
+        ]);
+        assert_eq!(reply.status, 200, "{}\n{}", reply.body, origin.log());
+        let identity = reply.json();
+        assert_eq!(identity["client_id"], client.id.as_str());
+        assert_eq!(
+            (identity["method"].as_str(), identity["path"].as_str()),
+            (Some("GET"), Some("/orders/17"))
+        );
+
+        let sent = tap.header_values("x-edgeward-assertion");
+        assert_eq!(
+            sent.len(),
+            1,
+            "the edge sends exactly one assertion: {sent:?}"
+        );
+        let assertion = &sent[0];
+        // Straight to the origin, as the edge's request would arrive (its Host is the tap's).
+        let direct = |path: &str, assertion: Option<&str>| {
+            let mut args = vec![
+                "-H".to_owned(),
+                format!("Host: 127.0.0.1:{}", tap.port),
+                format!("http://127.0.0.1:{origin_port}{path}"),
+            ];
+            if let Some(assertion) = assertion {
+                args.extend([
+                    "-H".to_owned(),
+                    format!("x-edgeward-assertion: {assertion}"),
+                ]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let reply = http(&args);
+            assert_eq!(reply.status, 401, "{path}: {}", reply.body);
+            assert!(reply
+                .header("www-authenticate")
+                .unwrap()
+                .contains("error=\"invalid_token\""));
+            reply.json()["reason"].as_str().unwrap().to_owned()
+        };
+        // Replayed against another route, other parameters, another method's path.
+        assert_eq!(direct("/admin", Some(assertion)), "assertion_path_mismatch");
+        assert_eq!(
+            direct("/orders/17?status=closed", Some(assertion)),
+            "assertion_query_mismatch"
+        );
+        assert_eq!(
+            direct("/orders/17", Some(assertion)),
+            "assertion_query_mismatch"
+        );
+        // Altered: another subject under the edge's MAC.
+        let mut parts: Vec<String> = assertion.split('.').map(str::to_owned).collect();
+        let payload = String::from_utf8(Base64UrlUnpadded::decode_vec(&parts[2]).unwrap())
+            .unwrap()
+            .replace(&client.id, "someone-else");
+        parts[2] = Base64UrlUnpadded::encode_string(payload.as_bytes());
+        let altered = parts.join(".");
+        assert_eq!(
+            direct("/orders/17?status=open", Some(&altered)),
+            "bad_assertion_signature"
+        );
+        assert_eq!(direct("/orders/17?status=open", None), "missing_assertion");
+    });
+    // The origin logs each refusal's reason, never an assertion.
+    let log = origin.log();
+    for reason in [
+        "assertion_path_mismatch",
+        "assertion_query_mismatch",
+        "bad_assertion_signature",
+        "missing_assertion",
+    ] {
+        assert!(
+            log.contains(&format!("\"reason\":\"{reason}\"")),
+            "{reason} not logged:\n{log}"
+        );
+    }
+    let assertion = &tap.header_values("x-edgeward-assertion")[0];
+    assert!(
+        !log.contains(assertion.as_str()),
+        "the origin logged an assertion:\n{log}"
+    );
+}

@@ -1,6 +1,6 @@
 """The demo origin in Python (standard library only): what ``demo-origin/`` does in Rust.
-``/healthz`` answers anyone; every other path needs the edge's assertion and echoes the
-verified identity as JSON.
+``/healthz`` answers anyone; every other path needs the edge's assertion and answers with
+the verified identity and request as JSON, in demo-origin's shape.
 
 Settings (environment, as demo-origin): DEMO_ORIGIN_LISTEN (host:port, default
 127.0.0.1:9090; port 0 picks one), ASSERTION_KEY_ID and ASSERTION_SECRET, and during a key
@@ -35,7 +35,14 @@ class ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 def identity_app(environ, start_response):
-    body = json.dumps(environ["edgeward.identity"]).encode("utf-8")
+    """demo-origin's answer: who called, and the request the edge vouched for."""
+    identity = environ["edgeward.identity"]
+    body = json.dumps({
+        "message": "hello from the python demo origin",
+        "identity": {key: identity[key] for key in ("sub", "client_id", "scope")},
+        "request": {"method": identity["method"], "path": identity["path"],
+                    "query": environ.get("QUERY_STRING") or None},
+    }).encode("utf-8")
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
 

@@ -21,6 +21,9 @@
 //! A request the edge forwards is therefore never refused by the origin for time, as long
 //! as it arrives within the assertion's age.
 //!
+//! `docs/origins.md` states the rules for origins in any language; the vectors in
+//! `shared/tests/assertion-vectors.json` hold every verifier to them.
+//!
 //! Rollout from `v1` (method and path only, token expiry checked at the origin without
 //! leeway): origins first accept both ([`AssertionVerifier::accept_v1`]), then the edge
 //! switches to `v2`, then origins stop accepting `v1`. The key id lets the secret rotate the

@@ -1,6 +1,6 @@
 //! The README's stack command (`deploy/local/up`) as a newcomer runs it: it comes up, the two
-//! curls it prints work when pasted into a shell, a second run reuses the data and the demo
-//! client, and Ctrl-C stops every process. (Its own binary, so no other test's wrangler sees
+//! curls it prints work when pasted into a shell, a second run (with the Python demo origin)
+//! reuses the data and the demo client, and Ctrl-C stops every process. (Its own binary, so no other test's wrangler sees
 //! the Worker bundle rebuilt by wrangler's `[build]` step.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -10,9 +10,15 @@ use std::time::{Duration, Instant};
 use edgeward_tests::*;
 
 /// Runs `deploy/local/up` until it prints its curls; returns it and its output so far.
-fn up(data: &std::path::Path, ports: (u16, u16, u16), log: &std::path::Path) -> (Running, String) {
+fn up(
+    data: &std::path::Path,
+    ports: (u16, u16, u16),
+    origin: &str,
+    log: &std::path::Path,
+) -> (Running, String) {
     let mut command = Command::new(root().join("deploy/local/up"));
     command
+        .env("EDGEWARD_ORIGIN", origin)
         .env("EDGEWARD_DATA", data)
         .env("EDGEWARD_ISSUER_PORT", ports.0.to_string())
         .env("EDGEWARD_ORIGIN_PORT", ports.1.to_string())
@@ -76,7 +82,7 @@ fn interrupt(stack: Running, ports: (u16, u16, u16)) {
 fn the_stack_command_prints_curls_that_work_and_stops_cleanly() {
     let data = temp_dir("local_stack");
     let ports = (free_port(), free_port(), free_port());
-    let (stack, output) = up(&data, ports, &data.join("up-1.log"));
+    let (stack, output) = up(&data, ports, "rust", &data.join("up-1.log"));
     assert!(output.contains("create the demo client"), "{output}");
 
     let token_curl = printed(&output, "curl -s -u")[0];
@@ -92,8 +98,13 @@ fn the_stack_command_prints_curls_that_work_and_stops_cleanly() {
     assert!(answer["identity"]["client_id"].is_string(), "{answer}");
     interrupt(stack, ports);
 
-    // Again on the same data: no new client, and the same printed credentials still work.
-    let (stack, again) = up(&data, ports, &data.join("up-2.log"));
+    // Again on the same data, with the Python demo origin (issue 33): no new client, and the
+    // same printed credentials still work through the edge.
+    let (stack, again) = up(&data, ports, "python", &data.join("up-2.log"));
+    assert!(
+        again.contains("(python; only the edge's signed requests"),
+        "{again}"
+    );
     assert!(!again.contains("create the demo client"), "{again}");
     assert_eq!(
         printed(&again, "curl -s -u"),
@@ -101,5 +112,10 @@ fn the_stack_command_prints_curls_that_work_and_stops_cleanly() {
     );
     let answer: serde_json::Value = serde_json::from_str(&shell(&call)).unwrap();
     assert_eq!(answer["request"]["path"], "/hello", "{answer}");
+    assert_eq!(
+        answer["message"], "hello from the python demo origin",
+        "{answer}"
+    );
+    assert!(answer["identity"]["client_id"].is_string(), "{answer}");
     interrupt(stack, ports);
 }

@@ -62,7 +62,7 @@ fi
 export PATH="$PWD/node_modules/.bin:$PATH"
 
 # worker-build must match the worker crate in Cargo.lock; it is given local wasm-bindgen,
-# wasm-opt and esbuild instead of downloading them (../shared/toolchain.md).
+# wasm-opt and esbuild instead of downloading them (the build machines reach only registries).
 worker_version=$(grep -A1 '^name = "worker"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
 if [ "$(worker-build --version 2>/dev/null | awk '{print $NF}')" != "$worker_version" ]; then
   step "installing worker-build $worker_version"

@@ -1,11 +1,13 @@
 //! The demo resource API: what an origin behind the Edgeward edge looks like. Every route but
 //! `/healthz` and `/readyz` sits behind `shared::origin::EdgeAuthLayer`, which admits a request only with a
-//! valid edge assertion (HMAC, fresh, for this method and path) and hands the handler the
+//! valid edge assertion (HMAC, fresh, for this origin and request line) and hands the handler the
 //! verified identity; the handler echoes it as JSON.
 //!
 //! `/metrics` (OpenMetrics) counts answers by status, so refusals by the edge layer show.
 //!
-//! Settings (environment): `DEMO_ORIGIN_LISTEN` (default `127.0.0.1:9090`),
+//! Settings (environment): `DEMO_ORIGIN_LISTEN` (default `127.0.0.1:9090`), `ORIGIN_HOST`
+//! (this origin's name as the edge's `ORIGIN_URL` gives it: assertions must name it; without
+//! it the request's `Host` header, which the sender chooses, stands in),
 //! `ASSERTION_KEY_ID` and `ASSERTION_SECRET` (the edge's key; at least 32 bytes), and during a
 //! key rotation `ASSERTION_PREVIOUS_KEY_ID` and `ASSERTION_PREVIOUS_SECRET` (still accepted).
 
@@ -167,13 +169,15 @@ async fn run() -> Result<(), StartError> {
         .await
         .map_err(|err| StartError(format!("cannot listen on {listen}: {err}")))?;
     tracing::info!(addr = %listen, keys = keys.len(), "demo origin listening");
-    axum::serve(
-        listener,
-        app(AssertionVerifier::new(keys, MAX_ASSERTION_AGE_MS)),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|err| StartError(format!("serve: {err}")))
+    let verifier = AssertionVerifier::new(keys, MAX_ASSERTION_AGE_MS);
+    let verifier = match setting("ORIGIN_HOST") {
+        Some(host) => verifier.for_host(&host),
+        None => verifier,
+    };
+    axum::serve(listener, app(verifier))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|err| StartError(format!("serve: {err}")))
 }
 
 /// Ctrl-C or SIGTERM: stop accepting, finish what is in flight.

@@ -1,7 +1,9 @@
 // A Node origin behind the Edgeward edge, with node:http only: every path but /healthz needs
 // the edge's assertion, checked by @edgeward/shared's AssertionVerifier, and echoes the
-// verified identity. Settings as demo-origin: DEMO_ORIGIN_LISTEN (host:port), ASSERTION_KEY_ID,
-// ASSERTION_SECRET, and during a rotation ASSERTION_PREVIOUS_KEY_ID/ASSERTION_PREVIOUS_SECRET.
+// verified identity. Settings as demo-origin: DEMO_ORIGIN_LISTEN (host:port), ORIGIN_HOST (this
+// origin's name as the edge's ORIGIN_URL gives it; without it the request's Host header, which
+// the sender chooses, stands in), ASSERTION_KEY_ID, ASSERTION_SECRET, and during a rotation
+// ASSERTION_PREVIOUS_KEY_ID/ASSERTION_PREVIOUS_SECRET.
 // EDGEWARD_SHARED names the package if it is not installed (the repository's tests point it
 // at target/wasm-pkg). docs/origins.md explains each rule.
 "use strict";
@@ -26,7 +28,12 @@ function edgeAuth(verifier, next) {
       // headersDistinct keeps repeated headers apart (req.headers would join them).
       identity = verifier.verify(req.headersDistinct["x-edgeward-assertion"], request, Date.now());
     } catch (e) {
-      if (e.name !== "AssertionRejected") throw e;
+      if (e.name !== "AssertionRejected") {
+        // Not the client's fault, and no reason to take the process down: 500, logged.
+        console.error(JSON.stringify({ event: "assertion_check_failed", error: String(e) }));
+        res.writeHead(500).end();
+        return;
+      }
       // The reason, never the header's value: an assertion is a credential for ten seconds.
       console.error(JSON.stringify({ event: "assertion_refused", reason: e.reason, method: req.method, path: request.path }));
       res.writeHead(401, {
@@ -64,7 +71,8 @@ function server(verifier) {
 module.exports = { edgeAuth, server };
 
 if (require.main === module) {
-  const verifier = new AssertionVerifier(keysFromEnv(process.env), { maxAgeMs: 10000 });
+  const verifier = new AssertionVerifier(keysFromEnv(process.env),
+    { maxAgeMs: 10000, host: process.env.ORIGIN_HOST || undefined });
   const listen = process.env.DEMO_ORIGIN_LISTEN || "127.0.0.1:9090";
   const at = listen.lastIndexOf(":");
   const app = server(verifier);

@@ -36,7 +36,14 @@ MIN_SECRET_LEN = 32
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
-_U64_MAX = 2**64 - 1
+# The largest exp and ts: 2^53 - 1, which every JSON reader holds exactly (I-JSON, RFC 7493).
+MAX_PAYLOAD_INTEGER = 2**53 - 1
+# The deepest nesting of arrays and objects, the payload object being level 1.
+MAX_PAYLOAD_DEPTH = 32
+# RFC 6749 3.3 scope-tokens, and how many distinct ones a scope may hold.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+MAX_SCOPES = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Members every v2 payload has, and their types; host and query default to "".
 _STRINGS = ("sub", "client_id", "scope", "jti", "method", "path")
 _INTEGERS = ("exp", "ts")
@@ -54,9 +61,11 @@ class AssertionRejected(Exception):
         self.reason = reason
 
 
-def query_hash(query: Optional[str]) -> str:
-    """The base64url SHA-256 of the query's exact text (no query and an empty one alike)."""
-    digest = hashlib.sha256((query or "").encode("utf-8")).digest()
+def query_hash(query: Optional[str | bytes]) -> str:
+    """The base64url SHA-256 of the query's exact bytes (no query and an empty one alike).
+    Give bytes where the server has them (WSGI: ``QUERY_STRING.encode("latin-1")``)."""
+    raw = query.encode("utf-8") if isinstance(query, str) else (query or b"")
+    digest = hashlib.sha256(raw).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
@@ -73,29 +82,72 @@ def _base64url(text: str) -> bytes:
     return data
 
 
-def _no_duplicates(pairs):
-    keys = [key for key, _ in pairs]
-    if len(keys) != len(set(keys)):
-        raise ValueError("duplicate member")
-    return dict(pairs)
+class _Object(list):
+    """A JSON object as its (name, value) pairs, so a name given twice can be seen."""
+
+
+class _NegativeZero:
+    """JSON's -0, which is not the integer 0 (the Rust reader takes it as a float)."""
+
+
+def _int(text):
+    return _NegativeZero() if text == "-0" else int(text)
+
+
+def _float(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return value
 
 
 def _no_constants(name):
     raise ValueError(f"{name} is not JSON")
 
 
+def _sound(value, depth):
+    """No lone surrogates in any string, and no nesting past MAX_PAYLOAD_DEPTH."""
+    if isinstance(value, str):
+        return not _SURROGATE.search(value)
+    if isinstance(value, list):  # arrays and _Objects
+        if depth > MAX_PAYLOAD_DEPTH:
+            return False
+        items = (v for pair in value for v in pair) if isinstance(value, _Object) else value
+        return all(_sound(item, depth + 1) for item in items)
+    return True
+
+
+def _scope(text):
+    """RFC 6749 scope-tokens separated by single spaces, as the sorted distinct set."""
+    if text == "":
+        return ""
+    tokens = text.split(" ")
+    if not all(_SCOPE_TOKEN.fullmatch(token) for token in tokens):
+        return None
+    distinct = sorted(set(tokens))
+    return " ".join(distinct) if len(distinct) <= MAX_SCOPES else None
+
+
 def _payload(data: bytes) -> dict:
-    """The identity in a payload the MAC vouched for, or ``malformed_assertion``."""
+    """The identity in a payload the MAC vouched for, or ``malformed_assertion``: one JSON
+    object, no member twice, valid UTF-8 without lone surrogates, at most MAX_PAYLOAD_DEPTH
+    deep, the known members of their types; unknown members are ignored."""
     try:
-        identity = json.loads(
+        parsed = json.loads(
             data.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=_Object,
+            parse_int=_int,
+            parse_float=_float,
             parse_constant=_no_constants,
         )
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise AssertionRejected("malformed_assertion") from None
-    if not isinstance(identity, dict):
+    if not isinstance(parsed, _Object) or not _sound(parsed, 1):
         raise AssertionRejected("malformed_assertion")
+    names = [name for name, _ in parsed]
+    if len(names) != len(set(names)):
+        raise AssertionRejected("malformed_assertion")
+    identity = dict(parsed)
     out = {}
     for name in _STRINGS:
         if not isinstance(identity.get(name), str):
@@ -104,7 +156,7 @@ def _payload(data: bytes) -> dict:
     for name in _INTEGERS:
         value = identity.get(name)
         # bool is an int in Python; JSON true is not a number.
-        if type(value) is not int or not 0 <= value <= _U64_MAX:
+        if type(value) is not int or not 0 <= value <= MAX_PAYLOAD_INTEGER:
             raise AssertionRejected("malformed_assertion")
         out[name] = value
     for name in _OPTIONAL_STRINGS:
@@ -112,14 +164,21 @@ def _payload(data: bytes) -> dict:
         if not isinstance(value, str):
             raise AssertionRejected("malformed_assertion")
         out[name] = value
+    out["scope"] = _scope(out["scope"])
+    if out["scope"] is None:
+        raise AssertionRejected("malformed_assertion")
     return out
 
 
 class AssertionVerifier:
     """Checks assertions signed by any of ``keys`` ({key id: secret}; the current key, and
-    the previous one during a rotation), at most ``max_age_ms`` old."""
+    the previous one during a rotation), at most ``max_age_ms`` old, for the origin named
+    ``host`` (the authority of the edge's ORIGIN_URL). Without ``host`` the request's Host
+    header stands in, which the sender chooses: then an assertion captured on its way to
+    another origin with the same key passes here too."""
 
-    def __init__(self, keys: Mapping[str, str | bytes], max_age_ms: int = DEFAULT_MAX_AGE_MS):
+    def __init__(self, keys: Mapping[str, str | bytes], max_age_ms: int = DEFAULT_MAX_AGE_MS,
+                 host: Optional[str] = None):
         self._keys = {}
         for key_id, secret in keys.items():
             secret = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
@@ -129,6 +188,7 @@ class AssertionVerifier:
                 raise ValueError(f"assertion secret must be at least {MIN_SECRET_LEN} bytes")
             self._keys[key_id] = secret
         self._max_age_ms = max_age_ms
+        self._host = host
 
     def verify(
         self,
@@ -136,13 +196,14 @@ class AssertionVerifier:
         method: str,
         host: str,
         path: str,
-        query: Optional[str],
+        query: Optional[str | bytes],
         now_ms: Optional[int] = None,
     ) -> dict:
         """The identity for a request whose ``x-edgeward-assertion`` values (every one
-        received, in order) are ``values``, received as ``method``, ``Host: host``, the raw
-        ``path`` and the raw ``query`` (None when there was none), at ``now_ms`` (default:
-        the system clock). Raises ``AssertionRejected``."""
+        received, in order) are ``values``, received as ``method``, ``Host: host`` (unused
+        when the verifier has its own host), the raw ``path`` and the raw ``query`` (None
+        when there was none), at ``now_ms`` (default: the system clock). Raises
+        ``AssertionRejected``."""
         values = list(values)
         if not values:
             raise AssertionRejected("missing_assertion")
@@ -173,6 +234,7 @@ class AssertionVerifier:
         if identity["path"] != path:
             raise AssertionRejected("assertion_path_mismatch")
         # ASCII case only (bytes.lower), as hosts compare.
+        host = self._host if self._host is not None else host
         if identity["host"].encode("utf-8").lower() != host.encode("utf-8").lower():
             raise AssertionRejected("assertion_host_mismatch")
         if identity["query"] != query_hash(query):
@@ -229,6 +291,8 @@ class EdgeAuthWSGI:
             return _misconfigured(start_response)
         try:
             path, _, query = raw.partition("?")
+            # WSGI strings are the request's bytes read as latin-1: hash those bytes.
+            query = query.encode("latin-1")
             identity = self._verifier.verify(
                 [] if value is None else [value],
                 method,
@@ -275,7 +339,7 @@ class EdgeAuthASGI:
             await send({"type": "http.response.body", "body": b""})
             return
         try:
-            query = scope.get("query_string", b"").decode("latin-1")
+            query = scope.get("query_string", b"")
             identity = self._verifier.verify(
                 values, scope["method"], hosts[0] if len(hosts) == 1 else "", path, query,
                 self._clock() if self._clock else None,

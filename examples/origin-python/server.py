@@ -3,8 +3,10 @@
 the verified identity and request as JSON, in demo-origin's shape.
 
 Settings (environment, as demo-origin): DEMO_ORIGIN_LISTEN (host:port, default
-127.0.0.1:9090; port 0 picks one), ASSERTION_KEY_ID and ASSERTION_SECRET, and during a key
-rotation ASSERTION_PREVIOUS_KEY_ID and ASSERTION_PREVIOUS_SECRET. On start it prints one JSON
+127.0.0.1:9090; port 0 picks one), ORIGIN_HOST (this origin's name as the edge's ORIGIN_URL
+gives it; without it the request's Host header stands in), ASSERTION_KEY_ID and
+ASSERTION_SECRET, and during a key rotation ASSERTION_PREVIOUS_KEY_ID and
+ASSERTION_PREVIOUS_SECRET. On start it prints one JSON
 line on stdout, {"event": "listening", "port": N}, for scripts and tests to read.
 """
 
@@ -23,7 +25,10 @@ class RawURIHandler(WSGIRequestHandler):
 
     def get_environ(self):
         environ = super().get_environ()
-        environ["REQUEST_URI"] = self.path
+        # The target from the request line itself: http.server rewrites self.path (it
+        # collapses leading slashes), and the assertion binds the path as sent.
+        parts = self.requestline.split(" ")
+        environ["REQUEST_URI"] = parts[1] if len(parts) >= 2 else self.path
         return environ
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
@@ -75,7 +80,7 @@ def keys_from_env():
 
 def main():
     try:
-        verifier = AssertionVerifier(keys_from_env())
+        verifier = AssertionVerifier(keys_from_env(), host=os.environ.get("ORIGIN_HOST") or None)
         host, _, port = os.environ.get("DEMO_ORIGIN_LISTEN", "127.0.0.1:9090").rpartition(":")
         server = make_server(host, int(port), app(verifier), server_class=ThreadingServer,
                              handler_class=RawURIHandler)

@@ -9,14 +9,21 @@
 //! The expectations are written here by hand, from the rules in `docs/origins.md`; they are
 //! not what the Rust verifier happens to answer. Headers are signed with `AssertionSigner`
 //! (what the edge sends) or, for payloads no edge would sign, with HMAC-SHA256 directly.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a generator: a failure should stop it
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // a generator: a failure should stop it
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use shared::assertion::{query_hash, DEFAULT_MAX_AGE_MS, FUTURE_LEEWAY_MS};
-use shared::claims::MAX_LEEWAY_SECS;
+use shared::assertion::{
+    query_hash, DEFAULT_MAX_AGE_MS, FUTURE_LEEWAY_MS, MAX_PAYLOAD_DEPTH, MAX_PAYLOAD_INTEGER,
+};
+use shared::claims::{MAX_LEEWAY_SECS, MAX_SCOPES};
 use shared::{AssertionKey, AssertionSigner};
 
 /// The verifier's clock in every vector (2026-09-21T13:46:40Z).
@@ -126,6 +133,12 @@ impl Vectors {
             now_ms,
             json!({ "verdict": "reject", "reason": reason }),
         );
+    }
+
+    /// Makes the last vector's verifier bound to `host` (the origin's own name, configured):
+    /// the request's `Host` header no longer counts.
+    fn for_origin_host(&mut self, host: &str) {
+        self.0.last_mut().unwrap()["origin_host"] = json!(host);
     }
 
     fn push(
@@ -272,6 +285,63 @@ fn main() {
         &extra_identity,
     );
 
+    let (at_limit, at_limit_identity) = sized(&good, 8_192);
+    v.accept(
+        "good_at_longest",
+        "exactly 8192 bytes",
+        &[&at_limit],
+        &good_request,
+        NOW_MS,
+        &at_limit_identity,
+    );
+    let mut largest = good.clone();
+    largest["exp"] = json!((1_u64 << 53) - 1);
+    v.accept(
+        "good_exp_largest",
+        "exp at 2^53 - 1, the largest accepted",
+        &[&sign(CURRENT, &largest)],
+        &good_request,
+        NOW_MS,
+        &largest,
+    );
+    v.accept(
+        "good_nested_member_at_depth_limit",
+        "an unknown member nested 32 levels deep, counting the payload, is ignored",
+        &[&sign_raw(
+            "v2",
+            CURRENT.0,
+            CURRENT.1,
+            with(&good, "x", nested(MAX_PAYLOAD_DEPTH - 1)).as_bytes(),
+        )],
+        &good_request,
+        NOW_MS,
+        &good,
+    );
+    let mut unsorted = good.clone();
+    unsorted["scope"] = json!("write read write");
+    v.accept(
+        "good_scope_normalised",
+        "scopes out of order and repeated read as the sorted set",
+        &[&sign_raw(
+            "v2",
+            CURRENT.0,
+            CURRENT.1,
+            unsorted.to_string().as_bytes(),
+        )],
+        &good_request,
+        NOW_MS,
+        &good,
+    );
+    v.accept(
+        "good_origin_host_configured",
+        "an origin configured with its own host ignores the Host header",
+        &[&good_header],
+        &request("GET", "whatever.example", "/orders/17", None),
+        NOW_MS,
+        &good,
+    );
+    v.for_origin_host("API.example.com");
+
     // ---- how many headers ----
     v.reject(
         "missing",
@@ -327,16 +397,12 @@ fn main() {
         (
             "malformed_tag_non_canonical",
             "the MAC's last character with its unused bits set",
-            non_canonical(&good_header),
+            set_unused_bits(&good_header, 32 % 3),
         ),
         (
             "malformed_oversized",
-            "longer than 8192 bytes",
-            sign(CURRENT, &{
-                let mut big = good.clone();
-                big["sub"] = json!("x".repeat(6_200));
-                big
-            }),
+            "8193 bytes: one past the longest accepted",
+            sized(&good, 8_193).0,
         ),
     ];
     for (name, why, header) in &malformed {
@@ -383,13 +449,146 @@ fn main() {
         ),
         (
             "payload_not_utf8",
-            "the payload is not UTF-8",
-            sign_raw("v2", CURRENT.0, CURRENT.1, b"{\"sub\":\"\xff\"}"),
+            "a byte that is not UTF-8 in sub",
+            sign_raw(
+                "v2",
+                CURRENT.0,
+                CURRENT.1,
+                &edited(&good, "\"user-42\"", b"\"\xff\""),
+            ),
         ),
         (
             "payload_array",
-            "the payload is not an object",
-            sign_raw("v2", CURRENT.0, CURRENT.1, b"[1,2]"),
+            "every member's value, in order, in an array instead of an object",
+            sign_raw("v2", CURRENT.0, CURRENT.1, as_array(&good).as_bytes()),
+        ),
+        (
+            "payload_unknown_member_twice",
+            "an unknown member named twice",
+            sign_raw(
+                "v2",
+                CURRENT.0,
+                CURRENT.1,
+                &edited(&good, "{", b"{\"x\":1,\"x\":1,"),
+            ),
+        ),
+        (
+            "payload_unknown_member_not_utf8",
+            "a byte that is not UTF-8 in an unknown member",
+            sign_raw(
+                "v2",
+                CURRENT.0,
+                CURRENT.1,
+                &edited(&good, "{", b"{\"x\":\"\xff\","),
+            ),
+        ),
+        (
+            "payload_lone_surrogate",
+            "sub holds a lone UTF-16 surrogate escape",
+            sign_raw(
+                "v2",
+                CURRENT.0,
+                CURRENT.1,
+                &edited(&good, "\"user-42\"", b"\"\\ud800\""),
+            ),
+        ),
+        (
+            "payload_ts_negative_zero",
+            "ts is -0",
+            sign_raw(
+                "v2",
+                CURRENT.0,
+                CURRENT.1,
+                &edited(&good, &format!("\"ts\":{}", NOW_MS - 1_000), b"\"ts\":-0"),
+            ),
+        ),
+        (
+            "payload_exp_past_2_53",
+            "exp is 2^53, past the largest integer every JSON reader holds exactly",
+            sign_raw(
+                "v2",
+                CURRENT.0,
+                CURRENT.1,
+                with(&good, "exp", json!(1_u64 << 53)).as_bytes(),
+            ),
+        ),
+        (
+            "payload_number_out_of_range",
+            "an unknown member holds a number no float holds",
+            sign_raw(
+                "v2",
+                CURRENT.0,
+                CURRENT.1,
+                &edited(&good, "{", b"{\"x\":1e400,"),
+            ),
+        ),
+        (
+            "payload_too_deep",
+            "an unknown member nested 33 levels deep, counting the payload",
+            sign_raw(
+                "v2",
+                CURRENT.0,
+                CURRENT.1,
+                with(&good, "x", nested(MAX_PAYLOAD_DEPTH)).as_bytes(),
+            ),
+        ),
+        (
+            "payload_scope_double_space",
+            "scope-tokens are separated by one space",
+            sign_raw(
+                "v2",
+                CURRENT.0,
+                CURRENT.1,
+                with(&good, "scope", json!("read  write")).as_bytes(),
+            ),
+        ),
+        (
+            "payload_scope_bad_character",
+            "a quote is not a scope-token character (RFC 6749 3.3)",
+            sign_raw(
+                "v2",
+                CURRENT.0,
+                CURRENT.1,
+                with(&good, "scope", json!("read\"x")).as_bytes(),
+            ),
+        ),
+        (
+            "payload_scope_too_many",
+            "more distinct scopes than the core holds",
+            sign_raw(
+                "v2",
+                CURRENT.0,
+                CURRENT.1,
+                with(
+                    &good,
+                    "scope",
+                    json!((0..=MAX_SCOPES)
+                        .map(|i| format!("s{i:03}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")),
+                )
+                .as_bytes(),
+            ),
+        ),
+        (
+            "payload_standard_base64",
+            "the payload in base64 with + and /, not base64url",
+            lax_payload(&good, Lax::StandardAlphabet),
+        ),
+        (
+            "payload_padded",
+            "the payload with = padding",
+            lax_payload(&good, Lax::Padded),
+        ),
+        (
+            "payload_non_canonical",
+            "the payload's last character with its unused bits set",
+            lax_payload(&good, Lax::NonCanonical),
+        ),
+        (
+            "malformed_tag_standard_alphabet",
+            "a MAC written with + and / instead of - and _",
+            standard_alphabet_tag(),
         ),
         (
             "payload_missing_ts",
@@ -661,6 +860,16 @@ fn main() {
         "assertion_host_mismatch",
     );
 
+    v.reject(
+        "host_forged_at_another_origin",
+        "an origin configured as another host refuses, even with the signed host as Host",
+        &[&good_header],
+        &good_request,
+        NOW_MS,
+        "assertion_host_mismatch",
+    );
+    v.for_origin_host("admin.example.com");
+
     // ---- time ----
     v.reject(
         "stale",
@@ -696,12 +905,16 @@ fn main() {
                   A verifier holds `keys` (secrets are the UTF-8 bytes of the text), accepts assertions \
                   at most `max_age_ms` old and `future_skew_ms` in the future, and for each vector is \
                   given every value of the header (`headers`, in order), the request line it received \
-                  (`query` null when there was none) and the time `now_ms`.",
+                  (`query` null when there was none) and the time `now_ms`. A vector with \
+                  `origin_host` is for a verifier configured with that host, which compares the \
+                  signed host with it instead of with the request's.",
         "keys": [
             { "id": CURRENT.0, "secret": CURRENT.1 },
             { "id": PREVIOUS.0, "secret": PREVIOUS.1 },
         ],
         "max_age_ms": DEFAULT_MAX_AGE_MS,
+        "max_payload_integer": MAX_PAYLOAD_INTEGER,
+        "max_payload_depth": MAX_PAYLOAD_DEPTH,
         "future_skew_ms": FUTURE_LEEWAY_MS,
         "max_token_leeway_secs": MAX_LEEWAY_SECS,
         "vectors": v.0,
@@ -721,20 +934,114 @@ fn with(identity: &Value, member: &str, value: Value) -> String {
     identity.to_string()
 }
 
-/// `header` with the last MAC character's two unused low bits set (same bytes, other text).
-fn non_canonical(header: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let last = header.as_bytes()[header.len() - 1];
-    let index = ALPHABET.iter().position(|&c| c == last).unwrap();
-    format!(
-        "{}{}",
-        &header[..header.len() - 1],
-        ALPHABET[index | 0b11] as char
-    )
-}
-
 /// `text` with its first character changed to another of the alphabet.
 fn flip_first(text: &str) -> String {
     let first = if text.starts_with('A') { 'B' } else { 'A' };
     format!("{first}{}", &text[1..])
+}
+
+/// `identity`'s compact JSON with the first `find` replaced by the bytes `with`.
+fn edited(identity: &Value, find: &str, with: &[u8]) -> Vec<u8> {
+    let text = identity.to_string();
+    let at = text.find(find).unwrap();
+    let bytes = text.as_bytes();
+    [&bytes[..at], with, &bytes[at + find.len()..]].concat()
+}
+
+/// The values of `identity`'s members, in the order the edge writes them, as a JSON array.
+fn as_array(identity: &Value) -> String {
+    let order = [
+        "sub",
+        "client_id",
+        "scope",
+        "jti",
+        "exp",
+        "method",
+        "host",
+        "path",
+        "query",
+        "ts",
+    ];
+    Value::Array(order.iter().map(|name| identity[*name].clone()).collect()).to_string()
+}
+
+/// Arrays nested `levels` deep.
+fn nested(levels: usize) -> Value {
+    (0..levels).fold(json!(0), |inner, _| json!([inner]))
+}
+
+/// A header of exactly `len` bytes for `identity` with `sub` padded, and the identity.
+/// (Base64url takes every length but those of 1 past a multiple of 4; the lengths used here
+/// are not.)
+fn sized(identity: &Value, len: usize) -> (String, Value) {
+    let mut padded = identity.clone();
+    for pad in 0.. {
+        padded["sub"] = json!(format!("user-42{}", "x".repeat(pad)));
+        let header = sign(CURRENT, &padded);
+        if header.len() >= len {
+            assert_eq!(header.len(), len, "no header of {len} bytes");
+            return (header, padded);
+        }
+    }
+    unreachable!()
+}
+
+/// The ways a lax base64 decoder reads what a strict one refuses.
+enum Lax {
+    StandardAlphabet,
+    Padded,
+    NonCanonical,
+}
+
+/// `identity`, padded with an unknown member until its base64url shows the trait `lax`
+/// needs, written the lax way and MAC'd as written (so only the payload's decoding fails).
+fn lax_payload(identity: &Value, lax: Lax) -> String {
+    for pad in 0..64 {
+        let text = with(identity, "x", json!("~".repeat(pad)));
+        let strict = Base64UrlUnpadded::encode_string(text.as_bytes());
+        let payload = match lax {
+            Lax::StandardAlphabet if strict.contains(['-', '_']) => {
+                strict.replace('-', "+").replace('_', "/")
+            }
+            Lax::Padded if text.len() % 3 != 0 => {
+                format!("{strict}{}", "=".repeat(3 - text.len() % 3))
+            }
+            Lax::NonCanonical if text.len() % 3 != 0 => set_unused_bits(&strict, text.len() % 3),
+            _ => continue,
+        };
+        return mac_over(&format!("v2.{}.{payload}", CURRENT.0), CURRENT.1);
+    }
+    panic!("no payload shows the trait")
+}
+
+/// `text` (base64url of a length with `rest` bytes past a multiple of 3) with the unused low
+/// bits of its last character set.
+fn set_unused_bits(text: &str, rest: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mask = if rest == 1 { 0b1111 } else { 0b11 };
+    let last = text.as_bytes()[text.len() - 1];
+    let index = ALPHABET.iter().position(|&c| c == last).unwrap();
+    format!(
+        "{}{}",
+        &text[..text.len() - 1],
+        ALPHABET[index | mask] as char
+    )
+}
+
+/// The good assertion (at some signing time) whose MAC has a `-` or `_`, written with the
+/// standard alphabet's `+` and `/` instead.
+fn standard_alphabet_tag() -> String {
+    (0..1_000)
+        .map(|back| {
+            sign(
+                CURRENT,
+                &identity("GET", "/orders/17", None, NOW_MS - 1_000 - back),
+            )
+        })
+        .find_map(|header| {
+            let (signed, tag) = header.rsplit_once('.').unwrap();
+            tag.contains(['-', '_'])
+                .then(|| format!("{signed}.{}", tag.replace('-', "+").replace('_', "/")))
+        })
+        .unwrap()
 }

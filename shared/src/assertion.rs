@@ -53,6 +53,12 @@ pub const MAX_KEY_ID_LEN: usize = 64;
 pub const DEFAULT_MAX_AGE_MS: u64 = 10_000;
 /// Clock skew tolerated for an assertion dated in the future.
 pub const FUTURE_LEEWAY_MS: u64 = 5_000;
+/// Largest `exp` and `ts`: 2^53 - 1, the largest integer every JSON reader holds exactly
+/// (I-JSON, RFC 7493), so verifiers in every language read the same number.
+pub const MAX_PAYLOAD_INTEGER: u64 = (1 << 53) - 1;
+/// Deepest nesting of arrays and objects in a payload (the payload object is level 1), so
+/// verifiers in every language refuse the same documents before their readers' own limits.
+pub const MAX_PAYLOAD_DEPTH: usize = 32;
 
 const VERSION: &str = "v2";
 const VERSION_1: &str = "v1";
@@ -371,6 +377,9 @@ pub struct AssertionVerifier {
     keys: Vec<AssertionKey>,
     max_age_ms: u64,
     accept_v1: bool,
+    /// The origin's own host, lower case: when set, assertions must name it, whatever `Host`
+    /// the request carries.
+    host: Option<String>,
 }
 
 impl AssertionVerifier {
@@ -383,7 +392,18 @@ impl AssertionVerifier {
             keys,
             max_age_ms,
             accept_v1: false,
+            host: None,
         }
+    }
+
+    /// Binds assertions to this origin's own `host` (the authority of the edge's
+    /// `ORIGIN_URL`) instead of the request's `Host` header. A `Host` header is whatever the
+    /// sender wrote: without this, an assertion captured on its way to one origin is good at
+    /// any other origin that holds the same key, given the first one's name as `Host`.
+    #[must_use]
+    pub fn for_host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_ascii_lowercase());
+        self
     }
 
     /// Also accepts `v1` assertions (method and path only; the token's `exp` checked
@@ -462,8 +482,7 @@ impl AssertionVerifier {
             .map_err(|_| AssertionError::BadSignature)?;
 
         let json = Base64UrlUnpadded::decode_vec(payload).map_err(|_| AssertionError::Malformed)?;
-        let identity: EdgeIdentity =
-            serde_json::from_slice(&json).map_err(|_| AssertionError::Malformed)?;
+        let identity = parse_payload(&json)?;
         if identity.method != request.method {
             return Err(AssertionError::MethodMismatch);
         }
@@ -471,7 +490,8 @@ impl AssertionVerifier {
             return Err(AssertionError::PathMismatch);
         }
         if !v1 {
-            if !identity.host.eq_ignore_ascii_case(request.host) {
+            let host = self.host.as_deref().unwrap_or(request.host);
+            if !identity.host.eq_ignore_ascii_case(host) {
                 return Err(AssertionError::HostMismatch);
             }
             if identity.query != *query_hash(request.query) {
@@ -495,5 +515,66 @@ impl AssertionVerifier {
             return Err(AssertionError::TokenExpired);
         }
         Ok(identity)
+    }
+}
+
+/// The identity in a payload whose MAC verified: one JSON object (not the array form a struct
+/// also reads from), no member twice, every string valid UTF-8 without lone surrogates, at
+/// most [`MAX_PAYLOAD_DEPTH`] deep, the members of [`EdgeIdentity`] of their types, `exp` and
+/// `ts` at most [`MAX_PAYLOAD_INTEGER`]. Members it does not know are ignored. Each rule is
+/// one that every verifier (`docs/origins.md`) applies the same way.
+fn parse_payload(json: &[u8]) -> Result<EdgeIdentity, AssertionError> {
+    let Members(members) = serde_json::from_slice(json).map_err(|_| AssertionError::Malformed)?;
+    if members
+        .values()
+        .any(|value| depth(value) >= MAX_PAYLOAD_DEPTH)
+    {
+        return Err(AssertionError::Malformed);
+    }
+    let identity: EdgeIdentity = serde_json::from_value(serde_json::Value::Object(members))
+        .map_err(|_| AssertionError::Malformed)?;
+    if identity.exp > MAX_PAYLOAD_INTEGER || identity.ts > MAX_PAYLOAD_INTEGER {
+        return Err(AssertionError::Malformed);
+    }
+    Ok(identity)
+}
+
+/// Levels of arrays and objects in `value` (0 for a scalar).
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(members) => 1 + members.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A JSON object's members, refusing one named twice (`serde_json::Value` keeps the last).
+struct Members(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members;
+
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members = serde_json::Map::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let value = map.next_value()?;
+                    if members.insert(name, value).is_some() {
+                        return Err(serde::de::Error::custom("a member named twice"));
+                    }
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
     }
 }

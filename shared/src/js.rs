@@ -17,7 +17,8 @@
 //!
 //! ```js
 //! const { AssertionVerifier } = require("@edgeward/shared");
-//! const origin = new AssertionVerifier([{ id: "edge-2026b", secret }], { maxAgeMs: 10000 });
+//! const origin = new AssertionVerifier([{ id: "edge-2026b", secret }],
+//!   { maxAgeMs: 10000, host: "api.internal.example" });
 //! try {
 //!   // Every value of the header (Node: req.headersDistinct["x-edgeward-assertion"]).
 //!   const identity = origin.verify(values, { method, host, path, query }, Date.now());
@@ -145,6 +146,9 @@ struct KeyOption {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AssertionOptions {
     max_age_ms: Option<u64>,
+    /// This origin's own host (the authority of the edge's `ORIGIN_URL`); without it the
+    /// request's `host` stands in (see `AssertionVerifier::for_host`).
+    host: Option<String>,
 }
 
 /// The request line an origin received: `{ method, host, path, query }`, `query` without
@@ -176,7 +180,8 @@ pub struct AssertionVerifier {
 #[wasm_bindgen]
 impl AssertionVerifier {
     /// A verifier for assertions signed by any of `keys` (`[{ id, secret }]`: the current
-    /// key, and the previous one during a rotation), with `{ maxAgeMs? }` (default 10 s).
+    /// key, and the previous one during a rotation), with `{ maxAgeMs?, host? }` (default
+    /// 10 s; `host`: this origin's own, which the signed host must name).
     ///
     /// # Errors
     /// Throws a `TypeError` for bad keys or options.
@@ -193,11 +198,13 @@ impl AssertionVerifier {
             .map(|key| AssertionKey::new(&key.id, key.secret.as_bytes()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| js_sys::TypeError::new(&format!("invalid keys: {err}")))?;
+        let verifier =
+            crate::AssertionVerifier::new(keys, options.max_age_ms.unwrap_or(DEFAULT_MAX_AGE_MS));
         Ok(Self {
-            verifier: crate::AssertionVerifier::new(
-                keys,
-                options.max_age_ms.unwrap_or(DEFAULT_MAX_AGE_MS),
-            ),
+            verifier: match options.host {
+                Some(host) => verifier.for_host(&host),
+                None => verifier,
+            },
         })
     }
 

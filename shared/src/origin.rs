@@ -13,16 +13,18 @@
 //! let key = AssertionKey::new("k1", b"0123456789abcdef0123456789abcdef")?;
 //! let app = Router::new()
 //!     .route("/whoami", get(whoami))
-//!     .layer(EdgeAuthLayer::new(AssertionVerifier::new(
-//!         vec![key],
-//!         shared::assertion::DEFAULT_MAX_AGE_MS,
-//!     )));
+//!     .layer(EdgeAuthLayer::new(
+//!         AssertionVerifier::new(vec![key], shared::assertion::DEFAULT_MAX_AGE_MS)
+//!             // This origin's name, as the edge's ORIGIN_URL gives it.
+//!             .for_host("api.internal.example"),
+//!     ));
 //! # Ok(app) }
 //! ```
 //!
 //! The request line checked against the assertion is the one this origin received: the
-//! method, the `Host` header (or the URI's authority, in HTTP/2), the path and the exact
-//! query. This adapter reads the system clock; the core never does.
+//! method, the path and the exact query, and the host the verifier was configured with
+//! ([`AssertionVerifier::for_host`]; without it the `Host` header, or the URI's authority in
+//! HTTP/2, which the sender chooses). This adapter reads the system clock; the core never does.
 
 use std::future::Future;
 use std::pin::Pin;

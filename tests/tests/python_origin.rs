@@ -1,8 +1,8 @@
 //! The demo stack with the Python origin (`examples/origin-python/server.py`, standard library
 //! only) in place of the Rust one: a real issuer, the edge in workerd, and the Python process.
 //! A tap between the edge and the origin keeps what the edge sent, so the test can replay the
-//! edge's assertion against other requests, and alter it, as someone on the origin's network
-//! would.
+//! edge's assertion against other requests and at another origin with the same key, and alter
+//! it, as someone on the origin's network would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::process::Command;
@@ -15,15 +15,17 @@ use serde_json::Value;
 const KEY_ID: &str = "py-1";
 const SECRET: &str = "python-origin-assertion-secret-0123456789";
 
-/// The Python demo origin on a port it picks; its port, from its `listening` line.
-fn python_origin(dir: &std::path::Path) -> (Running, u16) {
+/// The Python demo origin on `listen` (port 0: one it picks), named `host`; its port, from
+/// its `listening` line.
+fn python_origin(dir: &std::path::Path, name: &str, listen: &str, host: &str) -> (Running, u16) {
     let mut command = Command::new("python3");
     command
         .arg(root().join("examples/origin-python/server.py"))
-        .env("DEMO_ORIGIN_LISTEN", "127.0.0.1:0")
+        .env("DEMO_ORIGIN_LISTEN", listen)
+        .env("ORIGIN_HOST", host)
         .env("ASSERTION_KEY_ID", KEY_ID)
         .env("ASSERTION_SECRET", SECRET);
-    let running = Running::spawn(command, dir.join("python-origin.log"));
+    let running = Running::spawn(command, dir.join(format!("{name}.log")));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let port = running.log().lines().find_map(|line| {
@@ -45,8 +47,27 @@ fn python_origin(dir: &std::path::Path) -> (Running, u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_altered_assertion() {
     let dir = temp_dir("python_origin");
-    let (origin, origin_port) = tokio::task::block_in_place(|| python_origin(&dir));
+    // The edge reaches the origin through the tap, so the origin's name is the tap's address.
+    let origin_port = free_port();
     let tap = Tap::start(([127, 0, 0, 1], origin_port).into()).await;
+    let origin_host = format!("127.0.0.1:{}", tap.port);
+    let (origin, origin_port) = tokio::task::block_in_place(|| {
+        python_origin(
+            &dir,
+            "python-origin",
+            &format!("127.0.0.1:{origin_port}"),
+            &origin_host,
+        )
+    });
+    // Another origin holding the same key, under another name.
+    let (_other, other_port) = tokio::task::block_in_place(|| {
+        python_origin(
+            &dir,
+            "other-origin",
+            "127.0.0.1:0",
+            "reports.internal.example",
+        )
+    });
     let (_issuer, issuer_port) = tokio::task::block_in_place(|| issuer(&dir));
     let client = Client::create(&dir, "python-origin", &[]);
     let edge_port = free_port();
@@ -88,12 +109,12 @@ async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_alte
             "the edge sends exactly one assertion: {sent:?}"
         );
         let assertion = &sent[0];
-        // Straight to the origin, as the edge's request would arrive (its Host is the tap's).
-        let direct = |path: &str, assertion: Option<&str>| {
+        // Straight to an origin, with the Host the edge's request had.
+        let direct_to = |port: u16, path: &str, assertion: Option<&str>| {
             let mut args = vec![
                 "-H".to_owned(),
-                format!("Host: 127.0.0.1:{}", tap.port),
-                format!("http://127.0.0.1:{origin_port}{path}"),
+                format!("Host: {origin_host}"),
+                format!("http://127.0.0.1:{port}{path}"),
             ];
             if let Some(assertion) = assertion {
                 args.extend([
@@ -110,6 +131,13 @@ async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_alte
                 .contains("error=\"invalid_token\""));
             reply.json()["reason"].as_str().unwrap().to_owned()
         };
+        let direct = |path: &str, assertion: Option<&str>| direct_to(origin_port, path, assertion);
+        // Replayed at another origin with the same key, naming the first one as Host: that
+        // origin knows its own name.
+        assert_eq!(
+            direct_to(other_port, "/orders/17?status=open", Some(assertion)),
+            "assertion_host_mismatch"
+        );
         // Replayed against another route, other parameters, another method's path.
         assert_eq!(direct("/admin", Some(assertion)), "assertion_path_mismatch");
         assert_eq!(
@@ -119,6 +147,12 @@ async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_alte
         assert_eq!(
             direct("/orders/17", Some(assertion)),
             "assertion_query_mismatch"
+        );
+        // A path the server would rewrite (http.server collapses leading slashes) is still
+        // another path: the assertion binds the one sent.
+        assert_eq!(
+            direct("//orders/17?status=open", Some(assertion)),
+            "assertion_path_mismatch"
         );
         // Altered: another subject under the edge's MAC.
         let mut parts: Vec<String> = assertion.split('.').map(str::to_owned).collect();

@@ -12,7 +12,8 @@ use shared::{RatePlan, Scopes};
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
-use crate::db::{audit_in, Db};
+use crate::audit::Entry;
+use crate::db::Db;
 use crate::revocations::{self, Revoked};
 
 /// Why a client operation failed.
@@ -329,7 +330,17 @@ pub async fn set_enabled(
         revocations::record(&mut tx, db, change.revoked_tokens(), client_id, change.now).await?;
         "client.disable"
     };
-    audit_in(&mut tx, change.now, change.actor, action, client_id, "").await?;
+    db.audit_in(
+        &mut tx,
+        &Entry {
+            at: change.now,
+            actor: change.actor,
+            action,
+            subject: client_id,
+            detail: "",
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -368,13 +379,15 @@ pub async fn rotate_secret(
         revocations::record(&mut tx, db, change.revoked_tokens(), client_id, change.now).await?;
     }
     let detail = if revoke_tokens { "tokens revoked" } else { "" };
-    audit_in(
+    db.audit_in(
         &mut tx,
-        change.now,
-        change.actor,
-        "client.rotate_secret",
-        client_id,
-        detail,
+        &Entry {
+            at: change.now,
+            actor: change.actor,
+            action: "client.rotate_secret",
+            subject: client_id,
+            detail,
+        },
     )
     .await?;
     tx.commit().await?;

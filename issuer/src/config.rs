@@ -54,6 +54,10 @@ pub struct Config {
     /// takes precedence. With neither, a development key is created in `data_dir` with a loud
     /// warning.
     pub kek_file: Option<PathBuf>,
+    /// File holding the 32-byte audit key (hex or base64) the audit trail's HMAC chain is
+    /// made with: a key of its own, not the KEK. The `ISSUER_AUDIT_KEY` variable takes
+    /// precedence. With neither, a development key is created in `data_dir`.
+    pub audit_key_file: Option<PathBuf>,
     /// Access-token lifetime in seconds (60 to 3600).
     pub token_lifetime_secs: u64,
     /// `Cache-Control: max-age` of the JWKS and metadata, in seconds. A new key is published
@@ -100,6 +104,7 @@ impl Default for Config {
             database_max_connections: 8,
             data_dir: PathBuf::from("data"),
             kek_file: None,
+            audit_key_file: None,
             token_lifetime_secs: 600,
             jwks_max_age_secs: 300,
             key_rotation_interval_secs: 7 * 24 * 3600,
@@ -134,8 +139,12 @@ impl Config {
         }
         // `ISSUER_KEK` and `ISSUER_PREVIOUS_KEK` are secrets read by `keys::Kek`, and
         // `ISSUER_CONFIG` names the file (the `--config` flag): none is a setting.
-        figment =
-            figment.merge(Env::prefixed("ISSUER_").ignore(&["kek", "previous_kek", "config"]));
+        figment = figment.merge(Env::prefixed("ISSUER_").ignore(&[
+            "kek",
+            "previous_kek",
+            "audit_key",
+            "config",
+        ]));
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)

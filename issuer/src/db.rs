@@ -10,6 +10,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyPool;
 
+use crate::audit::{self, AuditKey, AuditKeyError, Entry};
 use crate::config::Config;
 
 /// A database handle; cheap to clone.
@@ -17,6 +18,8 @@ use crate::config::Config;
 pub struct Db {
     pool: AnyPool,
     sqlite: bool,
+    /// The key of the audit trail's HMAC chain (`crate::audit`).
+    audit_key: AuditKey,
 }
 
 /// Why the database could not be opened or migrated.
@@ -45,6 +48,9 @@ pub enum DbError {
     /// A query failed.
     #[error("database query failed: {0}")]
     Query(#[source] sqlx::Error),
+    /// The audit key could not be loaded.
+    #[error(transparent)]
+    AuditKey(#[from] AuditKeyError),
 }
 
 impl Db {
@@ -101,7 +107,12 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(DbError::Connect)?;
-        Ok(Self { pool, sqlite })
+        let audit_key = AuditKey::load(config)?;
+        Ok(Self {
+            pool,
+            sqlite,
+            audit_key,
+        })
     }
 
     /// Applies pending migrations for this backend. On a read-only database (a region's
@@ -198,20 +209,35 @@ impl Db {
         Ok(())
     }
 
-    /// Appends to the audit log: who did what to which subject.
+    /// Appends `entry` to the audit trail in a transaction of its own.
     ///
     /// # Errors
     /// The database error.
-    pub async fn audit(
+    pub async fn audit(&self, entry: &Entry<'_>) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        self.audit_in(&mut tx, entry).await?;
+        tx.commit().await
+    }
+
+    /// Appends `entry` to the audit trail inside the caller's transaction, so the row
+    /// commits (or not) with the change it records.
+    ///
+    /// # Errors
+    /// The database error.
+    pub async fn audit_in(
         &self,
-        now: i64,
-        actor: &str,
-        action: &str,
-        subject: &str,
-        detail: &str,
+        conn: &mut sqlx::AnyConnection,
+        entry: &Entry<'_>,
     ) -> Result<(), sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        audit_in(&mut conn, now, actor, action, subject, detail).await
+        audit::append(conn, &self.audit_key, !self.sqlite, entry).await
+    }
+
+    /// Checks the audit trail's chain (see [`audit::verify`]).
+    ///
+    /// # Errors
+    /// The first row that breaks it, or the database error.
+    pub async fn verify_audit(&self) -> Result<audit::Intact, audit::AuditError> {
+        audit::verify(&self.pool, &self.audit_key).await
     }
 
     /// Takes or renews the named lease for `holder` until `now + ttl`; `true` if held.
@@ -239,32 +265,6 @@ impl Db {
         .await?;
         Ok(result.rows_affected() == 1)
     }
-}
-
-/// Appends to the audit log inside the caller's transaction, so the row commits (or not)
-/// with the change it records.
-///
-/// # Errors
-/// The database error.
-pub async fn audit_in(
-    conn: &mut sqlx::AnyConnection,
-    now: i64,
-    actor: &str,
-    action: &str,
-    subject: &str,
-    detail: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(now)
-    .bind(actor)
-    .bind(action)
-    .bind(subject)
-    .bind(detail)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Seconds since the epoch, from the system clock (the issuer's only clock).

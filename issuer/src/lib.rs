@@ -6,6 +6,7 @@
 //! key); [`serve`] runs the server until shutdown; [`maintain_keys`] is the background task
 //! that applies the key schedule under a database lease and reloads the published keys.
 
+pub mod audit;
 pub mod clients;
 pub mod clock;
 pub mod config;

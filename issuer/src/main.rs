@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use issuer::audit::{AuditError, Entry};
 use issuer::clients::{self, NewClient};
 use issuer::db::{unix_now, Db};
 use issuer::keys::{self, Kek, KeyEvent};
@@ -46,6 +47,9 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check or export the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Verify an access token against the published keys, as an edge would; prints its
     /// claims or the rejection.
     VerifyToken {
@@ -98,6 +102,19 @@ enum ClientCommand {
         /// live out their lifetime.
         #[arg(long)]
         revoke_tokens: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit trail's HMAC chain: exit 0 with its head (keep it elsewhere), or
+    /// exit 1 naming the first row that was edited, deleted or moved.
+    Verify,
+    /// Write the audit rows, MACs included, as JSON lines (for a SIEM).
+    Export {
+        /// Only rows with an id above this one.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
     },
 }
 
@@ -178,13 +195,13 @@ async fn run(cli: Cli, config: Config) -> CliResult {
         Command::Backup { file } => {
             let db = open_db(&config).await?;
             db.backup(&file).await?;
-            db.audit(
-                unix_now(),
-                "cli",
-                "database.backup",
-                &file.display().to_string(),
-                "",
-            )
+            db.audit(&Entry {
+                at: unix_now(),
+                actor: "cli",
+                action: "database.backup",
+                subject: &file.display().to_string(),
+                detail: "",
+            })
             .await?;
             println!("backup written to {}", file.display());
             Ok(())
@@ -212,6 +229,29 @@ async fn run(cli: Cli, config: Config) -> CliResult {
         }
         Command::Client(command) => client(command, &config, cli.json).await,
         Command::Keys(command) => keys_command(command, &config, cli.json).await,
+        Command::Audit(command) => audit_command(command, &config).await,
+    }
+}
+
+async fn audit_command(command: AuditCommand, config: &Config) -> CliResult {
+    let db = open_db(config).await?;
+    match command {
+        AuditCommand::Verify => match db.verify_audit().await {
+            Ok(intact) => print(&serde_json::json!({ "intact": true, "chain": intact })),
+            Err(err @ (AuditError::Broken { id } | AuditError::Unsealed { id })) => {
+                print(
+                    &serde_json::json!({ "intact": false, "first_bad_row": id, "error": err.to_string() }),
+                )?;
+                Err(err.into())
+            }
+            Err(err) => Err(err.into()),
+        },
+        AuditCommand::Export { after } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            issuer::audit::export(db.pool(), after, &mut out).await?;
+            std::io::Write::flush(&mut out)?;
+            Ok(())
+        }
     }
 }
 
@@ -339,13 +379,13 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
                 now,
             )
             .await?;
-            db.audit(
-                now,
-                "cli",
-                "client.create",
-                &created.client.client_id,
-                &created.client.name,
-            )
+            db.audit(&Entry {
+                at: now,
+                actor: "cli",
+                action: "client.create",
+                subject: &created.client.client_id,
+                detail: &created.client.name,
+            })
             .await?;
             print(&created)
         }
@@ -424,8 +464,14 @@ async fn keys_command(command: KeysCommand, config: &Config, json: bool) -> CliR
         },
         KeysCommand::Rewrap => {
             let count = keys::rewrap(&db, &kek).await?;
-            db.audit(now, "cli", "key.rewrap", "signing_keys", &count.to_string())
-                .await?;
+            db.audit(&Entry {
+                at: now,
+                actor: "cli",
+                action: "key.rewrap",
+                subject: "signing_keys",
+                detail: &count.to_string(),
+            })
+            .await?;
             print(&serde_json::json!({ "rewrapped": count }))
         }
         KeysCommand::Revoke { kid } => {

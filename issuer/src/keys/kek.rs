@@ -81,11 +81,7 @@ impl Kek {
     /// # Errors
     /// [`KeyError::Kek`].
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let text = text.trim();
-        let bytes = hex::decode(text)
-            .ok()
-            .or_else(|| Base64::decode_vec(text).ok())
-            .filter(|bytes| bytes.len() == 32)
+        let bytes = secret_bytes(text)
             .ok_or_else(|| KeyError::Kek("must be 32 bytes as hex or base64".into()))?;
         let cipher =
             Aes256Gcm::new_from_slice(&bytes).map_err(|_| KeyError::Kek("bad length".into()))?;
@@ -182,7 +178,17 @@ pub async fn rewrap(db: &Db, kek: &Kek) -> Result<usize, KeyError> {
     Ok(count)
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// A 32-byte secret written as 64 hex digits or standard base64 (the KEK, the audit key).
+pub(crate) fn secret_bytes(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    hex::decode(text)
+        .ok()
+        .or_else(|| Base64::decode_vec(text).ok())
+        .filter(|bytes| bytes.len() == 32)
+}
+
+/// Creates `path` readable by its owner only, with `text` (a development secret).
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -15,8 +15,9 @@ use rand_core::{OsRng, RngCore};
 use sqlx::{AnyConnection, Row};
 
 use super::{Kek, KeyError};
+use crate::audit::Entry;
 use crate::config::Config;
-use crate::db::{audit_in, Db};
+use crate::db::Db;
 use crate::revocations::{self, Revoked};
 
 /// The lease (a row of `leases`) under which one instance applies the schedule.
@@ -197,6 +198,7 @@ impl fmt::Display for KeyEvent {
 /// One lifecycle step: a transaction that holds the schedule's lease row until it commits,
 /// and records each event in the audit log as it happens.
 struct Step<'a> {
+    db: &'a Db,
     tx: sqlx::Transaction<'a, sqlx::Any>,
     actor: &'a str,
     now: i64,
@@ -216,6 +218,7 @@ impl<'a> Step<'a> {
         .execute(&mut *tx)
         .await?;
         Ok(Self {
+            db,
             tx,
             actor,
             now,
@@ -229,15 +232,14 @@ impl<'a> Step<'a> {
 
     async fn record(&mut self, event: KeyEvent) -> Result<(), KeyError> {
         let (now, actor, detail) = (self.now, self.actor, event.detail());
-        audit_in(
-            &mut self.tx,
-            now,
+        let entry = Entry {
+            at: now,
             actor,
-            event.action(),
-            event.kid(),
-            &detail,
-        )
-        .await?;
+            action: event.action(),
+            subject: event.kid(),
+            detail: &detail,
+        };
+        self.db.audit_in(&mut self.tx, &entry).await?;
         self.events.push(event);
         Ok(())
     }

@@ -11,8 +11,8 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::client_auth::{self, limited, ClientAddress, Form};
+use crate::audit::Entry;
 use crate::clients::{Client, ClientError};
-use crate::db::audit_in;
 use crate::error::ApiError;
 use crate::revocations::{self, Revoked};
 use crate::state::AppState;
@@ -81,15 +81,14 @@ async fn revoke(
             };
             let mut tx = state.db.pool().begin().await?;
             if revocations::record(&mut tx, &state.db, revoked, &claims.jti, now).await? {
-                audit_in(
-                    &mut tx,
-                    now,
-                    &client.client_id,
-                    "token.revoke",
-                    &claims.jti,
-                    "",
-                )
-                .await?;
+                let entry = Entry {
+                    at: now,
+                    actor: &client.client_id,
+                    action: "token.revoke",
+                    subject: &claims.jti,
+                    detail: "",
+                };
+                state.db.audit_in(&mut tx, &entry).await?;
             }
             tx.commit().await?;
         }

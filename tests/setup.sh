@@ -38,6 +38,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 
+# Redis for the issuer's shared-limit tests (TEST_REDIS_URL, default the machine's server on
+# 127.0.0.1:6379): found running, or installed and started here (nothing kept on disk).
+if [ -z "${TEST_REDIS_URL:-}" ] && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  if ! command -v redis-server >/dev/null; then
+    step "installing redis-server (Debian)"
+    apt-get update -qq && apt-get install -y -qq redis-server
+  fi
+  step "starting redis-server on 127.0.0.1:6379"
+  redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --daemonize yes
+fi
+
 # wasm-pack, pinned.
 if [ "$(wasm-pack --version 2>/dev/null)" != "wasm-pack $WASM_PACK_VERSION" ]; then
   step "installing wasm-pack $WASM_PACK_VERSION"

@@ -80,12 +80,30 @@ pub struct Config {
     /// many isolates share a few egress addresses), so it is generous; its answers are
     /// cacheable for a second, which lets a CDN in front of the issuer absorb the rest.
     pub feed_rate_per_address: shared::RatePlan,
+    /// Where the token-endpoint limits keep their state: `memory` (each instance its own, so
+    /// N instances allow N times the plans) or `redis` (one state for every instance).
+    pub limits_backend: LimitsBackend,
+    /// The Redis server of `limits_backend = "redis"` (`redis://` or `rediss://`).
+    pub redis_url: String,
+    /// Longest wait for Redis per decision, in ms; past it (or with Redis down) the decision
+    /// is this instance's own, from memory (fail open: counted and logged).
+    pub redis_timeout_ms: u64,
     /// `json` (default) or `pretty` log lines.
     pub log_format: String,
     /// PEM certificate chain: with `tls_key_file`, the issuer serves HTTPS (rustls).
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key for `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
+}
+
+/// Where token-endpoint limit state lives (`limits_backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsBackend {
+    /// In this instance's memory.
+    Memory,
+    /// In Redis, shared by every instance: one atomic script per decision.
+    Redis,
 }
 
 /// A plan from constants known to be in range.
@@ -114,6 +132,9 @@ impl Default for Config {
             token_rate_per_address: plan(6000, 60, 600),
             token_rate_per_client: plan(3000, 60, 300),
             feed_rate_per_address: plan(600, 1, 1200),
+            limits_backend: LimitsBackend::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_timeout_ms: 100,
             log_format: "json".into(),
             tls_cert_file: None,
             tls_key_file: None,
@@ -226,6 +247,14 @@ impl Config {
                 }
             }
             (None, None) => {}
+        }
+        if self.limits_backend == LimitsBackend::Redis {
+            if let Err(err) = redis::Client::open(self.redis_url.as_str()) {
+                return Err(invalid("redis_url", format!("not a Redis URL: {err}")));
+            }
+        }
+        if !(1..=5_000).contains(&self.redis_timeout_ms) {
+            return Err(invalid("redis_timeout_ms", "must be between 1 and 5000"));
         }
         if !matches!(self.log_format.as_str(), "json" | "pretty") {
             return Err(invalid("log_format", "must be json or pretty"));

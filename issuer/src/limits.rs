@@ -1,13 +1,20 @@
 //! Rate limits on the token endpoint, per source address and per client, with the GCRA core
 //! from `shared`. A failed authentication costs [`FAILED_AUTH_COST`] requests, so guessing
-//! secrets runs out of budget fast. State is per instance and in memory: it bounds abuse of
-//! one instance; the edge enforces the clients' API plans.
+//! secrets runs out of budget fast.
+//!
+//! State lives in this instance's memory (`limits_backend = "memory"`: N instances allow N
+//! times a plan) or in Redis (`"redis"`: one state for every instance, one atomic script per
+//! decision). With Redis down or slow past `redis_timeout_ms`, a decision falls back to this
+//! instance's memory: the limits fail open to per-instance limits rather than refusing
+//! tokens, and each fallback is counted (`issuer_limits_redis_fallbacks_total`) and logged.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use shared::rate_limit::{check_weighted, Decision, GcraState};
 use shared::{RatePlan, UnixTime};
 
@@ -15,6 +22,9 @@ use shared::{RatePlan, UnixTime};
 pub const FAILED_AUTH_COST: u32 = 5;
 /// Entries kept per table before idle ones are swept.
 const MAX_ENTRIES: usize = 100_000;
+/// Least time between two attempts to connect to Redis while it is down, and between two
+/// fallback log lines.
+const REDIS_RETRY: Duration = Duration::from_secs(1);
 
 /// One GCRA table keyed by `K`, bounded in size.
 #[derive(Debug)]
@@ -57,35 +67,232 @@ pub struct TokenLimits {
     per_address: Table<IpAddr>,
     per_client: Table<String>,
     feed_per_address: Table<IpAddr>,
+    /// The shared state, when `limits_backend = "redis"`.
+    redis: Option<RedisStore>,
+    /// Decisions made from memory because Redis did not answer.
+    fallbacks: Counter,
 }
 
 impl TokenLimits {
-    /// Limiters with these plans.
+    /// Limiters with these plans, in memory.
     #[must_use]
     pub fn new(per_address: RatePlan, per_client: RatePlan, feed_per_address: RatePlan) -> Self {
         Self {
             per_address: Table::new(per_address),
             per_client: Table::new(per_client),
             feed_per_address: Table::new(feed_per_address),
+            redis: None,
+            fallbacks: Counter::default(),
         }
     }
 
+    /// The same limits kept in Redis at `client`, each call waiting at most `timeout`;
+    /// `fallbacks` counts the decisions made from memory instead.
+    #[must_use]
+    pub fn in_redis(
+        mut self,
+        client: redis::Client,
+        timeout: Duration,
+        fallbacks: Counter,
+    ) -> Self {
+        self.redis = Some(RedisStore::new(client, timeout));
+        self.fallbacks = fallbacks;
+        self
+    }
+
     /// Charges one read of the revocation feed to `address`'s network.
-    pub fn feed(&self, address: IpAddr, now: UnixTime) -> Decision {
+    pub async fn feed(&self, address: IpAddr, now: UnixTime) -> Decision {
         let network = shared::rate_limit::address_network(address);
-        self.feed_per_address.check(&network, now, 1)
+        self.check(&self.feed_per_address, "feed", &network, now, 1)
+            .await
     }
 
     /// Charges one request (or a failed authentication) to `address`'s network (the
     /// address for IPv4, its `/64` for IPv6: `shared::rate_limit::address_network`).
-    pub fn address(&self, address: IpAddr, now: UnixTime, failed_auth: bool) -> Decision {
+    pub async fn address(&self, address: IpAddr, now: UnixTime, failed_auth: bool) -> Decision {
         let cost = if failed_auth { FAILED_AUTH_COST } else { 1 };
         let network = shared::rate_limit::address_network(address);
-        self.per_address.check(&network, now, cost)
+        self.check(&self.per_address, "address", &network, now, cost)
+            .await
     }
 
     /// Charges one grant to `client_id`.
-    pub fn client(&self, client_id: &str, now: UnixTime) -> Decision {
-        self.per_client.check(&client_id.to_owned(), now, 1)
+    pub async fn client(&self, client_id: &str, now: UnixTime) -> Decision {
+        self.check(&self.per_client, "client", &client_id.to_owned(), now, 1)
+            .await
     }
+
+    /// `table`'s decision for `key`: from Redis when it is the backend and answers, else
+    /// from memory.
+    async fn check<K: Hash + Eq + Clone + std::fmt::Display>(
+        &self,
+        table: &Table<K>,
+        name: &str,
+        key: &K,
+        now: UnixTime,
+        cost: u32,
+    ) -> Decision {
+        let Some(redis) = &self.redis else {
+            return table.check(key, now, cost);
+        };
+        match redis
+            .check(&format!("{name}:{key}"), &table.plan, now, cost)
+            .await
+        {
+            Ok(decision) => decision,
+            Err(err) => {
+                self.fallbacks.inc();
+                if redis.should_log() {
+                    tracing::warn!(error = %err, "redis limits unavailable: this instance's own limits apply");
+                }
+                table.check(key, now, cost)
+            }
+        }
+    }
+}
+
+/// GCRA in Redis, the same arithmetic as `shared::rate_limit::check_weighted` in microseconds
+/// (Lua numbers are doubles: nanoseconds since the epoch would not fit their 53 bits). The
+/// key holds the theoretical arrival time and expires when it passes (an idle key is the
+/// same as none). Returns allowed (0/1), remaining, reset-after and retry-after in ms.
+const GCRA_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local unit = tonumber(ARGV[3])
+local tolerance = tonumber(ARGV[4])
+local burst = tonumber(ARGV[5])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance
+if now < allow_at then
+  return {0, 0, math.ceil((tat - now) / 1000), math.ceil((allow_at - now) / 1000)}
+end
+local remaining = math.floor((now - allow_at) / unit)
+if remaining > burst - 1 then remaining = burst - 1 end
+redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, remaining, math.ceil((new_tat - now) / 1000), 0}
+";
+
+/// Key prefix of the limiter state in Redis.
+const REDIS_PREFIX: &str = "edgeward:issuer:limit:";
+
+/// The Redis side: a connection made on first use (and again after it fails, at most once
+/// per [`REDIS_RETRY`]), which reconnects by itself once made.
+struct RedisStore {
+    client: redis::Client,
+    timeout: Duration,
+    script: redis::Script,
+    connection: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    /// When to try connecting again, and when a fallback may be logged again.
+    next_attempt: Mutex<Option<Instant>>,
+    next_log: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a decision could not come from Redis.
+#[derive(Debug, thiserror::Error)]
+enum RedisLimitError {
+    #[error("no connection (retrying)")]
+    Down,
+    #[error("timed out")]
+    Timeout,
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+impl RedisStore {
+    fn new(client: redis::Client, timeout: Duration) -> Self {
+        Self {
+            client,
+            timeout,
+            script: redis::Script::new(GCRA_SCRIPT),
+            connection: tokio::sync::Mutex::new(None),
+            next_attempt: Mutex::new(None),
+            next_log: Mutex::new(None),
+        }
+    }
+
+    /// The connection, making it if it is time to try.
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, RedisLimitError> {
+        // Another request is connecting: decide from memory rather than queue behind it.
+        let Ok(mut connection) = self.connection.try_lock() else {
+            return Err(RedisLimitError::Down);
+        };
+        if let Some(connection) = connection.as_ref() {
+            return Ok(connection.clone());
+        }
+        if !due(&self.next_attempt, REDIS_RETRY) {
+            return Err(RedisLimitError::Down);
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1);
+        let made = tokio::time::timeout(
+            self.timeout.saturating_mul(2),
+            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| RedisLimitError::Timeout)??;
+        *connection = Some(made.clone());
+        Ok(made)
+    }
+
+    async fn check(
+        &self,
+        key: &str,
+        plan: &RatePlan,
+        now: UnixTime,
+        cost: u32,
+    ) -> Result<Decision, RedisLimitError> {
+        let mut connection = self.connection().await?;
+        // Microseconds, as in the script; the plan's emission interval may be fractional.
+        let unit = f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit());
+        let now_us = now.as_millis().saturating_mul(1_000);
+        let mut invocation = self.script.key(format!("{REDIS_PREFIX}{key}"));
+        invocation
+            .arg(now_us)
+            .arg(unit * f64::from(cost.max(1)))
+            .arg(unit)
+            .arg(unit * f64::from(plan.burst()))
+            .arg(plan.burst());
+        let answer: (u8, u32, u64, u64) =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
+                .await
+                .map_err(|_| RedisLimitError::Timeout)??;
+        Ok(Decision {
+            allowed: answer.0 == 1,
+            limit: plan.burst(),
+            remaining: answer.1,
+            reset_after_ms: answer.2,
+            retry_after_ms: answer.3,
+        })
+    }
+
+    /// Whether a fallback may be logged now (at most once per [`REDIS_RETRY`]).
+    fn should_log(&self) -> bool {
+        due(&self.next_log, REDIS_RETRY)
+    }
+}
+
+/// Whether the instant in `next` has come (or was never set); if so, moves it `every` on.
+fn due(next: &Mutex<Option<Instant>>, every: Duration) -> bool {
+    let mut next = match next.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let now = Instant::now();
+    if next.is_some_and(|at| now < at) {
+        return false;
+    }
+    *next = Some(now + every);
+    true
 }

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub db_connections: Gauge,
     /// Idle database connections.
     pub db_idle: Gauge,
+    /// Limit decisions made from this instance's memory because Redis did not answer.
+    pub limits_redis_fallbacks: Counter,
 }
 
 impl Default for Metrics {
@@ -89,6 +91,12 @@ impl Default for Metrics {
             "Idle database connections",
             db_idle.clone(),
         );
+        let limits_redis_fallbacks = Counter::default();
+        registry.register(
+            "limits_redis_fallbacks",
+            "Token-endpoint limit decisions made from this instance's memory because Redis did not answer",
+            limits_redis_fallbacks.clone(),
+        );
         Self {
             registry,
             tokens,
@@ -97,6 +105,7 @@ impl Default for Metrics {
             key_events,
             db_connections,
             db_idle,
+            limits_redis_fallbacks,
         }
     }
 }

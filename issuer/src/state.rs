@@ -1,9 +1,10 @@
 //! The one application state every handler shares.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, LimitsBackend};
 use crate::db::Db;
 use crate::keys::{Kek, SigningKeys};
 use crate::limits::TokenLimits;
@@ -32,18 +33,32 @@ impl AppState {
     /// State over an opened database with keys already loaded.
     #[must_use]
     pub fn new(config: Config, db: Db, kek: Kek, keys: SigningKeys) -> Self {
+        let metrics = Metrics::default();
         let limits = TokenLimits::new(
             config.token_rate_per_address,
             config.token_rate_per_client,
             config.feed_rate_per_address,
         );
+        let limits = match config.limits_backend {
+            LimitsBackend::Memory => limits,
+            // The URL was checked with the configuration; a client only holds it (it
+            // connects on first use, so a Redis that is down does not stop the start).
+            LimitsBackend::Redis => match redis::Client::open(config.redis_url.as_str()) {
+                Ok(client) => limits.in_redis(
+                    client,
+                    Duration::from_millis(config.redis_timeout_ms),
+                    metrics.limits_redis_fallbacks.clone(),
+                ),
+                Err(_) => unreachable!("redis_url is validated with the configuration"),
+            },
+        };
         Self {
             limits: Arc::new(limits),
             config: Arc::new(config),
             db,
             kek: Arc::new(kek),
             keys: Arc::new(RwLock::new(Arc::new(keys))),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
             clock: Clock::system(),
         }
     }

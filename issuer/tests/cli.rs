@@ -89,9 +89,12 @@ fn http(port: u16, request: &str) -> (u16, String) {
 /// its "issuer listening" log line.
 fn spawn_serve(
     dir: &std::path::Path,
-    env: &[(&str, &std::path::Path)],
+    env: &[(&str, &std::ffi::OsStr)],
 ) -> (std::process::Child, u16, std::path::PathBuf) {
-    let log = dir.join("serve.log");
+    // Several servers may share `dir` (and its database): each has its own log.
+    static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = dir.join(format!("serve-{n}.log"));
     let mut command = issuer(dir);
     command
         .env("ISSUER_LISTEN", "127.0.0.1:0")
@@ -240,8 +243,8 @@ fn serves_https_with_the_configured_certificate() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("tls_key_file"));
 
     let tls = [
-        ("ISSUER_TLS_CERT_FILE", cert.as_path()),
-        ("ISSUER_TLS_KEY_FILE", key.as_path()),
+        ("ISSUER_TLS_CERT_FILE", cert.as_os_str()),
+        ("ISSUER_TLS_KEY_FILE", key.as_os_str()),
     ];
     let (mut server, port, _) = spawn_serve(&dir, &tls);
     let url = format!("https://localhost:{port}/.well-known/jwks.json");
@@ -277,4 +280,125 @@ fn serves_https_with_the_configured_certificate() {
         .unwrap()
         .success());
     assert!(server.wait().unwrap().success());
+}
+
+/// `TEST_REDIS_URL`, or the machine's Redis (tests/setup.sh finds or starts it).
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+}
+
+/// Issue 32: two real issuer processes on one database and one Redis, with
+/// `limits_backend = "redis"`, allow a client its plan once between them, not once each.
+#[test]
+fn two_instances_on_one_redis_allow_a_client_its_plan_once_not_twice() {
+    let dir = support::temp_dir();
+    let redis = redis_url();
+    let settings: [(&str, &std::ffi::OsStr); 3] = [
+        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
+        ("ISSUER_REDIS_URL", redis.as_ref()),
+        ("ISSUER_TOKEN_RATE_PER_CLIENT", "6/60s;burst=6".as_ref()),
+    ];
+    let (mut first, first_port, _) = spawn_serve(&dir, &settings);
+    let (mut second, second_port, second_log) = spawn_serve(&dir, &settings);
+    let output = issuer(&dir)
+        .args([
+            "client",
+            "create",
+            "--name",
+            "shared limit",
+            "--scope",
+            "read",
+        ])
+        .output()
+        .unwrap();
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let form = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap()
+    );
+    let token = |port: u16| {
+        http(
+            port,
+            &format!(
+                "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+                form.len()
+            ),
+        )
+        .0
+    };
+    // Alternating between the instances: the plan's six, then refusals from both.
+    let statuses: Vec<u16> = (0..10)
+        .map(|n| token(if n % 2 == 0 { first_port } else { second_port }))
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 429, 429, 429, 429]);
+    let (_, metrics) = get(second_port, "/metrics");
+    assert!(
+        metrics.contains("issuer_limits_redis_fallbacks_total 0"),
+        "no decision fell back to memory:\n{}\n{}",
+        metrics,
+        std::fs::read_to_string(&second_log).unwrap_or_default()
+    );
+    for server in [&mut first, &mut second] {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+}
+
+/// With Redis unreachable the limits fail open to each instance's memory: tokens are still
+/// issued (and limited per instance), each decision counted as a fallback and logged.
+#[test]
+fn with_redis_down_the_limits_fall_back_to_the_instance_counted_and_logged() {
+    let dir = support::temp_dir();
+    // A port nothing listens on.
+    let dead = format!("redis://127.0.0.1:{}", {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    });
+    let settings: [(&str, &std::ffi::OsStr); 3] = [
+        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
+        ("ISSUER_REDIS_URL", dead.as_ref()),
+        ("ISSUER_TOKEN_RATE_PER_CLIENT", "2/60s;burst=2".as_ref()),
+    ];
+    let (mut server, port, log) = spawn_serve(&dir, &settings);
+    let output = issuer(&dir)
+        .args(["client", "create", "--name", "fallback", "--scope", "read"])
+        .output()
+        .unwrap();
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let form = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap()
+    );
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| {
+            http(
+                port,
+                &format!(
+                    "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                     Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+                    form.len()
+                ),
+            )
+            .0
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    let (_, metrics) = get(port, "/metrics");
+    let fallbacks: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("issuer_limits_redis_fallbacks_total "))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap();
+    // Each token request decides twice (address, then client).
+    assert_eq!(fallbacks, 6, "{metrics}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("redis limits unavailable"), "{text}");
+    let _ = server.kill();
+    let _ = server.wait();
 }

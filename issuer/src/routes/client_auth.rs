@@ -72,7 +72,8 @@ pub(crate) async fn authenticate_charged(
 ) -> Result<Client, ApiError> {
     let result = authenticate(state, headers, params).await;
     if matches!(result, Err(ApiError::InvalidClient)) {
-        let _ = state.limits.address(address, state.clock.now(), true);
+        // The decision is for the next request: a failed authentication only spends budget.
+        let _ = state.limits.address(address, state.clock.now(), true).await;
     }
     result
 }

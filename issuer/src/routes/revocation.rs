@@ -33,7 +33,12 @@ async fn caller_and_token(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Client, String), ApiError> {
-    limited(&state.limits.address(address, state.clock.now(), false))?;
+    limited(
+        &state
+            .limits
+            .address(address, state.clock.now(), false)
+            .await,
+    )?;
     let params: Form = client_auth::parse_form(headers, body)?;
     let client = client_auth::authenticate_charged(state, address, headers, &params).await?;
     let token = params
@@ -169,7 +174,7 @@ async fn feed(
     ClientAddress(address): ClientAddress,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    limited(&state.limits.feed(address, state.clock.now()))?;
+    limited(&state.limits.feed(address, state.clock.now()).await)?;
     let Query(query) =
         query.map_err(|_| ApiError::InvalidRequest("since must be an integer cursor"))?;
     let page = revocations::feed_page(&state.db, query.since, state.clock.unix_secs()).await?;

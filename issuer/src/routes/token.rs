@@ -77,7 +77,7 @@ async fn grant(
     body: Result<Bytes, BytesRejection>,
 ) -> (Option<String>, Result<Response, ApiError>) {
     let now = state.clock.now();
-    if let Err(err) = limited(&state.limits.address(address, now, false)) {
+    if let Err(err) = limited(&state.limits.address(address, now, false).await) {
         return (None, Err(err));
     }
     let params = match client_auth::parse_form(headers, body).and_then(require_client_credentials) {
@@ -90,7 +90,7 @@ async fn grant(
     };
     let id = client.client_id.clone();
     let result =
-        limited(&state.limits.client(&id, now)).and_then(|()| issue(state, &client, &params));
+        limited(&state.limits.client(&id, now).await).and_then(|()| issue(state, &client, &params));
     (Some(id), result)
 }
 

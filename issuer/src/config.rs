@@ -90,6 +90,9 @@ pub struct Config {
     pub redis_timeout_ms: u64,
     /// `json` (default) or `pretty` log lines.
     pub log_format: String,
+    /// What to log, as a tracing filter (`info`, `warn`, `issuer=debug,info`...); `RUST_LOG`
+    /// wins when it is set.
+    pub log_level: String,
     /// PEM certificate chain: with `tls_key_file`, the issuer serves HTTPS (rustls).
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key for `tls_cert_file`.
@@ -136,6 +139,7 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_timeout_ms: 100,
             log_format: "json".into(),
+            log_level: "info".into(),
             tls_cert_file: None,
             tls_key_file: None,
         }
@@ -256,6 +260,12 @@ impl Config {
         if !(1..=5_000).contains(&self.redis_timeout_ms) {
             return Err(invalid("redis_timeout_ms", "must be between 1 and 5000"));
         }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(invalid(
+                "log_level",
+                "is not a tracing filter (e.g. info, or issuer=debug,info)",
+            ));
+        }
         if !matches!(self.log_format.as_str(), "json" | "pretty") {
             return Err(invalid("log_format", "must be json or pretty"));
         }
@@ -302,5 +312,112 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("issuer_url"));
+    }
+}
+
+/// What a reload (`SIGHUP`) did with a newly read configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reload {
+    /// The configuration to run with from now on: the new values of the settings that can
+    /// change while running, the old values of the rest.
+    pub config: Config,
+    /// Settings whose new value is now in use.
+    pub changed: Vec<&'static str>,
+    /// Settings that cannot change while running and were given a new value: it was not
+    /// applied (restart the instance for it).
+    pub refused: Vec<&'static str>,
+}
+
+impl Config {
+    /// The settings `new` (read and validated again) may change in this running
+    /// configuration: rate limits, token lifetime, JWKS max-age, key rotation interval,
+    /// `trust_forwarded_for` and the log level. The rest (addresses, database, keys, TLS,
+    /// the limits backend, body and time limits built into the server) are kept, and named
+    /// in [`Reload::refused`] when `new` differs.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the mix of kept and new values does not validate (then nothing
+    /// changes).
+    pub fn reload(&self, new: Config) -> Result<Reload, ConfigError> {
+        // Every setting is live or fixed below: a new one fails to compile here until it is
+        // put in one of the two lists.
+        let Config {
+            listen: _,
+            metrics_listen: _,
+            issuer_url: _,
+            database_url: _,
+            database_max_connections: _,
+            data_dir: _,
+            kek_file: _,
+            audit_key_file: _,
+            token_lifetime_secs: _,
+            jwks_max_age_secs: _,
+            key_rotation_interval_secs: _,
+            request_timeout_secs: _,
+            max_body_bytes: _,
+            trust_forwarded_for: _,
+            token_rate_per_address: _,
+            token_rate_per_client: _,
+            feed_rate_per_address: _,
+            limits_backend: _,
+            redis_url: _,
+            redis_timeout_ms: _,
+            log_format: _,
+            log_level: _,
+            tls_cert_file: _,
+            tls_key_file: _,
+        } = &new;
+        let mut config = self.clone();
+        let mut changed = Vec::new();
+        let mut refused = Vec::new();
+        macro_rules! live {
+            ($($field:ident),*) => {$(
+                if config.$field != new.$field {
+                    config.$field = new.$field.clone();
+                    changed.push(stringify!($field));
+                }
+            )*};
+        }
+        macro_rules! fixed {
+            ($($field:ident),*) => {$(
+                if config.$field != new.$field {
+                    refused.push(stringify!($field));
+                }
+            )*};
+        }
+        live!(
+            token_lifetime_secs,
+            jwks_max_age_secs,
+            key_rotation_interval_secs,
+            trust_forwarded_for,
+            token_rate_per_address,
+            token_rate_per_client,
+            feed_rate_per_address,
+            log_level
+        );
+        fixed!(
+            listen,
+            metrics_listen,
+            issuer_url,
+            database_url,
+            database_max_connections,
+            data_dir,
+            kek_file,
+            audit_key_file,
+            request_timeout_secs,
+            max_body_bytes,
+            limits_backend,
+            redis_url,
+            redis_timeout_ms,
+            log_format,
+            tls_cert_file,
+            tls_key_file
+        );
+        config.validate()?;
+        Ok(Reload {
+            config,
+            changed,
+            refused,
+        })
     }
 }

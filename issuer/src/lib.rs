@@ -101,9 +101,9 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
 
 /// The HTTP application.
 pub fn app(state: AppState) -> Router {
-    let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    let body_limit = state.config.max_body_bytes;
-    routes::router(state.config.metrics_listen.is_none())
+    let timeout = Duration::from_secs(state.config().request_timeout_secs);
+    let body_limit = state.config().max_body_bytes;
+    routes::router(state.config().metrics_listen.is_none())
         .fallback(|| async { ApiError::NotFound.into_response() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
@@ -191,7 +191,7 @@ pub async fn refresh_keys(state: &AppState, holder: &str) {
         .await
     {
         // The step wrote its own audit rows, in its transaction.
-        Ok(true) => match keys::advance(&state.db, &state.kek, &state.config, now).await {
+        Ok(true) => match keys::advance(&state.db, &state.kek, &state.config(), now).await {
             Ok(events) => {
                 for event in events {
                     tracing::info!(event = %event, kind = event.kind(), "signing key lifecycle");
@@ -240,7 +240,8 @@ pub async fn serve_tls(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let (Some(cert), Some(key)) = (&state.config.tls_cert_file, &state.config.tls_key_file) else {
+    let (Some(cert), Some(key)) = (&state.config().tls_cert_file, &state.config().tls_key_file)
+    else {
         return Err(StartError::Tls(
             "tls_cert_file and tls_key_file are required".into(),
         ));

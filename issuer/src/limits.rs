@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -29,15 +29,39 @@ const REDIS_RETRY: Duration = Duration::from_secs(1);
 /// One GCRA table keyed by `K`, bounded in size.
 #[derive(Debug)]
 struct Table<K> {
-    plan: RatePlan,
+    /// The plan, which a configuration reload may change.
+    plan: RwLock<RatePlan>,
     states: Mutex<HashMap<K, GcraState>>,
 }
 
 impl<K: Hash + Eq + Clone> Table<K> {
     fn new(plan: RatePlan) -> Self {
         Self {
-            plan,
+            plan: RwLock::new(plan),
             states: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn plan(&self) -> RatePlan {
+        match self.plan.read() {
+            Ok(plan) => *plan,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// A new plan starts every key afresh: state measured against the old plan (a debt
+    /// run up under a strict one) would judge the new one wrongly.
+    fn set_plan(&self, plan: RatePlan) {
+        let mut guard = match self.plan.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if *guard != plan {
+            *guard = plan;
+            match self.states.lock() {
+                Ok(mut states) => states.clear(),
+                Err(poisoned) => poisoned.into_inner().clear(),
+            }
         }
     }
 
@@ -52,7 +76,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
             states.retain(|_, state| state.tat_nanos > now_nanos);
         }
         let state = states.get(key).copied().unwrap_or_default();
-        let (decision, next) = check_weighted(&self.plan, state, now, cost);
+        let (decision, next) = check_weighted(&self.plan(), state, now, cost);
         if states.len() < MAX_ENTRIES || states.contains_key(key) {
             states.insert(key.clone(), next);
         }
@@ -100,6 +124,18 @@ impl TokenLimits {
         self
     }
 
+    /// New plans (a configuration reload): a table whose plan changed starts afresh.
+    pub fn set_plans(
+        &self,
+        per_address: RatePlan,
+        per_client: RatePlan,
+        feed_per_address: RatePlan,
+    ) {
+        self.per_address.set_plan(per_address);
+        self.per_client.set_plan(per_client);
+        self.feed_per_address.set_plan(feed_per_address);
+    }
+
     /// Charges one read of the revocation feed to `address`'s network.
     pub async fn feed(&self, address: IpAddr, now: UnixTime) -> Decision {
         let network = shared::rate_limit::address_network(address);
@@ -135,8 +171,10 @@ impl TokenLimits {
         let Some(redis) = &self.redis else {
             return table.check(key, now, cost);
         };
+        let plan = table.plan();
+        // The plan is part of the key: a reloaded plan starts every key afresh, as in memory.
         match redis
-            .check(&format!("{name}:{key}"), &table.plan, now, cost)
+            .check(&format!("{name}:{plan}:{key}"), &plan, now, cost)
             .await
         {
             Ok(decision) => decision,

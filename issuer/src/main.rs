@@ -141,8 +141,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&config);
-    match run(cli, config).await {
+    let set_log_level = init_tracing(&config);
+    match run(cli, config, set_log_level).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("issuer: {err}");
@@ -151,28 +151,51 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Sets the log filter while running (a reload of `log_level`).
+type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// JSON or pretty logs on stderr, filtered by `RUST_LOG` if set, else by `log_level`; returns
+/// how to change `log_level` later (`None` while `RUST_LOG` rules).
+fn init_tracing(config: &Config) -> Option<SetLogLevel> {
+    use tracing_subscriber::EnvFilter;
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| {
+        EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if config.log_format == "json" {
-        builder
+    // The two formats are two subscriber types; each handle is boxed to one setter.
+    let set: SetLogLevel = if config.log_format == "json" {
+        let builder = builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .init();
-    } else {
+            .with_filter_reloading();
+        let handle = builder.reload_handle();
         builder.init();
-    }
+        Box::new(move |level| {
+            let filter = EnvFilter::try_new(level).map_err(|err| err.to_string())?;
+            handle.reload(filter).map_err(|err| err.to_string())
+        })
+    } else {
+        let builder = builder.with_filter_reloading();
+        let handle = builder.reload_handle();
+        builder.init();
+        Box::new(move |level| {
+            let filter = EnvFilter::try_new(level).map_err(|err| err.to_string())?;
+            handle.reload(filter).map_err(|err| err.to_string())
+        })
+    };
+    (!fixed).then_some(set)
 }
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
-async fn run(cli: Cli, config: Config) -> CliResult {
+async fn run(cli: Cli, config: Config, set_log_level: Option<SetLogLevel>) -> CliResult {
     match cli.command {
         Command::CheckConfig => {
             println!(
@@ -185,7 +208,7 @@ async fn run(cli: Cli, config: Config) -> CliResult {
             );
             Ok(())
         }
-        Command::Serve => serve(config).await,
+        Command::Serve => serve(config, cli.config, set_log_level).await,
         Command::Migrate => {
             let db = Db::connect(&config).await?;
             db.migrate().await?;
@@ -255,23 +278,31 @@ async fn audit_command(command: AuditCommand, config: &Config) -> CliResult {
     }
 }
 
-async fn serve(config: Config) -> CliResult {
+async fn serve(
+    config: Config,
+    file: Option<PathBuf>,
+    set_log_level: Option<SetLogLevel>,
+) -> CliResult {
     let addr = config.listen;
     let state = issuer::open(config).await?;
+    #[cfg(unix)]
+    tokio::spawn(reload_on_hangup(state.clone(), file, set_log_level));
+    #[cfg(not(unix))]
+    let _ = (file, set_log_level);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| issuer::StartError::Listen { addr, source })?;
-    let tls = state.config.tls_cert_file.is_some();
+    let tls = state.config().tls_cert_file.is_some();
     // The bound address, so `listen = "127.0.0.1:0"` (tests, scripts) can learn the port.
     let bound = listener.local_addr().unwrap_or(addr);
-    tracing::info!(addr = %bound, issuer = %state.config.issuer_url, tls, "issuer listening");
+    tracing::info!(addr = %bound, issuer = %state.config().issuer_url, tls, "issuer listening");
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown_signal().await;
         let _ = stop.send(true);
     };
-    let metrics = match state.config.metrics_listen {
+    let metrics = match state.config().metrics_listen {
         Some(metrics_addr) => {
             let metrics_listener =
                 tokio::net::TcpListener::bind(metrics_addr)
@@ -307,6 +338,92 @@ async fn serve(config: Config) -> CliResult {
     }
     tracing::info!("issuer stopped");
     Ok(())
+}
+
+/// On each `SIGHUP`: reads the configuration again (the same file and environment) and
+/// applies what may change while running (`Config::reload`). A file that does not load or
+/// validate changes nothing; a setting that cannot change keeps its value, with a log line
+/// naming it. Every reload is logged, counted (`issuer_config_reloads_total`) and audited.
+#[cfg(unix)]
+async fn reload_on_hangup(
+    state: issuer::AppState,
+    file: Option<PathBuf>,
+    set_log_level: Option<SetLogLevel>,
+) {
+    use issuer::metrics::ReloadLabels;
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: configuration reload is off");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let source = file.as_deref().map_or_else(
+            || "environment".to_owned(),
+            |file| file.display().to_string(),
+        );
+        let reloaded = Config::load(file.as_deref()).and_then(|new| state.reload(new));
+        let (outcome, detail) = match &reloaded {
+            Ok(reload) => {
+                for setting in &reload.refused {
+                    tracing::warn!(
+                        setting,
+                        "configuration reload: `{setting}` cannot change while running; the old value is kept (restart to apply)"
+                    );
+                }
+                if reload.changed.contains(&"log_level") {
+                    match &set_log_level {
+                        Some(set) => {
+                            if let Err(err) = set(&reload.config.log_level) {
+                                tracing::warn!(error = %err, "configuration reload: log_level not applied");
+                            }
+                        }
+                        None => tracing::warn!(
+                            "configuration reload: RUST_LOG is set and wins over log_level"
+                        ),
+                    }
+                }
+                tracing::info!(
+                    file = %source,
+                    changed = ?reload.changed,
+                    refused = ?reload.refused,
+                    "configuration reloaded"
+                );
+                (
+                    "applied",
+                    format!(
+                        "changed: {}; refused: {}",
+                        reload.changed.join(" "),
+                        reload.refused.join(" ")
+                    ),
+                )
+            }
+            Err(err) => {
+                tracing::error!(file = %source, error = %err, "configuration not reloaded: nothing changed");
+                ("invalid", err.to_string())
+            }
+        };
+        state
+            .metrics
+            .config_reloads
+            .get_or_create(&ReloadLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        let entry = Entry {
+            at: unix_now(),
+            actor: "sighup",
+            action: if outcome == "applied" {
+                "config.reload"
+            } else {
+                "config.reload_refused"
+            },
+            subject: &source,
+            detail: &detail,
+        };
+        if let Err(err) = state.db.audit(&entry).await {
+            tracing::warn!(error = %err, "configuration reload: the audit row was not written");
+        }
+    }
 }
 
 /// SIGTERM or Ctrl-C.

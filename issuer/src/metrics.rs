@@ -31,6 +31,14 @@ pub struct KeyEventLabels {
 }
 
 /// Every metric the issuer exports.
+/// Labels of `issuer_config_reloads_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied` (some or no setting changed; refused ones are logged) or `invalid` (the
+    /// file did not load or validate: nothing changed).
+    pub outcome: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +56,8 @@ pub struct Metrics {
     pub db_idle: Gauge,
     /// Limit decisions made from this instance's memory because Redis did not answer.
     pub limits_redis_fallbacks: Counter,
+    /// Configuration reloads (`SIGHUP`) by outcome.
+    pub config_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -97,6 +107,12 @@ impl Default for Metrics {
             "Token-endpoint limit decisions made from this instance's memory because Redis did not answer",
             limits_redis_fallbacks.clone(),
         );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP) by outcome",
+            config_reloads.clone(),
+        );
         Self {
             registry,
             tokens,
@@ -106,6 +122,7 @@ impl Default for Metrics {
             db_connections,
             db_idle,
             limits_redis_fallbacks,
+            config_reloads,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::config::{Config, LimitsBackend};
+use crate::config::{Config, ConfigError, LimitsBackend, Reload};
 use crate::db::Db;
 use crate::keys::{Kek, SigningKeys};
 use crate::limits::TokenLimits;
@@ -13,8 +13,9 @@ use crate::metrics::Metrics;
 /// Shared by every request; cheap to clone (handles and `Arc`s).
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// Validated configuration.
-    pub config: Arc<Config>,
+    /// Validated configuration, swapped whole by a reload (`SIGHUP`): read it with
+    /// [`AppState::config`].
+    config: Arc<RwLock<Arc<Config>>>,
     /// The database.
     pub db: Db,
     /// The key-encryption key.
@@ -54,13 +55,44 @@ impl AppState {
         };
         Self {
             limits: Arc::new(limits),
-            config: Arc::new(config),
+            config: Arc::new(RwLock::new(Arc::new(config))),
             db,
             kek: Arc::new(kek),
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             metrics: Arc::new(metrics),
             clock: Clock::system(),
         }
+    }
+
+    /// The configuration in force (a cheap `Arc` clone; a reload swaps it whole, so one
+    /// request reads one configuration throughout if it holds on to this).
+    #[must_use]
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Applies `new` (read and validated again, e.g. on `SIGHUP`) as far as it may change
+    /// while running ([`Config::reload`]): the settings and the rate plans. The caller logs,
+    /// audits and counts what it returns.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the result would not validate; nothing changes then.
+    pub fn reload(&self, new: Config) -> Result<Reload, ConfigError> {
+        let mut guard = match self.config.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let reload = guard.reload(new)?;
+        self.limits.set_plans(
+            reload.config.token_rate_per_address,
+            reload.config.token_rate_per_client,
+            reload.config.feed_rate_per_address,
+        );
+        *guard = Arc::new(reload.config.clone());
+        Ok(reload)
     }
 
     /// The current keys (a cheap `Arc` clone; never blocks on I/O).

@@ -402,3 +402,111 @@ fn with_redis_down_the_limits_fall_back_to_the_instance_counted_and_logged() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// Issue 32: `SIGHUP` re-reads the configuration file. What may change while running takes
+/// effect (token lifetime, a client's rate plan); what may not (`max_body_bytes`, built into
+/// the server at start) is refused with a
+/// log line naming it and keeps its value; a bad file changes nothing. Each reload is
+/// counted and audited.
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_what_may_change_refuses_the_rest_and_ignores_a_bad_file() {
+    let dir = support::temp_dir();
+    let file = dir.join("issuer.toml");
+    std::fs::write(&file, "token_lifetime_secs = 600\n").unwrap();
+    let (mut server, port, log) = spawn_serve(&dir, &[("ISSUER_CONFIG", file.as_os_str())]);
+    let output = issuer(&dir)
+        .args(["client", "create", "--name", "reload", "--scope", "read"])
+        .output()
+        .unwrap();
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let form = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap()
+    );
+    let token = || {
+        let (status, body) = http(
+            port,
+            &format!(
+                "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+                form.len()
+            ),
+        );
+        let expires_in = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|body| body["expires_in"].as_u64());
+        (status, expires_in)
+    };
+    let hangup_and_wait = |message: &str, times: usize| {
+        assert!(Command::new("kill")
+            .args(["-HUP", &server.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.matches(message).count() >= times {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no {message:?} in:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(token(), (200, Some(600)));
+
+    std::fs::write(
+        &file,
+        "token_lifetime_secs = 120\ntoken_rate_per_client = \"2/60s;burst=2\"\nmax_body_bytes = 4096\n",
+    )
+    .unwrap();
+    let text = hangup_and_wait("configuration reloaded", 1);
+    assert!(
+        text.contains("`max_body_bytes` cannot change while running"),
+        "{text}"
+    );
+    // The new lifetime, and the new plan: a 429 within the plan's burst and a bit.
+    assert_eq!(token(), (200, Some(120)));
+    let statuses: Vec<u16> = (0..3).map(|_| token().0).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+
+    // A bad file: nothing changes.
+    std::fs::write(&file, "token_lifetime_secs = 5\n").unwrap();
+    let text = hangup_and_wait("configuration not reloaded", 1);
+    assert!(text.contains("token_lifetime_secs"), "{text}");
+    std::fs::write(
+        &file,
+        "token_lifetime_secs = 120\ntoken_rate_per_client = \"3000/60s;burst=300\"\n",
+    )
+    .unwrap();
+    hangup_and_wait("configuration reloaded", 2);
+    assert_eq!(token(), (200, Some(120)));
+
+    let (_, metrics) = get(port, "/metrics");
+    assert!(
+        metrics.contains(r#"issuer_config_reloads_total{outcome="applied"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"issuer_config_reloads_total{outcome="invalid"} 1"#),
+        "{metrics}"
+    );
+    let audit = issuer(&dir).args(["audit", "export"]).output().unwrap();
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(
+        audit.matches("\"action\":\"config.reload\"").count(),
+        2,
+        "{audit}"
+    );
+    assert_eq!(
+        audit
+            .matches("\"action\":\"config.reload_refused\"")
+            .count(),
+        1,
+        "{audit}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -24,7 +24,7 @@ on_both_databases!(
 
 /// An on-demand rotation at `now`: the new pending key's id.
 async fn scheduled(state: &issuer::AppState, now: i64) -> String {
-    match keys::rotate(&state.db, &state.kek, &state.config, "test", now)
+    match keys::rotate(&state.db, &state.kek, &state.config(), "test", now)
         .await
         .unwrap()
     {
@@ -35,7 +35,7 @@ async fn scheduled(state: &issuer::AppState, now: i64) -> String {
 
 /// Revokes `kid` at `now`: the key signing afterwards, if it changed.
 async fn revoked(state: &issuer::AppState, kid: &str, now: i64) -> Option<String> {
-    match keys::revoke(&state.db, &state.kek, &state.config, kid, "test", now)
+    match keys::revoke(&state.db, &state.kek, &state.config(), kid, "test", now)
         .await
         .unwrap()
     {
@@ -64,8 +64,8 @@ async fn rotation_publishes_before_signing_and_keeps_old_tokens_valid(backend: B
     assert_eq!(verify(&state, &published, &during).unwrap().kid(), first);
 
     // After the publish lead (2 x JWKS max-age) it signs; the old key is retired, still published.
-    let lead = state.config.key_publish_lead_secs() as i64;
-    let events = keys::advance(&state.db, &state.kek, &state.config, now + lead)
+    let lead = state.config().key_publish_lead_secs() as i64;
+    let events = keys::advance(&state.db, &state.kek, &state.config(), now + lead)
         .await
         .unwrap();
     assert!(
@@ -90,8 +90,8 @@ async fn rotation_publishes_before_signing_and_keeps_old_tokens_valid(backend: B
     );
 
     // Once every token the old key signed has expired, it leaves the JWKS.
-    let later = now + lead + state.config.token_lifetime_secs as i64 + 61;
-    keys::advance(&state.db, &state.kek, &state.config, later)
+    let later = now + lead + state.config().token_lifetime_secs as i64 + 61;
+    keys::advance(&state.db, &state.kek, &state.config(), later)
         .await
         .unwrap();
     let all = states(&keys::list(&state.db).await.unwrap());
@@ -99,8 +99,8 @@ async fn rotation_publishes_before_signing_and_keeps_old_tokens_valid(backend: B
     assert!(all.contains(&(next.clone(), KeyState::Active)));
 
     // The schedule: once the active key is older than the interval, a pending key appears.
-    let due = later + state.config.key_rotation_interval_secs as i64;
-    let events = keys::advance(&state.db, &state.kek, &state.config, due)
+    let due = later + state.config().key_rotation_interval_secs as i64;
+    let events = keys::advance(&state.db, &state.kek, &state.config(), due)
         .await
         .unwrap();
     assert!(
@@ -136,7 +136,7 @@ async fn emergency_revoke_withdraws_at_once(backend: Backend) {
         keys::revoke(
             &state.db,
             &state.kek,
-            &state.config,
+            &state.config(),
             &compromised,
             "test",
             now

@@ -55,7 +55,7 @@ async fn client_with_key(state: &issuer::AppState) -> (String, SigningKey) {
 
 fn claims(state: &issuer::AppState, id: &str, jti: &str) -> Value {
     let now = issuer::db::unix_now();
-    json!({ "iss": id, "sub": id, "aud": format!("{}/oauth2/token", state.config.issuer_url),
+    json!({ "iss": id, "sub": id, "aud": format!("{}/oauth2/token", state.config().issuer_url),
             "jti": jti, "iat": now, "exp": now + 60 })
 }
 
@@ -86,7 +86,7 @@ async fn assertions_authenticate_once(backend: Backend) {
 
     // The issuer URL is an accepted audience too, and an array works.
     let mut other = claims(&state, &id, "a-2");
-    other["aud"] = json!(["https://elsewhere", state.config.issuer_url]);
+    other["aud"] = json!(["https://elsewhere", state.config().issuer_url]);
     assert_eq!(
         send(&state, grant(&sign(&key, "ck1", &other)))
             .await

@@ -279,7 +279,7 @@ async fn revoked_tokens_are_inactive_and_on_the_feed(backend: Backend) {
     issuer::keys::revoke(
         &state.db,
         &state.kek,
-        &state.config,
+        &state.config(),
         &kid,
         "test",
         issuer::db::unix_now(),
@@ -419,7 +419,7 @@ async fn a_revoked_token_stays_listed_until_no_verifier_accepts_it(backend: Back
 
     // The most lenient verifier the core allows still accepts the token one second before
     // the entry's end: the entry must still be there.
-    let mut lenient = shared::Validation::new(state.config.issuer_url.clone(), AUDIENCE);
+    let mut lenient = shared::Validation::new(state.config().issuer_url.clone(), AUDIENCE);
     lenient.leeway_secs = shared::claims::MAX_LEEWAY_SECS;
     let last_accepted = exp + shared::claims::MAX_LEEWAY_SECS as i64 - 1;
     let at = |secs: i64| shared::UnixTime::from_secs(secs as u64);
@@ -452,7 +452,7 @@ async fn a_revoked_key_stays_listed_for_ever(backend: Backend) {
     let state = open(config(backend).await).await.with_clock(clock);
     let kid = state.keys().active.as_ref().unwrap().kid().to_owned();
     let now = state.clock.unix_secs();
-    issuer::keys::revoke(&state.db, &state.kek, &state.config, &kid, "test", now)
+    issuer::keys::revoke(&state.db, &state.kek, &state.config(), &kid, "test", now)
         .await
         .unwrap();
     // Well past every max-age, max-stale and cache keep time an edge may be configured with.
@@ -489,7 +489,7 @@ async fn a_key_revocation_is_one_transaction_with_its_feed_entry(backend: Backen
         sqlx::query(statement).execute(pool).await.unwrap();
     }
     let now = issuer::db::unix_now();
-    let err = issuer::keys::revoke(&state.db, &state.kek, &state.config, &kid, "test", now)
+    let err = issuer::keys::revoke(&state.db, &state.kek, &state.config(), &kid, "test", now)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("feed unavailable"), "{err}");
@@ -510,7 +510,7 @@ async fn a_key_revocation_is_one_transaction_with_its_feed_entry(backend: Backen
         .await
         .or(sqlx::query("DROP TRIGGER fail_feed").execute(pool).await)
         .unwrap();
-    issuer::keys::revoke(&state.db, &state.kek, &state.config, &kid, "test", now)
+    issuer::keys::revoke(&state.db, &state.kek, &state.config(), &kid, "test", now)
         .await
         .unwrap();
     assert!(feed_after(&state, 0)

@@ -226,7 +226,7 @@ async fn scope_and_resource_are_honoured(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["scope"], "read");
     let validator = shared::Validator::new(shared::Validation::new(
-        state.config.issuer_url.clone(),
+        state.config().issuer_url.clone(),
         "https://other.test",
     ));
     let now = shared::UnixTime::from_secs(issuer::db::unix_now() as u64);
@@ -439,10 +439,10 @@ async fn discovery_is_cacheable(backend: Backend) {
             .unwrap(),
     )
     .await;
-    assert_eq!(metadata["issuer"], state.config.issuer_url.as_str());
+    assert_eq!(metadata["issuer"], state.config().issuer_url.as_str());
     assert_eq!(
         metadata["token_endpoint"],
-        format!("{}/oauth2/token", state.config.issuer_url)
+        format!("{}/oauth2/token", state.config().issuer_url)
     );
     assert_eq!(metadata["grant_types_supported"][0], "client_credentials");
 }

@@ -35,7 +35,7 @@ impl FromRequestParts<AppState> for ClientAddress {
                 .next_back()
                 .and_then(|last| last.trim().parse().ok())
         };
-        let forwarded = if state.config.trust_forwarded_for {
+        let forwarded = if state.config().trust_forwarded_for {
             forwarded()
         } else {
             None
@@ -166,7 +166,7 @@ pub(crate) async fn authenticate(
         other => ApiError::Internal(other.to_string()),
     };
     if let Some(assertion) = assertion {
-        let issuer = &state.config.issuer_url;
+        let issuer = &state.config().issuer_url;
         let audiences = [format!("{issuer}/oauth2/token"), issuer.clone()];
         let client = clients::authenticate_assertion(
             &state.db,

@@ -28,7 +28,7 @@ async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 async fn metadata(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let issuer = &state.config.issuer_url;
+    let issuer = &state.config().issuer_url;
     let document = serde_json::json!({
         "issuer": issuer,
         "token_endpoint": format!("{issuer}/oauth2/token"),
@@ -60,7 +60,7 @@ fn cacheable(
 ) -> Response {
     let etag = strong_etag(&body);
     let etag = etag.as_str();
-    let cache_control = format!("public, max-age={}", state.config.jwks_max_age_secs);
+    let cache_control = format!("public, max-age={}", state.config().jwks_max_age_secs);
     let matches = request
         .get_all(header::IF_NONE_MATCH)
         .iter()

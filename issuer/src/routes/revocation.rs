@@ -53,7 +53,8 @@ fn verify_for(state: &AppState, client: &Client, token: &str) -> Option<shared::
     let keys = state.keys();
     let now = state.clock.now();
     client.audiences.iter().find_map(|audience| {
-        let validation = shared::Validation::new(state.config.issuer_url.clone(), audience.clone());
+        let validation =
+            shared::Validation::new(state.config().issuer_url.clone(), audience.clone());
         shared::Validator::new(validation)
             .verify(token, &keys.jwks, now)
             .ok()

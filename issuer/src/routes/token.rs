@@ -129,11 +129,11 @@ fn issue(state: &AppState, client: &Client, params: &Form) -> Result<Response, A
         .as_ref()
         .ok_or_else(|| ApiError::Unavailable("no active signing key".into()))?;
     let now = state.clock.unix_secs();
-    let lifetime = state.config.token_lifetime_secs;
+    let lifetime = state.config().token_lifetime_secs;
     let mut jti = [0u8; 16];
     OsRng.fill_bytes(&mut jti);
     let claims = AccessTokenClaims {
-        iss: &state.config.issuer_url,
+        iss: &state.config().issuer_url,
         sub: &client.client_id,
         aud: audience,
         exp: now + i64::try_from(lifetime).unwrap_or(600),

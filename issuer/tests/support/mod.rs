@@ -206,7 +206,7 @@ pub fn verify(
     token: &str,
 ) -> Result<shared::VerifiedToken, shared::Rejection> {
     let validator = shared::Validator::new(shared::Validation::new(
-        state.config.issuer_url.clone(),
+        state.config().issuer_url.clone(),
         AUDIENCE,
     ));
     validator.verify(

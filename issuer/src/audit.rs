@@ -215,6 +215,14 @@ pub struct StoredRow {
     raw_mac: Option<Vec<u8>>,
 }
 
+/// Rows with an id above `after`, in order, at most a page (1,000): the admin API's read.
+///
+/// # Errors
+/// The database error.
+pub async fn rows_after(pool: &sqlx::AnyPool, after: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
+    page(pool, after).await
+}
+
 /// Rows with an id above `after`, in order, at most [`PAGE`].
 async fn page(pool: &sqlx::AnyPool, after: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
     let rows = sqlx::query(

@@ -115,11 +115,16 @@ fn join(values: &[String]) -> String {
     values.join(" ")
 }
 
-/// Creates a client.
+/// Creates a client, with its audit row (by `actor`) in the same transaction.
 ///
 /// # Errors
 /// [`ClientError::Invalid`] for bad input, or the database error.
-pub async fn create(db: &Db, new: NewClient, now: i64) -> Result<Created, ClientError> {
+pub async fn create(
+    db: &Db,
+    new: NewClient,
+    actor: &str,
+    now: i64,
+) -> Result<Created, ClientError> {
     let name = new.name.trim().to_owned();
     if name.is_empty() || name.len() > 200 {
         return Err(ClientError::Invalid("name must be 1-200 characters".into()));
@@ -154,6 +159,8 @@ pub async fn create(db: &Db, new: NewClient, now: i64) -> Result<Created, Client
     }
     let client_id = format!("c_{}", random_token(12));
     let client_secret = random_token(32);
+    // The client and its audit row commit together.
+    let mut tx = db.pool().begin().await?;
     sqlx::query(
         "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at, jwks, resource_server) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
@@ -167,8 +174,20 @@ pub async fn create(db: &Db, new: NewClient, now: i64) -> Result<Created, Client
     .bind(now)
     .bind(jwks.as_ref().map(shared::Jwks::to_json))
     .bind(i64::from(new.resource_server))
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
+    db.audit_in(
+        &mut tx,
+        &Entry {
+            at: now,
+            actor,
+            action: "client.create",
+            subject: &client_id,
+            detail: &name,
+        },
+    )
+    .await?;
+    tx.commit().await?;
     let client = Client {
         key_ids: key_ids(jwks.as_ref()),
         jwks,

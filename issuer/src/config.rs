@@ -80,6 +80,9 @@ pub struct Config {
     /// many isolates share a few egress addresses), so it is generous; its answers are
     /// cacheable for a second, which lets a CDN in front of the issuer absorb the rest.
     pub feed_rate_per_address: shared::RatePlan,
+    /// The audience of the admin API's tokens (default `<issuer_url>/admin`): a client
+    /// made with `client create --admin` gets tokens for it, with `admin:*` scopes.
+    pub admin_audience: Option<String>,
     /// Where the token-endpoint limits keep their state: `memory` (each instance its own, so
     /// N instances allow N times the plans) or `redis` (one state for every instance).
     pub limits_backend: LimitsBackend,
@@ -135,6 +138,7 @@ impl Default for Config {
             token_rate_per_address: plan(6000, 60, 600),
             token_rate_per_client: plan(3000, 60, 300),
             feed_rate_per_address: plan(600, 1, 1200),
+            admin_audience: None,
             limits_backend: LimitsBackend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_timeout_ms: 100,
@@ -329,6 +333,14 @@ pub struct Reload {
 }
 
 impl Config {
+    /// The admin API's audience (`admin_audience`, default `<issuer_url>/admin`).
+    #[must_use]
+    pub fn admin_audience(&self) -> String {
+        self.admin_audience
+            .clone()
+            .unwrap_or_else(|| format!("{}/admin", self.issuer_url))
+    }
+
     /// The settings `new` (read and validated again) may change in this running
     /// configuration: rate limits, token lifetime, JWKS max-age, key rotation interval,
     /// `trust_forwarded_for` and the log level. The rest (addresses, database, keys, TLS,
@@ -359,6 +371,7 @@ impl Config {
             token_rate_per_address: _,
             token_rate_per_client: _,
             feed_rate_per_address: _,
+            admin_audience: _,
             limits_backend: _,
             redis_url: _,
             redis_timeout_ms: _,
@@ -406,6 +419,7 @@ impl Config {
             audit_key_file,
             request_timeout_secs,
             max_body_bytes,
+            admin_audience,
             limits_backend,
             redis_url,
             redis_timeout_ms,

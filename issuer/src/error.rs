@@ -13,6 +13,9 @@ pub enum ApiError {
     /// `invalid_request` (400): malformed, missing or repeated parameters, wrong content type.
     #[error("{0}")]
     InvalidRequest(&'static str),
+    /// `invalid_request` (400) with a message of the input's own (the admin API's bodies).
+    #[error("{0}")]
+    InvalidInput(String),
     /// `invalid_request` (413): the body exceeds the limit.
     #[error("request body too large")]
     TooLarge,
@@ -38,7 +41,21 @@ pub enum ApiError {
         /// Seconds until a request would be allowed.
         retry_after_secs: u64,
     },
-    /// No such route (404).
+    /// The admin API without a bearer token (401 with a bare `Bearer` challenge, RFC 6750
+    /// §3.1).
+    #[error("an admin token is required")]
+    NoToken,
+    /// `invalid_token` (401): the admin token is malformed, expired, revoked, for another
+    /// audience, or its client is disabled.
+    #[error("the admin token is not valid")]
+    InvalidToken,
+    /// `insufficient_scope` (403): the token lacks the admin power (scope) this endpoint needs.
+    #[error("this token lacks the scope {0}")]
+    InsufficientScope(&'static str),
+    /// `invalid_request` (409): the audit chain does not hold (the first bad row named).
+    #[error("{0}")]
+    AuditBroken(String),
+    /// No such route or resource (404).
     #[error("not found")]
     NotFound,
     /// `temporarily_unavailable` (503): the database or signing key is not available.
@@ -55,10 +72,14 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest(_)
+            | Self::InvalidInput(_)
             | Self::UnsupportedGrantType
             | Self::InvalidScope
             | Self::InvalidTarget => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NoToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::AuditBroken(_) => StatusCode::CONFLICT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::InvalidClient => StatusCode::UNAUTHORIZED,
@@ -72,7 +93,12 @@ impl ApiError {
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) | Self::TooLarge => "invalid_request",
+            Self::InvalidRequest(_) | Self::InvalidInput(_) | Self::TooLarge | Self::NoToken => {
+                "invalid_request"
+            }
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::AuditBroken(_) => "audit_chain_broken",
             Self::InvalidClient => "invalid_client",
             Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
@@ -113,6 +139,20 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"edgeward\""),
             );
+        }
+        // RFC 6750 §3: the admin API's challenges.
+        let challenge = match &self {
+            Self::NoToken => Some("Bearer realm=\"edgeward-admin\"".to_owned()),
+            Self::InvalidToken => {
+                Some("Bearer realm=\"edgeward-admin\", error=\"invalid_token\"".to_owned())
+            }
+            Self::InsufficientScope(scope) => Some(format!(
+                "Bearer realm=\"edgeward-admin\", error=\"insufficient_scope\", scope=\"{scope}\""
+            )),
+            _ => None,
+        };
+        if let Some(value) = challenge.and_then(|value| HeaderValue::from_str(&value).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
         }
         if let Self::TooManyRequests { retry_after_secs } = self {
             if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {

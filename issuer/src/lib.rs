@@ -32,6 +32,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 
 pub use config::Config;
+pub use routes::admin::Power;
 pub use state::AppState;
 
 use crate::db::{unix_now, Db};

@@ -86,6 +86,11 @@ enum ClientCommand {
         /// A resource server: may introspect tokens addressed to its audiences.
         #[arg(long)]
         resource_server: bool,
+        /// An admin client: its tokens are for the admin API (audience `admin_audience`), and
+        /// `--scope` names its powers: admin:clients, admin:keys, admin:audit. How the first
+        /// admin client comes to be; the API itself never makes one.
+        #[arg(long, conflicts_with = "resource_server")]
+        admin: bool,
     },
     /// List clients.
     List,
@@ -477,7 +482,21 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
             burst,
             jwks,
             resource_server,
+            admin,
         } => {
+            let audiences = if admin {
+                let powers: Vec<&str> = scope.split_whitespace().collect();
+                if powers.is_empty() || powers.iter().any(|p| !issuer::Power::SCOPES.contains(p)) {
+                    return Err(format!(
+                        "--admin needs --scope with one or more of: {}",
+                        issuer::Power::SCOPES.join(" ")
+                    )
+                    .into());
+                }
+                vec![config.admin_audience()]
+            } else {
+                audiences
+            };
             let jwks = jwks.map(std::fs::read_to_string).transpose()?;
             let rate_plan = rate.map(|rate| match burst {
                 Some(burst) => format!("{rate};burst={burst}"),
@@ -493,16 +512,9 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
                     jwks,
                     resource_server,
                 },
+                "cli",
                 now,
             )
-            .await?;
-            db.audit(&Entry {
-                at: now,
-                actor: "cli",
-                action: "client.create",
-                subject: &created.client.client_id,
-                detail: &created.client.name,
-            })
             .await?;
             print(&created)
         }

@@ -1,5 +1,6 @@
 //! HTTP routes, one module per concern, merged into one router.
 
+pub(crate) mod admin;
 mod client_auth;
 mod discovery;
 mod health;
@@ -16,7 +17,8 @@ pub(crate) fn router(with_metrics: bool) -> Router<AppState> {
         .merge(token::router())
         .merge(discovery::router())
         .merge(health::router())
-        .merge(revocation::router());
+        .merge(revocation::router())
+        .merge(admin::router());
     if with_metrics {
         router.merge(health::metrics_router())
     } else {

@@ -45,6 +45,7 @@ async fn client_with_key(state: &issuer::AppState) -> (String, SigningKey) {
             jwks: Some(jwks.to_string()),
             resource_server: false,
         },
+        "test",
         issuer::db::unix_now(),
     )
     .await

@@ -110,6 +110,7 @@ async fn only_resource_servers_introspect_and_only_their_own_audiences(backend: 
             jwks: None,
             resource_server: true,
         },
+        "test",
         issuer::db::unix_now(),
     )
     .await

@@ -159,7 +159,7 @@ impl KeyEvent {
     }
 
     /// The audit row's detail: the other key involved, or when the new one signs.
-    fn detail(&self) -> String {
+    pub fn detail(&self) -> String {
         match self {
             Self::Activated {
                 retired: Some(other),

@@ -139,6 +139,7 @@ pub async fn client_with(state: &AppState, resource_server: bool) -> (String, St
             jwks: None,
             resource_server,
         },
+        "test",
         issuer::db::unix_now(),
     )
     .await

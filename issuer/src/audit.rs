@@ -48,16 +48,16 @@ impl std::fmt::Debug for AuditKey {
 }
 
 impl AuditKey {
-    /// The key for `config` (see the type).
+    /// The key for `config` (see the type), and whether it is the development one.
     ///
     /// # Errors
     /// [`AuditKeyError`] when it is unreadable or not 32 bytes.
-    pub fn load(config: &Config) -> Result<Self, AuditKeyError> {
+    pub fn load(config: &Config) -> Result<(Self, bool), AuditKeyError> {
         if let Ok(text) = std::env::var("ISSUER_AUDIT_KEY") {
-            return Self::parse(&text);
+            return Ok((Self::parse(&text)?, false));
         }
         if let Some(path) = &config.audit_key_file {
-            return Self::read(path);
+            return Ok((Self::read(path)?, false));
         }
         let path = config.data_dir.join("dev-audit-key");
         if !path.exists() {
@@ -67,7 +67,7 @@ impl AuditKey {
             crate::keys::kek::write_private(&path, &Base64::encode_string(&bytes))
                 .map_err(|e| AuditKeyError(e.to_string()))?;
         }
-        Self::read(&path)
+        Ok((Self::read(&path)?, true))
     }
 
     fn read(path: &Path) -> Result<Self, AuditKeyError> {

@@ -314,10 +314,16 @@ pub struct Change<'a> {
 }
 
 impl Change<'_> {
+    /// The entry revoking what the client holds. It outlives the longest lifetime any token
+    /// can have, not the one configured now: a reload may have shortened the lifetime after
+    /// tokens were issued under a longer one.
     fn revoked_tokens(&self) -> Revoked {
+        let lifetime = self
+            .token_lifetime_secs
+            .max(crate::config::MAX_TOKEN_LIFETIME_SECS);
         Revoked::Client {
             issued_before: self.now,
-            token_lifetime_secs: i64::try_from(self.token_lifetime_secs).unwrap_or(i64::MAX),
+            token_lifetime_secs: i64::try_from(lifetime).unwrap_or(i64::MAX),
         }
     }
 }

@@ -102,6 +102,10 @@ pub struct Config {
     pub tls_key_file: Option<PathBuf>,
 }
 
+/// The longest `token_lifetime_secs` accepted: what anything that must outlive every token
+/// (a client's revocation entry) waits for, whatever the lifetime is now.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 3600;
+
 /// Where token-endpoint limit state lives (`limits_backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -209,7 +213,7 @@ impl Config {
         if self.database_max_connections == 0 {
             return Err(invalid("database_max_connections", "must be at least 1"));
         }
-        if !(60..=3600).contains(&self.token_lifetime_secs) {
+        if !(60..=MAX_TOKEN_LIFETIME_SECS).contains(&self.token_lifetime_secs) {
             return Err(invalid(
                 "token_lifetime_secs",
                 "must be between 60 and 3600",
@@ -261,8 +265,16 @@ impl Config {
                 return Err(invalid("redis_url", format!("not a Redis URL: {err}")));
             }
         }
-        if !(1..=5_000).contains(&self.redis_timeout_ms) {
-            return Err(invalid("redis_timeout_ms", "must be between 1 and 5000"));
+        // A failed authentication asks Redis three times (address, failed-auth cost, client):
+        // the waits must fit well within a request's own timeout.
+        if !(1..=1_000).contains(&self.redis_timeout_ms)
+            || self.redis_timeout_ms.saturating_mul(3)
+                >= self.request_timeout_secs.saturating_mul(1_000)
+        {
+            return Err(invalid(
+                "redis_timeout_ms",
+                "must be between 1 and 1000, and three times it under request_timeout_secs",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(invalid(

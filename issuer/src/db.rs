@@ -48,6 +48,10 @@ pub enum DbError {
     /// A query failed.
     #[error("database query failed: {0}")]
     Query(#[source] sqlx::Error),
+    /// PostgreSQL runs transactions at another default isolation than READ COMMITTED, which
+    /// the audit chain's ordering needs.
+    #[error("the database's default_transaction_isolation is {0:?}: the issuer needs \"read committed\" (PostgreSQL's default)")]
+    Isolation(String),
     /// The audit key could not be loaded.
     #[error(transparent)]
     AuditKey(#[from] AuditKeyError),
@@ -107,7 +111,25 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(DbError::Connect)?;
-        let audit_key = AuditKey::load(config)?;
+        if !sqlite {
+            // The audit chain reads the row committed before its own under an advisory lock:
+            // with a snapshot taken earlier in the transaction (REPEATABLE READ and above) it
+            // would chain to a stale row.
+            let isolation: String = sqlx::query_scalar("SHOW default_transaction_isolation")
+                .fetch_one(&pool)
+                .await
+                .map_err(DbError::Query)?;
+            if isolation != "read committed" {
+                return Err(DbError::Isolation(isolation));
+            }
+        }
+        let (audit_key, development) = AuditKey::load(config)?;
+        if development {
+            tracing::warn!(
+                path = %config.data_dir.join("dev-audit-key").display(),
+                "USING A DEVELOPMENT AUDIT KEY stored next to the data: set ISSUER_AUDIT_KEY or audit_key_file in production, the same on every instance"
+            );
+        }
         Ok(Self {
             pool,
             sqlite,

@@ -26,57 +26,61 @@ const MAX_ENTRIES: usize = 100_000;
 /// fallback log lines.
 const REDIS_RETRY: Duration = Duration::from_secs(1);
 
-/// One GCRA table keyed by `K`, bounded in size.
+/// One GCRA table keyed by `K`, bounded in size, with its plan: one lock for both, so a
+/// reload that changes the plan and a decision never wait on each other in turn.
 #[derive(Debug)]
 struct Table<K> {
+    inner: Mutex<Inner<K>>,
+}
+
+#[derive(Debug)]
+struct Inner<K> {
     /// The plan, which a configuration reload may change.
-    plan: RwLock<RatePlan>,
-    states: Mutex<HashMap<K, GcraState>>,
+    plan: RatePlan,
+    states: HashMap<K, GcraState>,
 }
 
 impl<K: Hash + Eq + Clone> Table<K> {
     fn new(plan: RatePlan) -> Self {
         Self {
-            plan: RwLock::new(plan),
-            states: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner {
+                plan,
+                states: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K>> {
+        match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
     fn plan(&self) -> RatePlan {
-        match self.plan.read() {
-            Ok(plan) => *plan,
-            Err(poisoned) => *poisoned.into_inner(),
-        }
+        self.lock().plan
     }
 
     /// A new plan starts every key afresh: state measured against the old plan (a debt
     /// run up under a strict one) would judge the new one wrongly.
     fn set_plan(&self, plan: RatePlan) {
-        let mut guard = match self.plan.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if *guard != plan {
-            *guard = plan;
-            match self.states.lock() {
-                Ok(mut states) => states.clear(),
-                Err(poisoned) => poisoned.into_inner().clear(),
-            }
+        let mut inner = self.lock();
+        if inner.plan != plan {
+            inner.plan = plan;
+            inner.states.clear();
         }
     }
 
     fn check(&self, key: &K, now: UnixTime, cost: u32) -> Decision {
-        let mut states = match self.states.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut inner = self.lock();
+        let Inner { plan, states } = &mut *inner;
         if states.len() >= MAX_ENTRIES && !states.contains_key(key) {
             // Idle entries (TAT in the past) carry no information: a fresh state is the same.
             let now_nanos = now.as_millis().saturating_mul(1_000_000);
             states.retain(|_, state| state.tat_nanos > now_nanos);
         }
         let state = states.get(key).copied().unwrap_or_default();
-        let (decision, next) = check_weighted(&self.plan(), state, now, cost);
+        let (decision, next) = check_weighted(plan, state, now, cost);
         if states.len() < MAX_ENTRIES || states.contains_key(key) {
             states.insert(key.clone(), next);
         }
@@ -215,15 +219,21 @@ return {1, remaining, math.ceil((new_tat - now) / 1000), 0}
 /// Key prefix of the limiter state in Redis.
 const REDIS_PREFIX: &str = "edgeward:issuer:limit:";
 
-/// The Redis side: a connection made on first use (and again after it fails, at most once
-/// per [`REDIS_RETRY`]), which reconnects by itself once made.
+/// The Redis side: a connection made on first use, which reconnects by itself once made.
+/// After any failure Redis counts as down for [`REDIS_RETRY`]: decisions come from memory
+/// at once, without waiting out a timeout each.
 struct RedisStore {
     client: redis::Client,
     timeout: Duration,
     script: redis::Script,
-    connection: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
-    /// When to try connecting again, and when a fallback may be logged again.
-    next_attempt: Mutex<Option<Instant>>,
+    /// The connection once made: a read lock clones it, so requests never wait on each
+    /// other for it.
+    connection: RwLock<Option<redis::aio::ConnectionManager>>,
+    /// Held while one request connects; others decide from memory meanwhile.
+    connecting: tokio::sync::Mutex<()>,
+    /// Until when Redis counts as down after a failure (no call waits out another timeout
+    /// until then), and when a fallback may be logged again.
+    down_until: Mutex<Option<Instant>>,
     next_log: Mutex<Option<Instant>>,
 }
 
@@ -252,24 +262,25 @@ impl RedisStore {
             client,
             timeout,
             script: redis::Script::new(GCRA_SCRIPT),
-            connection: tokio::sync::Mutex::new(None),
-            next_attempt: Mutex::new(None),
+            connection: RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            down_until: Mutex::new(None),
             next_log: Mutex::new(None),
         }
     }
 
-    /// The connection, making it if it is time to try.
+    /// The connection, making it if Redis is not counted as down.
     async fn connection(&self) -> Result<redis::aio::ConnectionManager, RedisLimitError> {
-        // Another request is connecting: decide from memory rather than queue behind it.
-        let Ok(mut connection) = self.connection.try_lock() else {
+        if is_down(&self.down_until) {
             return Err(RedisLimitError::Down);
-        };
-        if let Some(connection) = connection.as_ref() {
+        }
+        if let Some(connection) = read(&self.connection).as_ref() {
             return Ok(connection.clone());
         }
-        if !due(&self.next_attempt, REDIS_RETRY) {
+        // Another request is connecting: decide from memory rather than queue behind it.
+        let Ok(_connecting) = self.connecting.try_lock() else {
             return Err(RedisLimitError::Down);
-        }
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout)
@@ -279,9 +290,18 @@ impl RedisStore {
             redis::aio::ConnectionManager::new_with_config(self.client.clone(), config),
         )
         .await
-        .map_err(|_| RedisLimitError::Timeout)??;
-        *connection = Some(made.clone());
-        Ok(made)
+        .map_err(|_| RedisLimitError::Timeout)
+        .and_then(|made| made.map_err(RedisLimitError::from));
+        match made {
+            Ok(made) => {
+                *write(&self.connection) = Some(made.clone());
+                Ok(made)
+            }
+            Err(err) => {
+                mark_down(&self.down_until);
+                Err(err)
+            }
+        }
     }
 
     async fn check(
@@ -302,10 +322,24 @@ impl RedisStore {
             .arg(unit)
             .arg(unit * f64::from(plan.burst()))
             .arg(plan.burst());
-        let answer: (u8, u32, u64, u64) =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
-                .await
-                .map_err(|_| RedisLimitError::Timeout)??;
+        let answer: (u8, u32, u64, u64) = match tokio::time::timeout(
+            self.timeout,
+            invocation.invoke_async(&mut connection),
+        )
+        .await
+        {
+            Ok(Ok(answer)) => answer,
+            // A Redis that stopped answering costs one timeout, not one per request: the
+            // next calls until REDIS_RETRY decide from memory at once.
+            Ok(Err(err)) => {
+                mark_down(&self.down_until);
+                return Err(err.into());
+            }
+            Err(_) => {
+                mark_down(&self.down_until);
+                return Err(RedisLimitError::Timeout);
+            }
+        };
         Ok(Decision {
             allowed: answer.0 == 1,
             limit: plan.burst(),
@@ -319,6 +353,38 @@ impl RedisStore {
     fn should_log(&self) -> bool {
         due(&self.next_log, REDIS_RETRY)
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    match lock.read() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    match lock.write() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Counts Redis as down for [`REDIS_RETRY`] from now.
+fn mark_down(until: &Mutex<Option<Instant>>) {
+    let mut until = match until.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    *until = Some(Instant::now() + REDIS_RETRY);
+}
+
+/// Whether Redis still counts as down.
+fn is_down(until: &Mutex<Option<Instant>>) -> bool {
+    let until = match until.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    until.is_some_and(|until| Instant::now() < until)
 }
 
 /// Whether the instant in `next` has come (or was never set); if so, moves it `every` on.

@@ -289,9 +289,24 @@ async fn serve(
     set_log_level: Option<SetLogLevel>,
 ) -> CliResult {
     let addr = config.listen;
+    // Listening for SIGHUP before the (slow) start: its default action would end the process.
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let state = issuer::open(config).await?;
     #[cfg(unix)]
-    tokio::spawn(reload_on_hangup(state.clone(), file, set_log_level));
+    match hangups {
+        Ok(hangups) => {
+            tokio::spawn(reload_on_hangup(
+                state.clone(),
+                file,
+                set_log_level,
+                hangups,
+            ));
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP: configuration reload is off")
+        }
+    }
     #[cfg(not(unix))]
     let _ = (file, set_log_level);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -354,13 +369,9 @@ async fn reload_on_hangup(
     state: issuer::AppState,
     file: Option<PathBuf>,
     set_log_level: Option<SetLogLevel>,
+    mut hangups: tokio::signal::unix::Signal,
 ) {
     use issuer::metrics::ReloadLabels;
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: configuration reload is off");
-        return;
-    };
     while hangups.recv().await.is_some() {
         let source = file.as_deref().map_or_else(
             || "environment".to_owned(),
@@ -420,7 +431,7 @@ async fn reload_on_hangup(
             action: if outcome == "applied" {
                 "config.reload"
             } else {
-                "config.reload_refused"
+                "config.reload_failed"
             },
             subject: &source,
             detail: &detail,

@@ -22,8 +22,8 @@ use shared::{RatePlan, UnixTime};
 pub const FAILED_AUTH_COST: u32 = 5;
 /// Entries kept per table before idle ones are swept.
 const MAX_ENTRIES: usize = 100_000;
-/// Least time between two attempts to connect to Redis while it is down, and between two
-/// fallback log lines.
+/// How long Redis counts as down after a failure (decisions come from memory meanwhile,
+/// without trying it), and the least time between two fallback log lines.
 const REDIS_RETRY: Duration = Duration::from_secs(1);
 
 /// One GCRA table keyed by `K`, bounded in size, with its plan: one lock for both, so a

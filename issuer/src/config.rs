@@ -80,6 +80,9 @@ pub struct Config {
     /// many isolates share a few egress addresses), so it is generous; its answers are
     /// cacheable for a second, which lets a CDN in front of the issuer absorb the rest.
     pub feed_rate_per_address: shared::RatePlan,
+    /// How often each instance checks the whole audit chain, in seconds (0: never);
+    /// `issuer_audit_chain_intact` reports the result.
+    pub audit_verify_interval_secs: u64,
     /// The audience of the admin API's tokens (default `<issuer_url>/admin`): a client
     /// made with `client create --admin` gets tokens for it, with `admin:*` scopes.
     pub admin_audience: Option<String>,
@@ -142,6 +145,7 @@ impl Default for Config {
             token_rate_per_address: plan(6000, 60, 600),
             token_rate_per_client: plan(3000, 60, 300),
             feed_rate_per_address: plan(600, 1, 1200),
+            audit_verify_interval_secs: 600,
             admin_audience: None,
             limits_backend: LimitsBackend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
@@ -383,6 +387,7 @@ impl Config {
             token_rate_per_address: _,
             token_rate_per_client: _,
             feed_rate_per_address: _,
+            audit_verify_interval_secs: _,
             admin_audience: _,
             limits_backend: _,
             redis_url: _,
@@ -415,6 +420,7 @@ impl Config {
             jwks_max_age_secs,
             key_rotation_interval_secs,
             trust_forwarded_for,
+            audit_verify_interval_secs,
             token_rate_per_address,
             token_rate_per_client,
             feed_rate_per_address,

@@ -165,6 +165,42 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
+/// The background work of a serving instance, forever: the key schedule and the audit
+/// trail's periodic check.
+pub async fn maintain(state: AppState) {
+    tokio::join!(maintain_keys(state.clone()), watch_audit(state));
+}
+
+/// Checks the whole audit chain every `audit_verify_interval_secs` (0: never), from start:
+/// `issuer_audit_chain_intact` is 1 while it holds and 0 from the first check that finds a
+/// broken row (alert `IssuerAuditChainBroken`); the row is logged.
+pub async fn watch_audit(state: AppState) {
+    loop {
+        let every = state.config().audit_verify_interval_secs;
+        if every > 0 {
+            match state.db.verify_audit().await {
+                Ok(intact) => {
+                    state.metrics.audit_chain_intact.set(1);
+                    state
+                        .metrics
+                        .audit_chain_rows
+                        .set(i64::try_from(intact.chained).unwrap_or(i64::MAX));
+                }
+                Err(audit::AuditError::Query(err)) => {
+                    tracing::warn!(error = %err, "audit chain not checked: the database did not answer");
+                }
+                Err(broken) => {
+                    state.metrics.audit_chain_intact.set(0);
+                    tracing::error!(error = %broken, "the audit trail does not hold");
+                }
+            }
+        }
+        // Read again each time: a reload may change it (10 s while it is off).
+        let wait = if every > 0 { every } else { 10 };
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
 /// Applies the key schedule (under the `key-rotation` lease) and reloads the keys, forever.
 pub async fn maintain_keys(state: AppState) {
     let holder = format!("{}-{}", std::process::id(), unix_now());
@@ -258,7 +294,7 @@ pub async fn serve_tls(
         shutdown.await;
         stopper.graceful_shutdown(Some(Duration::from_secs(30)));
     });
-    let maintenance = tokio::spawn(maintain_keys(state.clone()));
+    let maintenance = tokio::spawn(maintain(state.clone()));
     let result = axum_server::from_tcp_rustls(listener, tls)
         .map_err(|err| StartError::Tls(err.to_string()))?
         .handle(handle)
@@ -277,7 +313,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let maintenance = tokio::spawn(maintain_keys(state.clone()));
+    let maintenance = tokio::spawn(maintain(state.clone()));
     let result = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),

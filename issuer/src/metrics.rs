@@ -58,6 +58,11 @@ pub struct Metrics {
     pub limits_redis_fallbacks: Counter,
     /// Configuration reloads (`SIGHUP`) by outcome.
     pub config_reloads: Family<ReloadLabels, Counter>,
+    /// 1 while the last check of the audit chain found it whole, 0 once one found a broken
+    /// row (`lib::watch_audit`).
+    pub audit_chain_intact: Gauge,
+    /// Rows in the audit chain at its last check.
+    pub audit_chain_rows: Gauge,
 }
 
 impl Default for Metrics {
@@ -113,6 +118,20 @@ impl Default for Metrics {
             "Configuration reloads (SIGHUP) by outcome",
             config_reloads.clone(),
         );
+        let audit_chain_intact = Gauge::default();
+        // Unknown until the first check; an alert waits for a 0.
+        audit_chain_intact.set(1);
+        registry.register(
+            "audit_chain_intact",
+            "1 while the last check of the audit chain found it whole, 0 once it found a broken row",
+            audit_chain_intact.clone(),
+        );
+        let audit_chain_rows = Gauge::default();
+        registry.register(
+            "audit_chain_rows",
+            "Rows in the audit chain at its last check",
+            audit_chain_rows.clone(),
+        );
         Self {
             registry,
             tokens,
@@ -123,6 +142,8 @@ impl Default for Metrics {
             db_idle,
             limits_redis_fallbacks,
             config_reloads,
+            audit_chain_intact,
+            audit_chain_rows,
         }
     }
 }

@@ -16,6 +16,7 @@ use support::*;
 on_both_databases!(
     an_edited_deleted_moved_or_unsealed_audit_row_is_named,
     concurrent_writers_keep_one_chain,
+    a_serving_instance_reports_a_broken_chain,
 );
 
 const BIN: &str = env!("CARGO_BIN_EXE_issuer");
@@ -237,4 +238,36 @@ async fn concurrent_writers_keep_one_chain(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(intact.chained, u64::try_from(all).unwrap());
+}
+
+/// A serving instance checks the chain on its own (`audit_verify_interval_secs`) and reports
+/// a row edited behind its back through `issuer_audit_chain_intact` (the alert's input).
+async fn a_serving_instance_reports_a_broken_chain(backend: Backend) {
+    let mut config = config(backend).await;
+    config.audit_verify_interval_secs = 1;
+    let state = open(config).await;
+    let watcher = tokio::spawn(issuer::watch_audit(state.clone()));
+    let gauge = |state: &issuer::state::AppState| state.metrics.audit_chain_intact.get();
+    let rows = |state: &issuer::state::AppState| state.metrics.audit_chain_rows.get();
+    // The first check counts the start-up rows and finds them whole.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rows(&state) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no audit check ran");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(gauge(&state), 1);
+    sql(
+        &state,
+        "UPDATE audit_log SET detail = 'rewritten' WHERE id = (SELECT MIN(id) FROM audit_log)",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gauge(&state) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken chain was not reported"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    watcher.abort();
 }

@@ -110,12 +110,13 @@ fn spawn_serve(
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
+        // The bound address from the JSON log event `issuer listening`.
         let port = text
             .lines()
-            .find(|line| line.contains("issuer listening"))
-            .and_then(|line| line.split("\"addr\":\"127.0.0.1:").nth(1))
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|digits| digits.parse().ok());
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|event| event["message"] == "issuer listening")
+            .and_then(|event| event["addr"].as_str()?.parse::<std::net::SocketAddr>().ok())
+            .map(|addr| addr.port());
         if let Some(port) = port {
             return (child, port, log);
         }

@@ -214,15 +214,9 @@ pub fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16) {
         .arg("serve");
     let running = Running::spawn(command, dir.join("issuer.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
-    // The bound address from the "issuer listening" line: `"addr":"127.0.0.2:40123"`.
+    // The bound address from the JSON log event `issuer listening`.
     let addr: std::net::SocketAddr = loop {
-        let addr = running
-            .log()
-            .lines()
-            .find(|line| line.contains("issuer listening"))
-            .and_then(|line| line.split("\"addr\":\"").nth(1).map(str::to_owned))
-            .and_then(|rest| rest.split('"').next().and_then(|a| a.parse().ok()));
-        if let Some(addr) = addr {
+        if let Some(addr) = listening_addr(&running.log(), "issuer listening") {
             break addr;
         }
         assert!(
@@ -239,6 +233,16 @@ pub fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16) {
         &running,
     );
     (running, port)
+}
+
+/// The `addr` of the first JSON log line whose `message` is `message` (a process's bound
+/// address, as it logs it).
+#[must_use]
+pub fn listening_addr(log: &str, message: &str) -> Option<std::net::SocketAddr> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["message"] == message)
+        .and_then(|event| event["addr"].as_str()?.parse().ok())
 }
 
 /// Runs an issuer CLI command in `dir`; returns its JSON output.

@@ -419,6 +419,26 @@ pub async fn rotate_secret(
     Ok(secret)
 }
 
+/// Whether a token this issuer signed (already verified) still stands: not revoked (by its
+/// `jti`, its key, or its client's revocation), and its client still enabled. Introspection
+/// and the admin API ask the same question.
+///
+/// # Errors
+/// The database error, or a stored client that does not read back.
+pub async fn token_is_live(db: &Db, verified: &shared::VerifiedToken) -> Result<bool, ClientError> {
+    let claims = verified.claims();
+    let iat = i64::try_from(claims.iat).unwrap_or(i64::MAX);
+    if revocations::is_revoked(db, &claims.jti, verified.kid(), &claims.client_id, iat).await? {
+        return Ok(false);
+    }
+    // A disabled client's tokens are dead too, however long they would have lived.
+    match show(db, &claims.client_id).await {
+        Ok(owner) => Ok(owner.enabled),
+        Err(ClientError::NotFound(_)) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
 /// The RFC 7523 client assertion type for `private_key_jwt`.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Largest accepted client assertion, in bytes.

@@ -258,7 +258,7 @@ pub async fn refresh_keys(state: &AppState, holder: &str) {
     reload_keys(state).await;
 }
 
-async fn reload_keys(state: &AppState) {
+pub(crate) async fn reload_keys(state: &AppState) {
     match SigningKeys::load(&state.db, &state.kek).await {
         Ok(keys) => state.set_keys(keys),
         Err(err) => {

@@ -42,15 +42,19 @@ impl AppState {
         );
         let limits = match config.limits_backend {
             LimitsBackend::Memory => limits,
-            // The URL was checked with the configuration; a client only holds it (it
-            // connects on first use, so a Redis that is down does not stop the start).
+            // A client only holds the URL (it connects on first use, so a Redis that is down
+            // does not stop the start). `Config::validate` refuses a bad URL; should one get
+            // here anyway, the limits stay in memory, as when Redis is down.
             LimitsBackend::Redis => match redis::Client::open(config.redis_url.as_str()) {
                 Ok(client) => limits.in_redis(
                     client,
                     Duration::from_millis(config.redis_timeout_ms),
                     metrics.limits_redis_fallbacks.clone(),
                 ),
-                Err(_) => unreachable!("redis_url is validated with the configuration"),
+                Err(err) => {
+                    tracing::error!(error = %err, "redis_url: limits stay in this instance's memory");
+                    limits
+                }
             },
         };
         Self {

@@ -84,6 +84,32 @@ fn http(port: u16, request: &str) -> (u16, String) {
     (status, body)
 }
 
+/// `POST /oauth2/token` with the form body `form` to the server on `port`.
+fn post_token(port: u16, form: &str) -> (u16, String) {
+    http(
+        port,
+        &format!(
+            "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+}
+
+/// `issuer client create --name NAME --scope read` in `dir`; its client-credentials form.
+fn client_form(dir: &std::path::Path, name: &str) -> String {
+    let output = issuer(dir)
+        .args(["client", "create", "--name", name, "--scope", "read"])
+        .output()
+        .unwrap();
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap()
+    )
+}
+
 /// `issuer serve` in `dir` on a port the OS picks (`127.0.0.1:0`, so no race with other
 /// tests), with extra settings from `env`; returns the child and the bound port, read from
 /// its "issuer listening" log line.
@@ -186,14 +212,7 @@ fn serve_issues_tokens_to_a_cli_created_client_and_stops_on_sigterm() {
     );
 
     let form = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}");
-    let (status, body) = http(
-        port,
-        &format!(
-            "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-            form.len()
-        ),
-    );
+    let (status, body) = post_token(port, &form);
     assert_eq!(status, 200, "{body}");
     let token: serde_json::Value = serde_json::from_str(&body).unwrap();
     let (_, jwks) = get(port, "/.well-known/jwks.json");
@@ -304,34 +323,8 @@ fn two_instances_on_one_redis_allow_a_client_its_plan_once_not_twice() {
     ];
     let (mut first, first_port, _) = spawn_serve(&dir, &settings);
     let (mut second, second_port, second_log) = spawn_serve(&dir, &settings);
-    let output = issuer(&dir)
-        .args([
-            "client",
-            "create",
-            "--name",
-            "shared limit",
-            "--scope",
-            "read",
-        ])
-        .output()
-        .unwrap();
-    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let form = format!(
-        "grant_type=client_credentials&client_id={}&client_secret={}",
-        created["client_id"].as_str().unwrap(),
-        created["client_secret"].as_str().unwrap()
-    );
-    let token = |port: u16| {
-        http(
-            port,
-            &format!(
-                "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-                form.len()
-            ),
-        )
-        .0
-    };
+    let form = client_form(&dir, "shared limit");
+    let token = |port: u16| post_token(port, &form).0;
     // Alternating between the instances: the plan's six, then refusals from both.
     let statuses: Vec<u16> = (0..10)
         .map(|n| token(if n % 2 == 0 { first_port } else { second_port }))
@@ -366,29 +359,8 @@ fn with_redis_down_the_limits_fall_back_to_the_instance_counted_and_logged() {
         ("ISSUER_TOKEN_RATE_PER_CLIENT", "2/60s;burst=2".as_ref()),
     ];
     let (mut server, port, log) = spawn_serve(&dir, &settings);
-    let output = issuer(&dir)
-        .args(["client", "create", "--name", "fallback", "--scope", "read"])
-        .output()
-        .unwrap();
-    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let form = format!(
-        "grant_type=client_credentials&client_id={}&client_secret={}",
-        created["client_id"].as_str().unwrap(),
-        created["client_secret"].as_str().unwrap()
-    );
-    let statuses: Vec<u16> = (0..3)
-        .map(|_| {
-            http(
-                port,
-                &format!(
-                    "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-                     Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-                    form.len()
-                ),
-            )
-            .0
-        })
-        .collect();
+    let form = client_form(&dir, "fallback");
+    let statuses: Vec<u16> = (0..3).map(|_| post_token(port, &form).0).collect();
     assert_eq!(statuses, [200, 200, 429]);
     let (_, metrics) = get(port, "/metrics");
     let fallbacks: u64 = metrics
@@ -416,25 +388,9 @@ fn sighup_reloads_what_may_change_refuses_the_rest_and_ignores_a_bad_file() {
     let file = dir.join("issuer.toml");
     std::fs::write(&file, "token_lifetime_secs = 600\n").unwrap();
     let (mut server, port, log) = spawn_serve(&dir, &[("ISSUER_CONFIG", file.as_os_str())]);
-    let output = issuer(&dir)
-        .args(["client", "create", "--name", "reload", "--scope", "read"])
-        .output()
-        .unwrap();
-    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let form = format!(
-        "grant_type=client_credentials&client_id={}&client_secret={}",
-        created["client_id"].as_str().unwrap(),
-        created["client_secret"].as_str().unwrap()
-    );
+    let form = client_form(&dir, "reload");
     let token = || {
-        let (status, body) = http(
-            port,
-            &format!(
-                "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-                form.len()
-            ),
-        );
+        let (status, body) = post_token(port, &form);
         let expires_in = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|body| body["expires_in"].as_u64());

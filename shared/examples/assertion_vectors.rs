@@ -72,6 +72,11 @@ fn sign_raw(version: &str, key_id: &str, secret: &str, payload: &[u8]) -> String
     mac_over(&signed, secret)
 }
 
+/// A v2 header under the current key over any payload bytes (what no edge would sign).
+fn sign_current(payload: &[u8]) -> String {
+    sign_raw("v2", CURRENT.0, CURRENT.1, payload)
+}
+
 /// `signed` (`version.key id.payload` text) with its MAC under `secret` appended.
 fn mac_over(signed: &str, secret: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -274,12 +279,7 @@ fn main() {
     v.accept(
         "good_unknown_member_ignored",
         "members a later edge adds are ignored",
-        &[&sign_raw(
-            "v2",
-            CURRENT.0,
-            CURRENT.1,
-            extra.to_string().as_bytes(),
-        )],
+        &[&sign_current(extra.to_string().as_bytes())],
         &good_request,
         NOW_MS,
         &extra_identity,
@@ -307,10 +307,7 @@ fn main() {
     v.accept(
         "good_nested_member_at_depth_limit",
         "an unknown member nested 32 levels deep, counting the payload, is ignored",
-        &[&sign_raw(
-            "v2",
-            CURRENT.0,
-            CURRENT.1,
+        &[&sign_current(
             with(&good, "x", nested(MAX_PAYLOAD_DEPTH - 1)).as_bytes(),
         )],
         &good_request,
@@ -322,12 +319,7 @@ fn main() {
     v.accept(
         "good_scope_normalised",
         "scopes out of order and repeated read as the sorted set",
-        &[&sign_raw(
-            "v2",
-            CURRENT.0,
-            CURRENT.1,
-            unsorted.to_string().as_bytes(),
-        )],
+        &[&sign_current(unsorted.to_string().as_bytes())],
         &good_request,
         NOW_MS,
         &good,
@@ -445,120 +437,71 @@ fn main() {
         (
             "payload_not_json",
             "the payload is not JSON",
-            sign_raw("v2", CURRENT.0, CURRENT.1, b"sub=user-42"),
+            sign_current(b"sub=user-42"),
         ),
         (
             "payload_not_utf8",
             "a byte that is not UTF-8 in sub",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                &edited(&good, "\"user-42\"", b"\"\xff\""),
-            ),
+            sign_current(&edited(&good, "\"user-42\"", b"\"\xff\"")),
         ),
         (
             "payload_array",
             "every member's value, in order, in an array instead of an object",
-            sign_raw("v2", CURRENT.0, CURRENT.1, as_array(&good).as_bytes()),
+            sign_current(as_array(&good).as_bytes()),
         ),
         (
             "payload_unknown_member_twice",
             "an unknown member named twice",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                &edited(&good, "{", b"{\"x\":1,\"x\":1,"),
-            ),
+            sign_current(&edited(&good, "{", b"{\"x\":1,\"x\":1,")),
         ),
         (
             "payload_unknown_member_not_utf8",
             "a byte that is not UTF-8 in an unknown member",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                &edited(&good, "{", b"{\"x\":\"\xff\","),
-            ),
+            sign_current(&edited(&good, "{", b"{\"x\":\"\xff\",")),
         ),
         (
             "payload_lone_surrogate",
             "sub holds a lone UTF-16 surrogate escape",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                &edited(&good, "\"user-42\"", b"\"\\ud800\""),
-            ),
+            sign_current(&edited(&good, "\"user-42\"", b"\"\\ud800\"")),
         ),
         (
             "payload_ts_negative_zero",
             "ts is -0",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                &edited(&good, &format!("\"ts\":{}", NOW_MS - 1_000), b"\"ts\":-0"),
-            ),
+            sign_current(&edited(
+                &good,
+                &format!("\"ts\":{}", NOW_MS - 1_000),
+                b"\"ts\":-0",
+            )),
         ),
         (
             "payload_exp_past_2_53",
             "exp is 2^53, past the largest integer every JSON reader holds exactly",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                with(&good, "exp", json!(1_u64 << 53)).as_bytes(),
-            ),
+            sign_current(with(&good, "exp", json!(1_u64 << 53)).as_bytes()),
         ),
         (
             "payload_number_out_of_range",
             "an unknown member holds a number no float holds",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                &edited(&good, "{", b"{\"x\":1e400,"),
-            ),
+            sign_current(&edited(&good, "{", b"{\"x\":1e400,")),
         ),
         (
             "payload_too_deep",
             "an unknown member nested 33 levels deep, counting the payload",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                with(&good, "x", nested(MAX_PAYLOAD_DEPTH)).as_bytes(),
-            ),
+            sign_current(with(&good, "x", nested(MAX_PAYLOAD_DEPTH)).as_bytes()),
         ),
         (
             "payload_scope_double_space",
             "scope-tokens are separated by one space",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                with(&good, "scope", json!("read  write")).as_bytes(),
-            ),
+            sign_current(with(&good, "scope", json!("read  write")).as_bytes()),
         ),
         (
             "payload_scope_bad_character",
             "a quote is not a scope-token character (RFC 6749 3.3)",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                with(&good, "scope", json!("read\"x")).as_bytes(),
-            ),
+            sign_current(with(&good, "scope", json!("read\"x")).as_bytes()),
         ),
         (
             "payload_scope_too_many",
             "more distinct scopes than the core holds",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
+            sign_current(
                 with(
                     &good,
                     "scope",
@@ -593,60 +536,37 @@ fn main() {
         (
             "payload_missing_ts",
             "a member missing",
-            sign_raw("v2", CURRENT.0, CURRENT.1, without(&good, "ts").as_bytes()),
+            sign_current(without(&good, "ts").as_bytes()),
         ),
         (
             "payload_missing_sub",
             "a member missing",
-            sign_raw("v2", CURRENT.0, CURRENT.1, without(&good, "sub").as_bytes()),
+            sign_current(without(&good, "sub").as_bytes()),
         ),
         (
             "payload_ts_string",
             "ts is a string",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                with(&good, "ts", json!("1789999999000")).as_bytes(),
-            ),
+            sign_current(with(&good, "ts", json!("1789999999000")).as_bytes()),
         ),
         (
             "payload_ts_float",
             "ts is not an integer",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                with(&good, "ts", json!(1_789_999_999_000.0_f64)).as_bytes(),
-            ),
+            sign_current(with(&good, "ts", json!(1_789_999_999_000.0_f64)).as_bytes()),
         ),
         (
             "payload_ts_negative",
             "ts is negative",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                with(&good, "ts", json!(-1)).as_bytes(),
-            ),
+            sign_current(with(&good, "ts", json!(-1)).as_bytes()),
         ),
         (
             "payload_exp_bool",
             "exp is a boolean",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                with(&good, "exp", json!(true)).as_bytes(),
-            ),
+            sign_current(with(&good, "exp", json!(true)).as_bytes()),
         ),
         (
             "payload_exp_too_big",
             "exp is past 2^64 - 1",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
+            sign_current(
                 good.to_string()
                     .replace(
                         &format!("\"exp\":{}", NOW_SECS + 300),
@@ -658,20 +578,12 @@ fn main() {
         (
             "payload_sub_number",
             "sub is not a string",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
-                with(&good, "sub", json!(42)).as_bytes(),
-            ),
+            sign_current(with(&good, "sub", json!(42)).as_bytes()),
         ),
         (
             "payload_duplicate_member",
             "a member twice",
-            sign_raw(
-                "v2",
-                CURRENT.0,
-                CURRENT.1,
+            sign_current(
                 good.to_string()
                     .replacen('{', "{\"sub\":\"admin\",", 1)
                     .as_bytes(),
@@ -849,12 +761,7 @@ fn main() {
     v.reject(
         "payload_without_host",
         "a payload without host binds the empty host (members host and query default to empty)",
-        &[&sign_raw(
-            "v2",
-            CURRENT.0,
-            CURRENT.1,
-            no_host.to_string().as_bytes(),
-        )],
+        &[&sign_current(no_host.to_string().as_bytes())],
         &good_request,
         NOW_MS,
         "assertion_host_mismatch",

@@ -27,7 +27,6 @@ use serde::Deserialize;
 use crate::clients::{self, ClientError, NewClient};
 use crate::error::ApiError;
 use crate::keys::{self, KeyError, KeyEvent};
-use crate::revocations;
 use crate::state::AppState;
 
 /// A family of admin endpoints, and the scope a token needs for it.
@@ -91,24 +90,13 @@ async fn authorize(
     let verified = shared::Validator::new(validation)
         .verify(token, &state.keys().jwks, state.clock.now())
         .map_err(|_| ApiError::InvalidToken)?;
-    let claims = verified.claims();
-    let iat = i64::try_from(claims.iat).unwrap_or(i64::MAX);
-    if revocations::is_revoked(
-        &state.db,
-        &claims.jti,
-        verified.kid(),
-        &claims.client_id,
-        iat,
-    )
-    .await?
+    if !clients::token_is_live(&state.db, &verified)
+        .await
+        .map_err(client_error)?
     {
         return Err(ApiError::InvalidToken);
     }
-    match clients::show(&state.db, &claims.client_id).await {
-        Ok(client) if client.enabled => {}
-        Ok(_) | Err(ClientError::NotFound(_)) => return Err(ApiError::InvalidToken),
-        Err(err) => return Err(client_error(err)),
-    }
+    let claims = verified.claims();
     if !claims.scope.contains(power.scope()) {
         return Err(ApiError::InsufficientScope(power.scope()));
     }
@@ -270,15 +258,6 @@ async fn list_keys(
     Ok(Json(all).into_response())
 }
 
-/// Reloads this instance's keys after a change (the others do on their next maintenance).
-async fn reload_keys(state: &AppState) -> Result<(), ApiError> {
-    let loaded = keys::SigningKeys::load(&state.db, &state.kek)
-        .await
-        .map_err(key_error)?;
-    state.set_keys(loaded);
-    Ok(())
-}
-
 async fn rotate_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -293,8 +272,7 @@ async fn rotate_key(
     )
     .await
     .map_err(key_error)?;
-    reload_keys(&state).await?;
-    Ok(Json(event_json(&event)).into_response())
+    Ok(applied(&state, &event).await)
 }
 
 async fn revoke_key(
@@ -313,12 +291,15 @@ async fn revoke_key(
     )
     .await
     .map_err(key_error)?;
-    reload_keys(&state).await?;
-    Ok(Json(event_json(&event)).into_response())
+    Ok(applied(&state, &event).await)
 }
 
-fn event_json(event: &KeyEvent) -> serde_json::Value {
-    serde_json::json!({ "event": event.action(), "kid": event.kid(), "detail": event.detail() })
+/// The answer to a key change, once this instance serves the new keys (the others do on
+/// their next maintenance; a failed reload is logged and left to it, as the change stands).
+async fn applied(state: &AppState, event: &KeyEvent) -> Response {
+    crate::reload_keys(state).await;
+    let body = serde_json::json!({ "event": event.action(), "kid": event.kid(), "detail": event.detail() });
+    Json(body).into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -120,23 +120,9 @@ async fn introspect(
     let Some(verified) = verify_for(&state, &client, &token) else {
         return Ok(inactive());
     };
-    let claims = verified.claims();
-    let iat = i64::try_from(claims.iat).unwrap_or(i64::MAX);
-    if revocations::is_revoked(
-        &state.db,
-        &claims.jti,
-        verified.kid(),
-        &claims.client_id,
-        iat,
-    )
-    .await?
-    {
-        return Ok(inactive());
-    }
-    // A disabled client's tokens are dead too, however long they would have lived.
-    match crate::clients::show(&state.db, &verified.claims().client_id).await {
-        Ok(owner) if owner.enabled => {}
-        Ok(_) | Err(ClientError::NotFound(_)) => return Ok(inactive()),
+    match crate::clients::token_is_live(&state.db, &verified).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(inactive()),
         Err(ClientError::Db(err)) => return Err(err.into()),
         Err(err) => return Err(ApiError::Internal(err.to_string())),
     }

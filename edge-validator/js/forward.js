@@ -1,5 +1,5 @@
-// The forwarding hot path's JavaScript half (bound in src/forward.rs). Each function is one
-// call from wasm where the same work through web-sys would cross the boundary once per
+// The forwarding hot path's JavaScript half (bound in src/driver/js.rs). Each function is
+// one call from wasm where the same work through web-sys would cross the boundary once per
 // header.
 
 // Request headers the origin never gets from the client: the credential, the host, what
@@ -28,6 +28,7 @@ const FORWARDED_PREFIX = "x-forwarded-";
  * `Connection` header before the Worker sees it, so the headers it names cannot be told
  * apart here.) Redirects are the client's to follow, not the edge's. */
 export function forward(request, target, prefix, name, value) {
+  // (A request the runtime refuses to build throws here: wasm answers 500 at once.)
   const incoming = request.headers;
   // One pass over the client's headers; forEach makes no iterator or entry arrays (copying
   // them with new Headers(request.headers) and deleting some walked them twice).
@@ -61,33 +62,4 @@ export function withHeaders(response, name1, value1, name2, value2) {
   out.headers.set(name1, value1);
   out.headers.set(name2, value2);
   return out;
-}
-
-/** The wait for a fresh token (src/handler/fresh.rs): WebCrypto's verdict goes
- * back into wasm by request number (`resume` holds the wasm exports), which answers with a
- * response or the promise of the origin's. */
-export function verifyThen(subtle, algorithm, key, signature, message, resume, id) {
-  return subtle.verify(algorithm, key, signature, message).then(
-    (valid) => resume.tokenVerified(id, valid),
-    (error) => resume.tokenNotVerified(id, String(error)),
-  );
-}
-
-/** The wait for the origin: `forward`, the two rate-limit headers when given,
- * and `originAnswered(id, status)` for the request log; a failed fetch is the edge's 502. */
-export function forwardThen(request, target, prefix, name, value, resume, id, name1, value1, name2, value2) {
-  let sent;
-  try {
-    sent = forward(request, target, prefix, name, value);
-  } catch (error) {
-    return Promise.resolve(resume.forwardFailed(id, String(error)));
-  }
-  return sent.then(
-    (response) => {
-      if (value1 != null) response = withHeaders(response, name1, value1, name2, value2);
-      resume.originAnswered(id, response.status);
-      return response;
-    },
-    (error) => resume.originUnreachable(id, String(error)),
-  );
 }

@@ -1,14 +1,11 @@
 // The edge's I/O with the Workers runtime other than forwarding (that is js/forward.js):
-// fetches to the issuer, the Cache API, timers, key imports, the rate-limit Durable Objects
-// and the edge's own answers. Each is one call from wasm (bound in src/issuer.rs,
-// jwks_cache.rs, handler/prepare.rs, rate_limit.rs and error.rs); every decision stays in
-// Rust. The `...Then` functions are the waits: the result goes back into wasm by number
-// through `resume` (the object of wasm exports js/plain-entry.mjs makes), and the promise
-// resolves to whatever that call returns (the request's response, or the next wait). None
-// of them throws: every failure is a callback too. Doing this I/O through the `worker`
-// crate's Fetch/Request/Response/Cache/Delay wrappers, and awaiting it in Rust futures, cost
-// about a third of the wasm bundle (measured with benches/size-breakdown) and a boundary
-// crossing per header.
+// fetches to the issuer, the Cache API, timers, key imports and verifies, the rate-limit
+// Durable Objects and the edge's own answers. Each is one call from wasm (bound in
+// src/driver/js.rs); every decision stays in Rust. A function that starts a wait returns its
+// promise, and the entry's `settle` hands the outcome back to wasm by wait number. Doing this
+// I/O through the `worker` crate's Fetch/Request/Response/Cache/Delay wrappers, and awaiting
+// it in Rust futures, cost about a third of the wasm bundle (measured with
+// benches/size-breakdown) and a boundary crossing per header.
 
 /** `GET url` (headers `accept` and, if given, `if-none-match`), never following a redirect,
  * aborted after `timeoutMs` counting the body. Resolves to `{status, text, cacheControl, etag}` (`text` only for a
@@ -74,30 +71,9 @@ export function cachePut(ctx, key, text, keepSecs, fetchedAt, cacheControl, etag
   ctx.waitUntil(stored);
 }
 
-/** A wait for an issuer fetch (src/jobs.rs): `fetchText`, then `issuerAnswered(id, answer)`
- * or `issuerUnanswered(id, reason)`. */
-export function fetchThen(url, accept, ifNoneMatch, timeoutMs, resume, id) {
-  return fetchText(url, accept, ifNoneMatch, timeoutMs).then(
-    (answer) => resume.issuerAnswered(id, answer),
-    (reason) => resume.issuerUnanswered(id, String(reason)),
-  );
-}
-
-/** A wait for the Cache API copy: `cacheGet`, then `copyAnswered(id, copy or null)` (a
- * failure is logged and counts as no copy). */
-export function cacheGetThen(key, resume, id) {
-  return cacheGet(key).then(
-    (copy) => resume.copyAnswered(id, copy),
-    (error) => {
-      console.warn(JSON.stringify({ event: "jwks_cache_get_failed", reason: String(error) }));
-      return resume.copyAnswered(id, null);
-    },
-  );
-}
-
-/** `ms` milliseconds, then `waitOver(id)` (a request polling for another's fetch). */
-export function sleepThen(ms, resume, id) {
-  return new Promise((resolve) => setTimeout(resolve, ms)).then(() => resume.waitOver(id));
+/** `ms` milliseconds (a request polling for another's job). */
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Keeps `promise` (a background fetch) running after the response: `ctx.waitUntil`. */
@@ -105,20 +81,23 @@ export function keep(ctx, promise) {
   ctx.waitUntil(promise);
 }
 
-/** A wait for a key import: the raw P-256 `point` as a WebCrypto verify key, then
- * `keyImported(id, key)` or `keyNotImported(id, reason)`. */
-export function importThen(point, resume, id) {
-  return crypto.subtle
-    .importKey("raw", point, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"])
-    .then(
-      (key) => resume.keyImported(id, key),
-      (reason) => resume.keyNotImported(id, String(reason)),
-    );
+/** The raw P-256 `point` as a WebCrypto verify key. */
+export function importKey(point) {
+  return crypto.subtle.importKey("raw", point, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
+}
+
+/** `crypto.subtle.verify(...)`. `signature` and `message` are views into wasm memory, not
+ * copies: WebCrypto copies its input when called (the spec's "get a copy of the bytes held
+ * by"), and workerd does the crypto before `verify` returns (its crypto.c++: "all of our
+ * implementations perform the crypto synchronously"), so the views need only last the
+ * call. That saves two copies, an ArrayBuffer allocation each. */
+export function verify(subtle, algorithm, key, signature, message) {
+  return subtle.verify(algorithm, key, signature, message);
 }
 
 /** `GET url` on the Durable Object named `name` in `env[binding]`; resolves to the body of a
  * 200, rejects with a message otherwise. */
-async function askObject(env, binding, name, url) {
+export async function askObject(env, binding, name, url) {
   const namespace = env[binding];
   if (!namespace) throw `no Durable Object binding ${binding}`;
   const response = await namespace.get(namespace.idFromName(name)).fetch(url);
@@ -129,13 +108,21 @@ async function askObject(env, binding, name, url) {
   return response.text();
 }
 
-/** The wait for a Durable Object (src/handler/limit.rs): `askObject`, then
- * its answer back into wasm by request number (`resume` holds the wasm exports). */
-export function askObjectThen(env, binding, name, url, resume, id) {
-  return askObject(env, binding, name, url).then(
-    (text) => resume.limitAnswered(id, text),
-    (reason) => resume.limitUnanswered(id, String(reason)),
-  );
+/** What the edge reads of a request, in one crossing: method, URL, `CF-Connecting-IP`,
+ * `cf.colo` (when `withColo`) and, when present, `Authorization`, one per line (none of
+ * them can hold a line break: the runtime refuses such header values and URLs). */
+export function head(request, withColo) {
+  const headers = request.headers;
+  const authorization = headers.get("authorization");
+  const colo = withColo ? (request.cf?.colo ?? "") : "";
+  const ip = headers.get("cf-connecting-ip") ?? "";
+  const line = `${request.method}\n${request.url}\n${ip}\n${colo}`;
+  return authorization === null ? line : `${line}\n${authorization}`;
+}
+
+/** The status of the origin's `response`. */
+export function status(response) {
+  return response.status;
 }
 
 /** The edge's own answer: `status` and a JSON `body`, with `www-authenticate`, `retry-after`
@@ -147,4 +134,13 @@ export function respond(status, body, challenge, retryAfter, policyName, policy,
   if (policy != null) headers.set(policyName, policy);
   if (rateLimit != null) headers.set(rateLimitName, rateLimit);
   return new Response(body, { status, headers });
+}
+
+// Wasm instances this isolate has started (module state: it outlives a trapped instance).
+let instances = 0;
+
+/** The number of the wasm instance starting now (its waits carry it: src/isolate/waits.rs). */
+export function nextInstance() {
+  instances += 1;
+  return instances;
 }

@@ -1,13 +1,12 @@
 // The rate-limit Durable Object's JavaScript half: storage and the Response, around one wasm
-// call that decides (`rateLimiterCheck`, src/rate_limit_object.rs). js/plain-entry.mjs
-// inlines this file into the bundle and exports the class as `RateLimiter` (the class name
-// in wrangler.toml). Written here rather than with workers-rs's `#[durable_object]`: that
+// call that decides (`rateLimiterCheck`, src/driver.rs). js/entry.mjs exports the class as
+// `RateLimiter` (the class name in wrangler.toml). Written here rather than with workers-rs's `#[durable_object]`: that
 // macro generates a Rust future and a Request/Response conversion for each of the six
 // handler kinds (fetch, alarm, WebSocket...), about 5% of the wasm for one `fetch`.
 
 /** The class, given the wasm export `check(url, stored)` -> `[decisionJson, nextState]`
  * (undefined for a malformed query). */
-function rateLimiterClass(check) {
+export function rateLimiterClass(check) {
   // Storage key of the GCRA state (a decimal string of nanoseconds: past 2^53).
   const STATE_KEY = "gcra";
   return class RateLimiter {

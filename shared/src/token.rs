@@ -325,6 +325,12 @@ pub struct PendingSignature {
 }
 
 impl PendingSignature {
+    /// The `kid` of the key the signature must verify under.
+    #[must_use]
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
     /// The verdict of an ES256 backend on the check's key, signing input and signature.
     ///
     /// # Errors

@@ -1,59 +1,56 @@
 //! Settings from wrangler vars and secrets (names match `wrangler.toml`), read and checked
 //! once per isolate: a bad setting answers every request with a logged 500 rather than
-//! half-working.
+//! half-working. Read through a lookup function, so the core never sees the runtime's `env`.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use shared::jwks_refresh::RefreshPolicy;
 use shared::keyset_copy::CopyKey;
 use shared::{AssertionKey, AssertionSigner, RatePlan, Validation, Validator};
 
-use crate::runtime::Env;
-
 /// Var: the exact `iss`.
-pub(crate) const ISSUER: &str = "ISSUER";
+pub const ISSUER: &str = "ISSUER";
 /// Var: the audience tokens must carry.
-pub(crate) const AUDIENCE: &str = "AUDIENCE";
+pub const AUDIENCE: &str = "AUDIENCE";
 /// Var: JWKS URLs in order (geo-DNS name first, regional fallbacks after), space-separated.
-pub(crate) const JWKS_URLS: &str = "JWKS_URLS";
+pub const JWKS_URLS: &str = "JWKS_URLS";
 /// Var: revocation feed URLs in the same order; empty turns the feed off.
-pub(crate) const REVOCATION_URLS: &str = "REVOCATION_URLS";
+pub const REVOCATION_URLS: &str = "REVOCATION_URLS";
 /// Var: the origin base URL, e.g. `https://api.internal.example`.
-pub(crate) const ORIGIN_URL: &str = "ORIGIN_URL";
+pub const ORIGIN_URL: &str = "ORIGIN_URL";
 /// Var: the id of the assertion key in use.
-pub(crate) const ASSERTION_KEY_ID: &str = "ASSERTION_KEY_ID";
+pub const ASSERTION_KEY_ID: &str = "ASSERTION_KEY_ID";
 /// Secret: the assertion HMAC key (at least 32 bytes).
-pub(crate) const ASSERTION_SECRET: &str = "ASSERTION_SECRET";
+pub const ASSERTION_SECRET: &str = "ASSERTION_SECRET";
 /// Secret: the key that tags the Cache API copy of the key set (at least 32 bytes). The
 /// Cache API is shared with every script on the zone, so without it no copy is written or
 /// read (a new isolate then fetches the set from the issuer before its first fresh token).
-pub(crate) const KEYSET_COPY_SECRET: &str = "KEYSET_COPY_SECRET";
+pub const KEYSET_COPY_SECRET: &str = "KEYSET_COPY_SECRET";
 /// Var: the plan for tokens without a `rate_plan` claim, e.g. `600/60s;burst=100`.
-pub(crate) const DEFAULT_RATE_PLAN: &str = "DEFAULT_RATE_PLAN";
+pub const DEFAULT_RATE_PLAN: &str = "DEFAULT_RATE_PLAN";
 /// Var: failed authentications allowed per client IP, e.g. `20/60s;burst=20`.
-pub(crate) const FAILED_AUTH_PLAN: &str = "FAILED_AUTH_PLAN";
+pub const FAILED_AUTH_PLAN: &str = "FAILED_AUTH_PLAN";
 /// Var: where rate-limit state lives: `durable` (default: a Durable Object per client, exact
 /// across the colo), `isolate` (isolate memory only) or `off`.
-pub(crate) const RATE_LIMIT_MODE: &str = "RATE_LIMIT_MODE";
+pub const RATE_LIMIT_MODE: &str = "RATE_LIMIT_MODE";
 /// Var: timeout of each JWKS or feed fetch, in ms.
-pub(crate) const FETCH_TIMEOUT_MS: &str = "FETCH_TIMEOUT_MS";
+pub const FETCH_TIMEOUT_MS: &str = "FETCH_TIMEOUT_MS";
 /// Var: least time between refetches caused by unknown `kid`s, in ms.
-pub(crate) const UNKNOWN_KID_COOLDOWN_MS: &str = "UNKNOWN_KID_COOLDOWN_MS";
+pub const UNKNOWN_KID_COOLDOWN_MS: &str = "UNKNOWN_KID_COOLDOWN_MS";
 /// Var: how long past its freshness the last good key set stays in use, in seconds.
-pub(crate) const JWKS_MAX_STALE_SECS: &str = "JWKS_MAX_STALE_SECS";
+pub const JWKS_MAX_STALE_SECS: &str = "JWKS_MAX_STALE_SECS";
 /// Var: how often the revocation feed is pulled, in ms.
-pub(crate) const REVOCATION_INTERVAL_MS: &str = "REVOCATION_INTERVAL_MS";
+pub const REVOCATION_INTERVAL_MS: &str = "REVOCATION_INTERVAL_MS";
 
 /// Var: log one forwarded request in N (per isolate): 1 (default) logs every request, 0 none.
 /// Refusals, 429s and errors are always logged. Each line is a Workers Logs event (billed
 /// by volume); its CPU was within the noise of `benches/run` (edge-fresh vs edge-fresh-nolog).
-pub(crate) const LOG_FORWARDED_EVERY: &str = "LOG_FORWARDED_EVERY";
+pub const LOG_FORWARDED_EVERY: &str = "LOG_FORWARDED_EVERY";
 
 /// Var, for tests only: a request to this path panics, so the wasm instance traps and the
 /// entry starts a new one (how `tests/` checks that callbacks of the old instance never land
 /// on requests of the new). Never set in production: anyone could reset the isolate's state.
-pub(crate) const TEST_TRAP_PATH: &str = "TEST_TRAP_PATH";
+pub const TEST_TRAP_PATH: &str = "TEST_TRAP_PATH";
 
 /// Defaults for the optional vars.
 const DEFAULT_PLAN: &str = "600/60s;burst=100";
@@ -63,7 +60,7 @@ const DEFAULT_REVOCATION_INTERVAL_MS: u64 = 5_000;
 
 /// Where rate-limit state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RateLimitMode {
+pub enum RateLimitMode {
     /// A Durable Object per client (binding `RATE_LIMITER`), with an in-isolate pre-check.
     Durable,
     /// Isolate memory only: cheap, per isolate, approximate.
@@ -73,7 +70,7 @@ pub(crate) enum RateLimitMode {
 }
 
 /// Everything a request needs, read from the environment.
-pub(crate) struct Config {
+pub struct Config {
     /// Built once: the rules are fixed for the isolate's life.
     pub(crate) validator: Validator,
     pub(crate) jwks_urls: Rc<[String]>,
@@ -100,32 +97,30 @@ pub(crate) struct Config {
 /// A setting is missing or invalid (an ops error: the request gets a generic 500).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("edge configuration: {0}")]
-pub(crate) struct ConfigError(pub(crate) String);
+pub struct ConfigError(pub(crate) String);
 
-thread_local! {
-    /// Vars and secrets are fixed for an isolate's life, so they are read once.
-    static CONFIG: RefCell<Option<Result<Rc<Config>, ConfigError>>> = const { RefCell::new(None) };
+/// The settings, by name: what the runtime's `env` holds as a string (vars and secrets).
+pub trait Vars {
+    /// The value of `name`, when it is set to a string.
+    fn text(&self, name: &str) -> Option<String>;
 }
 
-/// The isolate's configuration, read on first use.
-pub(crate) fn get(env: &Env) -> Result<Rc<Config>, ConfigError> {
-    CONFIG.with(|cell| {
-        cell.borrow_mut()
-            .get_or_insert_with(|| Config::from_env(env).map(Rc::new))
-            .clone()
-    })
+impl<F: Fn(&str) -> Option<String>> Vars for F {
+    fn text(&self, name: &str) -> Option<String> {
+        self(name)
+    }
 }
 
-fn var(env: &Env, name: &str) -> Result<String, ConfigError> {
+fn var(env: &impl Vars, name: &str) -> Result<String, ConfigError> {
     env.text(name)
         .ok_or_else(|| ConfigError(format!("var {name} is not set")))
 }
 
-fn optional(env: &Env, name: &str) -> Option<String> {
+fn optional(env: &impl Vars, name: &str) -> Option<String> {
     env.text(name).filter(|value| !value.trim().is_empty())
 }
 
-fn number(env: &Env, name: &str, default: u64) -> Result<u64, ConfigError> {
+fn number(env: &impl Vars, name: &str, default: u64) -> Result<u64, ConfigError> {
     optional(env, name).map_or(Ok(default), |text| {
         text.trim()
             .parse()
@@ -133,7 +128,7 @@ fn number(env: &Env, name: &str, default: u64) -> Result<u64, ConfigError> {
     })
 }
 
-fn plan(env: &Env, name: &str, default: &str) -> Result<RatePlan, ConfigError> {
+fn plan(env: &impl Vars, name: &str, default: &str) -> Result<RatePlan, ConfigError> {
     let text = optional(env, name).unwrap_or_else(|| default.to_owned());
     text.parse()
         .map_err(|err| ConfigError(format!("var {name}: {err}")))
@@ -144,7 +139,8 @@ fn urls(text: &str) -> Rc<[String]> {
 }
 
 impl Config {
-    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    /// Reads and checks every setting.
+    pub fn from_vars(env: &impl Vars) -> Result<Self, ConfigError> {
         let jwks_urls = urls(&var(env, JWKS_URLS)?);
         if jwks_urls.is_empty() {
             return Err(ConfigError(format!("var {JWKS_URLS} lists no URL")));

@@ -3,17 +3,14 @@
 //! pure computation, so CPU time shows in the platform's own metrics, not here). Never logs
 //! a token or the assertion.
 
-use std::cell::Cell;
 use std::sync::Arc;
 
 use serde::Serialize;
 use shared::{UnixTime, VerifiedToken};
-use wasm_bindgen::JsValue;
 
-use crate::config::Config;
-use crate::error::EdgeError;
-use crate::rate_limit::Source;
-use crate::request_url::RequestUrl;
+use super::limits::Source;
+use super::reply::EdgeError;
+use super::url::RequestUrl;
 
 /// What one request did; written by [`RequestLog::finish`].
 #[derive(Debug, Serialize)]
@@ -94,40 +91,47 @@ impl RequestLog {
         self.reason = Some(reason);
     }
 
-    /// Writes the line for an answer with `status`, with the key-set and revocation state
-    /// now; a forwarded request's only one in `log_forwarded_every` (refusals and errors
-    /// always).
-    pub(crate) fn finish(mut self, config: &Config, status: u16) {
-        if self.outcome == "forwarded" && !sampled(config.log_forwarded_every) {
-            return;
-        }
-        let now = crate::clock::now();
+    /// Whether the request went to the origin (sampled) rather than being answered by the
+    /// edge (always logged).
+    pub(crate) fn forwarded(&self) -> bool {
+        self.outcome == "forwarded"
+    }
+
+    /// The line for an answer with `status` at `now`, with the key-set state `jwks` and the
+    /// revocation list's age then.
+    pub(crate) fn line(
+        mut self,
+        status: u16,
+        now: UnixTime,
+        jwks: &'static str,
+        revocations_age_ms: Option<u64>,
+    ) -> String {
         self.status = status;
         self.total_ms = now.millis_since(self.started);
-        self.jwks = crate::jwks_cache::freshness_name(crate::jwks_cache::freshness(config, now));
-        self.revocations_age_ms = crate::revocations::age_ms(now);
-        match serde_json::to_string(&self) {
-            Ok(line) => web_sys::console::log_1(&line.into()),
-            Err(err) => console_error!("request log: {err}"),
-        }
+        self.jwks = jwks;
+        self.revocations_age_ms = revocations_age_ms;
+        // Strings and integers into a String: cannot fail.
+        serde_json::to_string(&self).unwrap_or_default()
     }
 }
 
-thread_local! {
-    /// Forwarded requests seen by this isolate, for sampling.
-    static FORWARDED: Cell<u64> = const { Cell::new(0) };
+/// Picks one forwarded request in `every` to log (the first is); 0 logs none.
+#[derive(Debug, Default)]
+pub(crate) struct Sampler {
+    seen: u64,
 }
 
-/// Whether this forwarded request is the one in `every` to log (the first is).
-fn sampled(every: u64) -> bool {
-    match every {
-        0 => false,
-        1 => true,
-        every => FORWARDED.with(|count| {
-            let seen = count.get();
-            count.set(seen.wrapping_add(1));
-            seen % every == 0
-        }),
+impl Sampler {
+    pub(crate) fn sampled(&mut self, every: u64) -> bool {
+        match every {
+            0 => false,
+            1 => true,
+            every => {
+                let seen = self.seen;
+                self.seen = seen.wrapping_add(1);
+                seen % every == 0
+            }
+        }
     }
 }
 
@@ -149,35 +153,20 @@ pub(crate) struct Event<'a> {
     pub(crate) state: Option<&'static str>,
 }
 
-/// How loud an [`Event`] is (the console method, so Workers Logs keeps the level).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Level {
-    Log,
-    Warn,
-    Error,
+impl<'a> Event<'a> {
+    /// The line.
+    pub(crate) fn line(&self) -> String {
+        // Strings and integers into a String: cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
-impl<'a> Event<'a> {
-    /// `event` for a fetch of `url` that failed for `reason` (logged as a warning: the next
-    /// URL, or the next pull, is tried).
-    pub(crate) fn fetch_failed(event: &'static str, url: &'a str, reason: &'a str) {
-        Event {
-            event,
-            url: Some(url),
-            reason: Some(reason),
-            ..Event::default()
-        }
-        .emit(Level::Warn);
+/// The line of an operational `event` the driver writes itself (with its `reason`, if any).
+pub fn event_line(event: &'static str, reason: &str) -> String {
+    Event {
+        event,
+        reason: (!reason.is_empty()).then_some(reason),
+        ..Event::default()
     }
-
-    /// Writes the line at `level`.
-    pub(crate) fn emit(&self, level: Level) {
-        // Strings and integers into a String: cannot fail.
-        let line = JsValue::from(serde_json::to_string(self).unwrap_or_default());
-        match level {
-            Level::Log => web_sys::console::log_1(&line),
-            Level::Warn => web_sys::console::warn_1(&line),
-            Level::Error => web_sys::console::error_1(&line),
-        }
-    }
+    .line()
 }

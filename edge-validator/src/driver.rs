@@ -1,0 +1,385 @@
+//! The Worker's driver: the exports the entry (`js/entry.mjs`) calls, turning a request and
+//! each settled promise into an event for the [`Isolate`], and performing what comes back
+//! (each [`Io`] one JS call whose promise the entry's `settle` hands back to [`resume`]).
+//! Every decision is the isolate's; here are only the crossings.
+//!
+//! No Rust futures: every `.await` on a JS promise in wasm-bindgen-futures costs two closures,
+//! a task wake-up and a microtask, and the handler future itself another promise; measured
+//! with `benches/run`, that glue was most of what the edge paid over the JavaScript floor.
+
+mod js;
+mod runtime;
+mod webcrypto;
+
+use std::cell::{Cell, RefCell};
+
+use shared::assertion::{ASSERTION_HEADER, HEADER_PREFIX};
+use shared::rate_limit::{POLICY_HEADER, RATE_LIMIT_HEADER};
+use shared::UnixTime;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::isolate::{
+    event_line, Answer, CachedCopy, Config, ConfigError, EdgeError, Expect, FetchError, Fetched,
+    ForwardError, Head, Io, Isolate, Level, Next, RateLimitMode, Reply, Side, WaitId,
+};
+use runtime::Env;
+use webcrypto::WebCrypto;
+
+/// The Durable Object binding in wrangler.toml.
+const LIMITER_BINDING: &str = "RATE_LIMITER";
+
+/// What the driver keeps of a request while the isolate has it suspended.
+#[derive(Clone)]
+pub(crate) struct Exchange {
+    request: web_sys::Request,
+    env: Env,
+    ctx: JsValue,
+}
+
+/// The instance's state: the isolate (or why the settings are bad), and the JS handles.
+struct Driver {
+    isolate: Result<Isolate<Exchange>, ConfigError>,
+    crypto: WebCrypto,
+    settle: js::Settle,
+    names: Names,
+}
+
+/// The fixed header names as JS strings, made once per instance: a `&str` argument is
+/// decoded from wasm memory on every call.
+struct Names {
+    identity_prefix: JsValue,
+    assertion: JsValue,
+    policy: JsValue,
+    rate_limit: JsValue,
+}
+
+thread_local! {
+    /// This instance's number (set at start).
+    static EPOCH: Cell<u32> = const { Cell::new(0) };
+    static DRIVER: RefCell<Option<Driver>> = const { RefCell::new(None) };
+}
+
+fn set_epoch(epoch: u32) {
+    EPOCH.with(|cell| cell.set(epoch));
+}
+
+/// `Date.now()`: one crossing. (Workers only advance it across I/O.)
+fn now() -> UnixTime {
+    // A JS timestamp: whole milliseconds, non-negative; the cast saturates anyway.
+    UnixTime::from_millis(js_sys::Date::now() as u64)
+}
+
+/// A request: a `Response`, or the promise of one. `settle` is the entry's.
+#[wasm_bindgen]
+pub fn handle(
+    request: web_sys::Request,
+    env: Env,
+    ctx: JsValue,
+    settle: JsValue,
+) -> Result<JsValue, JsValue> {
+    DRIVER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let driver = cell.get_or_insert_with(|| Driver {
+            isolate: Config::from_vars(&env).map(|config| Isolate::new(config, EPOCH.with(Cell::get))),
+            crypto: WebCrypto::default(),
+            settle: settle.unchecked_into(),
+            names: Names::new(),
+        });
+        let isolate = match &mut driver.isolate {
+            Ok(isolate) => isolate,
+            Err(err) => {
+                let reason = err.to_string();
+                log(Level::Error, &event_line("edge_misconfigured", &reason));
+                return respond(&driver.names, &Reply::of(&EdgeError::Internal(reason)));
+            }
+        };
+        let with_colo = isolate.config().rate_limit_mode == RateLimitMode::Durable;
+        let head = read_head(&js::head(&request, with_colo));
+        let exchange = Exchange { request, env, ctx };
+        let next = isolate.arrive(head, exchange, now());
+        driver.run(next, None)
+    })
+}
+
+/// A wait ended: `ok` and the promise's value, or (not `ok`) the rejection as text.
+#[wasm_bindgen]
+pub fn resume(id: u32, ok: bool, value: JsValue) -> Result<JsValue, JsValue> {
+    DRIVER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let Some(driver) = cell.as_mut() else {
+            return lost();
+        };
+        let id = WaitId(id);
+        let Ok(isolate) = &mut driver.isolate else {
+            return lost();
+        };
+        let Some(expect) = isolate.expects(id) else {
+            return lost();
+        };
+        let answer = driver.read(id, expect, ok, &value);
+        let Ok(isolate) = &mut driver.isolate else {
+            return lost();
+        };
+        match isolate.resume(id, answer, now()) {
+            Some(next) => driver.run(next, Some(&value)),
+            None => lost(),
+        }
+    })
+}
+
+/// The Durable Object's decision for one request (`js/rate-limiter.js`): `[decision JSON,
+/// state to keep]`, or nothing for a malformed query.
+#[wasm_bindgen(js_name = rateLimiterCheck)]
+pub fn rate_limiter_check(url: &str, stored: Option<String>) -> Option<js_sys::Array> {
+    let (decision, state) = crate::isolate::object_decision(url, stored.as_deref(), now())?;
+    Some(js_sys::Array::of2(&decision.into(), &state.into()))
+}
+
+/// The answer for a wait the isolate no longer has (evicted, or of a trapped instance).
+fn lost() -> Result<JsValue, JsValue> {
+    let names = Names::new();
+    let error = EdgeError::Internal("an answer came for a wait that is gone".into());
+    respond(&names, &Reply::of(&error))
+}
+
+impl Names {
+    fn new() -> Self {
+        Self {
+            identity_prefix: JsValue::from_str(HEADER_PREFIX),
+            assertion: JsValue::from_str(ASSERTION_HEADER),
+            policy: JsValue::from_str(POLICY_HEADER),
+            rate_limit: JsValue::from_str(RATE_LIMIT_HEADER),
+        }
+    }
+}
+
+impl Driver {
+    /// Reads the settled `value` of wait `id` as the answer it expects.
+    fn read(&mut self, id: WaitId, expect: Expect, ok: bool, value: &JsValue) -> Answer {
+        let reason = || value.as_string().unwrap_or_default();
+        match expect {
+            Expect::Fetched if ok => {
+                let fetched: &js::Fetched = value.unchecked_ref();
+                Answer::Fetched(Ok(Fetched {
+                    status: fetched.status(),
+                    text: fetched.text(),
+                    cache_control: fetched.cache_control(),
+                    etag: fetched.etag(),
+                }))
+            }
+            Expect::Fetched => Answer::Fetched(Err(FetchError::NoAnswer(reason()))),
+            Expect::Copy if ok && !value.is_null() => {
+                let copy: &js::CachedCopy = value.unchecked_ref();
+                Answer::Copy(Some(CachedCopy {
+                    text: copy.text(),
+                    fetched_at: copy.fetched_at(),
+                    cache_control: copy.cache_control(),
+                    etag: copy.etag(),
+                    mac: copy.mac(),
+                }))
+            }
+            Expect::Copy => {
+                if !ok {
+                    let line = event_line("jwks_cache_get_failed", &reason());
+                    log(Level::Warn, &line);
+                }
+                Answer::Copy(None)
+            }
+            Expect::Timer => Answer::Timer,
+            Expect::Imported if ok => {
+                if let Ok(isolate) = &self.isolate {
+                    if let Some((Io::Import { kid, .. }, _)) = isolate.io(id) {
+                        self.crypto.keep(kid, value.clone().unchecked_into());
+                    }
+                }
+                Answer::Imported(Ok(()))
+            }
+            Expect::Imported => Answer::Imported(Err(reason())),
+            Expect::Verified if ok => Answer::Verified(Ok(value.as_bool().unwrap_or(false))),
+            Expect::Verified => Answer::Verified(Err(reason())),
+            Expect::Limit if ok => Answer::Limit(Ok(reason())),
+            Expect::Limit => Answer::Limit(Err(reason())),
+            Expect::Origin if ok => Answer::Origin(Ok(js::status(value))),
+            Expect::Origin => Answer::Origin(Err(ForwardError::Unreachable(reason()))),
+        }
+    }
+
+    /// Performs `next` and the side effects before it; `settled` is the value the event
+    /// began with (the origin's response, passed on).
+    fn run(&mut self, next: Next<Exchange>, settled: Option<&JsValue>) -> Result<JsValue, JsValue> {
+        let Ok(isolate) = &mut self.isolate else {
+            return lost();
+        };
+        let side = isolate.take_side();
+        let exchange = match &next {
+            Next::Wait(id) => isolate.io(*id).map(|(_, exchange)| exchange),
+            Next::Reply(_, exchange) | Next::PassOn(_, exchange) | Next::Idle(exchange) => {
+                Some(exchange)
+            }
+        };
+        let ctx = exchange.map(|exchange| exchange.ctx.clone());
+        for effect in side {
+            self.side(effect, ctx.as_ref());
+        }
+        match next {
+            Next::Reply(reply, _) => Ok(respond(&self.names, &reply)?.into()),
+            Next::PassOn(headers, _) => {
+                let response = settled.cloned().unwrap_or(JsValue::UNDEFINED);
+                Ok(match headers {
+                    Some(headers) => js::with_headers(
+                        &response,
+                        &self.names.policy,
+                        &headers.policy,
+                        &self.names.rate_limit,
+                        &headers.rate_limit,
+                    ),
+                    None => response,
+                })
+            }
+            Next::Idle(_) => Ok(JsValue::UNDEFINED),
+            Next::Wait(id) => match self.start(id) {
+                Ok(promise) => Ok(self.settle.settle(&promise, id.0)),
+                // Failed at once (the outbound request could not be built...): the wait
+                // ends here.
+                Err(answer) => {
+                    let Ok(isolate) = &mut self.isolate else {
+                        return lost();
+                    };
+                    match isolate.resume(id, answer, now()) {
+                        Some(next) => self.run(next, None),
+                        None => lost(),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Starts the I/O of wait `id`: its promise, or the answer when it failed at once.
+    fn start(&mut self, id: WaitId) -> Result<js_sys::Promise, Answer> {
+        let Ok(isolate) = &self.isolate else {
+            return Err(Answer::Timer);
+        };
+        let Some((io, exchange)) = isolate.io(id) else {
+            return Err(Answer::Timer);
+        };
+        // Whole milliseconds well below 2^53: exact as JS numbers.
+        Ok(match io {
+            Io::Fetch { get, timeout_ms } => {
+                js::fetch_text(&get.url, get.accept, get.etag.as_deref(), timeout_ms as f64)
+            }
+            Io::ReadCopy { key } => js::cache_get(key),
+            Io::Sleep { ms } => js::sleep(ms as f64),
+            Io::Import { point, .. } => js::import_key(&point),
+            Io::Verify {
+                kid,
+                signature,
+                message,
+            } => {
+                let Some(key) = self.crypto.key(kid).cloned() else {
+                    return Err(Answer::Verified(Err(format!("no WebCrypto key for {kid}"))));
+                };
+                let (subtle, algorithm) = match self.crypto.subtle() {
+                    Ok(found) => found,
+                    Err(err) => {
+                        return Err(Answer::Verified(Err(format!("webcrypto unavailable: {err:?}"))))
+                    }
+                };
+                js::verify(subtle, algorithm, &key, signature, message)
+            }
+            Io::AskLimiter { name, url } => js::ask_object(&exchange.env, LIMITER_BINDING, name, url),
+            Io::Forward { target, assertion } => {
+                let names = &self.names;
+                js::forward(
+                    &exchange.request,
+                    target,
+                    &names.identity_prefix,
+                    &names.assertion,
+                    assertion,
+                )
+                .map_err(|err| {
+                    let detail = err.as_string().unwrap_or_else(|| format!("{err:?}"));
+                    Answer::Origin(Err(ForwardError::Build(detail)))
+                })?
+            }
+        })
+    }
+
+    /// Performs one side effect; `ctx` keeps background work alive past the response.
+    fn side(&mut self, effect: Side, ctx: Option<&JsValue>) {
+        match effect {
+            Side::Log { level, line } => log(level, &line),
+            Side::Background { id } => {
+                // Its own exchange's context keeps it alive.
+                let job_ctx = match &self.isolate {
+                    Ok(isolate) => isolate.io(id).map(|(_, exchange)| exchange.ctx.clone()),
+                    Err(_) => None,
+                };
+                match self.start(id) {
+                    Ok(promise) => {
+                        let promise = self.settle.settle(&promise, id.0);
+                        if let Some(ctx) = job_ctx.as_ref().or(ctx) {
+                            js::keep(ctx, &promise);
+                        }
+                    }
+                    Err(_) => log(Level::Error, &event_line("background_start_failed", "")),
+                }
+            }
+            Side::StoreCopy(copy) => {
+                if let Some(ctx) = ctx {
+                    js::cache_put(
+                        ctx,
+                        &copy.key,
+                        &copy.text,
+                        copy.keep_secs as f64,
+                        copy.fetched_at_ms as f64,
+                        copy.cache_control.as_deref(),
+                        copy.etag.as_deref(),
+                        &copy.mac,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The request's head from `js::head`'s lines.
+fn read_head(text: &str) -> Head {
+    let mut lines = text.splitn(5, '\n');
+    let mut next = || lines.next().map(str::to_owned);
+    let method = next().unwrap_or_default();
+    let url = next().unwrap_or_default();
+    let client_ip = next().filter(|ip| !ip.is_empty());
+    let colo = next().filter(|colo| !colo.is_empty());
+    Head {
+        method,
+        url,
+        client_ip,
+        colo,
+        authorization: next(),
+    }
+}
+
+fn respond(names: &Names, reply: &Reply) -> Result<JsValue, JsValue> {
+    let limited = reply.rate_limit.as_ref();
+    Ok(js::respond(
+        reply.status,
+        &reply.body,
+        reply.challenge.as_deref(),
+        reply.retry_after.as_deref(),
+        &names.policy,
+        limited.map(|headers| headers.policy.as_str()),
+        &names.rate_limit,
+        limited.map(|headers| headers.rate_limit.as_str()),
+    )?
+    .into())
+}
+
+fn log(level: Level, line: &str) {
+    let line = JsValue::from_str(line);
+    match level {
+        Level::Log => web_sys::console::log_1(&line),
+        Level::Warn => web_sys::console::warn_1(&line),
+        Level::Error => web_sys::console::error_1(&line),
+    }
+}

@@ -1,0 +1,40 @@
+//! What the Workers runtime hands the module (the `env` object: vars, secrets, bindings) and
+//! the instance's start: the panic hook, the abort handler, and the instance's number.
+//!
+//! Why not the `worker` crate (workers-rs): the edge had come to use only its `Env` and its
+//! panic hook (the request path is web-sys types and small JS helpers, `js/`), yet linking it
+//! kept every `#[wasm_bindgen]` export it has (stream adapters with their futures, container
+//! options, R2 ranges, minify config): 13.7 KB of gzipped wasm and 2 KB of JS glue (`gzip -9`
+//! of the build output with and without the crate: 152.4 -> 138.7 KB of wasm).
+
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The Worker's `env`: vars and secrets as strings, bindings as objects.
+    #[derive(Debug, Clone)]
+    pub(crate) type Env;
+}
+
+impl crate::isolate::Vars for Env {
+    fn text(&self, name: &str) -> Option<String> {
+        js_sys::Reflect::get(self, &JsValue::from_str(name))
+            .ok()?
+            .as_string()
+    }
+}
+
+/// Runs once per wasm instance. A panic logs and aborts (`panic = "abort"`): the instance
+/// traps, and wasm-bindgen's glue starts a new one at the next call (the abort handler
+/// schedules it; `build-worker` generates the glue with `--experimental-reset-state-function`).
+/// Waits carry the instance's number, so answers to an instance that trapped never reach
+/// this one.
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&format!("Rust panic: {info}").into());
+    }));
+    wasm_bindgen::handler::set_on_abort(wasm_bindgen::handler::schedule_reinit);
+    super::set_epoch(super::js::next_instance());
+}

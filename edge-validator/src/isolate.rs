@@ -1,0 +1,1048 @@
+//! The edge's logic as a state machine with no I/O, no clock and no JS: one [`Isolate`] value
+//! holds everything a Workers isolate keeps between requests (key set, verified-token cache,
+//! revocation list, rate-limit counts, running jobs, suspended requests). The driver
+//! (`crate::driver`, wasm only) hands it each event with the time, a request arriving
+//! ([`Isolate::arrive`]) or a wait ending ([`Isolate::resume`]), and performs what it returns:
+//! a [`Next`] for the event (answer now, wait for an [`Io`], pass the origin's answer on) and
+//! the [`Side`] effects beside it (log lines, background fetches, the Cache API copy).
+//!
+//! A request's path: bearer token -> revocation list in sync -> token cache -> failed-auth
+//! budget -> key set -> `shared` checks -> signature (WebCrypto, a wait) -> revocation ->
+//! rate limit (a Durable Object, a wait) -> the origin with a signed identity (a wait); or
+//! the RFC 6750 / 429 / 503 answer. The origin is never contacted for a refused request.
+//! After a preparation wait (the first revocation pull and the key set of a new isolate, a
+//! refetch for an unknown `kid`, a key import) the request starts over from [`Isolate::serve`]
+//! with the wait marked, so it never waits twice for the same thing.
+//!
+//! Natively this runs in `cargo test -p edge-validator` with an injected clock (`tests/`).
+
+pub mod config;
+pub mod io;
+mod keys;
+mod limits;
+mod local_table;
+mod log;
+mod reply;
+mod revocations;
+pub mod url;
+mod waits;
+
+use std::sync::Arc;
+
+use shared::{bearer_token, Rejection, TokenKey, UnixTime, VerifiedToken};
+
+pub use config::{Config, ConfigError, RateLimitMode, Vars};
+pub use io::{
+    Answer, CachedCopy, CopyToStore, Expect, FetchError, Fetched, ForwardError, Get, Io, Level,
+    Side,
+};
+pub use limits::object_decision;
+pub use log::event_line;
+pub use reply::{EdgeError, RateLimitHeaders, Reply};
+pub use waits::{WaitId, EPOCH_BITS};
+
+use keys::{freshness_name, KeyEvent, KeySet, Keys, Refresh, RefreshStep};
+use limits::{Check, Limiter, Source, Subject};
+use log::{Event, RequestLog, Sampler};
+use revocations::{Pull, PullStep, Revocations, Sync};
+use url::RequestUrl;
+use waits::Waits;
+
+/// The Worker's own health endpoint (never forwarded).
+pub const HEALTH_PATH: &str = "/.edge/health";
+
+/// How often a request waiting for another's job looks again, in ms.
+const POLL_MS: u64 = 5;
+
+/// What the runtime tells of an arriving request: all the core reads of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    pub method: String,
+    /// The absolute URL, as the runtime serialized it.
+    pub url: String,
+    /// The `Authorization` header (several are joined with `, `, which the bearer parser
+    /// refuses).
+    pub authorization: Option<String>,
+    /// `CF-Connecting-IP`.
+    pub client_ip: Option<String>,
+    /// `request.cf.colo`: read only in `durable` rate-limit mode (where the objects live).
+    pub colo: Option<String>,
+}
+
+/// What the driver does to end an event. `T` is the driver's exchange (the request and its
+/// context), given back when the request is done with.
+#[derive(Debug)]
+pub enum Next<T> {
+    /// Answer with the edge's own response.
+    Reply(Reply, T),
+    /// Start [`Isolate::io`] of this wait; the event's answer is its promise.
+    Wait(WaitId),
+    /// Answer with the origin's response, with these headers set.
+    PassOn(Option<RateLimitHeaders>, T),
+    /// Nothing to answer (a background job's step is over).
+    Idle(T),
+}
+
+/// Everything an isolate keeps between requests.
+pub struct Isolate<T> {
+    config: Config,
+    keys: KeySet,
+    revocations: Revocations,
+    limiter: Limiter,
+    /// Until when each kind of job counts as running (0: not running).
+    keys_busy_until: UnixTime,
+    revocations_busy_until: UnixTime,
+    waits: Waits<Waiting<T>>,
+    sampler: Sampler,
+    side: Vec<Side>,
+}
+
+/// An entry of the one table of waits.
+enum Waiting<T> {
+    /// A request, and what it waits for.
+    Request { exchange: T, on: Suspended },
+    /// A job between two steps (its `exchange` keeps its I/O alive: `waitUntil`).
+    Job { exchange: T, job: Job },
+}
+
+/// What a suspended request waits for.
+enum Suspended {
+    /// A job (its own, or another request's, which it polls for until `deadline`); it
+    /// starts over afterwards.
+    Job {
+        arrived: Arrived,
+        kind: Kind,
+        deadline: UnixTime,
+    },
+    /// A WebCrypto key import.
+    Import {
+        arrived: Arrived,
+        kid: String,
+        point: [u8; 65],
+    },
+    /// WebCrypto's verdict on a fresh token.
+    Verify(Box<Verifying>),
+    /// Its Durable Object's decision.
+    Limit(Box<Asking>),
+    /// The origin's answer.
+    Origin(Box<Forwarded>),
+}
+
+/// A request as it arrived, with what it has already waited for.
+struct Arrived {
+    head: Head,
+    started: UnixTime,
+    waited: Waited,
+    /// When it began waiting for keys (a key-set job or an import), for the log's `jwks_ms`.
+    keys_since: Option<UnixTime>,
+}
+
+/// The preparation waits a request has had (each at most once).
+#[derive(Debug, Clone, Copy, Default)]
+struct Waited {
+    revocations: bool,
+    /// The Cache API copy of the key set (a new isolate).
+    copy: bool,
+    /// A key-set refresh (its own, or one another request ran).
+    refresh: bool,
+    /// A WebCrypto key import.
+    import: bool,
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Refreshes the key set; `load_copy` starts from the Cache API copy (a new isolate).
+    Keys { load_copy: bool },
+    /// Pulls the revocation feed.
+    Revocations,
+}
+
+/// A running job and the I/O it waits for.
+struct Job {
+    work: Work,
+    kind: Kind,
+    waiting_for: JobIo,
+    /// The request to resume when it is over (none: a background job).
+    then: Option<WaitId>,
+}
+
+enum Work {
+    Keys(Refresh),
+    Revocations(Pull),
+}
+
+enum JobIo {
+    Fetch(Get),
+    ReadCopy(String),
+}
+
+/// A fresh token waiting for WebCrypto.
+struct Verifying {
+    arrived: Arrived,
+    key: TokenKey,
+    client_ip: String,
+    signature: shared::PendingSignature,
+    raw_signature: [u8; 64],
+    /// The signing input's length: the token's first bytes.
+    message_len: usize,
+    log: RequestLog,
+    started: UnixTime,
+}
+
+/// A request waiting for its Durable Object.
+struct Asking {
+    log: RequestLog,
+    check: Check,
+    then: Then,
+    /// The request's time (as on the general path, every decision uses it).
+    now: UnixTime,
+    name: String,
+    url: String,
+}
+
+/// A request waiting for the origin.
+struct Forwarded {
+    log: RequestLog,
+    started: UnixTime,
+    headers: Option<RateLimitHeaders>,
+    target: String,
+    assertion: String,
+}
+
+/// What a request does once the rate limit allows it.
+enum Then {
+    /// A verified token: to the origin.
+    Forward {
+        arrived: Arrived,
+        verified: Arc<VerifiedToken>,
+    },
+    /// A refused token whose failed authentication was charged: its RFC 6750 answer.
+    Refuse(Rejection),
+}
+
+impl<T: Clone> Isolate<T> {
+    /// A new isolate's state; `epoch` numbers the wasm instance (see [`WaitId`]).
+    pub fn new(config: Config, epoch: u32) -> Self {
+        Self {
+            keys: KeySet::new(&config),
+            config,
+            revocations: Revocations::default(),
+            limiter: Limiter::new(),
+            keys_busy_until: UnixTime::from_millis(0),
+            revocations_busy_until: UnixTime::from_millis(0),
+            waits: Waits::new(epoch),
+            sampler: Sampler::default(),
+            side: Vec::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A request arrived at `now`; `exchange` is what the driver needs to perform its I/O.
+    pub fn arrive(&mut self, head: Head, exchange: T, now: UnixTime) -> Next<T> {
+        let arrived = Arrived {
+            head,
+            started: now,
+            waited: Waited::default(),
+            keys_since: None,
+        };
+        self.serve(arrived, exchange, now)
+    }
+
+    /// Which answer the wait `id` expects (`None`: no such wait, e.g. one of an instance
+    /// that trapped, or one evicted from the table).
+    pub fn expects(&self, id: WaitId) -> Option<Expect> {
+        Some(match self.waits.get(id)? {
+            Waiting::Job { job, .. } => match job.waiting_for {
+                JobIo::Fetch(_) => Expect::Fetched,
+                JobIo::ReadCopy(_) => Expect::Copy,
+            },
+            Waiting::Request { on, .. } => match on {
+                Suspended::Job { .. } => Expect::Timer,
+                Suspended::Import { .. } => Expect::Imported,
+                Suspended::Verify(_) => Expect::Verified,
+                Suspended::Limit(_) => Expect::Limit,
+                Suspended::Origin(_) => Expect::Origin,
+            },
+        })
+    }
+
+    /// The I/O the wait `id` is for, and the exchange it belongs to.
+    pub fn io(&self, id: WaitId) -> Option<(Io<'_>, &T)> {
+        Some(match self.waits.get(id)? {
+            Waiting::Job { exchange, job } => {
+                let io = match &job.waiting_for {
+                    JobIo::Fetch(get) => Io::Fetch {
+                        get,
+                        timeout_ms: self.config.fetch_timeout_ms,
+                    },
+                    JobIo::ReadCopy(key) => Io::ReadCopy { key },
+                };
+                (io, exchange)
+            }
+            Waiting::Request { exchange, on } => {
+                let io = match on {
+                    Suspended::Job { .. } => Io::Sleep { ms: POLL_MS },
+                    Suspended::Import { kid, point, .. } => Io::Import { kid, point: *point },
+                    Suspended::Verify(verifying) => {
+                        let token = bearer_token(verifying.arrived.head.authorization.as_deref())
+                            .unwrap_or_default();
+                        Io::Verify {
+                            kid: verifying.signature.kid(),
+                            signature: &verifying.raw_signature,
+                            message: token
+                                .as_bytes()
+                                .get(..verifying.message_len)
+                                .unwrap_or_default(),
+                        }
+                    }
+                    Suspended::Limit(asking) => Io::AskLimiter {
+                        name: &asking.name,
+                        url: &asking.url,
+                    },
+                    Suspended::Origin(forwarded) => Io::Forward {
+                        target: &forwarded.target,
+                        assertion: &forwarded.assertion,
+                    },
+                };
+                (io, exchange)
+            }
+        })
+    }
+
+    /// The side effects of the last event (log lines, background fetches, the copy to store),
+    /// in order. The driver takes them after each event.
+    pub fn take_side(&mut self) -> Vec<Side> {
+        std::mem::take(&mut self.side)
+    }
+
+    /// The wait `id` ended with `answer` at `now`. `None`: no such wait (an answer for an
+    /// instance that trapped, or for an entry evicted from the table).
+    pub fn resume(&mut self, id: WaitId, answer: Answer, now: UnixTime) -> Option<Next<T>> {
+        Some(match self.waits.take(id)? {
+            Waiting::Job { exchange, job } => self.job_answered(exchange, job, answer, now),
+            Waiting::Request { exchange, on } => match (on, answer) {
+                (Suspended::Job { arrived, kind, deadline, .. }, _) => {
+                    if self.busy(kind, now) && now < deadline {
+                        let on = Suspended::Job {
+                            arrived,
+                            kind,
+                            deadline,
+                        };
+                        self.park_request(exchange, on)
+                    } else {
+                        self.serve(arrived, exchange, now)
+                    }
+                }
+                (Suspended::Import { arrived, kid, point }, Answer::Imported(result)) => {
+                    match result {
+                        Ok(()) => self.keys.imported(kid, point),
+                        Err(reason) => self.event(Level::Error, &Event {
+                            event: "webcrypto_import_failed",
+                            reason: Some(&reason),
+                            ..Event::default()
+                        }),
+                    }
+                    self.serve(arrived, exchange, now)
+                }
+                (Suspended::Verify(verifying), Answer::Verified(verdict)) => {
+                    self.verified(*verifying, exchange, verdict, now)
+                }
+                (Suspended::Limit(asking), Answer::Limit(answer)) => {
+                    let Asking { log, check, then, now: asked_at, .. } = *asking;
+                    let limit_ms = now.millis_since(asked_at);
+                    self.concluded(exchange, log, check, Some(answer), limit_ms, then, asked_at)
+                }
+                (Suspended::Origin(forwarded), Answer::Origin(status)) => {
+                    self.origin_answered(exchange, *forwarded, status, now)
+                }
+                (_, answer) => {
+                    // The driver read the answer as `expects` said: not reached.
+                    let reason = format!("answer {answer:?} does not fit its wait");
+                    self.reply(exchange, None, &EdgeError::Internal(reason), now)
+                }
+            },
+        })
+    }
+
+    /// Decides `arrived` from the start: an answer now, or a wait.
+    fn serve(&mut self, arrived: Arrived, exchange: T, now: UnixTime) -> Next<T> {
+        let url = RequestUrl::parse(&arrived.head.url);
+        if url.path() == HEALTH_PATH {
+            return Next::Reply(self.health(now), exchange);
+        }
+        if self.config.test_trap_path.as_deref() == Some(url.path()) {
+            trap();
+        }
+        let mut log = RequestLog::start(arrived.head.method.clone(), &url, arrived.started);
+        let token = match bearer_token(arrived.head.authorization.as_deref()) {
+            Ok(token) => token,
+            // No token, or a malformed header: the challenge, at no cost to the IP's budget.
+            Err(rejection) => return self.reply(exchange, Some(log), &rejection.into(), now),
+        };
+        match self.revocations.sync(&self.config, now) {
+            Sync::Current => {}
+            Sync::PullBehind => self.background(Kind::Revocations, &exchange, now),
+            Sync::Wait if !arrived.waited.revocations => {
+                let mut arrived = arrived;
+                arrived.waited.revocations = true;
+                return self.wait_for(Kind::Revocations, arrived, exchange, now);
+            }
+            Sync::Wait => {}
+        }
+
+        let key = TokenKey::of(token);
+        if let Some(verified) = self.keys.tokens.get_key(&key, now) {
+            log.cache_hit = true;
+            return self.verified_path(arrived, exchange, verified, log, now);
+        }
+        // Only a token that needs checking can cost its IP failed-auth budget.
+        let ip = arrived
+            .head
+            .client_ip
+            .as_deref()
+            .and_then(shared::rate_limit::network_key)
+            .unwrap_or_else(|| "unknown".to_owned());
+        let plan = self.config.failed_auth_plan;
+        let failed_auth = Subject::FailedAuth(&ip);
+        if let Some(denied) = self.limiter.locally_denied(failed_auth, &plan, now) {
+            return self.denied(exchange, log, denied, plan, failed_auth, now);
+        }
+        let waited = arrived.waited;
+        let jwks = match self.keys.decide(now, waited.copy, waited.refresh) {
+            Keys::Ready(jwks) => jwks,
+            Keys::RefreshBehind(jwks) => {
+                self.background(Kind::Keys { load_copy: false }, &exchange, now);
+                jwks
+            }
+            Keys::Wait { load_copy } => {
+                let mut arrived = arrived;
+                arrived.waited.copy |= load_copy;
+                arrived.waited.refresh = true;
+                return self.wait_for(Kind::Keys { load_copy }, arrived, exchange, now);
+            }
+            Keys::Unavailable => return self.reply(exchange, Some(log), &EdgeError::NoKeys, now),
+        };
+        self.fresh(arrived, exchange, &jwks, key, ip, log, now)
+    }
+
+    /// A token the cache does not hold: every check but the signature, then a wait for
+    /// WebCrypto (or first a refetch for an unknown `kid`, a key import).
+    #[allow(clippy::too_many_arguments)] // the request's parts, as `serve` took them apart
+    fn fresh(
+        &mut self,
+        arrived: Arrived,
+        exchange: T,
+        jwks: &shared::Jwks,
+        key: TokenKey,
+        ip: String,
+        log: RequestLog,
+        now: UnixTime,
+    ) -> Next<T> {
+        let token = bearer_token(arrived.head.authorization.as_deref()).unwrap_or_default();
+        let check = match self.config.validator.check(token, jwks, now) {
+            Ok(check) => check,
+            // A revoked key has left the set: its tokens are revoked, not unknown, and must
+            // not spend the unknown-kid refetch that a rotation's new key needs.
+            Err(Rejection::UnknownKeyId) if self.kid_revoked(token) => {
+                return self.reject(arrived, exchange, &ip, Rejection::Revoked, log, now);
+            }
+            // A kid the set does not have: refetch once if the cooldown allows (a
+            // rotation's new key), else it is refused like any bad token.
+            Err(Rejection::UnknownKeyId)
+                if !arrived.waited.refresh && self.keys.unknown_kid(now) =>
+            {
+                let mut arrived = arrived;
+                arrived.waited.refresh = true;
+                let kind = Kind::Keys { load_copy: false };
+                return self.wait_for(kind, arrived, exchange, now);
+            }
+            Err(rejection) => return self.reject(arrived, exchange, &ip, rejection, log, now),
+        };
+        #[cfg(feature = "p256-verify")]
+        {
+            // The measurement build: the signature in wasm, no wait.
+            let mut log = log;
+            log.jwks_ms = Some(now.millis_since(arrived.keys_since.unwrap_or(now)));
+            return match check.verify_with(&shared::P256Verifier) {
+                Ok(verified) => {
+                    let verified = self.keys.tokens.insert_key(key, verified, now);
+                    self.verified_path(arrived, exchange, verified, log, now)
+                }
+                Err(rejection) => self.reject(arrived, exchange, &ip, rejection, log, now),
+            };
+        }
+        #[cfg_attr(feature = "p256-verify", allow(unreachable_code))]
+        if !self.keys.is_imported(check.key()) {
+            if arrived.waited.import {
+                // The import failed (logged): the token cannot be verified now.
+                let rejection = Rejection::VerifierUnavailable;
+                return self.reject(arrived, exchange, &ip, rejection, log, now);
+            }
+            let (kid, point) = (check.key().kid().to_owned(), check.key().uncompressed_point());
+            let mut arrived = arrived;
+            arrived.waited.import = true;
+            arrived.keys_since.get_or_insert(now);
+            return self.park_request(exchange, Suspended::Import { arrived, kid, point });
+        }
+        let raw_signature = *check.signature();
+        let message_len = check.signing_input().len();
+        let verifying = Verifying {
+            key,
+            client_ip: ip,
+            signature: check.into_pending(),
+            raw_signature,
+            message_len,
+            log,
+            started: now,
+            arrived,
+        };
+        self.park_request(exchange, Suspended::Verify(Box::new(verifying)))
+    }
+
+    /// WebCrypto's verdict on a fresh token.
+    fn verified(
+        &mut self,
+        verifying: Verifying,
+        exchange: T,
+        verdict: Result<bool, String>,
+        now: UnixTime,
+    ) -> Next<T> {
+        let Verifying {
+            arrived,
+            key,
+            client_ip,
+            signature,
+            mut log,
+            started,
+            ..
+        } = verifying;
+        log.jwks_ms = Some(now.millis_since(arrived.keys_since.unwrap_or(started)));
+        let outcome = match verdict {
+            Ok(valid) => signature.conclude(valid),
+            Err(reason) => {
+                self.event(Level::Error, &Event {
+                    event: "webcrypto_verify_failed",
+                    reason: Some(&reason),
+                    ..Event::default()
+                });
+                Err(Rejection::VerifierUnavailable)
+            }
+        };
+        // The rest of the path keeps the request's own time, as it did before the wait.
+        match outcome {
+            Ok(verified) => {
+                let verified = self.keys.tokens.insert_key(key, verified, started);
+                self.verified_path(arrived, exchange, verified, log, started)
+            }
+            Err(rejection) => self.reject(arrived, exchange, &client_ip, rejection, log, started),
+        }
+    }
+
+    /// Whether `token` names a key on the revocation list (read again: only on the rare
+    /// path of a `kid` the set lacks).
+    fn kid_revoked(&self, token: &str) -> bool {
+        shared::UntrustedToken::parse(token, self.config.validator.validation())
+            .is_ok_and(|untrusted| self.revocations.is_key_revoked(untrusted.kid()))
+    }
+
+    /// A verified token (cached or just verified): revocation, rate limit, then the origin.
+    fn verified_path(
+        &mut self,
+        arrived: Arrived,
+        exchange: T,
+        verified: Arc<VerifiedToken>,
+        mut log: RequestLog,
+        now: UnixTime,
+    ) -> Next<T> {
+        log.verified = Some(Arc::clone(&verified));
+        if self.revocations.is_revoked(&verified) {
+            return self.reply(exchange, Some(log), &Rejection::Revoked.into(), now);
+        }
+        if self.config.rate_limit_mode == RateLimitMode::Off {
+            return self.forward(arrived, exchange, &verified, log, None, now);
+        }
+        let plan = verified.claims().rate_plan.unwrap_or(self.config.default_plan);
+        let subject = Subject::Client(&verified.claims().client_id);
+        let check = match self.limiter.begin(subject, &plan, 1, now) {
+            Ok(check) => check,
+            Err(denied) => return self.denied(exchange, log, denied, plan, subject, now),
+        };
+        let mut arrived = arrived;
+        let colo = arrived.head.colo.take();
+        self.decide(exchange, log, check, colo, Then::Forward { arrived, verified }, now)
+    }
+
+    /// A refused token costs its IP one unit of the failed-auth budget; over budget, the
+    /// answer is 429 instead (and later requests from the IP that need crypto are refused
+    /// at once).
+    fn reject(
+        &mut self,
+        arrived: Arrived,
+        exchange: T,
+        ip: &str,
+        rejection: Rejection,
+        log: RequestLog,
+        now: UnixTime,
+    ) -> Next<T> {
+        if self.config.rate_limit_mode == RateLimitMode::Off {
+            return self.reply(exchange, Some(log), &rejection.into(), now);
+        }
+        let subject = Subject::FailedAuth(ip);
+        let plan = self.config.failed_auth_plan;
+        let check = match self.limiter.begin(subject, &plan, 1, now) {
+            Ok(check) => check,
+            Err(denied) => return self.denied(exchange, log, denied, plan, subject, now),
+        };
+        if rejection.is_malformed() {
+            // Not a token at all: the isolate's count decides, with no Durable Object call,
+            // so junk costs the abuser its budget and the edge no round trip.
+            return self.concluded(exchange, log, check, None, 0, Then::Refuse(rejection), now);
+        }
+        let colo = arrived.head.colo;
+        self.decide(exchange, log, check, colo, Then::Refuse(rejection), now)
+    }
+
+    /// Over the limit by the isolate's own table: the 429 at once.
+    fn denied(
+        &mut self,
+        exchange: T,
+        mut log: RequestLog,
+        decision: shared::Decision,
+        plan: shared::RatePlan,
+        subject: Subject<'_>,
+        now: UnixTime,
+    ) -> Next<T> {
+        log.limit_ms = Some(0);
+        log.limit_source = Some(Source::Isolate);
+        let error = EdgeError::rate_limited(decision, plan, subject);
+        self.reply(exchange, Some(log), &error, now)
+    }
+
+    /// Step two of `check`: its Durable Object in `durable` mode (a wait), else the
+    /// isolate's own count; then `then`. The objects live in the request's Cloudflare
+    /// location (`colo`, e.g. `FRA`; `local` when absent, as in local workerd).
+    fn decide(
+        &mut self,
+        exchange: T,
+        log: RequestLog,
+        check: Check,
+        colo: Option<String>,
+        then: Then,
+        now: UnixTime,
+    ) -> Next<T> {
+        if self.config.rate_limit_mode != RateLimitMode::Durable {
+            return self.concluded(exchange, log, check, None, 0, then, now);
+        }
+        let location = colo.as_deref().filter(|colo| !colo.is_empty()).unwrap_or("local");
+        let asking = Asking {
+            name: check.object_name(location),
+            url: check.object_url(),
+            log,
+            check,
+            then,
+            now,
+        };
+        self.park_request(exchange, Suspended::Limit(Box::new(asking)))
+    }
+
+    /// The decision (logged with where it came from and the `limit_ms` it took): the 429,
+    /// or `then` with the `RateLimit` headers.
+    #[allow(clippy::too_many_arguments)] // a suspended request's parts
+    fn concluded(
+        &mut self,
+        exchange: T,
+        mut log: RequestLog,
+        check: Check,
+        answer: Option<Result<String, String>>,
+        limit_ms: u64,
+        then: Then,
+        now: UnixTime,
+    ) -> Next<T> {
+        let (plan, policy) = (check.plan(), check.policy());
+        let concluded = self.limiter.conclude(check, answer, now);
+        if let Some(reason) = &concluded.unreachable {
+            self.event(Level::Warn, &Event {
+                event: "rate_limiter_unreachable",
+                reason: Some(reason),
+                ..Event::default()
+            });
+        }
+        let decision = concluded.decision;
+        log.limit_ms = Some(limit_ms);
+        log.limit_source = Some(concluded.source);
+        if !decision.allowed {
+            let error = EdgeError::RateLimited {
+                decision,
+                plan,
+                policy,
+            };
+            return self.reply(exchange, Some(log), &error, now);
+        }
+        let headers = RateLimitHeaders {
+            policy: plan.policy_header(policy),
+            rate_limit: decision.rate_limit_header(policy),
+        };
+        match then {
+            Then::Forward { arrived, verified } => {
+                self.forward(arrived, exchange, &verified, log, Some(headers), now)
+            }
+            Then::Refuse(rejection) => self.reply(exchange, Some(log), &rejection.into(), now),
+        }
+    }
+
+    /// Sends a verified request to the origin, with the signed assertion (a wait).
+    fn forward(
+        &mut self,
+        arrived: Arrived,
+        exchange: T,
+        verified: &VerifiedToken,
+        log: RequestLog,
+        headers: Option<RateLimitHeaders>,
+        now: UnixTime,
+    ) -> Next<T> {
+        let url = RequestUrl::parse(&arrived.head.url);
+        let line = shared::RequestLine {
+            method: log.method(),
+            host: &self.config.origin_host,
+            path: url.path(),
+            query: url.query(),
+        };
+        let assertion = self.config.signer.sign_claims(verified.claims(), &line, now);
+        let forwarded = Forwarded {
+            target: format!("{}{}", self.config.origin_url, url.target()),
+            assertion,
+            log,
+            started: now,
+            headers,
+        };
+        self.park_request(exchange, Suspended::Origin(Box::new(forwarded)))
+    }
+
+    /// The origin answered (its status), or was not reached.
+    fn origin_answered(
+        &mut self,
+        exchange: T,
+        forwarded: Forwarded,
+        status: Result<u16, ForwardError>,
+        now: UnixTime,
+    ) -> Next<T> {
+        let Forwarded {
+            mut log,
+            headers,
+            started,
+            ..
+        } = forwarded;
+        log.origin_ms = Some(now.millis_since(started));
+        match status {
+            Ok(status) => {
+                self.finish(log, status, now);
+                Next::PassOn(headers, exchange)
+            }
+            Err(error) => self.reply(exchange, Some(log), &error.into(), now),
+        }
+    }
+
+    /// The edge's own answer for `error`, logged (with the request's line when there is one).
+    fn reply(
+        &mut self,
+        exchange: T,
+        log: Option<RequestLog>,
+        error: &EdgeError,
+        now: UnixTime,
+    ) -> Next<T> {
+        match error {
+            EdgeError::Internal(detail) => self.event(Level::Error, &Event {
+                event: "edge_internal_error",
+                reason: Some(detail),
+                ..Event::default()
+            }),
+            EdgeError::OriginUnreachable(detail) => self.event(Level::Error, &Event {
+                event: "origin_unreachable",
+                reason: Some(detail),
+                ..Event::default()
+            }),
+            _ => {}
+        }
+        let reply = Reply::of(error);
+        if let Some(mut log) = log {
+            log.failed(error);
+            self.finish(log, reply.status, now);
+        }
+        Next::Reply(reply, exchange)
+    }
+}
+
+impl<T: Clone> Isolate<T> {
+    /// `/.edge/health`: whether the edge can verify tokens, and how old its revocation list
+    /// is.
+    fn health(&self, now: UnixTime) -> Reply {
+        #[derive(serde::Serialize)]
+        struct Health {
+            status: &'static str,
+            jwks: &'static str,
+            revocations_age_ms: Option<u64>,
+        }
+        let freshness = self.keys.freshness(now);
+        let ok = matches!(
+            freshness,
+            shared::jwks_refresh::Freshness::Fresh | shared::jwks_refresh::Freshness::Stale
+        );
+        let health = Health {
+            status: if ok { "ok" } else { "degraded" },
+            jwks: freshness_name(freshness),
+            revocations_age_ms: self.revocations.age_ms(now),
+        };
+        Reply::json(200, serde_json::to_string(&health).unwrap_or_default())
+    }
+
+    /// The request's log line for an answer with `status`: always for the edge's own
+    /// answers, one in `LOG_FORWARDED_EVERY` for forwarded requests.
+    fn finish(&mut self, log: RequestLog, status: u16, now: UnixTime) {
+        if log.forwarded() && !self.sampler.sampled(self.config.log_forwarded_every) {
+            return;
+        }
+        let jwks = freshness_name(self.keys.freshness(now));
+        let line = log.line(status, now, jwks, self.revocations.age_ms(now));
+        self.side.push(Side::Log {
+            level: Level::Log,
+            line,
+        });
+    }
+
+    /// An operational line at `level`.
+    fn event(&mut self, level: Level, event: &Event<'_>) {
+        self.side.push(Side::Log {
+            level,
+            line: event.line(),
+        });
+    }
+
+    fn park_request(&mut self, exchange: T, on: Suspended) -> Next<T> {
+        let (id, _) = self.waits.park(Waiting::Request { exchange, on });
+        Next::Wait(id)
+    }
+
+    fn busy_until(&mut self, kind: Kind) -> &mut UnixTime {
+        match kind {
+            Kind::Keys { .. } => &mut self.keys_busy_until,
+            Kind::Revocations => &mut self.revocations_busy_until,
+        }
+    }
+
+    /// Whether a job of `kind` is running at `now`.
+    fn busy(&mut self, kind: Kind, now: UnixTime) -> bool {
+        *self.busy_until(kind) > now
+    }
+
+    /// How long a job of `kind` may run: one fetch timeout per URL, plus one. (A job whose
+    /// request went away stops at its next step; the kind counts as running only until its
+    /// deadline, so nothing stays stuck.)
+    fn budget_ms(&self, kind: Kind) -> u64 {
+        let urls = match kind {
+            Kind::Keys { .. } => self.config.jwks_urls.len(),
+            Kind::Revocations => self.config.revocation_urls.len(),
+        };
+        let urls = u64::try_from(urls).unwrap_or(u64::MAX);
+        self.config
+            .fetch_timeout_ms
+            .saturating_mul(urls.saturating_add(1))
+    }
+
+    /// Suspends `arrived` until a job of `kind` is over: its own, or (one is running)
+    /// another's, which it polls for on a timer of its own. It does not wait on the other
+    /// request's promise: in Workers a promise belongs to the request that created it, and a
+    /// request awaiting another's fetch is cancelled by the runtime ("code had hung", a 500).
+    fn wait_for(&mut self, kind: Kind, mut arrived: Arrived, exchange: T, now: UnixTime) -> Next<T> {
+        if matches!(kind, Kind::Keys { .. }) {
+            arrived.keys_since.get_or_insert(now);
+        }
+        let deadline = now.plus_millis(self.budget_ms(kind));
+        let busy = self.busy(kind, now);
+        let for_job = exchange.clone();
+        let on = Suspended::Job {
+            arrived,
+            kind,
+            deadline,
+        };
+        let (id, _) = self.waits.park(Waiting::Request { exchange, on });
+        if busy {
+            return Next::Wait(id);
+        }
+        self.start_job(kind, for_job, Some(id), now)
+    }
+
+    /// Starts a job of `kind` in the background (kept alive by `exchange`'s `waitUntil`),
+    /// unless one is running.
+    fn background(&mut self, kind: Kind, exchange: &T, now: UnixTime) {
+        if self.busy(kind, now) {
+            return;
+        }
+        match self.start_job(kind, exchange.clone(), None, now) {
+            Next::Wait(id) => self.side.push(Side::Background { id }),
+            // Over at once (nothing to fetch).
+            Next::Reply(..) | Next::PassOn(..) | Next::Idle(_) => {}
+        }
+    }
+
+    /// Starts a job of `kind` (the caller checked [`Self::busy`]); `then` is the request it
+    /// resumes when over.
+    fn start_job(&mut self, kind: Kind, exchange: T, then: Option<WaitId>, now: UnixTime) -> Next<T> {
+        *self.busy_until(kind) = now.plus_millis(self.budget_ms(kind));
+        let mut events = Vec::new();
+        let (work, step) = match kind {
+            Kind::Keys { load_copy } => {
+                let (refresh, step) =
+                    Refresh::start(&mut self.keys, &self.config, load_copy, now, &mut events);
+                (Work::Keys(refresh), step)
+            }
+            Kind::Revocations => {
+                let (pull, step) = self.revocations.start(&self.config, now);
+                (Work::Revocations(pull), pull_step(step))
+            }
+        };
+        self.key_events(events);
+        self.job_step(exchange, work, kind, then, step, now)
+    }
+
+    /// A job's fetch or copy read came back.
+    fn job_answered(&mut self, exchange: T, job: Job, answer: Answer, now: UnixTime) -> Next<T> {
+        let Job {
+            mut work,
+            kind,
+            then,
+            ..
+        } = job;
+        let mut events = Vec::new();
+        let revocations = &self.revocations;
+        let revoked = |kid: &str| revocations.is_key_revoked(kid);
+        let step = match (&mut work, answer) {
+            (Work::Keys(refresh), Answer::Fetched(answer)) => {
+                refresh.answered(&mut self.keys, &self.config, answer, &revoked, now, &mut events)
+            }
+            (Work::Keys(refresh), Answer::Copy(copy)) => {
+                refresh.copy_answered(&mut self.keys, &self.config, copy, &revoked, now, &mut events)
+            }
+            (Work::Revocations(pull), Answer::Fetched(answer)) => {
+                let mut failed = Vec::new();
+                let (kids, step) = pull.answered(
+                    &mut self.revocations,
+                    &self.config,
+                    answer,
+                    now,
+                    &mut |url, reason| failed.push((url.to_owned(), reason)),
+                );
+                for (url, reason) in failed {
+                    self.event(Level::Warn, &Event {
+                        event: "revocation_feed_failed",
+                        url: Some(&url),
+                        reason: Some(&reason),
+                        ..Event::default()
+                    });
+                }
+                if !kids.is_empty() {
+                    if let Some(copy) = self.keys.drop_revoked(&self.config, &kids, now) {
+                        self.side.push(Side::StoreCopy(copy));
+                    }
+                    self.event(Level::Log, &Event {
+                        event: "keys_revoked",
+                        kids: Some(&kids),
+                        ..Event::default()
+                    });
+                }
+                pull_step(step)
+            }
+            // A job only waits for the answers above (`expects`).
+            _ => RefreshStep::Done(None),
+        };
+        self.key_events(events);
+        self.job_step(exchange, work, kind, then, step, now)
+    }
+
+    /// Takes a job's next step: suspends it for its I/O, or ends it (storing the copy it
+    /// made, resuming the request that waited for it).
+    fn job_step(
+        &mut self,
+        exchange: T,
+        work: Work,
+        kind: Kind,
+        then: Option<WaitId>,
+        step: RefreshStep,
+        now: UnixTime,
+    ) -> Next<T> {
+        let waiting_for = match step {
+            RefreshStep::Get(get) => JobIo::Fetch(get),
+            RefreshStep::ReadCopy(key) => JobIo::ReadCopy(key),
+            RefreshStep::Done(copy) => {
+                *self.busy_until(kind) = UnixTime::from_millis(0);
+                if let Some(copy) = copy {
+                    self.side.push(Side::StoreCopy(copy));
+                }
+                let Some(request) = then else {
+                    return Next::Idle(exchange);
+                };
+                return match self.waits.take(request) {
+                    Some(Waiting::Request {
+                        exchange,
+                        on: Suspended::Job { arrived, .. },
+                    }) => self.serve(arrived, exchange, now),
+                    // Evicted from the table before the job was over.
+                    _ => {
+                        let lost = "a suspended request was evicted before its job was over";
+                        self.reply(exchange, None, &EdgeError::Internal(lost.into()), now)
+                    }
+                };
+            }
+        };
+        let job = Job {
+            work,
+            kind,
+            waiting_for,
+            then,
+        };
+        let (id, _) = self.waits.park(Waiting::Job { exchange, job });
+        Next::Wait(id)
+    }
+
+    fn key_events(&mut self, events: Vec<KeyEvent>) {
+        for event in events {
+            match event {
+                KeyEvent::FetchFailed { url, reason } => self.event(Level::Warn, &Event {
+                    event: "jwks_fetch_failed",
+                    url: Some(&url),
+                    reason: Some(&reason),
+                    ..Event::default()
+                }),
+                KeyEvent::Unavailable { urls, state } => self.event(Level::Error, &Event {
+                    event: "jwks_unavailable",
+                    urls: Some(urls),
+                    state: Some(freshness_name(state)),
+                    ..Event::default()
+                }),
+                KeyEvent::CopyRefused(reason) => self.event(Level::Warn, &Event {
+                    event: "jwks_copy_refused",
+                    reason: Some(&reason),
+                    ..Event::default()
+                }),
+            }
+        }
+    }
+}
+
+fn pull_step(step: PullStep) -> RefreshStep {
+    match step {
+        PullStep::Get(get) => RefreshStep::Get(get),
+        PullStep::Done => RefreshStep::Done(None),
+    }
+}
+
+/// A panic on purpose (`TEST_TRAP_PATH`): with `panic = "abort"` the instance traps, as it
+/// would on any bug.
+#[allow(clippy::panic, reason = "the point: tests/ force a trap")]
+fn trap() -> ! {
+    panic!("{} requested", config::TEST_TRAP_PATH)
+}

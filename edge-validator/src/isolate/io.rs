@@ -1,0 +1,157 @@
+//! The isolate's vocabulary with its driver: what it asks the runtime to do ([`Io`], and the
+//! [`Side`] effects that need no answer) and what comes back ([`Answer`]). Plain data: the
+//! driver turns each `Io` into one JS call and each settled promise into one `Answer`.
+
+use super::waits::WaitId;
+
+/// One `GET` to the issuer (key set or revocation feed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Get {
+    pub url: String,
+    pub accept: &'static str,
+    /// Sent as `If-None-Match`.
+    pub etag: Option<String>,
+}
+
+/// The issuer's answer to a [`Get`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    pub status: u16,
+    /// The body of a 200 (`None` for any other status).
+    pub text: Option<String>,
+    pub cache_control: Option<String>,
+    pub etag: Option<String>,
+}
+
+/// Why one fetch gave nothing usable (logged; the job tries the next URL).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No answer (timeout, connection, DNS or TLS failure), as the runtime describes it.
+    #[error("{0}")]
+    NoAnswer(String),
+    /// An answer other than the ones the job can use.
+    #[error("status {0}")]
+    Status(u16),
+    /// An answer that does not parse.
+    #[error("{0}")]
+    Unusable(String),
+}
+
+/// The Cache API copy of the key set, as stored (every part untrusted until its tag
+/// verifies: the cache is shared with every script on the zone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CachedCopy {
+    pub text: String,
+    /// Milliseconds since the epoch, as the header's text.
+    pub fetched_at: Option<String>,
+    /// The issuer's `Cache-Control` when it was fetched.
+    pub cache_control: Option<String>,
+    pub etag: Option<String>,
+    /// The copy's HMAC tag (`shared::keyset_copy`).
+    pub mac: Option<String>,
+}
+
+/// The copy to store in the Cache API (kept alive past the response).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyToStore {
+    pub key: String,
+    pub text: String,
+    pub keep_secs: u64,
+    pub fetched_at_ms: u64,
+    pub cache_control: Option<String>,
+    pub etag: Option<String>,
+    pub mac: String,
+}
+
+/// What a wait asks the runtime for; its outcome comes back as the [`Answer`] of the same
+/// name, to [`super::Isolate::resume`] under the wait's id.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Io<'a> {
+    /// A fetch from the issuer, aborted after `timeout_ms` (body included):
+    /// [`Answer::Fetched`].
+    Fetch { get: &'a Get, timeout_ms: u64 },
+    /// The Cache API copy under this key: [`Answer::Copy`].
+    ReadCopy { key: &'a str },
+    /// A timer (a request polling for another's job): [`Answer::Timer`].
+    Sleep { ms: u64 },
+    /// A WebCrypto import of the P-256 key `kid` (uncompressed `point`); the driver keeps
+    /// the key under `kid`: [`Answer::Imported`].
+    Import { kid: &'a str, point: [u8; 65] },
+    /// `crypto.subtle.verify` of `signature` over `message` with the key imported for
+    /// `kid`: [`Answer::Verified`].
+    Verify {
+        kid: &'a str,
+        signature: &'a [u8; 64],
+        message: &'a [u8],
+    },
+    /// `GET url` on the rate-limit Durable Object named `name`: [`Answer::Limit`].
+    AskLimiter { name: &'a str, url: &'a str },
+    /// The request (less the credential and every identity header the client could forge)
+    /// to `target`, with `assertion` as the edge's signed identity: [`Answer::Origin`].
+    Forward { target: &'a str, assertion: &'a str },
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Answer {
+    /// An issuer fetch: its answer, or why there was none.
+    Fetched(Result<Fetched, FetchError>),
+    /// The Cache API copy (`None`: there was none, or it could not be read).
+    Copy(Option<CachedCopy>),
+    /// The timer fired.
+    Timer,
+    /// The key import: done (the driver holds the key), or why not.
+    Imported(Result<(), String>),
+    /// WebCrypto's verdict, or why it gave none.
+    Verified(Result<bool, String>),
+    /// The Durable Object's JSON decision, or why it could not be asked.
+    Limit(Result<String, String>),
+    /// The origin's status, or why it was not reached.
+    Origin(Result<u16, ForwardError>),
+}
+
+/// Which [`Answer`] a wait expects (the driver reads the settled JS value accordingly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Fetched,
+    Copy,
+    Timer,
+    Imported,
+    Verified,
+    Limit,
+    Origin,
+}
+
+/// Why forwarding failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForwardError {
+    /// Building the outbound request failed (a runtime error, not the client's).
+    Build(String),
+    /// The origin could not be reached (connection refused, DNS, TLS, reset).
+    Unreachable(String),
+}
+
+/// How loud a log line is (the console method, so Workers Logs keeps the level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Log,
+    Warn,
+    Error,
+}
+
+/// What the driver does beside the event's answer, with no answer to wait for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Writes one JSON line.
+    Log { level: Level, line: String },
+    /// Starts the I/O of the background job waiting under `id` ([`super::Isolate::io`]),
+    /// kept alive by the event's `waitUntil`; its answer comes back under `id` like any
+    /// other.
+    Background { id: WaitId },
+    /// Stores the key set's copy (kept alive by the event's `waitUntil`; a failure is logged
+    /// by the driver: only the next isolate misses the copy).
+    StoreCopy(CopyToStore),
+}

@@ -1,0 +1,261 @@
+//! Rate limiting at the edge with `shared::rate_limit` (GCRA), in two steps:
+//! 1. an in-isolate pre-check: if this isolate's own traffic for the key already exceeds the
+//!    plan, or the Durable Object recently said "denied until T", answer 429 at once, with no
+//!    round trip (the cheap path for abusive clients);
+//! 2. otherwise the key's Durable Object (`js/rate-limiter.js`, deciding with
+//!    [`object_decision`]) for this
+//!    location decides: one object per (Cloudflare location, key), named `colo/key`, so the
+//!    count is exact across every isolate of the location and the object lives next to them
+//!    (no cross-region round trip). Each location counts a client separately.
+//!
+//! If the object cannot be reached, the isolate's own decision stands (logged): limiting
+//! gets looser for a while; traffic does not stop.
+
+use shared::rate_limit::check_weighted;
+use shared::{Decision, GcraState, RatePlan, UnixTime};
+
+use super::local_table::LocalTable;
+use super::url::RequestUrl;
+
+/// Keys tracked per isolate (then the least recently used go: `LocalTable`).
+const LOCAL_CAPACITY: usize = 20_000;
+
+/// What is being limited, and under which policy name (for `RateLimit-Policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subject<'a> {
+    /// A client, by `client_id`, under its plan.
+    Client(&'a str),
+    /// Failed authentications from one IP address.
+    FailedAuth(&'a str),
+}
+
+impl Subject<'_> {
+    fn key(&self) -> String {
+        match self {
+            Self::Client(id) => format!("client:{id}"),
+            Self::FailedAuth(ip) => format!("ip:{ip}"),
+        }
+    }
+
+    /// The policy name in the `RateLimit` headers.
+    pub(crate) fn policy(&self) -> &'static str {
+        match self {
+            Self::Client(_) => "client",
+            Self::FailedAuth(_) => "failed-auth",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Local {
+    state: GcraState,
+    denied_until: UnixTime,
+}
+
+/// The isolate's own counts and the Durable Objects' recent denials, by key.
+pub(crate) struct Limiter {
+    local: LocalTable<Local>,
+}
+
+/// Where the decision came from (for the request log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The in-isolate pre-check.
+    Isolate,
+    /// The Durable Object.
+    Object,
+    /// The object failed; the isolate's own count decided.
+    Fallback,
+}
+
+impl Source {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Isolate => "isolate",
+            Self::Object => "object",
+            Self::Fallback => "fallback",
+        }
+    }
+}
+
+impl Limiter {
+    pub(crate) fn new() -> Self {
+        Self {
+            local: LocalTable::new(LOCAL_CAPACITY),
+        }
+    }
+
+    /// Whether the in-isolate table already denies `subject` (without counting the request).
+    pub(crate) fn locally_denied(
+        &mut self,
+        subject: Subject<'_>,
+        plan: &RatePlan,
+        now: UnixTime,
+    ) -> Option<Decision> {
+        self.local.get(&subject.key())?.denial(plan, now)
+    }
+
+    /// Step one for `subject` under `plan`: denied at once by the isolate's table, or a
+    /// [`Check`] to conclude (with the object's answer in `durable` mode, without otherwise).
+    pub(crate) fn begin(
+        &mut self,
+        subject: Subject<'_>,
+        plan: &RatePlan,
+        cost: u32,
+        now: UnixTime,
+    ) -> Result<Check, Decision> {
+        let key = subject.key();
+        let local = self.local.get(&key).unwrap_or_default();
+        if let Some(denied) = local.denial(plan, now) {
+            return Err(denied);
+        }
+        let (own, own_state) = check_weighted(plan, local.state, now, cost);
+        if !own.allowed {
+            return Err(own);
+        }
+        Ok(Check {
+            key,
+            policy: subject.policy(),
+            plan: *plan,
+            cost,
+            own,
+            own_state,
+        })
+    }
+
+    /// Step two of `check`: the object's `answer` (a JSON [`Decision`], or why there was
+    /// none), or `None` when no object is asked. Without a usable answer the isolate's own
+    /// decision stands (and the reason is returned, for the log). Keeps the outcome in the
+    /// isolate's table.
+    pub(crate) fn conclude(
+        &mut self,
+        check: Check,
+        answer: Option<Result<String, String>>,
+        now: UnixTime,
+    ) -> Concluded {
+        let parsed = answer.map(|answer| {
+            answer.and_then(|text| Decision::from_json(&text).map_err(|e| e.to_string()))
+        });
+        let (decision, source, unreachable) = match parsed {
+            None => (check.own, Source::Isolate, None),
+            Some(Ok(decision)) => (decision, Source::Object, None),
+            Some(Err(reason)) => (check.own, Source::Fallback, Some(reason)),
+        };
+        let own_state = check.own_state;
+        self.local.update(check.key, |entry| {
+            if decision.allowed {
+                entry.state = own_state;
+            } else {
+                entry.denied_until = now.plus_millis(decision.retry_after_ms);
+            }
+        });
+        Concluded {
+            decision,
+            source,
+            unreachable,
+        }
+    }
+}
+
+/// The outcome of [`Limiter::conclude`].
+pub(crate) struct Concluded {
+    pub(crate) decision: Decision,
+    pub(crate) source: Source,
+    /// Why the Durable Object gave no usable answer, when it did not.
+    pub(crate) unreachable: Option<String>,
+}
+
+impl Local {
+    /// The 429 decision while the Durable Object's "denied until" holds.
+    fn denial(&self, plan: &RatePlan, now: UnixTime) -> Option<Decision> {
+        (self.denied_until > now).then(|| {
+            let wait = self.denied_until.millis_since(now);
+            Decision {
+                allowed: false,
+                limit: plan.burst(),
+                remaining: 0,
+                reset_after_ms: wait,
+                retry_after_ms: wait,
+            }
+        })
+    }
+}
+
+/// A request's limit check between its two steps: the isolate's own decision (allowed),
+/// waiting for the Durable Object's answer, which [`Check::conclude`] takes.
+pub(crate) struct Check {
+    key: String,
+    policy: &'static str,
+    plan: RatePlan,
+    cost: u32,
+    own: Decision,
+    own_state: GcraState,
+}
+
+impl Check {
+    /// The Durable Object that decides for this key at `location` (`colo/key`).
+    pub(crate) fn object_name(&self, location: &str) -> String {
+        format!("{location}/{}", self.key)
+    }
+
+    /// The query the object is asked.
+    pub(crate) fn object_url(&self) -> String {
+        check_url(&self.plan, self.cost)
+    }
+
+    /// The policy name in the `RateLimit` headers.
+    pub(crate) fn policy(&self) -> &'static str {
+        self.policy
+    }
+
+    /// The plan being applied.
+    pub(crate) fn plan(&self) -> RatePlan {
+        self.plan
+    }
+
+}
+
+/// The URL the edge calls on the object's stub (the host is a placeholder). Only numbers,
+/// so nothing needs escaping.
+pub(crate) fn check_url(plan: &RatePlan, cost: u32) -> String {
+    format!(
+        "https://rate-limiter.internal/check?limit={}&period={}&burst={}&cost={cost}",
+        plan.limit(),
+        plan.period_secs(),
+        plan.burst()
+    )
+}
+
+/// The plan and cost from a [`check_url`].
+fn parse_check(url: &str) -> Option<(RatePlan, u32)> {
+    let url = RequestUrl::parse(url);
+    let (mut limit, mut period, mut burst, mut cost) = (None, None, None, None);
+    for pair in url.query()?.split('&') {
+        let (name, value) = pair.split_once('=')?;
+        let value: u32 = value.parse().ok()?;
+        match name {
+            "limit" => limit = Some(value),
+            "period" => period = Some(value),
+            "burst" => burst = Some(value),
+            "cost" => cost = Some(value),
+            _ => return None,
+        }
+    }
+    let plan = RatePlan::new(limit?, period?, burst?).ok()?;
+    Some((plan, cost?))
+}
+
+/// The Durable Object's decision for one request at `now`: `url` is a [`check_url`] and
+/// `stored` the key's state as kept in storage (a decimal TAT in nanoseconds: past 2^53, so
+/// not a JS number; none, or unreadable, is a fresh budget). The decision as JSON and the
+/// state to keep, or `None` for a malformed query (answered 400).
+pub fn object_decision(url: &str, stored: Option<&str>, now: UnixTime) -> Option<(String, String)> {
+    let (plan, cost) = parse_check(url)?;
+    let current = stored
+        .and_then(|text| text.parse().ok())
+        .map(|tat_nanos| GcraState { tat_nanos })
+        .unwrap_or_default();
+    let (decision, next) = check_weighted(&plan, current, now, cost);
+    let decision = serde_json::to_string(&decision).ok()?;
+    Some((decision, next.tat_nanos.to_string()))
+}

@@ -6,14 +6,59 @@
 // by wait number: a new kind of wait needs a function in js/io.js and a variant in
 // src/isolate/io.rs, and nothing here.
 //
-// A panic traps the wasm instance; wasm-bindgen's glue (`--experimental-reset-state-function`
-// with the abort handler src/driver/runtime.rs installs) then starts a new instance at the
-// next call, so the next request does not meet a poisoned one.
+// A panic traps the wasm instance (`panic = "abort"`): the call that trapped fails (its
+// request gets a 500), and the next call first starts a new instance (wasm-bindgen's
+// `__wbg_reset_state`, generated with `--experimental-reset-state-function`), so no request
+// meets a poisoned one. The reset comes before the call, not inside it: the glue passes some
+// arguments through the old instance's memory before its own guard would run.
 import wasmModule from "./index_bg.wasm";
-import { initSync, handle, resume, rateLimiterCheck } from "edgeward-wasm";
+import * as wasm from "edgeward-wasm";
 import { rateLimiterClass } from "./rate-limiter.js";
 
-initSync({ module: wasmModule });
+wasm.initSync({ module: wasmModule });
+
+let trapped = false;
+
+/** Starts a new instance if the last call trapped. */
+function recover() {
+  if (trapped) {
+    trapped = false;
+    wasm.__wbg_reset_state();
+  }
+}
+
+/** Notes a trap (`error` thrown by a wasm call) before passing it on. */
+function trap(error) {
+  if (error instanceof WebAssembly.RuntimeError) trapped = true;
+  return error;
+}
+
+function handle(request, env, ctx) {
+  recover();
+  try {
+    return wasm.handle(request, env, ctx, settle);
+  } catch (error) {
+    throw trap(error);
+  }
+}
+
+function resume(id, ok, value) {
+  recover();
+  try {
+    return wasm.resume(id, ok, value);
+  } catch (error) {
+    throw trap(error);
+  }
+}
+
+function rateLimiterCheck(url, stored) {
+  recover();
+  try {
+    return wasm.rateLimiterCheck(url, stored);
+  } catch (error) {
+    throw trap(error);
+  }
+}
 
 /** Hands `promise`'s outcome to wasm under wait number `id`; the promise of what wasm
  * answers (a Response, the next wait's promise, or nothing for a background step). */
@@ -28,7 +73,7 @@ export default {
   // Not async: wasm answers with a Response or the promise of one, and awaiting it here
   // would add a promise and a microtask to every request.
   fetch(request, env, ctx) {
-    return handle(request, env, ctx, settle);
+    return handle(request, env, ctx);
   },
 };
 

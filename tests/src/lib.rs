@@ -2,7 +2,7 @@
 //! `wrangler dev --local`, an axum origin mounting the `shared` edge layer), cleaned up on drop.
 //!
 //! Expects `tests/run` to have built the issuer (`target/debug/issuer`) and the Worker bundle
-//! (`edge-validator/build/worker/shim.mjs`) once per run, and `npm ci` to have installed
+//! (`edge-validator/build/worker.mjs`) once per run, and `npm ci` to have installed
 //! wrangler.
 #![allow(
     clippy::unwrap_used,
@@ -271,7 +271,7 @@ pub fn issuer_cli_with(dir: &Path, settings: &[(&str, &str)], args: &[&str]) -> 
 
 /// The prebuilt Worker in `wrangler dev --local` on `port`, with these vars and secret.
 pub fn edge(dir: &Path, port: u16, vars: &[(&str, String)], secret: &str) -> Running {
-    let shim = root().join("edge-validator/build/worker/shim.mjs");
+    let shim = root().join("edge-validator/build/worker.mjs");
     assert!(shim.exists(), "build the Worker first (tests/run does)");
     let mut config = format!(
         "name = \"edgeward-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-26\"\n\

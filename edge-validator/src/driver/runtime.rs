@@ -14,7 +14,7 @@ use wasm_bindgen::JsValue;
 extern "C" {
     /// The Worker's `env`: vars and secrets as strings, bindings as objects.
     #[derive(Debug, Clone)]
-    pub(crate) type Env;
+    pub type Env;
 }
 
 impl crate::isolate::Vars for Env {
@@ -26,15 +26,12 @@ impl crate::isolate::Vars for Env {
 }
 
 /// Runs once per wasm instance. A panic logs and aborts (`panic = "abort"`): the instance
-/// traps, and wasm-bindgen's glue starts a new one at the next call (the abort handler
-/// schedules it; `build-worker` generates the glue with `--experimental-reset-state-function`).
-/// Waits carry the instance's number, so answers to an instance that trapped never reach
-/// this one.
+/// traps, and the entry (`js/entry.mjs`) starts a new one before the next call. Waits carry
+/// the instance's number, so answers to an instance that trapped never reach this one.
 #[wasm_bindgen(start)]
 fn start() {
     std::panic::set_hook(Box::new(|info| {
         web_sys::console::error_1(&format!("Rust panic: {info}").into());
     }));
-    wasm_bindgen::handler::set_on_abort(wasm_bindgen::handler::schedule_reinit);
     super::set_epoch(super::js::next_instance());
 }

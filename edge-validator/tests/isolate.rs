@@ -1,0 +1,828 @@
+//! The edge's logic, driven natively: each test plays the driver (answers every wait by
+//! hand, verifies signatures with the pure-Rust backend where the Worker calls WebCrypto) and
+//! moves an injected clock, so cooldowns, staleness, max-stale, revocation timing and limits
+//! are checked at their boundaries in milliseconds, with no workerd and no sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+#[path = "../../shared/tests/fixtures/mod.rs"]
+mod fixtures;
+
+use std::collections::HashMap;
+
+use edge_validator::isolate::{
+    Answer, CachedCopy, Config, Expect, FetchError, Fetched, ForwardError, Head, Io, Isolate,
+    Level, Next, Reply, Side, WaitId, HEALTH_PATH,
+};
+use serde_json::{json, Value};
+use shared::{AssertionKey, AssertionVerifier, SignatureVerifier, UnixTime};
+
+const JWKS_URL: &str = "https://issuer.test/jwks";
+const BACKUP_JWKS_URL: &str = "https://backup.test/jwks";
+const FEED_URL: &str = "https://issuer.test/revocations";
+const SECRET: &str = "an assertion secret of at least 32 bytes";
+const COPY_SECRET: &str = "a key-set copy secret of at least 32 bytes";
+
+/// The settings every test starts from: two JWKS URLs, no feed, limits in the isolate.
+fn settings() -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("ISSUER", fixtures::ISSUER.to_owned()),
+        ("AUDIENCE", fixtures::AUDIENCE.to_owned()),
+        ("JWKS_URLS", format!("{JWKS_URL} {BACKUP_JWKS_URL}")),
+        ("ORIGIN_URL", "https://origin.test".to_owned()),
+        ("ASSERTION_KEY_ID", "edge-1".to_owned()),
+        ("ASSERTION_SECRET", SECRET.to_owned()),
+        ("RATE_LIMIT_MODE", "isolate".to_owned()),
+        ("FETCH_TIMEOUT_MS", "1000".to_owned()),
+    ])
+}
+
+/// A test's driver: the isolate, the clock, and every side effect so far.
+struct Edge {
+    isolate: Isolate<&'static str>,
+    now: UnixTime,
+    side: Vec<Side>,
+}
+
+/// What a wait asks for, owned (so a test can hold it while it answers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Asked {
+    Fetch(String),
+    ReadCopy,
+    Sleep,
+    Import,
+    Verify { kid: String, valid: bool },
+    Limiter { name: String },
+    Forward { target: String, assertion: String },
+}
+
+impl Edge {
+    fn new() -> Self {
+        Self::with(&[])
+    }
+
+    /// An edge with `changes` to the settings (an empty value removes one).
+    fn with(changes: &[(&'static str, &str)]) -> Self {
+        let mut vars = settings();
+        for (name, value) in changes {
+            if value.is_empty() {
+                vars.remove(name);
+            } else {
+                vars.insert(name, (*value).to_owned());
+            }
+        }
+        let config = Config::from_vars(&|name: &str| vars.get(name).cloned()).unwrap();
+        Self {
+            isolate: Isolate::new(config, 1),
+            now: fixtures::now(),
+            side: Vec::new(),
+        }
+    }
+
+    fn advance_ms(&mut self, ms: u64) {
+        self.now = self.now.plus_millis(ms);
+    }
+
+    fn arrive(&mut self, head: Head, name: &'static str) -> Next<&'static str> {
+        let next = self.isolate.arrive(head, name, self.now);
+        self.side.extend(self.isolate.take_side());
+        next
+    }
+
+    /// `GET /orders/7` with `token` as its bearer token, from 203.0.113.9.
+    fn request(&mut self, token: &str) -> Next<&'static str> {
+        self.arrive(head(&format!("Bearer {token}")), "request")
+    }
+
+    fn answer(&mut self, id: WaitId, answer: Answer) -> Next<&'static str> {
+        let next = self.isolate.resume(id, answer, self.now).expect("a live wait");
+        self.side.extend(self.isolate.take_side());
+        next
+    }
+
+    /// What wait `id` asks for (a verify is checked with the pure-Rust backend).
+    fn asked(&self, id: WaitId) -> Asked {
+        let (io, _) = self.isolate.io(id).expect("a live wait");
+        match io {
+            Io::Fetch { get, .. } => Asked::Fetch(get.url.clone()),
+            Io::ReadCopy { .. } => Asked::ReadCopy,
+            Io::Sleep { .. } => Asked::Sleep,
+            Io::Import { .. } => Asked::Import,
+            Io::Verify {
+                kid,
+                signature,
+                message,
+            } => {
+                let jwks = fixtures::jwks();
+                let valid = jwks.find(kid).is_some_and(|key| {
+                    shared::P256Verifier
+                        .verify_es256(key, message, signature)
+                        .unwrap_or(false)
+                });
+                Asked::Verify {
+                    kid: kid.to_owned(),
+                    valid,
+                }
+            }
+            Io::AskLimiter { name, .. } => Asked::Limiter {
+                name: name.to_owned(),
+            },
+            Io::Forward { target, assertion } => Asked::Forward {
+                target: target.to_owned(),
+                assertion: assertion.to_owned(),
+            },
+        }
+    }
+
+    /// Plays the runtime until the request is answered or forwarded: the key set from the
+    /// issuer (`jwks` with `max-age=300`), imports done, signatures verified. Returns the
+    /// last `Next` (a reply, or the wait for the origin) and the fetches made.
+    fn drive(&mut self, mut next: Next<&'static str>, jwks: &Value) -> (Next<&'static str>, Vec<String>) {
+        let mut fetched = Vec::new();
+        loop {
+            let Next::Wait(id) = next else {
+                return (next, fetched);
+            };
+            let answer = match self.asked(id) {
+                Asked::Fetch(url) if url.starts_with(FEED_URL) => feed(&[]),
+                Asked::Fetch(url) => {
+                    fetched.push(url);
+                    keys(jwks, "max-age=300")
+                }
+                Asked::ReadCopy => Answer::Copy(None),
+                Asked::Import => Answer::Imported(Ok(())),
+                Asked::Verify { valid, .. } => Answer::Verified(Ok(valid)),
+                Asked::Sleep | Asked::Limiter { .. } | Asked::Forward { .. } => {
+                    return (Next::Wait(id), fetched)
+                }
+            };
+            next = self.answer(id, answer);
+        }
+    }
+
+    /// A request with `token` through to its end: the edge's reply, or the origin's 200.
+    fn status_of(&mut self, token: &str) -> u16 {
+        let next = self.request(token);
+        let (next, _) = self.drive(next, &fixtures::jwks_value());
+        match next {
+            Next::Reply(reply, _) => reply.status,
+            Next::Wait(id) => {
+                assert!(matches!(self.asked(id), Asked::Forward { .. }));
+                match self.answer(id, Answer::Origin(Ok(200))) {
+                    Next::PassOn(..) => 200,
+                    other => panic!("{other:?}"),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The log lines so far, as JSON, with their level.
+    fn logged(&self) -> Vec<(Level, Value)> {
+        self.side
+            .iter()
+            .filter_map(|side| match side {
+                Side::Log { level, line } => Some((*level, serde_json::from_str(line).unwrap())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(&self, name: &str) -> usize {
+        self.logged()
+            .iter()
+            .filter(|(_, line)| line["event"] == name)
+            .count()
+    }
+}
+
+fn head(authorization: &str) -> Head {
+    Head {
+        method: "GET".to_owned(),
+        url: "https://edge.test/orders/7?x=1".to_owned(),
+        authorization: Some(authorization.to_owned()),
+        client_ip: Some("203.0.113.9".to_owned()),
+        colo: Some("FRA".to_owned()),
+    }
+}
+
+/// The issuer's answer with `jwks` and `Cache-Control: cache_control`.
+fn keys(jwks: &Value, cache_control: &str) -> Answer {
+    Answer::Fetched(Ok(Fetched {
+        status: 200,
+        text: Some(jwks.to_string()),
+        cache_control: Some(cache_control.to_owned()),
+        etag: Some("\"v1\"".to_owned()),
+    }))
+}
+
+fn down() -> Answer {
+    Answer::Fetched(Err(FetchError::NoAnswer("connection refused".to_owned())))
+}
+
+/// A feed page revoking `entries` (kind, value).
+fn feed(entries: &[(&str, &str)]) -> Answer {
+    let revocations: Vec<Value> = entries
+        .iter()
+        .map(|(kind, value)| {
+            json!({"kind": kind, "value": value, "expires_at": fixtures::NOW_SECS + 3600})
+        })
+        .collect();
+    let page = json!({"cursor": 1, "more": false, "revocations": revocations});
+    Answer::Fetched(Ok(Fetched {
+        status: 200,
+        text: Some(page.to_string()),
+        ..Fetched::default()
+    }))
+}
+
+fn wait_of(next: &Next<&'static str>) -> WaitId {
+    match next {
+        Next::Wait(id) => *id,
+        other => panic!("expected a wait, got {other:?}"),
+    }
+}
+
+fn reply_of(next: Next<&'static str>) -> Reply {
+    match next {
+        Next::Reply(reply, _) => reply,
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+/// A token issued at `at` (a minute before), valid for five minutes, with its own `jti`.
+fn token_at(at: UnixTime, jti: &str) -> String {
+    let secs = at.as_millis() / 1000;
+    fixtures::with_claims(|c| {
+        c.insert("iat".into(), json!(secs - 60));
+        c.insert("nbf".into(), json!(secs - 60));
+        c.insert("exp".into(), json!(secs + 240));
+        c.insert("jti".into(), json!(jti));
+    })
+}
+
+/// A token signed by fixture key 1 with `kid` in its header.
+fn token_with_kid(kid: &str) -> String {
+    fixtures::with_header(|header| {
+        header.insert("kid".to_owned(), json!(kid));
+    })
+}
+
+#[test]
+fn a_good_token_reaches_the_origin_with_an_assertion_the_origin_verifies() {
+    let mut edge = Edge::new();
+    let next = edge.request(&fixtures::good_token());
+    let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert_eq!(fetched, [JWKS_URL], "one fetch, the first URL");
+    let id = wait_of(&next);
+    let Asked::Forward { target, assertion } = edge.asked(id) else {
+        panic!("not forwarded");
+    };
+    assert_eq!(target, "https://origin.test/orders/7?x=1");
+    let verifier = AssertionVerifier::new(
+        vec![AssertionKey::new("edge-1", SECRET.as_bytes()).unwrap()],
+        30_000,
+    );
+    let line = shared::RequestLine {
+        method: "GET",
+        host: "origin.test",
+        path: "/orders/7",
+        query: Some("x=1"),
+    };
+    let identity = verifier.verify(Some(&assertion), &line, edge.now).unwrap();
+    assert_eq!(identity.client_id, "client-7");
+    let Next::PassOn(Some(headers), "request") = edge.answer(id, Answer::Origin(Ok(201))) else {
+        panic!("the origin's answer is passed on with the RateLimit headers");
+    };
+    assert!(headers.policy.contains("client"), "{headers:?}");
+    let lines = edge.logged();
+    let (_, line) = lines.last().unwrap();
+    assert_eq!(line["outcome"], "forwarded");
+    assert_eq!(line["status"], 201);
+    assert_eq!(line["client"], "client-7");
+    assert_eq!(line["cache_hit"], false);
+}
+
+#[test]
+fn a_cached_token_needs_no_crypto_and_no_fetch() {
+    let mut edge = Edge::new();
+    assert_eq!(edge.status_of(&fixtures::good_token()), 200);
+    let next = edge.request(&fixtures::good_token());
+    let id = wait_of(&next);
+    assert!(matches!(edge.asked(id), Asked::Forward { .. }), "straight to the origin");
+    edge.answer(id, Answer::Origin(Ok(200)));
+    let lines = edge.logged();
+    assert_eq!(lines.last().unwrap().1["cache_hit"], true);
+}
+
+#[test]
+fn every_rejection_class_is_answered_by_the_edge_with_its_challenge() {
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("Basic dXNlcjpwYXNz".to_owned(), 401, "missing_token"),
+        ("Bearer not-a-jwt".to_owned(), 401, "invalid_token"),
+        (
+            format!(
+                "Bearer {}",
+                fixtures::with_claims(|c| {
+                    c.insert("exp".into(), json!(fixtures::NOW_SECS - 120));
+                })
+            ),
+            401,
+            "invalid_token",
+        ),
+        (
+            format!(
+                "Bearer {}",
+                fixtures::with_claims(|c| {
+                    c.insert("aud".into(), json!("https://other.test"));
+                })
+            ),
+            401,
+            "invalid_token",
+        ),
+        (
+            // Signed by fixture key 2 but naming key 1: the signature does not verify.
+            format!(
+                "Bearer {}",
+                fixtures::sign_with(&fixtures::header(), &fixtures::claims(), 2)
+            ),
+            401,
+            "invalid_token",
+        ),
+    ];
+    for (authorization, status, error) in cases {
+        let mut edge = Edge::new();
+        let next = edge.arrive(head(&authorization), "request");
+        let (next, _) = edge.drive(next, &fixtures::jwks_value());
+        let reply = reply_of(next);
+        assert_eq!(reply.status, status, "{authorization}");
+        let challenge = reply.challenge.unwrap_or_default();
+        assert!(challenge.starts_with("Bearer realm=\"edgeward\""), "{challenge}");
+        if error != "missing_token" {
+            assert!(challenge.contains(&format!("error=\"{error}\"")), "{challenge}");
+            assert!(reply.body.contains(error), "{}", reply.body);
+        }
+    }
+}
+
+#[test]
+fn a_new_isolate_fetches_the_key_set_once_for_concurrent_requests() {
+    let mut edge = Edge::new();
+    let first = wait_of(&edge.request(&fixtures::good_token()));
+    assert_eq!(edge.asked(first), Asked::Fetch(JWKS_URL.to_owned()));
+    // A second request while the fetch runs polls on its own timer: no second fetch.
+    let second = wait_of(&edge.request(&fixtures::good_token()));
+    assert_eq!(edge.asked(second), Asked::Sleep);
+    edge.advance_ms(5);
+    let second = wait_of(&edge.answer(second, Answer::Timer));
+    assert_eq!(edge.asked(second), Asked::Sleep, "still running: polls again");
+    // The fetch answers: the first request goes on to its import and verify.
+    let next = edge.answer(first, keys(&fixtures::jwks_value(), "max-age=300"));
+    let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert!(fetched.is_empty());
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    // The poller's next tick finds the job over and is served from the set (and the cache).
+    edge.advance_ms(5);
+    let next = edge.answer(second, Answer::Timer);
+    let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert!(fetched.is_empty(), "single flight");
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+}
+
+#[test]
+fn a_poller_stops_waiting_at_the_job_deadline() {
+    let mut edge = Edge::new();
+    let _first = wait_of(&edge.request(&fixtures::good_token()));
+    let second = wait_of(&edge.request(&fixtures::good_token()));
+    // Two URLs at 1000 ms each, plus one: the job counts as running for 3 s.
+    edge.advance_ms(2_999);
+    let second = wait_of(&edge.answer(second, Answer::Timer));
+    assert_eq!(edge.asked(second), Asked::Sleep);
+    edge.advance_ms(1);
+    // Past the deadline the poller starts over; it has had its wait for keys: 503.
+    let reply = reply_of(edge.answer(second, Answer::Timer));
+    assert_eq!(reply.status, 503);
+}
+
+#[test]
+fn the_url_list_fails_over_and_no_key_set_at_all_is_503() {
+    let mut edge = Edge::new();
+    let id = wait_of(&edge.request(&fixtures::good_token()));
+    let id = wait_of(&edge.answer(id, down()));
+    assert_eq!(edge.asked(id), Asked::Fetch(BACKUP_JWKS_URL.to_owned()));
+    let reply = reply_of(edge.answer(id, down()));
+    assert_eq!(reply.status, 503);
+    assert!(reply.body.contains("temporarily_unavailable"));
+    assert_eq!(edge.events("jwks_fetch_failed"), 2);
+    assert_eq!(edge.events("jwks_unavailable"), 1);
+    // Within the failure backoff a request is refused at once, without a fetch.
+    let next = edge.request(&fixtures::good_token());
+    assert_eq!(reply_of(next).status, 503);
+}
+
+#[test]
+fn an_unknown_kid_refetches_once_per_cooldown() {
+    let mut edge = Edge::new();
+    assert_eq!(edge.status_of(&fixtures::good_token()), 200);
+    let stranger = token_with_kid("fixture-9");
+    // The first unknown kid refetches (a rotation's new key may be there)...
+    let next = edge.request(&stranger);
+    let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert_eq!(fetched, [JWKS_URL]);
+    assert_eq!(reply_of(next).status, 401);
+    // ...the next one within the cooldown does not...
+    let cooldown = shared::jwks_refresh::RefreshPolicy::default().unknown_kid_cooldown_ms;
+    edge.advance_ms(cooldown - 1);
+    let next = edge.request(&token_with_kid("fixture-8"));
+    let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert!(fetched.is_empty(), "within the cooldown: no fetch");
+    assert_eq!(reply_of(next).status, 401);
+    // ...and one at the cooldown's end does.
+    edge.advance_ms(1);
+    let next = edge.request(&token_with_kid("fixture-7"));
+    let (_, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert_eq!(fetched, [JWKS_URL]);
+}
+
+#[test]
+fn a_rotated_key_is_found_by_the_unknown_kid_refetch() {
+    let mut edge = Edge::new();
+    let only_key_1 = json!({"keys": [fixtures::public_jwk(1)]});
+    let next = edge.request(&fixtures::good_token());
+    let (next, _) = edge.drive(next, &only_key_1);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    // Key 2 appears at the issuer; a token signed by it makes the edge look again.
+    let rotated = fixtures::sign_with(
+        &json!({"alg": "ES256", "typ": "at+jwt", "kid": fixtures::kid(2)}),
+        &fixtures::claims(),
+        2,
+    );
+    let next = edge.request(&rotated);
+    let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert_eq!(fetched, [JWKS_URL]);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+}
+
+#[test]
+fn a_stale_key_set_serves_while_it_refreshes_and_dies_at_max_stale() {
+    let mut edge = Edge::with(&[("JWKS_MAX_STALE_SECS", "60")]);
+    let next = edge.request(&fixtures::good_token());
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    wait_of(&next);
+    // Fresh for max-age=300 s: a new token needs no fetch until then.
+    edge.advance_ms(299_999);
+    let next = edge.request(&token_at(edge.now, "jti-a"));
+    assert!(!edge.side.iter().any(|s| matches!(s, Side::Background { .. })));
+    let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert!(fetched.is_empty());
+    wait_of(&next);
+    // Stale: served at once, with a refresh in the background (the issuer is down).
+    edge.advance_ms(1);
+    let next = edge.request(&token_at(edge.now, "jti-b"));
+    let background = edge
+        .side
+        .iter()
+        .find_map(|s| match s {
+            Side::Background { id } => Some(*id),
+            _ => None,
+        })
+        .expect("a background refresh");
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }), "served stale");
+    let background = wait_of(&edge.answer(background, down()));
+    assert!(matches!(edge.answer(background, down()), Next::Idle("request")));
+    // Up to max-stale past freshness (inclusive) a new token still verifies against the
+    // stale set...
+    edge.advance_ms(60_000);
+    assert_eq!(edge.status_of(&token_at(edge.now, "jti-c")), 200);
+    // ...and past it the set is dead: nothing is verified with it, whatever the issuer does
+    // (here it is down, and the refresh that last request started fails).
+    let background: Vec<WaitId> = edge
+        .side
+        .iter()
+        .filter_map(|s| match s {
+            Side::Background { id } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    for id in background {
+        let mut next = Next::Wait(id);
+        while let Next::Wait(id) = next {
+            if edge.isolate.expects(id).is_none() {
+                break;
+            }
+            next = edge.answer(id, down());
+        }
+    }
+    edge.advance_ms(1);
+    let mut next = edge.request(&token_at(edge.now, "jti-d"));
+    while let Next::Wait(id) = next {
+        match edge.asked(id) {
+            Asked::Fetch(_) => next = edge.answer(id, down()),
+            other => panic!("the dead set was used: {other:?}"),
+        }
+    }
+    assert_eq!(reply_of(next).status, 503);
+}
+
+fn copy_edge() -> Edge {
+    Edge::with(&[("KEYSET_COPY_SECRET", COPY_SECRET)])
+}
+
+/// The copy an edge with the copy secret stores after fetching the fixture set at `now`.
+fn stored_copy() -> CachedCopy {
+    let mut edge = copy_edge();
+    let next = edge.request(&fixtures::good_token());
+    let id = wait_of(&next);
+    assert_eq!(edge.asked(id), Asked::ReadCopy, "a new isolate reads the colo's copy first");
+    let next = edge.answer(id, Answer::Copy(None));
+    edge.drive(next, &fixtures::jwks_value());
+    let copy = edge
+        .side
+        .iter()
+        .find_map(|s| match s {
+            Side::StoreCopy(copy) => Some(copy.clone()),
+            _ => None,
+        })
+        .expect("the fetched set is stored");
+    CachedCopy {
+        text: copy.text,
+        fetched_at: Some(copy.fetched_at_ms.to_string()),
+        cache_control: copy.cache_control,
+        etag: copy.etag,
+        mac: Some(copy.mac),
+    }
+}
+
+#[test]
+fn a_new_isolate_starts_from_a_tagged_copy_without_the_issuer() {
+    let copy = stored_copy();
+    let mut edge = copy_edge();
+    let id = wait_of(&edge.request(&fixtures::good_token()));
+    let next = edge.answer(id, Answer::Copy(Some(copy)));
+    let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert!(fetched.is_empty(), "the copy was enough");
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+}
+
+#[test]
+fn a_planted_or_edited_copy_is_refused() {
+    let good = stored_copy();
+    let planted = [
+        CachedCopy {
+            mac: Some("AAAA".to_owned()),
+            ..good.clone()
+        },
+        CachedCopy {
+            text: json!({"keys": [fixtures::public_jwk(2)]}).to_string(),
+            ..good.clone()
+        },
+        // Its time moved later, to live longer.
+        CachedCopy {
+            fetched_at: Some((fixtures::now().as_millis() + 600_000).to_string()),
+            ..good.clone()
+        },
+        CachedCopy {
+            mac: None,
+            ..good
+        },
+    ];
+    for copy in planted {
+        let mut edge = copy_edge();
+        let id = wait_of(&edge.request(&fixtures::good_token()));
+        let next = edge.answer(id, Answer::Copy(Some(copy)));
+        assert_eq!(edge.events("jwks_copy_refused"), 1);
+        assert_eq!(edge.asked(wait_of(&next)), Asked::Fetch(JWKS_URL.to_owned()));
+    }
+}
+
+#[test]
+fn revocations_take_effect_at_the_first_pull_after_the_interval() {
+    let mut edge = Edge::with(&[("REVOCATION_URLS", FEED_URL), ("REVOCATION_INTERVAL_MS", "5000")]);
+    // A new isolate waits for its first pull.
+    let next = edge.request(&fixtures::good_token());
+    let id = wait_of(&next);
+    assert_eq!(edge.asked(id), Asked::Fetch(format!("{FEED_URL}?since=0")));
+    let next = edge.answer(id, feed(&[]));
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    edge.answer(wait_of(&next), Answer::Origin(Ok(200)));
+    // The token is revoked at the issuer; within the interval the list is current.
+    edge.advance_ms(4_999);
+    assert_eq!(edge.status_of(&fixtures::good_token()), 200);
+    // At the interval the request goes on, and the pull runs behind it...
+    edge.advance_ms(1);
+    edge.side.clear();
+    let next = edge.request(&fixtures::good_token());
+    let pull = edge
+        .side
+        .iter()
+        .find_map(|s| match s {
+            Side::Background { id } => Some(*id),
+            _ => None,
+        })
+        .expect("a pull behind the request");
+    assert_eq!(edge.asked(pull), Asked::Fetch(format!("{FEED_URL}?since=1")), "from the cursor");
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    assert!(matches!(edge.answer(pull, feed(&[("jti", "jti-0001")])), Next::Idle(_)));
+    // ...and from its answer on, the cached token is refused.
+    let reply = reply_of(edge.request(&fixtures::good_token()));
+    assert_eq!(reply.status, 401);
+    assert!(reply.challenge.unwrap().contains("invalid_token"));
+}
+
+#[test]
+fn a_revoked_key_leaves_the_set_the_token_cache_and_the_copy() {
+    let mut edge = Edge::with(&[
+        ("REVOCATION_URLS", FEED_URL),
+        ("KEYSET_COPY_SECRET", COPY_SECRET),
+    ]);
+    let id = wait_of(&edge.request(&fixtures::good_token()));
+    let next = edge.answer(id, feed(&[]));
+    let id = wait_of(&next);
+    let next = edge.answer(id, Answer::Copy(None));
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    edge.answer(wait_of(&next), Answer::Origin(Ok(200)));
+    edge.advance_ms(5_000);
+    edge.side.clear();
+    let next = edge.request(&fixtures::good_token());
+    let pull = edge
+        .side
+        .iter()
+        .find_map(|s| match s {
+            Side::Background { id } => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    edge.answer(wait_of(&next), Answer::Origin(Ok(200)));
+    edge.side.clear();
+    edge.answer(pull, feed(&[("kid", &fixtures::kid(1))]));
+    let rewritten = edge
+        .side
+        .iter()
+        .find_map(|s| match s {
+            Side::StoreCopy(copy) => Some(copy.text.clone()),
+            _ => None,
+        })
+        .expect("the copy is rewritten without the key");
+    assert!(!rewritten.contains(&fixtures::kid(1)));
+    assert_eq!(edge.events("keys_revoked"), 1);
+    // The cached token is gone with its key, and its kid is refused as revoked without a
+    // refetch (it must not spend the unknown-kid cooldown).
+    let next = edge.request(&fixtures::good_token());
+    let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert!(fetched.is_empty());
+    let reply = reply_of(next);
+    assert_eq!(reply.status, 401);
+    let lines = edge.logged();
+    assert_eq!(lines.last().unwrap().1["reason"], "revoked");
+}
+
+#[test]
+fn the_client_plan_answers_429_at_its_count_with_rate_limit_headers() {
+    let mut edge = Edge::new();
+    // The fixture's plan: 1000/60s with a burst of 100.
+    for n in 0..100 {
+        assert_eq!(edge.status_of(&fixtures::good_token()), 200, "request {n}");
+    }
+    let reply = reply_of(edge.request(&fixtures::good_token()));
+    assert_eq!(reply.status, 429);
+    assert!(reply.retry_after.is_some());
+    assert!(reply.rate_limit.unwrap().policy.contains("client"));
+    // One emission interval (60 ms) later, one more passes.
+    edge.advance_ms(60);
+    assert_eq!(edge.status_of(&fixtures::good_token()), 200);
+}
+
+#[test]
+fn failed_authentications_cost_the_client_network_its_budget() {
+    let mut edge = Edge::with(&[("FAILED_AUTH_PLAN", "3/60s;burst=3")]);
+    let bad = fixtures::sign_with(&fixtures::header(), &fixtures::claims(), 2);
+    for _ in 0..3 {
+        assert_eq!(edge.status_of(&bad), 401);
+    }
+    let next = edge.request(&bad);
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    let reply = reply_of(next);
+    assert_eq!(reply.status, 429);
+    assert!(reply.rate_limit.unwrap().policy.contains("failed-auth"));
+    // A missing token is only challenged, at no cost.
+    let reply = reply_of(edge.arrive(head("Basic x"), "request"));
+    assert_eq!(reply.status, 401);
+}
+
+#[test]
+fn the_durable_object_decides_and_its_denial_is_kept_in_the_isolate() {
+    let mut edge = Edge::with(&[("RATE_LIMIT_MODE", "durable")]);
+    let next = edge.request(&fixtures::good_token());
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    let id = wait_of(&next);
+    assert_eq!(
+        edge.asked(id),
+        Asked::Limiter {
+            name: "FRA/client:client-7".to_owned()
+        }
+    );
+    let denied = r#"{"allowed":false,"limit":100,"remaining":0,"reset_after_ms":2000,"retry_after_ms":2000}"#;
+    let reply = reply_of(edge.answer(id, Answer::Limit(Ok(denied.to_owned()))));
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.retry_after.as_deref(), Some("2"));
+    // Until then the isolate refuses the client without asking.
+    edge.advance_ms(1_999);
+    assert_eq!(reply_of(edge.request(&fixtures::good_token())).status, 429);
+    edge.advance_ms(1);
+    let next = edge.request(&fixtures::good_token());
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Limiter { .. }));
+}
+
+#[test]
+fn an_unreachable_durable_object_leaves_the_decision_to_the_isolate() {
+    let mut edge = Edge::with(&[("RATE_LIMIT_MODE", "durable")]);
+    let next = edge.request(&fixtures::good_token());
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    let next = edge.answer(wait_of(&next), Answer::Limit(Err("status 500".to_owned())));
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    assert_eq!(edge.events("rate_limiter_unreachable"), 1);
+    edge.answer(wait_of(&next), Answer::Origin(Ok(200)));
+    let lines = edge.logged();
+    assert_eq!(lines.last().unwrap().1["limit_source"], "fallback");
+}
+
+#[test]
+fn an_unreachable_origin_is_502_and_an_unbuildable_request_500() {
+    let mut edge = Edge::new();
+    let next = edge.request(&fixtures::good_token());
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    let error = ForwardError::Unreachable("connection refused".to_owned());
+    let reply = reply_of(edge.answer(wait_of(&next), Answer::Origin(Err(error))));
+    assert_eq!(reply.status, 502);
+    let next = edge.request(&fixtures::good_token());
+    let error = ForwardError::Build("bad header".to_owned());
+    let reply = reply_of(edge.answer(wait_of(&next), Answer::Origin(Err(error))));
+    assert_eq!(reply.status, 500);
+    assert!(!reply.body.contains("bad header"), "details are logged, not sent");
+}
+
+#[test]
+fn an_answer_for_another_instance_or_a_finished_wait_finds_nothing() {
+    let mut edge = Edge::new();
+    let id = wait_of(&edge.request(&fixtures::good_token()));
+    // The same count under the instance before a trap.
+    let old = WaitId(id.0 & (u32::MAX >> edge_validator::isolate::EPOCH_BITS));
+    assert_eq!(edge.isolate.expects(old), None);
+    assert!(edge.isolate.resume(old, Answer::Verified(Ok(true)), edge.now).is_none());
+    assert_eq!(edge.isolate.expects(id), Some(Expect::Fetched));
+    edge.answer(id, keys(&fixtures::jwks_value(), "max-age=300"));
+    assert!(edge.isolate.resume(id, down(), edge.now).is_none(), "once");
+}
+
+#[test]
+fn a_failed_import_or_verify_is_unverifiable_not_accepted() {
+    let mut edge = Edge::new();
+    let id = wait_of(&edge.request(&fixtures::good_token()));
+    let id = wait_of(&edge.answer(id, keys(&fixtures::jwks_value(), "max-age=300")));
+    assert_eq!(edge.asked(id), Asked::Import);
+    let reply = reply_of(edge.answer(id, Answer::Imported(Err("NotSupportedError".into()))));
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let mut edge = Edge::new();
+    let next = edge.request(&fixtures::good_token());
+    let mut id = wait_of(&next);
+    while !matches!(edge.asked(id), Asked::Verify { .. }) {
+        let answer = match edge.asked(id) {
+            Asked::Import => Answer::Imported(Ok(())),
+            _ => keys(&fixtures::jwks_value(), "max-age=300"),
+        };
+        id = wait_of(&edge.answer(id, answer));
+    }
+    let reply = reply_of(edge.answer(id, Answer::Verified(Err("OperationError".into()))));
+    assert_eq!(reply.status, 503);
+    assert_eq!(edge.events("webcrypto_verify_failed"), 1);
+}
+
+#[test]
+fn health_says_whether_tokens_can_be_verified() {
+    let mut edge = Edge::new();
+    let mut health = head("");
+    health.url = format!("https://edge.test{HEALTH_PATH}");
+    let reply = reply_of(edge.arrive(health.clone(), "health"));
+    let body: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!((body["status"].as_str(), body["jwks"].as_str()), (Some("degraded"), Some("missing")));
+    assert_eq!(edge.status_of(&fixtures::good_token()), 200);
+    let reply = reply_of(edge.arrive(health, "health"));
+    let body: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!((body["status"].as_str(), body["jwks"].as_str()), (Some("ok"), Some("fresh")));
+}
+
+#[test]
+fn forwarded_lines_are_sampled_and_refusals_always_logged() {
+    let mut edge = Edge::with(&[("LOG_FORWARDED_EVERY", "3")]);
+    for _ in 0..6 {
+        assert_eq!(edge.status_of(&fixtures::good_token()), 200);
+    }
+    edge.arrive(head("Basic x"), "request");
+    let lines = edge.logged();
+    let forwarded = lines.iter().filter(|(_, l)| l["outcome"] == "forwarded").count();
+    let rejected = lines.iter().filter(|(_, l)| l["outcome"] == "rejected").count();
+    assert_eq!((forwarded, rejected), (2, 1));
+    for (_, line) in &lines {
+        assert!(!line.to_string().contains(&fixtures::good_token()), "never the token");
+    }
+}

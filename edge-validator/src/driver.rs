@@ -81,7 +81,8 @@ pub fn handle(
     DRIVER.with(|cell| {
         let mut cell = cell.borrow_mut();
         let driver = cell.get_or_insert_with(|| Driver {
-            isolate: Config::from_vars(&env).map(|config| Isolate::new(config, EPOCH.with(Cell::get))),
+            isolate: Config::from_vars(&env)
+                .map(|config| Isolate::new(config, EPOCH.with(Cell::get))),
             crypto: WebCrypto::default(),
             settle: settle.unchecked_into(),
             names: Names::new(),
@@ -228,7 +229,7 @@ impl Driver {
             self.side(effect, ctx.as_ref());
         }
         match next {
-            Next::Reply(reply, _) => Ok(respond(&self.names, &reply)?.into()),
+            Next::Reply(reply, _) => respond(&self.names, &reply),
             Next::PassOn(headers, _) => {
                 let response = settled.cloned().unwrap_or(JsValue::UNDEFINED);
                 Ok(match headers {
@@ -287,12 +288,16 @@ impl Driver {
                 let (subtle, algorithm) = match self.crypto.subtle() {
                     Ok(found) => found,
                     Err(err) => {
-                        return Err(Answer::Verified(Err(format!("webcrypto unavailable: {err:?}"))))
+                        return Err(Answer::Verified(Err(format!(
+                            "webcrypto unavailable: {err:?}"
+                        ))))
                     }
                 };
                 js::verify(subtle, algorithm, &key, signature, message)
             }
-            Io::AskLimiter { name, url } => js::ask_object(&exchange.env, LIMITER_BINDING, name, url),
+            Io::AskLimiter { name, url } => {
+                js::ask_object(&exchange.env, LIMITER_BINDING, name, url)
+            }
             Io::Forward { target, assertion } => {
                 let names = &self.names;
                 js::forward(

@@ -326,7 +326,15 @@ impl<T: Clone> Isolate<T> {
         Some(match self.waits.take(id)? {
             Waiting::Job { exchange, job } => self.job_answered(exchange, job, answer, now),
             Waiting::Request { exchange, on } => match (on, answer) {
-                (Suspended::Job { arrived, kind, deadline, .. }, _) => {
+                (
+                    Suspended::Job {
+                        arrived,
+                        kind,
+                        deadline,
+                        ..
+                    },
+                    _,
+                ) => {
                     if self.busy(kind, now) && now < deadline {
                         let on = Suspended::Job {
                             arrived,
@@ -338,14 +346,24 @@ impl<T: Clone> Isolate<T> {
                         self.serve(arrived, exchange, now)
                     }
                 }
-                (Suspended::Import { arrived, kid, point }, Answer::Imported(result)) => {
+                (
+                    Suspended::Import {
+                        arrived,
+                        kid,
+                        point,
+                    },
+                    Answer::Imported(result),
+                ) => {
                     match result {
                         Ok(()) => self.keys.imported(kid, point),
-                        Err(reason) => self.event(Level::Error, &Event {
-                            event: "webcrypto_import_failed",
-                            reason: Some(&reason),
-                            ..Event::default()
-                        }),
+                        Err(reason) => self.event(
+                            Level::Error,
+                            &Event {
+                                event: "webcrypto_import_failed",
+                                reason: Some(&reason),
+                                ..Event::default()
+                            },
+                        ),
                     }
                     self.serve(arrived, exchange, now)
                 }
@@ -353,7 +371,13 @@ impl<T: Clone> Isolate<T> {
                     self.verified(*verifying, exchange, verdict, now)
                 }
                 (Suspended::Limit(asking), Answer::Limit(answer)) => {
-                    let Asking { log, check, then, now: asked_at, .. } = *asking;
+                    let Asking {
+                        log,
+                        check,
+                        then,
+                        now: asked_at,
+                        ..
+                    } = *asking;
                     let limit_ms = now.millis_since(asked_at);
                     self.concluded(exchange, log, check, Some(answer), limit_ms, then, asked_at)
                 }
@@ -483,11 +507,21 @@ impl<T: Clone> Isolate<T> {
                 let rejection = Rejection::VerifierUnavailable;
                 return self.reject(arrived, exchange, &ip, rejection, log, now);
             }
-            let (kid, point) = (check.key().kid().to_owned(), check.key().uncompressed_point());
+            let (kid, point) = (
+                check.key().kid().to_owned(),
+                check.key().uncompressed_point(),
+            );
             let mut arrived = arrived;
             arrived.waited.import = true;
             arrived.keys_since.get_or_insert(now);
-            return self.park_request(exchange, Suspended::Import { arrived, kid, point });
+            return self.park_request(
+                exchange,
+                Suspended::Import {
+                    arrived,
+                    kid,
+                    point,
+                },
+            );
         }
         let raw_signature = *check.signature();
         let message_len = check.signing_input().len();
@@ -525,11 +559,14 @@ impl<T: Clone> Isolate<T> {
         let outcome = match verdict {
             Ok(valid) => signature.conclude(valid),
             Err(reason) => {
-                self.event(Level::Error, &Event {
-                    event: "webcrypto_verify_failed",
-                    reason: Some(&reason),
-                    ..Event::default()
-                });
+                self.event(
+                    Level::Error,
+                    &Event {
+                        event: "webcrypto_verify_failed",
+                        reason: Some(&reason),
+                        ..Event::default()
+                    },
+                );
                 Err(Rejection::VerifierUnavailable)
             }
         };
@@ -566,7 +603,10 @@ impl<T: Clone> Isolate<T> {
         if self.config.rate_limit_mode == RateLimitMode::Off {
             return self.forward(arrived, exchange, &verified, log, None, now);
         }
-        let plan = verified.claims().rate_plan.unwrap_or(self.config.default_plan);
+        let plan = verified
+            .claims()
+            .rate_plan
+            .unwrap_or(self.config.default_plan);
         let subject = Subject::Client(&verified.claims().client_id);
         let check = match self.limiter.begin(subject, &plan, 1, now) {
             Ok(check) => check,
@@ -574,7 +614,14 @@ impl<T: Clone> Isolate<T> {
         };
         let mut arrived = arrived;
         let colo = arrived.head.colo.take();
-        self.decide(exchange, log, check, colo, Then::Forward { arrived, verified }, now)
+        self.decide(
+            exchange,
+            log,
+            check,
+            colo,
+            Then::Forward { arrived, verified },
+            now,
+        )
     }
 
     /// A refused token costs its IP one unit of the failed-auth budget; over budget, the
@@ -638,7 +685,10 @@ impl<T: Clone> Isolate<T> {
         if self.config.rate_limit_mode != RateLimitMode::Durable {
             return self.concluded(exchange, log, check, None, 0, then, now);
         }
-        let location = colo.as_deref().filter(|colo| !colo.is_empty()).unwrap_or("local");
+        let location = colo
+            .as_deref()
+            .filter(|colo| !colo.is_empty())
+            .unwrap_or("local");
         let asking = Asking {
             name: check.object_name(location),
             url: check.object_url(),
@@ -666,11 +716,14 @@ impl<T: Clone> Isolate<T> {
         let (plan, policy) = (check.plan(), check.policy());
         let concluded = self.limiter.conclude(check, answer, now);
         if let Some(reason) = &concluded.unreachable {
-            self.event(Level::Warn, &Event {
-                event: "rate_limiter_unreachable",
-                reason: Some(reason),
-                ..Event::default()
-            });
+            self.event(
+                Level::Warn,
+                &Event {
+                    event: "rate_limiter_unreachable",
+                    reason: Some(reason),
+                    ..Event::default()
+                },
+            );
         }
         let decision = concluded.decision;
         log.limit_ms = Some(limit_ms);
@@ -712,7 +765,10 @@ impl<T: Clone> Isolate<T> {
             path: url.path(),
             query: url.query(),
         };
-        let assertion = self.config.signer.sign_claims(verified.claims(), &line, now);
+        let assertion = self
+            .config
+            .signer
+            .sign_claims(verified.claims(), &line, now);
         let forwarded = Forwarded {
             target: format!("{}{}", self.config.origin_url, url.target()),
             assertion,
@@ -756,16 +812,22 @@ impl<T: Clone> Isolate<T> {
         now: UnixTime,
     ) -> Next<T> {
         match error {
-            EdgeError::Internal(detail) => self.event(Level::Error, &Event {
-                event: "edge_internal_error",
-                reason: Some(detail),
-                ..Event::default()
-            }),
-            EdgeError::OriginUnreachable(detail) => self.event(Level::Error, &Event {
-                event: "origin_unreachable",
-                reason: Some(detail),
-                ..Event::default()
-            }),
+            EdgeError::Internal(detail) => self.event(
+                Level::Error,
+                &Event {
+                    event: "edge_internal_error",
+                    reason: Some(detail),
+                    ..Event::default()
+                },
+            ),
+            EdgeError::OriginUnreachable(detail) => self.event(
+                Level::Error,
+                &Event {
+                    event: "origin_unreachable",
+                    reason: Some(detail),
+                    ..Event::default()
+                },
+            ),
             _ => {}
         }
         let reply = Reply::of(error);
@@ -857,7 +919,13 @@ impl<T: Clone> Isolate<T> {
     /// another's, which it polls for on a timer of its own. It does not wait on the other
     /// request's promise: in Workers a promise belongs to the request that created it, and a
     /// request awaiting another's fetch is cancelled by the runtime ("code had hung", a 500).
-    fn wait_for(&mut self, kind: Kind, mut arrived: Arrived, exchange: T, now: UnixTime) -> Next<T> {
+    fn wait_for(
+        &mut self,
+        kind: Kind,
+        mut arrived: Arrived,
+        exchange: T,
+        now: UnixTime,
+    ) -> Next<T> {
         if matches!(kind, Kind::Keys { .. }) {
             arrived.keys_since.get_or_insert(now);
         }
@@ -891,7 +959,13 @@ impl<T: Clone> Isolate<T> {
 
     /// Starts a job of `kind` (the caller checked [`Self::busy`]); `then` is the request it
     /// resumes when over.
-    fn start_job(&mut self, kind: Kind, exchange: T, then: Option<WaitId>, now: UnixTime) -> Next<T> {
+    fn start_job(
+        &mut self,
+        kind: Kind,
+        exchange: T,
+        then: Option<WaitId>,
+        now: UnixTime,
+    ) -> Next<T> {
         *self.busy_until(kind) = now.plus_millis(self.budget_ms(kind));
         let mut events = Vec::new();
         let (work, step) = match kind {
@@ -921,12 +995,22 @@ impl<T: Clone> Isolate<T> {
         let revocations = &self.revocations;
         let revoked = |kid: &str| revocations.is_key_revoked(kid);
         let step = match (&mut work, answer) {
-            (Work::Keys(refresh), Answer::Fetched(answer)) => {
-                refresh.answered(&mut self.keys, &self.config, answer, &revoked, now, &mut events)
-            }
-            (Work::Keys(refresh), Answer::Copy(copy)) => {
-                refresh.copy_answered(&mut self.keys, &self.config, copy, &revoked, now, &mut events)
-            }
+            (Work::Keys(refresh), Answer::Fetched(answer)) => refresh.answered(
+                &mut self.keys,
+                &self.config,
+                answer,
+                &revoked,
+                now,
+                &mut events,
+            ),
+            (Work::Keys(refresh), Answer::Copy(copy)) => refresh.copy_answered(
+                &mut self.keys,
+                &self.config,
+                copy,
+                &revoked,
+                now,
+                &mut events,
+            ),
             (Work::Revocations(pull), Answer::Fetched(answer)) => {
                 let mut failed = Vec::new();
                 let (kids, step) = pull.answered(
@@ -937,22 +1021,28 @@ impl<T: Clone> Isolate<T> {
                     &mut |url, reason| failed.push((url.to_owned(), reason)),
                 );
                 for (url, reason) in failed {
-                    self.event(Level::Warn, &Event {
-                        event: "revocation_feed_failed",
-                        url: Some(&url),
-                        reason: Some(&reason),
-                        ..Event::default()
-                    });
+                    self.event(
+                        Level::Warn,
+                        &Event {
+                            event: "revocation_feed_failed",
+                            url: Some(&url),
+                            reason: Some(&reason),
+                            ..Event::default()
+                        },
+                    );
                 }
                 if !kids.is_empty() {
                     if let Some(copy) = self.keys.drop_revoked(&self.config, &kids, now) {
                         self.side.push(Side::StoreCopy(copy));
                     }
-                    self.event(Level::Log, &Event {
-                        event: "keys_revoked",
-                        kids: Some(&kids),
-                        ..Event::default()
-                    });
+                    self.event(
+                        Level::Log,
+                        &Event {
+                            event: "keys_revoked",
+                            kids: Some(&kids),
+                            ..Event::default()
+                        },
+                    );
                 }
                 pull_step(step)
             }
@@ -1011,23 +1101,32 @@ impl<T: Clone> Isolate<T> {
     fn key_events(&mut self, events: Vec<KeyEvent>) {
         for event in events {
             match event {
-                KeyEvent::FetchFailed { url, reason } => self.event(Level::Warn, &Event {
-                    event: "jwks_fetch_failed",
-                    url: Some(&url),
-                    reason: Some(&reason),
-                    ..Event::default()
-                }),
-                KeyEvent::Unavailable { urls, state } => self.event(Level::Error, &Event {
-                    event: "jwks_unavailable",
-                    urls: Some(urls),
-                    state: Some(freshness_name(state)),
-                    ..Event::default()
-                }),
-                KeyEvent::CopyRefused(reason) => self.event(Level::Warn, &Event {
-                    event: "jwks_copy_refused",
-                    reason: Some(&reason),
-                    ..Event::default()
-                }),
+                KeyEvent::FetchFailed { url, reason } => self.event(
+                    Level::Warn,
+                    &Event {
+                        event: "jwks_fetch_failed",
+                        url: Some(&url),
+                        reason: Some(&reason),
+                        ..Event::default()
+                    },
+                ),
+                KeyEvent::Unavailable { urls, state } => self.event(
+                    Level::Error,
+                    &Event {
+                        event: "jwks_unavailable",
+                        urls: Some(urls),
+                        state: Some(freshness_name(state)),
+                        ..Event::default()
+                    },
+                ),
+                KeyEvent::CopyRefused(reason) => self.event(
+                    Level::Warn,
+                    &Event {
+                        event: "jwks_copy_refused",
+                        reason: Some(&reason),
+                        ..Event::default()
+                    },
+                ),
             }
         }
     }

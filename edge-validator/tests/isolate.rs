@@ -2,7 +2,13 @@
 //! hand, verifies signatures with the pure-Rust backend where the Worker calls WebCrypto) and
 //! moves an injected clock, so cooldowns, staleness, max-stale, revocation timing and limits
 //! are checked at their boundaries in milliseconds, with no workerd and no sleeps.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+// Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 #[path = "../../shared/tests/fixtures/mod.rs"]
 mod fixtures;
@@ -94,7 +100,10 @@ impl Edge {
     }
 
     fn answer(&mut self, id: WaitId, answer: Answer) -> Next<&'static str> {
-        let next = self.isolate.resume(id, answer, self.now).expect("a live wait");
+        let next = self
+            .isolate
+            .resume(id, answer, self.now)
+            .expect("a live wait");
         self.side.extend(self.isolate.take_side());
         next
     }
@@ -136,7 +145,11 @@ impl Edge {
     /// Plays the runtime until the request is answered or forwarded: the key set from the
     /// issuer (`jwks` with `max-age=300`), imports done, signatures verified. Returns the
     /// last `Next` (a reply, or the wait for the origin) and the fetches made.
-    fn drive(&mut self, mut next: Next<&'static str>, jwks: &Value) -> (Next<&'static str>, Vec<String>) {
+    fn drive(
+        &mut self,
+        mut next: Next<&'static str>,
+        jwks: &Value,
+    ) -> (Next<&'static str>, Vec<String>) {
         let mut fetched = Vec::new();
         loop {
             let Next::Wait(id) = next else {
@@ -308,7 +321,10 @@ fn a_cached_token_needs_no_crypto_and_no_fetch() {
     assert_eq!(edge.status_of(&fixtures::good_token()), 200);
     let next = edge.request(&fixtures::good_token());
     let id = wait_of(&next);
-    assert!(matches!(edge.asked(id), Asked::Forward { .. }), "straight to the origin");
+    assert!(
+        matches!(edge.asked(id), Asked::Forward { .. }),
+        "straight to the origin"
+    );
     edge.answer(id, Answer::Origin(Ok(200)));
     let lines = edge.logged();
     assert_eq!(lines.last().unwrap().1["cache_hit"], true);
@@ -356,9 +372,15 @@ fn every_rejection_class_is_answered_by_the_edge_with_its_challenge() {
         let reply = reply_of(next);
         assert_eq!(reply.status, status, "{authorization}");
         let challenge = reply.challenge.unwrap_or_default();
-        assert!(challenge.starts_with("Bearer realm=\"edgeward\""), "{challenge}");
+        assert!(
+            challenge.starts_with("Bearer realm=\"edgeward\""),
+            "{challenge}"
+        );
         if error != "missing_token" {
-            assert!(challenge.contains(&format!("error=\"{error}\"")), "{challenge}");
+            assert!(
+                challenge.contains(&format!("error=\"{error}\"")),
+                "{challenge}"
+            );
             assert!(reply.body.contains(error), "{}", reply.body);
         }
     }
@@ -374,7 +396,11 @@ fn a_new_isolate_fetches_the_key_set_once_for_concurrent_requests() {
     assert_eq!(edge.asked(second), Asked::Sleep);
     edge.advance_ms(5);
     let second = wait_of(&edge.answer(second, Answer::Timer));
-    assert_eq!(edge.asked(second), Asked::Sleep, "still running: polls again");
+    assert_eq!(
+        edge.asked(second),
+        Asked::Sleep,
+        "still running: polls again"
+    );
     // The fetch answers: the first request goes on to its import and verify.
     let next = edge.answer(first, keys(&fixtures::jwks_value(), "max-age=300"));
     let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
@@ -471,7 +497,10 @@ fn a_stale_key_set_serves_while_it_refreshes_and_dies_at_max_stale() {
     // Fresh for max-age=300 s: a new token needs no fetch until then.
     edge.advance_ms(299_999);
     let next = edge.request(&token_at(edge.now, "jti-a"));
-    assert!(!edge.side.iter().any(|s| matches!(s, Side::Background { .. })));
+    assert!(!edge
+        .side
+        .iter()
+        .any(|s| matches!(s, Side::Background { .. })));
     let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
     assert!(fetched.is_empty());
     wait_of(&next);
@@ -487,9 +516,15 @@ fn a_stale_key_set_serves_while_it_refreshes_and_dies_at_max_stale() {
         })
         .expect("a background refresh");
     let (next, _) = edge.drive(next, &fixtures::jwks_value());
-    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }), "served stale");
+    assert!(
+        matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }),
+        "served stale"
+    );
     let background = wait_of(&edge.answer(background, down()));
-    assert!(matches!(edge.answer(background, down()), Next::Idle("request")));
+    assert!(matches!(
+        edge.answer(background, down()),
+        Next::Idle("request")
+    ));
     // Up to max-stale past freshness (inclusive) a new token still verifies against the
     // stale set...
     edge.advance_ms(60_000);
@@ -533,7 +568,11 @@ fn stored_copy() -> CachedCopy {
     let mut edge = copy_edge();
     let next = edge.request(&fixtures::good_token());
     let id = wait_of(&next);
-    assert_eq!(edge.asked(id), Asked::ReadCopy, "a new isolate reads the colo's copy first");
+    assert_eq!(
+        edge.asked(id),
+        Asked::ReadCopy,
+        "a new isolate reads the colo's copy first"
+    );
     let next = edge.answer(id, Answer::Copy(None));
     edge.drive(next, &fixtures::jwks_value());
     let copy = edge
@@ -581,23 +620,26 @@ fn a_planted_or_edited_copy_is_refused() {
             fetched_at: Some((fixtures::now().as_millis() + 600_000).to_string()),
             ..good.clone()
         },
-        CachedCopy {
-            mac: None,
-            ..good
-        },
+        CachedCopy { mac: None, ..good },
     ];
     for copy in planted {
         let mut edge = copy_edge();
         let id = wait_of(&edge.request(&fixtures::good_token()));
         let next = edge.answer(id, Answer::Copy(Some(copy)));
         assert_eq!(edge.events("jwks_copy_refused"), 1);
-        assert_eq!(edge.asked(wait_of(&next)), Asked::Fetch(JWKS_URL.to_owned()));
+        assert_eq!(
+            edge.asked(wait_of(&next)),
+            Asked::Fetch(JWKS_URL.to_owned())
+        );
     }
 }
 
 #[test]
 fn revocations_take_effect_at_the_first_pull_after_the_interval() {
-    let mut edge = Edge::with(&[("REVOCATION_URLS", FEED_URL), ("REVOCATION_INTERVAL_MS", "5000")]);
+    let mut edge = Edge::with(&[
+        ("REVOCATION_URLS", FEED_URL),
+        ("REVOCATION_INTERVAL_MS", "5000"),
+    ]);
     // A new isolate waits for its first pull.
     let next = edge.request(&fixtures::good_token());
     let id = wait_of(&next);
@@ -620,9 +662,16 @@ fn revocations_take_effect_at_the_first_pull_after_the_interval() {
             _ => None,
         })
         .expect("a pull behind the request");
-    assert_eq!(edge.asked(pull), Asked::Fetch(format!("{FEED_URL}?since=1")), "from the cursor");
+    assert_eq!(
+        edge.asked(pull),
+        Asked::Fetch(format!("{FEED_URL}?since=1")),
+        "from the cursor"
+    );
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
-    assert!(matches!(edge.answer(pull, feed(&[("jti", "jti-0001")])), Next::Idle(_)));
+    assert!(matches!(
+        edge.answer(pull, feed(&[("jti", "jti-0001")])),
+        Next::Idle(_)
+    ));
     // ...and from its answer on, the cached token is refused.
     let reply = reply_of(edge.request(&fixtures::good_token()));
     assert_eq!(reply.status, 401);
@@ -758,7 +807,10 @@ fn an_unreachable_origin_is_502_and_an_unbuildable_request_500() {
     let error = ForwardError::Build("bad header".to_owned());
     let reply = reply_of(edge.answer(wait_of(&next), Answer::Origin(Err(error))));
     assert_eq!(reply.status, 500);
-    assert!(!reply.body.contains("bad header"), "details are logged, not sent");
+    assert!(
+        !reply.body.contains("bad header"),
+        "details are logged, not sent"
+    );
 }
 
 #[test]
@@ -768,7 +820,10 @@ fn an_answer_for_another_instance_or_a_finished_wait_finds_nothing() {
     // The same count under the instance before a trap.
     let old = WaitId(id.0 & (u32::MAX >> edge_validator::isolate::EPOCH_BITS));
     assert_eq!(edge.isolate.expects(old), None);
-    assert!(edge.isolate.resume(old, Answer::Verified(Ok(true)), edge.now).is_none());
+    assert!(edge
+        .isolate
+        .resume(old, Answer::Verified(Ok(true)), edge.now)
+        .is_none());
     assert_eq!(edge.isolate.expects(id), Some(Expect::Fetched));
     edge.answer(id, keys(&fixtures::jwks_value(), "max-age=300"));
     assert!(edge.isolate.resume(id, down(), edge.now).is_none(), "once");
@@ -804,11 +859,17 @@ fn health_says_whether_tokens_can_be_verified() {
     health.url = format!("https://edge.test{HEALTH_PATH}");
     let reply = reply_of(edge.arrive(health.clone(), "health"));
     let body: Value = serde_json::from_str(&reply.body).unwrap();
-    assert_eq!((body["status"].as_str(), body["jwks"].as_str()), (Some("degraded"), Some("missing")));
+    assert_eq!(
+        (body["status"].as_str(), body["jwks"].as_str()),
+        (Some("degraded"), Some("missing"))
+    );
     assert_eq!(edge.status_of(&fixtures::good_token()), 200);
     let reply = reply_of(edge.arrive(health, "health"));
     let body: Value = serde_json::from_str(&reply.body).unwrap();
-    assert_eq!((body["status"].as_str(), body["jwks"].as_str()), (Some("ok"), Some("fresh")));
+    assert_eq!(
+        (body["status"].as_str(), body["jwks"].as_str()),
+        (Some("ok"), Some("fresh"))
+    );
 }
 
 #[test]
@@ -819,10 +880,19 @@ fn forwarded_lines_are_sampled_and_refusals_always_logged() {
     }
     edge.arrive(head("Basic x"), "request");
     let lines = edge.logged();
-    let forwarded = lines.iter().filter(|(_, l)| l["outcome"] == "forwarded").count();
-    let rejected = lines.iter().filter(|(_, l)| l["outcome"] == "rejected").count();
+    let forwarded = lines
+        .iter()
+        .filter(|(_, l)| l["outcome"] == "forwarded")
+        .count();
+    let rejected = lines
+        .iter()
+        .filter(|(_, l)| l["outcome"] == "rejected")
+        .count();
     assert_eq!((forwarded, rejected), (2, 1));
     for (_, line) in &lines {
-        assert!(!line.to_string().contains(&fixtures::good_token()), "never the token");
+        assert!(
+            !line.to_string().contains(&fixtures::good_token()),
+            "never the token"
+        );
     }
 }

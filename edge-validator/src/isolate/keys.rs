@@ -224,9 +224,7 @@ impl Refresh {
             Some((_, key)) if load_copy => RefreshStep::ReadCopy(key.clone()),
             // No copy tier: as if the copy were missing, so a set that failed is not
             // fetched again before its backoff (a new isolate's first fetch is always due).
-            None if load_copy => {
-                refresh.copy_answered(keys, config, None, &|_| false, now, events)
-            }
+            None if load_copy => refresh.copy_answered(keys, config, None, &|_| false, now, events),
             _ => refresh.fetch_next(keys, config, now, events),
         };
         (refresh, step)

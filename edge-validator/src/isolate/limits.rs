@@ -212,7 +212,6 @@ impl Check {
     pub(crate) fn plan(&self) -> RatePlan {
         self.plan
     }
-
 }
 
 /// The URL the edge calls on the object's stub (the host is a placeholder). Only numbers,

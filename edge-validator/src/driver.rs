@@ -109,19 +109,14 @@ pub fn resume(id: u32, ok: bool, value: JsValue) -> Result<JsValue, JsValue> {
     DRIVER.with(|cell| {
         let mut cell = cell.borrow_mut();
         let Some(driver) = cell.as_mut() else {
-            return lost();
+            return passed_on_or_lost(ok, value);
         };
         let id = WaitId(id);
         let Ok(isolate) = &mut driver.isolate else {
             return lost();
         };
         let Some(expect) = isolate.expects(id) else {
-            // The origin's answer to a request forwarded by an instance that trapped since:
-            // it still goes to its client (only its log line is lost).
-            if ok && value.is_instance_of::<web_sys::Response>() {
-                return Ok(value);
-            }
-            return lost();
+            return passed_on_or_lost(ok, value);
         };
         let answer = driver.read(id, expect, ok, &value);
         let Ok(isolate) = &mut driver.isolate else {
@@ -140,6 +135,16 @@ pub fn resume(id: u32, ok: bool, value: JsValue) -> Result<JsValue, JsValue> {
 pub fn rate_limiter_check(url: &str, stored: Option<String>) -> Option<js_sys::Array> {
     let (decision, state) = crate::isolate::object_decision(url, stored.as_deref(), now())?;
     Some(js_sys::Array::of2(&decision.into(), &state.into()))
+}
+
+/// The answer for a wait this instance does not have. The origin's answer to a request an
+/// instance forwarded before it trapped still goes to its client (only its log line is
+/// lost: the origin may have acted on it, and a 500 could make the client repeat it).
+fn passed_on_or_lost(ok: bool, value: JsValue) -> Result<JsValue, JsValue> {
+    if ok && value.is_instance_of::<web_sys::Response>() {
+        return Ok(value);
+    }
+    lost()
 }
 
 /// The answer for a wait the isolate no longer has (evicted, or of a trapped instance).

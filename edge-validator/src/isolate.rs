@@ -92,7 +92,12 @@ pub struct Isolate<T> {
     /// Until when each kind of job counts as running (0: not running).
     keys_busy_until: UnixTime,
     revocations_busy_until: UnixTime,
+    /// Suspended requests.
     waits: Waits<Waiting<T>>,
+    /// Running jobs (a table of their own: see `waits`).
+    jobs: Waits<Waiting<T>>,
+    /// The time of the event being handled (a request's own time can be earlier).
+    event_now: UnixTime,
     sampler: Sampler,
     side: Vec<Side>,
 }
@@ -197,6 +202,8 @@ struct Asking {
     then: Then,
     /// The request's time (as on the general path, every decision uses it).
     now: UnixTime,
+    /// When the object was asked, for the log's `limit_ms`.
+    asked_at: UnixTime,
     name: String,
     url: String,
 }
@@ -231,7 +238,9 @@ impl<T: Clone> Isolate<T> {
             limiter: Limiter::new(),
             keys_busy_until: UnixTime::from_millis(0),
             revocations_busy_until: UnixTime::from_millis(0),
-            waits: Waits::new(epoch),
+            waits: Waits::new(epoch, false),
+            jobs: Waits::new(epoch, true),
+            event_now: UnixTime::from_millis(0),
             sampler: Sampler::default(),
             side: Vec::new(),
         }
@@ -244,6 +253,7 @@ impl<T: Clone> Isolate<T> {
 
     /// A request arrived at `now`; `exchange` is what the driver needs to perform its I/O.
     pub fn arrive(&mut self, head: Head, exchange: T, now: UnixTime) -> Next<T> {
+        self.event_now = now;
         let arrived = Arrived {
             head,
             started: now,
@@ -256,7 +266,7 @@ impl<T: Clone> Isolate<T> {
     /// Which answer the wait `id` expects (`None`: no such wait, e.g. one of an instance
     /// that trapped, or one evicted from the table).
     pub fn expects(&self, id: WaitId) -> Option<Expect> {
-        Some(match self.waits.get(id)? {
+        Some(match self.table(id).get(id)? {
             Waiting::Job { job, .. } => match job.waiting_for {
                 JobIo::Fetch(_) => Expect::Fetched,
                 JobIo::ReadCopy(_) => Expect::Copy,
@@ -271,9 +281,18 @@ impl<T: Clone> Isolate<T> {
         })
     }
 
+    /// The table `id` belongs to.
+    fn table(&self, id: WaitId) -> &Waits<Waiting<T>> {
+        if self.jobs.owns(id) {
+            &self.jobs
+        } else {
+            &self.waits
+        }
+    }
+
     /// The I/O the wait `id` is for, and the exchange it belongs to.
     pub fn io(&self, id: WaitId) -> Option<(Io<'_>, &T)> {
-        Some(match self.waits.get(id)? {
+        Some(match self.table(id).get(id)? {
             Waiting::Job { exchange, job } => {
                 let io = match &job.waiting_for {
                     JobIo::Fetch(get) => Io::Fetch {
@@ -323,7 +342,25 @@ impl<T: Clone> Isolate<T> {
     /// The wait `id` ended with `answer` at `now`. `None`: no such wait (an answer for an
     /// instance that trapped, or for an entry evicted from the table).
     pub fn resume(&mut self, id: WaitId, answer: Answer, now: UnixTime) -> Option<Next<T>> {
-        Some(match self.waits.take(id)? {
+        self.event_now = now;
+        // A poller whose job still runs waits again under the same id: re-parking it every
+        // tick would churn the table.
+        if let Some(Waiting::Request {
+            on: Suspended::Job { kind, deadline, .. },
+            ..
+        }) = self.waits.get(id)
+        {
+            let (kind, deadline) = (*kind, *deadline);
+            if self.busy(kind, now) && now < deadline {
+                return Some(Next::Wait(id));
+            }
+        }
+        let waiting = if self.jobs.owns(id) {
+            self.jobs.take(id)
+        } else {
+            self.waits.take(id)
+        };
+        Some(match waiting? {
             Waiting::Job { exchange, job } => self.job_answered(exchange, job, answer, now),
             Waiting::Request { exchange, on } => match (on, answer) {
                 (
@@ -375,11 +412,13 @@ impl<T: Clone> Isolate<T> {
                         log,
                         check,
                         then,
-                        now: asked_at,
+                        now: request_now,
+                        asked_at,
                         ..
                     } = *asking;
                     let limit_ms = now.millis_since(asked_at);
-                    self.concluded(exchange, log, check, Some(answer), limit_ms, then, asked_at)
+                    let answer = Some(answer);
+                    self.concluded(exchange, log, check, answer, limit_ms, then, request_now)
                 }
                 (Suspended::Origin(forwarded), Answer::Origin(status)) => {
                     self.origin_answered(exchange, *forwarded, status, now)
@@ -696,6 +735,7 @@ impl<T: Clone> Isolate<T> {
             check,
             then,
             now,
+            asked_at: self.event_now,
         };
         self.park_request(exchange, Suspended::Limit(Box::new(asking)))
     }
@@ -1094,7 +1134,7 @@ impl<T: Clone> Isolate<T> {
             waiting_for,
             then,
         };
-        let (id, _) = self.waits.park(Waiting::Job { exchange, job });
+        let (id, _) = self.jobs.park(Waiting::Job { exchange, job });
         Next::Wait(id)
     }
 

@@ -896,3 +896,45 @@ fn forwarded_lines_are_sampled_and_refusals_always_logged() {
         );
     }
 }
+
+#[test]
+fn requests_coming_and_going_never_push_a_running_job_out() {
+    let mut edge = Edge::with(&[("REVOCATION_URLS", FEED_URL)]);
+    let pull = wait_of(&edge.request(&fixtures::good_token()));
+    assert_eq!(
+        edge.asked(pull),
+        Asked::Fetch(format!("{FEED_URL}?since=0"))
+    );
+    // More requests than the table of suspended requests holds: the first starts the key
+    // set's fetch, the others poll for it (a tick waits again under the same id).
+    let mut pollers = Vec::new();
+    for _ in 0..20_000 {
+        pollers.push(wait_of(&edge.arrive(head("Bearer x.y.z"), "poller")));
+    }
+    let keys_job = pollers[0];
+    assert_eq!(edge.asked(keys_job), Asked::Fetch(JWKS_URL.to_owned()));
+    let last = *pollers.last().unwrap();
+    assert_eq!(edge.answer(last, Answer::Timer).wait(), Some(last));
+    // Both jobs' answers still land: the revocation holds, and the key set is there.
+    edge.answer(pull, feed(&[("jti", "jti-0001")]));
+    edge.answer(keys_job, keys(&fixtures::jwks_value(), "max-age=300"));
+    let next = edge.request(&fixtures::good_token());
+    let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert!(fetched.is_empty(), "the key set came from the job");
+    let reply = reply_of(next);
+    assert_eq!(reply.status, 401);
+    assert_eq!(edge.logged().last().unwrap().1["reason"], "revoked");
+}
+
+trait WaitOf {
+    fn wait(&self) -> Option<WaitId>;
+}
+
+impl WaitOf for Next<&'static str> {
+    fn wait(&self) -> Option<WaitId> {
+        match self {
+            Next::Wait(id) => Some(*id),
+            _ => None,
+        }
+    }
+}

@@ -10,15 +10,22 @@
 //! same number, which is how an unverified token would get through. An answer whose epoch is
 //! not this instance's finds nothing.
 //!
+//! Jobs (key-set refreshes, revocation pulls) have a table of their own, told apart by a bit
+//! of the id: their fetches always settle (each has a timeout), and requests coming and
+//! going must never push a running job out, or its answer (a revocation page, the key set)
+//! would be lost.
+//!
 //! A request the runtime cancels never answers, so its entry would stay: the table is a ring
 //! of slots, and an entry is dropped when its slot comes round again, [`CAPACITY`] waits
 //! later (its answer, should it still come, finds nothing). At a thousand requests a second
 //! in one isolate that is many seconds, far beyond a WebCrypto verify; an origin slower than
 //! that loses only its log line.
 
-/// Bits of an id that name the instance; the rest count.
+/// Bits of an id that name the instance; the next bit names the table (requests or jobs);
+/// the rest count.
 pub const EPOCH_BITS: u32 = 12;
-const COUNT_MASK: u32 = u32::MAX >> EPOCH_BITS;
+const TABLE_BIT: u32 = 1 << (31 - EPOCH_BITS);
+const COUNT_MASK: u32 = TABLE_BIT - 1;
 
 /// Slots in the ring (grown on demand up to this).
 pub(crate) const CAPACITY: usize = 16_384;
@@ -32,15 +39,17 @@ pub struct WaitId(pub u32);
 #[derive(Debug)]
 pub(crate) struct Waits<T> {
     epoch: u32,
+    table: u32,
     next: u32,
     slots: Vec<Option<(WaitId, T)>>,
 }
 
 impl<T> Waits<T> {
-    /// An empty table for the instance numbered `epoch`.
-    pub(crate) const fn new(epoch: u32) -> Self {
+    /// An empty table for the instance numbered `epoch`; `second` sets the table bit.
+    pub(crate) const fn new(epoch: u32, second: bool) -> Self {
         Self {
             epoch,
+            table: if second { TABLE_BIT } else { 0 },
             next: 0,
             slots: Vec::new(),
         }
@@ -48,7 +57,7 @@ impl<T> Waits<T> {
 
     /// Keeps `value`; its number, and the value where it now lives.
     pub(crate) fn park(&mut self, value: T) -> (WaitId, &mut T) {
-        let id = WaitId((self.epoch << (32 - EPOCH_BITS)) | (self.next & COUNT_MASK));
+        let id = WaitId((self.epoch << (32 - EPOCH_BITS)) | self.table | (self.next & COUNT_MASK));
         self.next = self.next.wrapping_add(1) & COUNT_MASK;
         let at = slot(id);
         match self.slots.get_mut(at) {
@@ -87,8 +96,10 @@ impl<T> Waits<T> {
         }
     }
 
-    fn owns(&self, id: WaitId) -> bool {
+    /// Whether `id` is of this instance and this table.
+    pub(crate) fn owns(&self, id: WaitId) -> bool {
         id.0 >> (32 - EPOCH_BITS) == self.epoch & (u32::MAX >> (32 - EPOCH_BITS))
+            && id.0 & TABLE_BIT == self.table
     }
 }
 
@@ -104,7 +115,7 @@ mod tests {
 
     #[test]
     fn a_value_comes_back_once_and_the_table_stays_bounded() {
-        let mut waits = Waits::new(1);
+        let mut waits = Waits::new(1, false);
         let (first, _) = waits.park("first");
         for _ in 0..CAPACITY {
             waits.park("later");
@@ -120,10 +131,10 @@ mod tests {
     #[test]
     fn an_answer_for_an_earlier_instance_finds_nothing() {
         // The instance before the trap parked a verify under its first number...
-        let mut old = Waits::new(3);
+        let mut old = Waits::new(3, false);
         let (old_id, _) = old.park("old request");
         // ...the new instance (after the trap) parks its own first request...
-        let mut new = Waits::new(4);
+        let mut new = Waits::new(4, false);
         let (new_id, _) = new.park("new request");
         assert_ne!(old_id, new_id, "same count, different epochs");
         // ...and the old promise's answer arrives at the new instance.
@@ -133,8 +144,20 @@ mod tests {
     }
 
     #[test]
+    fn the_two_tables_never_answer_for_each_other() {
+        let mut requests = Waits::new(2, false);
+        let mut jobs = Waits::new(2, true);
+        let (request, _) = requests.park("request");
+        let (job, _) = jobs.park("job");
+        assert_ne!(request, job);
+        assert_eq!((requests.get(job), jobs.get(request)), (None, None));
+        assert_eq!(jobs.take(job), Some("job"));
+        assert_eq!(requests.take(request), Some("request"));
+    }
+
+    #[test]
     fn counts_wrap_within_the_epoch() {
-        let mut waits = Waits::new(5);
+        let mut waits = Waits::new(5, false);
         for _ in 0..CAPACITY {
             waits.park("filler");
         }

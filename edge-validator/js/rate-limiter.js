@@ -2,7 +2,7 @@
 // call that decides (`rateLimiterCheck`, src/driver.rs). js/entry.mjs exports the class as
 // `RateLimiter` (the class name in wrangler.toml). Written here rather than with workers-rs's `#[durable_object]`: that
 // macro generates a Rust future and a Request/Response conversion for each of the six
-// handler kinds (fetch, alarm, WebSocket...), about 5% of the wasm for one `fetch`.
+// handler kinds (fetch, alarm, WebSocket...) to serve one `fetch`.
 
 /** The class, given the wasm export `check(url, stored)` -> `[decisionJson, nextState]`
  * (undefined for a malformed query). */

@@ -37,9 +37,9 @@ pub(crate) struct Exchange {
     ctx: JsValue,
 }
 
-/// The instance's state: the isolate (or why the settings are bad), and the JS handles.
+/// The instance's state: the isolate and the JS handles.
 struct Driver {
-    isolate: Result<Isolate<Exchange>, ConfigError>,
+    isolate: Isolate<Exchange>,
     crypto: WebCrypto,
     settle: js::Settle,
     names: Names,
@@ -57,7 +57,9 @@ struct Names {
 thread_local! {
     /// This instance's number (set at start).
     static EPOCH: Cell<u32> = const { Cell::new(0) };
-    static DRIVER: RefCell<Option<Driver>> = const { RefCell::new(None) };
+    /// Made at the first request (the settings come with it); a bad setting is kept as its
+    /// error, and every request answers 500 with it logged.
+    static DRIVER: RefCell<Option<Result<Driver, ConfigError>>> = const { RefCell::new(None) };
 }
 
 fn set_epoch(epoch: u32) {
@@ -80,25 +82,26 @@ pub fn handle(
 ) -> Result<JsValue, JsValue> {
     DRIVER.with(|cell| {
         let mut cell = cell.borrow_mut();
-        let driver = cell.get_or_insert_with(|| Driver {
-            isolate: Config::from_vars(&env)
-                .map(|config| Isolate::new(config, EPOCH.with(Cell::get))),
-            crypto: WebCrypto::default(),
-            settle: settle.unchecked_into(),
-            names: Names::new(),
+        let driver = cell.get_or_insert_with(|| {
+            Config::from_vars(&env).map(|config| Driver {
+                isolate: Isolate::new(config, EPOCH.with(Cell::get)),
+                crypto: WebCrypto::default(),
+                settle: settle.unchecked_into(),
+                names: Names::new(),
+            })
         });
-        let isolate = match &mut driver.isolate {
-            Ok(isolate) => isolate,
+        let driver = match driver {
+            Ok(driver) => driver,
             Err(err) => {
                 let reason = err.to_string();
                 log(Level::Error, &event_line("edge_misconfigured", &reason));
-                return respond(&driver.names, &Reply::of(&EdgeError::Internal(reason)));
+                return respond(&Names::new(), &Reply::of(&EdgeError::Internal(reason)));
             }
         };
-        let with_colo = isolate.config().rate_limit_mode == RateLimitMode::Durable;
+        let with_colo = driver.isolate.config().rate_limit_mode == RateLimitMode::Durable;
         let head = read_head(&js::head(&request, with_colo));
         let exchange = Exchange { request, env, ctx };
-        let next = isolate.arrive(head, exchange, now());
+        let next = driver.isolate.arrive(head, exchange, now());
         driver.run(next, None)
     })
 }
@@ -108,21 +111,15 @@ pub fn handle(
 pub fn resume(id: u32, ok: bool, value: JsValue) -> Result<JsValue, JsValue> {
     DRIVER.with(|cell| {
         let mut cell = cell.borrow_mut();
-        let Some(driver) = cell.as_mut() else {
+        let id = WaitId(id);
+        let Some(Ok(driver)) = cell.as_mut() else {
             return passed_on_or_lost(ok, value);
         };
-        let id = WaitId(id);
-        let Ok(isolate) = &mut driver.isolate else {
-            return lost();
-        };
-        let Some(expect) = isolate.expects(id) else {
+        let Some(expect) = driver.isolate.expects(id) else {
             return passed_on_or_lost(ok, value);
         };
         let answer = driver.read(id, expect, ok, &value);
-        let Ok(isolate) = &mut driver.isolate else {
-            return lost();
-        };
-        match isolate.resume(id, answer, now()) {
+        match driver.isolate.resume(id, answer, now()) {
             Some(next) => driver.run(next, Some(&value)),
             None => lost(),
         }
@@ -149,9 +146,8 @@ fn passed_on_or_lost(ok: bool, value: JsValue) -> Result<JsValue, JsValue> {
 
 /// The answer for a wait the isolate no longer has (evicted, or of a trapped instance).
 fn lost() -> Result<JsValue, JsValue> {
-    let names = Names::new();
     let error = EdgeError::Internal("an answer came for a wait that is gone".into());
-    respond(&names, &Reply::of(&error))
+    respond(&Names::new(), &Reply::of(&error))
 }
 
 impl Names {
@@ -192,17 +188,14 @@ impl Driver {
             }
             Expect::Copy => {
                 if !ok {
-                    let line = event_line("jwks_cache_get_failed", &reason());
-                    log(Level::Warn, &line);
+                    log(Level::Warn, &event_line("jwks_cache_get_failed", &reason()));
                 }
                 Answer::Copy(None)
             }
             Expect::Timer => Answer::Timer,
             Expect::Imported if ok => {
-                if let Ok(isolate) = &self.isolate {
-                    if let Some((Io::Import { kid, .. }, _)) = isolate.io(id) {
-                        self.crypto.keep(kid, value.clone().unchecked_into());
-                    }
+                if let Some((Io::Import { kid, .. }, _)) = self.isolate.io(id) {
+                    self.crypto.keep(kid, value.clone().unchecked_into());
                 }
                 Answer::Imported(Ok(()))
             }
@@ -219,19 +212,21 @@ impl Driver {
     /// Performs `next` and the side effects before it; `settled` is the value the event
     /// began with (the origin's response, passed on).
     fn run(&mut self, next: Next<Exchange>, settled: Option<&JsValue>) -> Result<JsValue, JsValue> {
-        let Ok(isolate) = &mut self.isolate else {
-            return lost();
-        };
-        let side = isolate.take_side();
-        let exchange = match &next {
-            Next::Wait(id) => isolate.io(*id).map(|(_, exchange)| exchange),
-            Next::Reply(_, exchange) | Next::PassOn(_, exchange) | Next::Idle(exchange) => {
-                Some(exchange)
+        let side = self.isolate.take_side();
+        if !side.is_empty() {
+            // The context of the exchange the event ends on keeps the copy's store alive.
+            let ctx = match &next {
+                Next::Wait(id) => self
+                    .isolate
+                    .io(*id)
+                    .map(|(_, exchange)| exchange.ctx.clone()),
+                Next::Reply(_, exchange) | Next::PassOn(_, exchange) | Next::Idle(exchange) => {
+                    Some(exchange.ctx.clone())
+                }
+            };
+            for effect in side {
+                self.side(effect, ctx.as_ref());
             }
-        };
-        let ctx = exchange.map(|exchange| exchange.ctx.clone());
-        for effect in side {
-            self.side(effect, ctx.as_ref());
         }
         match next {
             Next::Reply(reply, _) => respond(&self.names, &reply),
@@ -250,32 +245,30 @@ impl Driver {
             }
             Next::Idle(_) => Ok(JsValue::UNDEFINED),
             Next::Wait(id) => match self.start(id) {
-                Ok(promise) => Ok(self.settle.settle(&promise, id.0)),
+                Some(Ok(promise)) => Ok(self.settle.settle(&promise, id.0)),
                 // Failed at once (the outbound request could not be built...): the wait
                 // ends here.
-                Err(answer) => {
-                    let Ok(isolate) = &mut self.isolate else {
-                        return lost();
-                    };
-                    match isolate.resume(id, answer, now()) {
-                        Some(next) => self.run(next, None),
-                        None => lost(),
-                    }
-                }
+                Some(Err(answer)) => match self.isolate.resume(id, answer, now()) {
+                    Some(next) => self.run(next, None),
+                    None => lost(),
+                },
+                None => lost(),
             },
         }
     }
 
-    /// Starts the I/O of wait `id`: its promise, or the answer when it failed at once.
-    fn start(&mut self, id: WaitId) -> Result<js_sys::Promise, Answer> {
-        let Ok(isolate) = &self.isolate else {
-            return Err(Answer::Timer);
-        };
-        let Some((io, exchange)) = isolate.io(id) else {
-            return Err(Answer::Timer);
-        };
+    /// Starts the I/O of wait `id`: its promise, or the answer when it failed at once
+    /// (`None`: no such wait).
+    fn start(&mut self, id: WaitId) -> Option<Result<js_sys::Promise, Answer>> {
+        let Self {
+            isolate,
+            crypto,
+            names,
+            ..
+        } = self;
+        let (io, exchange) = isolate.io(id)?;
         // Whole milliseconds well below 2^53: exact as JS numbers.
-        Ok(match io {
+        Some(Ok(match io {
             Io::Fetch { get, timeout_ms } => {
                 js::fetch_text(&get.url, get.accept, get.etag.as_deref(), timeout_ms as f64)
             }
@@ -287,15 +280,15 @@ impl Driver {
                 signature,
                 message,
             } => {
-                let Some(key) = self.crypto.key(kid).cloned() else {
-                    return Err(Answer::Verified(Err(format!("no WebCrypto key for {kid}"))));
+                let Some(key) = crypto.key(kid).cloned() else {
+                    let reason = format!("no WebCrypto key for {kid}");
+                    return Some(Err(Answer::Verified(Err(reason))));
                 };
-                let (subtle, algorithm) = match self.crypto.subtle() {
+                let (subtle, algorithm) = match crypto.subtle() {
                     Ok(found) => found,
                     Err(err) => {
-                        return Err(Answer::Verified(Err(format!(
-                            "webcrypto unavailable: {err:?}"
-                        ))))
+                        let reason = format!("webcrypto unavailable: {err:?}");
+                        return Some(Err(Answer::Verified(Err(reason))));
                     }
                 };
                 js::verify(subtle, algorithm, &key, signature, message)
@@ -304,40 +297,36 @@ impl Driver {
                 js::ask_object(&exchange.env, LIMITER_BINDING, name, url)
             }
             Io::Forward { target, assertion } => {
-                let names = &self.names;
-                js::forward(
+                let forwarded = js::forward(
                     &exchange.request,
                     target,
                     &names.identity_prefix,
                     &names.assertion,
                     assertion,
-                )
-                .map_err(|err| {
-                    let detail = err.as_string().unwrap_or_else(|| format!("{err:?}"));
-                    Answer::Origin(Err(ForwardError::Build(detail)))
-                })?
+                );
+                match forwarded {
+                    Ok(promise) => promise,
+                    Err(err) => {
+                        let detail = err.as_string().unwrap_or_else(|| format!("{err:?}"));
+                        return Some(Err(Answer::Origin(Err(ForwardError::Build(detail)))));
+                    }
+                }
             }
-        })
+        }))
     }
 
-    /// Performs one side effect; `ctx` keeps background work alive past the response.
+    /// Performs one side effect; `ctx` keeps the copy's store alive past the response.
     fn side(&mut self, effect: Side, ctx: Option<&JsValue>) {
         match effect {
             Side::Log { level, line } => log(level, &line),
             Side::Background { id } => {
-                // Its own exchange's context keeps it alive.
-                let job_ctx = match &self.isolate {
-                    Ok(isolate) => isolate.io(id).map(|(_, exchange)| exchange.ctx.clone()),
-                    Err(_) => None,
-                };
-                match self.start(id) {
-                    Ok(promise) => {
-                        let promise = self.settle.settle(&promise, id.0);
-                        if let Some(ctx) = job_ctx.as_ref().or(ctx) {
-                            js::keep(ctx, &promise);
-                        }
+                // A background job's I/O never fails at once (fetches and cache reads).
+                if let Some(Ok(promise)) = self.start(id) {
+                    let promise = self.settle.settle(&promise, id.0);
+                    // Its own exchange's context keeps it alive.
+                    if let Some((_, exchange)) = self.isolate.io(id) {
+                        js::keep(&exchange.ctx, &promise);
                     }
-                    Err(_) => log(Level::Error, &event_line("background_start_failed", "")),
                 }
             }
             Side::StoreCopy(copy) => {

@@ -136,6 +136,8 @@ enum Suspended {
 /// A request as it arrived, with what it has already waited for.
 struct Arrived {
     head: Head,
+    /// `head.url`'s path and query, split once.
+    url: RequestUrl,
     started: UnixTime,
     waited: Waited,
     /// When it began waiting for keys (a key-set job or an import), for the log's `jwks_ms`.
@@ -255,6 +257,7 @@ impl<T: Clone> Isolate<T> {
     pub fn arrive(&mut self, head: Head, exchange: T, now: UnixTime) -> Next<T> {
         self.event_now = now;
         let arrived = Arrived {
+            url: RequestUrl::parse(&head.url),
             head,
             started: now,
             waited: Waited::default(),
@@ -393,14 +396,9 @@ impl<T: Clone> Isolate<T> {
                 ) => {
                     match result {
                         Ok(()) => self.keys.imported(kid, point),
-                        Err(reason) => self.event(
-                            Level::Error,
-                            &Event {
-                                event: "webcrypto_import_failed",
-                                reason: Some(&reason),
-                                ..Event::default()
-                            },
-                        ),
+                        Err(reason) => {
+                            self.failed(Level::Error, "webcrypto_import_failed", &reason)
+                        }
                     }
                     self.serve(arrived, exchange, now)
                 }
@@ -434,14 +432,14 @@ impl<T: Clone> Isolate<T> {
 
     /// Decides `arrived` from the start: an answer now, or a wait.
     fn serve(&mut self, arrived: Arrived, exchange: T, now: UnixTime) -> Next<T> {
-        let url = RequestUrl::parse(&arrived.head.url);
+        let url = &arrived.url;
         if url.path() == HEALTH_PATH {
             return Next::Reply(self.health(now), exchange);
         }
         if self.config.test_trap_path.as_deref() == Some(url.path()) {
             trap();
         }
-        let mut log = RequestLog::start(arrived.head.method.clone(), &url, arrived.started);
+        let mut log = RequestLog::start(arrived.head.method.clone(), url, arrived.started);
         let token = match bearer_token(arrived.head.authorization.as_deref()) {
             Ok(token) => token,
             // No token, or a malformed header: the challenge, at no cost to the IP's budget.
@@ -598,14 +596,7 @@ impl<T: Clone> Isolate<T> {
         let outcome = match verdict {
             Ok(valid) => signature.conclude(valid),
             Err(reason) => {
-                self.event(
-                    Level::Error,
-                    &Event {
-                        event: "webcrypto_verify_failed",
-                        reason: Some(&reason),
-                        ..Event::default()
-                    },
-                );
+                self.failed(Level::Error, "webcrypto_verify_failed", &reason);
                 Err(Rejection::VerifierUnavailable)
             }
         };
@@ -756,14 +747,7 @@ impl<T: Clone> Isolate<T> {
         let (plan, policy) = (check.plan(), check.policy());
         let concluded = self.limiter.conclude(check, answer, now);
         if let Some(reason) = &concluded.unreachable {
-            self.event(
-                Level::Warn,
-                &Event {
-                    event: "rate_limiter_unreachable",
-                    reason: Some(reason),
-                    ..Event::default()
-                },
-            );
+            self.failed(Level::Warn, "rate_limiter_unreachable", reason);
         }
         let decision = concluded.decision;
         log.limit_ms = Some(limit_ms);
@@ -798,7 +782,7 @@ impl<T: Clone> Isolate<T> {
         headers: Option<RateLimitHeaders>,
         now: UnixTime,
     ) -> Next<T> {
-        let url = RequestUrl::parse(&arrived.head.url);
+        let url = &arrived.url;
         let line = shared::RequestLine {
             method: log.method(),
             host: &self.config.origin_host,
@@ -852,22 +836,10 @@ impl<T: Clone> Isolate<T> {
         now: UnixTime,
     ) -> Next<T> {
         match error {
-            EdgeError::Internal(detail) => self.event(
-                Level::Error,
-                &Event {
-                    event: "edge_internal_error",
-                    reason: Some(detail),
-                    ..Event::default()
-                },
-            ),
-            EdgeError::OriginUnreachable(detail) => self.event(
-                Level::Error,
-                &Event {
-                    event: "origin_unreachable",
-                    reason: Some(detail),
-                    ..Event::default()
-                },
-            ),
+            EdgeError::Internal(detail) => self.failed(Level::Error, "edge_internal_error", detail),
+            EdgeError::OriginUnreachable(detail) => {
+                self.failed(Level::Error, "origin_unreachable", detail)
+            }
             _ => {}
         }
         let reply = Reply::of(error);
@@ -914,6 +886,27 @@ impl<T: Clone> Isolate<T> {
             level: Level::Log,
             line,
         });
+    }
+
+    /// An operational line at `level`: `event` failed for `reason`.
+    fn failed(&mut self, level: Level, event: &'static str, reason: &str) {
+        self.side.push(Side::Log {
+            level,
+            line: log::event_line(event, reason),
+        });
+    }
+
+    /// A warning: the fetch of `url` failed for `reason` (the next URL or pull is tried).
+    fn fetch_failed(&mut self, event: &'static str, url: &str, reason: &str) {
+        self.event(
+            Level::Warn,
+            &Event {
+                event,
+                url: Some(url),
+                reason: Some(reason),
+                ..Event::default()
+            },
+        );
     }
 
     /// An operational line at `level`.
@@ -1058,18 +1051,10 @@ impl<T: Clone> Isolate<T> {
                     &self.config,
                     answer,
                     now,
-                    &mut |url, reason| failed.push((url.to_owned(), reason)),
+                    &mut failed,
                 );
                 for (url, reason) in failed {
-                    self.event(
-                        Level::Warn,
-                        &Event {
-                            event: "revocation_feed_failed",
-                            url: Some(&url),
-                            reason: Some(&reason),
-                            ..Event::default()
-                        },
-                    );
+                    self.fetch_failed("revocation_feed_failed", &url, &reason);
                 }
                 if !kids.is_empty() {
                     if let Some(copy) = self.keys.drop_revoked(&self.config, &kids, now) {
@@ -1141,15 +1126,9 @@ impl<T: Clone> Isolate<T> {
     fn key_events(&mut self, events: Vec<KeyEvent>) {
         for event in events {
             match event {
-                KeyEvent::FetchFailed { url, reason } => self.event(
-                    Level::Warn,
-                    &Event {
-                        event: "jwks_fetch_failed",
-                        url: Some(&url),
-                        reason: Some(&reason),
-                        ..Event::default()
-                    },
-                ),
+                KeyEvent::FetchFailed { url, reason } => {
+                    self.fetch_failed("jwks_fetch_failed", &url, &reason)
+                }
                 KeyEvent::Unavailable { urls, state } => self.event(
                     Level::Error,
                     &Event {
@@ -1159,14 +1138,9 @@ impl<T: Clone> Isolate<T> {
                         ..Event::default()
                     },
                 ),
-                KeyEvent::CopyRefused(reason) => self.event(
-                    Level::Warn,
-                    &Event {
-                        event: "jwks_copy_refused",
-                        reason: Some(&reason),
-                        ..Event::default()
-                    },
-                ),
+                KeyEvent::CopyRefused(reason) => {
+                    self.failed(Level::Warn, "jwks_copy_refused", &reason)
+                }
             }
         }
     }

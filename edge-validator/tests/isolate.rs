@@ -16,8 +16,8 @@ mod fixtures;
 use std::collections::HashMap;
 
 use edge_validator::isolate::{
-    Answer, CachedCopy, Config, Expect, FetchError, Fetched, ForwardError, Head, Io, Isolate,
-    Level, Next, Reply, Side, WaitId, HEALTH_PATH,
+    Answer, CachedCopy, Config, CopyToStore, Expect, FetchError, Fetched, ForwardError, Head, Io,
+    Isolate, Level, Next, Reply, Side, WaitId, HEALTH_PATH,
 };
 use serde_json::{json, Value};
 use shared::{AssertionKey, AssertionVerifier, SignatureVerifier, UnixTime};
@@ -198,6 +198,22 @@ impl Edge {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The first background job started so far.
+    fn background(&self) -> Option<WaitId> {
+        self.side.iter().find_map(|side| match side {
+            Side::Background { id } => Some(*id),
+            _ => None,
+        })
+    }
+
+    /// The first key-set copy stored so far.
+    fn stored_copy(&self) -> Option<CopyToStore> {
+        self.side.iter().find_map(|side| match side {
+            Side::StoreCopy(copy) => Some(copy.clone()),
+            _ => None,
+        })
     }
 
     fn events(&self, name: &str) -> usize {
@@ -497,24 +513,14 @@ fn a_stale_key_set_serves_while_it_refreshes_and_dies_at_max_stale() {
     // Fresh for max-age=300 s: a new token needs no fetch until then.
     edge.advance_ms(299_999);
     let next = edge.request(&token_at(edge.now, "jti-a"));
-    assert!(!edge
-        .side
-        .iter()
-        .any(|s| matches!(s, Side::Background { .. })));
+    assert_eq!(edge.background(), None, "fresh: no refresh");
     let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
     assert!(fetched.is_empty());
     wait_of(&next);
     // Stale: served at once, with a refresh in the background (the issuer is down).
     edge.advance_ms(1);
     let next = edge.request(&token_at(edge.now, "jti-b"));
-    let background = edge
-        .side
-        .iter()
-        .find_map(|s| match s {
-            Side::Background { id } => Some(*id),
-            _ => None,
-        })
-        .expect("a background refresh");
+    let background = edge.background().expect("a background refresh");
     let (next, _) = edge.drive(next, &fixtures::jwks_value());
     assert!(
         matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }),
@@ -575,14 +581,7 @@ fn stored_copy() -> CachedCopy {
     );
     let next = edge.answer(id, Answer::Copy(None));
     edge.drive(next, &fixtures::jwks_value());
-    let copy = edge
-        .side
-        .iter()
-        .find_map(|s| match s {
-            Side::StoreCopy(copy) => Some(copy.clone()),
-            _ => None,
-        })
-        .expect("the fetched set is stored");
+    let copy = edge.stored_copy().expect("the fetched set is stored");
     CachedCopy {
         text: copy.text,
         fetched_at: Some(copy.fetched_at_ms.to_string()),
@@ -654,14 +653,7 @@ fn revocations_take_effect_at_the_first_pull_after_the_interval() {
     edge.advance_ms(1);
     edge.side.clear();
     let next = edge.request(&fixtures::good_token());
-    let pull = edge
-        .side
-        .iter()
-        .find_map(|s| match s {
-            Side::Background { id } => Some(*id),
-            _ => None,
-        })
-        .expect("a pull behind the request");
+    let pull = edge.background().expect("a pull behind the request");
     assert_eq!(
         edge.asked(pull),
         Asked::Fetch(format!("{FEED_URL}?since=1")),
@@ -693,24 +685,13 @@ fn a_revoked_key_leaves_the_set_the_token_cache_and_the_copy() {
     edge.advance_ms(5_000);
     edge.side.clear();
     let next = edge.request(&fixtures::good_token());
-    let pull = edge
-        .side
-        .iter()
-        .find_map(|s| match s {
-            Side::Background { id } => Some(*id),
-            _ => None,
-        })
-        .unwrap();
+    let pull = edge.background().unwrap();
     edge.answer(wait_of(&next), Answer::Origin(Ok(200)));
     edge.side.clear();
     edge.answer(pull, feed(&[("kid", &fixtures::kid(1))]));
     let rewritten = edge
-        .side
-        .iter()
-        .find_map(|s| match s {
-            Side::StoreCopy(copy) => Some(copy.text.clone()),
-            _ => None,
-        })
+        .stored_copy()
+        .map(|copy| copy.text)
         .expect("the copy is rewritten without the key");
     assert!(!rewritten.contains(&fixtures::kid(1)));
     assert_eq!(edge.events("keys_revoked"), 1);
@@ -916,7 +897,7 @@ fn requests_coming_and_going_never_push_a_running_job_out() {
     let keys_job = pollers[0];
     assert_eq!(edge.asked(keys_job), Asked::Fetch(JWKS_URL.to_owned()));
     let last = *pollers.last().unwrap();
-    assert_eq!(edge.answer(last, Answer::Timer).wait(), Some(last));
+    assert_eq!(wait_of(&edge.answer(last, Answer::Timer)), last);
     // Both jobs' answers still land: the revocation holds, and the key set is there.
     edge.answer(pull, feed(&[("jti", "jti-0001")]));
     edge.answer(keys_job, keys(&fixtures::jwks_value(), "max-age=300"));
@@ -926,17 +907,4 @@ fn requests_coming_and_going_never_push_a_running_job_out() {
     let reply = reply_of(next);
     assert_eq!(reply.status, 401);
     assert_eq!(edge.logged().last().unwrap().1["reason"], "revoked");
-}
-
-trait WaitOf {
-    fn wait(&self) -> Option<WaitId>;
-}
-
-impl WaitOf for Next<&'static str> {
-    fn wait(&self) -> Option<WaitId> {
-        match self {
-            Next::Wait(id) => Some(*id),
-            _ => None,
-        }
-    }
 }

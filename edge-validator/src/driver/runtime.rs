@@ -1,11 +1,11 @@
 //! What the Workers runtime hands the module (the `env` object: vars, secrets, bindings) and
-//! the instance's start: the panic hook, the abort handler, and the instance's number.
+//! the instance's start: the panic hook and the instance's number.
 //!
 //! Why not the `worker` crate (workers-rs): the edge had come to use only its `Env` and its
 //! panic hook (the request path is web-sys types and small JS helpers, `js/`), yet linking it
 //! kept every `#[wasm_bindgen]` export it has (stream adapters with their futures, container
-//! options, R2 ranges, minify config): 13.7 KB of gzipped wasm and 2 KB of JS glue (`gzip -9`
-//! of the build output with and without the crate: 152.4 -> 138.7 KB of wasm).
+//! options, R2 ranges, minify config), a measurable share of the bundle
+//! (docs/performance-history.md has the figures).
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;

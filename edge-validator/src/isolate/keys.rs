@@ -224,7 +224,7 @@ impl Refresh {
             Some((_, key)) if load_copy => RefreshStep::ReadCopy(key.clone()),
             // No copy tier: as if the copy were missing, so a set that failed is not
             // fetched again before its backoff (a new isolate's first fetch is always due).
-            None if load_copy => refresh.copy_answered(keys, config, None, &|_| false, now, events),
+            None if load_copy => refresh.fetch_if_needed(keys, config, now, events),
             _ => refresh.fetch_next(keys, config, now, events),
         };
         (refresh, step)
@@ -245,6 +245,17 @@ impl Refresh {
                 events.push(KeyEvent::CopyRefused(reason));
             }
         }
+        self.fetch_if_needed(keys, config, now, events)
+    }
+
+    /// Fetches when there is no usable set and a refresh is due (not just failed).
+    fn fetch_if_needed(
+        &mut self,
+        keys: &mut KeySet,
+        config: &Config,
+        now: UnixTime,
+        events: &mut Vec<KeyEvent>,
+    ) -> RefreshStep {
         let s = &keys.refresh;
         if s.usable(now).is_none() && s.refresh_due(now) {
             self.fetch_next(keys, config, now, events)

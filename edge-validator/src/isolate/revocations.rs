@@ -96,15 +96,15 @@ pub(crate) struct Pull {
 
 impl Pull {
     /// A page arrived (or did not) at `now`: the keys it newly revoked (they must leave
-    /// every tier at once), and the next page, the next URL, or done; `warn` hears of a URL
-    /// that failed.
+    /// every tier at once), and the next page, the next URL, or done; a URL that failed
+    /// goes into `failed` with its reason.
     pub(crate) fn answered(
         &mut self,
         list: &mut Revocations,
         config: &Config,
         answer: Result<Fetched, FetchError>,
         now: UnixTime,
-        warn: &mut dyn FnMut(&str, String),
+        failed: &mut Vec<(String, String)>,
     ) -> (Vec<String>, PullStep) {
         let page = answer.and_then(|response| match (response.status, response.text) {
             (200, Some(text)) => {
@@ -119,7 +119,7 @@ impl Pull {
                     .revocation_urls
                     .get(self.url)
                     .map_or("", String::as_str);
-                warn(url, reason.to_string());
+                failed.push((url.to_owned(), reason.to_string()));
                 self.url += 1;
                 self.pages = 0;
                 return (Vec::new(), self.page(list, config));

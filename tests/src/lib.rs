@@ -1,5 +1,7 @@
-//! End-to-end harness: real processes on free loopback ports (the issuer binary, the Worker in
-//! `wrangler dev --local`, an axum origin mounting the `shared` edge layer), cleaned up on drop.
+//! End-to-end harness: real processes on loopback ports the OS picks (the issuer binary, the
+//! Worker in local workerd, an axum origin mounting the `shared` edge layer), cleaned up on
+//! drop. Each process says which port it bound in a JSON line the harness reads; tests speak
+//! HTTP to them through reqwest.
 //!
 //! Expects `tests/run` to have built the issuer (`target/debug/issuer`) and the Worker bundle
 //! (`edge-validator/build/worker.mjs`) once per run, and `npm ci` to have installed
@@ -110,17 +112,18 @@ impl Drop for Running {
     }
 }
 
-/// `curl` with `args`; returns (status, body).
+/// A client for one request: plain HTTP on loopback, no proxy from the environment, no
+/// redirect followed (a test that meets a 3xx sees it), 30 s at most. Each request gets its
+/// own: every `#[tokio::test]` has a runtime of its own, and a pooled connection must not
+/// outlive the runtime that opened it.
 #[must_use]
-pub fn curl(args: &[&str]) -> (u16, String) {
-    let output = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_owned())
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// A full HTTP answer: status, headers (names lower-cased) and body.
@@ -149,45 +152,55 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
     }
-}
 
-/// `curl -i` with `args`, parsed into a [`Reply`].
-#[must_use]
-pub fn http(args: &[&str]) -> Reply {
-    let output = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "30"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
+    /// What came back for `request`: status 0 when nothing answered (a dead port, a timeout),
+    /// since tests poll with that.
+    pub async fn of(request: reqwest::RequestBuilder) -> Self {
+        let Ok(response) = request.send().await else {
+            return Self {
+                status: 0,
+                headers: Vec::new(),
+                body: String::new(),
+            };
+        };
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), value)
+            })
+            .collect();
+        let body = response.text().await.unwrap_or_default();
+        Self {
+            status,
+            headers,
+            body,
+        }
     }
 }
 
+/// `GET url`.
+pub async fn get(url: &str) -> Reply {
+    Reply::of(http().get(url)).await
+}
+
+/// `GET url` with `Authorization: Bearer token`.
+pub async fn get_with(url: &str, token: &str) -> Reply {
+    Reply::of(http().get(url).bearer_auth(token)).await
+}
+
 /// Waits until `url` answers 200.
-pub fn wait_ready(url: &str, timeout: Duration, who: &Running) {
+pub async fn wait_ready(url: &str, timeout: Duration, who: &Running) {
     let deadline = Instant::now() + timeout;
-    while curl(&[url]).0 != 200 {
+    while get(url).await.status != 200 {
         assert!(
             Instant::now() < deadline,
             "{url} not ready; log:\n{}",
             who.log()
         );
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -196,13 +209,13 @@ pub const ISSUER_URL: &str = "http://issuer.test";
 
 /// The issuer binary on SQLite in `dir`, on a port the OS picks (no race with other tests);
 /// returns it with the bound port, read from its "issuer listening" log line.
-pub fn issuer(dir: &Path) -> (Running, u16) {
-    issuer_with(dir, &[])
+pub async fn issuer(dir: &Path) -> (Running, u16) {
+    issuer_with(dir, &[]).await
 }
 
 /// [`issuer`] with extra `ISSUER_*` settings, e.g. `("ISSUER_JWKS_MAX_AGE_SECS", "10")`; they
 /// override the harness defaults (a fixed `ISSUER_LISTEN` keeps the port across restarts).
-pub fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16) {
+pub async fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16) {
     let mut command = Command::new(root().join("target/debug/issuer"));
     command
         .current_dir(dir)
@@ -224,14 +237,15 @@ pub fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16) {
             "issuer did not start:\n{}",
             running.log()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let port = addr.port();
     wait_ready(
         &format!("http://{addr}/readyz"),
         Duration::from_secs(30),
         &running,
-    );
+    )
+    .await;
     (running, port)
 }
 
@@ -269,8 +283,9 @@ pub fn issuer_cli_with(dir: &Path, settings: &[(&str, &str)], args: &[&str]) -> 
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-/// The prebuilt Worker in `wrangler dev --local` on `port`, with these vars and secret.
-pub fn edge(dir: &Path, port: u16, vars: &[(&str, String)], secret: &str) -> Running {
+/// The prebuilt Worker in local workerd with these vars and secret; returns it with the port
+/// it bound.
+pub async fn edge(dir: &Path, vars: &[(&str, String)], secret: &str) -> (Running, u16) {
     let shim = root().join("edge-validator/build/worker.mjs");
     assert!(shim.exists(), "build the Worker first (tests/run does)");
     let mut config = format!(
@@ -291,38 +306,44 @@ pub fn edge(dir: &Path, port: u16, vars: &[(&str, String)], secret: &str) -> Run
         format!("ASSERTION_SECRET=\"{secret}\"\nKEYSET_COPY_SECRET=\"{secret}-keyset-copy\"\n"),
     )
     .unwrap();
-    let running = Running::spawn(wrangler_dev(dir, port, dir), dir.join("wrangler.log"));
+    let (running, port) = serve_worker(dir, dir, "wrangler.log").await;
     wait_ready(
         &format!("http://127.0.0.1:{port}/.edge/health"),
-        Duration::from_secs(90),
+        Duration::from_secs(30),
         &running,
-    );
-    running
+    )
+    .await;
+    (running, port)
 }
 
-/// `wrangler dev --local` of the `wrangler.toml` in `dir` on `port`, its local state (Durable
-/// Objects, the Cache API: one "location") in `state_of`'s `state/`.
-#[must_use]
-pub fn wrangler_dev(dir: &Path, port: u16, state_of: &Path) -> Command {
-    let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
+/// The Worker of the `wrangler.toml` in `dir`, served in local workerd by
+/// `tests/workers/serve.mjs` (wrangler's `unstable_dev`, what `wrangler dev --local` runs) on a
+/// port the OS picks, its local state (Durable Objects, the Cache API: one "location") in
+/// `state_of`'s `state/`, its output in `dir`'s `log`. Returns it with the port, read from
+/// the script's JSON line `worker listening`.
+pub async fn serve_worker(dir: &Path, state_of: &Path, log: &str) -> (Running, u16) {
+    let mut command = Command::new("node");
     command
         .current_dir(dir)
         .env("WRANGLER_SEND_METRICS", "false")
         .env("CI", "true")
         .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-        .args([
-            "dev",
-            "--local",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            // Parallel instances must not share the default inspector port (9229).
-            "--inspector-port",
-            &free_port().to_string(),
-        ])
-        .args(["--persist-to", state_of.join("state").to_str().unwrap()]);
-    command
+        .arg(root().join("tests/workers/serve.mjs"))
+        .arg(state_of.join("state"));
+    let running = Running::spawn(command, dir.join(log));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let addr = loop {
+        if let Some(addr) = listening_addr(&running.log(), "worker listening") {
+            break addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Worker did not start:\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    (running, addr.port())
 }
 
 /// What the demo origin saw: every request it answered, as the identity JSON it echoed.
@@ -528,12 +549,6 @@ impl Drop for Tap {
     }
 }
 
-/// `Authorization: Bearer <token>` as a curl `-H` argument.
-#[must_use]
-pub fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}")
-}
-
 /// The `kid` in a compact token's header (read with `shared`'s own parser).
 #[must_use]
 pub fn kid_of(token: &str) -> String {
@@ -572,22 +587,24 @@ impl Client {
         }
     }
 
+    /// A token request to the issuer at `issuer` (`http://host:port`).
+    pub async fn request_token_at(&self, issuer: &str) -> Reply {
+        let request = http()
+            .post(format!("{issuer}/oauth2/token"))
+            .basic_auth(&self.id, Some(&self.secret))
+            .form(&[("grant_type", "client_credentials")]);
+        Reply::of(request).await
+    }
+
     /// A token request to the issuer on `issuer_port`.
-    #[must_use]
-    pub fn request_token(&self, issuer_port: u16) -> Reply {
-        http(&[
-            "-u",
-            &format!("{}:{}", self.id, self.secret),
-            "-d",
-            "grant_type=client_credentials",
-            &format!("http://127.0.0.1:{issuer_port}/oauth2/token"),
-        ])
+    pub async fn request_token(&self, issuer_port: u16) -> Reply {
+        self.request_token_at(&format!("http://127.0.0.1:{issuer_port}"))
+            .await
     }
 
     /// A token from the issuer on `issuer_port` (panics unless it answers 200).
-    #[must_use]
-    pub fn token(&self, issuer_port: u16) -> String {
-        let reply = self.request_token(issuer_port);
+    pub async fn token(&self, issuer_port: u16) -> String {
+        let reply = self.request_token(issuer_port).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         reply.json()["access_token"].as_str().unwrap().to_owned()
     }

@@ -46,20 +46,18 @@ async fn a_key_rotation_under_load_rejects_no_valid_request() {
     let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
     // A 10 s JWKS max-age: the new key is published 20 s (twice that) before it signs.
     // The token endpoint's own limits are raised: this load is one client on one address.
-    let (_issuer, issuer_port) = tokio::task::block_in_place(|| {
-        issuer_with(
-            &dir,
-            &[
-                ("ISSUER_JWKS_MAX_AGE_SECS", "10"),
-                ("ISSUER_TOKEN_RATE_PER_CLIENT", "100000/60s;burst=100000"),
-                ("ISSUER_TOKEN_RATE_PER_ADDRESS", "100000/60s;burst=100000"),
-            ],
-        )
-    });
+    let (_issuer, issuer_port) = issuer_with(
+        &dir,
+        &[
+            ("ISSUER_JWKS_MAX_AGE_SECS", "10"),
+            ("ISSUER_TOKEN_RATE_PER_CLIENT", "100000/60s;burst=100000"),
+            ("ISSUER_TOKEN_RATE_PER_ADDRESS", "100000/60s;burst=100000"),
+        ],
+    )
+    .await;
     let client = Client::create(&dir, "rotation", &[]);
-    let edge_port = free_port();
     let vars = edge_vars(issuer_port, origin_port, &[]);
-    let _edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/rotation");
 
     let kids: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
@@ -74,11 +72,11 @@ async fn a_key_rotation_under_load_rejects_no_valid_request() {
                 tally.clone(),
                 stop.clone(),
             );
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
                     // A fresh token for every request: each is verified, none is cached.
-                    let token = client.token(issuer_port);
-                    let status = http(&["-H", &bearer(&token), &url]).status;
+                    let token = client.token(issuer_port).await;
+                    let status = get_with(&url, &token).await.status;
                     count(&tally, status);
                     *kids.lock().unwrap().entry(kid_of(&token)).or_default() += 1;
                 }
@@ -107,7 +105,7 @@ async fn a_key_rotation_under_load_rejects_no_valid_request() {
     }
     stop.store(true, Ordering::SeqCst);
     for worker in workers {
-        worker.join().unwrap();
+        worker.await.unwrap();
     }
     let tally = tally.lock().unwrap().clone();
     println!(
@@ -132,35 +130,32 @@ async fn the_edge_keeps_validating_when_the_issuer_is_killed_and_the_restart_los
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let settings = [("ISSUER_LISTEN", listen.as_str())];
-    let (mut issuer, issuer_port) = tokio::task::block_in_place(|| issuer_with(&dir, &settings));
+    let (mut issuer, issuer_port) = issuer_with(&dir, &settings).await;
     let clients: Vec<Client> = (0..3)
         .map(|n| Client::create(&dir, &format!("kill-{n}"), &[]))
         .collect();
-    let edge_port = free_port();
     let vars = edge_vars(issuer_port, origin_port, &[]);
-    let _edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/kill");
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
 
     // Before the crash: tokens for the load (each new to the edge), one revoked token, and
     // what a restart must keep.
-    let (tokens, revoked, jwks_before) = tokio::task::block_in_place(|| {
-        let tokens: Vec<String> = (0..150)
-            .map(|n| clients[n % 3].token(issuer_port))
-            .collect();
-        assert_eq!(http(&["-H", &bearer(&tokens[0]), &url]).status, 200);
-        let revoked = clients[0].token(issuer_port);
-        let reply = http(&[
-            "-u",
-            &format!("{}:{}", clients[0].id, clients[0].secret),
-            "-d",
-            &format!("token={revoked}"),
-            &format!("{issuer_url}/oauth2/revoke"),
-        ]);
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let jwks = http(&[&format!("{issuer_url}/.well-known/jwks.json")]).json();
-        (tokens, revoked, jwks)
-    });
+    let mut tokens = Vec::new();
+    for n in 0..150 {
+        tokens.push(clients[n % 3].token(issuer_port).await);
+    }
+    assert_eq!(get_with(&url, &tokens[0]).await.status, 200);
+    let revoked = clients[0].token(issuer_port).await;
+    let request = http()
+        .post(format!("{issuer_url}/oauth2/revoke"))
+        .basic_auth(&clients[0].id, Some(&clients[0].secret))
+        .form(&[("token", &revoked)]);
+    let reply = Reply::of(request).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let jwks_before = get(&format!("{issuer_url}/.well-known/jwks.json"))
+        .await
+        .json();
 
     // Load through the edge; the issuer dies (SIGKILL) a third of the way in.
     let tally: Tally = Arc::default();
@@ -169,8 +164,7 @@ async fn the_edge_keeps_validating_when_the_issuer_is_killed_and_the_restart_los
         if n == 50 {
             issuer.kill_hard();
         }
-        let status = tokio::task::block_in_place(|| http(&["-H", &bearer(token), &url]).status);
-        count(&tally, status);
+        count(&tally, get_with(&url, token).await.status);
     }
     let tally = tally.lock().unwrap().clone();
     println!(
@@ -183,47 +177,44 @@ async fn the_edge_keeps_validating_when_the_issuer_is_killed_and_the_restart_los
         "{tally:?}"
     );
     assert_eq!(
-        http(&[&format!("{issuer_url}/readyz")]).status,
+        get(&format!("{issuer_url}/readyz")).await.status,
         0,
         "the issuer is really down"
     );
 
     // Restart on the same database and port: same keys, clients and revocations.
-    let (_issuer, again) = tokio::task::block_in_place(|| issuer_with(&dir, &settings));
+    let (_issuer, again) = issuer_with(&dir, &settings).await;
     assert_eq!(again, issuer_port);
-    tokio::task::block_in_place(|| {
-        let jwks_after = http(&[&format!("{issuer_url}/.well-known/jwks.json")]).json();
-        assert_eq!(jwks_after, jwks_before, "the same published keys");
-        let listed = issuer_cli(&dir, &["--json", "client", "list"]);
-        for client in &clients {
-            assert!(
-                listed
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|c| c["client_id"] == client.id.as_str()),
-                "client {} kept",
-                client.id
-            );
-        }
-        let resource_server = Client::create(&dir, "kill-api", &["--resource-server"]);
-        let introspected = http(&[
-            "-u",
-            &format!("{}:{}", resource_server.id, resource_server.secret),
-            "-d",
-            &format!("token={revoked}"),
-            &format!("{issuer_url}/oauth2/introspect"),
-        ])
+    let jwks_after = get(&format!("{issuer_url}/.well-known/jwks.json"))
+        .await
         .json();
-        assert_eq!(
-            introspected["active"], false,
-            "the revocation survived: {introspected}"
+    assert_eq!(jwks_after, jwks_before, "the same published keys");
+    let listed = issuer_cli(&dir, &["--json", "client", "list"]);
+    for client in &clients {
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["client_id"] == client.id.as_str()),
+            "client {} kept",
+            client.id
         );
-        for client in &clients {
-            let token = client.token(issuer_port);
-            assert_eq!(http(&["-H", &bearer(&token), &url]).status, 200);
-        }
-    });
+    }
+    let resource_server = Client::create(&dir, "kill-api", &["--resource-server"]);
+    let request = http()
+        .post(format!("{issuer_url}/oauth2/introspect"))
+        .basic_auth(&resource_server.id, Some(&resource_server.secret))
+        .form(&[("token", &revoked)]);
+    let introspected = Reply::of(request).await.json();
+    assert_eq!(
+        introspected["active"], false,
+        "the revocation survived: {introspected}"
+    );
+    for client in &clients {
+        let token = client.token(issuer_port).await;
+        assert_eq!(get_with(&url, &token).await.status, 200);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,19 +231,17 @@ async fn postgres_cut_off_and_back_turns_readiness_and_the_token_endpoint_off_an
     let mut proxy = TcpProxy::start(upstream).await;
     let database = tokio::task::block_in_place(|| postgres_database("drill", Some(proxy.port)));
     let settings = [("ISSUER_DATABASE_URL", database.as_str())];
-    let (issuer, issuer_port) = tokio::task::block_in_place(|| issuer_with(&dir, &settings));
-    let client = tokio::task::block_in_place(|| Client::create_with(&dir, &settings, "pg", &[]));
+    let (issuer, issuer_port) = issuer_with(&dir, &settings).await;
+    let pg_client = tokio::task::block_in_place(|| Client::create_with(&dir, &settings, "pg", &[]));
     let readyz = format!("http://127.0.0.1:{issuer_port}/readyz");
-    let ready = || http(&[&readyz]).status;
-    tokio::task::block_in_place(|| {
-        assert_eq!(ready(), 200);
-        let _ = client.token(issuer_port);
-    });
+    let ready = async || get(&readyz).await.status;
+    assert_eq!(ready().await, 200);
+    let _ = pg_client.token(issuer_port).await;
 
     proxy.cut();
     let cut = Instant::now();
     let not_ready_after = loop {
-        if tokio::task::block_in_place(ready) != 200 {
+        if ready().await != 200 {
             break cut.elapsed();
         }
         assert!(
@@ -261,7 +250,7 @@ async fn postgres_cut_off_and_back_turns_readiness_and_the_token_endpoint_off_an
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let refused = tokio::task::block_in_place(|| client.request_token(issuer_port));
+    let refused = pg_client.request_token(issuer_port).await;
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert_eq!(
         refused.json()["error"],
@@ -273,7 +262,7 @@ async fn postgres_cut_off_and_back_turns_readiness_and_the_token_endpoint_off_an
     proxy.restore().await;
     let restored = Instant::now();
     let ready_after = loop {
-        if tokio::task::block_in_place(ready) == 200 {
+        if ready().await == 200 {
             break restored.elapsed();
         }
         assert!(
@@ -282,7 +271,7 @@ async fn postgres_cut_off_and_back_turns_readiness_and_the_token_endpoint_off_an
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let _ = tokio::task::block_in_place(|| client.token(issuer_port));
+    let _ = pg_client.token(issuer_port).await;
     println!(
         "PostgreSQL cut: /readyz false after {:.2} s, token endpoint 503; restored: ready after {:.2} s",
         not_ready_after.as_secs_f64(),

@@ -10,8 +10,7 @@ const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
 async fn ops_creates_a_client_and_only_verified_identity_reaches_the_origin() {
     let dir = temp_dir("journey");
     let (seen, origin_port) = origin("e2e-1", SECRET).await;
-    let (_issuer, issuer_port) = tokio::task::block_in_place(|| issuer(&dir));
-    let edge_port = free_port();
+    let (_issuer, issuer_port) = issuer(&dir).await;
     let created = issuer_cli(
         &dir,
         &[
@@ -37,29 +36,23 @@ async fn ops_creates_a_client_and_only_verified_identity_reaches_the_origin() {
         ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
         ("ASSERTION_KEY_ID", "e2e-1".to_owned()),
     ];
-    let _edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
 
-    let (status, body) = curl(&[
-        "-u",
-        &format!("{id}:{secret}"),
-        "-d",
-        "grant_type=client_credentials",
-        "-d",
-        "scope=read",
-        &format!("{issuer_url}/oauth2/token"),
-    ]);
-    assert_eq!(status, 200, "{body}");
-    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let bearer = format!(
-        "Authorization: Bearer {}",
-        token["access_token"].as_str().unwrap()
-    );
+    let reply = Reply::of(
+        http()
+            .post(format!("{issuer_url}/oauth2/token"))
+            .basic_auth(id, Some(secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", "read")]),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
     let edge_url = format!("http://127.0.0.1:{edge_port}");
 
     // The client calls the edge; the origin sees the verified identity and scope.
-    let (status, body) = curl(&["-H", &bearer, &format!("{edge_url}/orders/7?x=1")]);
-    assert_eq!(status, 200, "{body}");
-    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reply = get_with(&format!("{edge_url}/orders/7?x=1"), &token).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let echoed = reply.json();
     assert_eq!(
         (echoed["sub"].as_str(), echoed["client_id"].as_str()),
         (Some(id), Some(id))
@@ -70,28 +63,30 @@ async fn ops_creates_a_client_and_only_verified_identity_reaches_the_origin() {
     );
 
     // A valid token plus forged identity headers: the origin sees only the verified values.
-    let forged = "x-edgeward-assertion: v1.e2e-1.eyJzdWIiOiJhZG1pbiJ9.AAAA";
-    let (status, body) = curl(&["-H", &bearer, "-H", forged, &format!("{edge_url}/orders/8")]);
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["sub"].as_str(),
-        Some(id)
-    );
+    let forged = ("x-edgeward-assertion", "v1.e2e-1.eyJzdWIiOiJhZG1pbiJ9.AAAA");
+    let reply = Reply::of(
+        http()
+            .get(format!("{edge_url}/orders/8"))
+            .bearer_auth(&token)
+            .header(forged.0, forged.1),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["sub"].as_str(), Some(id));
 
     // Forged headers without a token never reach the origin.
     let before = seen.lock().unwrap().len();
-    for args in [
-        vec!["-H", forged],
-        vec!["-H", "Authorization: Bearer not.a.token"],
-        vec![],
+    for (name, value) in [
+        forged,
+        ("authorization", "Bearer not.a.token"),
+        ("x-nothing", "at all"),
     ] {
-        let mut args: Vec<&str> = args;
-        let url = format!("{edge_url}/orders/9");
-        args.push(&url);
-        let (status, body) = curl(&args);
-        assert_eq!(status, 401, "{body}");
-        let error: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert!(error["error_description"].is_string());
+        let request = http()
+            .get(format!("{edge_url}/orders/9"))
+            .header(name, value);
+        let reply = Reply::of(request).await;
+        assert_eq!(reply.status, 401, "{}", reply.body);
+        assert!(reply.json()["error_description"].is_string());
     }
     assert_eq!(
         seen.lock().unwrap().len(),
@@ -100,10 +95,8 @@ async fn ops_creates_a_client_and_only_verified_identity_reaches_the_origin() {
     );
 
     // Straight to the origin with a forged assertion: refused by the edge layer.
-    let (status, _) = curl(&[
-        "-H",
-        forged,
-        &format!("http://127.0.0.1:{origin_port}/orders/7"),
-    ]);
-    assert_eq!(status, 401);
+    let request = http()
+        .get(format!("http://127.0.0.1:{origin_port}/orders/7"))
+        .header(forged.0, forged.1);
+    assert_eq!(Reply::of(request).await.status, 401);
 }

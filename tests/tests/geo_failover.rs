@@ -73,7 +73,7 @@ fn resolve(dns_port: u16, subnet: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn region(dir: &Path, address: &str, port: u16, database: &str) -> Running {
+async fn region(dir: &Path, address: &str, port: u16, database: &str) -> Running {
     let listen = format!("{address}:{port}");
     let (running, _) = issuer_with(
         dir,
@@ -83,7 +83,8 @@ fn region(dir: &Path, address: &str, port: u16, database: &str) -> Running {
             ("ISSUER_KEK", KEK),
             ("ISSUER_JWKS_MAX_AGE_SECS", "10"),
         ],
-    );
+    )
+    .await;
     running
 }
 
@@ -107,10 +108,8 @@ async fn losing_a_region_moves_its_clients_and_costs_the_edge_nothing() {
     let (eu_dir, us_dir) = (dir.join("eu"), dir.join("us"));
     std::fs::create_dir_all(&eu_dir).unwrap();
     std::fs::create_dir_all(&us_dir).unwrap();
-    let (mut eu, _us) = tokio::task::block_in_place(|| {
-        let eu = region(&eu_dir, EU, issuer_port, &database);
-        (eu, region(&us_dir, US, issuer_port, &database))
-    });
+    let mut eu = region(&eu_dir, EU, issuer_port, &database).await;
+    let _us = region(&us_dir, US, issuer_port, &database).await;
     let client = tokio::task::block_in_place(|| {
         Client::create_with(
             &eu_dir,
@@ -131,7 +130,6 @@ async fn losing_a_region_moves_its_clients_and_costs_the_edge_nothing() {
 
     // The edge lists the regions in order (workerd resolves names with the system resolver,
     // so the drill gives it the regions' addresses; production lists the geo-DNS name first).
-    let edge_port = free_port();
     let urls =
         |path: &str| format!("http://{EU}:{issuer_port}{path} http://{US}:{issuer_port}{path}");
     let vars = [
@@ -144,7 +142,7 @@ async fn losing_a_region_moves_its_clients_and_costs_the_edge_nothing() {
         ("FETCH_TIMEOUT_MS", "500".to_owned()),
         ("DEFAULT_RATE_PLAN", "100000/60s;burst=100000".to_owned()),
     ];
-    let _edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
     let edge_url = format!("http://127.0.0.1:{edge_port}/geo");
 
     // The client loop: resolve, get a token from the answered region, call the edge.
@@ -159,26 +157,24 @@ async fn losing_a_region_moves_its_clients_and_costs_the_edge_nothing() {
             client.clone(),
             edge_url.clone(),
         );
-        std::thread::spawn(move || {
+        tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                let outcome = match resolve(dns_port, EU_CLIENT_SUBNET) {
+                let resolved = tokio::task::block_in_place(|| resolve(dns_port, EU_CLIENT_SUBNET));
+                let outcome = match resolved {
                     None => "dns_failed".to_owned(),
                     Some(address) => {
-                        let reply = http(&[
-                            "--max-time",
-                            "2",
-                            "-u",
-                            &format!("{}:{}", client.id, client.secret),
-                            "-d",
-                            "grant_type=client_credentials",
-                            &format!("http://{address}:{issuer_port}/oauth2/token"),
-                        ]);
+                        let request = http()
+                            .post(format!("http://{address}:{issuer_port}/oauth2/token"))
+                            .timeout(Duration::from_secs(2))
+                            .basic_auth(&client.id, Some(&client.secret))
+                            .form(&[("grant_type", "client_credentials")]);
+                        let reply = Reply::of(request).await;
                         if reply.status == 200 {
                             let token = reply.json()["access_token"].as_str().unwrap().to_owned();
                             if address == EU {
                                 early_tokens.lock().unwrap().push(token.clone());
                             }
-                            let status = http(&["-H", &bearer(&token), &edge_url]).status;
+                            let status = get_with(&edge_url, &token).await.status;
                             format!("token from {address}, edge {status}")
                         } else {
                             format!("token request to {address} failed ({})", reply.status)
@@ -186,7 +182,7 @@ async fn losing_a_region_moves_its_clients_and_costs_the_edge_nothing() {
                     }
                 };
                 *outcomes.lock().unwrap().entry(outcome).or_default() += 1;
-                std::thread::sleep(Duration::from_millis(50));
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
     };
@@ -198,29 +194,25 @@ async fn losing_a_region_moves_its_clients_and_costs_the_edge_nothing() {
         tokio::task::block_in_place(|| seconds_until(dns_port, US, Duration::from_secs(60)));
     // Past the key set's max-age (10 s): the edge must refresh, its first URL is dead.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let health = tokio::task::block_in_place(|| {
-        http(&[&format!("http://127.0.0.1:{edge_port}/.edge/health")]).json()
-    });
+    let health = get(&format!("http://127.0.0.1:{edge_port}/.edge/health"))
+        .await
+        .json();
 
     // Tokens the dead region issued still pass the edge.
     let early = early_tokens.lock().unwrap().clone();
-    let early_statuses: BTreeMap<u16, usize> = tokio::task::block_in_place(|| {
-        let mut statuses = BTreeMap::new();
-        for token in early.iter().rev().take(20) {
-            *statuses
-                .entry(http(&["-H", &bearer(token), &edge_url]).status)
-                .or_default() += 1;
-        }
-        statuses
-    });
+    let mut early_statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    for token in early.iter().rev().take(20) {
+        let status = get_with(&edge_url, token).await.status;
+        *early_statuses.entry(status).or_default() += 1;
+    }
 
     // The eu region comes back on the same database.
-    let eu_back = tokio::task::block_in_place(|| region(&eu_dir, EU, issuer_port, &database));
+    let eu_back = region(&eu_dir, EU, issuer_port, &database).await;
     let recovery =
         tokio::task::block_in_place(|| seconds_until(dns_port, EU, Duration::from_secs(60)));
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
-    worker.join().unwrap();
+    worker.await.unwrap();
     drop(eu_back);
 
     let outcomes = outcomes.lock().unwrap().clone();
@@ -264,12 +256,12 @@ async fn a_region_on_a_read_only_replica_still_issues_tokens() {
         ("ISSUER_KEK", KEK),
     ];
     // The primary's region sets the database up: schema, first key, a client.
-    let (client, kid) = tokio::task::block_in_place(|| {
-        let (_primary, port) = issuer_with(&dir, &settings);
+    let (client, kid) = {
+        let (_primary, port) = issuer_with(&dir, &settings).await;
         let client = Client::create_with(&dir, &settings, "replica", &[]);
-        let kid = kid_of(&client.token(port));
+        let kid = kid_of(&client.token(port).await);
         (client, kid)
-    });
+    };
 
     // The same database, read-only (as a streaming replica is): the region still starts.
     let server = std::env::var("TEST_DATABASE_URL")
@@ -281,29 +273,25 @@ async fn a_region_on_a_read_only_replica_still_issues_tokens() {
         .status()
         .unwrap()
         .success());
-    let (replica, port) = tokio::task::block_in_place(|| issuer_with(&dir, &settings));
-    tokio::task::block_in_place(|| {
-        let ready = http(&[&format!("http://127.0.0.1:{port}/readyz")]);
-        assert_eq!(ready.status, 200, "{}", ready.body);
-        assert_eq!(ready.json()["read_only"], true, "{}", ready.body);
-        // Tokens, signed with the key the primary scheduled.
-        let token = client.token(port);
-        assert_eq!(kid_of(&token), kid);
-        // Writes need the primary: a clear 503, not a 500.
-        let reply = http(&[
-            "-u",
-            &format!("{}:{}", client.id, client.secret),
-            "-d",
-            &format!("token={token}"),
-            &format!("http://127.0.0.1:{port}/oauth2/revoke"),
-        ]);
-        assert_eq!(reply.status, 503, "{}", reply.body);
-        assert_eq!(
-            reply.json()["error"],
-            "temporarily_unavailable",
-            "{}",
-            reply.body
-        );
-    });
+    let (replica, port) = issuer_with(&dir, &settings).await;
+    let ready = get(&format!("http://127.0.0.1:{port}/readyz")).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.json()["read_only"], true, "{}", ready.body);
+    // Tokens, signed with the key the primary scheduled.
+    let token = client.token(port).await;
+    assert_eq!(kid_of(&token), kid);
+    // Writes need the primary: a clear 503, not a 500.
+    let request = http()
+        .post(format!("http://127.0.0.1:{port}/oauth2/revoke"))
+        .basic_auth(&client.id, Some(&client.secret))
+        .form(&[("token", &token)]);
+    let reply = Reply::of(request).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(
+        reply.json()["error"],
+        "temporarily_unavailable",
+        "{}",
+        reply.body
+    );
     assert!(!replica.log().contains("panicked"), "{}", replica.log());
 }

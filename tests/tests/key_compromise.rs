@@ -92,8 +92,7 @@ impl Stolen {
 async fn a_revoked_signing_key_stays_dead_on_every_path() {
     let dir = temp_dir("key_compromise");
     let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
-    let (issuer, issuer_port) =
-        tokio::task::block_in_place(|| issuer_with(&dir, &[("ISSUER_JWKS_MAX_AGE_SECS", "10")]));
+    let (issuer, issuer_port) = issuer_with(&dir, &[("ISSUER_JWKS_MAX_AGE_SECS", "10")]).await;
     let client = Client::create(&dir, "compromise", &[]);
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
     let vars: Vec<(&str, String)> = vec![
@@ -106,90 +105,81 @@ async fn a_revoked_signing_key_stays_dead_on_every_path() {
         ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
         ("FETCH_TIMEOUT_MS", "1000".to_owned()),
     ];
-    let template = tokio::task::block_in_place(|| client.token(issuer_port));
+    let template = client.token(issuer_port).await;
     let thief = steal(&dir, &kid_of(&template)).await;
 
-    tokio::task::block_in_place(|| {
-        let edge_port = free_port();
-        let edge_process = edge(&dir, edge_port, &vars, SECRET);
-        let url = format!("http://127.0.0.1:{edge_port}/orders");
-        let status = |token: &str| http(&["-H", &bearer(token), &url]);
+    let (edge_process, edge_port) = edge(&dir, &vars, SECRET).await;
+    let url = format!("http://127.0.0.1:{edge_port}/orders");
 
-        // While the key is live, the thief's tokens pass: they are as good as the issuer's.
-        let cached = thief.mint(&template, "stolen-cached");
-        assert_eq!(
-            status(&cached).status,
-            200,
-            "the stolen key works before revocation"
-        );
+    // While the key is live, the thief's tokens pass: they are as good as the issuer's.
+    let cached = thief.mint(&template, "stolen-cached");
+    assert_eq!(
+        get_with(&url, &cached).await.status,
+        200,
+        "the stolen key works before revocation"
+    );
 
-        let revoked_at = Instant::now();
-        let answer = issuer_cli(&dir, &["keys", "revoke", &thief.kid]);
-        assert_eq!(answer["revoked"], thief.kid.as_str());
-        let mut n = 0;
-        let refused_after = loop {
-            n += 1;
-            let reply = status(&thief.mint(&template, &format!("stolen-{n}")));
-            if reply.status == 401 {
-                break revoked_at.elapsed();
-            }
-            assert!(
-                revoked_at.elapsed() < Duration::from_secs(10),
-                "still accepted: {}",
-                reply.body
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        println!(
-            "key compromise drill: fresh tokens of the revoked key refused {:.2} s after `keys revoke` (feed interval 1 s)",
-            refused_after.as_secs_f64()
-        );
-        let reply = status(&cached);
-        assert_eq!(
-            reply.status, 401,
-            "a token the edge had cached: {}",
+    let revoked_at = Instant::now();
+    let answer = issuer_cli(&dir, &["keys", "revoke", &thief.kid]);
+    assert_eq!(answer["revoked"], thief.kid.as_str());
+    let mut n = 0;
+    let refused_after = loop {
+        n += 1;
+        let reply = get_with(&url, &thief.mint(&template, &format!("stolen-{n}"))).await;
+        if reply.status == 401 {
+            break revoked_at.elapsed();
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(10),
+            "still accepted: {}",
             reply.body
         );
-        println!("key compromise drill: cached token -> {}", reply.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "key compromise drill: fresh tokens of the revoked key refused {:.2} s after `keys revoke` (feed interval 1 s)",
+        refused_after.as_secs_f64()
+    );
+    let reply = get_with(&url, &cached).await;
+    assert_eq!(
+        reply.status, 401,
+        "a token the edge had cached: {}",
+        reply.body
+    );
+    println!("key compromise drill: cached token -> {}", reply.status);
 
-        // The issuer is cut off; past the key set's max-age the edge serves its stale set.
-        drop(issuer);
-        std::thread::sleep(Duration::from_secs(11));
-        let health = format!("http://127.0.0.1:{edge_port}/.edge/health");
-        assert_eq!(http(&[&health]).json()["jwks"], "stale");
-        let reply = status(&thief.mint(&template, "stolen-stale"));
-        assert_eq!(reply.status, 401, "stale set, issuer down: {}", reply.body);
-        println!(
-            "key compromise drill: fresh token, stale set, issuer down -> {}",
-            reply.status
-        );
-        drop(edge_process);
+    // The issuer is cut off; past the key set's max-age the edge serves its stale set.
+    drop(issuer);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let health = format!("http://127.0.0.1:{edge_port}/.edge/health");
+    assert_eq!(get(&health).await.json()["jwks"], "stale");
+    let reply = get_with(&url, &thief.mint(&template, "stolen-stale")).await;
+    assert_eq!(reply.status, 401, "stale set, issuer down: {}", reply.body);
+    println!(
+        "key compromise drill: fresh token, stale set, issuer down -> {}",
+        reply.status
+    );
+    drop(edge_process);
 
-        // A new isolate (same colo: the same local cache) with the issuer still down starts
-        // from the Cache API copy, and knows nothing of the feed.
-        let edge_port = free_port();
-        let _edge = edge(&dir, edge_port, &vars, SECRET);
-        let url = format!("http://127.0.0.1:{edge_port}/orders");
-        let health = format!("http://127.0.0.1:{edge_port}/.edge/health");
-        assert_eq!(http(&[&health]).json()["jwks"], "missing");
-        let reply = http(&[
-            "-H",
-            &bearer(&thief.mint(&template, "stolen-new-isolate")),
-            &url,
-        ]);
-        assert_eq!(
-            reply.status, 401,
-            "new isolate from the copy: {}",
-            reply.body
-        );
-        let state = http(&[&health]).json();
-        assert_ne!(
-            state["jwks"], "missing",
-            "the new isolate read the copy: {state}"
-        );
-        println!(
-            "key compromise drill: fresh token, new isolate from the Cache API copy, issuer down -> {} (key set {})",
-            reply.status, state["jwks"]
-        );
-    });
+    // A new isolate (same colo: the same local cache) with the issuer still down starts
+    // from the Cache API copy, and knows nothing of the feed.
+    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let url = format!("http://127.0.0.1:{edge_port}/orders");
+    let health = format!("http://127.0.0.1:{edge_port}/.edge/health");
+    assert_eq!(get(&health).await.json()["jwks"], "missing");
+    let reply = get_with(&url, &thief.mint(&template, "stolen-new-isolate")).await;
+    assert_eq!(
+        reply.status, 401,
+        "new isolate from the copy: {}",
+        reply.body
+    );
+    let state = get(&health).await.json();
+    assert_ne!(
+        state["jwks"], "missing",
+        "the new isolate read the copy: {state}"
+    );
+    println!(
+        "key compromise drill: fresh token, new isolate from the Cache API copy, issuer down -> {} (key set {})",
+        reply.status, state["jwks"]
+    );
 }

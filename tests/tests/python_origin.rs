@@ -68,9 +68,8 @@ async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_alte
             "reports.internal.example",
         )
     });
-    let (_issuer, issuer_port) = tokio::task::block_in_place(|| issuer(&dir));
+    let (_issuer, issuer_port) = issuer(&dir).await;
     let client = Client::create(&dir, "python-origin", &[]);
-    let edge_port = free_port();
     let vars = vec![
         ("ISSUER", ISSUER_URL.to_owned()),
         ("AUDIENCE", "edgeward-api".to_owned()),
@@ -82,18 +81,18 @@ async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_alte
         ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
         ("RATE_LIMIT_MODE", "isolate".to_owned()),
     ];
-    let _edge = tokio::task::block_in_place(|| edge(&dir, edge_port, &vars, SECRET));
+    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
 
-    tokio::task::block_in_place(|| {
-        let token = client.token(issuer_port);
-        // A client's own assertion header is stripped by the edge, whatever it holds.
-        let reply = http(&[
-            "-H",
-            &bearer(&token),
-            "-H",
-            "x-edgeward-assertion: v2.py-1.forged.forged",
-            &format!("http://127.0.0.1:{edge_port}/orders/17?status=open"),
-        ]);
+    let token = client.token(issuer_port).await;
+    // A client's own assertion header is stripped by the edge, whatever it holds.
+    let request = http()
+        .get(format!(
+            "http://127.0.0.1:{edge_port}/orders/17?status=open"
+        ))
+        .bearer_auth(&token)
+        .header("x-edgeward-assertion", "v2.py-1.forged.forged");
+    let reply = Reply::of(request).await;
+    {
         assert_eq!(reply.status, 200, "{}\n{}", reply.body, origin.log());
         let answer = reply.json();
         assert_eq!(answer["identity"]["client_id"], client.id.as_str());
@@ -110,20 +109,14 @@ async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_alte
         );
         let assertion = &sent[0];
         // Straight to an origin, with the Host the edge's request had.
-        let direct_to = |port: u16, path: &str, assertion: Option<&str>| {
-            let mut args = vec![
-                "-H".to_owned(),
-                format!("Host: {origin_host}"),
-                format!("http://127.0.0.1:{port}{path}"),
-            ];
+        let direct_to = async |port: u16, path: &str, assertion: Option<&str>| {
+            let mut request = http()
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .header("host", &origin_host);
             if let Some(assertion) = assertion {
-                args.extend([
-                    "-H".to_owned(),
-                    format!("x-edgeward-assertion: {assertion}"),
-                ]);
+                request = request.header("x-edgeward-assertion", assertion);
             }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let reply = http(&args);
+            let reply = Reply::of(request).await;
             assert_eq!(reply.status, 401, "{path}: {}", reply.body);
             assert!(reply
                 .header("www-authenticate")
@@ -131,27 +124,32 @@ async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_alte
                 .contains("error=\"invalid_token\""));
             reply.json()["reason"].as_str().unwrap().to_owned()
         };
-        let direct = |path: &str, assertion: Option<&str>| direct_to(origin_port, path, assertion);
+        let direct = async |path: &str, assertion: Option<&str>| {
+            direct_to(origin_port, path, assertion).await
+        };
         // Replayed at another origin with the same key, naming the first one as Host: that
         // origin knows its own name.
         assert_eq!(
-            direct_to(other_port, "/orders/17?status=open", Some(assertion)),
+            direct_to(other_port, "/orders/17?status=open", Some(assertion)).await,
             "assertion_host_mismatch"
         );
         // Replayed against another route, other parameters, another method's path.
-        assert_eq!(direct("/admin", Some(assertion)), "assertion_path_mismatch");
         assert_eq!(
-            direct("/orders/17?status=closed", Some(assertion)),
+            direct("/admin", Some(assertion)).await,
+            "assertion_path_mismatch"
+        );
+        assert_eq!(
+            direct("/orders/17?status=closed", Some(assertion)).await,
             "assertion_query_mismatch"
         );
         assert_eq!(
-            direct("/orders/17", Some(assertion)),
+            direct("/orders/17", Some(assertion)).await,
             "assertion_query_mismatch"
         );
         // A path the server would rewrite (http.server collapses leading slashes) is still
         // another path: the assertion binds the one sent.
         assert_eq!(
-            direct("//orders/17?status=open", Some(assertion)),
+            direct("//orders/17?status=open", Some(assertion)).await,
             "assertion_path_mismatch"
         );
         // Altered: another subject under the edge's MAC.
@@ -162,11 +160,14 @@ async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_alte
         parts[2] = Base64UrlUnpadded::encode_string(payload.as_bytes());
         let altered = parts.join(".");
         assert_eq!(
-            direct("/orders/17?status=open", Some(&altered)),
+            direct("/orders/17?status=open", Some(&altered)).await,
             "bad_assertion_signature"
         );
-        assert_eq!(direct("/orders/17?status=open", None), "missing_assertion");
-    });
+        assert_eq!(
+            direct("/orders/17?status=open", None).await,
+            "missing_assertion"
+        );
+    }
     // The origin logs each refusal's reason, never an assertion.
     let log = origin.log();
     for reason in [

@@ -287,7 +287,7 @@ impl Driver {
                 let (subtle, algorithm) = match crypto.subtle() {
                     Ok(found) => found,
                     Err(err) => {
-                        let reason = format!("webcrypto unavailable: {err:?}");
+                        let reason = format!("webcrypto unavailable: {}", js::describe(&err));
                         return Some(Err(Answer::Verified(Err(reason))));
                     }
                 };
@@ -307,7 +307,7 @@ impl Driver {
                 match forwarded {
                     Ok(promise) => promise,
                     Err(err) => {
-                        let detail = err.as_string().unwrap_or_else(|| format!("{err:?}"));
+                        let detail = js::describe(&err);
                         return Some(Err(Answer::Origin(Err(ForwardError::Build(detail)))));
                     }
                 }

@@ -422,8 +422,9 @@ impl<T: Clone> Isolate<T> {
                     self.origin_answered(exchange, *forwarded, status, now)
                 }
                 (_, answer) => {
-                    // The driver read the answer as `expects` said: not reached.
-                    let reason = format!("answer {answer:?} does not fit its wait");
+                    // The driver read the answer as `expects` said: not reached. (Only the
+                    // kind is named: the answer may hold what a client sent.)
+                    let reason = format!("a {:?} answer does not fit its wait", answer.kind());
                     self.reply(exchange, None, &EdgeError::Internal(reason), now)
                 }
             },

@@ -125,3 +125,16 @@ impl Settle {
         self.call2(&JsValue::UNDEFINED, promise, id)
     }
 }
+
+/// A thrown JS value as text: a string as it is, an `Error` by its message. (Not `{:?}`: the
+/// Debug formatting machinery it pulls in weighs more in the bundle than this function.)
+pub(super) fn describe(value: &JsValue) -> String {
+    use wasm_bindgen::JsCast;
+    if let Some(text) = value.as_string() {
+        return text;
+    }
+    value.dyn_ref::<js_sys::Error>().map_or_else(
+        || "a thrown value that is not an Error".to_owned(),
+        |error| String::from(error.message()),
+    )
+}

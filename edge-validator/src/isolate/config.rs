@@ -124,7 +124,7 @@ fn number(env: &impl Vars, name: &str, default: u64) -> Result<u64, ConfigError>
     optional(env, name).map_or(Ok(default), |text| {
         text.trim()
             .parse()
-            .map_err(|_| ConfigError(format!("var {name} is not a whole number: {text:?}")))
+            .map_err(|_| ConfigError(format!("var {name} is not a whole number: \"{text}\"")))
     })
 }
 
@@ -204,7 +204,7 @@ impl Config {
                 Some("off") => RateLimitMode::Off,
                 Some(other) => {
                     return Err(ConfigError(format!(
-                        "var {RATE_LIMIT_MODE} must be durable, isolate or off, not {other:?}"
+                        "var {RATE_LIMIT_MODE} must be durable, isolate or off, not \"{other}\""
                     )))
                 }
             },

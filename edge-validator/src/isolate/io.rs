@@ -112,6 +112,22 @@ pub enum Answer {
     Origin(Result<u16, ForwardError>),
 }
 
+impl Answer {
+    /// Which wait this answer is for.
+    #[must_use]
+    pub fn kind(&self) -> Expect {
+        match self {
+            Self::Fetched(_) => Expect::Fetched,
+            Self::Copy(_) => Expect::Copy,
+            Self::Timer => Expect::Timer,
+            Self::Imported(_) => Expect::Imported,
+            Self::Verified(_) => Expect::Verified,
+            Self::Limit(_) => Expect::Limit,
+            Self::Origin(_) => Expect::Origin,
+        }
+    }
+}
+
 /// Which [`Answer`] a wait expects (the driver reads the settled JS value accordingly).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {

@@ -72,13 +72,7 @@ if [ "$(cat node_modules/.lock-sha256 2>/dev/null)" != "$lock_sum" ]; then
 fi
 export PATH="$PWD/node_modules/.bin:$PATH"
 
-# worker-build must match the worker crate in Cargo.lock; it is given local wasm-bindgen,
-# wasm-opt and esbuild instead of downloading them (the build machines reach only registries).
-worker_version=$(grep -A1 '^name = "worker"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
-if [ "$(worker-build --version 2>/dev/null | awk '{print $NF}')" != "$worker_version" ]; then
-  step "installing worker-build $worker_version"
-  cargo install --locked worker-build --version "$worker_version"
-fi
+# The tools edge-validator/build-worker runs: wasm-bindgen (above), wasm-opt and esbuild (npm).
 export WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
 export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"

@@ -125,13 +125,74 @@ pub async fn create(
     actor: &str,
     now: i64,
 ) -> Result<Created, ClientError> {
-    let name = new.name.trim().to_owned();
+    create_with(db, new, actor, now, None).await
+}
+
+/// A client registered over HTTP (RFC 7591), and the registration access token that lets it
+/// read, change and delete its registration (RFC 7592); both shown once.
+#[derive(Debug)]
+pub struct Registered {
+    /// The client and its secret.
+    pub created: Created,
+    /// Its registration access token; only its hash is stored.
+    pub registration_access_token: String,
+}
+
+/// Creates a client as [`create`] does, with a registration access token stored (as its
+/// hash) in the same transaction.
+///
+/// # Errors
+/// [`ClientError::Invalid`] for bad input, or the database error.
+pub async fn register(
+    db: &Db,
+    new: NewClient,
+    actor: &str,
+    now: i64,
+) -> Result<Registered, ClientError> {
+    let registration_access_token = random_token(32);
+    let created = create_with(db, new, actor, now, Some(&registration_access_token)).await?;
+    Ok(Registered {
+        created,
+        registration_access_token,
+    })
+}
+
+/// A client's name, trimmed: 1-200 characters.
+fn checked_name(name: &str) -> Result<String, ClientError> {
+    let name = name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(ClientError::Invalid("name must be 1-200 characters".into()));
     }
-    let scopes: Scopes = new.scopes.parse().map_err(|_| {
+    Ok(name.to_owned())
+}
+
+fn checked_scopes(scopes: &str) -> Result<Scopes, ClientError> {
+    scopes.parse().map_err(|_| {
         ClientError::Invalid("scope must be RFC 6749 scope-tokens separated by spaces".into())
-    })?;
+    })
+}
+
+/// Public keys for `private_key_jwt`: a JWKS with at least one EC P-256 signing key.
+fn checked_jwks(jwks: Option<&str>) -> Result<Option<shared::Jwks>, ClientError> {
+    let jwks = jwks
+        .map(shared::Jwks::parse)
+        .transpose()
+        .map_err(|err| ClientError::Invalid(format!("jwks: {err}")))?;
+    if jwks.as_ref().is_some_and(shared::Jwks::is_empty) {
+        return Err(ClientError::Invalid("jwks: no EC P-256 signing key".into()));
+    }
+    Ok(jwks)
+}
+
+async fn create_with(
+    db: &Db,
+    new: NewClient,
+    actor: &str,
+    now: i64,
+    registration_access_token: Option<&str>,
+) -> Result<Created, ClientError> {
+    let name = checked_name(&new.name)?;
+    let scopes = checked_scopes(&new.scopes)?;
     if new.audiences.is_empty()
         || new
             .audiences
@@ -148,22 +209,14 @@ pub async fn create(
         .map(str::parse::<RatePlan>)
         .transpose()
         .map_err(|err| ClientError::Invalid(err.to_string()))?;
-    let jwks = new
-        .jwks
-        .as_deref()
-        .map(shared::Jwks::parse)
-        .transpose()
-        .map_err(|err| ClientError::Invalid(format!("jwks: {err}")))?;
-    if jwks.as_ref().is_some_and(shared::Jwks::is_empty) {
-        return Err(ClientError::Invalid("jwks: no EC P-256 signing key".into()));
-    }
+    let jwks = checked_jwks(new.jwks.as_deref())?;
     let client_id = format!("c_{}", random_token(12));
     let client_secret = random_token(32);
     // The client and its audit row commit together.
     let mut tx = db.pool().begin().await?;
     sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at, jwks, resource_server) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
+        "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at, jwks, resource_server, registration_token_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
     )
     .bind(&client_id)
     .bind(&name)
@@ -174,6 +227,7 @@ pub async fn create(
     .bind(now)
     .bind(jwks.as_ref().map(shared::Jwks::to_json))
     .bind(i64::from(new.resource_server))
+    .bind(registration_access_token.map(hash_secret))
     .execute(&mut *tx)
     .await?;
     db.audit_in(
@@ -181,7 +235,11 @@ pub async fn create(
         &Entry {
             at: now,
             actor,
-            action: "client.create",
+            action: if registration_access_token.is_some() {
+                "client.register"
+            } else {
+                "client.create"
+            },
             subject: &client_id,
             detail: &name,
         },
@@ -417,6 +475,147 @@ pub async fn rotate_secret(
     .await?;
     tx.commit().await?;
     Ok(secret)
+}
+
+/// The enabled client `client_id` if `token` is its registration access token (RFC 7592),
+/// else `None`: unknown, deregistered, made by ops (no token) or a wrong token, alike.
+///
+/// # Errors
+/// The database error.
+pub async fn by_registration_token(
+    db: &Db,
+    client_id: &str,
+    token: &str,
+) -> Result<Option<Client>, ClientError> {
+    let row = sqlx::query(
+        "SELECT registration_token_hash FROM clients WHERE client_id = $1 AND disabled_at IS NULL",
+    )
+    .bind(client_id)
+    .fetch_optional(db.pool())
+    .await?;
+    let stored: Option<Vec<u8>> = match &row {
+        Some(row) => row.try_get("registration_token_hash")?,
+        None => None,
+    };
+    // Same work whether or not there is a hash to compare with.
+    let stored = stored.unwrap_or_default();
+    let matches: bool = hash_secret(token).ct_eq(&stored).into();
+    if !matches {
+        return Ok(None);
+    }
+    find(db, client_id)
+        .await
+        .map(|found| found.map(|(client, _)| client))
+}
+
+/// What a client may change of its own registration (RFC 7592 §2.2): the rest (audiences,
+/// rate plan, resource server) is ops' to set.
+#[derive(Debug, Clone)]
+pub struct SelfService {
+    /// Human name.
+    pub name: String,
+    /// Space-separated scopes.
+    pub scopes: String,
+    /// Public keys (JWKS JSON, EC P-256) for `private_key_jwt`; `None` removes them.
+    pub jwks: Option<String>,
+}
+
+/// Issues a new registration access token for `client_id` (the old one stops working) and,
+/// given `update`, replaces what the client may change of its registration, with the audit
+/// row, in one transaction. Returns the client as it now is and the new token (shown once).
+/// Every RFC 7592 answer carries a token, and only hashes are stored: so each read issues one.
+///
+/// # Errors
+/// [`ClientError::Invalid`] for bad input, [`ClientError::NotFound`] (deregistered since), or
+/// the database error; nothing is changed then.
+pub async fn renew_registration(
+    db: &Db,
+    client_id: &str,
+    update: Option<SelfService>,
+    change: &Change<'_>,
+) -> Result<(Client, String), ClientError> {
+    let token = random_token(32);
+    let mut tx = db.pool().begin().await?;
+    let result = match &update {
+        Some(update) => {
+            let name = checked_name(&update.name)?;
+            let scopes = checked_scopes(&update.scopes)?;
+            let jwks = checked_jwks(update.jwks.as_deref())?;
+            sqlx::query(
+                "UPDATE clients SET registration_token_hash = $1, name = $2, scopes = $3, jwks = $4, updated_at = $5 \
+                 WHERE client_id = $6 AND disabled_at IS NULL AND registration_token_hash IS NOT NULL",
+            )
+            .bind(hash_secret(&token))
+            .bind(name)
+            .bind(scopes.to_string())
+            .bind(jwks.as_ref().map(shared::Jwks::to_json))
+            .bind(change.now)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "UPDATE clients SET registration_token_hash = $1 \
+                 WHERE client_id = $2 AND disabled_at IS NULL AND registration_token_hash IS NOT NULL",
+            )
+            .bind(hash_secret(&token))
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?
+        }
+    };
+    found(&result, client_id)?;
+    db.audit_in(
+        &mut tx,
+        &Entry {
+            at: change.now,
+            actor: change.actor,
+            action: if update.is_some() {
+                "client.update_registration"
+            } else {
+                "client.renew_registration_token"
+            },
+            subject: client_id,
+            detail: "",
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((show(db, client_id).await?, token))
+}
+
+/// Deregisters a client (RFC 7592 §2.3): disabled, every token it holds revoked (as
+/// [`set_enabled`] does), and its registration access token gone, with the audit row, in
+/// one transaction.
+///
+/// # Errors
+/// [`ClientError::NotFound`] (already gone) or the database error; nothing is changed then.
+pub async fn deregister(db: &Db, client_id: &str, change: &Change<'_>) -> Result<(), ClientError> {
+    let mut tx = db.pool().begin().await?;
+    let result = sqlx::query(
+        "UPDATE clients SET disabled_at = $1, updated_at = $1, registration_token_hash = NULL \
+         WHERE client_id = $2 AND disabled_at IS NULL AND registration_token_hash IS NOT NULL",
+    )
+    .bind(change.now)
+    .bind(client_id)
+    .execute(&mut *tx)
+    .await?;
+    found(&result, client_id)?;
+    revocations::record(&mut tx, db, change.revoked_tokens(), client_id, change.now).await?;
+    db.audit_in(
+        &mut tx,
+        &Entry {
+            at: change.now,
+            actor: change.actor,
+            action: "client.deregister",
+            subject: client_id,
+            detail: "",
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Whether a token this issuer signed (already verified) still stands: not revoked (by its

@@ -41,17 +41,25 @@ pub enum ApiError {
         /// Seconds until a request would be allowed.
         retry_after_secs: u64,
     },
-    /// The admin API without a bearer token (401 with a bare `Bearer` challenge, RFC 6750
+    /// A bearer-token endpoint without a token (401 with a bare `Bearer` challenge, RFC 6750
     /// §3.1).
-    #[error("an admin token is required")]
-    NoToken,
+    #[error("a bearer token is required")]
+    NoToken(Realm),
     /// `invalid_token` (401): the admin token is malformed, expired, revoked, for another
-    /// audience, or its client is disabled.
-    #[error("the admin token is not valid")]
-    InvalidToken,
+    /// audience, or its client is disabled; or the registration access token is not this
+    /// client's.
+    #[error("the bearer token is not valid")]
+    InvalidToken(Realm),
     /// `insufficient_scope` (403): the token lacks the admin power (scope) this endpoint needs.
     #[error("this token lacks the scope {0}")]
     InsufficientScope(&'static str),
+    /// `invalid_client_metadata` (400, RFC 7591 §3.2.2): a registration's metadata is not
+    /// acceptable.
+    #[error("{0}")]
+    InvalidClientMetadata(String),
+    /// `invalid_redirect_uri` (400, RFC 7591 §3.2.2): this issuer has no redirect-based flow.
+    #[error("this issuer grants client credentials only: a client has no redirect_uris")]
+    InvalidRedirectUri,
     /// `invalid_request` (409): the audit chain does not hold (the first bad row named).
     #[error("{0}")]
     AuditBroken(String),
@@ -75,9 +83,11 @@ impl ApiError {
             | Self::InvalidInput(_)
             | Self::UnsupportedGrantType
             | Self::InvalidScope
-            | Self::InvalidTarget => StatusCode::BAD_REQUEST,
+            | Self::InvalidTarget
+            | Self::InvalidClientMetadata(_)
+            | Self::InvalidRedirectUri => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NoToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::NoToken(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::AuditBroken(_) => StatusCode::CONFLICT,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -93,10 +103,12 @@ impl ApiError {
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) | Self::InvalidInput(_) | Self::TooLarge | Self::NoToken => {
+            Self::InvalidRequest(_) | Self::InvalidInput(_) | Self::TooLarge | Self::NoToken(_) => {
                 "invalid_request"
             }
-            Self::InvalidToken => "invalid_token",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InvalidClientMetadata(_) => "invalid_client_metadata",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::AuditBroken(_) => "audit_chain_broken",
             Self::InvalidClient => "invalid_client",
@@ -108,6 +120,27 @@ impl ApiError {
             Self::TooManyRequests { .. } => "too_many_requests",
             Self::Unavailable(_) => "temporarily_unavailable",
             Self::Internal(_) => "server_error",
+        }
+    }
+}
+
+/// Which bearer token an endpoint wants, named in its challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Realm {
+    /// The admin API (and RFC 7591 registration, whose initial access token is an admin
+    /// token): this issuer's access tokens for the admin audience.
+    Admin,
+    /// RFC 7592 registration management: the client's registration access token.
+    Registration,
+}
+
+impl Realm {
+    /// The challenge's `realm`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Admin => "edgeward-admin",
+            Self::Registration => "edgeward-registration",
         }
     }
 }
@@ -140,14 +173,16 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Basic realm=\"edgeward\""),
             );
         }
-        // RFC 6750 §3: the admin API's challenges.
+        // RFC 6750 §3: the bearer-token endpoints' challenges.
         let challenge = match &self {
-            Self::NoToken => Some("Bearer realm=\"edgeward-admin\"".to_owned()),
-            Self::InvalidToken => {
-                Some("Bearer realm=\"edgeward-admin\", error=\"invalid_token\"".to_owned())
-            }
+            Self::NoToken(realm) => Some(format!("Bearer realm=\"{}\"", realm.name())),
+            Self::InvalidToken(realm) => Some(format!(
+                "Bearer realm=\"{}\", error=\"invalid_token\"",
+                realm.name()
+            )),
             Self::InsufficientScope(scope) => Some(format!(
-                "Bearer realm=\"edgeward-admin\", error=\"insufficient_scope\", scope=\"{scope}\""
+                "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{scope}\"",
+                Realm::Admin.name()
             )),
             _ => None,
         };

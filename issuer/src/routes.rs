@@ -4,6 +4,7 @@ pub(crate) mod admin;
 mod client_auth;
 mod discovery;
 mod health;
+mod registration;
 mod revocation;
 mod token;
 
@@ -18,7 +19,8 @@ pub(crate) fn router(with_metrics: bool) -> Router<AppState> {
         .merge(discovery::router())
         .merge(health::router())
         .merge(revocation::router())
-        .merge(admin::router());
+        .merge(admin::router())
+        .merge(registration::router());
     if with_metrics {
         router.merge(health::metrics_router())
     } else {

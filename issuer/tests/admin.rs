@@ -10,53 +10,10 @@
 
 mod support;
 
-use axum::body::Body;
-use http::Request;
 use serde_json::{json, Value};
 use support::*;
 
 on_both_databases!(admin_powers_are_scopes_and_every_change_is_audited);
-
-/// An admin client with `powers`, made as `issuer client create --admin` makes one.
-async fn admin(state: &issuer::AppState, powers: &str) -> (String, String) {
-    let created = issuer::clients::create(
-        &state.db,
-        issuer::clients::NewClient {
-            name: format!("admin {powers}"),
-            scopes: powers.into(),
-            audiences: vec![state.config().admin_audience()],
-            rate_plan: None,
-            jwks: None,
-            resource_server: false,
-        },
-        "cli",
-        issuer::db::unix_now(),
-    )
-    .await
-    .unwrap();
-    let token = token(state, &created.client.client_id, &created.client_secret).await;
-    (created.client.client_id, token)
-}
-
-async fn call(
-    state: &issuer::AppState,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (http::StatusCode, http::HeaderMap, Value) {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let request = match body {
-        Some(body) => request
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string())),
-        None => request.body(Body::empty()),
-    };
-    send_json(state, request.unwrap()).await
-}
 
 /// 403 `insufficient_scope` naming `scope`, in the body and the challenge.
 fn refused_for(answer: &(http::StatusCode, http::HeaderMap, Value), scope: &str) {

@@ -25,7 +25,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::clients::{self, ClientError, NewClient};
-use crate::error::ApiError;
+use crate::error::{ApiError, Realm};
 use crate::keys::{self, KeyError, KeyEvent};
 use crate::state::AppState;
 
@@ -71,30 +71,34 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// The admin client a request acts for, once its token holds `power`.
-async fn authorize(
+pub(crate) async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     power: Power,
 ) -> Result<String, ApiError> {
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
-        .map(|value| value.to_str().map_err(|_| ApiError::InvalidToken))
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| ApiError::InvalidToken(Realm::Admin))
+        })
         .transpose()?;
     let token = match shared::bearer_token(authorization) {
         Ok(token) => token,
-        Err(shared::Rejection::MissingToken) => return Err(ApiError::NoToken),
-        Err(_) => return Err(ApiError::InvalidToken),
+        Err(shared::Rejection::MissingToken) => return Err(ApiError::NoToken(Realm::Admin)),
+        Err(_) => return Err(ApiError::InvalidToken(Realm::Admin)),
     };
     let config = state.config();
     let validation = shared::Validation::new(config.issuer_url.clone(), config.admin_audience());
     let verified = shared::Validator::new(validation)
         .verify(token, &state.keys().jwks, state.clock.now())
-        .map_err(|_| ApiError::InvalidToken)?;
+        .map_err(|_| ApiError::InvalidToken(Realm::Admin))?;
     if !clients::token_is_live(&state.db, &verified)
         .await
         .map_err(client_error)?
     {
-        return Err(ApiError::InvalidToken);
+        return Err(ApiError::InvalidToken(Realm::Admin));
     }
     let claims = verified.claims();
     if !claims.scope.contains(power.scope()) {
@@ -104,7 +108,7 @@ async fn authorize(
 }
 
 /// The one mapping of a client operation's failure to an API error.
-fn client_error(err: ClientError) -> ApiError {
+pub(crate) fn client_error(err: ClientError) -> ApiError {
     match err {
         ClientError::NotFound(_) => ApiError::NotFound,
         ClientError::Invalid(reason) => ApiError::InvalidInput(reason),
@@ -121,7 +125,7 @@ fn key_error(err: KeyError) -> ApiError {
     }
 }
 
-fn change<'a>(state: &AppState, actor: &'a str) -> clients::Change<'a> {
+pub(crate) fn change<'a>(state: &AppState, actor: &'a str) -> clients::Change<'a> {
     clients::Change {
         actor,
         now: state.clock.unix_secs(),

@@ -1,0 +1,251 @@
+//! Dynamic client registration on both databases: RFC 7591 behind an initial access token
+//! (an admin token with `admin:clients`), RFC 7592 behind the client's registration access
+//! token, which every read and update replaces; deregistering ends the client and its
+//! tokens; every step is an audit row with its actor.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use serde_json::{json, Value};
+use support::*;
+
+on_both_databases!(a_client_registers_itself_manages_its_registration_and_leaves);
+
+/// The registration management path of a client from its `registration_client_uri`.
+fn path_of(registration: &Value) -> String {
+    let uri = registration["registration_client_uri"].as_str().unwrap();
+    let id = registration["client_id"].as_str().unwrap();
+    assert!(uri.ends_with(&format!("/oauth2/register/{id}")), "{uri}");
+    format!("/oauth2/register/{id}")
+}
+
+fn token_of(registration: &Value) -> String {
+    registration["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// 401 `invalid_token` in the registration realm.
+fn refused(answer: &(http::StatusCode, http::HeaderMap, Value)) {
+    let (status, headers, body) = answer;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"edgeward-registration\", error=\"invalid_token\""
+    );
+}
+
+async fn a_client_registers_itself_manages_its_registration_and_leaves(backend: Backend) {
+    let state = open(config(backend).await).await;
+    let (manager_id, manager) = admin(&state, "admin:clients").await;
+    let (_, operator) = admin(&state, "admin:keys").await;
+    let metadata = json!({
+        "client_name": "registered by automation",
+        "scope": "read",
+        "grant_types": ["client_credentials"],
+        "token_endpoint_auth_method": "client_secret_basic",
+        "software_id": "metadata this issuer does not know is ignored",
+    });
+
+    // The initial access token is an admin token with admin:clients.
+    let (status, headers, _) = call(
+        &state,
+        "POST",
+        "/oauth2/register",
+        None,
+        Some(metadata.clone()),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"edgeward-admin\""
+    );
+    let (status, _, body) = call(
+        &state,
+        "POST",
+        "/oauth2/register",
+        Some(&operator),
+        Some(metadata.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+
+    // What this issuer cannot honour: RFC 7591 §3.2.2 errors.
+    for (refused_metadata, error) in [
+        (
+            json!({"redirect_uris": ["https://app.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"grant_types": ["authorization_code"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"scope": "not\u{7f}a scope"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt"}),
+            "invalid_client_metadata",
+        ),
+        (json!({"client_name": 42}), "invalid_client_metadata"),
+    ] {
+        let (status, _, body) = call(
+            &state,
+            "POST",
+            "/oauth2/register",
+            Some(&manager),
+            Some(refused_metadata.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (400, Some(error)),
+            "{refused_metadata}: {body}"
+        );
+    }
+
+    // Registered: its credentials once, never cached; it gets tokens at once.
+    let (status, headers, registration) = call(
+        &state,
+        "POST",
+        "/oauth2/register",
+        Some(&manager),
+        Some(metadata),
+    )
+    .await;
+    assert_eq!(status, 201, "{registration}");
+    assert_eq!(headers["cache-control"], "no-store");
+    let id = registration["client_id"].as_str().unwrap().to_owned();
+    let secret = registration["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(registration["client_secret_expires_at"], 0);
+    assert_eq!(registration["grant_types"], json!(["client_credentials"]));
+    assert_eq!(registration["scope"], "read");
+    assert!(registration.get("software_id").is_none());
+    token(&state, &id, &secret).await;
+    let path = path_of(&registration);
+    let first = token_of(&registration);
+
+    // RFC 7592 read: the registration, with a new token; the old one is dead.
+    let answer = call(&state, "GET", &path, None, None).await;
+    assert_eq!(answer.0, 401);
+    assert_eq!(
+        answer.1["www-authenticate"],
+        "Bearer realm=\"edgeward-registration\""
+    );
+    refused(&call(&state, "GET", &path, Some(&manager), None).await);
+    let (status, _, read) = call(&state, "GET", &path, Some(&first), None).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["client_name"], "registered by automation");
+    assert!(read.get("client_secret").is_none(), "only hashes are kept");
+    let second = token_of(&read);
+    assert_ne!(second, first);
+    refused(&call(&state, "GET", &path, Some(&first), None).await);
+    // Another client's registration token opens nothing here, nor an unknown id.
+    let (_, _, other) = call(
+        &state,
+        "POST",
+        "/oauth2/register",
+        Some(&manager),
+        Some(json!({"client_name": "another"})),
+    )
+    .await;
+    refused(&call(&state, "GET", &path, Some(&token_of(&other)), None).await);
+    refused(
+        &call(
+            &state,
+            "GET",
+            "/oauth2/register/c_nobody",
+            Some(&second),
+            None,
+        )
+        .await,
+    );
+
+    // RFC 7592 update: the whole metadata, named by client_id; never the server's fields.
+    let renamed = json!({"client_id": id, "client_name": "renamed", "scope": "read write"});
+    for (bad, why) in [
+        (json!({"client_name": "renamed"}), "no client_id"),
+        (
+            json!({"client_id": id, "registration_access_token": second}),
+            "a server field",
+        ),
+        (
+            json!({"client_id": id, "client_secret": "not-the-secret"}),
+            "a wrong secret",
+        ),
+    ] {
+        let (status, _, body) = call(&state, "PUT", &path, Some(&second), Some(bad)).await;
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (400, Some("invalid_client_metadata")),
+            "{why}: {body}"
+        );
+    }
+    let mut with_secret = renamed.clone();
+    with_secret["client_secret"] = json!(secret);
+    let (status, _, updated) = call(&state, "PUT", &path, Some(&second), Some(with_secret)).await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(
+        (updated["client_name"].as_str(), updated["scope"].as_str()),
+        (Some("renamed"), Some("read write"))
+    );
+    let third = token_of(&updated);
+    refused(&call(&state, "PUT", &path, Some(&second), Some(renamed)).await);
+
+    // RFC 7592 delete: the client is gone, its secret and tokens with it.
+    let held = token(&state, &id, &secret).await;
+    let (status, _, _) = call(&state, "DELETE", &path, Some(&third), None).await;
+    assert_eq!(status, 204);
+    refused(&call(&state, "GET", &path, Some(&third), None).await);
+    let (status, _, _) = send_json(
+        &state,
+        token_request("grant_type=client_credentials", Some((&id, &secret))),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // (A registered client's tokens are for the default audience.)
+    let validator = shared::Validator::new(shared::Validation::new(
+        state.config().issuer_url.clone(),
+        "edgeward-api",
+    ));
+    let now = shared::UnixTime::from_secs(u64::try_from(issuer::db::unix_now()).unwrap());
+    let verified = validator.verify(&held, &jwks(&state).await, now).unwrap();
+    assert!(!issuer::clients::token_is_live(&state.db, &verified)
+        .await
+        .unwrap());
+
+    // Each step is in the audit trail, by who did it, and the chain holds.
+    let rows = issuer::audit::rows_after(state.db.pool(), 0).await.unwrap();
+    let actor_of = |action: &str| {
+        rows.iter()
+            .find(|row| row.action == action && row.subject == id)
+            .map(|row| row.actor.clone())
+    };
+    assert_eq!(
+        actor_of("client.register").as_deref(),
+        Some(manager_id.as_str())
+    );
+    for action in [
+        "client.renew_registration_token",
+        "client.update_registration",
+        "client.deregister",
+    ] {
+        assert_eq!(actor_of(action).as_deref(), Some(id.as_str()), "{action}");
+    }
+    state.db.verify_audit().await.unwrap();
+}

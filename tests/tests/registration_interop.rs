@@ -1,0 +1,84 @@
+//! A third-party OAuth client registers itself at the real issuer process: oauth4webapi
+//! (`tests/clients/register.mjs`) reads the discovery document, registers with RFC 7591
+//! behind an initial access token from an admin client made on the shell, and gets a token
+//! with the secret it was given; the token verifies against the issuer's published keys.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::process::Command;
+
+use edgeward_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth4webapi_registers_a_client_and_gets_a_token_with_its_secret() {
+    let dir = temp_dir("registration_interop");
+    // The discovery document must name the address the client uses: a fixed port.
+    let port = free_port();
+    let issuer_url = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let settings = [
+        ("ISSUER_LISTEN", listen.as_str()),
+        ("ISSUER_ISSUER_URL", issuer_url.as_str()),
+    ];
+    let (_issuer, issuer_port) = issuer_with(&dir, &settings).await;
+    let created = issuer_cli_with(
+        &dir,
+        &settings,
+        &[
+            "client",
+            "create",
+            "--admin",
+            "--name",
+            "automation",
+            "--scope",
+            "admin:clients",
+        ],
+    );
+    let automation = Client {
+        id: created["client_id"].as_str().unwrap().to_owned(),
+        secret: created["client_secret"].as_str().unwrap().to_owned(),
+    };
+    let initial_access_token = automation.token(issuer_port).await;
+
+    let output = tokio::task::block_in_place(|| {
+        Command::new("node")
+            .arg(root().join("tests/clients/register.mjs"))
+            .args([issuer_url.as_str(), initial_access_token.as_str()])
+            .output()
+            .unwrap()
+    });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let client_id = got["client_id"].as_str().unwrap();
+    assert_eq!(
+        got["registration_client_uri"],
+        format!("{issuer_url}/oauth2/register/{client_id}").as_str()
+    );
+    assert!(got["token_type"]
+        .as_str()
+        .unwrap()
+        .eq_ignore_ascii_case("bearer"));
+
+    let jwks = get(&format!("{issuer_url}/.well-known/jwks.json"))
+        .await
+        .body;
+    let jwks = shared::Jwks::parse(&jwks).unwrap();
+    let validator =
+        shared::Validator::new(shared::Validation::new(issuer_url.as_str(), "edgeward-api"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let verified = validator
+        .verify(
+            got["access_token"].as_str().unwrap(),
+            &jwks,
+            shared::UnixTime::from_secs(now),
+        )
+        .unwrap();
+    assert_eq!(verified.claims().client_id, client_id);
+    assert!(verified.claims().scope.contains("read"));
+}

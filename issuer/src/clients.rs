@@ -520,17 +520,25 @@ pub struct SelfService {
     pub jwks: Option<String>,
 }
 
-/// Issues a new registration access token for `client_id` (the old one stops working) and,
-/// given `update`, replaces what the client may change of its registration, with the audit
-/// row, in one transaction. Returns the client as it now is and the new token (shown once).
-/// Every RFC 7592 answer carries a token, and only hashes are stored: so each read issues one.
+/// Issues a new registration access token for `client_id` in place of `presented` (which
+/// stops working) and, given `update`, replaces what the client may change of its
+/// registration, with the audit row, in one transaction. Returns the client as it now is and
+/// the new token (shown once). Every RFC 7592 answer carries a token, and only hashes are
+/// stored: so each read issues one.
+///
+/// The swap happens only while `presented` is still the client's token, so of two calls
+/// with one token only the first wins: a stolen old token cannot race the client's own
+/// renewal to a new one. A client may narrow its scope, never widen it: what it may ask
+/// for was granted by ops (the registration's initial access token).
 ///
 /// # Errors
-/// [`ClientError::Invalid`] for bad input, [`ClientError::NotFound`] (deregistered since), or
-/// the database error; nothing is changed then.
+/// [`ClientError::Invalid`] for bad input or a wider scope, [`ClientError::NotFound`] when
+/// `presented` is no longer the token (renewed or deregistered since), or the database
+/// error; nothing is changed then.
 pub async fn renew_registration(
     db: &Db,
     client_id: &str,
+    presented: &str,
     update: Option<SelfService>,
     change: &Change<'_>,
 ) -> Result<(Client, String), ClientError> {
@@ -541,9 +549,16 @@ pub async fn renew_registration(
             let name = checked_name(&update.name)?;
             let scopes = checked_scopes(&update.scopes)?;
             let jwks = checked_jwks(update.jwks.as_deref())?;
+            let current = show(db, client_id).await?;
+            if !current.scopes.contains_all(&scopes) {
+                return Err(ClientError::Invalid(format!(
+                    "scope: a client may narrow its scope ({}), not widen it",
+                    current.scopes
+                )));
+            }
             sqlx::query(
                 "UPDATE clients SET registration_token_hash = $1, name = $2, scopes = $3, jwks = $4, updated_at = $5 \
-                 WHERE client_id = $6 AND disabled_at IS NULL AND registration_token_hash IS NOT NULL",
+                 WHERE client_id = $6 AND disabled_at IS NULL AND registration_token_hash = $7",
             )
             .bind(hash_secret(&token))
             .bind(name)
@@ -551,16 +566,18 @@ pub async fn renew_registration(
             .bind(jwks.as_ref().map(shared::Jwks::to_json))
             .bind(change.now)
             .bind(client_id)
+            .bind(hash_secret(presented))
             .execute(&mut *tx)
             .await?
         }
         None => {
             sqlx::query(
                 "UPDATE clients SET registration_token_hash = $1 \
-                 WHERE client_id = $2 AND disabled_at IS NULL AND registration_token_hash IS NOT NULL",
+                 WHERE client_id = $2 AND disabled_at IS NULL AND registration_token_hash = $3",
             )
             .bind(hash_secret(&token))
             .bind(client_id)
+            .bind(hash_secret(presented))
             .execute(&mut *tx)
             .await?
         }
@@ -585,20 +602,27 @@ pub async fn renew_registration(
     Ok((show(db, client_id).await?, token))
 }
 
-/// Deregisters a client (RFC 7592 §2.3): disabled, every token it holds revoked (as
-/// [`set_enabled`] does), and its registration access token gone, with the audit row, in
-/// one transaction.
+/// Deregisters a client (RFC 7592 §2.3) while `presented` is still its registration access
+/// token: disabled, every token it holds revoked (as [`set_enabled`] does), and its
+/// registration access token gone, with the audit row, in one transaction.
 ///
 /// # Errors
-/// [`ClientError::NotFound`] (already gone) or the database error; nothing is changed then.
-pub async fn deregister(db: &Db, client_id: &str, change: &Change<'_>) -> Result<(), ClientError> {
+/// [`ClientError::NotFound`] (already gone, or `presented` replaced since) or the database
+/// error; nothing is changed then.
+pub async fn deregister(
+    db: &Db,
+    client_id: &str,
+    presented: &str,
+    change: &Change<'_>,
+) -> Result<(), ClientError> {
     let mut tx = db.pool().begin().await?;
     let result = sqlx::query(
         "UPDATE clients SET disabled_at = $1, updated_at = $1, registration_token_hash = NULL \
-         WHERE client_id = $2 AND disabled_at IS NULL AND registration_token_hash IS NOT NULL",
+         WHERE client_id = $2 AND disabled_at IS NULL AND registration_token_hash = $3",
     )
     .bind(change.now)
     .bind(client_id)
+    .bind(hash_secret(presented))
     .execute(&mut *tx)
     .await?;
     found(&result, client_id)?;

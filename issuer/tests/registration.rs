@@ -51,7 +51,7 @@ async fn a_client_registers_itself_manages_its_registration_and_leaves(backend: 
     let (_, operator) = admin(&state, "admin:keys").await;
     let metadata = json!({
         "client_name": "registered by automation",
-        "scope": "read",
+        "scope": "read write",
         "grant_types": ["client_credentials"],
         "token_endpoint_auth_method": "client_secret_basic",
         "software_id": "metadata this issuer does not know is ignored",
@@ -134,7 +134,7 @@ async fn a_client_registers_itself_manages_its_registration_and_leaves(backend: 
     let secret = registration["client_secret"].as_str().unwrap().to_owned();
     assert_eq!(registration["client_secret_expires_at"], 0);
     assert_eq!(registration["grant_types"], json!(["client_credentials"]));
-    assert_eq!(registration["scope"], "read");
+    assert_eq!(registration["scope"], "read write");
     assert!(registration.get("software_id").is_none());
     token(&state, &id, &secret).await;
     let path = path_of(&registration);
@@ -176,9 +176,14 @@ async fn a_client_registers_itself_manages_its_registration_and_leaves(backend: 
         .await,
     );
 
-    // RFC 7592 update: the whole metadata, named by client_id; never the server's fields.
-    let renamed = json!({"client_id": id, "client_name": "renamed", "scope": "read write"});
+    // RFC 7592 update: the whole metadata, named by client_id; never the server's fields; a
+    // narrower scope, never a wider one.
+    let renamed = json!({"client_id": id, "client_name": "renamed", "scope": "read"});
     for (bad, why) in [
+        (
+            json!({"client_id": id, "scope": "read write delete"}),
+            "a wider scope",
+        ),
         (json!({"client_name": "renamed"}), "no client_id"),
         (
             json!({"client_id": id, "registration_access_token": second}),
@@ -202,10 +207,23 @@ async fn a_client_registers_itself_manages_its_registration_and_leaves(backend: 
     assert_eq!(status, 200, "{updated}");
     assert_eq!(
         (updated["client_name"].as_str(), updated["scope"].as_str()),
-        (Some("renamed"), Some("read write"))
+        (Some("renamed"), Some("read"))
     );
     let third = token_of(&updated);
     refused(&call(&state, "PUT", &path, Some(&second), Some(renamed)).await);
+    // Of two calls with one token only the first swaps it: a second that passed the token
+    // check before the swap changes nothing.
+    let late = change(issuer::db::unix_now());
+    let stale = issuer::clients::renew_registration(&state.db, &id, &second, None, &late).await;
+    assert!(
+        matches!(stale, Err(issuer::clients::ClientError::NotFound(_))),
+        "{stale:?}"
+    );
+    let stale = issuer::clients::deregister(&state.db, &id, &second, &late).await;
+    assert!(
+        matches!(stale, Err(issuer::clients::ClientError::NotFound(_))),
+        "{stale:?}"
+    );
 
     // RFC 7592 delete: the client is gone, its secret and tokens with it.
     let held = token(&state, &id, &secret).await;

@@ -11,8 +11,8 @@
 //!   and revokes every token it holds, as `issuer client disable` does.
 //!
 //! This issuer grants client credentials only: a registration names no redirect URIs and no
-//! grant but `client_credentials`. A client may change its name, scope and keys; its
-//! audiences and rate plan are ops' to set (`issuer client`, the admin API). Metadata this
+//! grant but `client_credentials`. A client may change its name and keys, and narrow its
+//! scope (never widen it: ops granted it); its audiences and rate plan are ops' to set (`issuer client`, the admin API). Metadata this
 //! issuer does not know is ignored (RFC 7591 §2). Every change writes the same audit rows as
 //! the CLI, with the admin client (registration) or the client itself (management) as actor.
 
@@ -221,12 +221,12 @@ async fn register(
     Ok(no_store(StatusCode::CREATED, body))
 }
 
-/// The client `client_id` whose registration access token the request carries.
-async fn registered(
+/// The registration access token the request carries, once it is `client_id`'s.
+async fn registered<'h>(
     state: &AppState,
-    headers: &HeaderMap,
+    headers: &'h HeaderMap,
     client_id: &str,
-) -> Result<Client, ApiError> {
+) -> Result<&'h str, ApiError> {
     let invalid = ApiError::InvalidToken(Realm::Registration);
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -242,10 +242,13 @@ async fn registered(
         Err(_) => return Err(invalid),
     };
     // An unknown client and a wrong token are the same answer: ids are not probed this way.
-    clients::by_registration_token(&state.db, client_id, token)
+    match clients::by_registration_token(&state.db, client_id, token)
         .await
         .map_err(client_error)?
-        .ok_or(invalid)
+    {
+        Some(_) => Ok(token),
+        None => Err(invalid),
+    }
 }
 
 /// The answer when the client went away between its check and the change: its token no
@@ -263,9 +266,10 @@ async fn read(
     headers: HeaderMap,
     Path(client_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    registered(&state, &headers, &client_id).await?;
+    let presented = registered(&state, &headers, &client_id).await?;
+    let actor = change(&state, &client_id);
     let (client, token) =
-        clients::renew_registration(&state.db, &client_id, None, &change(&state, &client_id))
+        clients::renew_registration(&state.db, &client_id, presented, None, &actor)
             .await
             .map_err(gone)?;
     let body = information(&state, &client, stored_auth_method(&client), &token, None);
@@ -280,7 +284,7 @@ async fn update(
     Path(client_id): Path<String>,
     body: Result<Json<Metadata>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    registered(&state, &headers, &client_id).await?;
+    let presented = registered(&state, &headers, &client_id).await?;
     let metadata = metadata(body)?;
     if metadata.client_id.as_deref() != Some(client_id.as_str()) {
         return Err(ApiError::InvalidClientMetadata(
@@ -317,6 +321,7 @@ async fn update(
     let (client, token) = clients::renew_registration(
         &state.db,
         &client_id,
+        presented,
         Some(update),
         &change(&state, &client_id),
     )
@@ -332,10 +337,15 @@ async fn deregister(
     headers: HeaderMap,
     Path(client_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    registered(&state, &headers, &client_id).await?;
-    clients::deregister(&state.db, &client_id, &change(&state, &client_id))
-        .await
-        .map_err(gone)?;
+    let presented = registered(&state, &headers, &client_id).await?;
+    clients::deregister(
+        &state.db,
+        &client_id,
+        presented,
+        &change(&state, &client_id),
+    )
+    .await
+    .map_err(gone)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

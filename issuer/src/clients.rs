@@ -139,18 +139,21 @@ pub struct Registered {
 }
 
 /// Creates a client as [`create`] does, with a registration access token stored (as its
-/// hash) in the same transaction.
+/// hash) and the token endpoint authentication method it registered with, in the same
+/// transaction.
 ///
 /// # Errors
 /// [`ClientError::Invalid`] for bad input, or the database error.
 pub async fn register(
     db: &Db,
     new: NewClient,
+    auth_method: &str,
     actor: &str,
     now: i64,
 ) -> Result<Registered, ClientError> {
     let registration_access_token = random_token(32);
-    let created = create_with(db, new, actor, now, Some(&registration_access_token)).await?;
+    let registration = Some((registration_access_token.as_str(), auth_method));
+    let created = create_with(db, new, actor, now, registration).await?;
     Ok(Registered {
         created,
         registration_access_token,
@@ -184,12 +187,14 @@ fn checked_jwks(jwks: Option<&str>) -> Result<Option<shared::Jwks>, ClientError>
     Ok(jwks)
 }
 
+/// [`create`], or with `registration` (its registration access token and authentication
+/// method) [`register`].
 async fn create_with(
     db: &Db,
     new: NewClient,
     actor: &str,
     now: i64,
-    registration_access_token: Option<&str>,
+    registration: Option<(&str, &str)>,
 ) -> Result<Created, ClientError> {
     let name = checked_name(&new.name)?;
     let scopes = checked_scopes(&new.scopes)?;
@@ -215,8 +220,8 @@ async fn create_with(
     // The client and its audit row commit together.
     let mut tx = db.pool().begin().await?;
     sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at, jwks, resource_server, registration_token_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
+        "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at, jwks, resource_server, registration_token_hash, token_endpoint_auth_method) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11)",
     )
     .bind(&client_id)
     .bind(&name)
@@ -227,7 +232,8 @@ async fn create_with(
     .bind(now)
     .bind(jwks.as_ref().map(shared::Jwks::to_json))
     .bind(i64::from(new.resource_server))
-    .bind(registration_access_token.map(hash_secret))
+    .bind(registration.map(|(token, _)| hash_secret(token)))
+    .bind(registration.map(|(_, method)| method))
     .execute(&mut *tx)
     .await?;
     db.audit_in(
@@ -235,7 +241,7 @@ async fn create_with(
         &Entry {
             at: now,
             actor,
-            action: if registration_access_token.is_some() {
+            action: if registration.is_some() {
                 "client.register"
             } else {
                 "client.create"
@@ -388,10 +394,13 @@ impl Change<'_> {
 
 /// Enables or disables a client, with its audit row, in one transaction. Disabling also
 /// revokes every token it holds (a `client` entry on the revocation feed: edges refuse
-/// them within a feed interval), so disabling means something before the tokens expire.
+/// them within a feed interval), so disabling means something before the tokens expire,
+/// and ends its registration access token (RFC 7592), which enabling does not bring back.
+/// A deregistered client is never enabled again.
 ///
 /// # Errors
-/// [`ClientError::NotFound`] or the database error (nothing is changed then).
+/// [`ClientError::NotFound`], [`ClientError::Invalid`] to enable a deregistered client, or
+/// the database error (nothing is changed then).
 pub async fn set_enabled(
     db: &Db,
     client_id: &str,
@@ -399,14 +408,39 @@ pub async fn set_enabled(
     change: &Change<'_>,
 ) -> Result<(), ClientError> {
     let mut tx = db.pool().begin().await?;
-    let result =
-        sqlx::query("UPDATE clients SET disabled_at = $1, updated_at = $2 WHERE client_id = $3")
-            .bind(if enabled { None } else { Some(change.now) })
-            .bind(change.now)
+    let result = if enabled {
+        sqlx::query(
+            "UPDATE clients SET disabled_at = NULL, updated_at = $1 \
+             WHERE client_id = $2 AND deregistered_at IS NULL",
+        )
+        .bind(change.now)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+    } else {
+        sqlx::query(
+            "UPDATE clients SET disabled_at = $1, updated_at = $1, registration_token_hash = NULL \
+             WHERE client_id = $2",
+        )
+        .bind(change.now)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+    };
+    if result.rows_affected() == 0 {
+        let deregistered = sqlx::query("SELECT 1 FROM clients WHERE client_id = $1")
             .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
-    found(&result, client_id)?;
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        return Err(if deregistered {
+            ClientError::Invalid(format!(
+                "client {client_id} deregistered itself (RFC 7592): register a new one"
+            ))
+        } else {
+            ClientError::NotFound(client_id.to_owned())
+        });
+    }
     let action = if enabled {
         "client.enable"
     } else {
@@ -478,7 +512,8 @@ pub async fn rotate_secret(
 }
 
 /// The enabled client `client_id` if `token` is its registration access token (RFC 7592),
-/// else `None`: unknown, deregistered, made by ops (no token) or a wrong token, alike.
+/// else `None`: unknown, disabled, deregistered, made by ops (no token) or a wrong token,
+/// alike.
 ///
 /// # Errors
 /// The database error.
@@ -514,63 +549,106 @@ pub async fn by_registration_token(
 pub struct SelfService {
     /// Human name.
     pub name: String,
-    /// Space-separated scopes.
+    /// Space-separated scopes: the current ones or fewer.
     pub scopes: String,
     /// Public keys (JWKS JSON, EC P-256) for `private_key_jwt`; `None` removes them.
     pub jwks: Option<String>,
+    /// The token endpoint authentication method it says it uses.
+    pub auth_method: String,
+    /// Whether the request carried the client's current secret, which changing `jwks` needs:
+    /// a registration access token alone must not let its holder sign in as the client.
+    pub secret_confirmed: bool,
+}
+
+/// A registered client as RFC 7592 reads it back, and its new registration access token.
+#[derive(Debug)]
+pub struct Renewed {
+    /// The client as it now is.
+    pub client: Client,
+    /// The authentication method it registered with (or last said it uses).
+    pub auth_method: String,
+    /// Its new registration access token, shown once.
+    pub registration_access_token: String,
 }
 
 /// Issues a new registration access token for `client_id` in place of `presented` (which
 /// stops working) and, given `update`, replaces what the client may change of its
-/// registration, with the audit row, in one transaction. Returns the client as it now is and
-/// the new token (shown once). Every RFC 7592 answer carries a token, and only hashes are
-/// stored: so each read issues one.
+/// registration, with the audit row, in one transaction. Every RFC 7592 answer carries a
+/// token, and only hashes are stored: so each read issues one.
 ///
-/// The swap happens only while `presented` is still the client's token, so of two calls
-/// with one token only the first wins: a stolen old token cannot race the client's own
-/// renewal to a new one. A client may narrow its scope, never widen it: what it may ask
-/// for was granted by ops (the registration's initial access token).
+/// The current registration is read, and the token swapped, inside the transaction and
+/// only while `presented` is still the stored token: of two calls with one token only the
+/// first wins, so a stolen old token cannot race the client's own renewal to a new one. A
+/// client may narrow its scope, never widen it: what it may ask for was granted by ops
+/// (the registration's initial access token).
 ///
 /// # Errors
-/// [`ClientError::Invalid`] for bad input or a wider scope, [`ClientError::NotFound`] when
-/// `presented` is no longer the token (renewed or deregistered since), or the database
-/// error; nothing is changed then.
+/// [`ClientError::Invalid`] for bad input, a wider scope, or new keys without the secret;
+/// [`ClientError::NotFound`] when `presented` is no longer the token (renewed, disabled or
+/// deregistered since); or the database error. Nothing is changed then.
 pub async fn renew_registration(
     db: &Db,
     client_id: &str,
     presented: &str,
     update: Option<SelfService>,
     change: &Change<'_>,
-) -> Result<(Client, String), ClientError> {
+) -> Result<Renewed, ClientError> {
+    let checked = match &update {
+        Some(update) => Some((
+            checked_name(&update.name)?,
+            checked_scopes(&update.scopes)?,
+            checked_jwks(update.jwks.as_deref())?,
+        )),
+        None => None,
+    };
     let token = random_token(32);
     let mut tx = db.pool().begin().await?;
-    let result = match &update {
-        Some(update) => {
-            let name = checked_name(&update.name)?;
-            let scopes = checked_scopes(&update.scopes)?;
-            let jwks = checked_jwks(update.jwks.as_deref())?;
-            let current = show(db, client_id).await?;
-            if !current.scopes.contains_all(&scopes) {
+    let current = sqlx::query(
+        "SELECT scopes, jwks, token_endpoint_auth_method FROM clients \
+         WHERE client_id = $1 AND disabled_at IS NULL AND registration_token_hash = $2",
+    )
+    .bind(client_id)
+    .bind(hash_secret(presented))
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ClientError::NotFound(client_id.to_owned()))?;
+    let current_scopes: String = current.try_get("scopes")?;
+    let current_jwks: Option<String> = current.try_get("jwks")?;
+    let mut auth_method: String = current
+        .try_get::<Option<String>, _>("token_endpoint_auth_method")?
+        .unwrap_or_else(|| "client_secret_basic".to_owned());
+    let result = match (&update, checked) {
+        (Some(update), Some((name, scopes, jwks))) => {
+            let granted = checked_scopes(&current_scopes)?;
+            if !granted.contains_all(&scopes) {
                 return Err(ClientError::Invalid(format!(
-                    "scope: a client may narrow its scope ({}), not widen it",
-                    current.scopes
+                    "scope: a client may narrow its scope ({granted}), not widen it"
                 )));
             }
+            let jwks = jwks.as_ref().map(shared::Jwks::to_json);
+            if jwks != current_jwks && !update.secret_confirmed {
+                return Err(ClientError::Invalid(
+                    "jwks: changing the keys needs the current client_secret".into(),
+                ));
+            }
+            auth_method.clone_from(&update.auth_method);
             sqlx::query(
-                "UPDATE clients SET registration_token_hash = $1, name = $2, scopes = $3, jwks = $4, updated_at = $5 \
-                 WHERE client_id = $6 AND disabled_at IS NULL AND registration_token_hash = $7",
+                "UPDATE clients SET registration_token_hash = $1, name = $2, scopes = $3, jwks = $4, \
+                 token_endpoint_auth_method = $5, updated_at = $6 \
+                 WHERE client_id = $7 AND disabled_at IS NULL AND registration_token_hash = $8",
             )
             .bind(hash_secret(&token))
             .bind(name)
             .bind(scopes.to_string())
-            .bind(jwks.as_ref().map(shared::Jwks::to_json))
+            .bind(jwks)
+            .bind(&auth_method)
             .bind(change.now)
             .bind(client_id)
             .bind(hash_secret(presented))
             .execute(&mut *tx)
             .await?
         }
-        None => {
+        _ => {
             sqlx::query(
                 "UPDATE clients SET registration_token_hash = $1 \
                  WHERE client_id = $2 AND disabled_at IS NULL AND registration_token_hash = $3",
@@ -599,12 +677,17 @@ pub async fn renew_registration(
     )
     .await?;
     tx.commit().await?;
-    Ok((show(db, client_id).await?, token))
+    Ok(Renewed {
+        client: show(db, client_id).await?,
+        auth_method,
+        registration_access_token: token,
+    })
 }
 
 /// Deregisters a client (RFC 7592 §2.3) while `presented` is still its registration access
-/// token: disabled, every token it holds revoked (as [`set_enabled`] does), and its
-/// registration access token gone, with the audit row, in one transaction.
+/// token, with the audit row, in one transaction: disabled for good (never enabled again),
+/// every token it holds revoked (as [`set_enabled`] does), and its credentials gone: the
+/// secret replaced by one nobody knows, the keys and the registration access token removed.
 ///
 /// # Errors
 /// [`ClientError::NotFound`] (already gone, or `presented` replaced since) or the database
@@ -617,10 +700,12 @@ pub async fn deregister(
 ) -> Result<(), ClientError> {
     let mut tx = db.pool().begin().await?;
     let result = sqlx::query(
-        "UPDATE clients SET disabled_at = $1, updated_at = $1, registration_token_hash = NULL \
-         WHERE client_id = $2 AND disabled_at IS NULL AND registration_token_hash = $3",
+        "UPDATE clients SET disabled_at = $1, deregistered_at = $1, updated_at = $1, \
+         secret_hash = $2, jwks = NULL, registration_token_hash = NULL \
+         WHERE client_id = $3 AND disabled_at IS NULL AND registration_token_hash = $4",
     )
     .bind(change.now)
+    .bind(hash_secret(&random_token(32)))
     .bind(client_id)
     .bind(hash_secret(presented))
     .execute(&mut *tx)

@@ -14,7 +14,10 @@ mod support;
 use serde_json::{json, Value};
 use support::*;
 
-on_both_databases!(a_client_registers_itself_manages_its_registration_and_leaves);
+on_both_databases!(
+    a_client_registers_itself_manages_its_registration_and_leaves,
+    a_registration_token_never_outgrows_what_ops_granted,
+);
 
 /// The registration management path of a client from its `registration_client_uri`.
 fn path_of(registration: &Value) -> String {
@@ -266,4 +269,128 @@ async fn a_client_registers_itself_manages_its_registration_and_leaves(backend: 
         assert_eq!(actor_of(action).as_deref(), Some(id.as_str()), "{action}");
     }
     state.db.verify_audit().await.unwrap();
+}
+
+/// Registers a client with `metadata` through `manager`; its registration answer.
+async fn register(state: &issuer::AppState, manager: &str, metadata: Value) -> Value {
+    let (status, _, registration) = call(
+        state,
+        "POST",
+        "/oauth2/register",
+        Some(manager),
+        Some(metadata),
+    )
+    .await;
+    assert_eq!(status, 201, "{registration}");
+    registration
+}
+
+async fn a_registration_token_never_outgrows_what_ops_granted(backend: Backend) {
+    // One database connection: a registration change must never need a second one (a
+    // transaction waiting on the pool would starve every other request).
+    let mut one_connection = config(backend).await;
+    one_connection.database_max_connections = 1;
+    let state = open(one_connection).await;
+    let (_, manager) = admin(&state, "admin:clients").await;
+
+    // No admin power by registration.
+    let (status, _, body) = call(
+        &state,
+        "POST",
+        "/oauth2/register",
+        Some(&manager),
+        Some(json!({"scope": "read admin:keys"})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_client_metadata"))
+    );
+
+    // The method it registered with reads back; a change that holds works on one connection.
+    let registration = register(
+        &state,
+        &manager,
+        json!({"client_name": "poster", "scope": "read", "token_endpoint_auth_method": "client_secret_post"}),
+    )
+    .await;
+    let (id, secret) = (
+        registration["client_id"].as_str().unwrap().to_owned(),
+        registration["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let path = path_of(&registration);
+    let (status, _, read) = call(&state, "GET", &path, Some(&token_of(&registration)), None).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["token_endpoint_auth_method"], "client_secret_post");
+    let mut current = token_of(&read);
+
+    // New keys need the current secret: the registration token alone must not let its holder
+    // sign in as the client.
+    let keys: Value = serde_json::from_str(&jwks(&state).await.to_json()).unwrap();
+    let rekeyed = json!({"client_id": id, "scope": "read", "jwks": keys});
+    let (status, _, body) = call(&state, "PUT", &path, Some(&current), Some(rekeyed.clone())).await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_client_metadata")),
+        "{body}"
+    );
+    let mut with_secret = rekeyed;
+    with_secret["client_secret"] = json!(secret);
+    let (status, _, body) = call(&state, "PUT", &path, Some(&current), Some(with_secret)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_endpoint_auth_method"], "private_key_jwt");
+    current = token_of(&body);
+
+    // Ops disabling a client ends its registration token; enabling does not bring it back.
+    let ops = change(issuer::db::unix_now());
+    issuer::clients::set_enabled(&state.db, &id, false, &ops)
+        .await
+        .unwrap();
+    issuer::clients::set_enabled(&state.db, &id, true, &ops)
+        .await
+        .unwrap();
+    refused(&call(&state, "GET", &path, Some(&current), None).await);
+
+    // Deregistered for good: never enabled again, its old secret dead either way.
+    let gone = register(
+        &state,
+        &manager,
+        json!({"client_name": "leaver", "scope": "read"}),
+    )
+    .await;
+    let (gone_id, gone_secret) = (
+        gone["client_id"].as_str().unwrap(),
+        gone["client_secret"].as_str().unwrap(),
+    );
+    let (status, _, _) = call(
+        &state,
+        "DELETE",
+        &path_of(&gone),
+        Some(&token_of(&gone)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _, body) = call(
+        &state,
+        "POST",
+        &format!("/admin/clients/{gone_id}/enable"),
+        Some(&manager),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    let (status, _, _) = send_json(
+        &state,
+        token_request(
+            "grant_type=client_credentials",
+            Some((gone_id, gone_secret)),
+        ),
+    )
+    .await;
+    assert_eq!(status, 401);
 }

@@ -11,8 +11,10 @@
 //!   and revokes every token it holds, as `issuer client disable` does.
 //!
 //! This issuer grants client credentials only: a registration names no redirect URIs and no
-//! grant but `client_credentials`. A client may change its name and keys, and narrow its
-//! scope (never widen it: ops granted it); its audiences and rate plan are ops' to set (`issuer client`, the admin API). Metadata this
+//! grant but `client_credentials`, and no admin power (`admin:…` scopes are for clients ops
+//! make on a shell). A client may rename itself, narrow its scope (never widen it: ops
+//! granted it) and, with its current secret, change its keys; its audiences and rate plan
+//! are ops' to set (`issuer client`, the admin API). Metadata this
 //! issuer does not know is ignored (RFC 7591 §2). Every change writes the same audit rows as
 //! the CLI, with the admin client (registration) or the client itself (management) as actor.
 
@@ -104,23 +106,36 @@ fn check(metadata: Metadata) -> Result<Checked, ApiError> {
             )
         }
     };
+    let scopes = metadata.scope.unwrap_or_default();
+    if scopes
+        .split(' ')
+        .any(|scope| Power::SCOPES.contains(&scope))
+    {
+        return invalid("scope: admin powers are granted on a shell, not registered");
+    }
     let name = metadata
         .client_name
         .unwrap_or_else(|| "registered client".to_owned());
     Ok(Checked {
         name,
-        scopes: metadata.scope.unwrap_or_default(),
+        scopes,
         jwks: metadata.jwks.map(|jwks| jwks.to_string()),
         auth_method,
     })
 }
 
-/// A body that is not JSON metadata is `invalid_client_metadata`, not axum's own answer.
+/// A body that is not JSON metadata is `invalid_client_metadata` (one too large, 413), not
+/// axum's own answer.
 fn metadata(
     body: Result<Json<Metadata>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Metadata, ApiError> {
-    body.map(|Json(metadata)| metadata)
-        .map_err(|err| ApiError::InvalidClientMetadata(err.body_text()))
+    body.map(|Json(metadata)| metadata).map_err(|err| {
+        if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::InvalidClientMetadata(err.body_text())
+        }
+    })
 }
 
 /// `ClientError::Invalid` from a registration is the metadata's fault.
@@ -172,14 +187,15 @@ fn information(
     Value::Object(body)
 }
 
-/// The method a stored client authenticates with, as a read reports it (the token endpoint
-/// takes any method the client's credentials allow).
-fn stored_auth_method(client: &Client) -> &'static str {
-    if client.jwks.is_some() {
-        "private_key_jwt"
-    } else {
-        "client_secret_basic"
-    }
+/// A renewed registration as RFC 7592 §3 answers it.
+fn answer(state: &AppState, renewed: &clients::Renewed) -> Value {
+    information(
+        state,
+        &renewed.client,
+        &renewed.auth_method,
+        &renewed.registration_access_token,
+        None,
+    )
 }
 
 /// RFC 7591 §3.2.1: credentials are never cached.
@@ -199,6 +215,12 @@ async fn register(
 ) -> Result<Response, ApiError> {
     let actor = authorize(&state, &headers, Power::Clients).await?;
     let checked = check(metadata(body)?)?;
+    // As `POST /admin/clients`: never a client of the admin API's audience.
+    if state.config().admin_audience() == DEFAULT_AUDIENCE {
+        return Err(ApiError::InvalidInput(
+            "registration is off: admin_audience is the registered clients' audience".into(),
+        ));
+    }
     let new = NewClient {
         name: checked.name,
         scopes: checked.scopes,
@@ -207,7 +229,8 @@ async fn register(
         jwks: checked.jwks,
         resource_server: false,
     };
-    let registered = clients::register(&state.db, new, &actor, state.clock.unix_secs())
+    let now = state.clock.unix_secs();
+    let registered = clients::register(&state.db, new, checked.auth_method, &actor, now)
         .await
         .map_err(registration_error)?;
     let created = &registered.created;
@@ -268,12 +291,10 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let presented = registered(&state, &headers, &client_id).await?;
     let actor = change(&state, &client_id);
-    let (client, token) =
-        clients::renew_registration(&state.db, &client_id, presented, None, &actor)
-            .await
-            .map_err(gone)?;
-    let body = information(&state, &client, stored_auth_method(&client), &token, None);
-    Ok(no_store(StatusCode::OK, body))
+    let renewed = clients::renew_registration(&state.db, &client_id, presented, None, &actor)
+        .await
+        .map_err(gone)?;
+    Ok(no_store(StatusCode::OK, answer(&state, &renewed)))
 }
 
 /// `PUT /oauth2/register/{client_id}` (RFC 7592 §2.2): the whole metadata, omitted fields
@@ -302,23 +323,29 @@ async fn update(
                 .into(),
         ));
     }
-    if let Some(secret) = &metadata.client_secret {
-        let current = clients::authenticate(&state.db, &client_id, secret)
-            .await
-            .map_err(client_error)?;
-        if current.is_none() {
-            return Err(ApiError::InvalidClientMetadata(
-                "client_secret is not the client's current secret".into(),
-            ));
+    let secret_confirmed = match &metadata.client_secret {
+        Some(secret) => {
+            let current = clients::authenticate(&state.db, &client_id, secret)
+                .await
+                .map_err(client_error)?;
+            if current.is_none() {
+                return Err(ApiError::InvalidClientMetadata(
+                    "client_secret is not the client's current secret".into(),
+                ));
+            }
+            true
         }
-    }
+        None => false,
+    };
     let checked = check(metadata)?;
     let update = SelfService {
         name: checked.name,
         scopes: checked.scopes,
         jwks: checked.jwks,
+        auth_method: checked.auth_method.to_owned(),
+        secret_confirmed,
     };
-    let (client, token) = clients::renew_registration(
+    let renewed = clients::renew_registration(
         &state.db,
         &client_id,
         presented,
@@ -327,8 +354,7 @@ async fn update(
     )
     .await
     .map_err(gone)?;
-    let body = information(&state, &client, checked.auth_method, &token, None);
-    Ok(no_store(StatusCode::OK, body))
+    Ok(no_store(StatusCode::OK, answer(&state, &renewed)))
 }
 
 /// `DELETE /oauth2/register/{client_id}` (RFC 7592 §2.3).

@@ -130,7 +130,12 @@ enum KeysCommand {
     /// Start a rotation now: a new key is published, then signs after the publish lead.
     Rotate,
     /// Emergency: withdraw a key from the JWKS at once and put it on the revocation feed.
-    Revoke { kid: String },
+    Revoke {
+        /// The key's id, as `keys list` prints it. A kid is base64url and may start with
+        /// `-`: it is read as the kid, not as an option.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
     /// KEK rotation: seal every stored key under ISSUER_KEK (keys sealed under
     /// ISSUER_PREVIOUS_KEK are opened with it). Run once every instance has both.
     Rewrap,
@@ -622,5 +627,23 @@ async fn keys_command(command: KeysCommand, config: &Config, json: bool) -> CliR
                 other => Err(format!("unexpected key event: {other}").into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kid is base64url: one in 64 starts with `-`, and `keys revoke` must still take it.
+    #[test]
+    fn keys_revoke_takes_a_kid_that_starts_with_a_dash() {
+        let cli = Cli::try_parse_from(["issuer", "keys", "revoke", "-G3xkYb0"]);
+        assert!(
+            matches!(
+                cli.map(|cli| cli.command),
+                Ok(Command::Keys(KeysCommand::Revoke { ref kid })) if kid == "-G3xkYb0"
+            ),
+            "a kid starting with '-' was read as an option"
+        );
     }
 }

@@ -3,8 +3,10 @@
 // wasm-bindgen (`--target web`, bundled by esbuild under the name `edgeward-wasm`).
 //
 // Every wait of the edge is a promise that `settle` hands back to the one `resume` export,
-// by wait number: a new kind of wait needs a function in js/io.js and a variant in
-// src/isolate/io.rs, and nothing here.
+// by wait number: a new kind of wait needs nothing here. It is a variant of `Io` (with its
+// `Answer` and `Expect`) in src/isolate/io.rs, which the compiler then asks for in every
+// match (the isolate's continuation, the driver's start and read), and a function in
+// js/io.js that returns its promise.
 //
 // A panic traps the wasm instance (`panic = "abort"`): the call that trapped fails (its
 // request gets a 500), and the next call first starts a new instance (wasm-bindgen's

@@ -2,10 +2,9 @@
 // fetches to the issuer, the Cache API, timers, key imports and verifies, the rate-limit
 // Durable Objects and the edge's own answers. Each is one call from wasm (bound in
 // src/driver/js.rs); every decision stays in Rust. A function that starts a wait returns its
-// promise, and the entry's `settle` hands the outcome back to wasm by wait number. Doing this
-// I/O through the `worker` crate's Fetch/Request/Response/Cache/Delay wrappers, and awaiting
-// it in Rust futures, cost about a third of the wasm bundle (measured with
-// benches/size-breakdown) and a boundary crossing per header.
+// promise, and the entry's `settle` hands the outcome back to wasm by wait number. (Through the
+// `worker` crate's Fetch/Request/Response/Cache/Delay wrappers, awaited in Rust futures, this
+// I/O weighed on the wasm bundle and cost a boundary crossing per header: docs/edge.md.)
 
 /** `GET url` (headers `accept` and, if given, `if-none-match`), never following a redirect,
  * aborted after `timeoutMs` counting the body. Resolves to `{status, text, cacheControl, etag}` (`text` only for a

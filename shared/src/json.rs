@@ -9,9 +9,9 @@
 //!
 //! Why by hand rather than through serde: serde's deserializers format their error texts
 //! (`invalid type: floating point ...`), which links float formatting, and monomorphize a
-//! visitor per type. For these five documents that came to 45.6 KB of the edge's 130.3 KB
-//! gzipped wasm (measured by stubbing the reads out); with this reader the wasm is 90.5 KB.
-//! It is one small set of non-generic functions. Documents are size-capped before they get
+//! visitor per type: for these five documents that was about a third of the edge's gzipped
+//! wasm when it was measured (docs/performance-history.md). This reader is one small set of
+//! non-generic functions. Documents are size-capped before they get
 //! here (8 KiB token, 64 KiB key set, 1 MiB feed page). What we write is still `serde_json`.
 
 /// Deepest nesting accepted (as serde_json's own limit).

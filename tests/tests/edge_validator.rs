@@ -47,6 +47,11 @@ struct KeyServer {
 
 impl KeyServer {
     async fn start(keys: &[u8]) -> Self {
+        Self::answering_after(keys, Duration::ZERO).await
+    }
+
+    /// A key server that takes `delay` to answer each fetch.
+    async fn answering_after(keys: &[u8], delay: Duration) -> Self {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .unwrap();
@@ -62,6 +67,7 @@ impl KeyServer {
                 let state = state.clone();
                 async move {
                     state.fetches.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
                     let keys: Vec<Value> = state
                         .keys
                         .lock()
@@ -319,6 +325,40 @@ async fn every_rejection_class_is_answered_at_the_edge_and_never_reaches_the_ori
         after_junk - before
     );
     assert_eq!(seen.lock().unwrap().len(), reached);
+}
+
+/// A new isolate's first requests arrive together: one fetches the key set, the others wait
+/// for that fetch on the driver's timer (the `Sleep` wait), and all are answered from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_requests_together_share_one_key_set_fetch() {
+    let dir = temp_dir("edge_single_flight");
+    let (seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let keys = KeyServer::answering_after(&[1], Duration::from_millis(500)).await;
+    let vars = vars(
+        fixtures::ISSUER,
+        fixtures::AUDIENCE,
+        keys.url(),
+        format!("http://127.0.0.1:{origin_port}"),
+        &[("RATE_LIMIT_MODE", "isolate")],
+    );
+    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let url = format!("http://127.0.0.1:{edge_port}/together");
+    let requests: Vec<_> = (0..6)
+        .map(|n| {
+            let token = token(
+                |_| {},
+                |c| drop(c.insert("jti".into(), json!(format!("together-{n}")))),
+            );
+            let url = url.clone();
+            tokio::spawn(async move { get_with(&url, &token).await })
+        })
+        .collect();
+    for request in requests {
+        let reply = request.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert_eq!(keys.fetches(), 1, "one fetch for every first request");
+    assert_eq!(seen.lock().unwrap().len(), 6);
 }
 
 /// The key set comes only from the configured URLs: a JWKS URL that redirects (to a good

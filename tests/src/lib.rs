@@ -226,19 +226,7 @@ pub async fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16
         .envs(settings.iter().copied())
         .arg("serve");
     let running = Running::spawn(command, dir.join("issuer.log"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // The bound address from the JSON log event `issuer listening`.
-    let addr: std::net::SocketAddr = loop {
-        if let Some(addr) = listening_addr(&running.log(), "issuer listening") {
-            break addr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "issuer did not start:\n{}",
-            running.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let addr = bound(&running, "issuer listening", Duration::from_secs(30)).await;
     let port = addr.port();
     wait_ready(
         &format!("http://{addr}/readyz"),
@@ -247,6 +235,23 @@ pub async fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16
     )
     .await;
     (running, port)
+}
+
+/// The address `running` bound, from its first JSON line whose `message` is `message`,
+/// once it has printed it (panics with its log after `timeout`).
+pub async fn bound(running: &Running, message: &str, timeout: Duration) -> std::net::SocketAddr {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(addr) = listening_addr(&running.log(), message) {
+            return addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{message}` line:\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The `addr` of the first JSON log line whose `message` is `message` (a process's bound
@@ -331,18 +336,7 @@ pub async fn serve_worker(dir: &Path, state_of: &Path, log: &str) -> (Running, u
         .arg(root().join("tests/workers/serve.mjs"))
         .arg(state_of.join("state"));
     let running = Running::spawn(command, dir.join(log));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let addr = loop {
-        if let Some(addr) = listening_addr(&running.log(), "worker listening") {
-            break addr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the Worker did not start:\n{}",
-            running.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let addr = bound(&running, "worker listening", Duration::from_secs(90)).await;
     (running, addr.port())
 }
 

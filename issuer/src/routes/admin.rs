@@ -76,19 +76,7 @@ pub(crate) async fn authorize(
     headers: &HeaderMap,
     power: Power,
 ) -> Result<String, ApiError> {
-    let authorization = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .map(|value| {
-            value
-                .to_str()
-                .map_err(|_| ApiError::InvalidToken(Realm::Admin))
-        })
-        .transpose()?;
-    let token = match shared::bearer_token(authorization) {
-        Ok(token) => token,
-        Err(shared::Rejection::MissingToken) => return Err(ApiError::NoToken(Realm::Admin)),
-        Err(_) => return Err(ApiError::InvalidToken(Realm::Admin)),
-    };
+    let token = bearer(headers, Realm::Admin)?;
     let config = state.config();
     let validation = shared::Validation::new(config.issuer_url.clone(), config.admin_audience());
     let verified = shared::Validator::new(validation)
@@ -105,6 +93,20 @@ pub(crate) async fn authorize(
         return Err(ApiError::InsufficientScope(power.scope()));
     }
     Ok(claims.client_id.clone())
+}
+
+/// The bearer token of a request to an endpoint of `realm` (RFC 6750 §2.1): none is
+/// `NoToken`, a malformed one or several `InvalidToken`.
+pub(crate) fn bearer(headers: &HeaderMap, realm: Realm) -> Result<&str, ApiError> {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|value| value.to_str().map_err(|_| ApiError::InvalidToken(realm)))
+        .transpose()?;
+    match shared::bearer_token(authorization) {
+        Ok(token) => Ok(token),
+        Err(shared::Rejection::MissingToken) => Err(ApiError::NoToken(realm)),
+        Err(_) => Err(ApiError::InvalidToken(realm)),
+    }
 }
 
 /// The one mapping of a client operation's failure to an API error.

@@ -26,7 +26,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::admin::{authorize, change, client_error, Power};
+use super::admin::{authorize, bearer, change, client_error, Power};
 use crate::clients::{self, Client, NewClient, SelfService};
 use crate::error::{ApiError, Realm};
 use crate::state::AppState;
@@ -250,27 +250,14 @@ async fn registered<'h>(
     headers: &'h HeaderMap,
     client_id: &str,
 ) -> Result<&'h str, ApiError> {
-    let invalid = ApiError::InvalidToken(Realm::Registration);
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(|value| {
-            value
-                .to_str()
-                .map_err(|_| ApiError::InvalidToken(Realm::Registration))
-        })
-        .transpose()?;
-    let token = match shared::bearer_token(authorization) {
-        Ok(token) => token,
-        Err(shared::Rejection::MissingToken) => return Err(ApiError::NoToken(Realm::Registration)),
-        Err(_) => return Err(invalid),
-    };
+    let token = bearer(headers, Realm::Registration)?;
     // An unknown client and a wrong token are the same answer: ids are not probed this way.
     match clients::by_registration_token(&state.db, client_id, token)
         .await
         .map_err(client_error)?
     {
         Some(_) => Ok(token),
-        None => Err(invalid),
+        None => Err(ApiError::InvalidToken(Realm::Registration)),
     }
 }
 

@@ -511,17 +511,17 @@ pub async fn rotate_secret(
     Ok(secret)
 }
 
-/// The enabled client `client_id` if `token` is its registration access token (RFC 7592),
-/// else `None`: unknown, disabled, deregistered, made by ops (no token) or a wrong token,
-/// alike.
+/// Whether `token` is the registration access token (RFC 7592) of the enabled client
+/// `client_id`: unknown, disabled, deregistered, made by ops (no token) and a wrong token are
+/// all `false`, alike.
 ///
 /// # Errors
 /// The database error.
-pub async fn by_registration_token(
+pub async fn registration_token_matches(
     db: &Db,
     client_id: &str,
     token: &str,
-) -> Result<Option<Client>, ClientError> {
+) -> Result<bool, ClientError> {
     let row = sqlx::query(
         "SELECT registration_token_hash FROM clients WHERE client_id = $1 AND disabled_at IS NULL",
     )
@@ -534,13 +534,7 @@ pub async fn by_registration_token(
     };
     // Same work whether or not there is a hash to compare with.
     let stored = stored.unwrap_or_default();
-    let matches: bool = hash_secret(token).ct_eq(&stored).into();
-    if !matches {
-        return Ok(None);
-    }
-    find(db, client_id)
-        .await
-        .map(|found| found.map(|(client, _)| client))
+    Ok(hash_secret(token).ct_eq(&stored).into())
 }
 
 /// What a client may change of its own registration (RFC 7592 §2.2): the rest (audiences,

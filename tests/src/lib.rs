@@ -590,6 +590,15 @@ impl Client {
         Reply::of(request).await
     }
 
+    /// RFC 7009: the client revokes `token` at the issuer at `issuer` (`http://host:port`).
+    pub async fn revoke_at(&self, issuer: &str, token: &str) -> Reply {
+        let request = http()
+            .post(format!("{issuer}/oauth2/revoke"))
+            .basic_auth(&self.id, Some(&self.secret))
+            .form(&[("token", token)]);
+        Reply::of(request).await
+    }
+
     /// A token request to the issuer on `issuer_port`.
     pub async fn request_token(&self, issuer_port: u16) -> Reply {
         self.request_token_at(&format!("http://127.0.0.1:{issuer_port}"))

@@ -147,11 +147,7 @@ async fn the_edge_keeps_validating_when_the_issuer_is_killed_and_the_restart_los
     }
     assert_eq!(get_with(&url, &tokens[0]).await.status, 200);
     let revoked = clients[0].token(issuer_port).await;
-    let request = http()
-        .post(format!("{issuer_url}/oauth2/revoke"))
-        .basic_auth(&clients[0].id, Some(&clients[0].secret))
-        .form(&[("token", &revoked)]);
-    let reply = Reply::of(request).await;
+    let reply = clients[0].revoke_at(&issuer_url, &revoked).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let jwks_before = get(&format!("{issuer_url}/.well-known/jwks.json"))
         .await

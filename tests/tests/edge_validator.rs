@@ -594,11 +594,7 @@ async fn revoked_tokens_and_keys_are_refused_within_the_feed_interval() {
     // RFC 7009: the client revokes its token; the edge refuses it within the interval.
     let revoked = client.token(issuer_port).await;
     assert_eq!(get_with(&url, &revoked).await.status, 200);
-    let request = http()
-        .post(format!("{issuer_url}/oauth2/revoke"))
-        .basic_auth(&client.id, Some(&client.secret))
-        .form(&[("token", &revoked)]);
-    let reply = Reply::of(request).await;
+    let reply = client.revoke_at(&issuer_url, &revoked).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let seconds = seconds_until_refused(&url, &revoked, Duration::from_secs(10)).await;
     println!("token revocation reached the edge in {seconds:.2} s (feed interval 1 s)");

@@ -281,11 +281,9 @@ async fn a_region_on_a_read_only_replica_still_issues_tokens() {
     let token = client.token(port).await;
     assert_eq!(kid_of(&token), kid);
     // Writes need the primary: a clear 503, not a 500.
-    let request = http()
-        .post(format!("http://127.0.0.1:{port}/oauth2/revoke"))
-        .basic_auth(&client.id, Some(&client.secret))
-        .form(&[("token", &token)]);
-    let reply = Reply::of(request).await;
+    let reply = client
+        .revoke_at(&format!("http://127.0.0.1:{port}"), &token)
+        .await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(
         reply.json()["error"],

@@ -252,12 +252,13 @@ async fn registered<'h>(
 ) -> Result<&'h str, ApiError> {
     let token = bearer(headers, Realm::Registration)?;
     // An unknown client and a wrong token are the same answer: ids are not probed this way.
-    match clients::by_registration_token(&state.db, client_id, token)
+    if clients::registration_token_matches(&state.db, client_id, token)
         .await
         .map_err(client_error)?
     {
-        Some(_) => Ok(token),
-        None => Err(ApiError::InvalidToken(Realm::Registration)),
+        Ok(token)
+    } else {
+        Err(ApiError::InvalidToken(Realm::Registration))
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`keyset_copy`]: the MAC that keeps the edge's shared-cache copy of its key set honest.
 //! - [`rate_limit`]: GCRA over stored state, and the rate-plan claim format.
 //! - [`revocations`]: the edge's copy of the issuer's revocation feed.
+//! - [`path`]: request paths in their one normal spelling, refusing ambiguous ones.
 //! - [`json`]: the strict reader every untrusted JSON document goes through.
 //! - [`assertion`]: the HMAC-signed identity the edge hands to origins.
 //! - `origin` (feature `axum`): the tower layer and extractor origins mount.
@@ -50,6 +51,7 @@ pub mod json;
 pub mod jwks;
 pub mod jwks_refresh;
 pub mod keyset_copy;
+pub mod path;
 pub mod rate_limit;
 pub mod rejection;
 pub mod revocations;
@@ -67,6 +69,7 @@ pub use bearer::bearer_token;
 pub use cache::{TokenCache, TokenKey};
 pub use claims::{AccessClaims, Scopes, Validation};
 pub use jwks::{Jwk, Jwks};
+pub use path::{NormalPath, PathError};
 pub use rate_limit::{Decision, GcraState, RatePlan};
 pub use rejection::Rejection;
 pub use revocations::{FeedPage, RevocationList};

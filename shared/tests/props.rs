@@ -157,3 +157,72 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
         ]
     })
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// Normalising twice changes nothing, whatever the input.
+    #[test]
+    fn a_normal_path_is_a_fixed_point(raw in path_noise()) {
+        if let Ok(path) = shared::NormalPath::parse(&raw) {
+            let again = shared::NormalPath::parse(path.as_str());
+            prop_assert_eq!(again.as_ref(), Ok(&path));
+        }
+    }
+
+    /// Spelling a path's unreserved characters as escapes, doubling its slashes or adding
+    /// `./` and `x/../` never changes what it normalises to.
+    #[test]
+    fn equivalent_spellings_normalise_alike(
+        segments in proptest::collection::vec("[A-Za-z0-9._~-]{1,6}", 0..6),
+        trailing in any::<bool>(),
+        noise in proptest::collection::vec(0u8..4, 0..6),
+        encode_mask in any::<u64>(),
+    ) {
+        let mut plain = String::new();
+        let mut spelled = String::new();
+        for (index, segment) in segments.iter().enumerate() {
+            plain.push('/');
+            plain.push_str(segment);
+            match noise.get(index).copied().unwrap_or(0) {
+                1 => spelled.push_str("//"),
+                2 => spelled.push_str("/./"),
+                3 => spelled.push_str("/zz/../"),
+                _ => spelled.push('/'),
+            }
+            for (at, byte) in segment.bytes().enumerate() {
+                if encode_mask >> ((index * 7 + at) % 64) & 1 == 1 {
+                    spelled.push_str(&format!("%{byte:02x}"));
+                } else {
+                    spelled.push(char::from(byte));
+                }
+            }
+        }
+        if trailing || plain.is_empty() {
+            plain.push('/');
+            spelled.push('/');
+        }
+        let left = shared::NormalPath::parse(&plain);
+        let right = shared::NormalPath::parse(&spelled);
+        prop_assert_eq!(left, right, "{} against {}", plain, spelled);
+    }
+}
+
+/// Paths made mostly of the characters that matter to normalisation.
+fn path_noise() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("/".to_owned()),
+        Just(".".to_owned()),
+        Just("..".to_owned()),
+        Just("%".to_owned()),
+        Just("%2e".to_owned()),
+        Just("%2E".to_owned()),
+        Just("%25".to_owned()),
+        Just("%2f".to_owned()),
+        Just(";".to_owned()),
+        "[a-f0-9]{1,2}",
+        "[A-Za-z~_:@-]{1,3}",
+        "%[0-9a-fA-F]{2}",
+    ];
+    proptest::collection::vec(piece, 0..12).prop_map(|pieces| format!("/{}", pieces.concat()))
+}

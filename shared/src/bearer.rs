@@ -37,10 +37,25 @@ where
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+        && body
+            .bytes()
+            .all(|b| B64TOKEN_CHARS.get(usize::from(b)) == Some(&true))
 }
+
+/// The characters of a `b64token`, by byte: every request's token is checked byte by byte,
+/// and one table load per byte is a third of the comparisons it replaces.
+#[allow(clippy::indexing_slicing)] // `byte` stays below 256, and a const cannot call `get_mut`
+const B64TOKEN_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] =
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        byte += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {

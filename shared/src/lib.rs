@@ -15,6 +15,7 @@
 //! - [`rate_limit`]: GCRA over stored state, and the rate-plan claim format.
 //! - [`revocations`]: the edge's copy of the issuer's revocation feed.
 //! - [`path`]: request paths in their one normal spelling, refusing ambiguous ones.
+//! - [`route`]: the edge's route table: per path, what a token needs and where it goes.
 //! - [`json`]: the strict reader every untrusted JSON document goes through.
 //! - [`assertion`]: the HMAC-signed identity the edge hands to origins.
 //! - `origin` (feature `axum`): the tower layer and extractor origins mount.
@@ -55,6 +56,7 @@ pub mod path;
 pub mod rate_limit;
 pub mod rejection;
 pub mod revocations;
+pub mod route;
 pub mod time;
 pub mod token;
 pub mod verifier;

@@ -226,3 +226,68 @@ fn path_noise() -> impl Strategy<Value = String> {
     ];
     proptest::collection::vec(piece, 0..12).prop_map(|pieces| format!("/{}", pieces.concat()))
 }
+
+/// A table of route patterns made of a few literals, `{name}` and `**`, without duplicates.
+fn route_table(patterns: &[String]) -> shared::route::RouteTable {
+    let mut seen = std::collections::HashSet::new();
+    let routes: Vec<serde_json::Value> = patterns
+        .iter()
+        .filter(|pattern| seen.insert(pattern.to_ascii_lowercase().replace("{b}", "{a}")))
+        .enumerate()
+        .map(|(index, pattern)| serde_json::json!({ "id": format!("r{index}"), "path": pattern }))
+        .collect();
+    shared::route::RouteTable::from_json(&serde_json::json!({ "route": routes }).to_string())
+        .unwrap()
+}
+
+fn route_pattern() -> impl Strategy<Value = String> {
+    let segment = prop_oneof![
+        Just("a".to_owned()),
+        Just("B".to_owned()),
+        Just("c".to_owned()),
+        Just("{a}".to_owned()),
+        Just("{b}".to_owned()),
+    ];
+    (proptest::collection::vec(segment, 0..4), any::<bool>()).prop_map(|(segments, rest)| {
+        let mut pattern = format!("/{}", segments.join("/"));
+        if rest {
+            pattern = format!("{}/**", pattern.trim_end_matches('/'));
+        }
+        pattern
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// No two spellings of one path reach different routes: escapes of unreserved
+    /// characters, merged slashes, dot-segments, letter case and a trailing slash.
+    #[test]
+    fn no_two_spellings_reach_different_routes(
+        patterns in proptest::collection::vec(route_pattern(), 1..12),
+        segments in proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c"), Just("x")], 0..5),
+        spelling in proptest::collection::vec(0u8..6, 5),
+    ) {
+        let table = route_table(&patterns);
+        let plain = format!("/{}", segments.join("/"));
+        let mut spelled = String::new();
+        for (segment, how) in segments.iter().zip(&spelling) {
+            match how {
+                0 => spelled.push_str(&format!("/{segment}")),
+                1 => spelled.push_str(&format!("//{}", segment.to_ascii_uppercase())),
+                2 => spelled.push_str(&format!("/./%{:02X}", segment.as_bytes()[0])),
+                3 => spelled.push_str(&format!("/zz/%2e%2E/{segment}")),
+                4 => spelled.push_str(&format!("/{segment}/")),
+                _ => spelled.push_str(&format!("/%{:02x}", segment.as_bytes()[0])),
+            }
+        }
+        if spelled.is_empty() {
+            spelled.push('/');
+        }
+        let route = |raw: &str| {
+            let path = shared::NormalPath::parse(raw).unwrap();
+            table.route("h", "GET", &path).map(|route| route.id.clone())
+        };
+        prop_assert_eq!(route(&plain), route(&spelled), "{} against {}", plain, spelled);
+    }
+}

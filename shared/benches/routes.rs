@@ -1,0 +1,121 @@
+//! The cost per request of the route table: normalising the path and finding the route, in
+//! a 200-route table (20 services of 10 routes: literals, `{name}`, `**`, methods, hosts),
+//! side by side with a one-route table and with normalising alone, in one run. Prints the
+//! means and writes them to `target/bench/routes.json` (docs/render reads it).
+//! Run: `cargo bench -p shared --bench routes`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // dev tool: failing loudly is right
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::Criterion;
+use serde_json::json;
+use shared::route::RouteTable;
+use shared::NormalPath;
+
+const GROUP: &str = "route_match";
+/// (case, method, path) for the 200-route table; `normalise_only` and `one_route` use the
+/// first path.
+const REQUESTS: [(&str, &str, &str); 4] = [
+    ("table_200_literal", "GET", "/svc13/v2/orders/export"),
+    ("table_200_param", "PUT", "/svc07/v2/orders/9f1c/lines/3"),
+    ("table_200_prefix", "GET", "/svc19/static/css/site.css"),
+    ("table_200_unmatched", "GET", "/nowhere/at/all"),
+];
+
+/// Twenty services of ten routes each.
+fn table_200() -> RouteTable {
+    let mut routes = Vec::new();
+    for service in 0..20 {
+        let base = format!("/svc{service:02}");
+        let id = |name: &str| format!("svc{service:02}-{name}");
+        routes.extend([
+            json!({ "id": id("health"), "path": format!("{base}/health"), "require": "public" }),
+            json!({ "id": id("list"), "path": format!("{base}/v2/orders"), "methods": ["GET"], "scopes_all": ["orders:read"] }),
+            json!({ "id": id("create"), "path": format!("{base}/v2/orders"), "methods": ["POST"], "scopes_all": ["orders:write"] }),
+            json!({ "id": id("export"), "path": format!("{base}/v2/orders/export"), "scopes_any": ["ops", "admin"] }),
+            json!({ "id": id("one"), "path": format!("{base}/v2/orders/{{id}}"), "methods": ["GET"] }),
+            json!({ "id": id("lines"), "path": format!("{base}/v2/orders/{{id}}/lines/{{line}}"), "methods": ["GET", "PUT"] }),
+            json!({ "id": id("static"), "path": format!("{base}/static/**"), "require": "public" }),
+            json!({ "id": id("admin"), "host": "admin.example", "path": format!("{base}/**"), "scopes_all": ["admin"] }),
+            json!({ "id": id("internal"), "path": format!("{base}/internal/**"), "require": "deny" }),
+            json!({ "id": id("rest"), "path": format!("{base}/**") }),
+        ]);
+    }
+    assert_eq!(routes.len(), 200);
+    RouteTable::from_json(&json!({ "route": routes }).to_string()).unwrap()
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let table = table_200();
+    let one = RouteTable::from_json(r#"{ "route": [{ "id": "all", "path": "/**" }] }"#).unwrap();
+    let mut group = criterion.benchmark_group(GROUP);
+    let first = REQUESTS[0].2;
+    group.bench_function("normalise_only", |b| {
+        b.iter(|| NormalPath::parse(black_box(first)))
+    });
+    group.bench_function("one_route", |b| {
+        b.iter(|| {
+            let path = NormalPath::parse(black_box(first)).unwrap();
+            one.route("api.example", "GET", &path).is_some()
+        })
+    });
+    for (case, method, raw) in REQUESTS {
+        group.bench_function(case, |b| {
+            b.iter(|| {
+                let path = NormalPath::parse(black_box(raw)).unwrap();
+                table
+                    .route("api.example", method, &path)
+                    .map(|r| r.id.len())
+            })
+        });
+    }
+    group.finish();
+    criterion.final_summary();
+    report();
+}
+
+/// Prints each case's mean (normalising included) and writes them as JSON.
+fn report() {
+    let Some(dir) = criterion_dir() else { return };
+    let mean = |case: &str| -> Option<f64> {
+        let path = dir.join(GROUP).join(case).join("new/estimates.json");
+        let value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        value["mean"]["point_estimate"].as_f64()
+    };
+    let cases: Vec<&str> = ["normalise_only", "one_route"]
+        .into_iter()
+        .chain(REQUESTS.iter().map(|(case, ..)| *case))
+        .collect();
+    let Some(one) = mean("one_route") else {
+        println!("(no estimates under {}; run without --test)", dir.display());
+        return;
+    };
+    println!("\n{:<22} {:>10} {:>14}", "case", "mean", "vs one_route");
+    let mut rows = Vec::new();
+    for case in cases {
+        let Some(ns) = mean(case) else { continue };
+        println!("{case:<22} {:>7.0} ns {:>13.2}x", ns, ns / one);
+        rows.push(json!({ "case": case, "mean_ns": ns, "vs_one_route": ns / one }));
+    }
+    let out = dir.parent().unwrap().join("bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let written = out.join("routes.json");
+    std::fs::write(
+        &written,
+        serde_json::to_string_pretty(&json!({ "routes": 200, "cases": rows })).unwrap(),
+    )
+    .unwrap();
+    println!("written: {}", written.display());
+}
+
+/// `target/criterion`, found from the bench binary (`target/<profile>/deps/routes-*`).
+fn criterion_dir() -> Option<PathBuf> {
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Some(PathBuf::from(target).join("criterion"));
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
+}

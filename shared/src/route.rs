@@ -1,0 +1,859 @@
+//! The edge's route table: for each request (host, method, [`NormalPath`]), which rule lets
+//! it in, what the rule requires of the token, and where it goes.
+//!
+//! A table is JSON (ops write TOML, which `edge-validator routes` turns into this JSON and
+//! checks at build time; the edge checks it again at start-up with the same function):
+//!
+//! ```json
+//! { "unmatched": { "require": "authenticated" },
+//!   "route": [
+//!     { "id": "health", "path": "/health", "require": "public" },
+//!     { "id": "orders-read", "host": "api.example", "path": "/orders/{id}",
+//!       "methods": ["GET", "HEAD"], "scopes_all": ["orders:read"],
+//!       "audience": "orders", "origin": "https://orders.internal", "rate_plan": "100/60s",
+//!       "max_body": 0 },
+//!     { "id": "admin", "path": "/admin/**", "scopes_any": ["admin", "ops"] } ] }
+//! ```
+//!
+//! Paths: literal segments, `{name}` for exactly one segment, and `**` as the last segment for
+//! any number (zero or more). Literals compare ASCII case-insensitively and a trailing `/` is
+//! ignored, so no two spellings of one path reach different routes ([`NormalPath`] has
+//! already merged slashes, resolved dot-segments and decoded what may be decoded).
+//!
+//! Precedence, most specific first: a route naming the host beats one for any host; then,
+//! segment by segment from the left, a literal beats `{name}`, which beats `**`, and a path
+//! that ends beats a `**` at the same place; then a route naming methods beats one for any
+//! method. Two routes that tie on all of that and share a method are ambiguous, and
+//! [`RouteTable::from_json`] refuses the table.
+//!
+//! Without an `unmatched` policy, a request no route matches is denied (the edge answers 404).
+
+use std::collections::HashMap;
+
+use crate::claims::Scopes;
+use crate::json::{self, JsonError, Member};
+use crate::path::NormalPath;
+use crate::rate_limit::RatePlan;
+
+/// Most routes in one table (the edge matches through an index, so this bounds memory and
+/// start-up, not the cost per request).
+pub const MAX_ROUTES: usize = 4096;
+
+/// A checked route table.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    /// Most specific first: the first that matches wins.
+    routes: Vec<Route>,
+    /// Routes by their first segment when it is a literal (lower case), as indexes into
+    /// `routes`, ascending.
+    by_first: HashMap<String, Vec<usize>>,
+    /// Routes whose first segment is `{name}` or `**`, or that have none (`/`), ascending.
+    open_first: Vec<usize>,
+    unmatched: Option<Policy>,
+}
+
+/// One rule of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The table's name for the rule: logged, and carried in the assertion.
+    pub id: String,
+    /// The host it is for, lower case (`None`: any).
+    pub host: Option<String>,
+    /// The methods it is for (`None`: any).
+    pub methods: Option<Vec<String>>,
+    /// The path pattern.
+    pub path: PathPattern,
+    /// What it requires and where it sends.
+    pub policy: Policy,
+}
+
+/// A path pattern: its segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    segments: Vec<Segment>,
+    text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    /// Matches this segment, ASCII case-insensitively (held lower case).
+    Literal(String),
+    /// `{name}`: any one segment.
+    One,
+    /// `**`: any number of segments, the last of a pattern.
+    Rest,
+}
+
+/// What a route requires and where it sends the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Who may pass.
+    pub access: Access,
+    /// The `aud` the token must carry (`None`: the edge's `AUDIENCE`).
+    pub audience: Option<String>,
+    /// Where the request goes (`None`: the edge's `ORIGIN_URL`).
+    pub origin: Option<Origin>,
+    /// The rate plan, in place of the token's (`None`: the token's, or the edge's default).
+    pub rate_plan: Option<RatePlan>,
+    /// The largest request body accepted, in bytes (`None`: no limit of the edge's own).
+    pub max_body: Option<u64>,
+}
+
+/// Who may pass a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Access {
+    /// No token needed (identity headers are still stripped, and no assertion is sent).
+    Public,
+    /// Nobody: answered like an unmatched request.
+    Deny,
+    /// A valid token with every scope of `all` and, if `any` is not empty, one of `any`.
+    Token {
+        /// Scopes the token must all hold.
+        all: Scopes,
+        /// Scopes of which the token must hold one (none: no such condition).
+        any: Scopes,
+    },
+}
+
+/// The scopes a token lacked for a route: what RFC 6750's `insufficient_scope` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsufficientScope {
+    /// The scopes that would have let it in: all of `all`, and one of `any`.
+    pub needed: Scopes,
+}
+
+/// An origin a route sends to: an absolute `http` or `https` URL without a trailing `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    url: String,
+    host: String,
+}
+
+/// Why a table was refused. Each names the route (by id, or by its place when it has none).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// Not JSON, or not the table's shape.
+    #[error("route table: {0}")]
+    Json(#[from] JsonError),
+    /// A member the format does not have (a typo would otherwise be ignored).
+    #[error("{at}: unknown setting `{name}`")]
+    Unknown {
+        /// Which route, or `unmatched`.
+        at: String,
+        /// The member.
+        name: String,
+    },
+    /// A setting with a value it cannot have.
+    #[error("{at}: {problem}")]
+    Invalid {
+        /// Which route, or `unmatched`.
+        at: String,
+        /// What is wrong, for the operator.
+        problem: String,
+    },
+    /// Two routes with the same id.
+    #[error("route id `{0}` is used twice")]
+    DuplicateId(String),
+    /// Two routes match the same requests with the same precedence.
+    #[error("routes `{first}` and `{second}` match the same requests: make one more specific")]
+    Ambiguous {
+        /// The earlier in the table.
+        first: String,
+        /// The later.
+        second: String,
+    },
+    /// More than [`MAX_ROUTES`] routes.
+    #[error("more than {MAX_ROUTES} routes")]
+    TooMany,
+}
+
+const ROUTE_MEMBERS: [&str; 12] = [
+    "id",
+    "host",
+    "path",
+    "methods",
+    "require",
+    "scopes_all",
+    "scopes_any",
+    "audience",
+    "origin",
+    "rate_plan",
+    "max_body",
+    "description",
+];
+const UNMATCHED: &str = "unmatched";
+
+impl RouteTable {
+    /// The one checker: a table from its JSON, refused if any route is malformed, two share
+    /// an id, or two are ambiguous.
+    ///
+    /// # Errors
+    /// A [`RouteError`] naming the route and the problem.
+    pub fn from_json(text: &str) -> Result<Self, RouteError> {
+        let document = json::parse(text.as_bytes())?;
+        refuse_unknown(&document, "the table", &["unmatched", "route"])?;
+        let [unmatched, routes] = document.take_members(["unmatched", "route"])?;
+        let unmatched = unmatched
+            .map(|member| {
+                refuse_unknown(&member, UNMATCHED, &ROUTE_MEMBERS[4..])?;
+                read_policy(member, UNMATCHED)
+            })
+            .transpose()?;
+        let routes = match routes {
+            None => Vec::new(),
+            Some(Member::Array(routes)) if routes.len() <= MAX_ROUTES => routes,
+            Some(Member::Array(_)) => return Err(RouteError::TooMany),
+            Some(_) => return Err(invalid("the table", "`route` must be an array of routes")),
+        };
+        let mut read = Vec::with_capacity(routes.len());
+        for (index, member) in routes.into_iter().enumerate() {
+            read.push(read_route(member, index)?);
+        }
+        Self::new(read, unmatched)
+    }
+
+    /// A table of checked routes: sorted by precedence, refused if ids repeat or two routes
+    /// are ambiguous.
+    ///
+    /// # Errors
+    /// [`RouteError::DuplicateId`], [`RouteError::Ambiguous`] or [`RouteError::TooMany`].
+    pub fn new(mut routes: Vec<Route>, unmatched: Option<Policy>) -> Result<Self, RouteError> {
+        if routes.len() > MAX_ROUTES {
+            return Err(RouteError::TooMany);
+        }
+        let mut ids: HashMap<&str, ()> = HashMap::with_capacity(routes.len());
+        for route in &routes {
+            if ids.insert(&route.id, ()).is_some() {
+                return Err(RouteError::DuplicateId(route.id.clone()));
+            }
+        }
+        // Stable: among routes that tie, table order is kept, so the ambiguity check below
+        // names them in the order the operator wrote them.
+        routes.sort_by(|a, b| a.rank().cmp(&b.rank()).reverse());
+        // Within each group of equal rank, no two routes may share a request (`GET` and
+        // `POST` on one path are apart; two `GET`s are not).
+        let mut start = 0;
+        while start < routes.len() {
+            let rank = routes.get(start).map(Route::rank);
+            let end = routes
+                .iter()
+                .skip(start)
+                .position(|route| Some(route.rank()) != rank)
+                .map_or(routes.len(), |offset| start + offset);
+            let group = routes.get(start..end).unwrap_or_default();
+            for (at, a) in group.iter().enumerate() {
+                for b in group.iter().skip(at + 1) {
+                    if a.overlaps(b) {
+                        return Err(RouteError::Ambiguous {
+                            first: a.id.clone(),
+                            second: b.id.clone(),
+                        });
+                    }
+                }
+            }
+            start = end;
+        }
+        let mut by_first: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut open_first = Vec::new();
+        for (index, route) in routes.iter().enumerate() {
+            match route.path.segments.first() {
+                Some(Segment::Literal(first)) => {
+                    by_first.entry(first.clone()).or_default().push(index);
+                }
+                _ => open_first.push(index),
+            }
+        }
+        Ok(Self {
+            routes,
+            by_first,
+            open_first,
+            unmatched,
+        })
+    }
+
+    /// The route for a request, most specific first (module docs), or `None` when none
+    /// matches (then [`RouteTable::unmatched`] decides).
+    #[must_use]
+    pub fn route(&self, host: &str, method: &str, path: &NormalPath) -> Option<&Route> {
+        let first = path.segments().next().map(str::to_ascii_lowercase);
+        let indexed = first
+            .as_deref()
+            .and_then(|first| self.by_first.get(first))
+            .map_or(&[][..], Vec::as_slice);
+        // Both lists ascend in precedence order: the lower index of the two firsts wins.
+        let found = |list: &[usize]| {
+            list.iter().copied().find(|&index| {
+                self.routes
+                    .get(index)
+                    .is_some_and(|route| route.matches(host, method, path))
+            })
+        };
+        let best = match (found(indexed), found(&self.open_first)) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return None,
+        };
+        self.routes.get(best)
+    }
+
+    /// The policy for requests no route matches (`None`: deny, 404).
+    #[must_use]
+    pub fn unmatched(&self) -> Option<&Policy> {
+        self.unmatched.as_ref()
+    }
+
+    /// The routes, most specific first.
+    #[must_use]
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+impl Route {
+    /// Whether this route takes the request.
+    #[must_use]
+    pub fn matches(&self, host: &str, method: &str, path: &NormalPath) -> bool {
+        self.host
+            .as_deref()
+            .is_none_or(|want| want.eq_ignore_ascii_case(host_without_port(host)))
+            && self
+                .methods
+                .as_ref()
+                .is_none_or(|methods| methods.iter().any(|want| want == method))
+            && self.path.matches(path)
+    }
+
+    /// Precedence, greater first: host named, then the path's shape, then methods named.
+    fn rank(&self) -> (bool, Vec<u8>, bool) {
+        (
+            self.host.is_some(),
+            self.path.rank(),
+            self.methods.is_some(),
+        )
+    }
+
+    /// Whether two routes of equal rank take some request both: same host, the same path
+    /// up to `{name}` names, and a method in common.
+    fn overlaps(&self, other: &Self) -> bool {
+        let methods = match (&self.methods, &other.methods) {
+            (Some(a), Some(b)) => a.iter().any(|method| b.contains(method)),
+            _ => true,
+        };
+        self.host == other.host && self.path.segments == other.path.segments && methods
+    }
+}
+
+impl PathPattern {
+    /// A pattern from its text: `/`-separated literals (what [`NormalPath`] leaves as a
+    /// segment), `{name}`, and `**` last.
+    ///
+    /// # Errors
+    /// A description of the problem, for [`RouteError::Invalid`].
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let normal = NormalPath::parse(text).map_err(|err| format!("path `{text}`: {err}"))?;
+        if normal.as_str().trim_end_matches('/') != text.trim_end_matches('/') {
+            return Err(format!(
+                "path `{text}` is not in its normal spelling (`{normal}`)"
+            ));
+        }
+        let mut segments = Vec::new();
+        let parts: Vec<&str> = normal.segments().collect();
+        for (at, part) in parts.iter().enumerate() {
+            let segment = if *part == "**" {
+                if at + 1 != parts.len() {
+                    return Err(format!("path `{text}`: `**` must be the last segment"));
+                }
+                Segment::Rest
+            } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(format!(
+                        "path `{text}`: `{{{name}}}` is not a wildcard name"
+                    ));
+                }
+                Segment::One
+            } else if part.contains(['{', '}', '*']) {
+                return Err(format!(
+                    "path `{text}`: `{part}` mixes a wildcard into a segment"
+                ));
+            } else {
+                Segment::Literal(part.to_ascii_lowercase())
+            };
+            segments.push(segment);
+        }
+        Ok(Self {
+            segments,
+            text: text.to_owned(),
+        })
+    }
+
+    /// The pattern as written.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `path` matches (literals ASCII case-insensitively, a trailing `/` ignored).
+    #[must_use]
+    pub fn matches(&self, path: &NormalPath) -> bool {
+        let mut parts = path.segments();
+        for segment in &self.segments {
+            match segment {
+                Segment::Rest => return true,
+                Segment::One => {
+                    if parts.next().is_none() {
+                        return false;
+                    }
+                }
+                Segment::Literal(want) => match parts.next() {
+                    Some(part) if part.eq_ignore_ascii_case(want) => {}
+                    _ => return false,
+                },
+            }
+        }
+        parts.next().is_none()
+    }
+
+    /// Segment by segment: literal 3, `{name}` 2, `**` 1; an ending 4 (beats `**` there).
+    fn rank(&self) -> Vec<u8> {
+        let mut rank: Vec<u8> = self
+            .segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Literal(_) => 3,
+                Segment::One => 2,
+                Segment::Rest => 1,
+            })
+            .collect();
+        if !matches!(self.segments.last(), Some(Segment::Rest)) {
+            rank.push(4);
+        }
+        rank
+    }
+}
+
+impl Policy {
+    /// Whether a token with `scopes` may pass (only for [`Access::Token`]; the caller has
+    /// already refused `Deny` and let `Public` through).
+    ///
+    /// # Errors
+    /// [`InsufficientScope`] with the scopes that would have let it in.
+    pub fn check_scopes(&self, scopes: &Scopes) -> Result<(), InsufficientScope> {
+        let Access::Token { all, any } = &self.access else {
+            return Ok(());
+        };
+        let has_any = any.is_empty() || any.iter().any(|scope| scopes.contains(scope));
+        if scopes.contains_all(all) && has_any {
+            return Ok(());
+        }
+        let needed: Vec<&str> = all.iter().chain(any.iter()).collect();
+        Err(InsufficientScope {
+            needed: Scopes::parse(&needed.join(" ")).unwrap_or_default(),
+        })
+    }
+}
+
+impl Origin {
+    /// An origin from its URL: `http://` or `https://`, a host, an optional port and path
+    /// prefix; no query, fragment or user info. A trailing `/` is dropped.
+    ///
+    /// # Errors
+    /// A description of the problem.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim_end_matches('/');
+        let problem = || format!("`{url}` is not an absolute http(s) URL without query or user");
+        let (scheme, rest) = url.split_once("://").ok_or_else(problem)?;
+        if !matches!(scheme, "http" | "https") || url.contains(['?', '#', '@', ' ']) {
+            return Err(problem());
+        }
+        let authority = rest
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if authority.is_empty() {
+            return Err(problem());
+        }
+        // `fetch` leaves a default port out of `Host`, and so must the assertion.
+        let default_port = if scheme == "https" { ":443" } else { ":80" };
+        let host = authority
+            .strip_suffix(default_port)
+            .map_or_else(|| authority.clone(), str::to_owned);
+        Ok(Self {
+            url: url.to_owned(),
+            host,
+        })
+    }
+
+    /// The URL, without a trailing `/`: the request's path is appended to it.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The authority, lower case, without a default port: what `Host` will say.
+    #[must_use]
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+/// `host` without a `:port` (an IPv6 literal keeps its brackets).
+fn host_without_port(host: &str) -> &str {
+    let name_end = if host.starts_with('[') {
+        host.find(']').map_or(host.len(), |at| at + 1)
+    } else {
+        host.rfind(':').unwrap_or(host.len())
+    };
+    let (name, port) = host.split_at(name_end);
+    match port.strip_prefix(':') {
+        Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => name,
+        None if port.is_empty() => name,
+        _ => host,
+    }
+}
+
+fn invalid(at: &str, problem: impl Into<String>) -> RouteError {
+    RouteError::Invalid {
+        at: at.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// Refuses a member of `object` not in `known` (serde's `deny_unknown_fields`).
+fn refuse_unknown(object: &Member, at: &str, known: &[&str]) -> Result<(), RouteError> {
+    let Member::Object(members) = object else {
+        return Err(invalid(at, "must be an object"));
+    };
+    match members
+        .iter()
+        .find(|(name, _)| !known.contains(&name.as_str()))
+    {
+        Some((name, _)) => Err(RouteError::Unknown {
+            at: at.to_owned(),
+            name: name.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn read_route(member: Member, index: usize) -> Result<Route, RouteError> {
+    let place = format!("route {}", index + 1);
+    refuse_unknown(&member, &place, &ROUTE_MEMBERS)?;
+    let Member::Object(members) = member else {
+        return Err(invalid(&place, "must be an object"));
+    };
+    let (head, policy): (Vec<_>, Vec<_>) = members
+        .into_iter()
+        .partition(|(name, _)| ROUTE_MEMBERS[..4].contains(&name.as_str()));
+    let [id, host, path, methods] =
+        Member::Object(head).take_members(["id", "host", "path", "methods"])?;
+    let id = match id {
+        Some(Member::Str(id)) if is_route_id(&id) => id,
+        Some(Member::Str(id)) => {
+            return Err(invalid(
+                &place,
+                format!("id `{id}` must be 1 to 64 of a-z, 0-9, `-`, `_`, `.`"),
+            ))
+        }
+        _ => return Err(invalid(&place, "needs a string `id`")),
+    };
+    let at = format!("route `{id}`");
+    let host = match host {
+        None => None,
+        Some(Member::Str(host)) if is_host(&host) => Some(host.to_ascii_lowercase()),
+        Some(_) => return Err(invalid(&at, "`host` must be a host name, without port")),
+    };
+    let path = match path {
+        Some(Member::Str(path)) => {
+            PathPattern::parse(&path).map_err(|problem| invalid(&at, problem))?
+        }
+        _ => return Err(invalid(&at, "needs a string `path`")),
+    };
+    let methods = match methods {
+        None => None,
+        Some(Member::Array(list)) if !list.is_empty() => {
+            let mut methods = Vec::with_capacity(list.len());
+            for method in list {
+                match method {
+                    Member::Str(method) if is_method(&method) => methods.push(method),
+                    _ => {
+                        return Err(invalid(
+                            &at,
+                            "`methods` must be upper-case HTTP method names",
+                        ))
+                    }
+                }
+            }
+            Some(methods)
+        }
+        Some(_) => return Err(invalid(&at, "`methods` must be a non-empty list")),
+    };
+    let policy = read_policy(Member::Object(policy), &at)?;
+    Ok(Route {
+        id,
+        host,
+        methods,
+        path,
+        policy,
+    })
+}
+
+fn read_policy(member: Member, at: &str) -> Result<Policy, RouteError> {
+    let [require, all, any, audience, origin, rate_plan, max_body, _description] = member
+        .take_members([
+            "require",
+            "scopes_all",
+            "scopes_any",
+            "audience",
+            "origin",
+            "rate_plan",
+            "max_body",
+            "description",
+        ])?;
+    let scopes = |list: Option<Member>, name: &str| -> Result<Scopes, RouteError> {
+        let Some(list) = list else {
+            return Ok(Scopes::default());
+        };
+        let problem = || invalid(at, format!("`{name}` must be a non-empty list of scopes"));
+        let Member::Array(list) = list else {
+            return Err(problem());
+        };
+        let mut names = Vec::with_capacity(list.len());
+        for scope in &list {
+            names.push(
+                scope
+                    .as_str()
+                    .filter(|s| !s.contains(' '))
+                    .ok_or_else(problem)?,
+            );
+        }
+        let scopes = Scopes::parse(&names.join(" ")).ok_or_else(problem)?;
+        if scopes.is_empty() {
+            return Err(problem());
+        }
+        Ok(scopes)
+    };
+    let (all, any) = (scopes(all, "scopes_all")?, scopes(any, "scopes_any")?);
+    let scoped = !all.is_empty() || !any.is_empty();
+    let access = match require.as_ref().map(|r| r.as_str()) {
+        None | Some(Some("authenticated")) => Access::Token { all, any },
+        Some(Some("public")) if !scoped => Access::Public,
+        Some(Some("deny")) if !scoped => Access::Deny,
+        Some(Some("public" | "deny")) => {
+            return Err(invalid(
+                at,
+                "scopes need `require = \"authenticated\"` (or none)",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                at,
+                "`require` is \"public\", \"authenticated\" or \"deny\"",
+            ))
+        }
+    };
+    let text = |member: Option<Member>, name: &str| match member {
+        None => Ok(None),
+        Some(Member::Str(text)) if !text.is_empty() => Ok(Some(text)),
+        Some(_) => Err(invalid(at, format!("`{name}` must be a non-empty string"))),
+    };
+    let audience = text(audience, "audience")?;
+    let origin = text(origin, "origin")?
+        .map(|url| {
+            Origin::parse(&url).map_err(|problem| invalid(at, format!("`origin`: {problem}")))
+        })
+        .transpose()?;
+    let rate_plan = text(rate_plan, "rate_plan")?
+        .map(|plan| {
+            plan.parse::<RatePlan>()
+                .map_err(|err| invalid(at, format!("`rate_plan` `{plan}`: {err}")))
+        })
+        .transpose()?;
+    let max_body = match max_body {
+        None => None,
+        Some(Member::UInt(bytes)) => Some(bytes),
+        Some(_) => return Err(invalid(at, "`max_body` must be a whole number of bytes")),
+    };
+    if matches!(access, Access::Public | Access::Deny)
+        && (audience.is_some() || rate_plan.is_some())
+    {
+        return Err(invalid(
+            at,
+            "`audience` and `rate_plan` apply to token routes only",
+        ));
+    }
+    Ok(Policy {
+        access,
+        audience,
+        origin,
+        rate_plan,
+        max_body,
+    })
+}
+
+fn is_route_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
+}
+
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+}
+
+/// An RFC 9110 token in upper case (methods are case-sensitive, and the standard ones are
+/// upper case: a lower-case `get` in a table is a mistake, not a method).
+fn is_method(method: &str) -> bool {
+    !method.is_empty()
+        && method.len() <= 32
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(json: &str) -> RouteTable {
+        RouteTable::from_json(json).unwrap()
+    }
+
+    fn id<'t>(table: &'t RouteTable, method: &str, path: &str) -> Option<&'t str> {
+        let path = NormalPath::parse(path).unwrap();
+        table
+            .route("api.example", method, &path)
+            .map(|route| route.id.as_str())
+    }
+
+    const TABLE: &str = r#"{ "route": [
+        { "id": "all", "path": "/**" },
+        { "id": "orders", "path": "/orders/**", "scopes_all": ["orders:read"] },
+        { "id": "order", "path": "/orders/{id}" },
+        { "id": "order-post", "path": "/orders/{id}", "methods": ["POST"] },
+        { "id": "orders-exact", "path": "/orders" },
+        { "id": "export", "path": "/orders/export" },
+        { "id": "by-host", "host": "api.example", "path": "/**" },
+        { "id": "other-host", "host": "other.example", "path": "/orders/export" },
+        { "id": "any-then-items", "path": "/{x}/items" }
+    ] }"#;
+
+    #[test]
+    fn the_most_specific_route_wins() {
+        let table = table(TABLE);
+        // A named host beats any host, even with a less specific path.
+        assert_eq!(id(&table, "GET", "/orders/export"), Some("by-host"));
+        let path = NormalPath::parse("/orders/export").unwrap();
+        let route = |host, method| table.route(host, method, &path).map(|r| r.id.as_str());
+        assert_eq!(route("other.example", "GET"), Some("other-host"));
+        assert_eq!(route("OTHER.example:8443", "GET"), Some("other-host"));
+        assert_eq!(route("third.example", "GET"), Some("export"));
+        let at = |method, raw| {
+            let path = NormalPath::parse(raw).unwrap();
+            table
+                .route("third.example", method, &path)
+                .map(|r| r.id.as_str())
+        };
+        assert_eq!(at("GET", "/orders/7"), Some("order"));
+        assert_eq!(at("POST", "/orders/7"), Some("order-post"));
+        assert_eq!(at("GET", "/orders"), Some("orders-exact"));
+        assert_eq!(at("GET", "/orders/"), Some("orders-exact"));
+        assert_eq!(at("GET", "/ORDERS/Export/"), Some("export"));
+        assert_eq!(at("GET", "/orders/7/lines"), Some("orders"));
+        assert_eq!(
+            at("GET", "/orders/items"),
+            Some("order"),
+            "a literal first segment beats {{x}}"
+        );
+        assert_eq!(at("GET", "/carts/items"), Some("any-then-items"));
+        assert_eq!(at("GET", "/"), Some("all"));
+    }
+
+    #[test]
+    fn ambiguous_and_malformed_tables_are_refused() {
+        let ambiguous = r#"{ "route": [
+            { "id": "a", "path": "/orders/{id}" },
+            { "id": "b", "path": "/Orders/{order}/", "methods": ["GET"] },
+            { "id": "c", "path": "/orders/{x}", "methods": ["GET", "PUT"] } ] }"#;
+        assert_eq!(
+            RouteTable::from_json(ambiguous).unwrap_err(),
+            RouteError::Ambiguous {
+                first: "b".into(),
+                second: "c".into()
+            }
+        );
+        let refused = |json: &str| RouteTable::from_json(json).unwrap_err().to_string();
+        assert!(
+            refused(r#"{ "route": [{ "id": "a", "path": "/x", "scope": ["s"] }] }"#)
+                .contains("unknown setting `scope`")
+        );
+        assert!(refused(
+            r#"{ "route": [{ "id": "a", "path": "/x" }, { "id": "a", "path": "/y" }] }"#
+        )
+        .contains("used twice"));
+        assert!(
+            refused(r#"{ "route": [{ "id": "a", "path": "/a/../b" }] }"#)
+                .contains("normal spelling")
+        );
+        assert!(
+            refused(r#"{ "route": [{ "id": "a", "path": "/**/b" }] }"#).contains("last segment")
+        );
+        assert!(refused(r#"{ "route": [{ "id": "a", "path": "/a*" }] }"#).contains("mixes"));
+        assert!(refused(r#"{ "route": [{ "id": "a", "path": "/a;b" }] }"#).contains("path"));
+        assert!(refused(r#"{ "route": [{ "id": "a", "path": "/a", "require": "public", "scopes_any": ["s"] }] }"#)
+            .contains("scopes need"));
+        assert!(
+            refused(r#"{ "route": [{ "id": "a", "path": "/a", "methods": ["get"] }] }"#)
+                .contains("upper-case")
+        );
+        assert!(
+            refused(r#"{ "route": [{ "id": "a", "path": "/a", "origin": "ftp://x" }] }"#)
+                .contains("origin")
+        );
+        assert!(
+            refused(r#"{ "route": [{ "id": "a", "path": "/a", "rate_plan": "lots" }] }"#)
+                .contains("rate_plan")
+        );
+        assert!(refused(r#"{ "unmatched": { "path": "/a" } }"#).contains("unknown setting `path`"));
+        assert!(refused(r#"{ "routes": [] }"#).contains("unknown setting `routes`"));
+    }
+
+    #[test]
+    fn scopes_all_and_any_name_what_was_missing() {
+        let table = table(
+            r#"{ "route": [{ "id": "a", "path": "/a", "scopes_all": ["write", "read"], "scopes_any": ["ops", "admin"] }] }"#,
+        );
+        let policy = &table.routes()[0].policy;
+        let scopes = |text: &str| Scopes::parse(text).unwrap();
+        assert_eq!(policy.check_scopes(&scopes("admin read write")), Ok(()));
+        let missing = policy.check_scopes(&scopes("read write")).unwrap_err();
+        assert_eq!(missing.needed, scopes("admin ops read write"));
+        assert!(policy.check_scopes(&scopes("ops read")).is_err());
+    }
+
+    #[test]
+    fn origins_and_unmatched() {
+        let table = table(
+            r#"{ "unmatched": { "require": "authenticated", "origin": "https://Legacy.internal:443/" },
+                 "route": [{ "id": "h", "path": "/health", "require": "public", "max_body": 0 }] }"#,
+        );
+        let unmatched = table.unmatched().unwrap();
+        let origin = unmatched.origin.as_ref().unwrap();
+        assert_eq!(
+            (origin.url(), origin.host()),
+            ("https://Legacy.internal:443", "legacy.internal")
+        );
+        assert_eq!(table.routes()[0].policy.access, Access::Public);
+        assert_eq!(table.routes()[0].policy.max_body, Some(0));
+        assert_eq!(id(&table, "GET", "/nothing"), None);
+        assert!(RouteTable::from_json("{}").unwrap().unmatched().is_none());
+    }
+}

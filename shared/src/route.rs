@@ -169,11 +169,10 @@ pub enum RouteError {
     TooMany,
 }
 
-const ROUTE_MEMBERS: [&str; 12] = [
-    "id",
-    "host",
-    "path",
-    "methods",
+/// What a route matches on; the rest of its members are its policy's.
+const ROUTE_MATCH: [&str; 4] = ["id", "host", "path", "methods"];
+/// A policy's settings (a route's, or `unmatched`'s); `description` is for people only.
+const POLICY: [&str; 8] = [
     "require",
     "scopes_all",
     "scopes_any",
@@ -193,11 +192,11 @@ impl RouteTable {
     /// A [`RouteError`] naming the route and the problem.
     pub fn from_json(text: &str) -> Result<Self, RouteError> {
         let document = json::parse(text.as_bytes())?;
-        refuse_unknown(&document, "the table", &["unmatched", "route"])?;
+        refuse_unknown(&document, "the table", &[&["unmatched", "route"]])?;
         let [unmatched, routes] = document.take_members(["unmatched", "route"])?;
         let unmatched = unmatched
             .map(|member| {
-                refuse_unknown(&member, UNMATCHED, &ROUTE_MEMBERS[4..])?;
+                refuse_unknown(&member, UNMATCHED, &[&POLICY])?;
                 read_policy(member, UNMATCHED)
             })
             .transpose()?;
@@ -522,15 +521,13 @@ fn invalid(at: &str, problem: impl Into<String>) -> RouteError {
     }
 }
 
-/// Refuses a member of `object` not in `known` (serde's `deny_unknown_fields`).
-fn refuse_unknown(object: &Member, at: &str, known: &[&str]) -> Result<(), RouteError> {
+/// Refuses a member of `object` in none of the `known` lists (serde's `deny_unknown_fields`).
+fn refuse_unknown(object: &Member, at: &str, known: &[&[&str]]) -> Result<(), RouteError> {
     let Member::Object(members) = object else {
         return Err(invalid(at, "must be an object"));
     };
-    match members
-        .iter()
-        .find(|(name, _)| !known.contains(&name.as_str()))
-    {
+    let is_known = |name: &str| known.iter().any(|list| list.contains(&name));
+    match members.iter().find(|(name, _)| !is_known(name)) {
         Some((name, _)) => Err(RouteError::Unknown {
             at: at.to_owned(),
             name: name.clone(),
@@ -541,15 +538,14 @@ fn refuse_unknown(object: &Member, at: &str, known: &[&str]) -> Result<(), Route
 
 fn read_route(member: Member, index: usize) -> Result<Route, RouteError> {
     let place = format!("route {}", index + 1);
-    refuse_unknown(&member, &place, &ROUTE_MEMBERS)?;
+    refuse_unknown(&member, &place, &[&ROUTE_MATCH, &POLICY])?;
     let Member::Object(members) = member else {
         return Err(invalid(&place, "must be an object"));
     };
     let (head, policy): (Vec<_>, Vec<_>) = members
         .into_iter()
-        .partition(|(name, _)| ROUTE_MEMBERS[..4].contains(&name.as_str()));
-    let [id, host, path, methods] =
-        Member::Object(head).take_members(["id", "host", "path", "methods"])?;
+        .partition(|(name, _)| ROUTE_MATCH.contains(&name.as_str()));
+    let [id, host, path, methods] = Member::Object(head).take_members(ROUTE_MATCH)?;
     let id = match id {
         Some(Member::Str(id)) if is_route_id(&id) => id,
         Some(Member::Str(id)) => {
@@ -602,17 +598,8 @@ fn read_route(member: Member, index: usize) -> Result<Route, RouteError> {
 }
 
 fn read_policy(member: Member, at: &str) -> Result<Policy, RouteError> {
-    let [require, all, any, audience, origin, rate_plan, max_body, _description] = member
-        .take_members([
-            "require",
-            "scopes_all",
-            "scopes_any",
-            "audience",
-            "origin",
-            "rate_plan",
-            "max_body",
-            "description",
-        ])?;
+    let [require, all, any, audience, origin, rate_plan, max_body, _description] =
+        member.take_members(POLICY)?;
     let scopes = |list: Option<Member>, name: &str| -> Result<Scopes, RouteError> {
         let Some(list) = list else {
             return Ok(Scopes::default());

@@ -126,7 +126,7 @@ impl AsRef<str> for NormalPath {
 }
 
 /// Pass one: escapes checked, unreserved ones decoded, the rest upper-cased; raw characters
-/// checked. The result is ASCII. (Bytes, not `char`s, throughout: the edge runs this on every
+/// checked. The result is ASCII. (Bytes, not `char`s, throughout: the edge is to run this on every
 /// request, and in its wasm the `char` encoding paths and a vectorised search cost bundle
 /// size for nothing here.)
 fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {

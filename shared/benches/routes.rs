@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // dev tool: failing loudly is right
 
 use std::hint::black_box;
-use std::path::PathBuf;
+
+#[path = "support/criterion.rs"]
+mod support;
 
 use criterion::Criterion;
 use serde_json::json;
@@ -78,13 +80,10 @@ fn main() {
 
 /// Prints each case's mean (normalising included) and writes them as JSON.
 fn report() {
-    let Some(dir) = criterion_dir() else { return };
-    let mean = |case: &str| -> Option<f64> {
-        let path = dir.join(GROUP).join(case).join("new/estimates.json");
-        let value: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-        value["mean"]["point_estimate"].as_f64()
+    let Some(dir) = support::criterion_dir() else {
+        return;
     };
+    let mean = |case: &str| support::mean_ns(&dir, GROUP, case);
     let cases: Vec<&str> = ["normalise_only", "one_route"]
         .into_iter()
         .chain(REQUESTS.iter().map(|(case, ..)| *case))
@@ -109,13 +108,4 @@ fn report() {
     )
     .unwrap();
     println!("written: {}", written.display());
-}
-
-/// `target/criterion`, found from the bench binary (`target/<profile>/deps/routes-*`).
-fn criterion_dir() -> Option<PathBuf> {
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return Some(PathBuf::from(target).join("criterion"));
-    }
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
 }

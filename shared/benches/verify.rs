@@ -11,9 +11,10 @@
 
 #[path = "../tests/fixtures/mod.rs"]
 mod fixtures;
+#[path = "support/criterion.rs"]
+mod support;
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::Criterion;
@@ -102,13 +103,10 @@ fn main() {
 
 /// Reads criterion's estimates for this run and prints them against the peer.
 fn print_ratios() {
-    let Some(dir) = criterion_dir() else { return };
-    let mean = |case: &str| -> Option<f64> {
-        let path = dir.join(GROUP).join(case).join("new/estimates.json");
-        let text = std::fs::read_to_string(path).ok()?;
-        let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-        value["mean"]["point_estimate"].as_f64()
+    let Some(dir) = support::criterion_dir() else {
+        return;
     };
+    let mean = |case: &str| support::mean_ns(&dir, GROUP, case);
     let Some(peer) = mean(CASES[0]) else {
         println!(
             "(no estimates found under {}; run without --test)",
@@ -127,16 +125,4 @@ fn print_ratios() {
         println!("{case:<24} {shown:>14} {:>17.2}x", peer / ns);
     }
     println!("(ratio = jsonwebtoken mean / case mean; above 1 is faster than jsonwebtoken)");
-}
-
-/// `target/criterion`, found from the bench binary (`target/<profile>/deps/verify-*`).
-fn criterion_dir() -> Option<PathBuf> {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return Some(home.into());
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return Some(PathBuf::from(target).join("criterion"));
-    }
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
 }

@@ -29,7 +29,8 @@
 //!
 //! Without an `unmatched` policy, a request no route matches is denied (the edge answers 404).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
 
 use crate::claims::Scopes;
 use crate::json::{self, JsonError, Member};
@@ -223,37 +224,24 @@ impl RouteTable {
         if routes.len() > MAX_ROUTES {
             return Err(RouteError::TooMany);
         }
-        let mut ids: HashMap<&str, ()> = HashMap::with_capacity(routes.len());
-        for route in &routes {
-            if ids.insert(&route.id, ()).is_some() {
-                return Err(RouteError::DuplicateId(route.id.clone()));
-            }
+        let mut ids = HashSet::with_capacity(routes.len());
+        if let Some(twice) = routes.iter().find(|route| !ids.insert(route.id.as_str())) {
+            return Err(RouteError::DuplicateId(twice.id.clone()));
         }
         // Stable: among routes that tie, table order is kept, so the ambiguity check below
         // names them in the order the operator wrote them.
-        routes.sort_by(|a, b| a.rank().cmp(&b.rank()).reverse());
+        routes.sort_by_cached_key(|route| Reverse(route.rank()));
         // Within each group of equal rank, no two routes may share a request (`GET` and
         // `POST` on one path are apart; two `GET`s are not).
-        let mut start = 0;
-        while start < routes.len() {
-            let rank = routes.get(start).map(Route::rank);
-            let end = routes
-                .iter()
-                .skip(start)
-                .position(|route| Some(route.rank()) != rank)
-                .map_or(routes.len(), |offset| start + offset);
-            let group = routes.get(start..end).unwrap_or_default();
+        for group in routes.chunk_by(|a, b| a.rank() == b.rank()) {
             for (at, a) in group.iter().enumerate() {
-                for b in group.iter().skip(at + 1) {
-                    if a.overlaps(b) {
-                        return Err(RouteError::Ambiguous {
-                            first: a.id.clone(),
-                            second: b.id.clone(),
-                        });
-                    }
+                if let Some(b) = group.iter().skip(at + 1).find(|b| a.overlaps(b)) {
+                    return Err(RouteError::Ambiguous {
+                        first: a.id.clone(),
+                        second: b.id.clone(),
+                    });
                 }
             }
-            start = end;
         }
         let mut by_first: HashMap<String, Vec<usize>> = HashMap::new();
         let mut open_first = Vec::new();

@@ -161,24 +161,10 @@ impl Config {
                 .saturating_mul(1000),
             ..defaults
         };
-        let origin_url = var(env, ORIGIN_URL)?.trim_end_matches('/').to_owned();
-        let origin_host = origin_url
-            .split_once("://")
-            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
-            .filter(|host| !host.is_empty() && !host.contains('@'))
-            .ok_or_else(|| {
-                ConfigError(format!("var {ORIGIN_URL} must be an absolute http(s) URL"))
-            })?
-            .to_ascii_lowercase();
-        // `fetch` leaves a default port out of `Host`; so must the assertion.
-        let default_port = if origin_url.starts_with("https://") {
-            ":443"
-        } else {
-            ":80"
-        };
-        let origin_host = origin_host
-            .strip_suffix(default_port)
-            .map_or(origin_host.clone(), str::to_owned);
+        // The same checker as a route table's origins: scheme, host, default port left out.
+        let origin = shared::route::Origin::parse(&var(env, ORIGIN_URL)?)
+            .map_err(|problem| ConfigError(format!("var {ORIGIN_URL}: {problem}")))?;
+        let (origin_url, origin_host) = (origin.url().to_owned(), origin.host().to_owned());
         let copy = optional(env, KEYSET_COPY_SECRET)
             .map(|secret| CopyKey::new(secret.as_bytes()))
             .transpose()

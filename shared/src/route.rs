@@ -36,6 +36,7 @@ use crate::claims::Scopes;
 use crate::json::{self, JsonError, Member};
 use crate::path::NormalPath;
 use crate::rate_limit::RatePlan;
+use crate::rejection::Rejection;
 
 /// Most routes in one table (the edge matches through an index, so this bounds memory and
 /// start-up, not the cost per request).
@@ -116,13 +117,6 @@ pub enum Access {
         /// Scopes of which the token must hold one (none: no such condition).
         any: Scopes,
     },
-}
-
-/// The scopes a token lacked for a route: what RFC 6750's `insufficient_scope` names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InsufficientScope {
-    /// The scopes that would have let it in: all of `all`, and one of `any`.
-    pub needed: Scopes,
 }
 
 /// An origin a route sends to: an absolute `http` or `https` URL without a trailing `/`.
@@ -427,8 +421,9 @@ impl Policy {
     /// already refused `Deny` and let `Public` through).
     ///
     /// # Errors
-    /// [`InsufficientScope`] with the scopes that would have let it in.
-    pub fn check_scopes(&self, scopes: &Scopes) -> Result<(), InsufficientScope> {
+    /// [`Rejection::InsufficientScope`] naming the scopes that would have let it in (all of
+    /// `all`, and one of `any`): RFC 6750's 403 and its `scope="…"`.
+    pub fn check_scopes(&self, scopes: &Scopes) -> Result<(), Rejection> {
         let Access::Token { all, any } = &self.access else {
             return Ok(());
         };
@@ -437,8 +432,9 @@ impl Policy {
             return Ok(());
         }
         let needed: Vec<&str> = all.iter().chain(any.iter()).collect();
-        Err(InsufficientScope {
-            needed: Scopes::parse(&needed.join(" ")).unwrap_or_default(),
+        let needed = Scopes::parse(&needed.join(" ")).unwrap_or_default();
+        Err(Rejection::InsufficientScope {
+            required: needed.to_string(),
         })
     }
 }
@@ -811,7 +807,13 @@ mod tests {
         let scopes = |text: &str| Scopes::parse(text).unwrap();
         assert_eq!(policy.check_scopes(&scopes("admin read write")), Ok(()));
         let missing = policy.check_scopes(&scopes("read write")).unwrap_err();
-        assert_eq!(missing.needed, scopes("admin ops read write"));
+        assert_eq!(
+            missing,
+            Rejection::InsufficientScope {
+                required: "admin ops read write".into()
+            }
+        );
+        assert_eq!(missing.status(), 403);
         assert!(policy.check_scopes(&scopes("ops read")).is_err());
     }
 

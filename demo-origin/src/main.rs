@@ -8,8 +8,11 @@
 //! Settings (environment): `DEMO_ORIGIN_LISTEN` (default `127.0.0.1:9090`), `ORIGIN_HOST`
 //! (this origin's name as the edge's `ORIGIN_URL` gives it: assertions must name it; without
 //! it the request's `Host` header, which the sender chooses, stands in),
-//! `ASSERTION_KEY_ID` and `ASSERTION_SECRET` (the edge's key; at least 32 bytes), and during a
-//! key rotation `ASSERTION_PREVIOUS_KEY_ID` and `ASSERTION_PREVIOUS_SECRET` (still accepted).
+//! `ASSERTION_KEY_ID` and `ASSERTION_SECRET` (the edge's key; at least 32 bytes), during a
+//! key rotation `ASSERTION_PREVIOUS_KEY_ID` and `ASSERTION_PREVIOUS_SECRET` (still accepted),
+//! and `ADMIN_SCOPES` (default `admin`): what `/admin` and below require of the identity,
+//! checked here too, whatever the edge's route table says (`RequireScopesLayer`; 403
+//! `insufficient_scope` otherwise).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -19,14 +22,14 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use shared::origin::EdgeAuthLayer;
-use shared::{AssertionKey, AssertionVerifier, EdgeIdentity};
+use shared::origin::{EdgeAuthLayer, RequireScopesLayer};
+use shared::{AssertionKey, AssertionVerifier, EdgeIdentity, ScopeRequirement, Scopes};
 
 /// Assertions older than this are refused (the edge signs each request as it forwards it).
 const MAX_ASSERTION_AGE_MS: u64 = shared::assertion::DEFAULT_MAX_AGE_MS;
@@ -78,10 +81,18 @@ impl Metrics {
 }
 
 /// The routes: `/healthz`, `/readyz` and `/metrics` open, everything else behind the edge
-/// layer; every answer counted by status.
-fn app(verifier: AssertionVerifier) -> Router {
+/// layer, and `/admin` and below also needing `admin_scopes`; every answer counted by status.
+fn app(verifier: AssertionVerifier, admin_scopes: Scopes) -> Router {
     let metrics = Arc::new(Metrics::new());
+    let admin = Router::new()
+        .route("/admin", any(echo))
+        .route("/admin/{*rest}", any(echo))
+        .route_layer(RequireScopesLayer::new(ScopeRequirement::new(
+            admin_scopes,
+            Scopes::default(),
+        )));
     let protected = Router::new()
+        .merge(admin)
         .fallback(echo)
         .layer(EdgeAuthLayer::new(verifier));
     Router::new()
@@ -165,6 +176,14 @@ async fn run() -> Result<(), StartError> {
         "ASSERTION_PREVIOUS_KEY_ID",
         "ASSERTION_PREVIOUS_SECRET",
     )?);
+    let admin_scopes = setting("ADMIN_SCOPES").unwrap_or_else(|| "admin".into());
+    let admin_scopes = Scopes::parse(&admin_scopes)
+        .filter(|scopes| !scopes.is_empty())
+        .ok_or_else(|| {
+            StartError(format!(
+                "ADMIN_SCOPES: `{admin_scopes}` is not a scope list"
+            ))
+        })?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|err| StartError(format!("cannot listen on {listen}: {err}")))?;
@@ -174,7 +193,7 @@ async fn run() -> Result<(), StartError> {
         Some(host) => verifier.for_host(&host),
         None => verifier,
     };
-    axum::serve(listener, app(verifier))
+    axum::serve(listener, app(verifier, admin_scopes))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|err| StartError(format!("serve: {err}")))

@@ -148,6 +148,45 @@ impl Scopes {
     }
 }
 
+/// What a resource requires of a token's scopes: every one of `all`, and, unless `any` is
+/// empty, one of `any`. The edge's route table and the origin's layer check through it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeRequirement {
+    all: Scopes,
+    any: Scopes,
+}
+
+impl ScopeRequirement {
+    /// Every scope of `all`, and one of `any` (no condition when `any` is empty).
+    #[must_use]
+    pub fn new(all: Scopes, any: Scopes) -> Self {
+        Self { all, any }
+    }
+
+    /// Whether it asks for nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty() && self.any.is_empty()
+    }
+
+    /// Whether `granted` meets it.
+    ///
+    /// # Errors
+    /// [`Rejection::InsufficientScope`] naming the scopes that would have let it in (all of
+    /// `all`, and those of `any`): RFC 6750's 403 with `scope="…"`.
+    pub fn check(&self, granted: &Scopes) -> Result<(), Rejection> {
+        let has_any = self.any.is_empty() || self.any.iter().any(|scope| granted.contains(scope));
+        if granted.contains_all(&self.all) && has_any {
+            return Ok(());
+        }
+        let needed: Vec<&str> = self.all.iter().chain(self.any.iter()).collect();
+        let needed = Scopes::parse(&needed.join(" ")).unwrap_or_default();
+        Err(Rejection::InsufficientScope {
+            required: needed.to_string(),
+        })
+    }
+}
+
 impl fmt::Display for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -69,7 +69,7 @@ pub mod origin;
 pub use assertion::{AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity, RequestLine};
 pub use bearer::bearer_token;
 pub use cache::{TokenCache, TokenKey};
-pub use claims::{AccessClaims, Scopes, Validation};
+pub use claims::{AccessClaims, ScopeRequirement, Scopes, Validation};
 pub use jwks::{Jwk, Jwks};
 pub use path::{NormalPath, PathError};
 pub use rate_limit::{Decision, GcraState, RatePlan};

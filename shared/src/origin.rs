@@ -21,6 +21,26 @@
 //! # Ok(app) }
 //! ```
 //!
+//! Routes that need scopes say so with [`RequireScopesLayer`] as a `route_layer`, behind the
+//! edge's own route table (defence in depth):
+//!
+//! ```no_run
+//! # use axum::{routing::get, Router};
+//! use shared::origin::RequireScopesLayer;
+//! use shared::{ScopeRequirement, Scopes};
+//!
+//! # fn build() -> Option<Router> {
+//! let orders = Router::<()>::new().route(
+//!     "/orders",
+//!     get(|| async { "orders" })
+//!         .route_layer(RequireScopesLayer::new(ScopeRequirement::new(
+//!             Scopes::parse("orders:read")?,
+//!             Scopes::default(),
+//!         ))),
+//! );
+//! # Some(orders) }
+//! ```
+//!
 //! The request line checked against the assertion is the one this origin received: the
 //! method, the path and the exact query, and the host the verifier was configured with
 //! ([`AssertionVerifier::for_host`]; without it the `Host` header, or the URI's authority in
@@ -39,7 +59,12 @@ use http::{header, HeaderValue, Request, StatusCode};
 use crate::assertion::{
     AssertionError, AssertionVerifier, EdgeIdentity, RequestLine, ASSERTION_HEADER,
 };
+use crate::claims::ScopeRequirement;
+use crate::rejection::Rejection;
 use crate::time::UnixTime;
+
+/// The realm of this adapter's challenges (the 401's fixed challenge spells it too).
+const REALM: &str = "edgeward-origin";
 
 /// Verifies the edge assertion on every request: on success the [`EdgeIdentity`] goes into
 /// the request extensions for handlers; otherwise the request is answered 401 and never
@@ -125,6 +150,71 @@ where
     }
 }
 
+/// Requires scopes of the edge-verified identity on the routes it wraps (a `route_layer`
+/// under [`EdgeAuthLayer`]): a request without an identity is 401, one whose scopes fall
+/// short is 403 `insufficient_scope` naming the scopes needed, as the edge answers it, and
+/// the handler never runs.
+#[derive(Debug, Clone)]
+pub struct RequireScopesLayer {
+    required: Arc<ScopeRequirement>,
+}
+
+impl RequireScopesLayer {
+    /// A layer requiring `required`.
+    #[must_use]
+    pub fn new(required: ScopeRequirement) -> Self {
+        Self {
+            required: Arc::new(required),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for RequireScopesLayer {
+    type Service = RequireScopes<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireScopes {
+            inner,
+            required: Arc::clone(&self.required),
+        }
+    }
+}
+
+/// The service [`RequireScopesLayer`] wraps around a route.
+#[derive(Debug, Clone)]
+pub struct RequireScopes<S> {
+    inner: S,
+    required: Arc<ScopeRequirement>,
+}
+
+impl<S, B> tower::Service<Request<B>> for RequireScopes<S>
+where
+    S: tower::Service<Request<B>, Response = Response> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let checked = match request.extensions().get::<EdgeIdentity>() {
+            Some(identity) => self
+                .required
+                .check(&identity.scope)
+                .map_err(|refused| refused_response(&refused)),
+            None => Err(unauthorized(&AssertionError::Missing)),
+        };
+        match checked {
+            Ok(()) => Box::pin(self.inner.call(request)),
+            Err(response) => Box::pin(async move { Ok(response) }),
+        }
+    }
+}
+
 fn system_now() -> UnixTime {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -150,6 +240,25 @@ fn unauthorized(error: &AssertionError) -> Response {
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"edgeward-origin\", error=\"invalid_token\""),
     );
+    response
+}
+
+/// The one mapping of a token rejection to HTTP here (a route's missing scopes): its
+/// status, RFC 6750 challenge and body.
+fn refused_response(rejection: &Rejection) -> Response {
+    let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = (status, rejection.json_body()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(challenge) = rejection
+        .www_authenticate(REALM)
+        .and_then(|value| HeaderValue::from_str(&value).ok())
+    {
+        headers.insert(header::WWW_AUTHENTICATE, challenge);
+    }
     response
 }
 

@@ -32,7 +32,7 @@
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 
-use crate::claims::Scopes;
+use crate::claims::{ScopeRequirement, Scopes};
 use crate::json::{self, JsonError, Member};
 use crate::path::NormalPath;
 use crate::rate_limit::RatePlan;
@@ -110,13 +110,8 @@ pub enum Access {
     Public,
     /// Nobody: answered like an unmatched request.
     Deny,
-    /// A valid token with every scope of `all` and, if `any` is not empty, one of `any`.
-    Token {
-        /// Scopes the token must all hold.
-        all: Scopes,
-        /// Scopes of which the token must hold one (none: no such condition).
-        any: Scopes,
-    },
+    /// A valid token whose scopes meet the requirement (an empty one: any valid token).
+    Token(ScopeRequirement),
 }
 
 /// An origin a route sends to: an absolute `http` or `https` URL without a trailing `/`.
@@ -421,21 +416,12 @@ impl Policy {
     /// already refused `Deny` and let `Public` through).
     ///
     /// # Errors
-    /// [`Rejection::InsufficientScope`] naming the scopes that would have let it in (all of
-    /// `all`, and one of `any`): RFC 6750's 403 and its `scope="…"`.
+    /// [`Rejection::InsufficientScope`], as [`ScopeRequirement::check`] says.
     pub fn check_scopes(&self, scopes: &Scopes) -> Result<(), Rejection> {
-        let Access::Token { all, any } = &self.access else {
-            return Ok(());
-        };
-        let has_any = any.is_empty() || any.iter().any(|scope| scopes.contains(scope));
-        if scopes.contains_all(all) && has_any {
-            return Ok(());
+        match &self.access {
+            Access::Token(required) => required.check(scopes),
+            Access::Public | Access::Deny => Ok(()),
         }
-        let needed: Vec<&str> = all.iter().chain(any.iter()).collect();
-        let needed = Scopes::parse(&needed.join(" ")).unwrap_or_default();
-        Err(Rejection::InsufficientScope {
-            required: needed.to_string(),
-        })
     }
 }
 
@@ -611,7 +597,7 @@ fn read_policy(member: Member, at: &str) -> Result<Policy, RouteError> {
     let (all, any) = (scopes(all, "scopes_all")?, scopes(any, "scopes_any")?);
     let scoped = !all.is_empty() || !any.is_empty();
     let access = match require.as_ref().map(|r| r.as_str()) {
-        None | Some(Some("authenticated")) => Access::Token { all, any },
+        None | Some(Some("authenticated")) => Access::Token(ScopeRequirement::new(all, any)),
         Some(Some("public")) if !scoped => Access::Public,
         Some(Some("deny")) if !scoped => Access::Deny,
         Some(Some("public" | "deny")) => {

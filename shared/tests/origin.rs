@@ -135,3 +135,57 @@ async fn everything_else_is_401_with_a_challenge() {
         assert_eq!(body["error"], "invalid_token");
     }
 }
+
+/// Issue 29, defence in depth: a route needing a scope the identity lacks is 403
+/// `insufficient_scope` naming it, and its handler never runs; one the identity has passes.
+#[tokio::test]
+async fn a_route_requiring_a_scope_the_identity_lacks_is_403_insufficient_scope() {
+    use shared::origin::RequireScopesLayer;
+    use shared::{ScopeRequirement, Scopes};
+    let key = AssertionKey::new("k1", SECRET).unwrap();
+    let require = |all: &str, any: &str| {
+        RequireScopesLayer::new(ScopeRequirement::new(
+            Scopes::parse(all).unwrap(),
+            Scopes::parse(any).unwrap(),
+        ))
+    };
+    let app = Router::new()
+        .route(
+            "/admin",
+            get(|| async { "admin" }).route_layer(require("admin", "")),
+        )
+        .route(
+            "/orders",
+            get(|| async { "orders" }).route_layer(require("read", "ops write")),
+        )
+        .layer(EdgeAuthLayer::new(AssertionVerifier::new(
+            vec![key],
+            30_000,
+        )));
+    let get_with_assertion = |path: &'static str| {
+        Request::get(path)
+            .header("host", HOST)
+            .header(ASSERTION_HEADER, assertion("GET", path))
+            .body(Body::empty())
+            .unwrap()
+    };
+    // The fixture token's scopes are `read write`.
+    let response = app
+        .clone()
+        .oneshot(get_with_assertion("/admin"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#),
+        "{challenge}"
+    );
+    assert!(challenge.contains(r#"scope="admin""#), "{challenge}");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("insufficient_scope"));
+    let response = app.oneshot(get_with_assertion("/orders")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}

@@ -350,7 +350,17 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
     let seen: Seen = Arc::default();
     let log = Arc::clone(&seen);
     let key = shared::AssertionKey::new(key_id, secret.as_bytes()).unwrap();
+    // `/admin/…` also needs the `admin` scope, checked here as an origin would (defence in
+    // depth behind the edge).
+    let admin = shared::origin::RequireScopesLayer::new(shared::ScopeRequirement::new(
+        shared::Scopes::parse("admin").unwrap(),
+        shared::Scopes::default(),
+    ));
+    let admin = axum::Router::new()
+        .route("/admin/{*rest}", axum::routing::any(|| async { "admin" }))
+        .route_layer(admin);
     let app = axum::Router::new()
+        .merge(admin)
         .fallback(move |identity: shared::EdgeIdentity, headers: HeaderMap| {
             let log = Arc::clone(&log);
             async move {

@@ -62,6 +62,17 @@ async fn ops_creates_a_client_and_only_verified_identity_reaches_the_origin() {
         (Some("read"), Some("/orders/7"))
     );
 
+    // A route the origin guards with a scope the token lacks: 403 `insufficient_scope` from
+    // the origin's layer, naming the scope, passed on by the edge.
+    let reply = get_with(&format!("{edge_url}/admin/users"), &token).await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    let challenge = reply.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#),
+        "{challenge}"
+    );
+    assert!(challenge.contains(r#"scope="admin""#), "{challenge}");
+
     // A valid token plus forged identity headers: the origin sees only the verified values.
     let forged = ("x-edgeward-assertion", "v1.e2e-1.eyJzdWIiOiJhZG1pbiJ9.AAAA");
     let reply = Reply::of(

@@ -163,12 +163,6 @@ impl ScopeRequirement {
         Self { all, any }
     }
 
-    /// Whether it asks for nothing.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.all.is_empty() && self.any.is_empty()
-    }
-
     /// Whether `granted` meets it.
     ///
     /// # Errors

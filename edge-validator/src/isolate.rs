@@ -29,6 +29,7 @@ mod waits;
 
 use std::sync::Arc;
 
+use shared::path::{NormalPath, PathError};
 use shared::{bearer_token, Rejection, TokenKey, UnixTime, VerifiedToken};
 
 pub use config::{Config, ConfigError, RateLimitMode, Vars};
@@ -138,6 +139,8 @@ struct Arrived {
     head: Head,
     /// `head.url`'s path and query, split once.
     url: RequestUrl,
+    /// The path in its normal spelling: what the edge decides on and forwards.
+    path: NormalPath,
     started: UnixTime,
     waited: Waited,
     /// When it began waiting for keys (a key-set job or an import), for the log's `jwks_ms`.
@@ -256,14 +259,35 @@ impl<T: Clone> Isolate<T> {
     /// A request arrived at `now`; `exchange` is what the driver needs to perform its I/O.
     pub fn arrive(&mut self, head: Head, exchange: T, now: UnixTime) -> Next<T> {
         self.event_now = now;
+        let url = RequestUrl::parse(&head.url);
+        let path = match NormalPath::parse(url.path()) {
+            Ok(path) => path,
+            Err(error) => return self.refuse_path(&head.method, &url, error, exchange, now),
+        };
         let arrived = Arrived {
-            url: RequestUrl::parse(&head.url),
+            url,
+            path,
             head,
             started: now,
             waited: Waited::default(),
             keys_since: None,
         };
         self.serve(arrived, exchange, now)
+    }
+
+    /// A path the edge will not decide on (an ambiguous or malformed spelling): 400, before
+    /// any token is read. Apart from `arrive` so the common path stays small.
+    #[cold]
+    fn refuse_path(
+        &mut self,
+        method: &str,
+        url: &RequestUrl,
+        error: PathError,
+        exchange: T,
+        now: UnixTime,
+    ) -> Next<T> {
+        let log = RequestLog::start(method.to_owned(), url.path(), now);
+        self.reply(exchange, Some(log), &EdgeError::BadPath(error), now)
     }
 
     /// Which answer the wait `id` expects (`None`: no such wait, e.g. one of an instance
@@ -433,14 +457,14 @@ impl<T: Clone> Isolate<T> {
 
     /// Decides `arrived` from the start: an answer now, or a wait.
     fn serve(&mut self, arrived: Arrived, exchange: T, now: UnixTime) -> Next<T> {
-        let url = &arrived.url;
-        if url.path() == HEALTH_PATH {
+        let path = arrived.path.as_str();
+        if path == HEALTH_PATH {
             return Next::Reply(self.health(now), exchange);
         }
-        if self.config.test_trap_path.as_deref() == Some(url.path()) {
+        if self.config.test_trap_path.as_deref() == Some(path) {
             trap();
         }
-        let mut log = RequestLog::start(arrived.head.method.clone(), url, arrived.started);
+        let mut log = RequestLog::start(arrived.head.method.clone(), path, arrived.started);
         let token = match bearer_token(arrived.head.authorization.as_deref()) {
             Ok(token) => token,
             // No token, or a malformed header: the challenge, at no cost to the IP's budget.
@@ -783,11 +807,12 @@ impl<T: Clone> Isolate<T> {
         headers: Option<RateLimitHeaders>,
         now: UnixTime,
     ) -> Next<T> {
-        let url = &arrived.url;
+        let (url, path) = (&arrived.url, arrived.path.as_str());
+        // The origin gets, and the assertion binds, the path the edge decided on.
         let line = shared::RequestLine {
             method: log.method(),
             host: &self.config.origin_host,
-            path: url.path(),
+            path,
             query: url.query(),
         };
         let assertion = self
@@ -795,7 +820,7 @@ impl<T: Clone> Isolate<T> {
             .signer
             .sign_claims(verified.claims(), &line, now);
         let forwarded = Forwarded {
-            target: format!("{}{}", self.config.origin_url, url.target()),
+            target: [&self.config.origin_url, path, url.query_part()].concat(),
             assertion,
             log,
             started: now,

@@ -896,3 +896,61 @@ fn requests_coming_and_going_never_push_a_running_job_out() {
     assert_eq!(reply.status, 401);
     assert_eq!(edge.logged().last().unwrap().1["reason"], "revoked");
 }
+
+#[test]
+fn the_path_is_forwarded_in_its_normal_spelling_or_refused() {
+    let mut edge = Edge::new();
+    let token = fixtures::good_token();
+    let forwarded_to = |edge: &mut Edge, url: &str| {
+        let mut request = head(&format!("Bearer {token}"));
+        request.url = url.to_owned();
+        let next = edge.arrive(request, "request");
+        match edge.drive(next, &fixtures::jwks_value()).0 {
+            Next::Wait(id) => match edge.asked(id) {
+                Asked::Forward { target, .. } => Ok(target),
+                other => panic!("{other:?}"),
+            },
+            Next::Reply(reply, _) => Err(Box::new(reply)),
+            other => panic!("{other:?}"),
+        }
+    };
+    for (url, target) in [
+        ("https://edge.test//orders/./7?x=1", "/orders/7?x=1"),
+        ("https://edge.test/public/../orders/%37", "/orders/7"),
+        ("https://edge.test/%2e%2E/admin/", "/admin/"),
+        ("https://edge.test/a%2fb", ""),
+        ("https://edge.test/orders;jsessionid=1/7", ""),
+        ("https://edge.test/%252e%252e/admin", ""),
+        ("https://edge.test/x%00", ""),
+    ] {
+        match forwarded_to(&mut edge, url) {
+            Ok(forwarded) => assert_eq!(forwarded, format!("https://origin.test{target}"), "{url}"),
+            Err(reply) => {
+                assert!(target.is_empty(), "{url} refused: {reply:?}");
+                assert_eq!(reply.status, 400, "{url}");
+                assert_eq!(reply.challenge, None, "not the token's fault");
+                let body: Value = serde_json::from_str(&reply.body).unwrap();
+                assert_eq!(body["error"], "invalid_request", "{url}");
+            }
+        }
+    }
+    let refused: Vec<Value> = edge
+        .logged()
+        .into_iter()
+        .map(|(_, line)| line)
+        .filter(|line| line["outcome"] == "bad_request")
+        .collect();
+    let reasons: Vec<&str> = refused
+        .iter()
+        .map(|line| line["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "encoded_separator",
+            "parameter",
+            "double_encoding",
+            "control"
+        ]
+    );
+}

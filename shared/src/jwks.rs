@@ -9,8 +9,10 @@
 //! or tampered set must not half-load.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
+use p256::elliptic_curve::ff::PrimeField;
 use p256::elliptic_curve::sec1::FromEncodedPoint;
-use p256::{AffinePoint, EncodedPoint};
+use p256::{AffinePoint, EncodedPoint, FieldElement, NistP256};
+use primeorder::PrimeCurveParams;
 use serde::Serialize;
 
 use crate::json::{self, JsonError, Member};
@@ -129,19 +131,20 @@ impl Jwk {
         if kid.is_empty() || kid.len() > MAX_KID_LEN {
             return Err(JwksError::InvalidKid { index: 0 });
         }
-        let encoded = EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
-        let point = Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&encoded))
-            .ok_or_else(|| JwksError::PointNotOnCurve {
+        if !on_curve(&x, &y) {
+            return Err(JwksError::PointNotOnCurve {
                 kid: kid.to_owned(),
-            })?;
+            });
+        }
         #[cfg(feature = "p256-backend")]
-        let verifying_key = p256::ecdsa::VerifyingKey::from_affine(point).map_err(|_| {
-            JwksError::PointNotOnCurve {
-                kid: kid.to_owned(),
-            }
-        })?;
-        #[cfg(not(feature = "p256-backend"))]
-        let _ = point;
+        let verifying_key = {
+            let encoded = EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
+            Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&encoded))
+                .and_then(|point| p256::ecdsa::VerifyingKey::from_affine(point).ok())
+                .ok_or_else(|| JwksError::PointNotOnCurve {
+                    kid: kid.to_owned(),
+                })?
+        };
         Ok(Self {
             kid: kid.to_owned(),
             x,
@@ -204,6 +207,19 @@ impl Jwk {
     pub fn verifying_key(&self) -> &p256::ecdsa::VerifyingKey {
         &self.verifying_key
     }
+}
+
+/// Whether `(x, y)` is a point of P-256: both coordinates below the field's prime, and
+/// y² = x³ + ax + b (SEC1 §3.2.2.1's check, the one p256's decoder makes of an uncompressed
+/// point). Written out so the edge, which hands keys to WebCrypto, links the field arithmetic
+/// alone and not the decoder, whose compressed-point half (a square root) it never needs.
+fn on_curve(x: &[u8; 32], y: &[u8; 32]) -> bool {
+    let field =
+        |bytes: &[u8; 32]| Option::<FieldElement>::from(FieldElement::from_repr((*bytes).into()));
+    let (Some(x), Some(y)) = (field(x), field(y)) else {
+        return false;
+    };
+    y.square() == x.square() * x + NistP256::EQUATION_A * x + NistP256::EQUATION_B
 }
 
 /// A parsed key set: only the P-256 signing keys, looked up by `kid`.
@@ -463,4 +479,56 @@ fn parse_entry(index: usize, entry: &RawKey) -> Result<Option<Jwk>, JwksError> {
             JwksError::InvalidKid { .. } => JwksError::InvalidKid { index },
             other => other,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
+    use p256::{AffinePoint, EncodedPoint, ProjectivePoint, Scalar};
+
+    use super::on_curve;
+
+    /// p256's own decoder of an uncompressed point: the reference `on_curve` must agree with.
+    fn decodes(x: &[u8; 32], y: &[u8; 32]) -> bool {
+        let encoded = EncodedPoint::from_affine_coordinates(&(*x).into(), &(*y).into(), false);
+        AffinePoint::from_encoded_point(&encoded).is_some().into()
+    }
+
+    #[test]
+    fn on_curve_agrees_with_the_p256_decoder() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut noise = || {
+            let mut bytes = [0u8; 32];
+            for chunk in bytes.chunks_mut(8) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                chunk.copy_from_slice(&seed.to_be_bytes());
+            }
+            bytes
+        };
+        for k in 1..=64u64 {
+            let point = (ProjectivePoint::GENERATOR
+                * Scalar::from(k)
+                * Scalar::from(noise()[0] as u64 + 1))
+            .to_affine()
+            .to_encoded_point(false);
+            let (Some(x), Some(y)) = (point.x(), point.y()) else {
+                panic!("an uncompressed point has coordinates");
+            };
+            let (x, mut y): ([u8; 32], [u8; 32]) = ((*x).into(), (*y).into());
+            assert!(on_curve(&x, &y) && decodes(&x, &y), "k = {k}");
+            y[31] ^= 1;
+            assert!(!on_curve(&x, &y) && !decodes(&x, &y), "k = {k}, y changed");
+            let (x, y) = (noise(), noise());
+            assert_eq!(on_curve(&x, &y), decodes(&x, &y), "noise");
+        }
+        for (x, y) in [
+            ([0xFF; 32], [0; 32]),
+            ([0; 32], [0; 32]),
+            ([0; 32], [0xFF; 32]),
+        ] {
+            assert!(!on_curve(&x, &y) && !decodes(&x, &y));
+        }
+    }
 }

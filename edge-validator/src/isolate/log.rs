@@ -10,7 +10,6 @@ use shared::{UnixTime, VerifiedToken};
 
 use super::limits::Source;
 use super::reply::EdgeError;
-use super::url::RequestUrl;
 
 /// What one request did; written by [`RequestLog::finish`].
 #[derive(Debug, Serialize)]
@@ -59,11 +58,11 @@ fn source_name<S: serde::Serializer>(source: &Option<Source>, s: S) -> Result<S:
 }
 
 impl RequestLog {
-    pub(crate) fn start(method: String, url: &RequestUrl, started: UnixTime) -> Self {
+    pub(crate) fn start(method: String, path: &str, started: UnixTime) -> Self {
         Self {
             started,
             method,
-            path: url.path().to_owned(),
+            path: path.to_owned(),
             outcome: "forwarded",
             reason: None,
             status: 0,

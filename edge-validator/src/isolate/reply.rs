@@ -1,5 +1,6 @@
 //! The one place failures become responses.
 
+use shared::path::PathError;
 use shared::{Decision, RatePlan, Rejection};
 
 use super::io::ForwardError;
@@ -15,6 +16,10 @@ pub enum EdgeError {
     /// The token or request was refused (RFC 6750 status, body and challenge).
     #[error("{0}")]
     Rejected(Rejection),
+    /// The request path has no one reading (an encoded `/`, a `;`, a double escape...): 400
+    /// `invalid_request`, no challenge (the token is not the problem).
+    #[error("bad path: {0}")]
+    BadPath(PathError),
     /// Over a rate limit: 429 with `Retry-After` and the `RateLimit` headers.
     #[error("rate limited ({policy})")]
     RateLimited {
@@ -41,6 +46,7 @@ impl EdgeError {
     pub(crate) fn log_fields(&self) -> (&'static str, &'static str) {
         match self {
             Self::Rejected(rejection) => ("rejected", rejection.reason()),
+            Self::BadPath(error) => ("bad_request", error.reason()),
             Self::RateLimited { policy, .. } => ("rate_limited", policy),
             Self::NoKeys => ("unavailable", "no_keys"),
             Self::OriginUnreachable(_) => ("bad_gateway", "origin_unreachable"),
@@ -115,6 +121,15 @@ impl Reply {
                 reply.challenge = rejection.www_authenticate(REALM);
                 (rejection.status(), rejection.json_body())
             }
+            EdgeError::BadPath(error) => (
+                400,
+                [
+                    r#"{"error":"invalid_request","error_description":"the request path is refused ("#,
+                    error.reason(),
+                    r#")"}"#,
+                ]
+                .concat(),
+            ),
             EdgeError::RateLimited {
                 decision,
                 plan,

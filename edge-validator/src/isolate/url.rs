@@ -38,9 +38,9 @@ impl RequestUrl {
         self.target.get(self.path_end + 1..)
     }
 
-    /// Path and query, as forwarded to the origin.
-    pub(crate) fn target(&self) -> &str {
-        &self.target
+    /// `?` and the query, or nothing: what follows the path.
+    pub(crate) fn query_part(&self) -> &str {
+        self.target.get(self.path_end..).unwrap_or_default()
     }
 }
 
@@ -53,13 +53,13 @@ mod tests {
         let url = RequestUrl::parse("https://edge.example/orders/7?x=1&y=%20#frag");
         assert_eq!(url.path(), "/orders/7");
         assert_eq!(url.query(), Some("x=1&y=%20"));
-        assert_eq!(url.target(), "/orders/7?x=1&y=%20");
+        assert_eq!(url.query_part(), "?x=1&y=%20");
     }
 
     #[test]
     fn root_and_empty_query() {
         let url = RequestUrl::parse("http://127.0.0.1:8787");
-        assert_eq!((url.path(), url.query()), ("/", None));
+        assert_eq!((url.path(), url.query(), url.query_part()), ("/", None, ""));
         let url = RequestUrl::parse("http://h/?");
         assert_eq!((url.path(), url.query()), ("/", Some("")));
     }

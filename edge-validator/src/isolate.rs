@@ -30,6 +30,7 @@ mod waits;
 use std::sync::Arc;
 
 use shared::path::{NormalPath, PathError};
+use shared::route::Access;
 use shared::{bearer_token, Rejection, TokenKey, UnixTime, VerifiedToken};
 
 pub use config::{Config, ConfigError, RateLimitMode, Vars};
@@ -116,13 +117,13 @@ enum Suspended {
     /// A job (its own, or another request's, which it polls for until `deadline`); it
     /// starts over afterwards.
     Job {
-        arrived: Arrived,
+        arrived: Box<Arrived>,
         kind: Kind,
         deadline: UnixTime,
     },
     /// A WebCrypto key import.
     Import {
-        arrived: Arrived,
+        arrived: Box<Arrived>,
         kid: String,
         point: [u8; 65],
     },
@@ -141,6 +142,8 @@ struct Arrived {
     url: RequestUrl,
     /// The path in its normal spelling: what the edge decides on and forwards.
     path: NormalPath,
+    /// The route that took it (its place in the table), or `None`: the unmatched policy.
+    route: Option<usize>,
     started: UnixTime,
     waited: Waited,
     /// When it began waiting for keys (a key-set job or an import), for the log's `jwks_ms`.
@@ -223,6 +226,9 @@ struct Forwarded {
 }
 
 /// What a request does once the rate limit allows it.
+// It lives in a boxed `Asking` or briefly on the stack: boxing `Forward` would cost every
+// forwarded request an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Then {
     /// A verified token: to the origin.
     Forward {
@@ -264,9 +270,14 @@ impl<T: Clone> Isolate<T> {
             Ok(path) => path,
             Err(error) => return self.refuse_path(&head.method, &url, error, exchange, now),
         };
+        let route = self
+            .config
+            .routes
+            .position(url::authority(&head.url), &head.method, &path);
         let arrived = Arrived {
             url,
             path,
+            route,
             head,
             started: now,
             waited: Waited::default(),
@@ -407,7 +418,7 @@ impl<T: Clone> Isolate<T> {
                         };
                         self.park_request(exchange, on)
                     } else {
-                        self.serve(arrived, exchange, now)
+                        self.serve(*arrived, exchange, now)
                     }
                 }
                 (
@@ -424,7 +435,7 @@ impl<T: Clone> Isolate<T> {
                             self.failed(Level::Error, "webcrypto_import_failed", &reason)
                         }
                     }
-                    self.serve(arrived, exchange, now)
+                    self.serve(*arrived, exchange, now)
                 }
                 (Suspended::Verify(verifying), Answer::Verified(verdict)) => {
                     self.verified(*verifying, exchange, verdict, now)
@@ -465,6 +476,18 @@ impl<T: Clone> Isolate<T> {
             trap();
         }
         let mut log = RequestLog::start(arrived.head.method.clone(), path, arrived.started);
+        log.route = self.config.route_id(arrived.route).map(str::to_owned);
+        match self
+            .config
+            .policy(arrived.route)
+            .map(|policy| &policy.access)
+        {
+            Some(Access::Token(_)) => {}
+            Some(Access::Public) => return self.forward(arrived, exchange, None, log, None, now),
+            // A route that says deny, no route and no unmatched policy, or a kind of access
+            // this edge does not know: 404, as if nothing were there.
+            Some(_) | None => return self.reply(exchange, Some(log), &EdgeError::NoRoute, now),
+        }
         let token = match bearer_token(arrived.head.authorization.as_deref()) {
             Ok(token) => token,
             // No token, or a malformed header: the challenge, at no cost to the IP's budget.
@@ -530,7 +553,11 @@ impl<T: Clone> Isolate<T> {
         now: UnixTime,
     ) -> Next<T> {
         let token = bearer_token(arrived.head.authorization.as_deref()).unwrap_or_default();
-        let check = match self.config.validator.check(token, jwks, now) {
+        let audience = self
+            .config
+            .policy(arrived.route)
+            .and_then(|policy| policy.audience.as_deref());
+        let check = match self.config.validator_for(audience).check(token, jwks, now) {
             Ok(check) => check,
             // A revoked key has left the set: its tokens are revoked, not unknown, and must
             // not spend the unknown-kid refetch that a rotation's new key needs.
@@ -579,7 +606,7 @@ impl<T: Clone> Isolate<T> {
             return self.park_request(
                 exchange,
                 Suspended::Import {
-                    arrived,
+                    arrived: Box::new(arrived),
                     kid,
                     point,
                 },
@@ -655,14 +682,45 @@ impl<T: Clone> Isolate<T> {
         if self.revocations.is_revoked(&verified) {
             return self.reply(exchange, Some(log), &Rejection::Revoked.into(), now);
         }
-        if self.config.rate_limit_mode == RateLimitMode::Off {
-            return self.forward(arrived, exchange, &verified, log, None, now);
+        let Some(policy) = self.config.policy(arrived.route) else {
+            return self.reply(exchange, Some(log), &EdgeError::NoRoute, now);
+        };
+        // The token cache holds what was verified whatever the route: the route's audience
+        // and scopes are checked on every request, a cache hit's too.
+        let claims = verified.claims();
+        let audience = policy
+            .audience
+            .as_deref()
+            .unwrap_or(&self.config.validator.validation().audience);
+        let allowed = if claims.aud.iter().any(|aud| aud == audience) {
+            policy.check_scopes(&claims.scope)
+        } else {
+            Err(Rejection::AudienceMismatch)
+        };
+        if let Err(rejection) = allowed {
+            return self.reply(exchange, Some(log), &rejection.into(), now);
         }
-        let plan = verified
-            .claims()
-            .rate_plan
-            .unwrap_or(self.config.default_plan);
-        let subject = Subject::Client(&verified.claims().client_id);
+        if self.config.rate_limit_mode == RateLimitMode::Off {
+            return self.forward(arrived, exchange, Some(&verified), log, None, now);
+        }
+        // A route's own plan has its own count per client, apart from the token's plan.
+        let route_plan = policy.rate_plan.map(|plan| {
+            let route = self.config.route_id(arrived.route).map(str::to_owned);
+            (plan, route)
+        });
+        let (plan, subject) = match &route_plan {
+            Some((plan, route)) => (
+                *plan,
+                Subject::ClientOnRoute {
+                    client: &claims.client_id,
+                    route: route.as_deref(),
+                },
+            ),
+            None => (
+                claims.rate_plan.unwrap_or(self.config.default_plan),
+                Subject::Client(&claims.client_id),
+            ),
+        };
         let check = match self.limiter.begin(subject, &plan, 1, now) {
             Ok(check) => check,
             Err(denied) => return self.denied(exchange, log, denied, plan, subject, now),
@@ -791,36 +849,45 @@ impl<T: Clone> Isolate<T> {
         };
         match then {
             Then::Forward { arrived, verified } => {
-                self.forward(arrived, exchange, &verified, log, Some(headers), now)
+                self.forward(arrived, exchange, Some(&verified), log, Some(headers), now)
             }
             Then::Refuse(rejection) => self.reply(exchange, Some(log), &rejection.into(), now),
         }
     }
 
-    /// Sends a verified request to the origin, with the signed assertion (a wait).
+    /// Sends a request to its route's origin (a wait): a verified one with the signed
+    /// assertion, one of a public route (`verified` is `None`) with none.
     fn forward(
         &mut self,
         arrived: Arrived,
         exchange: T,
-        verified: &VerifiedToken,
+        verified: Option<&VerifiedToken>,
         log: RequestLog,
         headers: Option<RateLimitHeaders>,
         now: UnixTime,
     ) -> Next<T> {
         let (url, path) = (&arrived.url, arrived.path.as_str());
+        let origin = self
+            .config
+            .policy(arrived.route)
+            .and_then(|policy| policy.origin.as_ref())
+            .unwrap_or(&self.config.origin);
         // The origin gets, and the assertion binds, the path the edge decided on.
         let line = shared::RequestLine {
             method: log.method(),
-            host: &self.config.origin_host,
+            host: origin.host(),
             path,
             query: url.query(),
         };
-        let assertion = self
-            .config
-            .signer
-            .sign_claims(verified.claims(), &line, now);
+        let assertion = verified
+            .map(|verified| {
+                self.config
+                    .signer
+                    .sign_claims(verified.claims(), &line, now)
+            })
+            .unwrap_or_default();
         let forwarded = Forwarded {
-            target: [&self.config.origin_url, path, url.query_part()].concat(),
+            target: [origin.url(), path, url.query_part()].concat(),
             assertion,
             log,
             started: now,
@@ -992,7 +1059,7 @@ impl<T: Clone> Isolate<T> {
         let busy = self.busy(kind, now);
         let for_job = exchange.clone();
         let on = Suspended::Job {
-            arrived,
+            arrived: Box::new(arrived),
             kind,
             deadline,
         };
@@ -1130,7 +1197,7 @@ impl<T: Clone> Isolate<T> {
                     Some(Waiting::Request {
                         exchange,
                         on: Suspended::Job { arrived, .. },
-                    }) => self.serve(arrived, exchange, now),
+                    }) => self.serve(*arrived, exchange, now),
                     // Evicted from the table before the job was over.
                     _ => {
                         let lost = "a suspended request was evicted before its job was over";

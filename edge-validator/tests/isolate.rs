@@ -954,3 +954,220 @@ fn the_path_is_forwarded_in_its_normal_spelling_or_refused() {
         ]
     );
 }
+
+/// A route table with one route of each kind (the fixture token has `read write` for
+/// [`fixtures::AUDIENCE`]); no unmatched policy, so anything else is 404.
+const ROUTES: &str = r#"{ "route": [
+    { "id": "open", "path": "/public/**", "require": "public" },
+    { "id": "orders", "path": "/orders/{id}", "methods": ["GET"], "scopes_all": ["read"] },
+    { "id": "writes", "path": "/writes/**", "scopes_all": ["write"],
+      "origin": "https://writes.test" },
+    { "id": "admin", "path": "/admin/**", "scopes_any": ["admin", "ops"] },
+    { "id": "gone", "path": "/admin/old", "require": "deny" },
+    { "id": "billing", "path": "/billing/**", "audience": "billing" },
+    { "id": "tight", "path": "/tight", "rate_plan": "2/60s" } ] }"#;
+
+/// How the edge ended a request: forwarded (target, assertion), or its own reply.
+#[derive(Debug)]
+enum Outcome {
+    Forwarded { target: String, assertion: String },
+    Replied(Reply),
+}
+
+impl Edge {
+    /// `method url` with `token` (if any) as its bearer token, played to its end.
+    fn outcome(&mut self, method: &str, url: &str, token: Option<&str>) -> Outcome {
+        let request = Head {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            authorization: token.map(|token| format!("Bearer {token}")),
+            ..head("")
+        };
+        let next = self.arrive(request, "request");
+        match self.drive(next, &fixtures::jwks_value()).0 {
+            Next::Wait(id) => match self.asked(id) {
+                Asked::Forward { target, assertion } => {
+                    self.answer(id, Answer::Origin(Ok(200)));
+                    Outcome::Forwarded { target, assertion }
+                }
+                other => panic!("{other:?}"),
+            },
+            Next::Reply(reply, _) => Outcome::Replied(reply),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The status the client sees (the origin answers 200).
+    fn status(&mut self, method: &str, url: &str, token: Option<&str>) -> u16 {
+        match self.outcome(method, url, token) {
+            Outcome::Forwarded { .. } => 200,
+            Outcome::Replied(reply) => reply.status,
+        }
+    }
+
+    /// The `route` and `outcome` of the last request's log line.
+    fn last_route(&self) -> (Value, Value) {
+        let lines = self.logged();
+        let (_, line) = lines.last().expect("a log line");
+        (line["route"].clone(), line["outcome"].clone())
+    }
+}
+
+#[test]
+fn each_route_decides_its_own_requests() {
+    let mut edge = Edge::with(&[("ROUTES", ROUTES)]);
+    let token = fixtures::good_token();
+    let token = Some(token.as_str());
+
+    // Public: no token needed, no assertion sent (a client's own is stripped by the driver).
+    let Outcome::Forwarded { target, assertion } =
+        edge.outcome("GET", "https://edge.test/public/a/b?q", None)
+    else {
+        panic!("a public route forwards");
+    };
+    assert_eq!(target, "https://origin.test/public/a/b?q");
+    assert_eq!(assertion, "", "no identity on a public route");
+    assert_eq!(edge.last_route(), (json!("open"), json!("forwarded")));
+
+    // Scopes met: forwarded; to the route's own origin, with an assertion bound to its host.
+    assert_eq!(edge.status("GET", "https://edge.test/orders/7", token), 200);
+    let Outcome::Forwarded { target, assertion } =
+        edge.outcome("PUT", "https://edge.test/writes/1", token)
+    else {
+        panic!("the write scope is there");
+    };
+    assert_eq!(target, "https://writes.test/writes/1");
+    let verifier = AssertionVerifier::new(
+        vec![AssertionKey::new("edge-1", SECRET.as_bytes()).unwrap()],
+        30_000,
+    );
+    let line = shared::RequestLine {
+        method: "PUT",
+        host: "writes.test",
+        path: "/writes/1",
+        query: None,
+    };
+    verifier.verify(Some(&assertion), &line, edge.now).unwrap();
+
+    // Scopes missing: RFC 6750's 403 naming what would do, never the origin.
+    let Outcome::Replied(reply) = edge.outcome("GET", "https://edge.test/admin/users", token)
+    else {
+        panic!("the token has neither admin nor ops");
+    };
+    assert_eq!(reply.status, 403);
+    let challenge = reply.challenge.unwrap_or_default();
+    assert!(
+        challenge.contains("insufficient_scope") && challenge.contains(r#"scope="admin ops""#),
+        "{challenge}"
+    );
+    assert_eq!(edge.last_route(), (json!("admin"), json!("rejected")));
+
+    // Denied, unmatched (wrong method, unknown path): the same 404, token or not.
+    for (method, url) in [
+        ("GET", "https://edge.test/admin/old"),
+        ("POST", "https://edge.test/orders/7"),
+        ("GET", "https://edge.test/elsewhere"),
+    ] {
+        for token in [token, None] {
+            let Outcome::Replied(reply) = edge.outcome(method, url, token) else {
+                panic!("{method} {url} is not forwarded");
+            };
+            assert_eq!(
+                (reply.status, reply.challenge),
+                (404, None),
+                "{method} {url}"
+            );
+        }
+    }
+    // The matched path is the normal one: no spelling reaches past a route.
+    assert_eq!(
+        edge.status("GET", "https://edge.test/public/../admin/old", token),
+        404
+    );
+    assert_eq!(
+        edge.status("GET", "https://edge.test/public/%2e%2e/admin/x", None),
+        401
+    );
+}
+
+#[test]
+fn a_route_audience_is_checked_on_cache_hits_too() {
+    let mut edge = Edge::with(&[("ROUTES", ROUTES)]);
+    let billing = fixtures::with_claims(|claims| {
+        claims.insert("aud".into(), json!(["billing"]));
+    });
+    let default = fixtures::good_token();
+    assert_eq!(
+        edge.status("GET", "https://edge.test/billing/1", Some(&billing)),
+        200
+    );
+    // Now cached: still not a token for the default audience's routes, nor the reverse.
+    assert_eq!(
+        edge.status("GET", "https://edge.test/orders/7", Some(&billing)),
+        401
+    );
+    assert_eq!(
+        edge.status("GET", "https://edge.test/orders/7", Some(&default)),
+        200
+    );
+    assert_eq!(
+        edge.status("GET", "https://edge.test/billing/1", Some(&default)),
+        401
+    );
+    let lines = edge.logged();
+    let (_, line) = lines.last().unwrap();
+    assert_eq!(line["reason"], "wrong_audience");
+    assert_eq!(line["cache_hit"], true);
+}
+
+#[test]
+fn a_route_plan_counts_apart_from_the_client_plan() {
+    let mut edge = Edge::with(&[("ROUTES", ROUTES)]);
+    let token = fixtures::good_token();
+    let token = Some(token.as_str());
+    assert_eq!(edge.status("GET", "https://edge.test/tight", token), 200);
+    assert_eq!(edge.status("GET", "https://edge.test/tight", token), 200);
+    let Outcome::Replied(reply) = edge.outcome("GET", "https://edge.test/tight", token) else {
+        panic!("the third request in a minute is over the route's plan");
+    };
+    assert_eq!(reply.status, 429);
+    let headers = reply.rate_limit.expect("RateLimit headers");
+    assert!(
+        headers.policy.starts_with("\"route\";q=2;w=60"),
+        "{headers:?}"
+    );
+    // The client's own plan (1000/60s) is another count.
+    assert_eq!(edge.status("GET", "https://edge.test/orders/7", token), 200);
+}
+
+#[test]
+fn a_bad_route_table_is_a_configuration_error() {
+    let vars = settings();
+    for (table, expected) in [
+        (
+            r#"{"route":[{"id":"a","path":"/a","scope":["x"]}]}"#,
+            "unknown setting `scope`",
+        ),
+        (
+            r#"{"route":[{"id":"a","path":"/a"},{"id":"b","path":"/A/"}]}"#,
+            "match the same",
+        ),
+    ] {
+        let lookup = |name: &str| match name {
+            "ROUTES" => Some(table.to_owned()),
+            other => vars.get(other).cloned(),
+        };
+        let Err(err) = Config::from_vars(&lookup) else {
+            panic!("{table} is refused");
+        };
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    let lookup = |name: &str| match name {
+        "ROUTE_TABLE" => Some("staging".to_owned()),
+        other => vars.get(other).cloned(),
+    };
+    let Err(err) = Config::from_vars(&lookup) else {
+        panic!("a named table the bundle lacks is refused");
+    };
+    assert!(err.to_string().contains("no such route table"), "{err}");
+}

@@ -6,6 +6,13 @@ use wasm_bindgen::JsValue;
 
 use super::runtime::Env;
 
+#[wasm_bindgen(module = "/js/routes.js")]
+extern "C" {
+    /// The bundled route table `name`, as JSON.
+    #[wasm_bindgen(js_name = routeTable)]
+    pub(super) fn route_table(name: &str) -> Option<String>;
+}
+
 #[wasm_bindgen(module = "/js/io.js")]
 extern "C" {
     /// Method, URL, client IP, colo and authorization, one per line.

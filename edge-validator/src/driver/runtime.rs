@@ -18,7 +18,15 @@ extern "C" {
 }
 
 impl crate::isolate::Vars for Env {
+    /// A var or secret; `ROUTES` is the bundled table that `ROUTE_TABLE` names, when it names
+    /// one (else the var itself, as tests set it).
     fn text(&self, name: &str) -> Option<String> {
+        use crate::isolate::config::{ROUTES, ROUTE_TABLE};
+        if name == ROUTES {
+            if let Some(table) = self.text(ROUTE_TABLE) {
+                return super::js::route_table(&table);
+            }
+        }
         js_sys::Reflect::get(self, &JsValue::from_str(name))
             .ok()?
             .as_string()

@@ -2,11 +2,13 @@
 //! once per isolate: a bad setting answers every request with a logged 500 rather than
 //! half-working. Read through a lookup function, so the core never sees the runtime's `env`.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use shared::jwks_refresh::RefreshPolicy;
 use shared::keyset_copy::CopyKey;
-use shared::{AssertionKey, AssertionSigner, RatePlan, Validation, Validator};
+use shared::route::{Access, Origin, Policy, RouteTable};
+use shared::{AssertionKey, AssertionSigner, RatePlan, ScopeRequirement, Validation, Validator};
 
 /// Var: the exact `iss`.
 pub const ISSUER: &str = "ISSUER";
@@ -18,6 +20,15 @@ pub const JWKS_URLS: &str = "JWKS_URLS";
 pub const REVOCATION_URLS: &str = "REVOCATION_URLS";
 /// Var: the origin base URL, e.g. `https://api.internal.example`.
 pub const ORIGIN_URL: &str = "ORIGIN_URL";
+/// Var: which route table applies: the name of a file `deploy/edge/routes/<name>.toml`, which
+/// the build checks and compiles into the bundle (each wrangler environment names its own).
+/// Unset: no table (see [`ROUTES`]).
+pub const ROUTE_TABLE: &str = "ROUTE_TABLE";
+/// The route table itself, as JSON (`shared::route`): in the Worker, the driver answers this
+/// name with the bundled table [`ROUTE_TABLE`] names; tests set it directly. Without one,
+/// every path needs a valid token for `AUDIENCE` and goes to `ORIGIN_URL` (the edge before
+/// route tables).
+pub const ROUTES: &str = "ROUTES";
 /// Var: the id of the assertion key in use.
 pub const ASSERTION_KEY_ID: &str = "ASSERTION_KEY_ID";
 /// Secret: the assertion HMAC key (at least 32 bytes).
@@ -71,14 +82,15 @@ pub enum RateLimitMode {
 
 /// Everything a request needs, read from the environment.
 pub struct Config {
-    /// Built once: the rules are fixed for the isolate's life.
+    /// Built once: the rules are fixed for the isolate's life. For `AUDIENCE`.
     pub(crate) validator: Validator,
+    /// The same rules for each other audience a route names.
+    route_validators: HashMap<String, Validator>,
+    pub(crate) routes: RouteTable,
     pub(crate) jwks_urls: Rc<[String]>,
     pub(crate) revocation_urls: Rc<[String]>,
-    pub(crate) origin_url: String,
-    /// The authority of `origin_url`, lower case: the host assertions are bound to (what the
-    /// origin sees as `Host`).
-    pub(crate) origin_host: String,
+    /// `ORIGIN_URL`: where a route without its own origin sends.
+    pub(crate) origin: Origin,
     pub(crate) signer: AssertionSigner,
     /// Tags and checks the Cache API copy of the key set, with the cache key it lives
     /// under (derived from the secret); `None`: no copy tier.
@@ -162,9 +174,23 @@ impl Config {
             ..defaults
         };
         // The same checker as a route table's origins: scheme, host, default port left out.
-        let origin = shared::route::Origin::parse(&var(env, ORIGIN_URL)?)
+        let origin = Origin::parse(&var(env, ORIGIN_URL)?)
             .map_err(|problem| ConfigError(format!("var {ORIGIN_URL}: {problem}")))?;
-        let (origin_url, origin_host) = (origin.url().to_owned(), origin.host().to_owned());
+        let routes = route_table(env)?;
+        let validation = Validation::new(var(env, ISSUER)?, var(env, AUDIENCE)?);
+        let route_validators = routes
+            .routes()
+            .iter()
+            .filter_map(|route| route.policy.audience.clone())
+            .filter(|audience| *audience != validation.audience)
+            .map(|audience| {
+                let validation = Validation {
+                    audience: audience.clone(),
+                    ..validation.clone()
+                };
+                (audience, Validator::new(validation))
+            })
+            .collect();
         let copy = optional(env, KEYSET_COPY_SECRET)
             .map(|secret| CopyKey::new(secret.as_bytes()))
             .transpose()
@@ -175,11 +201,12 @@ impl Config {
                 (key, at)
             });
         Ok(Self {
-            validator: Validator::new(Validation::new(var(env, ISSUER)?, var(env, AUDIENCE)?)),
+            validator: Validator::new(validation),
+            route_validators,
+            routes,
             jwks_urls,
             revocation_urls: urls(&optional(env, REVOCATION_URLS).unwrap_or_default()),
-            origin_url,
-            origin_host,
+            origin,
             signer: AssertionSigner::new(key),
             copy,
             default_plan: plan(env, DEFAULT_RATE_PLAN, DEFAULT_PLAN)?,
@@ -205,5 +232,53 @@ impl Config {
             log_forwarded_every: number(env, LOG_FORWARDED_EVERY, 1)?,
             test_trap_path: optional(env, TEST_TRAP_PATH),
         })
+    }
+}
+
+/// The table [`ROUTES`] holds, checked again as the build checked it; without one, a table
+/// with no routes whose unmatched policy is "a valid token".
+fn route_table(env: &impl Vars) -> Result<RouteTable, ConfigError> {
+    let named = optional(env, ROUTE_TABLE);
+    let Some(json) = optional(env, ROUTES) else {
+        if let Some(name) = named {
+            return Err(ConfigError(format!(
+                "var {ROUTE_TABLE} names `{name}`, and the bundle has no such route table"
+            )));
+        }
+        let token = Policy {
+            access: Access::Token(ScopeRequirement::default()),
+            audience: None,
+            origin: None,
+            rate_plan: None,
+            max_body: None,
+        };
+        return RouteTable::new(Vec::new(), Some(token))
+            .map_err(|err| ConfigError(err.to_string()));
+    };
+    let name = named.unwrap_or_else(|| ROUTES.to_owned());
+    RouteTable::from_json(&json).map_err(|err| ConfigError(format!("route table {name}: {err}")))
+}
+
+impl Config {
+    /// The validator for tokens a route with `audience` takes (`None`: `AUDIENCE`).
+    pub(crate) fn validator_for(&self, audience: Option<&str>) -> &Validator {
+        audience
+            .and_then(|audience| self.route_validators.get(audience))
+            .unwrap_or(&self.validator)
+    }
+
+    /// The policy of the route at `position` in the table, or of unmatched requests (`None`:
+    /// denied).
+    pub(crate) fn policy(&self, position: Option<usize>) -> Option<&Policy> {
+        match position {
+            Some(at) => self.routes.routes().get(at).map(|route| &route.policy),
+            None => self.routes.unmatched(),
+        }
+    }
+
+    /// The id of the route at `position` (`None` for unmatched requests).
+    pub(crate) fn route_id(&self, position: Option<usize>) -> Option<&str> {
+        let route = self.routes.routes().get(position?)?;
+        Some(&route.id)
     }
 }

@@ -27,6 +27,12 @@ pub(crate) enum Subject<'a> {
     Client(&'a str),
     /// Failed authentications from one IP address.
     FailedAuth(&'a str),
+    /// A client on a route with a plan of its own (`None`: the unmatched policy's), counted
+    /// apart from the client's own plan.
+    ClientOnRoute {
+        client: &'a str,
+        route: Option<&'a str>,
+    },
 }
 
 impl Subject<'_> {
@@ -34,6 +40,11 @@ impl Subject<'_> {
         match self {
             Self::Client(id) => format!("client:{id}"),
             Self::FailedAuth(ip) => format!("ip:{ip}"),
+            // Route ids hold no `:`, so no key of one kind reads as another.
+            Self::ClientOnRoute { client, route } => match route {
+                Some(route) => format!("route:{route}:client:{client}"),
+                None => format!("unmatched:client:{client}"),
+            },
         }
     }
 
@@ -42,6 +53,7 @@ impl Subject<'_> {
         match self {
             Self::Client(_) => "client",
             Self::FailedAuth(_) => "failed-auth",
+            Self::ClientOnRoute { .. } => "route",
         }
     }
 }

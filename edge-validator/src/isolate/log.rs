@@ -18,6 +18,9 @@ pub(crate) struct RequestLog {
     started: UnixTime,
     method: String,
     path: String,
+    /// The id of the route that took the request (`None`: no route, or a path refused
+    /// before routing).
+    pub(crate) route: Option<String>,
     outcome: &'static str,
     reason: Option<&'static str>,
     status: u16,
@@ -63,6 +66,7 @@ impl RequestLog {
             started,
             method,
             path: path.to_owned(),
+            route: None,
             outcome: "forwarded",
             reason: None,
             status: 0,

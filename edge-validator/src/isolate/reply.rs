@@ -20,6 +20,9 @@ pub enum EdgeError {
     /// `invalid_request`, no challenge (the token is not the problem).
     #[error("bad path: {0}")]
     BadPath(PathError),
+    /// No route takes the request, or its route denies it: 404, the same answer either way.
+    #[error("no route")]
+    NoRoute,
     /// Over a rate limit: 429 with `Retry-After` and the `RateLimit` headers.
     #[error("rate limited ({policy})")]
     RateLimited {
@@ -47,6 +50,7 @@ impl EdgeError {
         match self {
             Self::Rejected(rejection) => ("rejected", rejection.reason()),
             Self::BadPath(error) => ("bad_request", error.reason()),
+            Self::NoRoute => ("not_found", "no_route"),
             Self::RateLimited { policy, .. } => ("rate_limited", policy),
             Self::NoKeys => ("unavailable", "no_keys"),
             Self::OriginUnreachable(_) => ("bad_gateway", "origin_unreachable"),
@@ -129,6 +133,11 @@ impl Reply {
                     r#")"}"#,
                 ]
                 .concat(),
+            ),
+            EdgeError::NoRoute => (
+                404,
+                r#"{"error":"not_found","error_description":"no route for this request"}"#
+                    .to_owned(),
             ),
             EdgeError::RateLimited {
                 decision,

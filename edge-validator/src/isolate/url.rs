@@ -5,6 +5,15 @@
 //! leaving out `url` and its IDNA tables keeps the bundle small (benches/size-breakdown shows
 //! where its bytes go).
 
+/// The authority of an absolute URL (`host` or `host:port`): what routes match on.
+pub(crate) fn authority(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(url, |at| &url[at + 3..]);
+    let end = after_scheme
+        .find(['/', '?', '#'])
+        .unwrap_or(after_scheme.len());
+    &after_scheme[..end]
+}
+
 /// The parts of an absolute, runtime-serialized URL the edge uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RequestUrl {
@@ -54,6 +63,16 @@ mod tests {
         assert_eq!(url.path(), "/orders/7");
         assert_eq!(url.query(), Some("x=1&y=%20"));
         assert_eq!(url.query_part(), "?x=1&y=%20");
+    }
+
+    #[test]
+    fn authority_is_between_scheme_and_path() {
+        assert_eq!(
+            super::authority("https://edge.example:8443/a?b"),
+            "edge.example:8443"
+        );
+        assert_eq!(super::authority("http://127.0.0.1:8787"), "127.0.0.1:8787");
+        assert_eq!(super::authority("http://h?x"), "h");
     }
 
     #[test]

@@ -344,7 +344,9 @@ pub async fn serve_worker(dir: &Path, state_of: &Path, log: &str) -> (Running, u
 pub type Seen = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
 
 /// An axum origin on a port the OS picks, mounting the `shared` edge layer and echoing the
-/// verified identity; returns what it saw and its port.
+/// verified identity; returns what it saw and its port. `/public/…` is outside the layer (as
+/// an origin's public pages are, behind a public route of the edge): it echoes the path and
+/// whether any identity or credential header arrived.
 pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
     use axum::http::HeaderMap;
     let seen: Seen = Arc::default();
@@ -393,6 +395,24 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
             }
         })
         .layer(shared::origin::EdgeAuthLayer::new(shared::AssertionVerifier::new(vec![key], shared::assertion::DEFAULT_MAX_AGE_MS)));
+    let log = Arc::clone(&seen);
+    let public = axum::Router::new().route(
+        "/public/{*rest}",
+        axum::routing::any(move |uri: axum::http::Uri, headers: HeaderMap| {
+            let log = Arc::clone(&log);
+            async move {
+                let body = serde_json::json!({
+                    "public": true,
+                    "path": uri.path(),
+                    "edge_headers": headers.keys().filter(|name| name.as_str().starts_with(shared::assertion::HEADER_PREFIX)).count(),
+                    "authorization": headers.contains_key("authorization"),
+                });
+                log.lock().unwrap().push(body.clone());
+                axum::Json(body)
+            }
+        }),
+    );
+    let app = public.merge(app);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();

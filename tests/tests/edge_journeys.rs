@@ -111,3 +111,184 @@ async fn ops_creates_a_client_and_only_verified_identity_reaches_the_origin() {
         .header(forged.0, forged.1);
     assert_eq!(Reply::of(request).await.status, 401);
 }
+
+/// Issue 29 through the real pieces: one edge with a route table (the `ROUTES` var, as tests
+/// set it; deployments bundle theirs) in front of two origins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_table_sends_each_path_to_its_origin_under_its_rule() {
+    let dir = temp_dir("routes");
+    let (orders_seen, orders_port) = origin("e2e-1", SECRET).await;
+    let (reports_seen, reports_port) = origin("e2e-1", SECRET).await;
+    let (_issuer, issuer_port) = issuer(&dir).await;
+    let created = issuer_cli(
+        &dir,
+        &[
+            "client",
+            "create",
+            "--name",
+            "routes",
+            "--scope",
+            "read write",
+            "--audience",
+            "edgeward-api",
+        ],
+    );
+    let (id, secret) = (
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap(),
+    );
+    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
+    let reports = format!("http://127.0.0.1:{reports_port}");
+    let routes = serde_json::json!({ "route": [
+        { "id": "open", "path": "/public/**", "require": "public" },
+        { "id": "orders", "path": "/orders/{id}", "methods": ["GET"], "scopes_all": ["read"] },
+        { "id": "old-orders", "path": "/orders/old", "require": "deny" },
+        { "id": "writes", "path": "/writes/**", "scopes_all": ["write"], "origin": reports },
+        { "id": "reports", "path": "/reports/**", "origin": reports, "rate_plan": "2/60s" },
+    ] });
+    let vars = [
+        ("ISSUER", ISSUER_URL.to_owned()),
+        ("AUDIENCE", "edgeward-api".to_owned()),
+        ("JWKS_URLS", format!("{issuer_url}/.well-known/jwks.json")),
+        ("ORIGIN_URL", format!("http://127.0.0.1:{orders_port}")),
+        ("ASSERTION_KEY_ID", "e2e-1".to_owned()),
+        ("ROUTES", routes.to_string()),
+    ];
+    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let reply = Reply::of(
+        http()
+            .post(format!("{issuer_url}/oauth2/token"))
+            .basic_auth(id, Some(secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", "read")]),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let seen = |origin: &Seen| origin.lock().unwrap().len();
+
+    // Public: no token needed; a client's credential and forged identity never arrive.
+    let reply = Reply::of(
+        http()
+            .get(format!("{edge_url}/public/docs?page=2"))
+            .bearer_auth(&token)
+            .header("x-edgeward-assertion", "v2.e2e-1.forged.AAAA"),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let echoed = reply.json();
+    assert_eq!(echoed["public"], true);
+    assert_eq!(echoed["path"], "/public/docs");
+    assert_eq!(
+        (
+            echoed["edge_headers"].as_u64(),
+            echoed["authorization"].as_bool()
+        ),
+        (Some(0), Some(false))
+    );
+
+    // Scoped, on the default origin: the token has `read`.
+    let reply = get_with(&format!("{edge_url}/orders/7"), &token).await;
+    assert_eq!(
+        (reply.status, reply.json()["path"].as_str()),
+        (200, Some("/orders/7")),
+        "{}",
+        reply.body
+    );
+
+    // Scope missing: 403 from the edge, naming the scope; the other origin never hears of it.
+    let before = seen(&reports_seen);
+    let reply = get_with(&format!("{edge_url}/writes/1"), &token).await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    let challenge = reply
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#)
+            && challenge.contains(r#"scope="write""#),
+        "{challenge}"
+    );
+    assert_eq!(reply.json()["error"], "insufficient_scope");
+    assert_eq!(seen(&reports_seen), before);
+
+    // The second origin, with the route's own plan: two a minute, then 429 for this route
+    // only (the client's own plan still lets it reach the orders).
+    for _ in 0..2 {
+        let reply = get_with(&format!("{edge_url}/reports/q1"), &token).await;
+        assert_eq!(
+            (reply.status, reply.json()["path"].as_str()),
+            (200, Some("/reports/q1")),
+            "{}",
+            reply.body
+        );
+    }
+    assert_eq!(
+        seen(&reports_seen),
+        before + 2,
+        "the reports went to the second origin"
+    );
+    let reply = get_with(&format!("{edge_url}/reports/q1"), &token).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert!(
+        reply
+            .header("ratelimit-policy")
+            .unwrap_or_default()
+            .starts_with(r#""route";q=2"#),
+        "{:?}",
+        reply.headers
+    );
+    assert_eq!(
+        get_with(&format!("{edge_url}/orders/8"), &token)
+            .await
+            .status,
+        200
+    );
+
+    // Denied, unmatched, wrong method: one 404, token or not.
+    for (method, path) in [
+        ("GET", "/orders/old"),
+        ("GET", "/elsewhere"),
+        ("POST", "/orders/7"),
+    ] {
+        let url = format!("{edge_url}{path}");
+        for request in [
+            http()
+                .request(method.parse().unwrap(), &url)
+                .bearer_auth(&token),
+            http().request(method.parse().unwrap(), &url),
+        ] {
+            let reply = Reply::of(request).await;
+            assert_eq!(
+                (reply.status, reply.json()["error"].as_str()),
+                (404, Some("not_found")),
+                "{method} {path}"
+            );
+        }
+    }
+
+    // Path confusion: each spelling is routed as the origin reads it, or refused.
+    let orders_before = seen(&orders_seen);
+    for (path, status) in [
+        ("/public/..%2forders/7", 400),       // an encoded slash: two readings
+        ("/orders;jsessionid=x/7", 400),      // a path parameter, cut by some servers
+        ("/public/%252e%252e/orders/7", 400), // an escape of an escape
+        ("/public/x%00", 400),
+        ("/public/%2e%2e/orders/7", 401), // `..`: the orders rule, so a token is needed
+        ("//public/../orders/old", 404),  // merged and resolved: the denied route
+    ] {
+        let reply = get(&format!("{edge_url}{path}")).await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.body);
+    }
+    assert_eq!(
+        seen(&orders_seen),
+        orders_before,
+        "no confusing spelling reached an origin"
+    );
+    let reply = get_with(&format!("{edge_url}//orders//./9"), &token).await;
+    assert_eq!(
+        (reply.status, reply.json()["path"].as_str()),
+        (200, Some("/orders/9")),
+        "forwarded as routed"
+    );
+}

@@ -879,11 +879,11 @@ impl<T: Clone> Isolate<T> {
             path,
             query: url.query(),
         };
+        let route = self.config.route_id(arrived.route).unwrap_or_default();
         let assertion = verified
             .map(|verified| {
-                self.config
-                    .signer
-                    .sign_claims(verified.claims(), &line, now)
+                let claims = verified.claims();
+                self.config.signer.sign_claims(claims, &line, route, now)
             })
             .unwrap_or_default();
         let forwarded = Forwarded {

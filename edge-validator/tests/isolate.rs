@@ -1047,7 +1047,11 @@ fn each_route_decides_its_own_requests() {
         path: "/writes/1",
         query: None,
     };
-    verifier.verify(Some(&assertion), &line, edge.now).unwrap();
+    let identity = verifier.verify(Some(&assertion), &line, edge.now).unwrap();
+    assert_eq!(
+        identity.route, "writes",
+        "the origin can tell which rule let it in"
+    );
 
     // Scopes missing: RFC 6750's 403 naming what would do, never the origin.
     let Outcome::Replied(reply) = edge.outcome("GET", "https://edge.test/admin/users", token)

@@ -44,10 +44,11 @@ MAX_PAYLOAD_DEPTH = 32
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 MAX_SCOPES = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# Members every v2 payload has, and their types; host and query default to "".
+# Members every v2 payload has, and their types; host, query and route (the id of the edge
+# route that let the request in) default to "".
 _STRINGS = ("sub", "client_id", "scope", "jti", "method", "path")
 _INTEGERS = ("exp", "ts")
-_OPTIONAL_STRINGS = ("host", "query")
+_OPTIONAL_STRINGS = ("host", "query", "route")
 
 
 class AssertionRejected(Exception):

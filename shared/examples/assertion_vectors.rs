@@ -49,6 +49,7 @@ fn identity(method: &str, path: &str, query: Option<&str>, ts: u64) -> Value {
         "path": path,
         "query": query_hash(query),
         "ts": ts,
+        "route": "",
     })
 }
 
@@ -283,6 +284,27 @@ fn main() {
         &good_request,
         NOW_MS,
         &extra_identity,
+    );
+
+    let mut routed = good.clone();
+    routed["route"] = json!("orders-read");
+    v.accept(
+        "good_with_route",
+        "the id of the edge route that let the request in",
+        &[&sign(CURRENT, &routed)],
+        &good_request,
+        NOW_MS,
+        &routed,
+    );
+    let mut no_route = good.clone();
+    no_route.as_object_mut().unwrap().remove("route");
+    v.accept(
+        "good_without_route",
+        "an edge before route tables sends no route: it reads as empty",
+        &[&sign_current(no_route.to_string().as_bytes())],
+        &good_request,
+        NOW_MS,
+        &good,
     );
 
     let (at_limit, at_limit_identity) = sized(&good, 8_192);
@@ -581,6 +603,11 @@ fn main() {
             sign_current(with(&good, "sub", json!(42)).as_bytes()),
         ),
         (
+            "payload_route_number",
+            "route is not a string",
+            sign_current(with(&good, "route", json!(7)).as_bytes()),
+        ),
+        (
             "payload_duplicate_member",
             "a member twice",
             sign_current(
@@ -868,6 +895,7 @@ fn as_array(identity: &Value) -> String {
         "path",
         "query",
         "ts",
+        "route",
     ];
     Value::Array(order.iter().map(|name| identity[*name].clone()).collect()).to_string()
 }

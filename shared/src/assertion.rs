@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `payload` is base64url JSON (`sub`, `client_id`, `scope`, `jti`, `exp`, `method`, `host`,
-//! `path`, `query`, `ts` in milliseconds); `mac` is base64url HMAC-SHA256 over
+//! `path`, `query`, `ts` in milliseconds, and `route`: the id of the edge's route that let the
+//! request in); `mac` is base64url HMAC-SHA256 over
 //! `v2.<key id>.<payload>` under the secret named by the key id. The assertion binds the
 //! whole request line the edge forwarded ([`RequestLine`]): method, the origin's host, the
 //! path, and the query as the base64url SHA-256 of its exact text ([`query_hash`]), so it
@@ -246,6 +247,11 @@ pub struct EdgeIdentity {
     pub query: String,
     /// When the edge signed, milliseconds since the epoch.
     pub ts: u64,
+    /// The id of the edge route that let the request in (empty when the edge has no route
+    /// table, or the request matched none and the table's unmatched policy let it in; absent
+    /// from assertions of edges older than route tables).
+    #[serde(default)]
+    pub route: String,
 }
 
 impl EdgeIdentity {
@@ -263,6 +269,16 @@ impl EdgeIdentity {
             path: request.path.to_owned(),
             query: query_hash(request.query).into_owned(),
             ts: now.as_millis(),
+            route: String::new(),
+        }
+    }
+
+    /// This identity, let in by the route `route`.
+    #[must_use]
+    pub fn with_route(self, route: &str) -> Self {
+        Self {
+            route: route.to_owned(),
+            ..self
         }
     }
 }
@@ -283,6 +299,7 @@ struct IdentityFields<'a> {
     path: &'a str,
     query: &'a str,
     ts: u64,
+    route: &'a str,
 }
 
 /// Base64url length of an HMAC-SHA256 tag (32 bytes, unpadded).
@@ -315,17 +332,20 @@ impl AssertionSigner {
             path: &identity.path,
             query: &identity.query,
             ts: identity.ts,
+            route: &identity.route,
         })
     }
 
-    /// The header value asserting the identity of verified `claims` for `request` at `now`:
-    /// the same as [`AssertionSigner::sign`] of [`EdgeIdentity::new`], without the copy.
-    /// `request.host` must already be lower case (the edge's configured origin host).
+    /// The header value asserting the identity of verified `claims` for `request`, let in by
+    /// `route` (empty: none), at `now`: the same as [`AssertionSigner::sign`] of
+    /// [`EdgeIdentity::new`] with that route, without the copy. `request.host` must already be
+    /// lower case (the edge's configured origin host).
     #[must_use]
     pub fn sign_claims(
         &self,
         claims: &AccessClaims,
         request: &RequestLine<'_>,
+        route: &str,
         now: UnixTime,
     ) -> String {
         let query = query_hash(request.query);
@@ -340,6 +360,7 @@ impl AssertionSigner {
             path: request.path,
             query: &query,
             ts: now.as_millis(),
+            route,
         })
     }
 

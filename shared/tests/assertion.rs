@@ -53,9 +53,14 @@ fn verify(
 fn signing_claims_matches_signing_their_identity() {
     let verified = validator().verify(&good_token(), &jwks(), now()).unwrap();
     let signer = AssertionSigner::new(key("a", SECRET_A));
-    let from_claims = signer.sign_claims(verified.claims(), &LINE, now());
+    let from_claims = signer.sign_claims(verified.claims(), &LINE, "", now());
     assert_eq!(from_claims, signed());
     assert_eq!(verify(&from_claims, &LINE, now()).unwrap(), identity());
+    // With the route that let the request in.
+    let from_claims = signer.sign_claims(verified.claims(), &LINE, "orders-write", now());
+    let routed = identity().with_route("orders-write");
+    assert_eq!(from_claims, signer.sign(&routed));
+    assert_eq!(verify(&from_claims, &LINE, now()).unwrap(), routed);
 }
 
 #[test]
@@ -136,7 +141,7 @@ fn bound_to_the_whole_request_line() {
     };
     let signer = AssertionSigner::new(key("a", SECRET_A));
     let claims = validator().verify(&good_token(), &jwks(), now()).unwrap();
-    let header = signer.sign_claims(claims.claims(), &bare, now());
+    let header = signer.sign_claims(claims.claims(), &bare, "", now());
     verify(
         &header,
         &RequestLine {

@@ -387,7 +387,7 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
                     "edge_headers": edge_headers,
                     "proxy_headers": proxy_headers,
                     "sub": identity.sub, "client_id": identity.client_id, "scope": identity.scope.to_string(),
-                    "path": identity.path, "method": identity.method,
+                    "path": identity.path, "method": identity.method, "route": identity.route,
                     "forged": headers.get("x-forged").and_then(|v| v.to_str().ok()),
                 });
                 log.lock().unwrap().push(body.clone());

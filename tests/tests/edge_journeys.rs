@@ -195,6 +195,11 @@ async fn a_route_table_sends_each_path_to_its_origin_under_its_rule() {
         "{}",
         reply.body
     );
+    assert_eq!(
+        reply.json()["route"],
+        "orders",
+        "the assertion names the rule that let it in"
+    );
 
     // Scope missing: 403 from the edge, naming the scope; the other origin never hears of it.
     let before = seen(&reports_seen);

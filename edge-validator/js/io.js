@@ -115,7 +115,9 @@ export function head(request, withColo) {
   const authorization = headers.get("authorization");
   const colo = withColo ? (request.cf?.colo ?? "") : "";
   const ip = headers.get("cf-connecting-ip") ?? "";
-  const line = `${request.method}\n${request.url}\n${ip}\n${colo}`;
+  // The body: "" for none, else its declared length ("?" when chunked, without one).
+  const body = request.body === null ? "" : (headers.get("content-length") ?? "?");
+  const line = `${request.method}\n${request.url}\n${ip}\n${colo}\n${body}`;
   return authorization === null ? line : `${line}\n${authorization}`;
 }
 

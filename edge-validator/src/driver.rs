@@ -20,8 +20,8 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::isolate::{
-    event_line, Answer, CachedCopy, Config, ConfigError, EdgeError, Expect, FetchError, Fetched,
-    ForwardError, Head, Io, Isolate, Level, Next, RateLimitMode, Reply, Side, WaitId,
+    event_line, Answer, Body, CachedCopy, Config, ConfigError, EdgeError, Expect, FetchError,
+    Fetched, ForwardError, Head, Io, Isolate, Level, Next, RateLimitMode, Reply, Side, WaitId,
 };
 use runtime::Env;
 use webcrypto::WebCrypto;
@@ -349,17 +349,22 @@ impl Driver {
 
 /// The request's head from `js::head`'s lines.
 fn read_head(text: &str) -> Head {
-    let mut lines = text.splitn(5, '\n');
+    let mut lines = text.splitn(6, '\n');
     let mut next = || lines.next().map(str::to_owned);
     let method = next().unwrap_or_default();
     let url = next().unwrap_or_default();
     let client_ip = next().filter(|ip| !ip.is_empty());
     let colo = next().filter(|colo| !colo.is_empty());
+    let body = match next().as_deref() {
+        None | Some("") => Body::None,
+        Some(length) => length.parse().map_or(Body::Unknown, Body::Declared),
+    };
     Head {
         method,
         url,
         client_ip,
         colo,
+        body,
         authorization: next(),
     }
 }

@@ -30,7 +30,7 @@ mod waits;
 use std::sync::Arc;
 
 use shared::path::{NormalPath, PathError};
-use shared::route::Access;
+use shared::route::{Access, Policy};
 use shared::{bearer_token, Rejection, TokenKey, UnixTime, VerifiedToken};
 
 pub use config::{Config, ConfigError, RateLimitMode, Vars};
@@ -69,6 +69,20 @@ pub struct Head {
     pub client_ip: Option<String>,
     /// `request.cf.colo`: read only in `durable` rate-limit mode (where the objects live).
     pub colo: Option<String>,
+    /// What the request says of its body (checked against a route's `max_body`).
+    pub body: Body,
+}
+
+/// A request's body, as its headers tell it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Body {
+    /// No body.
+    #[default]
+    None,
+    /// `Content-Length`: HTTP framing holds the body to it.
+    Declared(u64),
+    /// A body without a usable `Content-Length` (chunked): its length is known only at its end.
+    Unknown,
 }
 
 /// What the driver does to end an event. `T` is the driver's exchange (the request and its
@@ -477,16 +491,37 @@ impl<T: Clone> Isolate<T> {
         }
         let mut log = RequestLog::start(arrived.head.method.clone(), path, arrived.started);
         log.route = self.config.route_id(arrived.route).map(str::to_owned);
-        match self
-            .config
-            .policy(arrived.route)
-            .map(|policy| &policy.access)
-        {
-            Some(Access::Token(_)) => {}
-            Some(Access::Public) => return self.forward(arrived, exchange, None, log, None, now),
+        let admitted = match self.config.policy(arrived.route) {
+            Some(Policy {
+                access: Access::Token(_),
+                max_body,
+                ..
+            }) => Some((false, *max_body)),
+            Some(Policy {
+                access: Access::Public,
+                max_body,
+                ..
+            }) => Some((true, *max_body)),
             // A route that says deny, no route and no unmatched policy, or a kind of access
             // this edge does not know: 404, as if nothing were there.
-            Some(_) | None => return self.reply(exchange, Some(log), &EdgeError::NoRoute, now),
+            Some(_) | None => None,
+        };
+        let Some((public, max_body)) = admitted else {
+            return self.reply(exchange, Some(log), &EdgeError::NoRoute, now);
+        };
+        // Before any token work: an oversized body never leaves the edge.
+        let too_large = match (max_body, arrived.head.body) {
+            (Some(max), Body::Declared(length)) if length > max => {
+                Some(EdgeError::BodyTooLarge { max })
+            }
+            (Some(_), Body::Unknown) => Some(EdgeError::LengthRequired),
+            _ => None,
+        };
+        if let Some(error) = too_large {
+            return self.reply(exchange, Some(log), &error, now);
+        }
+        if public {
+            return self.forward(arrived, exchange, None, log, None, now);
         }
         let token = match bearer_token(arrived.head.authorization.as_deref()) {
             Ok(token) => token,

@@ -16,8 +16,8 @@ mod fixtures;
 use std::collections::HashMap;
 
 use edge_validator::isolate::{
-    Answer, CachedCopy, Config, CopyToStore, Expect, FetchError, Fetched, ForwardError, Head, Io,
-    Isolate, Level, Next, Reply, Side, WaitId, HEALTH_PATH,
+    Answer, Body, CachedCopy, Config, CopyToStore, Expect, FetchError, Fetched, ForwardError, Head,
+    Io, Isolate, Level, Next, Reply, Side, WaitId, HEALTH_PATH,
 };
 use serde_json::{json, Value};
 use shared::{AssertionKey, AssertionVerifier, SignatureVerifier, UnixTime};
@@ -231,6 +231,7 @@ fn head(authorization: &str) -> Head {
         authorization: Some(authorization.to_owned()),
         client_ip: Some("203.0.113.9".to_owned()),
         colo: Some("FRA".to_owned()),
+        body: Body::None,
     }
 }
 
@@ -1174,4 +1175,59 @@ fn a_bad_route_table_is_a_configuration_error() {
         panic!("a named table the bundle lacks is refused");
     };
     assert!(err.to_string().contains("no such route table"), "{err}");
+}
+
+#[test]
+fn a_route_body_limit_and_the_unmatched_audience_hold() {
+    let table = r#"{ "unmatched": { "audience": "billing" },
+        "route": [ { "id": "upload", "path": "/upload", "max_body": 10 } ] }"#;
+    let mut edge = Edge::with(&[("ROUTES", table)]);
+    let token = fixtures::good_token();
+    let billing = fixtures::with_claims(|claims| {
+        claims.insert("aud".into(), json!(["billing"]));
+    });
+    // The unmatched policy's own audience, not AUDIENCE, fresh and cached.
+    for _ in 0..2 {
+        assert_eq!(
+            edge.status("GET", "https://edge.test/any", Some(&billing)),
+            200
+        );
+        assert_eq!(
+            edge.status("GET", "https://edge.test/any", Some(&token)),
+            401
+        );
+    }
+    let mut post = |body: Body| {
+        let request = Head {
+            method: "POST".to_owned(),
+            url: "https://edge.test/upload".to_owned(),
+            body,
+            ..head(&format!("Bearer {token}"))
+        };
+        let next = edge.arrive(request, "request");
+        match edge.drive(next, &fixtures::jwks_value()).0 {
+            Next::Reply(reply, _) => (reply.status, serde_json::from_str(&reply.body).unwrap()),
+            Next::Wait(_) => (200, Value::Null),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(post(Body::Declared(10)).0, 200, "at the limit");
+    assert_eq!(post(Body::None).0, 200);
+    let (status, body) = post(Body::Declared(11));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("invalid_request"))
+    );
+    assert_eq!(
+        post(Body::Unknown).0,
+        411,
+        "a chunked body's length is unknown"
+    );
+    let reasons: Vec<Value> = edge
+        .logged()
+        .into_iter()
+        .map(|(_, line)| line["reason"].clone())
+        .filter(|reason| reason == "body_too_large" || reason == "length_required")
+        .collect();
+    assert_eq!(reasons, [json!("body_too_large"), json!("length_required")]);
 }

@@ -531,4 +531,28 @@ mod tests {
             assert!(!on_curve(&x, &y) && !decodes(&x, &y));
         }
     }
+
+    /// A coordinate at or past the prime is refused even when, reduced, it is a point's: the
+    /// only case where the range check matters (x = x₀ + p fits in 32 bytes for a small x₀).
+    #[test]
+    fn an_unreduced_coordinate_is_not_on_the_curve() {
+        use p256::elliptic_curve::bigint::Encoding;
+        use p256::elliptic_curve::ff::PrimeField;
+        use p256::{FieldElement, NistP256, U256};
+        use primeorder::PrimeCurveParams;
+
+        let point = (1..64u64).find_map(|small| {
+            let x = FieldElement::from_u64(small);
+            let rhs = x.square() * x + NistP256::EQUATION_A * x + NistP256::EQUATION_B;
+            Option::<FieldElement>::from(rhs.sqrt()).map(|y| (small, y))
+        });
+        let (small, y) = point.expect("about half of all x are on the curve");
+        let y: [u8; 32] = y.to_repr().into();
+        let x: [u8; 32] = U256::from_u64(small).to_be_bytes();
+        assert!(on_curve(&x, &y) && decodes(&x, &y));
+        let p =
+            U256::from_be_hex("ffffffff00000001000000000000000000000000ffffffffffffffffffffffff");
+        let unreduced: [u8; 32] = U256::from_u64(small).wrapping_add(&p).to_be_bytes();
+        assert!(!on_curve(&unreduced, &y) && !decodes(&unreduced, &y));
+    }
 }

@@ -319,11 +319,12 @@ impl Route {
     pub fn matches(&self, host: &str, method: &str, path: &NormalPath) -> bool {
         self.host
             .as_deref()
-            .is_none_or(|want| want.eq_ignore_ascii_case(host_without_port(host)))
-            && self
-                .methods
-                .as_ref()
-                .is_none_or(|methods| methods.iter().any(|want| want == method))
+            .is_none_or(|want| want.eq_ignore_ascii_case(host_name(host)))
+            // Methods are case-sensitive in HTTP, but a server may still read `delete` as
+            // `DELETE`: no spelling of a method escapes its route.
+            && self.methods.as_ref().is_none_or(|methods| {
+                methods.iter().any(|want| want.eq_ignore_ascii_case(method))
+            })
             && self.path.matches(path)
     }
 
@@ -493,6 +494,13 @@ impl Origin {
     pub fn host(&self) -> &str {
         &self.host
     }
+}
+
+/// `host` without a `:port` (an IPv6 literal keeps its brackets) or the trailing `.` of a fully
+/// qualified name (`api.example.` is `api.example`).
+fn host_name(host: &str) -> &str {
+    let name = host_without_port(host);
+    name.strip_suffix('.').unwrap_or(name)
 }
 
 /// `host` without a `:port` (an IPv6 literal keeps its brackets).
@@ -737,6 +745,9 @@ mod tests {
         let path = NormalPath::parse("/orders/export").unwrap();
         let route = |host, method| table.route(host, method, &path).map(|r| r.id.as_str());
         assert_eq!(route("other.example", "GET"), Some("other-host"));
+        // Any spelling of the host or the method reaches the same route.
+        assert_eq!(route("Other.Example.:8443", "GET"), Some("other-host"));
+        assert_eq!(route("other.example.", "get"), Some("other-host"));
         assert_eq!(route("OTHER.example:8443", "GET"), Some("other-host"));
         assert_eq!(route("third.example", "GET"), Some("export"));
         let at = |method, raw| {
@@ -747,6 +758,7 @@ mod tests {
         };
         assert_eq!(at("GET", "/orders/7"), Some("order"));
         assert_eq!(at("POST", "/orders/7"), Some("order-post"));
+        assert_eq!(at("post", "/orders/7"), Some("order-post"));
         assert_eq!(at("GET", "/orders"), Some("orders-exact"));
         assert_eq!(at("GET", "/orders/"), Some("orders-exact"));
         assert_eq!(at("GET", "/ORDERS/Export/"), Some("export"));

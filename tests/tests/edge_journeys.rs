@@ -145,6 +145,7 @@ async fn a_route_table_sends_each_path_to_its_origin_under_its_rule() {
         { "id": "old-orders", "path": "/orders/old", "require": "deny" },
         { "id": "writes", "path": "/writes/**", "scopes_all": ["write"], "origin": reports },
         { "id": "reports", "path": "/reports/**", "origin": reports, "rate_plan": "2/60s" },
+        { "id": "upload", "path": "/upload", "methods": ["POST"], "max_body": 16 },
     ] });
     let vars = [
         ("ISSUER", ISSUER_URL.to_owned()),
@@ -249,6 +250,16 @@ async fn a_route_table_sends_each_path_to_its_origin_under_its_rule() {
             .status,
         200
     );
+
+    // A route's body limit, from the declared length, before the token is checked.
+    for (body, status) in [("0123456789abcdef", 200), ("0123456789abcdefg", 413)] {
+        let request = http()
+            .post(format!("{edge_url}/upload"))
+            .bearer_auth(&token)
+            .body(body);
+        let reply = Reply::of(request).await;
+        assert_eq!(reply.status, status, "{} bytes: {}", body.len(), reply.body);
+    }
 
     // Denied, unmatched, wrong method: one 404, token or not.
     for (method, path) in [

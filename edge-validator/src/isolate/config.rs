@@ -181,7 +181,9 @@ impl Config {
         let route_validators = routes
             .routes()
             .iter()
-            .filter_map(|route| route.policy.audience.clone())
+            .map(|route| &route.policy)
+            .chain(routes.unmatched())
+            .filter_map(|policy| policy.audience.clone())
             .filter(|audience| *audience != validation.audience)
             .map(|audience| {
                 let validation = Validation {

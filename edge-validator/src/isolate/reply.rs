@@ -23,6 +23,15 @@ pub enum EdgeError {
     /// No route takes the request, or its route denies it: 404, the same answer either way.
     #[error("no route")]
     NoRoute,
+    /// The declared body is over the route's `max_body`: 413.
+    #[error("body over {max} bytes")]
+    BodyTooLarge {
+        /// The route's limit.
+        max: u64,
+    },
+    /// A route with `max_body` got a body without `Content-Length`: 411.
+    #[error("body without a length")]
+    LengthRequired,
     /// Over a rate limit: 429 with `Retry-After` and the `RateLimit` headers.
     #[error("rate limited ({policy})")]
     RateLimited {
@@ -51,6 +60,8 @@ impl EdgeError {
             Self::Rejected(rejection) => ("rejected", rejection.reason()),
             Self::BadPath(error) => ("bad_request", error.reason()),
             Self::NoRoute => ("not_found", "no_route"),
+            Self::BodyTooLarge { .. } => ("bad_request", "body_too_large"),
+            Self::LengthRequired => ("bad_request", "length_required"),
             Self::RateLimited { policy, .. } => ("rate_limited", policy),
             Self::NoKeys => ("unavailable", "no_keys"),
             Self::OriginUnreachable(_) => ("bad_gateway", "origin_unreachable"),
@@ -133,6 +144,20 @@ impl Reply {
                     r#")"}"#,
                 ]
                 .concat(),
+            ),
+            EdgeError::BodyTooLarge { max } => (
+                413,
+                [
+                    r#"{"error":"invalid_request","error_description":"the body is over this route's limit of "#,
+                    &max.to_string(),
+                    r#" bytes"}"#,
+                ]
+                .concat(),
+            ),
+            EdgeError::LengthRequired => (
+                411,
+                r#"{"error":"invalid_request","error_description":"this route needs a Content-Length"}"#
+                    .to_owned(),
             ),
             EdgeError::NoRoute => (
                 404,

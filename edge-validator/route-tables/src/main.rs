@@ -112,4 +112,24 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("bad.toml") && err.contains("scope"), "{err}");
     }
+
+    /// The example in docs/edge.md is a table the build takes, with the routes it shows.
+    #[test]
+    fn the_documented_example_is_a_good_table() {
+        let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/edge.md");
+        let doc = std::fs::read_to_string(doc).unwrap();
+        let section = doc.split("## Route tables").nth(1).expect("the section");
+        let example = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a TOML example");
+        let value: serde_json::Value = toml::from_str(example).unwrap();
+        let table = RouteTable::from_json(&value.to_string()).unwrap();
+        let ids: Vec<&str> = table.routes().iter().map(|route| route.id.as_str()).collect();
+        assert_eq!(ids.len(), 5, "{ids:?}");
+        let path = shared::path::NormalPath::parse("/orders/export").unwrap();
+        let route = table.route("api.example.com", "GET", &path).unwrap();
+        assert_eq!(route.id, "old-export", "as the precedence paragraph says");
+    }
 }

@@ -96,6 +96,14 @@ fn the_stack_command_prints_curls_that_work_and_stops_cleanly() {
     let answer: serde_json::Value = serde_json::from_str(&shell(&call)).unwrap();
     assert_eq!(answer["request"]["path"], "/hello", "{answer}");
     assert!(answer["identity"]["client_id"].is_string(), "{answer}");
+    // The second call: the route table's 403 for a scope the demo client lacks.
+    let refused = [
+        printed(&output, "TOKEN=")[0],
+        printed(&output, "curl -s -H")[1],
+    ]
+    .join("\n");
+    let answer: serde_json::Value = serde_json::from_str(&shell(&refused)).unwrap();
+    assert_eq!(answer["error"], "insufficient_scope", "{answer}");
     interrupt(stack, ports);
 
     // Again on the same data, with the Python demo origin (issue 33): no new client, and the

@@ -9,6 +9,8 @@ use std::hint::black_box;
 
 #[path = "support/criterion.rs"]
 mod support;
+#[path = "support/routes.rs"]
+mod support_routes;
 
 use criterion::Criterion;
 use serde_json::json;
@@ -25,25 +27,8 @@ const REQUESTS: [(&str, &str, &str); 4] = [
     ("table_200_unmatched", "GET", "/nowhere/at/all"),
 ];
 
-/// Twenty services of ten routes each.
 fn table_200() -> RouteTable {
-    let mut routes = Vec::new();
-    for service in 0..20 {
-        let base = format!("/svc{service:02}");
-        let id = |name: &str| format!("svc{service:02}-{name}");
-        routes.extend([
-            json!({ "id": id("health"), "path": format!("{base}/health"), "require": "public" }),
-            json!({ "id": id("list"), "path": format!("{base}/v2/orders"), "methods": ["GET"], "scopes_all": ["orders:read"] }),
-            json!({ "id": id("create"), "path": format!("{base}/v2/orders"), "methods": ["POST"], "scopes_all": ["orders:write"] }),
-            json!({ "id": id("export"), "path": format!("{base}/v2/orders/export"), "scopes_any": ["ops", "admin"] }),
-            json!({ "id": id("one"), "path": format!("{base}/v2/orders/{{id}}"), "methods": ["GET"] }),
-            json!({ "id": id("lines"), "path": format!("{base}/v2/orders/{{id}}/lines/{{line}}"), "methods": ["GET", "PUT"] }),
-            json!({ "id": id("static"), "path": format!("{base}/static/**"), "require": "public" }),
-            json!({ "id": id("admin"), "host": "admin.example", "path": format!("{base}/**"), "scopes_all": ["admin"] }),
-            json!({ "id": id("internal"), "path": format!("{base}/internal/**"), "require": "deny" }),
-            json!({ "id": id("rest"), "path": format!("{base}/**") }),
-        ]);
-    }
+    let routes = support_routes::table_200();
     assert_eq!(routes.len(), 200);
     RouteTable::from_json(&json!({ "route": routes }).to_string()).unwrap()
 }

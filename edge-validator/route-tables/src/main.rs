@@ -126,7 +126,11 @@ mod tests {
             .expect("a TOML example");
         let value: serde_json::Value = toml::from_str(example).unwrap();
         let table = RouteTable::from_json(&value.to_string()).unwrap();
-        let ids: Vec<&str> = table.routes().iter().map(|route| route.id.as_str()).collect();
+        let ids: Vec<&str> = table
+            .routes()
+            .iter()
+            .map(|route| route.id.as_str())
+            .collect();
         assert_eq!(ids.len(), 5, "{ids:?}");
         let path = shared::path::NormalPath::parse("/orders/export").unwrap();
         let route = table.route("api.example.com", "GET", &path).unwrap();

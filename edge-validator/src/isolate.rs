@@ -6,10 +6,13 @@
 //! a [`Next`] for the event (answer now, wait for an [`Io`], pass the origin's answer on) and
 //! the [`Side`] effects beside it (log lines, background fetches, the Cache API copy).
 //!
-//! A request's path: bearer token -> revocation list in sync -> token cache -> failed-auth
-//! budget -> key set -> `shared` checks -> signature (WebCrypto, a wait) -> revocation ->
-//! rate limit (a Durable Object, a wait) -> the origin with a signed identity (a wait); or
-//! the RFC 6750 / 429 / 503 answer. The origin is never contacted for a refused request.
+//! A request's path: its path in normal spelling (`shared::path`) -> its route
+//! (`shared::route`: deny, public, or a token's requirements; `config::ROUTES`) -> bearer
+//! token -> revocation list in sync -> token cache -> failed-auth budget -> key set ->
+//! `shared` checks -> signature (WebCrypto, a wait) -> revocation -> the route's audience and
+//! scopes -> rate limit (a Durable Object, a wait) -> the route's origin with a signed identity
+//! (a wait); or the RFC 6750 / 404 / 429 / 503 answer. The origin is never contacted for a
+//! refused request.
 //! After a preparation wait (the first revocation pull and the key set of a new isolate, a
 //! refetch for an unknown `kid`, a key import) the request starts over from [`Isolate::serve`]
 //! with the wait marked, so it never waits twice for the same thing.

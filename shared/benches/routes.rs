@@ -1,7 +1,7 @@
 //! The cost per request of the route table: normalising the path and finding the route, in
 //! a 200-route table (20 services of 10 routes: literals, `{name}`, `**`, methods, hosts),
 //! side by side with a one-route table and with normalising alone, in one run. Prints the
-//! means and writes them to `target/bench/routes.json` (docs/render reads it).
+//! means and writes them to `target/bench/routes.json` (`docs/render` puts them in the docs).
 //! Run: `cargo bench -p shared --bench routes`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // dev tool: failing loudly is right
 
@@ -89,7 +89,13 @@ fn report() {
     let written = out.join("routes.json");
     std::fs::write(
         &written,
-        serde_json::to_string_pretty(&json!({ "routes": 200, "cases": rows })).unwrap(),
+        serde_json::to_string_pretty(&json!({
+            "bench": "routes",
+            "command": "cargo bench -p shared --bench routes",
+            "routes": 200,
+            "cases": rows,
+        }))
+        .unwrap(),
     )
     .unwrap();
     println!("written: {}", written.display());

@@ -46,8 +46,8 @@ export function forward(request, target, prefix, name, value) {
   const client = incoming.get("cf-connecting-ip");
   if (client !== null) headers.set("x-forwarded-for", client);
   headers.set("x-forwarded-proto", request.url.startsWith("https:") ? "https" : "http");
-  // A public route's request carries no assertion (`value` is empty).
-  if (value) headers.set(name, value);
+  // A public route's request carries no assertion (`value` is undefined).
+  if (value !== undefined) headers.set(name, value);
   return fetch(target, {
     method: request.method,
     headers,

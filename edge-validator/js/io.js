@@ -108,8 +108,9 @@ export async function askObject(env, binding, name, url) {
 }
 
 /** What the edge reads of a request, in one crossing: method, URL, `CF-Connecting-IP`,
- * `cf.colo` (when `withColo`) and, when present, `Authorization`, one per line (none of
- * them can hold a line break: the runtime refuses such header values and URLs). */
+ * `cf.colo` (when `withColo`), the body's declared length and, when present,
+ * `Authorization`, one per line (none of them can hold a line break: the runtime refuses
+ * such header values and URLs). */
 export function head(request, withColo) {
   const headers = request.headers;
   const authorization = headers.get("authorization");

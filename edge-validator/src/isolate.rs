@@ -11,8 +11,9 @@
 //! token -> revocation list in sync -> token cache -> failed-auth budget -> key set ->
 //! `shared` checks -> signature (WebCrypto, a wait) -> revocation -> the route's audience and
 //! scopes -> rate limit (a Durable Object, a wait) -> the route's origin with a signed identity
-//! (a wait); or the RFC 6750 / 404 / 429 / 503 answer. The origin is never contacted for a
-//! refused request.
+//! (a wait); or the edge's own answer (400 for a path with no one reading, 404, 411 and 413
+//! for a route's body limit, RFC 6750's 401 and 403, 429, 503). The origin is never contacted
+//! for a refused request.
 //! After a preparation wait (the first revocation pull and the key set of a new isolate, a
 //! refetch for an unknown `kid`, a key import) the request starts over from [`Isolate::serve`]
 //! with the wait marked, so it never waits twice for the same thing.
@@ -239,7 +240,8 @@ struct Forwarded {
     started: UnixTime,
     headers: Option<RateLimitHeaders>,
     target: String,
-    assertion: String,
+    /// `None` for a public route.
+    assertion: Option<String>,
 }
 
 /// What a request does once the rate limit allows it.
@@ -380,7 +382,7 @@ impl<T: Clone> Isolate<T> {
                     },
                     Suspended::Origin(forwarded) => Io::Forward {
                         target: &forwarded.target,
-                        assertion: &forwarded.assertion,
+                        assertion: forwarded.assertion.as_deref(),
                     },
                 };
                 (io, exchange)
@@ -720,24 +722,29 @@ impl<T: Clone> Isolate<T> {
         if self.revocations.is_revoked(&verified) {
             return self.reply(exchange, Some(log), &Rejection::Revoked.into(), now);
         }
-        let Some(policy) = self.config.policy(arrived.route) else {
-            return self.reply(exchange, Some(log), &EdgeError::NoRoute, now);
-        };
         // The token cache holds what was verified whatever the route: the route's audience
         // and scopes are checked on every request, a cache hit's too.
         let claims = verified.claims();
-        let audience = policy
-            .audience
-            .as_deref()
-            .unwrap_or(&self.config.validator.validation().audience);
-        let allowed = if claims.aud.iter().any(|aud| aud == audience) {
-            policy.check_scopes(&claims.scope)
-        } else {
-            Err(Rejection::AudienceMismatch)
+        let policy = self.config.policy(arrived.route);
+        let allowed = match policy.map(|policy| (&policy.access, policy.audience.as_deref())) {
+            Some((Access::Token(required), audience)) => {
+                let audience = audience.unwrap_or(&self.config.validator.validation().audience);
+                if claims.is_for(audience) {
+                    required.check(&claims.scope).map_err(EdgeError::from)
+                } else {
+                    Err(Rejection::AudienceMismatch.into())
+                }
+            }
+            // `serve` answers every other route before a token is read; were that to change,
+            // they still never reach the origin with an identity.
+            _ => Err(EdgeError::NoRoute),
         };
-        if let Err(rejection) = allowed {
-            return self.reply(exchange, Some(log), &rejection.into(), now);
+        if let Err(error) = allowed {
+            return self.reply(exchange, Some(log), &error, now);
         }
+        let Some(policy) = policy else {
+            return self.reply(exchange, Some(log), &EdgeError::NoRoute, now);
+        };
         if self.config.rate_limit_mode == RateLimitMode::Off {
             return self.forward(arrived, exchange, Some(&verified), log, None, now);
         }
@@ -910,20 +917,23 @@ impl<T: Clone> Isolate<T> {
             .policy(arrived.route)
             .and_then(|policy| policy.origin.as_ref())
             .unwrap_or(&self.config.origin);
-        // The origin gets, and the assertion binds, the path the edge decided on.
+        // The origin gets, and the assertion binds, the path the edge decided on, after the
+        // origin URL's own prefix if it has one.
+        let sent: std::borrow::Cow<'_, str> = match origin.prefix() {
+            "" => path.into(),
+            prefix => [prefix, path].concat().into(),
+        };
         let line = shared::RequestLine {
             method: log.method(),
             host: origin.host(),
-            path,
+            path: &sent,
             query: url.query(),
         };
         let route = self.config.route_id(arrived.route).unwrap_or_default();
-        let assertion = verified
-            .map(|verified| {
-                let claims = verified.claims();
-                self.config.signer.sign_claims(claims, &line, route, now)
-            })
-            .unwrap_or_default();
+        let assertion = verified.map(|verified| {
+            let claims = verified.claims();
+            self.config.signer.sign_claims(claims, &line, route, now)
+        });
         let forwarded = Forwarded {
             target: [origin.url(), path, url.query_part()].concat(),
             assertion,

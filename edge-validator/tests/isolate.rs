@@ -137,7 +137,8 @@ impl Edge {
             },
             Io::Forward { target, assertion } => Asked::Forward {
                 target: target.to_owned(),
-                assertion: assertion.to_owned(),
+                // A public route's request has none: "" here.
+                assertion: assertion.unwrap_or_default().to_owned(),
             },
         }
     }
@@ -1167,14 +1168,16 @@ fn a_bad_route_table_is_a_configuration_error() {
         };
         assert!(err.to_string().contains(expected), "{err}");
     }
-    let lookup = |name: &str| match name {
-        "ROUTE_TABLE" => Some("staging".to_owned()),
-        other => vars.get(other).cloned(),
-    };
-    let Err(err) = Config::from_vars(&lookup) else {
-        panic!("a named table the bundle lacks is refused");
-    };
-    assert!(err.to_string().contains("no such route table"), "{err}");
+    for named in ["staging", ""] {
+        let lookup = |name: &str| match name {
+            "ROUTE_TABLE" => Some(named.to_owned()),
+            other => vars.get(other).cloned(),
+        };
+        let Err(err) = Config::from_vars(&lookup) else {
+            panic!("a named table the bundle lacks is refused, an empty name too");
+        };
+        assert!(err.to_string().contains("no such route table"), "{err}");
+    }
 }
 
 #[test]
@@ -1230,4 +1233,63 @@ fn a_route_body_limit_and_the_unmatched_audience_hold() {
         .filter(|reason| reason == "body_too_large" || reason == "length_required")
         .collect();
     assert_eq!(reasons, [json!("body_too_large"), json!("length_required")]);
+}
+
+#[test]
+fn hosts_origin_prefixes_and_the_unmatched_policy() {
+    let table = r#"{ "unmatched": { "rate_plan": "1/60s" },
+        "route": [
+          { "id": "tenant", "host": "api.edge.test", "path": "/**", "scopes_all": ["read"],
+            "origin": "https://internal.test/api" } ] }"#;
+    let mut edge = Edge::with(&[("ROUTES", table)]);
+    let token = fixtures::good_token();
+    let verifier = AssertionVerifier::new(
+        vec![AssertionKey::new("edge-1", SECRET.as_bytes()).unwrap()],
+        30_000,
+    );
+    // The host in any spelling; the origin's prefix before the path, signed as sent.
+    for url in ["https://API.edge.test.:8443/x", "https://api.edge.test/x"] {
+        let Outcome::Forwarded { target, assertion } = edge.outcome("GET", url, Some(&token))
+        else {
+            panic!("{url} is the tenant route's");
+        };
+        assert_eq!(target, "https://internal.test/api/x");
+        let line = shared::RequestLine {
+            method: "GET",
+            host: "internal.test",
+            path: "/api/x",
+            query: None,
+        };
+        let identity = verifier.verify(Some(&assertion), &line, edge.now).unwrap();
+        assert_eq!(identity.route, "tenant");
+    }
+    // Another host: the unmatched policy, which names no route and has a plan of its own.
+    let Outcome::Forwarded { target, assertion } =
+        edge.outcome("GET", "https://other.test/x", Some(&token))
+    else {
+        panic!("the unmatched policy takes a valid token");
+    };
+    assert_eq!(target, "https://origin.test/x");
+    let line = shared::RequestLine {
+        method: "GET",
+        host: "origin.test",
+        path: "/x",
+        query: None,
+    };
+    assert_eq!(
+        verifier
+            .verify(Some(&assertion), &line, edge.now)
+            .unwrap()
+            .route,
+        ""
+    );
+    let Outcome::Replied(reply) = edge.outcome("GET", "https://other.test/x", Some(&token)) else {
+        panic!("one a minute");
+    };
+    assert_eq!(reply.status, 429);
+    assert!(reply
+        .rate_limit
+        .unwrap()
+        .policy
+        .starts_with("\"route\";q=1"));
 }

@@ -174,7 +174,8 @@ def _payload(data: bytes) -> dict:
 class AssertionVerifier:
     """Checks assertions signed by any of ``keys`` ({key id: secret}; the current key, and
     the previous one during a rotation), at most ``max_age_ms`` old, for the origin named
-    ``host`` (the authority of the edge's ORIGIN_URL). Without ``host`` the request's Host
+    ``host`` (the authority of the origin URL the edge sends to: a route's origin, else its
+    ORIGIN_URL). Without ``host`` the request's Host
     header stands in, which the sender chooses: then an assertion captured on its way to
     another origin with the same key passes here too."""
 

@@ -1,6 +1,7 @@
 //! The cost per request of the route table: normalising the path and finding the route, in
 //! a 200-route table (20 services of 10 routes: literals, `{name}`, `**`, methods, hosts),
-//! side by side with a one-route table and with normalising alone, in one run. Prints the
+//! side by side with a one-route table and with normalising alone, in one run; and, once per
+//! isolate, building the largest table in the worst order (`build_max_reversed`). Prints the
 //! means and writes them to `target/bench/routes.json` (`docs/render` puts them in the docs).
 //! Run: `cargo bench -p shared --bench routes`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // dev tool: failing loudly is right
@@ -12,18 +13,19 @@ mod support;
 #[path = "support/routes.rs"]
 mod support_routes;
 
-use criterion::Criterion;
+use criterion::{BatchSize, Criterion};
 use serde_json::json;
-use shared::route::RouteTable;
-use shared::NormalPath;
+use shared::route::{Access, PathPattern, Policy, Route, RouteTable, MAX_ROUTES};
+use shared::{NormalPath, ScopeRequirement};
 
 const GROUP: &str = "route_match";
 /// (case, method, path) for the 200-route table; `normalise_only` and `one_route` use the
 /// first path.
-const REQUESTS: [(&str, &str, &str); 4] = [
+const REQUESTS: [(&str, &str, &str); 5] = [
     ("table_200_literal", "GET", "/svc13/v2/orders/export"),
     ("table_200_param", "PUT", "/svc07/v2/orders/9f1c/lines/3"),
-    ("table_200_prefix", "GET", "/svc19/static/css/site.css"),
+    ("table_200_prefix", "GET", "/svc18/static/css/site.css"),
+    ("table_200_tenant", "GET", "/acme/svc19/v2/orders/9f1c"),
     ("table_200_unmatched", "GET", "/nowhere/at/all"),
 ];
 
@@ -31,6 +33,36 @@ fn table_200() -> RouteTable {
     let routes = support_routes::table_200();
     assert_eq!(routes.len(), 200);
     RouteTable::from_json(&json!({ "route": routes }).to_string()).unwrap()
+}
+
+/// [`MAX_ROUTES`] routes written least specific first, the worst order for the table's sort
+/// (each route goes before all the others): what an isolate would pay once, at start-up.
+/// Twelve segments, each `{x}` or a literal by the bits of the route's number, rank them in
+/// the order of their numbers.
+fn max_reversed() -> Vec<Route> {
+    (0..MAX_ROUTES)
+        .map(|number| {
+            let path: String = (0..12)
+                .map(|bit| match (number >> (11 - bit)) & 1 {
+                    1 => format!("/s{bit}"),
+                    _ => "/{x}".to_owned(),
+                })
+                .collect();
+            Route {
+                id: format!("r{number}"),
+                host: None,
+                methods: None,
+                path: PathPattern::parse(&path).unwrap(),
+                policy: Policy {
+                    access: Access::Token(ScopeRequirement::default()),
+                    audience: None,
+                    origin: None,
+                    rate_plan: None,
+                    max_body: None,
+                },
+            }
+        })
+        .collect()
 }
 
 fn main() {
@@ -58,6 +90,14 @@ fn main() {
             })
         });
     }
+    group.sample_size(10);
+    group.bench_function("build_max_reversed", |b| {
+        b.iter_batched(
+            max_reversed,
+            |routes| RouteTable::new(routes, None).unwrap().routes().len(),
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
     criterion.final_summary();
     report();
@@ -72,6 +112,7 @@ fn report() {
     let cases: Vec<&str> = ["normalise_only", "one_route"]
         .into_iter()
         .chain(REQUESTS.iter().map(|(case, ..)| *case))
+        .chain(["build_max_reversed"])
         .collect();
     let Some(one) = mean("one_route") else {
         println!("(no estimates under {}; run without --test)", dir.display());

@@ -198,7 +198,8 @@ impl AssertionKey {
 pub struct RequestLine<'a> {
     /// The HTTP method.
     pub method: &'a str,
-    /// The origin's host (`Host` at the origin: the authority of the edge's `ORIGIN_URL`),
+    /// The origin's host (`Host` at the origin: the authority of the origin URL the edge sent
+    /// to, its route's or its `ORIGIN_URL`),
     /// compared case-insensitively.
     pub host: &'a str,
     /// The path, without the query.
@@ -417,8 +418,8 @@ impl AssertionVerifier {
         }
     }
 
-    /// Binds assertions to this origin's own `host` (the authority of the edge's
-    /// `ORIGIN_URL`) instead of the request's `Host` header. A `Host` header is whatever the
+    /// Binds assertions to this origin's own `host` (the authority of the origin URL the edge
+    /// sends to: a route's `origin`, else `ORIGIN_URL`) instead of the request's `Host` header. A `Host` header is whatever the
     /// sender wrote: without this, an assertion captured on its way to one origin is good at
     /// any other origin that holds the same key, given the first one's name as `Host`.
     #[must_use]

@@ -244,6 +244,15 @@ pub struct AccessClaims {
     pub rate_plan: Option<RatePlan>,
 }
 
+impl AccessClaims {
+    /// Whether `aud` names `audience` (the rule [`Validation::audience`] is checked by, and
+    /// the edge's per-route audiences).
+    #[must_use]
+    pub fn is_for(&self, audience: &str) -> bool {
+        self.aud.iter().any(|aud| aud == audience)
+    }
+}
+
 /// Parses and checks the decoded payload against `validation` at `now`.
 pub(crate) fn validate(
     payload: &[u8],

@@ -35,7 +35,6 @@ use crate::claims::{ScopeRequirement, Scopes};
 use crate::json::{self, JsonError, Member};
 use crate::path::NormalPath;
 use crate::rate_limit::RatePlan;
-use crate::rejection::Rejection;
 
 /// Most routes in one table (the edge matches through an index, so this bounds memory and
 /// start-up, not the cost per request).
@@ -118,6 +117,8 @@ pub enum Access {
 pub struct Origin {
     url: String,
     host: String,
+    /// Where the path prefix starts in `url` (its length when there is none).
+    prefix_at: usize,
 }
 
 /// Why a table was refused. Each names the route (by id, or by its place when it has none).
@@ -294,10 +295,12 @@ impl RouteTable {
 /// `routes`, most specific first, and stable: among routes that tie, table order is kept, so
 /// the ambiguity check names them in the order the operator wrote them.
 ///
-/// An insertion sort of positions, by hand: the standard library's sorts instantiated here
-/// added several KiB to the edge's bundle (`edge-validator/benches/size-breakdown`), for a
-/// table sorted once per isolate. What it moves are 16-byte entries (a rank's reference and
-/// a position), so even the quadratic worst case at [`MAX_ROUTES`] moves little.
+/// An insertion sort of positions, by hand: the standard library's sorts, instantiated here,
+/// were a large share of what route tables added to the edge's bundle
+/// (`docs/performance-history.md`, "Edge bundle: route tables"), for a table sorted once per
+/// isolate. Its worst case, a table written least specific first, moves a reference and a
+/// position per route a quadratic number of times: `cargo bench -p shared --bench routes`
+/// times it at [`MAX_ROUTES`] (`build_max_reversed`).
 fn by_precedence(routes: Vec<Route>) -> Vec<Route> {
     let ranks: Vec<_> = routes.iter().map(Route::rank).collect();
     let mut order: Vec<(&_, usize)> = Vec::with_capacity(routes.len());
@@ -437,20 +440,6 @@ impl PathPattern {
     }
 }
 
-impl Policy {
-    /// Whether a token with `scopes` may pass (only for [`Access::Token`]; the caller has
-    /// already refused `Deny` and let `Public` through).
-    ///
-    /// # Errors
-    /// [`Rejection::InsufficientScope`], as [`ScopeRequirement::check`] says.
-    pub fn check_scopes(&self, scopes: &Scopes) -> Result<(), Rejection> {
-        match &self.access {
-            Access::Token(required) => required.check(scopes),
-            Access::Public | Access::Deny => Ok(()),
-        }
-    }
-}
-
 impl Origin {
     /// An origin from its URL: `http://` or `https://`, a host, an optional port and path
     /// prefix; no query, fragment or user info. A trailing `/` is dropped.
@@ -464,9 +453,9 @@ impl Origin {
         if !matches!(scheme, "http" | "https") || url.contains(['?', '#', '@', ' ']) {
             return Err(problem());
         }
+        let authority_len = rest.find('/').unwrap_or(rest.len());
         let authority = rest
-            .split('/')
-            .next()
+            .get(..authority_len)
             .unwrap_or_default()
             .to_ascii_lowercase();
         if authority.is_empty() {
@@ -478,6 +467,7 @@ impl Origin {
             .strip_suffix(default_port)
             .map_or_else(|| authority.clone(), str::to_owned);
         Ok(Self {
+            prefix_at: scheme.len() + "://".len() + authority_len,
             url: url.to_owned(),
             host,
         })
@@ -493,6 +483,13 @@ impl Origin {
     #[must_use]
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// The URL's path prefix (`/api` of `https://internal.example/api`; empty without one):
+    /// what the origin receives before each request's path.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        self.url.get(self.prefix_at..).unwrap_or_default()
     }
 }
 
@@ -563,7 +560,10 @@ fn read_route(member: Member, index: usize) -> Result<Route, RouteError> {
     let at = format!("route `{id}`");
     let host = match host {
         None => None,
-        Some(Member::Str(host)) if is_host(&host) => Some(host.to_ascii_lowercase()),
+        // As requests are matched: lower case, without the trailing `.` of a full name.
+        Some(Member::Str(host)) if is_host(&host) => {
+            Some(host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase())
+        }
         Some(_) => return Err(invalid(&at, "`host` must be a host name, without port")),
     };
     let path = match path {
@@ -713,6 +713,7 @@ fn is_method(method: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rejection::Rejection;
 
     fn table(json: &str) -> RouteTable {
         RouteTable::from_json(json).unwrap()
@@ -745,9 +746,16 @@ mod tests {
         let path = NormalPath::parse("/orders/export").unwrap();
         let route = |host, method| table.route(host, method, &path).map(|r| r.id.as_str());
         assert_eq!(route("other.example", "GET"), Some("other-host"));
-        // Any spelling of the host or the method reaches the same route.
+        // Any spelling of the host or the method reaches the same route, and a table's host
+        // may be written as a full name.
         assert_eq!(route("Other.Example.:8443", "GET"), Some("other-host"));
         assert_eq!(route("other.example.", "get"), Some("other-host"));
+        let dotted = RouteTable::from_json(
+            r#"{ "route": [{ "id": "a", "host": "API.example.", "path": "/a" }] }"#,
+        )
+        .unwrap();
+        let a = NormalPath::parse("/a").unwrap();
+        assert!(dotted.route("api.example:443", "GET", &a).is_some());
         assert_eq!(route("OTHER.example:8443", "GET"), Some("other-host"));
         assert_eq!(route("third.example", "GET"), Some("export"));
         let at = |method, raw| {
@@ -826,10 +834,12 @@ mod tests {
         let table = table(
             r#"{ "route": [{ "id": "a", "path": "/a", "scopes_all": ["write", "read"], "scopes_any": ["ops", "admin"] }] }"#,
         );
-        let policy = &table.routes()[0].policy;
+        let Access::Token(required) = &table.routes()[0].policy.access else {
+            panic!("scopes make a token route");
+        };
         let scopes = |text: &str| Scopes::parse(text).unwrap();
-        assert_eq!(policy.check_scopes(&scopes("admin read write")), Ok(()));
-        let missing = policy.check_scopes(&scopes("read write")).unwrap_err();
+        assert_eq!(required.check(&scopes("admin read write")), Ok(()));
+        let missing = required.check(&scopes("read write")).unwrap_err();
         assert_eq!(
             missing,
             Rejection::InsufficientScope {
@@ -837,7 +847,60 @@ mod tests {
             }
         );
         assert_eq!(missing.status(), 403);
-        assert!(policy.check_scopes(&scopes("ops read")).is_err());
+        assert!(required.check(&scopes("ops read")).is_err());
+    }
+
+    /// The hand-written sort orders as the standard library's stable sort by rank would, ties
+    /// in table order, whatever order the table was written in.
+    #[test]
+    fn by_precedence_is_a_stable_sort_by_rank() {
+        let shapes = [
+            ("/", None, None),
+            ("/**", None, None),
+            ("/a", None, None),
+            ("/a", None, Some("GET")),
+            ("/a/**", Some("h.example"), None),
+            ("/{x}", None, None),
+            ("/{x}/b", None, Some("PUT")),
+            ("/a/{y}", None, None),
+            ("/a/b", Some("h.example"), None),
+            ("/a/b/**", None, None),
+            ("/{x}/**", None, None),
+            ("/c", None, None),
+        ];
+        let route = |at: usize| {
+            let (path, host, method) = shapes[at % shapes.len()];
+            Route {
+                id: format!("r{at}"),
+                host: host.map(str::to_owned),
+                methods: method.map(|method| vec![method.to_owned()]),
+                path: PathPattern::parse(path).unwrap(),
+                policy: Policy {
+                    access: Access::Token(ScopeRequirement::default()),
+                    audience: None,
+                    origin: None,
+                    rate_plan: None,
+                    max_body: None,
+                },
+            }
+        };
+        for start in 0..shapes.len() {
+            for reversed in [false, true] {
+                // Every shape twice (ties), in a rotated and maybe reversed order.
+                let mut order: Vec<usize> = (0..2 * shapes.len())
+                    .map(|i| (i + start) % (2 * shapes.len()))
+                    .collect();
+                if reversed {
+                    order.reverse();
+                }
+                let routes: Vec<Route> = order.into_iter().map(route).collect();
+                let mut expected = routes.clone();
+                expected.sort_by_cached_key(|route| std::cmp::Reverse(route.rank()));
+                let ids =
+                    |routes: &[Route]| routes.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+                assert_eq!(ids(&by_precedence(routes)), ids(&expected));
+            }
+        }
     }
 
     #[test]
@@ -851,6 +914,12 @@ mod tests {
         assert_eq!(
             (origin.url(), origin.host()),
             ("https://Legacy.internal:443", "legacy.internal")
+        );
+        assert_eq!(origin.prefix(), "");
+        let prefixed = Origin::parse("http://10.0.0.7:8080/api/v1/").unwrap();
+        assert_eq!(
+            (prefixed.url(), prefixed.host(), prefixed.prefix()),
+            ("http://10.0.0.7:8080/api/v1", "10.0.0.7:8080", "/api/v1")
         );
         assert_eq!(table.routes()[0].policy.access, Access::Public);
         assert_eq!(table.routes()[0].policy.max_body, Some(0));

@@ -25,6 +25,8 @@ enum BuildError {
     Table(PathBuf, shared::route::RouteError),
     #[error("{0}: the file name must be a table name (a-z, 0-9, `-`, `_`) with .toml")]
     Name(PathBuf),
+    #[error("{0}: cannot write: {1}")]
+    Write(PathBuf, std::io::Error),
 }
 
 fn main() -> ExitCode {
@@ -87,7 +89,7 @@ fn write(out: &Path, tables: &BTreeMap<String, String>) -> Result<(), BuildError
         "// Written by edge-validator/route-tables from deploy/edge/routes/: do not edit.\nexport default {};\n",
         serde_json::Value::Object(map)
     );
-    std::fs::write(out, module).map_err(|err| BuildError::Read(out.into(), err))
+    std::fs::write(out, module).map_err(|err| BuildError::Write(out.into(), err))
 }
 
 #[cfg(test)]

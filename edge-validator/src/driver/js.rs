@@ -15,7 +15,8 @@ extern "C" {
 
 #[wasm_bindgen(module = "/js/io.js")]
 extern "C" {
-    /// Method, URL, client IP, colo and authorization, one per line.
+    /// Method, URL, client IP, colo, the body's declared length (empty: no body; `?`: none
+    /// declared) and authorization, one per line.
     pub(super) fn head(request: &web_sys::Request, with_colo: bool) -> String;
     #[wasm_bindgen(js_name = fetchText)]
     pub(super) fn fetch_text(
@@ -98,14 +99,15 @@ extern "C" {
 #[wasm_bindgen(module = "/js/forward.js")]
 extern "C" {
     /// The request to `target` without the credential and forgeable identity headers, with
-    /// `name: value` (the assertion); throws if the runtime refuses to build it.
+    /// `name: value` (the assertion; none for a public route); throws if the runtime refuses
+    /// to build it.
     #[wasm_bindgen(catch)]
     pub(super) fn forward(
         request: &web_sys::Request,
         target: &str,
         prefix: &JsValue,
         name: &JsValue,
-        value: &str,
+        value: Option<&str>,
     ) -> Result<js_sys::Promise, JsValue>;
     /// `response` with two headers set.
     #[wasm_bindgen(js_name = withHeaders)]

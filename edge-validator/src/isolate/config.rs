@@ -240,7 +240,8 @@ impl Config {
 /// The table [`ROUTES`] holds, checked again as the build checked it; without one, a table
 /// with no routes whose unmatched policy is "a valid token".
 fn route_table(env: &impl Vars) -> Result<RouteTable, ConfigError> {
-    let named = optional(env, ROUTE_TABLE);
+    // Set at all, even empty, it must name a table: a typo never means "no rules".
+    let named = env.text(ROUTE_TABLE);
     let Some(json) = optional(env, ROUTES) else {
         if let Some(name) = named {
             return Err(ConfigError(format!(

@@ -88,8 +88,12 @@ pub enum Io<'a> {
     /// `GET url` on the rate-limit Durable Object named `name`: [`Answer::Limit`].
     AskLimiter { name: &'a str, url: &'a str },
     /// The request (less the credential and every identity header the client could forge)
-    /// to `target`, with `assertion` as the edge's signed identity: [`Answer::Origin`].
-    Forward { target: &'a str, assertion: &'a str },
+    /// to `target`, with `assertion` as the edge's signed identity (none for a public
+    /// route): [`Answer::Origin`].
+    Forward {
+        target: &'a str,
+        assertion: Option<&'a str>,
+    },
 }
 
 /// How a wait ended.

@@ -4,11 +4,17 @@
 use serde_json::{json, Value};
 
 /// Twenty services of ten routes each (literals, `{name}`, `**`, methods, a host, every kind
-/// of requirement), as the JSON array of a table's `route`.
+/// of requirement), as the JSON array of a table's `route`. The last service is per tenant
+/// (`/{tenant}/svc19/…`): routes that start with a wildcard are looked at for every request,
+/// whatever its first segment, so they are in the cost of each lookup.
 pub(crate) fn table_200() -> Vec<Value> {
     let mut routes = Vec::new();
     for service in 0..20 {
-        let base = format!("/svc{service:02}");
+        let base = if service == 19 {
+            format!("/{{tenant}}/svc{service:02}")
+        } else {
+            format!("/svc{service:02}")
+        };
         let id = |name: &str| format!("svc{service:02}-{name}");
         routes.extend([
             json!({ "id": id("health"), "path": format!("{base}/health"), "require": "public" }),

@@ -52,6 +52,7 @@ pub mod json;
 pub mod jwks;
 pub mod jwks_refresh;
 pub mod keyset_copy;
+pub mod lease;
 pub mod path;
 pub mod rate_limit;
 pub mod rejection;

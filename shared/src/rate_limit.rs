@@ -23,7 +23,7 @@ pub const MAX_RATE: u32 = 1_000_000_000;
 pub const MAX_PERIOD_SECS: u32 = 86_400;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
-const NANOS_PER_MILLI: u64 = 1_000_000;
+pub(crate) const NANOS_PER_MILLI: u64 = 1_000_000;
 
 /// Why a plan was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,7 +86,7 @@ impl RatePlan {
     }
 
     /// Nanoseconds between requests at the sustained rate (at least 1).
-    fn emission_interval(&self) -> u64 {
+    pub(crate) fn emission_interval(&self) -> u64 {
         (u64::from(self.period_secs) * NANOS_PER_SEC / u64::from(self.limit)).max(1)
     }
 }

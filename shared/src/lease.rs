@@ -16,19 +16,24 @@
 //! ```
 //!
 //! requests, where `T` is the plan's interval between requests (`period / limit`) and `O` the
-//! permits outstanding (granted, not expired, not refunded) at the window's start minus `ttl`;
-//! the plan alone admits `burst + w / T`. Why:
+//! permits of leases granted before the window's start minus `ttl` and refunded after that
+//! moment; the plan alone admits `burst + w / T`. Why:
 //! - a permit is spent, if at all, within `ttl` of its grant: an isolate times its lease from
 //!   when it asked, which is no later than the grant, so on equal clock rates it stops before
 //!   the limiter's expiry;
 //! - so what is spent in the window was granted in the `w + ttl` before its end, and GCRA
 //!   holds what it charges there, less what it credits there, to `burst + (w + ttl) / T`;
-//! - a credit there is of a permit that was never spent: one granted in that span, or one
-//!   outstanding at its start (refunds are refused after expiry), which is `O`.
+//! - a credit there is of permits never spent: of a lease granted in that span, or of one
+//!   granted before it, which is `O`.
 //!
-//! `O` is at most what the isolates hold at once: a current lease and a renewal each, of at
-//! most [`LeasePolicy::max_permits`]. `tests/lease.rs` checks the bound in a simulation of
-//! many isolates with adversarial timing.
+//! Refunds are accepted only before a lease ends, so `O` is at most the unspent permits of
+//! the leases alive at the window's start minus `ttl` (those set aside with their refund on
+//! the way included). `tests/lease.rs` checks the bound in a simulation of several isolates
+//! with adversarial delays and asks.
+//!
+//! What the limiter must keep to for the bound: refund a lease at most once, with what was
+//! really left of it, under the plan it was granted under (the credit is in that plan's
+//! interval); and give isolates no longer a `ttl` than its own.
 
 use crate::rate_limit::{check, Decision, GcraState, RatePlan, NANOS_PER_MILLI};
 use crate::time::UnixTime;

@@ -249,10 +249,10 @@ struct Forwarded {
 // forwarded request an allocation for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Then {
-    /// A verified token: to the origin.
+    /// To the origin: a verified token's request, or a public route's (`None`).
     Forward {
         arrived: Arrived,
-        verified: Arc<VerifiedToken>,
+        verified: Option<Arc<VerifiedToken>>,
     },
     /// A refused token whose failed authentication was charged: its RFC 6750 answer.
     Refuse(Rejection),
@@ -526,7 +526,7 @@ impl<T: Clone> Isolate<T> {
             return self.reply(exchange, Some(log), &error, now);
         }
         if public {
-            return self.forward(arrived, exchange, None, log, None, now);
+            return self.public(arrived, exchange, log, now);
         }
         let token = match bearer_token(arrived.head.authorization.as_deref()) {
             Ok(token) => token,
@@ -550,12 +550,7 @@ impl<T: Clone> Isolate<T> {
             return self.verified_path(arrived, exchange, verified, log, now);
         }
         // Only a token that needs checking can cost its IP failed-auth budget.
-        let ip = arrived
-            .head
-            .client_ip
-            .as_deref()
-            .and_then(shared::rate_limit::network_key)
-            .unwrap_or_else(|| "unknown".to_owned());
+        let ip = client_network(&arrived.head);
         let plan = self.config.failed_auth_plan;
         let failed_auth = Subject::FailedAuth(&ip);
         if let Some(denied) = self.limiter.locally_denied(failed_auth, &plan, now) {
@@ -777,9 +772,41 @@ impl<T: Clone> Isolate<T> {
             log,
             check,
             colo,
-            Then::Forward { arrived, verified },
+            Then::Forward {
+                arrived,
+                verified: Some(verified),
+            },
             now,
         )
+    }
+
+    /// A public route's request: its route's plan per client network, if it has one, then
+    /// the origin, with no identity.
+    fn public(&mut self, arrived: Arrived, exchange: T, log: RequestLog, now: UnixTime) -> Next<T> {
+        let plan = self
+            .config
+            .policy(arrived.route)
+            .and_then(|policy| policy.rate_plan);
+        let (Some(plan), false) = (plan, self.config.rate_limit_mode == RateLimitMode::Off) else {
+            return self.forward(arrived, exchange, None, log, None, now);
+        };
+        let network = client_network(&arrived.head);
+        let route = self.config.route_id(arrived.route).map(str::to_owned);
+        let subject = Subject::NetworkOnRoute {
+            network: &network,
+            route: route.as_deref(),
+        };
+        let check = match self.limiter.begin(subject, &plan, 1, now) {
+            Ok(check) => check,
+            Err(denied) => return self.denied(exchange, log, denied, plan, subject, now),
+        };
+        let mut arrived = arrived;
+        let colo = arrived.head.colo.take();
+        let then = Then::Forward {
+            arrived,
+            verified: None,
+        };
+        self.decide(exchange, log, check, colo, then, now)
     }
 
     /// A refused token costs its IP one unit of the failed-auth budget; over budget, the
@@ -894,7 +921,8 @@ impl<T: Clone> Isolate<T> {
         };
         match then {
             Then::Forward { arrived, verified } => {
-                self.forward(arrived, exchange, Some(&verified), log, Some(headers), now)
+                let verified = verified.as_deref();
+                self.forward(arrived, exchange, verified, log, Some(headers), now)
             }
             Then::Refuse(rejection) => self.reply(exchange, Some(log), &rejection.into(), now),
         }
@@ -1285,6 +1313,15 @@ impl<T: Clone> Isolate<T> {
             }
         }
     }
+}
+
+/// The network a client's per-address budgets are charged to (`rate_limit::network_key`:
+/// IPv6 by `/64`), from the platform's `CF-Connecting-IP`.
+fn client_network(head: &Head) -> String {
+    head.client_ip
+        .as_deref()
+        .and_then(shared::rate_limit::network_key)
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn pull_step(step: PullStep) -> RefreshStep {

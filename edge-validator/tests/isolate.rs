@@ -1293,3 +1293,43 @@ fn hosts_origin_prefixes_and_the_unmatched_policy() {
         .policy
         .starts_with("\"route\";q=1"));
 }
+
+#[test]
+fn a_public_route_plan_counts_per_client_network() {
+    let table = r#"{ "route": [
+        { "id": "login", "path": "/login", "require": "public", "rate_plan": "2/60s" } ] }"#;
+    let mut edge = Edge::with(&[("ROUTES", table)]);
+    for _ in 0..2 {
+        assert_eq!(edge.status("POST", "https://edge.test/login", None), 200);
+    }
+    let Outcome::Replied(reply) = edge.outcome("POST", "https://edge.test/login", None) else {
+        panic!("the third in a minute from one network is over the route's plan");
+    };
+    assert_eq!(reply.status, 429);
+    assert!(reply.retry_after.is_some());
+    let headers = reply.rate_limit.expect("RateLimit headers");
+    assert!(
+        headers.policy.starts_with("\"route\";q=2;w=60"),
+        "{headers:?}"
+    );
+    // Another address of the same IPv6 /64 is the same network; another network is not.
+    let from = |edge: &mut Edge, ip: &str| {
+        let request = Head {
+            method: "POST".to_owned(),
+            url: "https://edge.test/login".to_owned(),
+            authorization: None,
+            client_ip: Some(ip.to_owned()),
+            ..head("")
+        };
+        let next = edge.arrive(request, "request");
+        match edge.drive(next, &fixtures::jwks_value()).0 {
+            Next::Wait(_) => 200,
+            Next::Reply(reply, _) => reply.status,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(from(&mut edge, "198.51.100.7"), 200);
+    assert_eq!(from(&mut edge, "2001:db8::1"), 200);
+    assert_eq!(from(&mut edge, "2001:db8::2"), 200);
+    assert_eq!(from(&mut edge, "2001:db8::3"), 429);
+}

@@ -94,7 +94,9 @@ pub struct Policy {
     pub audience: Option<String>,
     /// Where the request goes (`None`: the edge's `ORIGIN_URL`).
     pub origin: Option<Origin>,
-    /// The rate plan, in place of the token's (`None`: the token's, or the edge's default).
+    /// The rate plan, counted for this route alone: per client in place of the token's plan
+    /// on a token route (`None`: the token's, or the edge's default), per client network on a
+    /// public route (`None`: not limited).
     pub rate_plan: Option<RatePlan>,
     /// The largest request body accepted, in bytes (`None`: no limit of the edge's own).
     pub max_body: Option<u64>,
@@ -668,13 +670,11 @@ fn read_policy(member: Member, at: &str) -> Result<Policy, RouteError> {
         Some(Member::UInt(bytes)) => Some(bytes),
         Some(_) => return Err(invalid(at, "`max_body` must be a whole number of bytes")),
     };
-    if matches!(access, Access::Public | Access::Deny)
-        && (audience.is_some() || rate_plan.is_some())
-    {
-        return Err(invalid(
-            at,
-            "`audience` and `rate_plan` apply to token routes only",
-        ));
+    if !matches!(access, Access::Token(_)) && audience.is_some() {
+        return Err(invalid(at, "`audience` applies to token routes only"));
+    }
+    if matches!(access, Access::Deny) && rate_plan.is_some() {
+        return Err(invalid(at, "a `deny` route has no `rate_plan`"));
     }
     Ok(Policy {
         access,
@@ -825,6 +825,14 @@ mod tests {
             refused(r#"{ "route": [{ "id": "a", "path": "/a", "rate_plan": "lots" }] }"#)
                 .contains("rate_plan")
         );
+        assert!(refused(
+            r#"{ "route": [{ "id": "a", "path": "/a", "require": "public", "audience": "x" }] }"#
+        )
+        .contains("token routes only"));
+        assert!(refused(
+            r#"{ "route": [{ "id": "a", "path": "/a", "require": "deny", "rate_plan": "1/s" }] }"#
+        )
+        .contains("no `rate_plan`"));
         assert!(refused(r#"{ "unmatched": { "path": "/a" } }"#).contains("unknown setting `path`"));
         assert!(refused(r#"{ "routes": [] }"#).contains("unknown setting `routes`"));
     }

@@ -136,7 +136,7 @@ async fn a_route_table_sends_each_path_to_its_origin_under_its_rule() {
     let (_, token) = read_token(&dir, &issuer_url, "routes").await;
     let reports = format!("http://127.0.0.1:{reports_port}");
     let routes = serde_json::json!({ "route": [
-        { "id": "open", "path": "/public/**", "require": "public" },
+        { "id": "open", "path": "/public/**", "require": "public", "rate_plan": "1/60s" },
         { "id": "orders", "path": "/orders/{id}", "methods": ["GET"], "scopes_all": ["read"] },
         { "id": "old-orders", "path": "/orders/old", "require": "deny" },
         { "id": "writes", "path": "/writes/**", "scopes_all": ["write"], "origin": reports },
@@ -168,6 +168,13 @@ async fn a_route_table_sends_each_path_to_its_origin_under_its_rule() {
         ),
         (Some(0), Some(false))
     );
+    // The public route's plan, one a minute per client network: the next is 429.
+    let reply = get(&format!("{edge_url}/public/docs")).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert!(reply
+        .header("ratelimit-policy")
+        .unwrap_or_default()
+        .starts_with(r#""route";q=1"#));
 
     // Scoped, on the default origin: the token has `read`.
     let reply = get_with(&format!("{edge_url}/orders/7"), &token).await;

@@ -33,6 +33,11 @@ pub(crate) enum Subject<'a> {
         client: &'a str,
         route: Option<&'a str>,
     },
+    /// A client network on a public route with a plan (no token: no client id).
+    NetworkOnRoute {
+        network: &'a str,
+        route: Option<&'a str>,
+    },
 }
 
 impl Subject<'_> {
@@ -45,6 +50,10 @@ impl Subject<'_> {
                 Some(route) => format!("route:{route}:client:{client}"),
                 None => format!("unmatched:client:{client}"),
             },
+            Self::NetworkOnRoute { network, route } => match route {
+                Some(route) => format!("route:{route}:ip:{network}"),
+                None => format!("unmatched:ip:{network}"),
+            },
         }
     }
 
@@ -53,7 +62,7 @@ impl Subject<'_> {
         match self {
             Self::Client(_) => "client",
             Self::FailedAuth(_) => "failed-auth",
-            Self::ClientOnRoute { .. } => "route",
+            Self::ClientOnRoute { .. } | Self::NetworkOnRoute { .. } => "route",
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The edge's route table: for each request (host, method, [`NormalPath`]), which rule lets
 //! it in, what the rule requires of the token, and where it goes.
 //!
-//! A table is JSON, read by [`RouteTable::from_json`], the one checker: the plan (issue 29) is
-//! for ops to write TOML that the edge's build turns into this JSON and checks, and for the
-//! edge to check it again at start-up with the same function:
+//! A table is JSON, read by [`RouteTable::from_json`], the one checker. Ops write it as TOML
+//! (`deploy/edge/routes/`), which the edge's build (`edge-validator/route-tables`) turns into
+//! this JSON and checks; the edge checks it again at start-up with the same function
+//! (docs/edge.md, "Route tables"):
 //!
 //! ```json
 //! { "unmatched": { "require": "authenticated" },

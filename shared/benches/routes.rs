@@ -15,7 +15,7 @@ mod support_routes;
 
 use criterion::{BatchSize, Criterion};
 use serde_json::json;
-use shared::route::{Access, PathPattern, Policy, Route, RouteTable, MAX_ROUTES};
+use shared::route::{PathPattern, Policy, Route, RouteTable, MAX_ROUTES};
 use shared::{NormalPath, ScopeRequirement};
 
 const GROUP: &str = "route_match";
@@ -53,13 +53,7 @@ fn max_reversed() -> Vec<Route> {
                 host: None,
                 methods: None,
                 path: PathPattern::parse(&path).unwrap(),
-                policy: Policy {
-                    access: Access::Token(ScopeRequirement::default()),
-                    audience: None,
-                    origin: None,
-                    rate_plan: None,
-                    max_body: None,
-                },
+                policy: Policy::token(ScopeRequirement::default()),
             }
         })
         .collect()

@@ -443,6 +443,21 @@ impl PathPattern {
     }
 }
 
+impl Policy {
+    /// A valid token meeting `required` (an empty requirement: any valid token), with the
+    /// edge's own audience, origin and plan, and no body limit.
+    #[must_use]
+    pub fn token(required: ScopeRequirement) -> Self {
+        Self {
+            access: Access::Token(required),
+            audience: None,
+            origin: None,
+            rate_plan: None,
+            max_body: None,
+        }
+    }
+}
+
 impl Origin {
     /// An origin from its URL: `http://` or `https://`, a host, an optional port and path
     /// prefix; no query, fragment or user info. A trailing `/` is dropped.
@@ -884,13 +899,7 @@ mod tests {
                 host: host.map(str::to_owned),
                 methods: method.map(|method| vec![method.to_owned()]),
                 path: PathPattern::parse(path).unwrap(),
-                policy: Policy {
-                    access: Access::Token(ScopeRequirement::default()),
-                    audience: None,
-                    origin: None,
-                    rate_plan: None,
-                    max_body: None,
-                },
+                policy: Policy::token(ScopeRequirement::default()),
             }
         };
         for start in 0..shapes.len() {

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use shared::jwks_refresh::RefreshPolicy;
 use shared::keyset_copy::CopyKey;
-use shared::route::{Access, Origin, Policy, RouteTable};
+use shared::route::{Origin, Policy, RouteTable};
 use shared::{AssertionKey, AssertionSigner, RatePlan, ScopeRequirement, Validation, Validator};
 
 /// Var: the exact `iss`.
@@ -248,13 +248,7 @@ fn route_table(env: &impl Vars) -> Result<RouteTable, ConfigError> {
                 "var {ROUTE_TABLE} names `{name}`, and the bundle has no such route table"
             )));
         }
-        let token = Policy {
-            access: Access::Token(ScopeRequirement::default()),
-            audience: None,
-            origin: None,
-            rate_plan: None,
-            max_body: None,
-        };
+        let token = Policy::token(ScopeRequirement::default());
         return RouteTable::new(Vec::new(), Some(token))
             .map_err(|err| ConfigError(err.to_string()));
     };

@@ -495,7 +495,7 @@ impl<T: Clone> Isolate<T> {
             trap();
         }
         let mut log = RequestLog::start(arrived.head.method.clone(), path, arrived.started);
-        log.route = self.config.route_id(arrived.route).map(str::to_owned);
+        log.route = self.config.route_id(arrived.route).cloned();
         let admitted = match self.config.policy(arrived.route) {
             Some(Policy {
                 access: Access::Token(_),
@@ -745,7 +745,7 @@ impl<T: Clone> Isolate<T> {
         }
         // A route's own plan has its own count per client, apart from the token's plan.
         let route_plan = policy.rate_plan.map(|plan| {
-            let route = self.config.route_id(arrived.route).map(str::to_owned);
+            let route = self.config.route_id(arrived.route).cloned();
             (plan, route)
         });
         let (plan, subject) = match &route_plan {
@@ -791,7 +791,7 @@ impl<T: Clone> Isolate<T> {
             return self.forward(arrived, exchange, None, log, None, now);
         };
         let network = client_network(&arrived.head);
-        let route = self.config.route_id(arrived.route).map(str::to_owned);
+        let route = self.config.route_id(arrived.route).cloned();
         let subject = Subject::NetworkOnRoute {
             network: &network,
             route: route.as_deref(),
@@ -957,7 +957,7 @@ impl<T: Clone> Isolate<T> {
             path: &sent,
             query: url.query(),
         };
-        let route = self.config.route_id(arrived.route).unwrap_or_default();
+        let route = self.config.route_id(arrived.route).map_or("", |id| id);
         let assertion = verified.map(|verified| {
             let claims = verified.claims();
             self.config.signer.sign_claims(claims, &line, route, now)

@@ -137,16 +137,28 @@ where
             query: request.uri().query(),
         };
         let verified = self.verifier.verify_values(values, &line, system_now());
-        match verified {
-            Ok(identity) => {
+        let admitted = verified
+            .map(|identity| {
                 request.extensions_mut().insert(identity);
-                Box::pin(self.inner.call(request))
-            }
-            Err(error) => {
-                let response = unauthorized(&error);
-                Box::pin(async move { Ok(response) })
-            }
-        }
+            })
+            .map_err(|error| unauthorized(&error));
+        call_or_answer(&mut self.inner, request, admitted)
+    }
+}
+
+/// The inner service's answer for an admitted request, else the refusal, without calling it.
+fn call_or_answer<S, B>(
+    inner: &mut S,
+    request: Request<B>,
+    admitted: Result<(), Response>,
+) -> Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>
+where
+    S: tower::Service<Request<B>, Response = Response>,
+    S::Future: Send + 'static,
+{
+    match admitted {
+        Ok(()) => Box::pin(inner.call(request)),
+        Err(response) => Box::pin(async move { Ok(response) }),
     }
 }
 
@@ -208,10 +220,7 @@ where
                 .map_err(|refused| refused_response(&refused)),
             None => Err(unauthorized(&AssertionError::Missing)),
         };
-        match checked {
-            Ok(()) => Box::pin(self.inner.call(request)),
-            Err(response) => Box::pin(async move { Ok(response) }),
-        }
+        call_or_answer(&mut self.inner, request, checked)
     }
 }
 
@@ -230,33 +239,30 @@ fn unauthorized(error: &AssertionError) -> Response {
         "error_description": error.to_string(),
         "reason": error.reason(),
     });
-    let mut response = (StatusCode::UNAUTHORIZED, body.to_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"edgeward-origin\", error=\"invalid_token\""),
-    );
-    response
+    let challenge =
+        HeaderValue::from_static("Bearer realm=\"edgeward-origin\", error=\"invalid_token\"");
+    json_response(StatusCode::UNAUTHORIZED, body.to_string(), Some(challenge))
 }
 
 /// The one mapping of a token rejection to HTTP here (a route's missing scopes): its
 /// status, RFC 6750 challenge and body.
 fn refused_response(rejection: &Rejection) -> Response {
     let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::FORBIDDEN);
-    let mut response = (status, rejection.json_body()).into_response();
+    let challenge = rejection
+        .www_authenticate(REALM)
+        .and_then(|value| HeaderValue::from_str(&value).ok());
+    json_response(status, rejection.json_body(), challenge)
+}
+
+/// A JSON answer of this adapter's own, with its challenge when it has one.
+fn json_response(status: StatusCode, body: String, challenge: Option<HeaderValue>) -> Response {
+    let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some(challenge) = rejection
-        .www_authenticate(REALM)
-        .and_then(|value| HeaderValue::from_str(&value).ok())
-    {
+    if let Some(challenge) = challenge {
         headers.insert(header::WWW_AUTHENTICATE, challenge);
     }
     response

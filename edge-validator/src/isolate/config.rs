@@ -87,6 +87,9 @@ pub struct Config {
     /// The same rules for each other audience a route names.
     route_validators: HashMap<String, Validator>,
     pub(crate) routes: RouteTable,
+    /// The routes' ids, in the table's order, shared: every request's log line names its
+    /// route without copying the id.
+    route_ids: Vec<Rc<str>>,
     pub(crate) jwks_urls: Rc<[String]>,
     pub(crate) revocation_urls: Rc<[String]>,
     /// `ORIGIN_URL`: where a route without its own origin sends.
@@ -205,6 +208,11 @@ impl Config {
         Ok(Self {
             validator: Validator::new(validation),
             route_validators,
+            route_ids: routes
+                .routes()
+                .iter()
+                .map(|route| Rc::from(route.id.as_str()))
+                .collect(),
             routes,
             jwks_urls,
             revocation_urls: urls(&optional(env, REVOCATION_URLS).unwrap_or_default()),
@@ -274,8 +282,7 @@ impl Config {
     }
 
     /// The id of the route at `position` (`None` for unmatched requests).
-    pub(crate) fn route_id(&self, position: Option<usize>) -> Option<&str> {
-        let route = self.routes.routes().get(position?)?;
-        Some(&route.id)
+    pub(crate) fn route_id(&self, position: Option<usize>) -> Option<&Rc<str>> {
+        self.route_ids.get(position?)
     }
 }

@@ -3,6 +3,7 @@
 //! pure computation, so CPU time shows in the platform's own metrics, not here). Never logs
 //! a token or the assertion.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -20,7 +21,8 @@ pub(crate) struct RequestLog {
     path: String,
     /// The id of the route that took the request (`None`: no route, or a path refused
     /// before routing).
-    pub(crate) route: Option<String>,
+    #[serde(serialize_with = "route_id")]
+    pub(crate) route: Option<Rc<str>>,
     outcome: &'static str,
     reason: Option<&'static str>,
     status: u16,
@@ -49,6 +51,13 @@ fn client_id<S: serde::Serializer>(
 ) -> Result<S::Ok, S::Error> {
     match verified {
         Some(verified) => s.serialize_str(&verified.claims().client_id),
+        None => s.serialize_none(),
+    }
+}
+
+fn route_id<S: serde::Serializer>(route: &Option<Rc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match route {
+        Some(route) => s.serialize_str(route),
         None => s.serialize_none(),
     }
 }

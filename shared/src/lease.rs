@@ -35,6 +35,7 @@
 //! really left of it, under the plan it was granted under (the credit is in that plan's
 //! interval); and give isolates no longer a `ttl` than its own.
 
+use crate::json::{JsonError, Member};
 use crate::rate_limit::{check, Decision, GcraState, RatePlan, NANOS_PER_MILLI};
 use crate::time::UnixTime;
 
@@ -52,6 +53,9 @@ pub struct LeasePolicy {
 /// No permits: denied, and `decision` says until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
+    /// The lease's number in its limiter's [`LeaseBook`], which its refund names (0: a grant
+    /// made outside a book, by [`grant`] alone).
+    pub lease: u64,
     /// Permits granted (0: denied).
     pub permits: u32,
     /// When the lease ends on the limiter's clock (refunds after it are refused).
@@ -59,6 +63,75 @@ pub struct Grant {
     /// The GCRA's answer for the first permit: `remaining` after the grant, or the denial
     /// with `retry_after_ms`. What the `RateLimit` headers say.
     pub decision: Decision,
+}
+
+impl Grant {
+    /// The grant as JSON, as [`Grant::from_json`] reads it: the decision's members and the
+    /// lease's, flat (`lease` as a string: past 2^53, so not a JS number). Written by hand:
+    /// eight numbers need no serializer in the edge's bundle.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        let Decision {
+            allowed,
+            limit,
+            remaining,
+            reset_after_ms,
+            retry_after_ms,
+        } = self.decision;
+        format!(
+            "{{\"allowed\":{allowed},\"limit\":{limit},\"remaining\":{remaining},\
+             \"reset_after_ms\":{reset_after_ms},\"retry_after_ms\":{retry_after_ms},\
+             \"lease\":\"{}\",\"permits\":{},\"expires_at_ms\":{}}}",
+            self.lease,
+            self.permits,
+            self.expires_at.as_millis()
+        )
+    }
+
+    /// Reads a grant as [`Grant::to_json`] writes it. Unknown members are ignored.
+    ///
+    /// # Errors
+    /// [`JsonError`] for anything but an object with the decision's five members and
+    /// `lease`, `permits` and `expires_at_ms`; or a grant of permits that does not allow.
+    pub fn from_json(json: &str) -> Result<Self, JsonError> {
+        let shape = |expected| JsonError::Shape { expected };
+        let [allowed, limit, remaining, reset_after_ms, retry_after_ms, lease, permits, expires_at_ms] =
+            crate::json::parse(json.as_bytes())?.take_members([
+                "allowed",
+                "limit",
+                "remaining",
+                "reset_after_ms",
+                "retry_after_ms",
+                "lease",
+                "permits",
+                "expires_at_ms",
+            ])?;
+        let decision =
+            Decision::from_members([allowed, limit, remaining, reset_after_ms, retry_after_ms])?;
+        let lease = lease
+            .as_ref()
+            .and_then(Member::as_str)
+            .and_then(|text| text.parse().ok())
+            .ok_or(shape("a decimal string `lease`"))?;
+        let permits = permits
+            .as_ref()
+            .and_then(Member::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or(shape("a u32 `permits`"))?;
+        let expires_at_ms = expires_at_ms
+            .as_ref()
+            .and_then(Member::as_u64)
+            .ok_or(shape("a u64 `expires_at_ms`"))?;
+        if (permits > 0) != decision.allowed {
+            return Err(shape("permits exactly when allowed"));
+        }
+        Ok(Self {
+            lease,
+            permits,
+            expires_at: UnixTime::from_millis(expires_at_ms),
+            decision,
+        })
+    }
 }
 
 /// Grants up to `wanted` permits (at least 1 is asked for) at `now` under `plan`: as many as
@@ -77,6 +150,7 @@ pub fn grant(
     let (decision, after_one) = check(plan, state, now);
     if !decision.allowed {
         let denied = Grant {
+            lease: 0,
             permits: 0,
             expires_at,
             decision,
@@ -105,6 +179,7 @@ pub fn grant(
         ..decision
     };
     let granted = Grant {
+        lease: 0,
         permits: more + 1,
         expires_at,
         decision,
@@ -127,16 +202,170 @@ pub fn refund(
     if now >= expires_at {
         return state;
     }
+    credit(state, now, plan.emission_interval(), unused)
+}
+
+/// The GCRA state less `unused` permits of `interval_nanos` each, never below idle at `now`.
+fn credit(state: GcraState, now: UnixTime, interval_nanos: u64, unused: u32) -> GcraState {
     let now_nanos = now.as_millis().saturating_mul(NANOS_PER_MILLI);
-    let credit = plan.emission_interval().saturating_mul(u64::from(unused));
+    let credit = interval_nanos.saturating_mul(u64::from(unused));
     GcraState {
         tat_nanos: state.tat_nanos.saturating_sub(credit).max(now_nanos),
+    }
+}
+
+/// The leases a limiter has granted and not yet seen come back: what makes a refund count
+/// at most once, for no more than the lease held, in the interval of the plan it was granted
+/// under (the rules the bound above counts on, kept by the limiter whatever an isolate
+/// sends). Kept in the limiter's memory, not its storage: a limiter that restarts has an
+/// empty book and refuses the refunds of its earlier leases, which only makes it stricter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseBook {
+    /// The last lease number given.
+    last: u64,
+    /// The leases not yet refunded, oldest first; at most [`LeaseBook::CAPACITY`].
+    out: Vec<Outstanding>,
+}
+
+/// One lease in a [`LeaseBook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Outstanding {
+    lease: u64,
+    permits: u32,
+    expires_at_ms: u64,
+    interval_nanos: u64,
+}
+
+/// What became of a refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refunded {
+    /// This many permits went back to the GCRA (the unused permits named, at most the
+    /// lease's own).
+    Credited(u32),
+    /// The lease had ended: nothing went back.
+    Late,
+    /// The book holds no such lease (refunded already, or granted before a restart, or
+    /// pushed out of a full book): nothing went back.
+    Unknown,
+}
+
+impl LeaseBook {
+    /// The most leases a book remembers: far more than the isolates that hold a client's
+    /// leases at once (each holds at most two). Past it the oldest is forgotten, and its
+    /// refund refused.
+    pub const CAPACITY: usize = 256;
+
+    /// [`grant`], recorded: the grant carries its lease number. A lease number is at least
+    /// the grant's time in milliseconds times 4,096, so a limiter that restarts does not give
+    /// again a number its earlier leases had (unless it had granted 4,096 in a millisecond).
+    pub fn grant(
+        &mut self,
+        plan: &RatePlan,
+        policy: &LeasePolicy,
+        state: GcraState,
+        now: UnixTime,
+        wanted: u32,
+    ) -> (Grant, GcraState) {
+        let (mut granted, state) = grant(plan, policy, state, now, wanted);
+        self.out.retain(|lease| lease.expires_at_ms > now.as_millis());
+        if granted.permits == 0 {
+            return (granted, state);
+        }
+        self.last = self
+            .last
+            .saturating_add(1)
+            .max(now.as_millis().saturating_mul(4096));
+        granted.lease = self.last;
+        if self.out.len() >= Self::CAPACITY {
+            self.out.remove(0);
+        }
+        self.out.push(Outstanding {
+            lease: self.last,
+            permits: granted.permits,
+            expires_at_ms: granted.expires_at.as_millis(),
+            interval_nanos: plan.emission_interval(),
+        });
+        (granted, state)
+    }
+
+    /// Credits `unused` permits of lease `lease` at `now` (at most its own permits, once, if
+    /// it has not ended) and forgets it. Returns the state to store and what was credited.
+    pub fn refund(
+        &mut self,
+        state: GcraState,
+        now: UnixTime,
+        lease: u64,
+        unused: u32,
+    ) -> (GcraState, Refunded) {
+        let Some(at) = self.out.iter().position(|out| out.lease == lease) else {
+            return (state, Refunded::Unknown);
+        };
+        let out = self.out.remove(at);
+        if now.as_millis() >= out.expires_at_ms {
+            return (state, Refunded::Late);
+        }
+        let unused = unused.min(out.permits);
+        let state = credit(state, now, out.interval_nanos, unused);
+        (state, Refunded::Credited(unused))
+    }
+
+    /// How many leases the book holds (ended ones go at the next grant).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether the book holds none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// The book as text, for a limiter that keeps it between calls as a string:
+    /// `last` then `lease:permits:expires_at_ms:interval_nanos` per lease, `;`-separated.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        let mut text = self.last.to_string();
+        for out in &self.out {
+            text.push_str(&format!(
+                ";{}:{}:{}:{}",
+                out.lease, out.permits, out.expires_at_ms, out.interval_nanos
+            ));
+        }
+        text
+    }
+
+    /// A book from [`LeaseBook::to_text`]; text it did not write is an empty book (which
+    /// refuses every refund: the strict side).
+    #[must_use]
+    pub fn from_text(text: &str) -> Self {
+        Self::parse(text).unwrap_or_default()
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split(';');
+        let last = parts.next()?.parse().ok()?;
+        let mut out = Vec::new();
+        for part in parts.take(Self::CAPACITY) {
+            let mut fields = part.split(':');
+            let mut next = || fields.next()?.parse::<u64>().ok();
+            out.push(Outstanding {
+                lease: next()?,
+                permits: u32::try_from(next()?).ok()?,
+                expires_at_ms: next()?,
+                interval_nanos: next()?,
+            });
+        }
+        Some(Self { last, out })
     }
 }
 
 /// A lease as an isolate spends it, timed on the isolate's clock from when it asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
+    /// Its number in the limiter's book, for the refund.
+    lease: u64,
     permits: u32,
     spent: u32,
     /// When the isolate asked: the lease ends `ttl` after it on the isolate's clock, no later
@@ -152,6 +381,7 @@ impl Lease {
     #[must_use]
     pub fn new(grant: &Grant, asked_at: UnixTime, policy: &LeasePolicy) -> Self {
         Self {
+            lease: grant.lease,
             permits: grant.permits,
             spent: 0,
             asked_at,
@@ -195,13 +425,33 @@ impl Lease {
         self.expires_at
     }
 
-    /// How many permits to ask for next: what this lease's rate of spending would use in a
-    /// lease's life (at least 1), so a busy isolate renews rarely and an idle one holds little.
+    /// Its number in the limiter's [`LeaseBook`] (what a refund names).
+    #[must_use]
+    pub fn number(&self) -> u64 {
+        self.lease
+    }
+
+    /// The permits it was granted.
+    #[must_use]
+    pub fn permits(&self) -> u32 {
+        self.permits
+    }
+
+    /// Whether every permit is spent.
+    #[must_use]
+    pub fn is_spent(&self) -> bool {
+        self.spent >= self.permits
+    }
+
+    /// How many permits to ask for next: what this lease's rate of spending would use in
+    /// half a lease's life (at least 1), so a busy isolate renews rarely, an idle one holds
+    /// little, and at a steady rate a lease is spent well before it ends (nothing is left
+    /// to give back).
     #[must_use]
     pub fn wanted_next(&self, now: UnixTime, policy: &LeasePolicy) -> u32 {
         let elapsed = now.millis_since(self.asked_at).max(1);
-        let per_life = u64::from(self.spent).saturating_mul(policy.ttl_ms) / elapsed;
-        u32::try_from(per_life)
+        let per_half_life = u64::from(self.spent).saturating_mul(policy.ttl_ms / 2) / elapsed;
+        u32::try_from(per_half_life)
             .unwrap_or(u32::MAX)
             .clamp(1, policy.max_permits.max(1))
     }
@@ -274,9 +524,10 @@ mod tests {
         assert!(lease.should_renew(at(500)), "half its life");
         assert!(lease.take(at(20)));
         assert!(lease.should_renew(at(20)), "half its permits");
-        // Two permits in 20 ms is a hundred in a lease's life: capped at max_permits.
+        // Two permits in 20 ms is fifty in half a lease's life: capped at max_permits.
         assert_eq!(lease.wanted_next(at(20), &POLICY), 4);
-        assert_eq!(lease.wanted_next(at(999), &POLICY), 2);
+        assert_eq!(lease.wanted_next(at(499), &POLICY), 2);
+        assert_eq!(lease.wanted_next(at(999), &POLICY), 1);
     }
 
     #[test]
@@ -290,5 +541,64 @@ mod tests {
         // Never below idle: a refund cannot bank permits for later.
         let idle = refund(&plan(), state, at(900), 4, granted.expires_at);
         assert_eq!(idle.tat_nanos, at(900).as_millis() * NANOS_PER_MILLI);
+    }
+
+    #[test]
+    fn a_grant_crosses_as_json_and_nothing_else_reads_as_one() {
+        let mut book = LeaseBook::default();
+        let (granted, state) = book.grant(&plan(), &POLICY, GcraState::default(), at(0), 3);
+        assert_eq!(Grant::from_json(&granted.to_json()), Ok(granted));
+        assert!(granted.lease >= at(0).as_millis() * 4096);
+        let (_, state) = book.grant(&plan(), &POLICY, state, at(0), 4);
+        let (denied, _) = book.grant(&plan(), &POLICY, state, at(0), 4);
+        assert_eq!(denied.permits, 0);
+        assert_eq!(Grant::from_json(&denied.to_json()), Ok(denied));
+        let forged = granted.to_json().replace("\"allowed\":true", "\"allowed\":false");
+        assert!(Grant::from_json(&forged).is_err(), "permits with a denial");
+        assert!(Grant::from_json("{\"allowed\":true}").is_err());
+        assert!(Grant::from_json("[]").is_err());
+    }
+
+    #[test]
+    fn the_book_refunds_a_lease_once_and_no_more_than_it_held() {
+        let mut book = LeaseBook::default();
+        let (first, state) = book.grant(&plan(), &POLICY, GcraState::default(), at(0), 2);
+        let (second, state) = book.grant(&plan(), &POLICY, state, at(0), 2);
+        assert_ne!(first.lease, second.lease);
+        assert_eq!(book.len(), 2);
+        // Through text, as the Durable Object keeps it.
+        let mut book = LeaseBook::from_text(&book.to_text());
+        assert_eq!(book.len(), 2);
+        let (credited, refunded) = book.refund(state, at(1), first.lease, 50);
+        assert_eq!(refunded, Refunded::Credited(2), "no more than the lease held");
+        assert_eq!(credited, refund(&plan(), state, at(1), 2, first.expires_at));
+        let (again, refunded) = book.refund(credited, at(1), first.lease, 2);
+        assert_eq!((again, refunded), (credited, Refunded::Unknown), "once");
+        let (late, refunded) = book.refund(credited, second.expires_at, second.lease, 2);
+        assert_eq!((late, refunded), (credited, Refunded::Late));
+        assert!(book.is_empty());
+        // A restarted limiter's empty book refuses an earlier lease's refund.
+        let (_, refunded) = LeaseBook::from_text("junk").refund(state, at(1), first.lease, 1);
+        assert_eq!(refunded, Refunded::Unknown);
+    }
+
+    #[test]
+    fn a_full_book_forgets_its_oldest_lease() {
+        let plan = RatePlan::new(1_000_000, 1, 1_000_000).unwrap();
+        let policy = LeasePolicy {
+            ttl_ms: 1000,
+            max_permits: 1,
+        };
+        let mut book = LeaseBook::default();
+        let mut state = GcraState::default();
+        let mut first = None;
+        for _ in 0..=LeaseBook::CAPACITY {
+            let (granted, next) = book.grant(&plan, &policy, state, at(0), 1);
+            first.get_or_insert(granted.lease);
+            state = next;
+        }
+        assert_eq!(book.len(), LeaseBook::CAPACITY);
+        let (_, refunded) = book.refund(state, at(1), first.unwrap(), 1);
+        assert_eq!(refunded, Refunded::Unknown);
     }
 }

@@ -183,15 +183,22 @@ impl Decision {
     /// # Errors
     /// [`JsonError`] for anything but an object with the five members.
     pub fn from_json(json: &str) -> Result<Self, JsonError> {
+        let members = crate::json::parse(json.as_bytes())?.take_members([
+            "allowed",
+            "limit",
+            "remaining",
+            "reset_after_ms",
+            "retry_after_ms",
+        ])?;
+        Self::from_members(members)
+    }
+
+    /// The decision from its five members (`allowed`, `limit`, `remaining`,
+    /// `reset_after_ms`, `retry_after_ms`), as an object that holds more reads them.
+    pub(crate) fn from_members(
+        [allowed, limit, remaining, reset_after_ms, retry_after_ms]: [Option<Member>; 5],
+    ) -> Result<Self, JsonError> {
         let shape = |expected| JsonError::Shape { expected };
-        let [allowed, limit, remaining, reset_after_ms, retry_after_ms] =
-            crate::json::parse(json.as_bytes())?.take_members([
-                "allowed",
-                "limit",
-                "remaining",
-                "reset_after_ms",
-                "retry_after_ms",
-            ])?;
         let Some(Member::Bool(allowed)) = allowed else {
             return Err(shape("a boolean `allowed`"));
         };

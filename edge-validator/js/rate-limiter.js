@@ -1,12 +1,22 @@
 // The rate-limit Durable Object's JavaScript half: storage and the Response, around one wasm
-// call that decides (`rateLimiterCheck`, src/driver.rs). js/entry.mjs exports the class as
-// `RateLimiter` (the class name in wrangler.toml). Written here rather than with workers-rs's `#[durable_object]`: that
-// macro generates a Rust future and a Request/Response conversion for each of the six
-// handler kinds (fetch, alarm, WebSocket...) to serve one `fetch`.
+// call that decides (`rateLimiterAnswer`, src/driver.rs): a decision per request (`durable`
+// mode) or a lease of permits (`lease` mode). js/entry.mjs exports the class as
+// `RateLimiter` (the class name in wrangler.toml). Written here rather than with workers-rs's
+// `#[durable_object]`: that macro generates a Rust future and a Request/Response conversion
+// for each of the six handler kinds (fetch, alarm, WebSocket...) to serve one `fetch`.
 
-/** The class, given the wasm export `check(url, stored)` -> `[decisionJson, nextState]`
- * (undefined for a malformed query). */
-export function rateLimiterClass(check) {
+/** Calls answered by every object of this isolate, for benchmarks (`callsServed`). */
+let served = 0;
+
+/** How many calls the objects of this isolate have answered (benches/run reads it through
+ * the Worker's `BENCH_LIMITER_CALLS_PATH`, to print Durable Object calls per request). */
+export function callsServed() {
+  return served;
+}
+
+/** The class, given the wasm export `answer(url, stored, book)` -> `[answerJson, nextState,
+ * nextBook]` (undefined for a malformed query). */
+export function rateLimiterClass(answer) {
   // Storage key of the GCRA state (a decimal string of nanoseconds: past 2^53).
   const STATE_KEY = "gcra";
   return class RateLimiter {
@@ -14,20 +24,25 @@ export function rateLimiterClass(check) {
       this.storage = state.storage;
       // The state in memory once read; storage keeps it across evictions.
       this.gcra = undefined;
+      // The leases not yet returned (`shared::lease::LeaseBook` as text): memory only, so
+      // an evicted object refuses its earlier leases' refunds (the strict side).
+      this.book = null;
     }
 
     async fetch(request) {
+      served++;
       // The input gate holds other events while storage is read, so the read-decide-write
       // below does not interleave with another request's.
       if (this.gcra === undefined) this.gcra = (await this.storage.get(STATE_KEY)) ?? null;
-      const answer = check(request.url, this.gcra);
-      if (answer === undefined) return new Response("bad rate-limit query", { status: 400 });
-      const [decision, next] = answer;
+      const answered = answer(request.url, this.gcra, this.book);
+      if (answered === undefined) return new Response("bad rate-limit query", { status: 400 });
+      const [body, next, book] = answered;
+      this.book = book;
       if (next !== this.gcra) {
         this.gcra = next;
         await this.storage.put(STATE_KEY, next);
       }
-      return new Response(decision, { headers: { "content-type": "application/json" } });
+      return new Response(body, { headers: { "content-type": "application/json" } });
     }
   };
 }

@@ -98,7 +98,7 @@ pub fn handle(
                 return respond(&Names::new(), &Reply::of(&EdgeError::Internal(reason)));
             }
         };
-        let with_colo = driver.isolate.config().rate_limit_mode == RateLimitMode::Durable;
+        let with_colo = driver.isolate.config().objects_per_location();
         let head = read_head(&js::head(&request, with_colo));
         let exchange = Exchange { request, env, ctx };
         let next = driver.isolate.arrive(head, exchange, now());
@@ -126,12 +126,21 @@ pub fn resume(id: u32, ok: bool, value: JsValue) -> Result<JsValue, JsValue> {
     })
 }
 
-/// The Durable Object's decision for one request (`js/rate-limiter.js`): `[decision JSON,
-/// state to keep]`, or nothing for a malformed query.
-#[wasm_bindgen(js_name = rateLimiterCheck)]
-pub fn rate_limiter_check(url: &str, stored: Option<String>) -> Option<js_sys::Array> {
-    let (decision, state) = crate::isolate::object_decision(url, stored.as_deref(), now())?;
-    Some(js_sys::Array::of2(&decision.into(), &state.into()))
+/// The Durable Object's answer to the edge's query (`js/rate-limiter.js`): `[answer JSON,
+/// state to store, lease book to keep]`, or nothing for a malformed query.
+#[wasm_bindgen(js_name = rateLimiterAnswer)]
+pub fn rate_limiter_answer(
+    url: &str,
+    stored: Option<String>,
+    book: Option<String>,
+) -> Option<js_sys::Array> {
+    let (answer, state, book) =
+        crate::isolate::object_answer(url, stored.as_deref(), book.as_deref(), now())?;
+    Some(js_sys::Array::of3(
+        &answer.into(),
+        &state.into(),
+        &book.into(),
+    ))
 }
 
 /// The answer for a wait this instance does not have. The origin's answer to a request an

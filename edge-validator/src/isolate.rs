@@ -23,6 +23,7 @@
 pub mod config;
 pub mod io;
 mod keys;
+mod leases;
 mod limits;
 mod local_table;
 mod log;
@@ -37,19 +38,20 @@ use shared::path::{NormalPath, PathError};
 use shared::route::{Access, Policy};
 use shared::{bearer_token, Rejection, TokenKey, UnixTime, VerifiedToken};
 
-pub use config::{Config, ConfigError, RateLimitMode, Vars};
+pub use config::{Config, ConfigError, RateLimitMode, RateLimitScope, Vars};
 pub use io::{
     Answer, CachedCopy, CopyToStore, Expect, FetchError, Fetched, ForwardError, Get, Io, Level,
     Side,
 };
-pub use limits::object_decision;
+pub use leases::object_answer;
 pub use log::event_line;
 pub use reply::{EdgeError, RateLimitHeaders, Reply};
 pub use waits::{WaitId, EPOCH_BITS};
 
 use keys::{freshness_name, KeyEvent, KeySet, Keys, Refresh, RefreshStep};
+use leases::{Answered, Ask, Leases, Take};
 use limits::{Check, Limiter, Source, Subject};
-use log::{Event, RequestLog, Sampler};
+use log::{Event, LeaseEvent, LeaseLine, RequestLog, Sampler};
 use revocations::{Pull, PullStep, Revocations, Sync};
 use url::RequestUrl;
 use waits::Waits;
@@ -109,6 +111,8 @@ pub struct Isolate<T> {
     keys: KeySet,
     revocations: Revocations,
     limiter: Limiter,
+    /// `lease` mode's leases.
+    leases: Leases,
     /// Until when each kind of job counts as running (0: not running).
     keys_busy_until: UnixTime,
     revocations_busy_until: UnixTime,
@@ -128,6 +132,11 @@ enum Waiting<T> {
     Request { exchange: T, on: Suspended },
     /// A job between two steps (its `exchange` keeps its I/O alive: `waitUntil`).
     Job { exchange: T, job: Job },
+    /// A lease renewal in the background (kept alive by the exchange that started it).
+    Renewal {
+        exchange: T,
+        asking: Box<LeaseAsking>,
+    },
 }
 
 /// What a suspended request waits for.
@@ -149,6 +158,8 @@ enum Suspended {
     Verify(Box<Verifying>),
     /// Its Durable Object's decision.
     Limit(Box<Asking>),
+    /// Another request's lease ask for the same key (polled for on a timer).
+    Lease(Box<LeaseWaiting>),
     /// The origin's answer.
     Origin(Box<Forwarded>),
 }
@@ -224,14 +235,49 @@ struct Verifying {
 /// A request waiting for its Durable Object.
 struct Asking {
     log: RequestLog,
-    check: Check,
+    pending: Pending,
     then: Then,
     /// The request's time (as on the general path, every decision uses it).
     now: UnixTime,
     /// When the object was asked, for the log's `limit_ms`.
     asked_at: UnixTime,
+}
+
+/// What a request asked its Durable Object.
+enum Pending {
+    /// A decision for this request (`durable` mode), from the object `name` by `url`.
+    Decision {
+        check: Check,
+        name: String,
+        url: String,
+    },
+    /// A lease (`lease` mode), and what the request is limited by.
+    Lease { ask: LeaseAsking, limited: Limited },
+}
+
+/// A lease ask on its way: the object it goes to and what it says.
+struct LeaseAsking {
+    ask: Ask,
     name: String,
     url: String,
+}
+
+/// What a request is limited by: its key, the plan, the policy name.
+#[derive(Clone)]
+struct Limited {
+    key: String,
+    plan: shared::RatePlan,
+    policy: &'static str,
+    /// The request's Cloudflare location (for its object, when limits are per location).
+    colo: Option<String>,
+}
+
+/// A request waiting for another's lease ask.
+struct LeaseWaiting {
+    log: RequestLog,
+    limited: Limited,
+    then: Then,
+    since: UnixTime,
 }
 
 /// A request waiting for the origin.
@@ -263,6 +309,7 @@ impl<T: Clone> Isolate<T> {
     pub fn new(config: Config, epoch: u32) -> Self {
         Self {
             keys: KeySet::new(&config),
+            leases: Leases::new(config.lease_policy, config.fetch_timeout_ms),
             config,
             revocations: Revocations::default(),
             limiter: Limiter::new(),
@@ -328,11 +375,13 @@ impl<T: Clone> Isolate<T> {
                 JobIo::Fetch(_) => Expect::Fetched,
                 JobIo::ReadCopy(_) => Expect::Copy,
             },
+            Waiting::Renewal { .. } => Expect::Limit,
             Waiting::Request { on, .. } => match on {
                 Suspended::Job { .. } => Expect::Timer,
                 Suspended::Import { .. } => Expect::Imported,
                 Suspended::Verify(_) => Expect::Verified,
                 Suspended::Limit(_) => Expect::Limit,
+                Suspended::Lease(_) => Expect::Timer,
                 Suspended::Origin(_) => Expect::Origin,
             },
         })
@@ -360,9 +409,16 @@ impl<T: Clone> Isolate<T> {
                 };
                 (io, exchange)
             }
+            Waiting::Renewal { exchange, asking } => {
+                let io = Io::AskLimiter {
+                    name: &asking.name,
+                    url: &asking.url,
+                };
+                (io, exchange)
+            }
             Waiting::Request { exchange, on } => {
                 let io = match on {
-                    Suspended::Job { .. } => Io::Sleep { ms: POLL_MS },
+                    Suspended::Job { .. } | Suspended::Lease(_) => Io::Sleep { ms: POLL_MS },
                     Suspended::Import { kid, point, .. } => Io::Import { kid, point: *point },
                     Suspended::Verify(verifying) => {
                         let token = bearer_token(verifying.arrived.head.authorization.as_deref())
@@ -376,9 +432,12 @@ impl<T: Clone> Isolate<T> {
                                 .unwrap_or_default(),
                         }
                     }
-                    Suspended::Limit(asking) => Io::AskLimiter {
-                        name: &asking.name,
-                        url: &asking.url,
+                    Suspended::Limit(asking) => match &asking.pending {
+                        Pending::Decision { name, url, .. }
+                        | Pending::Lease {
+                            ask: LeaseAsking { name, url, .. },
+                            ..
+                        } => Io::AskLimiter { name, url },
                     },
                     Suspended::Origin(forwarded) => Io::Forward {
                         target: &forwarded.target,
@@ -419,6 +478,12 @@ impl<T: Clone> Isolate<T> {
         };
         Some(match waiting? {
             Waiting::Job { exchange, job } => self.job_answered(exchange, job, answer, now),
+            Waiting::Renewal { exchange, asking } => {
+                if let Answer::Limit(answer) = answer {
+                    self.lease_answered(&asking, answer, now);
+                }
+                Next::Idle(exchange)
+            }
             Waiting::Request { exchange, on } => match (on, answer) {
                 (
                     Suspended::Job {
@@ -462,15 +527,43 @@ impl<T: Clone> Isolate<T> {
                 (Suspended::Limit(asking), Answer::Limit(answer)) => {
                     let Asking {
                         log,
-                        check,
+                        pending,
                         then,
                         now: request_now,
                         asked_at,
                         ..
                     } = *asking;
                     let limit_ms = now.millis_since(asked_at);
-                    let answer = Some(answer);
-                    self.concluded(exchange, log, check, answer, limit_ms, then, request_now)
+                    match pending {
+                        Pending::Decision { check, .. } => {
+                            let answer = Some(answer);
+                            self.concluded(
+                                exchange,
+                                log,
+                                check,
+                                answer,
+                                limit_ms,
+                                then,
+                                request_now,
+                            )
+                        }
+                        Pending::Lease { ask, limited } => {
+                            let answered = self.lease_answered(&ask, answer, now);
+                            let mut log = log;
+                            log.limit_ms = Some(limit_ms);
+                            self.leased(exchange, log, limited, answered, then, now)
+                        }
+                    }
+                }
+                (Suspended::Lease(waiting), Answer::Timer) => {
+                    let LeaseWaiting {
+                        mut log,
+                        limited,
+                        then,
+                        since,
+                    } = *waiting;
+                    log.limit_ms = Some(now.millis_since(since));
+                    self.lease(exchange, log, limited, then, since, now)
                 }
                 (Suspended::Origin(forwarded), Answer::Origin(status)) => {
                     self.origin_answered(exchange, *forwarded, status, now)
@@ -761,21 +854,244 @@ impl<T: Clone> Isolate<T> {
                 Subject::Client(&claims.client_id),
             ),
         };
-        let check = match self.limiter.begin(subject, &plan, 1, now) {
-            Ok(check) => check,
-            Err(denied) => return self.denied(exchange, log, denied, plan, subject, now),
-        };
         let mut arrived = arrived;
-        let colo = arrived.head.colo.take();
-        self.decide(
+        let limited = Limited {
+            key: subject.key(),
+            plan,
+            policy: subject.policy(),
+            colo: arrived.head.colo.take(),
+        };
+        let then = Then::Forward {
+            arrived,
+            verified: Some(verified),
+        };
+        self.limit(exchange, log, limited, then, now)
+    }
+
+    /// The rate limit of a request that passed every other check, then `then`: from a lease
+    /// in `lease` mode, else the isolate's count and (`durable`) the object's decision.
+    fn limit(
+        &mut self,
+        exchange: T,
+        log: RequestLog,
+        limited: Limited,
+        then: Then,
+        now: UnixTime,
+    ) -> Next<T> {
+        if self.config.rate_limit_mode == RateLimitMode::Lease {
+            return self.lease(exchange, log, limited, then, now, now);
+        }
+        let Limited {
+            key,
+            plan,
+            policy,
+            colo,
+        } = limited;
+        let check = match self.limiter.begin_key(key, policy, &plan, 1, now) {
+            Ok(check) => check,
+            Err(decision) => {
+                let mut log = log;
+                log.limit_ms = Some(0);
+                log.limit_source = Some(Source::Isolate);
+                let error = EdgeError::RateLimited {
+                    decision,
+                    plan,
+                    policy,
+                };
+                return self.reply(exchange, Some(log), &error, now);
+            }
+        };
+        self.decide(exchange, log, check, colo, then, now)
+    }
+
+    /// `lease` mode: a permit from a lease held here (renewed in the background when due),
+    /// the object's denial, or a wait: for this request's own ask, or for another's.
+    /// `since` is when the request began waiting (its time, unless it polled).
+    #[allow(clippy::too_many_arguments)] // the request's parts
+    fn lease(
+        &mut self,
+        exchange: T,
+        mut log: RequestLog,
+        limited: Limited,
+        then: Then,
+        since: UnixTime,
+        now: UnixTime,
+    ) -> Next<T> {
+        match self.leases.take(limited.key.clone(), &limited.plan, now) {
+            Take::Spent { decision, renew } => {
+                self.renew(renew, &exchange, &limited);
+                log.limit_ms.get_or_insert(0);
+                log.limit_source = Some(Source::Lease);
+                self.limited(exchange, log, decision, &limited, then, now)
+            }
+            Take::Denied(decision) => {
+                log.limit_ms.get_or_insert(0);
+                log.limit_source = Some(Source::Lease);
+                self.limited(exchange, log, decision, &limited, then, now)
+            }
+            Take::Ask(ask) => {
+                let asking = Asking {
+                    log,
+                    pending: Pending::Lease {
+                        ask: self.lease_asking(ask, limited.colo.as_deref()),
+                        limited,
+                    },
+                    then,
+                    now,
+                    asked_at: self.event_now,
+                };
+                self.park_request(exchange, Suspended::Limit(Box::new(asking)))
+            }
+            Take::Wait => {
+                let waiting = LeaseWaiting {
+                    log,
+                    limited,
+                    then,
+                    since,
+                };
+                self.park_request(exchange, Suspended::Lease(Box::new(waiting)))
+            }
+        }
+    }
+
+    /// Sends `renew`, if there is one, in the background (kept alive by `exchange`).
+    fn renew(&mut self, renew: Option<Ask>, exchange: &T, limited: &Limited) {
+        let Some(ask) = renew else { return };
+        let asking = self.lease_asking(ask, limited.colo.as_deref());
+        let (id, _) = self.jobs.park(Waiting::Renewal {
+            exchange: exchange.clone(),
+            asking: Box::new(asking),
+        });
+        self.side.push(Side::Background { id });
+    }
+
+    /// The object and query for a lease ask.
+    fn lease_asking(&self, ask: Ask, colo: Option<&str>) -> LeaseAsking {
+        LeaseAsking {
+            name: self.object_name(ask.key(), colo),
+            url: ask.object_url(self.leases.policy()),
+            ask,
+        }
+    }
+
+    /// The object that counts `key` (per location, `local` when the runtime names none, as
+    /// in local workerd; or one worldwide).
+    fn object_name(&self, key: &str, colo: Option<&str>) -> String {
+        match self.config.rate_limit_scope {
+            RateLimitScope::Global => key.to_owned(),
+            RateLimitScope::Location => {
+                let location = colo.filter(|colo| !colo.is_empty()).unwrap_or("local");
+                format!("{location}/{key}")
+            }
+        }
+    }
+
+    /// A lease ask's answer, kept and logged.
+    fn lease_answered(
+        &mut self,
+        asking: &LeaseAsking,
+        answer: Result<String, String>,
+        now: UnixTime,
+    ) -> Answered {
+        let answered = self.leases.answered(&asking.ask, answer, now);
+        let ask = &asking.ask;
+        let key = ask.key();
+        let line = match &answered {
+            Answered::Granted(grant) if grant.permits == 0 => LeaseLine {
+                retry_after_ms: Some(grant.decision.retry_after_ms),
+                ..LeaseLine::new(LeaseEvent::Denied, key)
+            },
+            Answered::Granted(grant) => {
+                let event = if ask.renewal {
+                    LeaseEvent::Renewed
+                } else {
+                    LeaseEvent::Granted
+                };
+                LeaseLine {
+                    lease: Some(grant.lease),
+                    permits: Some(grant.permits),
+                    ..LeaseLine::new(event, key)
+                }
+            }
+            Answered::Failed(reason) => LeaseLine {
+                reason: Some(reason),
+                ..LeaseLine::new(LeaseEvent::AskFailed, key)
+            },
+        };
+        let level = match answered {
+            Answered::Failed(_) => Level::Warn,
+            Answered::Granted(_) => Level::Log,
+        };
+        let mut lines = vec![(level, line.line())];
+        if let (Some((lease, permits)), Answered::Granted(_)) = (ask.returning(), &answered) {
+            let returned = LeaseLine {
+                lease: Some(lease),
+                permits: Some(permits),
+                ..LeaseLine::new(LeaseEvent::Returned, key)
+            };
+            lines.push((Level::Log, returned.line()));
+        }
+        for (level, line) in lines {
+            self.side.push(Side::Log { level, line });
+        }
+        answered
+    }
+
+    /// A request's own lease ask was answered: its permit from the new lease, the object's
+    /// denial, or (no usable answer) the isolate's own count, as in `durable` mode.
+    fn leased(
+        &mut self,
+        exchange: T,
+        mut log: RequestLog,
+        limited: Limited,
+        answered: Answered,
+        then: Then,
+        now: UnixTime,
+    ) -> Next<T> {
+        let reason = match answered {
+            Answered::Granted(_) => match self.leases.take(limited.key.clone(), &limited.plan, now)
+            {
+                Take::Spent { decision, renew } => {
+                    // A first lease of one permit is due for renewal at once.
+                    self.renew(renew, &exchange, &limited);
+                    log.limit_source = Some(Source::Object);
+                    return self.limited(exchange, log, decision, &limited, then, now);
+                }
+                Take::Denied(decision) => {
+                    log.limit_source = Some(Source::Object);
+                    return self.limited(exchange, log, decision, &limited, then, now);
+                }
+                // Granted, yet nothing to spend: the answer came after the lease's life.
+                Take::Ask(_) | Take::Wait => "the lease ended before its grant arrived".to_owned(),
+            },
+            Answered::Failed(reason) => reason,
+        };
+        self.failed(Level::Warn, "rate_limiter_unreachable", &reason);
+        log.limit_source = Some(Source::Fallback);
+        let Limited {
+            key, plan, policy, ..
+        } = &limited;
+        let decision = self.limiter.fallback(key, plan, policy, now);
+        self.limited(exchange, log, decision, &limited, then, now)
+    }
+
+    /// `then`, or the 429, as `decision` says.
+    fn limited(
+        &mut self,
+        exchange: T,
+        log: RequestLog,
+        decision: shared::Decision,
+        limited: &Limited,
+        then: Then,
+        now: UnixTime,
+    ) -> Next<T> {
+        self.proceed(
             exchange,
             log,
-            check,
-            colo,
-            Then::Forward {
-                arrived,
-                verified: Some(verified),
-            },
+            decision,
+            limited.plan,
+            limited.policy,
+            then,
             now,
         )
     }
@@ -796,17 +1112,18 @@ impl<T: Clone> Isolate<T> {
             network: &network,
             route: route.as_deref(),
         };
-        let check = match self.limiter.begin(subject, &plan, 1, now) {
-            Ok(check) => check,
-            Err(denied) => return self.denied(exchange, log, denied, plan, subject, now),
-        };
         let mut arrived = arrived;
-        let colo = arrived.head.colo.take();
+        let limited = Limited {
+            key: subject.key(),
+            plan,
+            policy: subject.policy(),
+            colo: arrived.head.colo.take(),
+        };
         let then = Then::Forward {
             arrived,
             verified: None,
         };
-        self.decide(exchange, log, check, colo, then, now)
+        self.limit(exchange, log, limited, then, now)
     }
 
     /// A refused token costs its IP one unit of the failed-auth budget; over budget, the
@@ -867,18 +1184,22 @@ impl<T: Clone> Isolate<T> {
         then: Then,
         now: UnixTime,
     ) -> Next<T> {
-        if self.config.rate_limit_mode != RateLimitMode::Durable {
+        // In `lease` mode too, failed authentications ask the object each time (after the
+        // isolate's own pre-check): they are the abuse path, and a lease would hand an
+        // abuser's network a stock of permits to spend.
+        if !matches!(
+            self.config.rate_limit_mode,
+            RateLimitMode::Durable | RateLimitMode::Lease
+        ) {
             return self.concluded(exchange, log, check, None, 0, then, now);
         }
-        let location = colo
-            .as_deref()
-            .filter(|colo| !colo.is_empty())
-            .unwrap_or("local");
         let asking = Asking {
-            name: check.object_name(location),
-            url: check.object_url(),
             log,
-            check,
+            pending: Pending::Decision {
+                name: self.object_name(check.key(), colo.as_deref()),
+                url: check.object_url(),
+                check,
+            },
             then,
             now,
             asked_at: self.event_now,
@@ -904,9 +1225,24 @@ impl<T: Clone> Isolate<T> {
         if let Some(reason) = &concluded.unreachable {
             self.failed(Level::Warn, "rate_limiter_unreachable", reason);
         }
-        let decision = concluded.decision;
         log.limit_ms = Some(limit_ms);
         log.limit_source = Some(concluded.source);
+        self.proceed(exchange, log, concluded.decision, plan, policy, then, now)
+    }
+
+    /// The limit's `decision` for a request: the 429, or `then` with the `RateLimit`
+    /// headers.
+    #[allow(clippy::too_many_arguments)] // a limited request's parts
+    fn proceed(
+        &mut self,
+        exchange: T,
+        log: RequestLog,
+        decision: shared::Decision,
+        plan: shared::RatePlan,
+        policy: &'static str,
+        then: Then,
+        now: UnixTime,
+    ) -> Next<T> {
         if !decision.allowed {
             let error = EdgeError::RateLimited {
                 decision,

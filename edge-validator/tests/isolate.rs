@@ -1333,3 +1333,272 @@ fn a_public_route_plan_counts_per_client_network() {
     assert_eq!(from(&mut edge, "2001:db8::2"), 200);
     assert_eq!(from(&mut edge, "2001:db8::3"), 429);
 }
+
+/// `lease` mode's Durable Object, played by the object's own decision code
+/// (`object_answer`, what `js/rate-limiter.js` calls), with its storage and book in memory.
+#[derive(Default)]
+struct LeaseObject {
+    state: Option<String>,
+    book: Option<String>,
+    calls: usize,
+}
+
+impl LeaseObject {
+    /// The object's answer to the ask `url` at `now`.
+    fn answer(&mut self, url: &str, now: UnixTime) -> Answer {
+        self.calls += 1;
+        let (body, state, book) = edge_validator::isolate::object_answer(
+            url,
+            self.state.as_deref(),
+            self.book.as_deref(),
+            now,
+        )
+        .expect("an ask the object reads");
+        self.state = Some(state);
+        self.book = Some(book);
+        Answer::Limit(Ok(body))
+    }
+}
+
+impl Edge {
+    /// The URL of a limiter wait.
+    fn limiter_url(&self, id: WaitId) -> String {
+        match self.isolate.io(id).expect("a live wait").0 {
+            Io::AskLimiter { url, .. } => url.to_owned(),
+            other => panic!("not a limiter ask: {other:?}"),
+        }
+    }
+
+    /// The background waits started since side effect `from`.
+    fn background_since(&self, from: usize) -> Vec<WaitId> {
+        self.side[from..]
+            .iter()
+            .filter_map(|side| match side {
+                Side::Background { id } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A request with the good token through to its end in `lease` mode, the object
+    /// answering any ask of the request's own at once. Background renewals it started are
+    /// returned, unanswered.
+    fn leased_status(&mut self, object: &mut LeaseObject) -> (u16, Vec<WaitId>) {
+        let from = self.side.len();
+        let next = self.request(&fixtures::good_token());
+        let (mut next, _) = self.drive(next, &fixtures::jwks_value());
+        loop {
+            match next {
+                Next::Reply(reply, _) => return (reply.status, self.background_since(from)),
+                Next::Wait(id) => match self.asked(id) {
+                    Asked::Limiter { .. } => {
+                        let url = self.limiter_url(id);
+                        let answer = object.answer(&url, self.now);
+                        next = self.answer(id, answer);
+                    }
+                    Asked::Forward { .. } => {
+                        let passed = self.answer(id, Answer::Origin(Ok(200)));
+                        assert!(matches!(passed, Next::PassOn(Some(_), _)), "{passed:?}");
+                        return (200, self.background_since(from));
+                    }
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
+
+fn lease_edge(changes: &[(&'static str, &str)]) -> Edge {
+    let mut vars = vec![
+        ("RATE_LIMIT_MODE", "lease"),
+        ("LEASE_MAX_PERMITS", "10"),
+        ("LEASE_TTL_MS", "2000"),
+    ];
+    vars.extend_from_slice(changes);
+    Edge::with(&vars)
+}
+
+#[test]
+fn leases_are_spent_in_the_isolate_and_renewed_once_in_the_background() {
+    let mut edge = lease_edge(&[]);
+    let mut object = LeaseObject::default();
+    // A new isolate asks for one permit, and (one spent in no time) renews for a full lease
+    // at once, in the background.
+    let (status, started) = edge.leased_status(&mut object);
+    assert_eq!((status, started.len()), (200, 1));
+    assert_eq!(object.calls, 1);
+    assert_eq!(edge.events("lease_granted"), 1);
+    let url = edge.limiter_url(started[0]);
+    assert!(url.contains("want=10"), "{url}");
+    let answer = object.answer(&url, edge.now);
+    assert!(matches!(edge.answer(started[0], answer), Next::Idle(_)));
+    assert_eq!(edge.events("lease_renewed"), 1);
+    edge.advance_ms(1);
+    // Ten permits: the fifth spent starts one renewal; the ones after start none.
+    let mut renewals = Vec::new();
+    for _ in 0..9 {
+        let (status, started) = edge.leased_status(&mut object);
+        assert_eq!(status, 200);
+        renewals.extend(started);
+    }
+    assert_eq!(renewals.len(), 1, "single-flight");
+    assert_eq!(object.calls, 2, "no call on the request path");
+    let url = edge.limiter_url(renewals[0]);
+    let answer = object.answer(&url, edge.now);
+    assert!(matches!(edge.answer(renewals[0], answer), Next::Idle(_)));
+    assert_eq!(edge.events("lease_renewed"), 2);
+    // The renewal's permits follow on without a wait.
+    for _ in 0..5 {
+        assert_eq!(edge.leased_status(&mut object).0, 200);
+    }
+    assert_eq!(object.calls, 3);
+    let line = edge.logged().last().unwrap().1.clone();
+    assert_eq!(line["limit_source"], "lease");
+}
+
+#[test]
+fn a_lease_denial_is_the_objects_exact_answer_and_is_kept_until_retry_after() {
+    // The fixture's plan: 1000/60s, burst 100 (one every 60 ms).
+    let mut edge = lease_edge(&[("LEASE_MAX_PERMITS", "100")]);
+    let mut object = LeaseObject::default();
+    let mut admitted = 0;
+    let mut renewals = Vec::new();
+    loop {
+        let (status, started) = edge.leased_status(&mut object);
+        // Renewals are answered at once, as a busy object would.
+        for id in started {
+            let answer = object.answer(&edge.limiter_url(id), edge.now);
+            edge.answer(id, answer);
+        }
+        renewals.push(status);
+        if status == 429 {
+            break;
+        }
+        admitted += 1;
+        assert!(admitted <= 100, "no more than the burst");
+    }
+    assert_eq!(admitted, 100, "the whole burst, no more");
+    let calls = object.calls;
+    // Until the object's Retry-After (60 ms) the isolate refuses without asking.
+    edge.advance_ms(59);
+    let reply = reply_of(edge.request(&fixtures::good_token()));
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.retry_after.as_deref(), Some("1"));
+    assert_eq!(object.calls, calls);
+    edge.advance_ms(1);
+    assert_eq!(edge.leased_status(&mut object).0, 200);
+    assert_eq!(object.calls, calls + 1);
+    assert_eq!(edge.events("lease_denied"), 1);
+}
+
+#[test]
+fn a_request_with_no_permit_waits_for_the_ask_already_out() {
+    let mut edge = lease_edge(&[]);
+    let mut object = LeaseObject::default();
+    let first = edge.request(&fixtures::good_token());
+    let (first, _) = edge.drive(first, &fixtures::jwks_value());
+    let first = wait_of(&first);
+    assert!(matches!(edge.asked(first), Asked::Limiter { .. }));
+    // A second request finds the ask out: it polls instead of asking.
+    let second = wait_of(&edge.request(&fixtures::good_token()));
+    assert_eq!(edge.asked(second), Asked::Sleep);
+    edge.advance_ms(5);
+    let second = wait_of(&edge.answer(second, Answer::Timer));
+    assert_eq!(edge.asked(second), Asked::Sleep, "still out");
+    // The first's answer (one permit) serves the first, which renews at once; the second
+    // waits on for that renewal and spends from it.
+    let from = edge.side.len();
+    let answer = object.answer(&edge.limiter_url(first), edge.now);
+    let next = edge.answer(first, answer);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    let renewal = edge.background_since(from)[0];
+    let second = wait_of(&edge.answer(second, Answer::Timer));
+    assert_eq!(edge.asked(second), Asked::Sleep, "the renewal is out");
+    let answer = object.answer(&edge.limiter_url(renewal), edge.now);
+    edge.answer(renewal, answer);
+    let next = edge.answer(second, Answer::Timer);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    assert_eq!(object.calls, 2);
+    assert_eq!(edge.events("lease_granted"), 1);
+    assert_eq!(edge.events("lease_renewed"), 1);
+}
+
+#[test]
+fn a_slowed_client_gives_back_what_its_lease_will_not_need() {
+    let mut edge = lease_edge(&[]);
+    let mut object = LeaseObject::default();
+    let (_, started) = edge.leased_status(&mut object);
+    let answer = object.answer(&edge.limiter_url(started[0]), edge.now);
+    edge.answer(started[0], answer); // a lease of 10
+    edge.advance_ms(1);
+    edge.leased_status(&mut object); // one spent
+                                     // Past half its life with one more spent: keep 2 x 2 + 1 = 5, give back 5.
+    edge.advance_ms(1_000);
+    let (status, started) = edge.leased_status(&mut object);
+    assert_eq!(status, 200);
+    let url = edge.limiter_url(started[0]);
+    assert!(url.contains("&unused=5"), "{url}");
+    let before = object.state.clone().unwrap();
+    let answer = object.answer(&url, edge.now);
+    edge.answer(started[0], answer);
+    let returned: Vec<Value> = edge
+        .logged()
+        .into_iter()
+        .map(|(_, line)| line)
+        .filter(|line| line["event"] == "lease_returned")
+        .collect();
+    assert_eq!(returned.len(), 1);
+    assert_eq!(returned[0]["permits"], 5);
+    assert_ne!(
+        object.state.unwrap(),
+        before,
+        "credited (the book's tests: once only)"
+    );
+}
+
+#[test]
+fn an_unreachable_object_leaves_a_lease_ask_to_the_isolate_count() {
+    let mut edge = lease_edge(&[]);
+    let next = edge.request(&fixtures::good_token());
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    let next = edge.answer(wait_of(&next), Answer::Limit(Err("status 500".to_owned())));
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    assert_eq!(edge.events("rate_limiter_unreachable"), 1);
+    assert_eq!(edge.events("lease_ask_failed"), 1);
+    edge.answer(wait_of(&next), Answer::Origin(Ok(200)));
+    let lines = edge.logged();
+    assert_eq!(lines.last().unwrap().1["limit_source"], "fallback");
+    // The next request asks again: no ask is out.
+    let next = edge.request(&fixtures::good_token());
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Limiter { .. }));
+}
+
+#[test]
+fn a_lease_ends_at_its_life_on_the_isolate_clock_and_the_scope_names_the_object() {
+    let mut edge = lease_edge(&[("RATE_LIMIT_SCOPE", "global")]);
+    let mut object = LeaseObject::default();
+    let (_, started) = edge.leased_status(&mut object);
+    let answer = object.answer(&edge.limiter_url(started[0]), edge.now);
+    edge.answer(started[0], answer);
+    edge.advance_ms(1);
+    assert_eq!(edge.leased_status(&mut object).0, 200);
+    assert_eq!(object.calls, 2);
+    // The lease was asked for at this time: at its life's end it is not spent.
+    edge.advance_ms(2_000);
+    let next = edge.request(&fixtures::good_token());
+    let id = wait_of(&next);
+    assert_eq!(
+        edge.asked(id),
+        Asked::Limiter {
+            name: "client:client-7".to_owned()
+        },
+        "one object worldwide"
+    );
+    assert!(Config::from_vars(&|name: &str| {
+        let mut vars = settings();
+        vars.insert("RATE_LIMIT_SCOPE", "planet".to_owned());
+        vars.get(name).cloned()
+    })
+    .is_err());
+}

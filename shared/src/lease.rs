@@ -268,7 +268,8 @@ impl LeaseBook {
         wanted: u32,
     ) -> (Grant, GcraState) {
         let (mut granted, state) = grant(plan, policy, state, now, wanted);
-        self.out.retain(|lease| lease.expires_at_ms > now.as_millis());
+        self.out
+            .retain(|lease| lease.expires_at_ms > now.as_millis());
         if granted.permits == 0 {
             return (granted, state);
         }
@@ -437,6 +438,17 @@ impl Lease {
         self.permits
     }
 
+    /// Gives back what its rate of spending will not use: it keeps as many permits again as
+    /// it has spent, plus one, and returns how many it gave up (never to be spent here: what
+    /// the limiter's [`refund`] may credit). Meant for [`Lease::should_renew`]'s half-life
+    /// point, when less than half is spent: the client slowed down.
+    pub fn give_back(&mut self) -> u32 {
+        let keep = self.spent.saturating_mul(2).saturating_add(1);
+        let back = self.permits.saturating_sub(keep);
+        self.permits -= back;
+        back
+    }
+
     /// Whether every permit is spent.
     #[must_use]
     pub fn is_spent(&self) -> bool {
@@ -528,6 +540,12 @@ mod tests {
         assert_eq!(lease.wanted_next(at(20), &POLICY), 4);
         assert_eq!(lease.wanted_next(at(499), &POLICY), 2);
         assert_eq!(lease.wanted_next(at(999), &POLICY), 1);
+        let mut slow = Lease::new(&granted, at(0), &POLICY);
+        assert!(slow.take(at(10)));
+        assert!(slow.should_renew(at(500)));
+        assert_eq!(slow.give_back(), 1, "keeps what it spent again, plus one");
+        assert_eq!((slow.permits(), slow.unused()), (3, 2));
+        assert_eq!(slow.give_back(), 0);
     }
 
     #[test]
@@ -553,7 +571,9 @@ mod tests {
         let (denied, _) = book.grant(&plan(), &POLICY, state, at(0), 4);
         assert_eq!(denied.permits, 0);
         assert_eq!(Grant::from_json(&denied.to_json()), Ok(denied));
-        let forged = granted.to_json().replace("\"allowed\":true", "\"allowed\":false");
+        let forged = granted
+            .to_json()
+            .replace("\"allowed\":true", "\"allowed\":false");
         assert!(Grant::from_json(&forged).is_err(), "permits with a denial");
         assert!(Grant::from_json("{\"allowed\":true}").is_err());
         assert!(Grant::from_json("[]").is_err());
@@ -570,7 +590,11 @@ mod tests {
         let mut book = LeaseBook::from_text(&book.to_text());
         assert_eq!(book.len(), 2);
         let (credited, refunded) = book.refund(state, at(1), first.lease, 50);
-        assert_eq!(refunded, Refunded::Credited(2), "no more than the lease held");
+        assert_eq!(
+            refunded,
+            Refunded::Credited(2),
+            "no more than the lease held"
+        );
         assert_eq!(credited, refund(&plan(), state, at(1), 2, first.expires_at));
         let (again, refunded) = book.refund(credited, at(1), first.lease, 2);
         assert_eq!((again, refunded), (credited, Refunded::Unknown), "once");

@@ -41,9 +41,19 @@ pub const KEYSET_COPY_SECRET: &str = "KEYSET_COPY_SECRET";
 pub const DEFAULT_RATE_PLAN: &str = "DEFAULT_RATE_PLAN";
 /// Var: failed authentications allowed per client IP, e.g. `20/60s;burst=20`.
 pub const FAILED_AUTH_PLAN: &str = "FAILED_AUTH_PLAN";
-/// Var: where rate-limit state lives: `durable` (default: a Durable Object per client, exact
-/// across the colo), `isolate` (isolate memory only) or `off`.
+/// Var: where rate-limit state lives: `durable` (default: a Durable Object per client, asked
+/// on every request), `lease` (the same objects, asked for leases of permits that isolates
+/// spend locally), `isolate` (isolate memory only) or `off`.
 pub const RATE_LIMIT_MODE: &str = "RATE_LIMIT_MODE";
+/// Var: which Durable Object counts a client: `location` (default: one per Cloudflare location
+/// and client, so a client's plan holds per location) or `global` (one per client worldwide:
+/// the plan holds overall; with `lease`, a lease amortises the distance to it).
+pub const RATE_LIMIT_SCOPE: &str = "RATE_LIMIT_SCOPE";
+/// Var: a lease's life in ms (`lease` mode): the bound on over-admission grows with it.
+pub const LEASE_TTL_MS: &str = "LEASE_TTL_MS";
+/// Var: the most permits in one lease (`lease` mode): with the isolates holding a client's
+/// leases, what can be outstanding at once.
+pub const LEASE_MAX_PERMITS: &str = "LEASE_MAX_PERMITS";
 /// Var: timeout of each JWKS or feed fetch, in ms.
 pub const FETCH_TIMEOUT_MS: &str = "FETCH_TIMEOUT_MS";
 /// Var: least time between refetches caused by unknown `kid`s, in ms.
@@ -68,16 +78,31 @@ const DEFAULT_PLAN: &str = "600/60s;burst=100";
 const DEFAULT_FAILED_AUTH: &str = "20/60s;burst=20";
 const DEFAULT_FETCH_TIMEOUT_MS: u64 = 2_000;
 const DEFAULT_REVOCATION_INTERVAL_MS: u64 = 5_000;
+const DEFAULT_LEASE_TTL_MS: u64 = 2_000;
+const DEFAULT_LEASE_MAX_PERMITS: u64 = 100;
+/// A lease lives at most this long: the bound on over-admission grows with it.
+const MAX_LEASE_TTL_MS: u64 = 60_000;
 
 /// Where rate-limit state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimitMode {
     /// A Durable Object per client (binding `RATE_LIMITER`), with an in-isolate pre-check.
     Durable,
+    /// The same objects, asked for leases of permits (`shared::lease`).
+    Lease,
     /// Isolate memory only: cheap, per isolate, approximate.
     Isolate,
     /// No rate limiting (benchmarks of the validation path alone).
     Off,
+}
+
+/// Which Durable Object counts a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitScope {
+    /// One per Cloudflare location and client.
+    Location,
+    /// One per client worldwide.
+    Global,
 }
 
 /// Everything a request needs, read from the environment.
@@ -101,6 +126,8 @@ pub struct Config {
     pub(crate) default_plan: RatePlan,
     pub(crate) failed_auth_plan: RatePlan,
     pub(crate) rate_limit_mode: RateLimitMode,
+    pub(crate) rate_limit_scope: RateLimitScope,
+    pub(crate) lease_policy: shared::lease::LeasePolicy,
     pub(crate) fetch_timeout_ms: u64,
     pub(crate) refresh_policy: RefreshPolicy,
     pub(crate) revocation_interval_ms: u64,
@@ -223,14 +250,23 @@ impl Config {
             failed_auth_plan: plan(env, FAILED_AUTH_PLAN, DEFAULT_FAILED_AUTH)?,
             rate_limit_mode: match optional(env, RATE_LIMIT_MODE).as_deref().map(str::trim) {
                 None | Some("durable") => RateLimitMode::Durable,
+                Some("lease") => RateLimitMode::Lease,
                 Some("isolate") => RateLimitMode::Isolate,
                 Some("off") => RateLimitMode::Off,
+                Some(other) => return Err(ConfigError(format!(
+                    "var {RATE_LIMIT_MODE} must be durable, lease, isolate or off, not \"{other}\""
+                ))),
+            },
+            rate_limit_scope: match optional(env, RATE_LIMIT_SCOPE).as_deref().map(str::trim) {
+                None | Some("location") => RateLimitScope::Location,
+                Some("global") => RateLimitScope::Global,
                 Some(other) => {
                     return Err(ConfigError(format!(
-                        "var {RATE_LIMIT_MODE} must be durable, isolate or off, not \"{other}\""
+                        "var {RATE_LIMIT_SCOPE} must be location or global, not \"{other}\""
                     )))
                 }
             },
+            lease_policy: lease_policy(env)?,
             fetch_timeout_ms: number(env, FETCH_TIMEOUT_MS, DEFAULT_FETCH_TIMEOUT_MS)?.max(1),
             refresh_policy,
             revocation_interval_ms: number(
@@ -243,6 +279,30 @@ impl Config {
             test_trap_path: optional(env, TEST_TRAP_PATH),
         })
     }
+}
+
+/// [`LEASE_TTL_MS`] and [`LEASE_MAX_PERMITS`], each at least 1, the life at most a minute.
+fn lease_policy(env: &impl Vars) -> Result<shared::lease::LeasePolicy, ConfigError> {
+    let ttl_ms = number(env, LEASE_TTL_MS, DEFAULT_LEASE_TTL_MS)?;
+    if !(1..=MAX_LEASE_TTL_MS).contains(&ttl_ms) {
+        return Err(ConfigError(format!(
+            "var {LEASE_TTL_MS} must be 1 to {MAX_LEASE_TTL_MS}, not {ttl_ms}"
+        )));
+    }
+    let max_permits = number(env, LEASE_MAX_PERMITS, DEFAULT_LEASE_MAX_PERMITS)?;
+    let max_permits = u32::try_from(max_permits)
+        .ok()
+        .filter(|max| *max >= 1)
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "var {LEASE_MAX_PERMITS} must be 1 to {}, not {max_permits}",
+                u32::MAX
+            ))
+        })?;
+    Ok(shared::lease::LeasePolicy {
+        ttl_ms,
+        max_permits,
+    })
 }
 
 /// The table [`ROUTES`] holds, checked again as the build checked it; without one, a table
@@ -279,6 +339,15 @@ impl Config {
             Some(at) => self.routes.routes().get(at).map(|route| &route.policy),
             None => self.routes.unmatched(),
         }
+    }
+
+    /// Whether requests are counted in an object per Cloudflare location: the driver then
+    /// reads the request's location (`request.cf.colo`).
+    pub fn objects_per_location(&self) -> bool {
+        matches!(
+            self.rate_limit_mode,
+            RateLimitMode::Durable | RateLimitMode::Lease
+        ) && self.rate_limit_scope == RateLimitScope::Location
     }
 
     /// The id of the route at `position` (`None` for unmatched requests).

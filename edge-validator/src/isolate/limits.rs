@@ -41,7 +41,8 @@ pub(crate) enum Subject<'a> {
 }
 
 impl Subject<'_> {
-    fn key(&self) -> String {
+    /// The key its counts are kept under, here and in its Durable Object's name.
+    pub(crate) fn key(&self) -> String {
         match self {
             Self::Client(id) => format!("client:{id}"),
             Self::FailedAuth(ip) => format!("ip:{ip}"),
@@ -85,6 +86,8 @@ pub(crate) enum Source {
     Isolate,
     /// The Durable Object.
     Object,
+    /// A lease held in the isolate (`lease` mode).
+    Lease,
     /// The object failed; the isolate's own count decided.
     Fallback,
 }
@@ -94,6 +97,7 @@ impl Source {
         match self {
             Self::Isolate => "isolate",
             Self::Object => "object",
+            Self::Lease => "lease",
             Self::Fallback => "fallback",
         }
     }
@@ -125,7 +129,18 @@ impl Limiter {
         cost: u32,
         now: UnixTime,
     ) -> Result<Check, Decision> {
-        let key = subject.key();
+        self.begin_key(subject.key(), subject.policy(), plan, cost, now)
+    }
+
+    /// [`Limiter::begin`] for the key `key`, under the policy name `policy`.
+    pub(crate) fn begin_key(
+        &mut self,
+        key: String,
+        policy: &'static str,
+        plan: &RatePlan,
+        cost: u32,
+        now: UnixTime,
+    ) -> Result<Check, Decision> {
         let local = self.local.get(&key).unwrap_or_default();
         if let Some(denied) = local.denial(plan, now) {
             return Err(denied);
@@ -136,12 +151,30 @@ impl Limiter {
         }
         Ok(Check {
             key,
-            policy: subject.policy(),
+            policy,
             plan: *plan,
             cost,
             own,
             own_state,
         })
+    }
+
+    /// The isolate's own decision for `key` when its object gave no usable answer (`lease`
+    /// mode: the fallback `conclude` makes in `durable` mode), counted in its table.
+    pub(crate) fn fallback(
+        &mut self,
+        key: &str,
+        plan: &RatePlan,
+        policy: &'static str,
+        now: UnixTime,
+    ) -> Decision {
+        match self.begin_key(key.to_owned(), policy, plan, 1, now) {
+            Ok(check) => {
+                let unreachable = Some(Err(String::new()));
+                self.conclude(check, unreachable, now).decision
+            }
+            Err(denied) => denied,
+        }
     }
 
     /// Step two of `check`: the object's `answer` (a JSON [`Decision`], or why there was
@@ -214,9 +247,9 @@ pub(crate) struct Check {
 }
 
 impl Check {
-    /// The Durable Object that decides for this key at `location` (`colo/key`).
-    pub(crate) fn object_name(&self, location: &str) -> String {
-        format!("{location}/{}", self.key)
+    /// The key it counts.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
     }
 
     /// The query the object is asked.
@@ -269,13 +302,22 @@ fn parse_check(url: &str) -> Option<(RatePlan, u32)> {
 /// `stored` the key's state as kept in storage (a decimal TAT in nanoseconds: past 2^53, so
 /// not a JS number; none, or unreadable, is a fresh budget). The decision as JSON and the
 /// state to keep, or `None` for a malformed query (answered 400).
-pub fn object_decision(url: &str, stored: Option<&str>, now: UnixTime) -> Option<(String, String)> {
+pub(crate) fn object_decision(
+    url: &str,
+    stored: Option<&str>,
+    now: UnixTime,
+) -> Option<(String, String)> {
     let (plan, cost) = parse_check(url)?;
-    let current = stored
-        .and_then(|text| text.parse().ok())
-        .map(|tat_nanos| GcraState { tat_nanos })
-        .unwrap_or_default();
-    let (decision, next) = check_weighted(&plan, current, now, cost);
+    let (decision, next) = check_weighted(&plan, stored_state(stored), now, cost);
     let decision = serde_json::to_string(&decision).ok()?;
     Some((decision, next.tat_nanos.to_string()))
+}
+
+/// The GCRA state as the object keeps it in storage: a decimal TAT in nanoseconds (none, or
+/// unreadable, is a fresh budget).
+pub(crate) fn stored_state(stored: Option<&str>) -> GcraState {
+    stored
+        .and_then(|text| text.parse().ok())
+        .map(|tat_nanos| GcraState { tat_nanos })
+        .unwrap_or_default()
 }

@@ -35,14 +35,14 @@ impl<V: Copy + Default> LocalTable<V> {
 
     /// Updates the value under `key` (a default one if absent), making it the most recently
     /// used; evicts the least recently used eighth first if a new key finds the table full.
-    pub(crate) fn update(&mut self, key: String, change: impl FnOnce(&mut V)) {
+    pub(crate) fn update<R>(&mut self, key: String, change: impl FnOnce(&mut V) -> R) -> R {
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
             self.evict_least_recent();
         }
         self.tick += 1;
         let entry = self.entries.entry(key).or_default();
         entry.0 = self.tick;
-        change(&mut entry.1);
+        change(&mut entry.1)
     }
 
     /// Drops the entries last used in the oldest eighth of the span of use times (at least

@@ -182,3 +182,81 @@ pub fn event_line(event: &'static str, reason: &str) -> String {
     }
     .line()
 }
+
+/// What became of a lease, for its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseEvent {
+    /// A request with no permit left asked, and got a lease.
+    Granted,
+    /// A background renewal got the next lease.
+    Renewed,
+    /// Permits given up here went back to the object with an ask that was answered.
+    Returned,
+    /// The object denied the ask: no permits until `retry_after_ms`.
+    Denied,
+    /// The ask got no usable answer.
+    AskFailed,
+}
+
+impl LeaseEvent {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Granted => "lease_granted",
+            Self::Renewed => "lease_renewed",
+            Self::Returned => "lease_returned",
+            Self::Denied => "lease_denied",
+            Self::AskFailed => "lease_ask_failed",
+        }
+    }
+}
+
+/// One lease's line: the key it counts (a client, a route's client or network), its number
+/// in the object's book and its permits, as the event has them.
+#[derive(Debug, Serialize)]
+pub(crate) struct LeaseLine<'a> {
+    #[serde(serialize_with = "lease_event")]
+    pub(crate) event: LeaseEvent,
+    pub(crate) key: &'a str,
+    /// A string: past 2^53, so not a JSON number a log reader keeps exactly.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "lease_number"
+    )]
+    pub(crate) lease: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) permits: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) retry_after_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<&'a str>,
+}
+
+fn lease_event<S: serde::Serializer>(event: &LeaseEvent, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(event.name())
+}
+
+fn lease_number<S: serde::Serializer>(lease: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match lease {
+        Some(lease) => s.collect_str(lease),
+        None => s.serialize_none(),
+    }
+}
+
+impl<'a> LeaseLine<'a> {
+    pub(crate) fn new(event: LeaseEvent, key: &'a str) -> Self {
+        Self {
+            event,
+            key,
+            lease: None,
+            permits: None,
+            retry_after_ms: None,
+            reason: None,
+        }
+    }
+
+    /// The line.
+    pub(crate) fn line(&self) -> String {
+        // Strings and integers into a String: cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

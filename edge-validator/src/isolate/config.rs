@@ -253,9 +253,11 @@ impl Config {
                 Some("lease") => RateLimitMode::Lease,
                 Some("isolate") => RateLimitMode::Isolate,
                 Some("off") => RateLimitMode::Off,
-                Some(other) => return Err(ConfigError(format!(
+                Some(other) => {
+                    return Err(ConfigError(format!(
                     "var {RATE_LIMIT_MODE} must be durable, lease, isolate or off, not \"{other}\""
-                ))),
+                )))
+                }
             },
             rate_limit_scope: match optional(env, RATE_LIMIT_SCOPE).as_deref().map(str::trim) {
                 None | Some("location") => RateLimitScope::Location,

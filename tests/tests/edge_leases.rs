@@ -1,0 +1,205 @@
+//! `RATE_LIMIT_MODE=lease` across isolates: three edge Workers in one workerd process, each
+//! its own isolate, spend leases of one client's budget from one real rate-limit Durable
+//! Object (the first Worker's class; the others bind it by service name), in front of a real
+//! issuer and origin. Concurrent clients hammer all three; the test holds the admitted
+//! requests to the bound of `shared::lease` and counts the object's calls.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use edgeward_tests::*;
+
+const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
+const KEY_ID: &str = "e2e-1";
+/// The route's plan: 20 a second, burst 20 (one every 50 ms).
+const PLAN: &str = "20/1s;burst=20";
+const BURST: f64 = 20.0;
+const INTERVAL_MS: f64 = 50.0;
+const LEASE_TTL_MS: u64 = 1_000;
+const LEASE_MAX_PERMITS: u64 = 10;
+const ISOLATES: usize = 3;
+
+/// A workerd config: `ISOLATES` edge Workers of the built bundle (copied into `dir`), each on
+/// its own port with `vars`, the first defining the rate-limit class the others bind.
+fn config(ports: &[u16], vars: &[(&str, String)]) -> String {
+    let text = |value: &str| serde_json::Value::String(value.to_owned()).to_string();
+    let mut services = String::new();
+    let mut sockets = String::new();
+    let mut workers = String::new();
+    for (n, port) in ports.iter().enumerate() {
+        let _ = write!(services, "(name = \"edge-{n}\", worker = .edge{n}),");
+        let _ = write!(
+            sockets,
+            "(name = \"s{n}\", address = \"127.0.0.1:{port}\", http = (), service = \"edge-{n}\"),"
+        );
+        let mut bindings = String::from(
+            "(name = \"RATE_LIMITER\", durableObjectNamespace = (className = \"RateLimiter\", \
+             serviceName = \"edge-0\")),",
+        );
+        for (name, value) in vars {
+            let _ = write!(bindings, "(name = \"{name}\", text = {}),", text(value));
+        }
+        let objects = if n == 0 {
+            "durableObjectNamespaces = [(className = \"RateLimiter\", \
+             uniqueKey = \"edgeward-lease-test\", enableSql = true)],\n  \
+             durableObjectStorage = (inMemory = void),"
+        } else {
+            ""
+        };
+        let _ = write!(
+            workers,
+            "const edge{n} :Workerd.Worker = (\n  modules = [(name = \"worker.mjs\", esModule = \
+             embed \"worker.mjs\"), (name = \"index_bg.wasm\", wasm = embed \"index_bg.wasm\")],\n  \
+             compatibilityDate = \"2026-04-26\",\n  bindings = [{bindings}],\n  {objects}\n);\n"
+        );
+    }
+    format!(
+        "using Workerd = import \"/workerd/workerd.capnp\";\n\
+         const config :Workerd.Config = (\n  services = [{services}\
+         (name = \"internet\", network = (allow = [\"public\", \"private\", \"local\"]))],\n  \
+         sockets = [{sockets}],\n);\n{workers}"
+    )
+}
+
+/// workerd on `config` in `dir`, with the built bundle beside it.
+fn workerd(dir: &Path, config: &str) -> Running {
+    for file in ["worker.mjs", "index_bg.wasm"] {
+        let built = root().join("edge-validator/build").join(file);
+        assert!(built.exists(), "build the Worker first (tests/run does)");
+        std::fs::copy(built, dir.join(file)).unwrap();
+    }
+    std::fs::write(dir.join("edges.capnp"), config).unwrap();
+    let mut command = Command::new(root().join("node_modules/.bin/workerd"));
+    command
+        .current_dir(dir)
+        .args(["serve", "edges.capnp", "--experimental"]);
+    Running::spawn(command, dir.join("workerd.log"))
+}
+
+/// One request's outcome, timed from the test's start.
+struct Outcome {
+    sent_ms: f64,
+    answered_ms: f64,
+    status: u16,
+    rate_limit: Option<String>,
+    retry_after: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_from_one_object_hold_a_client_to_the_bound_across_isolates() {
+    let dir = temp_dir("edge_leases");
+    let (issuer, issuer_port) = issuer(&dir).await;
+    let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let client = Client::create(&dir, "lease-client", &[]);
+    let token = client.token(issuer_port).await;
+
+    let routes = serde_json::json!({
+        "route": [{ "id": "orders", "path": "/orders/**", "rate_plan": PLAN }],
+    });
+    let vars = vec![
+        ("ISSUER", ISSUER_URL.to_owned()),
+        ("AUDIENCE", "edgeward-api".to_owned()),
+        (
+            "JWKS_URLS",
+            format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
+        ),
+        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
+        ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
+        ("ASSERTION_SECRET", SECRET.to_owned()),
+        ("ROUTES", routes.to_string()),
+        ("RATE_LIMIT_MODE", "lease".to_owned()),
+        ("RATE_LIMIT_SCOPE", "global".to_owned()),
+        ("LEASE_TTL_MS", LEASE_TTL_MS.to_string()),
+        ("LEASE_MAX_PERMITS", LEASE_MAX_PERMITS.to_string()),
+        (
+            "BENCH_LIMITER_CALLS_PATH",
+            "/.bench/limiter-calls".to_owned(),
+        ),
+    ];
+    let ports: Vec<u16> = (0..ISOLATES).map(|_| free_port()).collect();
+    let edges = workerd(&dir, &config(&ports, &vars));
+    for port in &ports {
+        let health = format!("http://127.0.0.1:{port}/.edge/health");
+        wait_ready(&health, Duration::from_secs(30), &edges).await;
+    }
+
+    // Six clients per isolate for three seconds, all with the one token.
+    let start = Instant::now();
+    let run = Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for task in 0..ISOLATES * 6 {
+        let url = format!("http://127.0.0.1:{}/orders/{task}", ports[task % ISOLATES]);
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let http = http();
+            while start.elapsed() < run {
+                let sent_ms = start.elapsed().as_secs_f64() * 1000.0;
+                let reply = Reply::of(http.get(&url).bearer_auth(&token)).await;
+                outcomes.push(Outcome {
+                    sent_ms,
+                    answered_ms: start.elapsed().as_secs_f64() * 1000.0,
+                    status: reply.status,
+                    rate_limit: reply.header("ratelimit").map(str::to_owned),
+                    retry_after: reply.header("retry-after").map(str::to_owned),
+                });
+            }
+            outcomes
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.extend(task.await.unwrap());
+    }
+
+    let admitted: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == 200).collect();
+    let refused = outcomes.iter().filter(|o| o.status == 429).count();
+    assert_eq!(
+        admitted.len() + refused,
+        outcomes.len(),
+        "only 200s and 429s"
+    );
+    // Every admission fell between the first send and the last answer: a window of `w`
+    // with no lease before it (a new object), so the bound's `O` is 0.
+    let first = outcomes.iter().map(|o| o.sent_ms).fold(f64::MAX, f64::min);
+    let last = outcomes.iter().map(|o| o.answered_ms).fold(0.0, f64::max);
+    let window = last - first;
+    let plan_alone = BURST + window / INTERVAL_MS;
+    let bound = BURST + (window + LEASE_TTL_MS as f64) / INTERVAL_MS;
+    let calls: usize = {
+        let url = format!("http://127.0.0.1:{}/.bench/limiter-calls", ports[0]);
+        get(&url).await.body.trim().parse().unwrap()
+    };
+    println!(
+        "{{\"requests\":{},\"admitted\":{},\"window_ms\":{window:.0},\"plan_alone\":{plan_alone:.1},\
+         \"bound\":{bound:.1},\"object_calls\":{calls},\"calls_per_1000\":{:.1}}}",
+        outcomes.len(),
+        admitted.len(),
+        calls as f64 * 1000.0 / outcomes.len() as f64,
+    );
+    assert!(
+        (admitted.len() as f64) <= bound,
+        "{} admitted, over the bound {bound:.1} (the plan alone: {plan_alone:.1})",
+        admitted.len()
+    );
+    assert!(
+        admitted.len() as f64 >= BURST,
+        "at least the burst: {}",
+        admitted.len()
+    );
+    // Every answer carries its limit: the headers on a 200, Retry-After on a 429.
+    for outcome in &outcomes {
+        match outcome.status {
+            200 => assert!(outcome.rate_limit.is_some()),
+            _ => assert!(outcome.retry_after.is_some()),
+        }
+    }
+    // Each isolate logged its leases.
+    let log = edges.log();
+    assert!(log.contains("\"event\":\"lease_granted\""), "{log}");
+    assert!(log.contains("\"event\":\"lease_renewed\""), "{log}");
+    drop(issuer);
+}

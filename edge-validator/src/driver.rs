@@ -21,7 +21,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use crate::isolate::{
     event_line, Answer, Body, CachedCopy, Config, ConfigError, EdgeError, Expect, FetchError,
-    Fetched, ForwardError, Head, Io, Isolate, Level, Next, RateLimitMode, Reply, Side, WaitId,
+    Fetched, ForwardError, Head, Io, Isolate, Level, Next, Reply, Side, WaitId,
 };
 use runtime::Env;
 use webcrypto::WebCrypto;

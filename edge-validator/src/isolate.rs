@@ -51,7 +51,7 @@ pub use waits::{WaitId, EPOCH_BITS};
 use keys::{freshness_name, KeyEvent, KeySet, Keys, Refresh, RefreshStep};
 use leases::{Answered, Ask, Leases, Take};
 use limits::{Check, Limiter, Source, Subject};
-use log::{Event, LeaseEvent, LeaseLine, RequestLog, Sampler};
+use log::{Event, LeaseEvent, RequestLog, Sampler};
 use revocations::{Pull, PullStep, Revocations, Sync};
 use url::RequestUrl;
 use waits::Waits;
@@ -995,44 +995,45 @@ impl<T: Clone> Isolate<T> {
     ) -> Answered {
         let answered = self.leases.answered(&asking.ask, answer, now);
         let ask = &asking.ask;
-        let key = ask.key();
-        let line = match &answered {
-            Answered::Granted(grant) if grant.permits == 0 => LeaseLine {
-                retry_after_ms: Some(grant.decision.retry_after_ms),
-                ..LeaseLine::new(LeaseEvent::Denied, key)
-            },
+        let key = Some(ask.key());
+        let (level, event) = match &answered {
+            Answered::Granted(grant) if grant.permits == 0 => (
+                Level::Log,
+                Event {
+                    retry_after_ms: Some(grant.decision.retry_after_ms),
+                    ..Event::of(LeaseEvent::Denied.name())
+                },
+            ),
             Answered::Granted(grant) => {
                 let event = if ask.renewal {
                     LeaseEvent::Renewed
                 } else {
                     LeaseEvent::Granted
                 };
-                LeaseLine {
-                    lease: Some(grant.lease),
+                let event = Event {
+                    lease: Some(grant.lease.to_string()),
                     permits: Some(grant.permits),
-                    ..LeaseLine::new(event, key)
-                }
+                    ..Event::of(event.name())
+                };
+                (Level::Log, event)
             }
-            Answered::Failed(reason) => LeaseLine {
-                reason: Some(reason),
-                ..LeaseLine::new(LeaseEvent::AskFailed, key)
-            },
+            Answered::Failed(reason) => (
+                Level::Warn,
+                Event {
+                    reason: Some(reason),
+                    ..Event::of(LeaseEvent::AskFailed.name())
+                },
+            ),
         };
-        let level = match answered {
-            Answered::Failed(_) => Level::Warn,
-            Answered::Granted(_) => Level::Log,
-        };
-        let mut lines = vec![(level, line.line())];
+        self.event(level, &Event { key, ..event });
         if let (Some((lease, permits)), Answered::Granted(_)) = (ask.returning(), &answered) {
-            let returned = LeaseLine {
-                lease: Some(lease),
+            let returned = Event {
+                key,
+                lease: Some(lease.to_string()),
                 permits: Some(permits),
-                ..LeaseLine::new(LeaseEvent::Returned, key)
+                ..Event::of(LeaseEvent::Returned.name())
             };
-            lines.push((Level::Log, returned.line()));
-        }
-        for (level, line) in lines {
-            self.side.push(Side::Log { level, line });
+            self.event(Level::Log, &returned);
         }
         answered
     }

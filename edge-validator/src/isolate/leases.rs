@@ -171,6 +171,9 @@ impl Leases {
             }
             let lease = Lease::new(&grant, ask.asked_at, &policy);
             let spendable = |lease: &Lease| lease.is_live(now) && !lease.is_spent();
+            if !held.current.as_ref().is_some_and(spendable) {
+                held.current = held.next.take();
+            }
             if held.current.as_ref().is_some_and(spendable) {
                 // An older next (two asks out, after a timeout) is given up.
                 if let Some(old) = held.next.replace(lease) {
@@ -180,7 +183,6 @@ impl Leases {
                 }
             } else {
                 held.current = Some(lease);
-                held.next = None;
             }
             Answered::Granted(grant)
         })

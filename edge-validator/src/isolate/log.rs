@@ -163,9 +163,28 @@ pub(crate) struct Event<'a> {
     pub(crate) urls: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) state: Option<&'static str>,
+    /// A rate-limit key (a lease's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<&'a str>,
+    /// A lease's number in its object's book, as a string: past 2^53, so not a JSON number
+    /// a log reader keeps exactly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) lease: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) permits: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) retry_after_ms: Option<u64>,
 }
 
 impl<'a> Event<'a> {
+    /// An `event` with no other member (set them with struct update syntax).
+    pub(crate) fn of(event: &'static str) -> Self {
+        Self {
+            event,
+            ..Self::default()
+        }
+    }
+
     /// The line.
     pub(crate) fn line(&self) -> String {
         // Strings and integers into a String: cannot fail.
@@ -199,7 +218,8 @@ pub(crate) enum LeaseEvent {
 }
 
 impl LeaseEvent {
-    const fn name(self) -> &'static str {
+    /// Its `event` in the log.
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Granted => "lease_granted",
             Self::Renewed => "lease_renewed",
@@ -207,56 +227,5 @@ impl LeaseEvent {
             Self::Denied => "lease_denied",
             Self::AskFailed => "lease_ask_failed",
         }
-    }
-}
-
-/// One lease's line: the key it counts (a client, a route's client or network), its number
-/// in the object's book and its permits, as the event has them.
-#[derive(Debug, Serialize)]
-pub(crate) struct LeaseLine<'a> {
-    #[serde(serialize_with = "lease_event")]
-    pub(crate) event: LeaseEvent,
-    pub(crate) key: &'a str,
-    /// A string: past 2^53, so not a JSON number a log reader keeps exactly.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "lease_number"
-    )]
-    pub(crate) lease: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) permits: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) retry_after_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) reason: Option<&'a str>,
-}
-
-fn lease_event<S: serde::Serializer>(event: &LeaseEvent, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(event.name())
-}
-
-fn lease_number<S: serde::Serializer>(lease: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
-    match lease {
-        Some(lease) => s.collect_str(lease),
-        None => s.serialize_none(),
-    }
-}
-
-impl<'a> LeaseLine<'a> {
-    pub(crate) fn new(event: LeaseEvent, key: &'a str) -> Self {
-        Self {
-            event,
-            key,
-            lease: None,
-            permits: None,
-            retry_after_ms: None,
-            reason: None,
-        }
-    }
-
-    /// The line.
-    pub(crate) fn line(&self) -> String {
-        // Strings and integers into a String: cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
     }
 }

@@ -61,6 +61,8 @@ pub const HEALTH_PATH: &str = "/.edge/health";
 
 /// How often a request waiting for another's job looks again, in ms.
 const POLL_MS: u64 = 5;
+/// The longest a request waiting for another's lease ask sleeps between looks, in ms.
+const LEASE_POLL_MAX_MS: u64 = 40;
 
 /// What the runtime tells of an arriving request: all the core reads of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -277,7 +279,25 @@ struct LeaseWaiting {
     log: RequestLog,
     limited: Limited,
     then: Then,
+    polled: Polled,
+}
+
+/// How long a request has polled for a lease ask, and how often.
+#[derive(Debug, Clone, Copy)]
+struct Polled {
+    /// When it began waiting.
     since: UnixTime,
+    /// Timers so far: each waits twice the last, from `POLL_MS` to `LEASE_POLL_MAX_MS`, so a
+    /// slow object (a far `global` one) costs a waiting request a few wake-ups, not hundreds.
+    times: u32,
+}
+
+impl Polled {
+    fn sleep_ms(self) -> u64 {
+        POLL_MS
+            .saturating_mul(1 << self.times.min(8))
+            .min(LEASE_POLL_MAX_MS)
+    }
 }
 
 /// A request waiting for the origin.
@@ -418,7 +438,10 @@ impl<T: Clone> Isolate<T> {
             }
             Waiting::Request { exchange, on } => {
                 let io = match on {
-                    Suspended::Job { .. } | Suspended::Lease(_) => Io::Sleep { ms: POLL_MS },
+                    Suspended::Job { .. } => Io::Sleep { ms: POLL_MS },
+                    Suspended::Lease(waiting) => Io::Sleep {
+                        ms: waiting.polled.sleep_ms(),
+                    },
                     Suspended::Import { kid, point, .. } => Io::Import { kid, point: *point },
                     Suspended::Verify(verifying) => {
                         let token = bearer_token(verifying.arrived.head.authorization.as_deref())
@@ -560,10 +583,14 @@ impl<T: Clone> Isolate<T> {
                         mut log,
                         limited,
                         then,
-                        since,
+                        polled,
                     } = *waiting;
-                    log.limit_ms = Some(now.millis_since(since));
-                    self.lease(exchange, log, limited, then, since, now)
+                    log.limit_ms = Some(now.millis_since(polled.since));
+                    let polled = Polled {
+                        times: polled.times.saturating_add(1),
+                        ..polled
+                    };
+                    self.lease(exchange, log, limited, then, polled, now)
                 }
                 (Suspended::Origin(forwarded), Answer::Origin(status)) => {
                     self.origin_answered(exchange, *forwarded, status, now)
@@ -879,7 +906,11 @@ impl<T: Clone> Isolate<T> {
         now: UnixTime,
     ) -> Next<T> {
         if self.config.rate_limit_mode == RateLimitMode::Lease {
-            return self.lease(exchange, log, limited, then, now, now);
+            let polled = Polled {
+                since: now,
+                times: 0,
+            };
+            return self.lease(exchange, log, limited, then, polled, now);
         }
         let Limited {
             key,
@@ -906,7 +937,8 @@ impl<T: Clone> Isolate<T> {
 
     /// `lease` mode: a permit from a lease held here (renewed in the background when due),
     /// the object's denial, or a wait: for this request's own ask, or for another's.
-    /// `since` is when the request began waiting (its time, unless it polled).
+    /// `polled`: how long it has waited for another's ask (since its own time, unless it
+    /// polled).
     #[allow(clippy::too_many_arguments)] // the request's parts
     fn lease(
         &mut self,
@@ -914,7 +946,7 @@ impl<T: Clone> Isolate<T> {
         mut log: RequestLog,
         limited: Limited,
         then: Then,
-        since: UnixTime,
+        polled: Polled,
         now: UnixTime,
     ) -> Next<T> {
         match self.leases.take(limited.key.clone(), &limited.plan, now) {
@@ -947,7 +979,7 @@ impl<T: Clone> Isolate<T> {
                     log,
                     limited,
                     then,
-                    since,
+                    polled,
                 };
                 self.park_request(exchange, Suspended::Lease(Box::new(waiting)))
             }

@@ -75,7 +75,8 @@ pub struct Head {
     pub authorization: Option<String>,
     /// `CF-Connecting-IP`.
     pub client_ip: Option<String>,
-    /// `request.cf.colo`: read only in `durable` rate-limit mode (where the objects live).
+    /// `request.cf.colo`: read only when rate-limit objects are per location (where they
+    /// live).
     pub colo: Option<String>,
     /// What the request says of its body (checked against a route's `max_body`).
     pub body: Body,

@@ -1602,3 +1602,37 @@ fn a_lease_ends_at_its_life_on_the_isolate_clock_and_the_scope_names_the_object(
     })
     .is_err());
 }
+
+#[test]
+fn lease_rate_limit_headers_count_what_the_object_has_left_and_what_the_isolate_holds() {
+    let mut edge = lease_edge(&[]);
+    let mut object = LeaseObject::default();
+    // One request through to the origin in `lease` mode: its `RateLimit` header.
+    let mut header = |edge: &mut Edge, object: &mut LeaseObject| {
+        let next = edge.request(&fixtures::good_token());
+        let (mut next, _) = edge.drive(next, &fixtures::jwks_value());
+        loop {
+            let id = wait_of(&next);
+            match edge.asked(id) {
+                Asked::Limiter { .. } => {
+                    let answer = object.answer(&edge.limiter_url(id), edge.now);
+                    next = edge.answer(id, answer);
+                }
+                Asked::Forward { .. } => match edge.answer(id, Answer::Origin(Ok(200))) {
+                    Next::PassOn(Some(headers), _) => return headers.rate_limit,
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    // The fixture's burst of 100: one spent, 99 left at the object.
+    assert_eq!(header(&mut edge, &mut object), "\"client\";r=99;t=1");
+    let renewal = edge.background().unwrap();
+    let answer = object.answer(&edge.limiter_url(renewal), edge.now);
+    edge.answer(renewal, answer);
+    // Ten more leased here (89 left at the object), one of them spent: 98 in all, as exact
+    // as one isolate can know.
+    assert_eq!(header(&mut edge, &mut object), "\"client\";r=98;t=1");
+    assert_eq!(header(&mut edge, &mut object), "\"client\";r=97;t=1");
+}

@@ -41,9 +41,9 @@ pub const KEYSET_COPY_SECRET: &str = "KEYSET_COPY_SECRET";
 pub const DEFAULT_RATE_PLAN: &str = "DEFAULT_RATE_PLAN";
 /// Var: failed authentications allowed per client IP, e.g. `20/60s;burst=20`.
 pub const FAILED_AUTH_PLAN: &str = "FAILED_AUTH_PLAN";
-/// Var: where rate-limit state lives: `durable` (default: a Durable Object per client, asked
-/// on every request), `lease` (the same objects, asked for leases of permits that isolates
-/// spend locally), `isolate` (isolate memory only) or `off`.
+/// Var: where rate-limit state lives: `lease` (default: a Durable Object per client grants
+/// leases of permits that isolates spend locally), `durable` (the same objects, asked on
+/// every request), `isolate` (isolate memory only) or `off`.
 pub const RATE_LIMIT_MODE: &str = "RATE_LIMIT_MODE";
 /// Var: which Durable Object counts a client: `location` (default: one per Cloudflare location
 /// and client, so a client's plan holds per location) or `global` (one per client worldwide:
@@ -249,13 +249,13 @@ impl Config {
             default_plan: plan(env, DEFAULT_RATE_PLAN, DEFAULT_PLAN)?,
             failed_auth_plan: plan(env, FAILED_AUTH_PLAN, DEFAULT_FAILED_AUTH)?,
             rate_limit_mode: match optional(env, RATE_LIMIT_MODE).as_deref().map(str::trim) {
-                None | Some("durable") => RateLimitMode::Durable,
-                Some("lease") => RateLimitMode::Lease,
+                None | Some("lease") => RateLimitMode::Lease,
+                Some("durable") => RateLimitMode::Durable,
                 Some("isolate") => RateLimitMode::Isolate,
                 Some("off") => RateLimitMode::Off,
                 Some(other) => {
                     return Err(ConfigError(format!(
-                    "var {RATE_LIMIT_MODE} must be durable, lease, isolate or off, not \"{other}\""
+                    "var {RATE_LIMIT_MODE} must be lease, durable, isolate or off, not \"{other}\""
                 )))
                 }
             },

@@ -950,7 +950,7 @@ impl<T: Clone> Isolate<T> {
         polled: Polled,
         now: UnixTime,
     ) -> Next<T> {
-        match self.leases.take(limited.key.clone(), &limited.plan, now) {
+        match self.leases.take(&limited.key, &limited.plan, now) {
             Take::Spent { decision, renew } => {
                 self.renew(renew, &exchange, &limited);
                 log.limit_ms.get_or_insert(0);
@@ -1083,7 +1083,7 @@ impl<T: Clone> Isolate<T> {
         now: UnixTime,
     ) -> Next<T> {
         let reason = match answered {
-            Answered::Granted(_) => match self.leases.take(limited.key.clone(), &limited.plan, now)
+            Answered::Granted(_) => match self.leases.take(&limited.key, &limited.plan, now)
             {
                 Take::Spent { decision, renew } => {
                     // A first lease of one permit is due for renewal at once.

@@ -106,9 +106,9 @@ impl Leases {
     }
 
     /// A request of `key` under `plan` at `now` takes a permit, if one is here.
-    pub(crate) fn take(&mut self, key: String, plan: &RatePlan, now: UnixTime) -> Take {
+    pub(crate) fn take(&mut self, key: &str, plan: &RatePlan, now: UnixTime) -> Take {
         let (policy, timeout) = (self.policy, self.ask_timeout_ms);
-        self.table.update(key.clone(), |held| {
+        self.table.update_key(key, |held| {
             if !held.spend(now) {
                 // A renewal's denial leaves the permits held here to spend; after them, it
                 // holds until its `Retry-After`.
@@ -156,7 +156,7 @@ impl Leases {
     ) -> Answered {
         let grant = answer.and_then(|text| Grant::from_json(&text).map_err(|e| e.to_string()));
         let policy = self.policy;
-        self.table.update(ask.key.clone(), |held| {
+        self.table.update_key(&ask.key, |held| {
             held.asking_until = UnixTime::EPOCH;
             let grant = match grant {
                 Ok(grant) => grant,
@@ -209,7 +209,7 @@ impl Held {
     /// Marks an ask out and builds it, with what there is to give back.
     fn ask(
         &mut self,
-        key: String,
+        key: &str,
         plan: &RatePlan,
         wanted: u32,
         renewal: bool,
@@ -218,7 +218,7 @@ impl Held {
     ) -> Ask {
         self.asking_until = now.plus_millis(timeout_ms);
         Ask {
-            key,
+            key: key.to_owned(),
             plan: *plan,
             wanted,
             returning: self.to_return.take(),

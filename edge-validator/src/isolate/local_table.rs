@@ -45,6 +45,18 @@ impl<V: Copy + Default> LocalTable<V> {
         change(&mut entry.1)
     }
 
+    /// [`LocalTable::update`] by a borrowed key: no allocation when the key is there (the
+    /// common case: a client's next request).
+    pub(crate) fn update_key<R>(&mut self, key: &str, change: impl FnOnce(&mut V) -> R) -> R {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some((used, value)) = self.entries.get_mut(key) {
+            *used = tick;
+            return change(value);
+        }
+        self.update(key.to_owned(), change)
+    }
+
     /// Drops the entries last used in the oldest eighth of the span of use times (at least
     /// the oldest one). By the span rather than by rank: no sort or selection, which would
     /// cost the bundle several KiB, and under steady traffic the two agree closely.

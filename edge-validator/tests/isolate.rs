@@ -1608,7 +1608,7 @@ fn lease_rate_limit_headers_count_what_the_object_has_left_and_what_the_isolate_
     let mut edge = lease_edge(&[]);
     let mut object = LeaseObject::default();
     // One request through to the origin in `lease` mode: its `RateLimit` header.
-    let mut header = |edge: &mut Edge, object: &mut LeaseObject| {
+    let header = |edge: &mut Edge, object: &mut LeaseObject| {
         let next = edge.request(&fixtures::good_token());
         let (mut next, _) = edge.drive(next, &fixtures::jwks_value());
         loop {

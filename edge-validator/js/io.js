@@ -96,15 +96,24 @@ export function verify(subtle, algorithm, key, signature, message) {
 
 /** `GET url` on the Durable Object named `name` in `env[binding]`; resolves to the body of a
  * 200, rejects with a message otherwise. */
-export async function askObject(env, binding, name, url) {
+export async function askObject(env, binding, name, url, timeoutMs) {
   const namespace = env[binding];
   if (!namespace) throw `no Durable Object binding ${binding}`;
-  const response = await namespace.get(namespace.idFromName(name)).fetch(url);
-  if (response.status !== 200) {
-    response.body?.cancel();
-    throw `status ${response.status}`;
+  // Every ask settles: one that hangs is given up (the edge then counts in the isolate).
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(`no answer within ${timeoutMs} ms`), timeoutMs);
+  });
+  try {
+    const response = await Promise.race([namespace.get(namespace.idFromName(name)).fetch(url), late]);
+    if (response.status !== 200) {
+      response.body?.cancel();
+      throw `status ${response.status}`;
+    }
+    return await Promise.race([response.text(), late]);
+  } finally {
+    clearTimeout(timer);
   }
-  return response.text();
 }
 
 /** What the edge reads of a request, in one crossing: method, URL, `CF-Connecting-IP`,

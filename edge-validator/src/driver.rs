@@ -302,9 +302,11 @@ impl Driver {
                 };
                 js::verify(subtle, algorithm, &key, signature, message)
             }
-            Io::AskLimiter { name, url } => {
-                js::ask_object(&exchange.env, LIMITER_BINDING, name, url)
-            }
+            Io::AskLimiter {
+                name,
+                url,
+                timeout_ms,
+            } => js::ask_object(&exchange.env, LIMITER_BINDING, name, url, timeout_ms as f64),
             Io::Forward { target, assertion } => {
                 let forwarded = js::forward(
                     &exchange.request,

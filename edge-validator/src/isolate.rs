@@ -434,6 +434,7 @@ impl<T: Clone> Isolate<T> {
                 let io = Io::AskLimiter {
                     name: &asking.name,
                     url: &asking.url,
+                    timeout_ms: self.config.fetch_timeout_ms,
                 };
                 (io, exchange)
             }
@@ -461,7 +462,11 @@ impl<T: Clone> Isolate<T> {
                         | Pending::Lease {
                             ask: LeaseAsking { name, url, .. },
                             ..
-                        } => Io::AskLimiter { name, url },
+                        } => Io::AskLimiter {
+                            name,
+                            url,
+                            timeout_ms: self.config.fetch_timeout_ms,
+                        },
                     },
                     Suspended::Origin(forwarded) => Io::Forward {
                         target: &forwarded.target,
@@ -587,6 +592,12 @@ impl<T: Clone> Isolate<T> {
                         polled,
                     } = *waiting;
                     log.limit_ms = Some(now.millis_since(polled.since));
+                    if now.millis_since(polled.since) >= self.config.fetch_timeout_ms {
+                        // Waited as long as an ask may take: the isolate's own count decides,
+                        // as for an ask that failed.
+                        let why = Answered::Failed("waited past the ask timeout".to_owned());
+                        return Some(self.leased(exchange, log, limited, why, then, now));
+                    }
                     let polled = Polled {
                         times: polled.times.saturating_add(1),
                         ..polled
@@ -907,6 +918,9 @@ impl<T: Clone> Isolate<T> {
         now: UnixTime,
     ) -> Next<T> {
         if self.config.rate_limit_mode == RateLimitMode::Lease {
+            // A lease is spent at the time it is spent: a request back from WebCrypto keeps
+            // its own time for its token, but a lease that ended while it waited is over.
+            let now = self.event_now;
             let polled = Polled {
                 since: now,
                 times: 0,
@@ -950,7 +964,11 @@ impl<T: Clone> Isolate<T> {
         polled: Polled,
         now: UnixTime,
     ) -> Next<T> {
-        match self.leases.take(&limited.key, &limited.plan, now) {
+        let waited_since = (polled.times > 0).then_some(polled.since);
+        match self
+            .leases
+            .take(&limited.key, &limited.plan, now, waited_since)
+        {
             Take::Spent { decision, renew } => {
                 self.renew(renew, &exchange, &limited);
                 log.limit_ms.get_or_insert(0);
@@ -1083,21 +1101,27 @@ impl<T: Clone> Isolate<T> {
         now: UnixTime,
     ) -> Next<T> {
         let reason = match answered {
-            Answered::Granted(_) => match self.leases.take(&limited.key, &limited.plan, now)
-            {
-                Take::Spent { decision, renew } => {
-                    // A first lease of one permit is due for renewal at once.
-                    self.renew(renew, &exchange, &limited);
-                    log.limit_source = Some(Source::Object);
-                    return self.limited(exchange, log, decision, &limited, then, now);
+            Answered::Granted(_) => {
+                match self.leases.take(&limited.key, &limited.plan, now, None) {
+                    Take::Spent { decision, renew } => {
+                        // A first lease of one permit is due for renewal at once.
+                        self.renew(renew, &exchange, &limited);
+                        log.limit_source = Some(Source::Object);
+                        return self.limited(exchange, log, decision, &limited, then, now);
+                    }
+                    Take::Denied(decision) => {
+                        log.limit_source = Some(Source::Object);
+                        return self.limited(exchange, log, decision, &limited, then, now);
+                    }
+                    // Granted, yet nothing to spend: the answer came after the lease's life. The
+                    // ask `take` just made is not sent.
+                    Take::Ask(ask) => {
+                        self.leases.abandon(&ask);
+                        "the lease ended before its grant arrived".to_owned()
+                    }
+                    Take::Wait => "the lease ended before its grant arrived".to_owned(),
                 }
-                Take::Denied(decision) => {
-                    log.limit_source = Some(Source::Object);
-                    return self.limited(exchange, log, decision, &limited, then, now);
-                }
-                // Granted, yet nothing to spend: the answer came after the lease's life.
-                Take::Ask(_) | Take::Wait => "the lease ended before its grant arrived".to_owned(),
-            },
+            }
             Answered::Failed(reason) => reason,
         };
         self.failed(Level::Warn, "rate_limiter_unreachable", &reason);

@@ -1506,21 +1506,26 @@ fn a_request_with_no_permit_waits_for_the_ask_already_out() {
     edge.advance_ms(5);
     let second = wait_of(&edge.answer(second, Answer::Timer));
     assert_eq!(edge.asked(second), Asked::Sleep, "still out");
-    // The first's answer (one permit) serves the first, which renews at once; the second
-    // waits on for that renewal and spends from it.
+    // The first's answer (one permit) serves the first, which renews at once. The second
+    // found no permit left by the answer it waited for: rather than queue behind the
+    // renewal (which requests arriving meanwhile would drain first), it asks for itself.
     let from = edge.side.len();
     let answer = object.answer(&edge.limiter_url(first), edge.now);
     let next = edge.answer(first, answer);
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
     let renewal = edge.background_since(from)[0];
     let second = wait_of(&edge.answer(second, Answer::Timer));
-    assert_eq!(edge.asked(second), Asked::Sleep, "the renewal is out");
+    assert!(
+        matches!(edge.asked(second), Asked::Limiter { .. }),
+        "its own ask"
+    );
     let answer = object.answer(&edge.limiter_url(renewal), edge.now);
     edge.answer(renewal, answer);
-    let next = edge.answer(second, Answer::Timer);
+    let answer = object.answer(&edge.limiter_url(second), edge.now);
+    let next = edge.answer(second, answer);
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
-    assert_eq!(object.calls, 2);
-    assert_eq!(edge.events("lease_granted"), 1);
+    assert_eq!(object.calls, 3);
+    assert_eq!(edge.events("lease_granted"), 2);
     assert_eq!(edge.events("lease_renewed"), 1);
 }
 
@@ -1635,4 +1640,42 @@ fn lease_rate_limit_headers_count_what_the_object_has_left_and_what_the_isolate_
     // as one isolate can know.
     assert_eq!(header(&mut edge, &mut object), "\"client\";r=98;t=1");
     assert_eq!(header(&mut edge, &mut object), "\"client\";r=97;t=1");
+}
+
+#[test]
+fn a_grant_that_outlived_its_lease_leaves_no_ask_out_and_the_next_request_asks() {
+    let mut edge = lease_edge(&[("LEASE_TTL_MS", "100")]);
+    let mut object = LeaseObject::default();
+    let next = edge.request(&fixtures::good_token());
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    let id = wait_of(&next);
+    // Answered 150 ms later: the lease (100 ms from the ask) is over on arrival.
+    edge.advance_ms(150);
+    let answer = object.answer(&edge.limiter_url(id), edge.now);
+    let next = edge.answer(id, answer);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    assert_eq!(edge.events("rate_limiter_unreachable"), 1);
+    // No ask is left out: the next request asks at once instead of waiting for one.
+    let next = edge.request(&fixtures::good_token());
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Limiter { .. }));
+}
+
+#[test]
+fn a_token_with_another_plan_never_spends_the_first_plans_leases() {
+    let mut edge = lease_edge(&[]);
+    let mut object = LeaseObject::default();
+    let (_, started) = edge.leased_status(&mut object);
+    let answer = object.answer(&edge.limiter_url(started[0]), edge.now);
+    edge.answer(started[0], answer); // ten permits under the fixture's plan
+    let stricter = fixtures::with_claims(|claims| {
+        claims.insert("rate_plan".into(), json!("1/60s;burst=1"));
+    });
+    let next = edge.request(&stricter);
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    let id = wait_of(&next);
+    let url = edge.limiter_url(id);
+    assert!(
+        url.contains("limit=1&period=60&burst=1"),
+        "its own ask: {url}"
+    );
 }

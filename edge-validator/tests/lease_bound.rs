@@ -341,7 +341,9 @@ fn simulate(scenario: &Scenario) -> Worst {
         ("RATE_LIMIT_MODE", "lease".to_owned()),
         ("LEASE_TTL_MS", scenario.ttl_ms.to_string()),
         ("LEASE_MAX_PERMITS", scenario.max_permits.to_string()),
-        ("FETCH_TIMEOUT_MS", "1000".to_owned()),
+        // Longer than any round trip here (three lease lives at most): the edge gives up on
+        // an ask, and a request on waiting for one, only past it.
+        ("FETCH_TIMEOUT_MS", "10000".to_owned()),
     ]);
     let isolates = (0..scenario.isolates)
         .map(|n| {

@@ -187,6 +187,8 @@ pub fn grant(
     (granted, state)
 }
 
+/// The arithmetic of a refund, with no record of leases: a limiter calls
+/// [`LeaseBook::refund`], which also holds each lease to one refund of at most its permits.
 /// Credits `unused` permits of a lease that ends at `expires_at` back to the GCRA at `now`:
 /// the client may be granted them again. After the lease's end the refund is refused (the
 /// state comes back unchanged): the bound above counts on no permit being credited later

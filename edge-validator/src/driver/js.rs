@@ -52,7 +52,13 @@ extern "C" {
         message: &[u8],
     ) -> js_sys::Promise;
     #[wasm_bindgen(js_name = askObject)]
-    pub(super) fn ask_object(env: &Env, binding: &str, name: &str, url: &str) -> js_sys::Promise;
+    pub(super) fn ask_object(
+        env: &Env,
+        binding: &str,
+        name: &str,
+        url: &str,
+        timeout_ms: f64,
+    ) -> js_sys::Promise;
     /// The origin response's status.
     pub(super) fn status(response: &JsValue) -> u16;
     #[wasm_bindgen(js_name = nextInstance)]

@@ -80,8 +80,6 @@ const DEFAULT_FETCH_TIMEOUT_MS: u64 = 2_000;
 const DEFAULT_REVOCATION_INTERVAL_MS: u64 = 5_000;
 const DEFAULT_LEASE_TTL_MS: u64 = 2_000;
 const DEFAULT_LEASE_MAX_PERMITS: u64 = 100;
-/// A lease lives at most this long: the bound on over-admission grows with it.
-const MAX_LEASE_TTL_MS: u64 = 60_000;
 
 /// Where rate-limit state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,9 +284,11 @@ impl Config {
 /// [`LEASE_TTL_MS`] and [`LEASE_MAX_PERMITS`], each at least 1, the life at most a minute.
 fn lease_policy(env: &impl Vars) -> Result<shared::lease::LeasePolicy, ConfigError> {
     let ttl_ms = number(env, LEASE_TTL_MS, DEFAULT_LEASE_TTL_MS)?;
-    if !(1..=MAX_LEASE_TTL_MS).contains(&ttl_ms) {
+    // The object refuses a longer one: the bound on over-admission grows with it.
+    let max = super::leases::MAX_TTL_MS;
+    if !(1..=max).contains(&ttl_ms) {
         return Err(ConfigError(format!(
-            "var {LEASE_TTL_MS} must be 1 to {MAX_LEASE_TTL_MS}, not {ttl_ms}"
+            "var {LEASE_TTL_MS} must be 1 to {max}, not {ttl_ms}"
         )));
     }
     let max_permits = number(env, LEASE_MAX_PERMITS, DEFAULT_LEASE_MAX_PERMITS)?;

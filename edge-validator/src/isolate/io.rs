@@ -85,8 +85,13 @@ pub enum Io<'a> {
         signature: &'a [u8; 64],
         message: &'a [u8],
     },
-    /// `GET url` on the rate-limit Durable Object named `name`: [`Answer::Limit`].
-    AskLimiter { name: &'a str, url: &'a str },
+    /// `GET url` on the rate-limit Durable Object named `name`, given up after
+    /// `timeout_ms` (so every ask settles, a background renewal's too): [`Answer::Limit`].
+    AskLimiter {
+        name: &'a str,
+        url: &'a str,
+        timeout_ms: u64,
+    },
     /// The request (less the credential and every identity header the client could forge)
     /// to `target`, with `assertion` as the edge's signed identity (none for a public
     /// route): [`Answer::Origin`].

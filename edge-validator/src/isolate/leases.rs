@@ -8,8 +8,10 @@
 //! (at half the life with less than half spent, the client slowed down: the ask also gives
 //! back what the lease will not need, [`shared::lease::Lease::give_back`]). A request that
 //! finds no permit asks itself and waits; one that finds an ask already out waits for it
-//! (polling: in Workers a request cannot await another's promise). A denial is the object's
-//! own, kept until its `Retry-After`.
+//! (polling: in Workers a request cannot await another's promise), and if that answer leaves
+//! it nothing, is refused when the object had nothing left, or else asks itself. A denial is
+//! the object's own, kept until its `Retry-After`. Only the answer of the ask out ends the
+//! wait: an earlier ask's late answer is kept, but lets no third ask go out.
 //!
 //! The object's answer is a [`Grant`]; the isolate times the lease from when it asked, so it
 //! stops spending before the object's end of it (the bound in `shared::lease`). A lease that
@@ -30,6 +32,12 @@ const CAPACITY: usize = 20_000;
 /// What this isolate holds for one key.
 #[derive(Debug, Clone, Copy, Default)]
 struct Held {
+    /// The plan its leases were granted under: a request under another (a token with another
+    /// `rate_plan` for the same client) starts afresh, never spending the other's permits.
+    plan: Option<RatePlan>,
+    /// Asks sent so far, and the number of the one out: only its answer ends the wait.
+    asks: u32,
+    asking: u32,
     /// The lease being spent (spent or ended ones stay until the next, for their rate).
     current: Option<Lease>,
     /// A renewal's lease, spent once `current` is.
@@ -80,6 +88,8 @@ pub(crate) struct Ask {
     asked_at: UnixTime,
     /// Sent in the background, while permits were left.
     pub(crate) renewal: bool,
+    /// Its number among the key's asks.
+    number: u32,
 }
 
 /// How an ask ended, for the log.
@@ -100,22 +110,68 @@ impl Leases {
         }
     }
 
+    /// `ask`, made by a request's `take`, will not be sent after all: no ask is out, and
+    /// what it was to give back waits for the next.
+    pub(crate) fn abandon(&mut self, ask: &Ask) {
+        self.table.update_key(&ask.key, |held| {
+            if held.asking == ask.number {
+                held.asking_until = UnixTime::EPOCH;
+            }
+            if held.to_return.is_none() {
+                held.to_return = ask.returning;
+            }
+        });
+    }
+
     /// The lease policy: what asks say, and how the isolate times its leases.
     pub(crate) fn policy(&self) -> &LeasePolicy {
         &self.policy
     }
 
-    /// A request of `key` under `plan` at `now` takes a permit, if one is here.
-    pub(crate) fn take(&mut self, key: &str, plan: &RatePlan, now: UnixTime) -> Take {
+    /// A request of `key` under `plan` at `now` takes a permit, if one is here. `waited_since`:
+    /// when it began waiting for another's ask, if it did. If that ask's answer came and left
+    /// it no permit, with nothing left at the object then, it is refused until the next
+    /// permit is due (one interval): the client is at its limit; with more left at the object,
+    /// it asks for itself. Waiting on for the asks after would queue it behind requests that
+    /// keep arriving.
+    pub(crate) fn take(
+        &mut self,
+        key: &str,
+        plan: &RatePlan,
+        now: UnixTime,
+        waited_since: Option<UnixTime>,
+    ) -> Take {
         let (policy, timeout) = (self.policy, self.ask_timeout_ms);
         self.table.update_key(key, |held| {
+            if held.plan != Some(*plan) {
+                // Another plan's leases are not this one's to spend (given up: the strict side).
+                *held = Held {
+                    plan: Some(*plan),
+                    ..Held::default()
+                };
+            }
             if !held.spend(now) {
                 // A renewal's denial leaves the permits held here to spend; after them, it
                 // holds until its `Retry-After`.
                 if held.denied_until > now {
                     return Take::Denied(denial(plan, held.denied_until, now));
                 }
-                if held.asking_until > now {
+                // An answer came while it waited, and others took its permits.
+                let answered = match (waited_since, held.last) {
+                    (Some(since), Some((last, at))) if at >= since => Some((last, at)),
+                    _ => None,
+                };
+                if let Some((last, at)) = answered {
+                    if last.remaining == 0 {
+                        let interval = (u64::from(plan.period_secs()) * 1000)
+                            .div_ceil(u64::from(plan.limit().max(1)));
+                        let due = at.plus_millis(interval).max(now.plus_millis(1));
+                        return Take::Denied(denial(plan, due, now));
+                    }
+                }
+                // The object has more: it asks for itself rather than queue behind the next
+                // ask (which requests arriving meanwhile would drain first).
+                if held.asking_until > now && answered.is_none() {
                     return Take::Wait;
                 }
                 let wanted = held
@@ -157,7 +213,18 @@ impl Leases {
         let grant = answer.and_then(|text| Grant::from_json(&text).map_err(|e| e.to_string()));
         let policy = self.policy;
         self.table.update_key(&ask.key, |held| {
-            held.asking_until = UnixTime::EPOCH;
+            if held.plan != Some(ask.plan) {
+                // Asked under another plan: its lease is not this plan's (given up).
+                return match grant {
+                    Ok(grant) => Answered::Granted(grant),
+                    Err(reason) => Answered::Failed(reason),
+                };
+            }
+            // Only the ask out ends the wait: an earlier one's late answer does not let a
+            // third go out while the second is on its way.
+            if held.asking == ask.number {
+                held.asking_until = UnixTime::EPOCH;
+            }
             let grant = match grant {
                 Ok(grant) => grant,
                 // Whether the return landed is unknown: it is not sent again (a refund
@@ -217,7 +284,10 @@ impl Held {
         timeout_ms: u64,
     ) -> Ask {
         self.asking_until = now.plus_millis(timeout_ms);
+        self.asks = self.asks.wrapping_add(1);
+        self.asking = self.asks;
         Ask {
+            number: self.asks,
             key: key.to_owned(),
             plan: *plan,
             wanted,
@@ -340,8 +410,8 @@ impl LeaseQuery {
     }
 }
 
-/// The longest lease an object grants, whatever an ask says (`config` holds isolates to it).
-const MAX_TTL_MS: u64 = 60_000;
+/// The longest lease an object grants, whatever an ask says (`LEASE_TTL_MS` is held to it).
+pub(crate) const MAX_TTL_MS: u64 = 60_000;
 
 /// The rate-limit Durable Object's answer to the edge's `url` at `now` (`js/rate-limiter.js`
 /// calls it through the driver): a decision for one request (`/check`, `durable` mode) or a

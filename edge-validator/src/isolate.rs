@@ -275,6 +275,18 @@ struct Limited {
     colo: Option<String>,
 }
 
+impl Limited {
+    /// What `arrived` is limited by: `subject` under `plan` (its location taken along).
+    fn of(subject: Subject<'_>, plan: shared::RatePlan, arrived: &mut Arrived) -> Self {
+        Self {
+            key: subject.key(),
+            plan,
+            policy: subject.policy(),
+            colo: arrived.head.colo.take(),
+        }
+    }
+}
+
 /// A request waiting for another's lease ask.
 struct LeaseWaiting {
     log: RequestLog,
@@ -894,12 +906,7 @@ impl<T: Clone> Isolate<T> {
             ),
         };
         let mut arrived = arrived;
-        let limited = Limited {
-            key: subject.key(),
-            plan,
-            policy: subject.policy(),
-            colo: arrived.head.colo.take(),
-        };
+        let limited = Limited::of(subject, plan, &mut arrived);
         let then = Then::Forward {
             arrived,
             verified: Some(verified),
@@ -1171,12 +1178,7 @@ impl<T: Clone> Isolate<T> {
             route: route.as_deref(),
         };
         let mut arrived = arrived;
-        let limited = Limited {
-            key: subject.key(),
-            plan,
-            policy: subject.policy(),
-            colo: arrived.head.colo.take(),
-        };
+        let limited = Limited::of(subject, plan, &mut arrived);
         let then = Then::Forward {
             arrived,
             verified: None,

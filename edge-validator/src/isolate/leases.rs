@@ -22,6 +22,7 @@
 use shared::lease::{Grant, Lease, LeaseBook, LeasePolicy};
 use shared::{Decision, RatePlan, UnixTime};
 
+use super::limits::denial;
 use super::local_table::LocalTable;
 use super::url::RequestUrl;
 
@@ -320,18 +321,6 @@ impl Held {
             reset_after_ms,
             retry_after_ms: 0,
         }
-    }
-}
-
-/// The 429 decision while the object's denial holds.
-fn denial(plan: &RatePlan, until: UnixTime, now: UnixTime) -> Decision {
-    let wait = until.millis_since(now);
-    Decision {
-        allowed: false,
-        limit: plan.burst(),
-        remaining: 0,
-        reset_after_ms: wait,
-        retry_after_ms: wait,
     }
 }
 

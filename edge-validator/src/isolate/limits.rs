@@ -222,16 +222,19 @@ pub(crate) struct Concluded {
 impl Local {
     /// The 429 decision while the Durable Object's "denied until" holds.
     fn denial(&self, plan: &RatePlan, now: UnixTime) -> Option<Decision> {
-        (self.denied_until > now).then(|| {
-            let wait = self.denied_until.millis_since(now);
-            Decision {
-                allowed: false,
-                limit: plan.burst(),
-                remaining: 0,
-                reset_after_ms: wait,
-                retry_after_ms: wait,
-            }
-        })
+        (self.denied_until > now).then(|| denial(plan, self.denied_until, now))
+    }
+}
+
+/// The 429 decision at `now` while an object's denial holds, `until` then.
+pub(crate) fn denial(plan: &RatePlan, until: UnixTime, now: UnixTime) -> Decision {
+    let wait = until.millis_since(now);
+    Decision {
+        allowed: false,
+        limit: plan.burst(),
+        remaining: 0,
+        reset_after_ms: wait,
+        retry_after_ms: wait,
     }
 }
 

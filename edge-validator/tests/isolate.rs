@@ -1678,4 +1678,8 @@ fn a_token_with_another_plan_never_spends_the_first_plans_leases() {
         url.contains("limit=1&period=60&burst=1"),
         "its own ask: {url}"
     );
+    assert!(
+        url.contains("&unused=10"),
+        "the first plan's lease goes back: {url}"
+    );
 }

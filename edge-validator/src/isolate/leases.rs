@@ -145,9 +145,17 @@ impl Leases {
         let (policy, timeout) = (self.policy, self.ask_timeout_ms);
         self.table.update_key(key, |held| {
             if held.plan != Some(*plan) {
-                // Another plan's leases are not this one's to spend (given up: the strict side).
+                // Another plan's leases are not this one's to spend: what is left of the one
+                // being spent goes back with the next ask (a token of the new plan and one of
+                // the old, used in turn while a plan change rolls over, ask on most requests).
+                let back = held
+                    .current
+                    .filter(|lease| lease.is_live(now) && lease.unused() > 0)
+                    .map(|lease| (lease.number(), lease.unused()));
                 *held = Held {
                     plan: Some(*plan),
+                    asks: held.asks,
+                    to_return: back.or(held.to_return),
                     ..Held::default()
                 };
             }
@@ -163,15 +171,23 @@ impl Leases {
                     _ => None,
                 };
                 if let Some((last, at)) = answered {
-                    if last.remaining == 0 {
+                    // Nothing left at the object then: refused until its next permit, at the
+                    // latest one interval on (a denial's own `Retry-After`, if it was one).
+                    let due = if last.allowed {
                         let interval = (u64::from(plan.period_secs()) * 1000)
                             .div_ceil(u64::from(plan.limit().max(1)));
-                        let due = at.plus_millis(interval).max(now.plus_millis(1));
+                        at.plus_millis(interval)
+                    } else {
+                        at.plus_millis(last.retry_after_ms)
+                    };
+                    if last.remaining == 0 && due > now {
                         return Take::Denied(denial(plan, due, now));
                     }
                 }
                 // The object has more: it asks for itself rather than queue behind the next
-                // ask (which requests arriving meanwhile would drain first).
+                // ask, which requests arriving meanwhile would drain first (waiting on costs
+                // more than the call: in a simulation most such waiters reached the wait's
+                // deadline). With several waiters that is an ask each.
                 if held.asking_until > now && answered.is_none() {
                     return Take::Wait;
                 }
@@ -214,6 +230,8 @@ impl Leases {
         let grant = answer.and_then(|text| Grant::from_json(&text).map_err(|e| e.to_string()));
         let policy = self.policy;
         self.table.update_key(&ask.key, |held| {
+            // A key pushed out of the table while its ask was out starts again from this.
+            held.plan.get_or_insert(ask.plan);
             if held.plan != Some(ask.plan) {
                 // Asked under another plan: its lease is not this plan's (given up).
                 return match grant {

@@ -1,12 +1,13 @@
-//! Rate limiting at the edge with `shared::rate_limit` (GCRA), in two steps:
+//! Rate limiting at the edge with `shared::rate_limit` (GCRA), per request (`durable` and
+//! `isolate` modes, and failed authentications in every mode; `lease` mode is
+//! `super::leases`), in two steps:
 //! 1. an in-isolate pre-check: if this isolate's own traffic for the key already exceeds the
 //!    plan, or the Durable Object recently said "denied until T", answer 429 at once, with no
 //!    round trip (the cheap path for abusive clients);
-//! 2. otherwise the key's Durable Object (`js/rate-limiter.js`, deciding with
-//!    [`object_decision`]) for this
-//!    location decides: one object per (Cloudflare location, key), named `colo/key`, so the
-//!    count is exact across every isolate of the location and the object lives next to them
-//!    (no cross-region round trip). Each location counts a client separately.
+//! 2. otherwise (`durable`) the key's Durable Object (`js/rate-limiter.js`, deciding with
+//!    [`object_decision`]) decides: one object per key and Cloudflare location (`colo/key`)
+//!    or per key worldwide (`RATE_LIMIT_SCOPE`), so the count is exact across every isolate
+//!    it serves.
 //!
 //! If the object cannot be reached, the isolate's own decision stands (logged): limiting
 //! gets looser for a while; traffic does not stop.

@@ -14,6 +14,8 @@
 
 #[path = "../../shared/tests/fixtures/mod.rs"]
 mod fixtures;
+#[path = "../../shared/tests/support/lease_windows.rs"]
+mod lease_windows;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -21,6 +23,7 @@ use std::collections::{BinaryHeap, HashMap};
 use edge_validator::isolate::{
     object_answer, Answer, Body, Config, Fetched, Head, Io, Isolate, Next, Side, WaitId,
 };
+use lease_windows::Worst;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use shared::UnixTime;
@@ -285,41 +288,18 @@ impl Sim {
             }
         }
     }
-
-    /// For windows starting at `start`: the credits counted in their `O`, the permits of
-    /// leases granted at or before `start - ttl` credited back after that moment, as (when,
-    /// permits) in time order (a window ending at `end` counts those up to `end`).
-    fn credits_after(&self, start: u64, ttl_ms: u64) -> Vec<(u64, u64)> {
-        let Some(since) = start.checked_sub(ttl_ms) else {
-            return Vec::new();
-        };
-        let mut credits: Vec<(u64, u64)> = self
-            .grants
-            .values()
-            .filter(|g| g.at <= since)
-            .filter_map(|g| g.credited)
-            .filter(|&(when, _)| since < when)
-            .collect();
-        credits.sort_unstable();
-        credits
-    }
 }
 
-/// How close a run came to the bound, over every window that starts and ends at an
-/// admitted request.
+/// A run's worst windows against the bound, and what was admitted, from leases and not.
 #[derive(Debug, Default, Clone, Copy)]
-struct Worst {
-    /// The most admitted in one window beyond the plan alone (`burst + w / T`), and the
-    /// bound's allowance beyond the plan in that window (`ttl / T + O`).
-    over_plan: (u64, u64),
-    /// The least room under the bound (negative: broken).
-    margin: i64,
+struct Outcome {
+    worst: Worst,
     admitted: usize,
     /// Admitted by an isolate's own count: an object slower than a lease's life.
     fallback: usize,
 }
 
-fn simulate(scenario: &Scenario) -> Worst {
+fn simulate(scenario: &Scenario) -> Outcome {
     let routes = json!({
         "route": [{
             "id": "orders",
@@ -379,43 +359,17 @@ fn simulate(scenario: &Scenario) -> Worst {
     }
     sim.run();
     sim.admitted.sort_unstable();
-    let (limit, burst, ttl_ms) = (
-        u64::from(scenario.limit),
-        u64::from(scenario.burst),
-        scenario.ttl_ms,
-    );
-    let mut worst = Worst {
-        margin: i64::MAX,
+    let credits = |start| {
+        let leases = sim.grants.values().map(|g| (g.at, g.credited));
+        lease_windows::credits_after(leases, start, scenario.ttl_ms)
+    };
+    let (limit, burst) = (u64::from(scenario.limit), u64::from(scenario.burst));
+    let worst = lease_windows::worst(&sim.admitted, limit, burst, scenario.ttl_ms, credits);
+    Outcome {
+        worst,
         admitted: sim.admitted.len(),
         fallback: sim.fallback.len(),
-        ..Worst::default()
-    };
-    for (i, &start) in sim.admitted.iter().enumerate() {
-        let credits = sim.credits_after(start, ttl_ms);
-        let (mut counted, mut credited) = (0, 0);
-        for (j, &end) in sim.admitted.iter().enumerate().skip(i) {
-            let count = (j - i + 1) as u64;
-            while let Some(&(when, permits)) = credits.get(counted) {
-                if when > end {
-                    break;
-                }
-                credited += permits;
-                counted += 1;
-            }
-            // GCRA admits `burst + floor(L / T)` in a span of L ms; T = 1000 / limit ms.
-            let plan_alone = burst + (end - start) * limit / 1000;
-            let allowance =
-                (end - start + ttl_ms) * limit / 1000 - (end - start) * limit / 1000 + credited;
-            worst.margin = worst
-                .margin
-                .min((plan_alone + allowance) as i64 - count as i64);
-            let over = count.saturating_sub(plan_alone);
-            if over > worst.over_plan.0 {
-                worst.over_plan = (over, allowance);
-            }
-        }
     }
-    worst
 }
 
 proptest! {
@@ -423,7 +377,8 @@ proptest! {
 
     #[test]
     fn the_edge_never_admits_more_than_the_lease_bound(scenario in scenarios()) {
-        let worst = simulate(&scenario);
+        let outcome = simulate(&scenario);
+        let worst = outcome.worst;
         prop_assert!(worst.margin >= 0, "over the bound by {}: {:?}", -worst.margin, worst);
     }
 }
@@ -440,14 +395,15 @@ fn the_worst_case_is_printed_against_the_bound() {
     let (mut over, mut allowance, mut margin, mut admitted, mut fallback) = (0, 0, i64::MAX, 0, 0);
     for _ in 0..cases {
         let scenario = strategy.new_tree(&mut runner).unwrap().current();
-        let worst = simulate(&scenario);
+        let outcome = simulate(&scenario);
+        let worst = outcome.worst;
         assert!(worst.margin >= 0, "{worst:?}: {scenario:?}");
         if worst.over_plan.0 > over {
             (over, allowance) = worst.over_plan;
         }
         margin = margin.min(worst.margin);
-        admitted += worst.admitted;
-        fallback += worst.fallback;
+        admitted += outcome.admitted;
+        fallback += outcome.fallback;
     }
     println!(
         "{{\"cases\":{cases},\"admitted\":{admitted},\"fallback\":{fallback},\"most_over_the_plan\":{over},\

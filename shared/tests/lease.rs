@@ -10,6 +10,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use proptest::prelude::*;
+
+#[path = "support/lease_windows.rs"]
+mod lease_windows;
+use lease_windows::Worst;
 use shared::lease::{grant, refund, Grant, Lease, LeasePolicy};
 use shared::{GcraState, RatePlan, UnixTime};
 
@@ -211,21 +215,6 @@ fn simulate(run: &mut Run, requests: &[(u64, usize)], isolates: usize) -> (Vec<u
     (admitted, grants)
 }
 
-/// `O` for a window starting at `start` and ending at `end`: the permits of leases granted at
-/// or before `start - ttl` whose refund was accepted after that moment and by `end`.
-fn credited_from_before(grants: &[Granted], start: u64, end: u64, ttl_ms: u64) -> u64 {
-    let Some(since) = start.checked_sub(ttl_ms) else {
-        return 0;
-    };
-    grants
-        .iter()
-        .filter(|g| g.at <= since)
-        .filter_map(|g| g.refunded)
-        .filter(|&(when, _)| since < when && when <= end)
-        .map(|(_, unused)| u64::from(unused))
-        .sum()
-}
-
 /// One simulated run: the plan and policy, the isolates, the adversary's delays and asks, and
 /// the requests (gap before each in ms, and which isolate it reaches).
 #[derive(Debug, Clone)]
@@ -272,18 +261,6 @@ fn scenarios() -> impl Strategy<Value = Scenario> {
         )
 }
 
-/// What a run admitted against the plan and the bound, over every window that starts and
-/// ends at an admitted request.
-#[derive(Debug, Default, Clone, Copy)]
-struct Worst {
-    /// The most requests admitted in one window beyond what the plan alone admits there
-    /// (`burst + w / T`), and the bound's allowance beyond the plan in that window
-    /// (`ttl / T + O`).
-    over_plan: (u64, u64),
-    /// The least room left under the bound in any window (negative: broken).
-    margin: i64,
-}
-
 fn play(scenario: &Scenario) -> Worst {
     let plan = RatePlan::new(scenario.limit, 1, scenario.burst).unwrap();
     let policy = LeasePolicy {
@@ -308,31 +285,15 @@ fn play(scenario: &Scenario) -> Worst {
         })
         .collect();
     let (admitted, grants) = simulate(&mut run, &requests, scenario.isolates);
-    let (limit, burst, ttl_ms) = (
-        u64::from(scenario.limit),
-        u64::from(scenario.burst),
-        scenario.ttl_ms,
-    );
-    let mut worst = Worst {
-        margin: i64::MAX,
-        ..Worst::default()
+    let credits = |start| {
+        let leases = grants.iter().map(|g| {
+            let credited = g.refunded.map(|(when, unused)| (when, u64::from(unused)));
+            (g.at, credited)
+        });
+        lease_windows::credits_after(leases, start, scenario.ttl_ms)
     };
-    for (i, &start) in admitted.iter().enumerate() {
-        for (j, &end) in admitted.iter().enumerate().skip(i) {
-            let count = (j - i + 1) as u64;
-            // GCRA admits `burst + floor(L / T)` in a span of L ms; T = 1000 / limit ms.
-            let plan_alone = burst + (end - start) * limit / 1000;
-            let allowance = (end - start + ttl_ms) * limit / 1000 - (end - start) * limit / 1000
-                + credited_from_before(&grants, start, end, ttl_ms);
-            let bound = plan_alone + allowance;
-            worst.margin = worst.margin.min(bound as i64 - count as i64);
-            let over = count.saturating_sub(plan_alone);
-            if over > worst.over_plan.0 {
-                worst.over_plan = (over, allowance);
-            }
-        }
-    }
-    worst
+    let (limit, burst) = (u64::from(scenario.limit), u64::from(scenario.burst));
+    lease_windows::worst(&admitted, limit, burst, scenario.ttl_ms, credits)
 }
 
 proptest! {

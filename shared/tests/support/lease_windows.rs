@@ -5,19 +5,19 @@
 
 /// How close a run came to the bound.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Worst {
+pub(crate) struct Worst {
     /// The most admitted in one window beyond the plan alone (`burst + w / T`), and the
     /// bound's allowance beyond the plan in that window (`ttl / T + O`).
-    pub over_plan: (u64, u64),
+    pub(crate) over_plan: (u64, u64),
     /// The least room under the bound (negative: broken).
-    pub margin: i64,
+    pub(crate) margin: i64,
 }
 
 /// The run's worst windows. `admitted`: the admission times in ms, in order; the plan is
 /// `limit` a second with `burst`; `credits_after(start)`: the credits counted in `O` for
 /// windows starting at `start` (permits of leases granted at or before `start - ttl`, credited
 /// back after that moment), as (when, permits) in time order.
-pub fn worst(
+pub(crate) fn worst(
     admitted: &[u64],
     limit: u64,
     burst: u64,
@@ -58,7 +58,7 @@ pub fn worst(
 
 /// The credits of `O` for windows starting at `start`, from each lease's grant time and its
 /// credit (when, permits), if any.
-pub fn credits_after(
+pub(crate) fn credits_after(
     leases: impl Iterator<Item = (u64, Option<(u64, u64)>)>,
     start: u64,
     ttl_ms: u64,

@@ -36,9 +36,8 @@ struct Held {
     /// The plan its leases were granted under: a request under another (a token with another
     /// `rate_plan` for the same client) starts afresh, never spending the other's permits.
     plan: Option<RatePlan>,
-    /// Asks sent so far, and the number of the one out: only its answer ends the wait.
+    /// Asks sent so far: the latest is the one out, and only its answer ends the wait.
     asks: u32,
-    asking: u32,
     /// The lease being spent (spent or ended ones stay until the next, for their rate).
     current: Option<Lease>,
     /// A renewal's lease, spent once `current` is.
@@ -115,7 +114,7 @@ impl Leases {
     /// what it was to give back waits for the next.
     pub(crate) fn abandon(&mut self, ask: &Ask) {
         self.table.update_key(&ask.key, |held| {
-            if held.asking == ask.number {
+            if held.asks == ask.number {
                 held.asking_until = UnixTime::EPOCH;
             }
             if held.to_return.is_none() {
@@ -241,7 +240,7 @@ impl Leases {
             }
             // Only the ask out ends the wait: an earlier one's late answer does not let a
             // third go out while the second is on its way.
-            if held.asking == ask.number {
+            if held.asks == ask.number {
                 held.asking_until = UnixTime::EPOCH;
             }
             let grant = match grant {
@@ -304,7 +303,6 @@ impl Held {
     ) -> Ask {
         self.asking_until = now.plus_millis(timeout_ms);
         self.asks = self.asks.wrapping_add(1);
-        self.asking = self.asks;
         Ask {
             number: self.asks,
             key: key.to_owned(),
@@ -384,19 +382,10 @@ pub(crate) struct LeaseQuery {
 impl LeaseQuery {
     /// The ask from an [`Ask::object_url`] (`None`: not one).
     pub(crate) fn parse(query: &str) -> Option<Self> {
-        let mut fields: [Option<u64>; 8] = [None; 8];
-        const NAMES: [&str; 8] = [
+        let names = [
             "limit", "period", "burst", "want", "ttl", "max", "return", "unused",
         ];
-        for pair in query.split('&') {
-            let (name, value) = pair.split_once('=')?;
-            let at = NAMES.iter().position(|known| *known == name)?;
-            let slot = fields.get_mut(at)?;
-            if slot.is_some() {
-                return None;
-            }
-            *slot = Some(value.parse().ok()?);
-        }
+        let fields = super::url::query_numbers(query, names)?;
         let small = |n: Option<u64>| n.and_then(|n| u32::try_from(n).ok());
         let [limit, period, burst, want, ttl, max, lease, unused] = fields;
         let plan = RatePlan::new(small(limit)?, small(period)?, small(burst)?).ok()?;

@@ -170,10 +170,8 @@ impl Limiter {
         now: UnixTime,
     ) -> Decision {
         match self.begin_key(key.to_owned(), policy, plan, 1, now) {
-            Ok(check) => {
-                let unreachable = Some(Err(String::new()));
-                self.conclude(check, unreachable, now).decision
-            }
+            // No answer to weigh: the isolate's own decision, kept in its table.
+            Ok(check) => self.conclude(check, None, now).decision,
             Err(denied) => denied,
         }
     }
@@ -286,20 +284,11 @@ pub(crate) fn check_url(plan: &RatePlan, cost: u32) -> String {
 /// The plan and cost from a [`check_url`].
 fn parse_check(url: &str) -> Option<(RatePlan, u32)> {
     let url = RequestUrl::parse(url);
-    let (mut limit, mut period, mut burst, mut cost) = (None, None, None, None);
-    for pair in url.query()?.split('&') {
-        let (name, value) = pair.split_once('=')?;
-        let value: u32 = value.parse().ok()?;
-        match name {
-            "limit" => limit = Some(value),
-            "period" => period = Some(value),
-            "burst" => burst = Some(value),
-            "cost" => cost = Some(value),
-            _ => return None,
-        }
-    }
-    let plan = RatePlan::new(limit?, period?, burst?).ok()?;
-    Some((plan, cost?))
+    let names = ["limit", "period", "burst", "cost"];
+    let [limit, period, burst, cost] = super::url::query_numbers(url.query()?, names)?;
+    let small = |n: Option<u64>| n.and_then(|n| u32::try_from(n).ok());
+    let plan = RatePlan::new(small(limit)?, small(period)?, small(burst)?).ok()?;
+    Some((plan, small(cost)?))
 }
 
 /// The Durable Object's decision for one request at `now`: `url` is a [`check_url`] and

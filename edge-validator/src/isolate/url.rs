@@ -53,9 +53,43 @@ impl RequestUrl {
     }
 }
 
+/// A query of whole numbers only, `name=value` pairs under `names` (what the edge asks its
+/// rate-limit objects): each value in its name's place, or `None` for any other query (an
+/// unknown or repeated name, a value that is not a number).
+pub(crate) fn query_numbers<const N: usize>(
+    query: &str,
+    names: [&str; N],
+) -> Option<[Option<u64>; N]> {
+    let mut values = [None; N];
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=')?;
+        let at = names.iter().position(|known| *known == name)?;
+        let slot = values.get_mut(at)?;
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(value.parse().ok()?);
+    }
+    Some(values)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::RequestUrl;
+    use super::{query_numbers, RequestUrl};
+
+    #[test]
+    fn a_query_of_numbers_by_name_or_none() {
+        let names = ["limit", "cost"];
+        assert_eq!(
+            query_numbers("cost=2&limit=5", names),
+            Some([Some(5), Some(2)])
+        );
+        assert_eq!(query_numbers("limit=5", names), Some([Some(5), None]));
+        assert_eq!(query_numbers("limit=5&limit=6", names), None, "repeated");
+        assert_eq!(query_numbers("limit=5&other=1", names), None, "unknown");
+        assert_eq!(query_numbers("limit=x", names), None, "not a number");
+        assert_eq!(query_numbers("limit", names), None, "no value");
+    }
 
     #[test]
     fn splits_path_and_query() {

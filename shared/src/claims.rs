@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::dpop::Jkt;
 use crate::json::Member;
 use crate::rate_limit::RatePlan;
 use crate::rejection::{Rejection, Segment};
@@ -242,6 +243,31 @@ pub struct AccessClaims {
     /// The client's rate plan (private claim `rate_plan`, e.g. `1000/60s;burst=100`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_plan: Option<RatePlan>,
+    /// The key the token is bound to (RFC 9449 §6.1), if it is a DPoP token: then every use
+    /// needs a proof signed by that key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// A token's `cnf` claim (RFC 7800) in the one form this system can check: a DPoP key
+/// thumbprint and nothing else. A token bound any other way (a certificate, `x5t#S256`) is
+/// refused, never taken as a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Confirmation {
+    /// The RFC 7638 thumbprint of the client's DPoP key.
+    pub jkt: Jkt,
+}
+
+impl Confirmation {
+    fn parse(value: Member) -> Option<Self> {
+        let Member::Object(members) = value else {
+            return None;
+        };
+        match members.as_slice() {
+            [(name, Member::Str(jkt))] if name == "jkt" => Jkt::parse(jkt).map(|jkt| Self { jkt }),
+            _ => None,
+        }
+    }
 }
 
 impl AccessClaims {
@@ -263,7 +289,7 @@ pub(crate) fn validate(
         segment: Segment::Payload,
     };
     // An object, each judged member at most once (no parser-differential tricks).
-    let [iss, sub, aud, exp, nbf, iat, jti, client_id, scope, rate_plan] =
+    let [iss, sub, aud, exp, nbf, iat, jti, client_id, scope, rate_plan, cnf] =
         crate::json::parse(payload)
             .and_then(|claims| {
                 claims.take_members([
@@ -277,6 +303,7 @@ pub(crate) fn validate(
                     "client_id",
                     "scope",
                     "rate_plan",
+                    "cnf",
                 ])
             })
             .map_err(|_| invalid_json)?;
@@ -303,6 +330,9 @@ pub(crate) fn validate(
                 .and_then(|text| text.parse::<RatePlan>().ok())
                 .ok_or(Rejection::InvalidClaim { claim: "rate_plan" })
         })
+        .transpose()?;
+    let cnf = cnf
+        .map(|value| Confirmation::parse(value).ok_or(Rejection::InvalidClaim { claim: "cnf" }))
         .transpose()?;
 
     if iss != validation.issuer {
@@ -341,6 +371,7 @@ pub(crate) fn validate(
         client_id,
         scope,
         rate_plan,
+        cnf,
     })
 }
 

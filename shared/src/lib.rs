@@ -9,6 +9,8 @@
 //!   becomes a [`VerifiedToken`] only through [`Validator`], in two steps (cheap checks, then
 //!   the signature through a [`verifier`] backend, sync or async).
 //! - [`claims`]: the claims and the [`Validation`] rules; time is always an argument.
+//! - [`dpop`]: DPoP proofs (RFC 9449): the proof's own key, its request, its time, and the
+//!   token it goes with.
 //! - [`rejection`]: the one [`Rejection`] enum and its RFC 6750 mapping.
 //! - [`cache`]: verified tokens by hash, so a repeated token skips crypto.
 //! - [`keyset_copy`]: the MAC that keeps the edge's shared-cache copy of its key set honest.
@@ -48,6 +50,7 @@ pub mod assertion;
 pub mod bearer;
 pub mod cache;
 pub mod claims;
+pub mod dpop;
 pub mod json;
 pub mod jwks;
 pub mod jwks_refresh;
@@ -70,7 +73,8 @@ pub mod origin;
 pub use assertion::{AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity, RequestLine};
 pub use bearer::bearer_token;
 pub use cache::{TokenCache, TokenKey};
-pub use claims::{AccessClaims, ScopeRequirement, Scopes, Validation};
+pub use claims::{AccessClaims, Confirmation, ScopeRequirement, Scopes, Validation};
+pub use dpop::{HttpUri, Jkt, ProofError, ProofRules, VerifiedProof};
 pub use jwks::{Jwk, Jwks};
 pub use path::{NormalPath, PathError};
 pub use rate_limit::{Decision, GcraState, RatePlan};

@@ -51,6 +51,9 @@ pub struct Client {
     /// Whether it is a resource server: only those may introspect tokens (for their own
     /// audiences).
     pub resource_server: bool,
+    /// Whether it must prove possession of a DPoP key (RFC 9449) at the token endpoint, so it
+    /// only ever gets DPoP-bound tokens (RFC 9449 §5.2 `dpop_bound_access_tokens`).
+    pub require_dpop: bool,
     /// Creation time.
     pub created_at: i64,
     /// Ids of its public keys for `private_key_jwt` (empty: secret only).
@@ -89,6 +92,8 @@ pub struct NewClient {
     pub jwks: Option<String>,
     /// A resource server, which may introspect tokens for its audiences.
     pub resource_server: bool,
+    /// Tokens only with a DPoP proof (RFC 9449 §5.2 `dpop_bound_access_tokens`).
+    pub require_dpop: bool,
 }
 
 /// A new client and its secret, shown once.
@@ -220,8 +225,8 @@ async fn create_with(
     // The client and its audit row commit together.
     let mut tx = db.pool().begin().await?;
     sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at, jwks, resource_server, registration_token_hash, token_endpoint_auth_method) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11)",
+        "INSERT INTO clients (client_id, name, secret_hash, scopes, audiences, rate_plan, created_at, updated_at, jwks, resource_server, registration_token_hash, token_endpoint_auth_method, require_dpop) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&client_id)
     .bind(&name)
@@ -234,6 +239,7 @@ async fn create_with(
     .bind(i64::from(new.resource_server))
     .bind(registration.map(|(token, _)| hash_secret(token)))
     .bind(registration.map(|(_, method)| method))
+    .bind(i64::from(new.require_dpop))
     .execute(&mut *tx)
     .await?;
     db.audit_in(
@@ -262,6 +268,7 @@ async fn create_with(
         rate_plan,
         enabled: true,
         resource_server: new.resource_server,
+        require_dpop: new.require_dpop,
         created_at: now,
     };
     Ok(Created {
@@ -270,7 +277,7 @@ async fn create_with(
     })
 }
 
-const SELECT: &str = "SELECT client_id, name, secret_hash, scopes, audiences, rate_plan, disabled_at, created_at, jwks, resource_server FROM clients";
+const SELECT: &str = "SELECT client_id, name, secret_hash, scopes, audiences, rate_plan, disabled_at, created_at, jwks, resource_server, require_dpop FROM clients";
 
 fn key_ids(jwks: Option<&shared::Jwks>) -> Vec<String> {
     jwks.map(|set| set.keys().iter().map(|key| key.kid().to_owned()).collect())
@@ -308,6 +315,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<(Client, Vec<u8>), ClientError> {
             .map_err(|_| corrupt("rate plan"))?,
         enabled: disabled_at.is_none(),
         resource_server: row.try_get::<i64, _>("resource_server")? != 0,
+        require_dpop: row.try_get::<i64, _>("require_dpop")? != 0,
         created_at: row.try_get("created_at")?,
         client_id,
     };

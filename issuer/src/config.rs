@@ -94,6 +94,17 @@ pub struct Config {
     /// Longest wait for Redis per decision, in ms; past it (or with Redis down) the decision
     /// is this instance's own, from memory (fail open: counted and logged).
     pub redis_timeout_ms: u64,
+    /// How long after its `iat` a DPoP proof is accepted at the token endpoint, in seconds
+    /// (5 to 300; 5 more are allowed for clock skew). Each accepted proof is remembered that
+    /// long, so a shorter age is a smaller replay store.
+    pub dpop_proof_max_age_secs: u64,
+    /// Require a server nonce in DPoP proofs (RFC 9449 §8): a proof without a fresh one is
+    /// answered `use_dpop_nonce` with a `DPoP-Nonce` to retry with. It bounds a proof made
+    /// ahead of time (by a client whose clock is wrong, or an attacker holding its key for a
+    /// moment) to a nonce's life.
+    pub dpop_require_nonce: bool,
+    /// How long a nonce is good for, in seconds (10 to 3600): between one and two of these.
+    pub dpop_nonce_lifetime_secs: u64,
     /// `json` (default) or `pretty` log lines.
     pub log_format: String,
     /// What to log, as a tracing filter (`info`, `warn`, `issuer=debug,info`...); `RUST_LOG`
@@ -150,6 +161,9 @@ impl Default for Config {
             limits_backend: LimitsBackend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_timeout_ms: 100,
+            dpop_proof_max_age_secs: 60,
+            dpop_require_nonce: false,
+            dpop_nonce_lifetime_secs: 300,
             log_format: "json".into(),
             log_level: "info".into(),
             tls_cert_file: None,
@@ -280,6 +294,18 @@ impl Config {
                 "must be between 1 and 1000, and three times it under request_timeout_secs",
             ));
         }
+        if !(5..=300).contains(&self.dpop_proof_max_age_secs) {
+            return Err(invalid(
+                "dpop_proof_max_age_secs",
+                "must be between 5 and 300",
+            ));
+        }
+        if !(10..=3600).contains(&self.dpop_nonce_lifetime_secs) {
+            return Err(invalid(
+                "dpop_nonce_lifetime_secs",
+                "must be between 10 and 3600",
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(invalid(
                 "log_level",
@@ -359,7 +385,7 @@ impl Config {
 
     /// The settings `new` (read and validated again) may change in this running
     /// configuration: rate limits, token lifetime, JWKS max-age, key rotation interval,
-    /// `trust_forwarded_for` and the log level. The rest (addresses, database, keys, TLS,
+    /// `trust_forwarded_for`, the DPoP settings and the log level. The rest (addresses, database, keys, TLS,
     /// the limits backend, body and time limits built into the server) are kept, and named
     /// in [`Reload::refused`] when `new` differs.
     ///
@@ -392,6 +418,9 @@ impl Config {
             limits_backend: _,
             redis_url: _,
             redis_timeout_ms: _,
+            dpop_proof_max_age_secs: _,
+            dpop_require_nonce: _,
+            dpop_nonce_lifetime_secs: _,
             log_format: _,
             log_level: _,
             tls_cert_file: _,
@@ -424,6 +453,9 @@ impl Config {
             token_rate_per_address,
             token_rate_per_client,
             feed_rate_per_address,
+            dpop_proof_max_age_secs,
+            dpop_require_nonce,
+            dpop_nonce_lifetime_secs,
             log_level
         );
         fixed!(

@@ -63,6 +63,11 @@ pub enum ApiError {
     /// `invalid_request` (409): the audit chain does not hold (the first bad row named).
     #[error("{0}")]
     AuditBroken(String),
+    /// `invalid_dpop_proof` or `use_dpop_nonce` (400, RFC 9449 §5 and §8): the token request's
+    /// DPoP proof is missing where the client requires one, malformed, for another request,
+    /// stale, replayed, or lacks a fresh nonce. (A backend failure is 503.)
+    #[error("{0}")]
+    Dpop(shared::ProofError),
     /// No such route or resource (404).
     #[error("not found")]
     NotFound,
@@ -87,6 +92,8 @@ impl ApiError {
             | Self::InvalidClientMetadata(_)
             | Self::InvalidRedirectUri => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Dpop(error) if error.error_code().is_none() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Dpop(_) => StatusCode::BAD_REQUEST,
             Self::NoToken(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::AuditBroken(_) => StatusCode::CONFLICT,
@@ -107,6 +114,7 @@ impl ApiError {
                 "invalid_request"
             }
             Self::InvalidToken(_) => "invalid_token",
+            Self::Dpop(error) => error.error_code().unwrap_or("temporarily_unavailable"),
             Self::InvalidClientMetadata(_) => "invalid_client_metadata",
             Self::InvalidRedirectUri => "invalid_redirect_uri",
             Self::InsufficientScope(_) => "insufficient_scope",
@@ -141,6 +149,15 @@ impl Realm {
         match self {
             Self::Admin => "edgeward-admin",
             Self::Registration => "edgeward-registration",
+        }
+    }
+}
+
+impl From<crate::dpop::DpopError> for ApiError {
+    fn from(err: crate::dpop::DpopError) -> Self {
+        match err {
+            crate::dpop::DpopError::Proof(error) => Self::Dpop(error),
+            crate::dpop::DpopError::Store(err) => err.into(),
         }
     }
 }
@@ -194,7 +211,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::RETRY_AFTER, value);
             }
         }
-        if matches!(self, Self::Unavailable(_)) {
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response

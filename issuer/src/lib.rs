@@ -11,6 +11,7 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod dpop;
 pub mod error;
 pub mod keys;
 pub mod limits;
@@ -165,10 +166,33 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// The background work of a serving instance, forever: the key schedule and the audit
-/// trail's periodic check.
+/// The background work of a serving instance, forever: the key schedule, the audit trail's
+/// periodic check, and forgetting used DPoP proofs.
 pub async fn maintain(state: AppState) {
-    tokio::join!(maintain_keys(state.clone()), watch_audit(state));
+    tokio::join!(
+        maintain_keys(state.clone()),
+        watch_audit(state.clone()),
+        prune_dpop_proofs(state)
+    );
+}
+
+/// How often used DPoP proofs past their window are forgotten. Rows only need to go
+/// eventually: a stale row never refuses a fresh proof (`dpop::accept_token_request`).
+const DPOP_PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Forgets used DPoP proofs whose window has passed, forever (not on a read-only replica).
+pub async fn prune_dpop_proofs(state: AppState) {
+    let mut ticker = tokio::time::interval(DPOP_PRUNE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if matches!(state.db.read_only().await, Ok(true)) {
+            continue;
+        }
+        if let Err(err) = dpop::prune(&state.db, state.clock.unix_secs()).await {
+            tracing::warn!(error = %err, "cannot prune used DPoP proofs");
+        }
+    }
 }
 
 /// Checks the whole audit chain every `audit_verify_interval_secs` (0: never), from start:

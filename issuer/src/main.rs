@@ -91,6 +91,9 @@ enum ClientCommand {
         /// admin client comes to be; the API itself never makes one.
         #[arg(long, conflicts_with = "resource_server")]
         admin: bool,
+        /// Tokens only with a DPoP proof (RFC 9449): every token it gets is bound to its key.
+        #[arg(long)]
+        require_dpop: bool,
     },
     /// List clients.
     List,
@@ -499,6 +502,7 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
             jwks,
             resource_server,
             admin,
+            require_dpop,
         } => {
             let audiences = if admin {
                 let powers: Vec<&str> = scope.split_whitespace().collect();
@@ -527,6 +531,7 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
                     rate_plan,
                     jwks,
                     resource_server,
+                    require_dpop,
                 },
                 "cli",
                 now,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, LimitsBackend, Reload};
 use crate::db::Db;
+use crate::dpop::Nonces;
 use crate::keys::{Kek, SigningKeys};
 use crate::limits::TokenLimits;
 use crate::metrics::Metrics;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub limits: Arc<TokenLimits>,
     /// Where handlers read the time (the system clock; a test's own in tests).
     pub clock: Clock,
+    /// The DPoP nonces, under a key derived from the KEK (the same on every instance).
+    pub dpop_nonces: Nonces,
 }
 
 impl AppState {
@@ -57,7 +60,9 @@ impl AppState {
                 }
             },
         };
+        let dpop_nonces = Nonces::new(kek.derive(crate::dpop::NONCE_KEY_PURPOSE));
         Self {
+            dpop_nonces,
             limits: Arc::new(limits),
             config: Arc::new(RwLock::new(Arc::new(config))),
             db,

@@ -44,6 +44,7 @@ async fn client_with_key(state: &issuer::AppState) -> (String, SigningKey) {
             rate_plan: None,
             jwks: Some(jwks.to_string()),
             resource_server: false,
+            require_dpop: false,
         },
         "test",
         issuer::db::unix_now(),

@@ -109,6 +109,7 @@ async fn only_resource_servers_introspect_and_only_their_own_audiences(backend: 
             rate_plan: None,
             jwks: None,
             resource_server: true,
+            require_dpop: false,
         },
         "test",
         issuer::db::unix_now(),

@@ -6,7 +6,9 @@ use std::path::Path;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64ct::{Base64, Encoding};
+use hmac::{Hmac, Mac};
 use rand_core::{OsRng, RngCore};
+use sha2::Sha256;
 use sqlx::Row;
 
 use super::KeyError;
@@ -19,6 +21,8 @@ use crate::db::Db;
 pub struct Kek {
     cipher: Aes256Gcm,
     previous: Option<Aes256Gcm>,
+    /// HMAC-SHA256 under the KEK's bytes, for keys derived from it ([`Kek::derive`]).
+    deriver: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for Kek {
@@ -85,9 +89,12 @@ impl Kek {
             .ok_or_else(|| KeyError::Kek("must be 32 bytes as hex or base64".into()))?;
         let cipher =
             Aes256Gcm::new_from_slice(&bytes).map_err(|_| KeyError::Kek("bad length".into()))?;
+        let deriver = <Hmac<Sha256> as Mac>::new_from_slice(&bytes)
+            .map_err(|_| KeyError::Kek("bad length".into()))?;
         Ok(Self {
             cipher,
             previous: None,
+            deriver,
         })
     }
 
@@ -97,7 +104,18 @@ impl Kek {
         Self {
             cipher: self.cipher,
             previous: Some(previous.cipher),
+            deriver: self.deriver,
         }
+    }
+
+    /// A 32-byte key for `purpose`, the same on every instance that holds this KEK (HMAC-SHA256
+    /// of the purpose under the KEK): what instances must share but need not store, such as
+    /// the DPoP nonce key. A KEK rotation changes it.
+    #[must_use]
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = self.deriver.clone();
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// Whether a previous KEK is configured.

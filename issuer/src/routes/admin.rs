@@ -89,6 +89,11 @@ pub(crate) async fn authorize(
         return Err(ApiError::InvalidToken(Realm::Admin));
     }
     let claims = verified.claims();
+    // The admin API takes bearer tokens only: a DPoP-bound one presented as `Bearer` is a
+    // copy without its key (RFC 9449 §7.2), never an admin's credential.
+    if claims.cnf.is_some() {
+        return Err(ApiError::InvalidToken(Realm::Admin));
+    }
     if !claims.scope.contains(power.scope()) {
         return Err(ApiError::InsufficientScope(power.scope()));
     }
@@ -159,6 +164,9 @@ struct CreateClient {
     jwks: Option<serde_json::Value>,
     #[serde(default)]
     resource_server: bool,
+    /// Tokens only with a DPoP proof (RFC 9449 §5.2's `dpop_bound_access_tokens`).
+    #[serde(default)]
+    require_dpop: bool,
 }
 
 async fn create_client(
@@ -186,6 +194,7 @@ async fn create_client(
         rate_plan: body.rate_plan,
         jwks: body.jwks.map(|jwks| jwks.to_string()),
         resource_server: body.resource_server,
+        require_dpop: body.require_dpop,
     };
     let created = clients::create(&state.db, new, &actor, state.clock.unix_secs())
         .await

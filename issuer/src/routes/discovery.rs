@@ -40,6 +40,7 @@ async fn metadata(State(state): State<AppState>, headers: HeaderMap) -> Response
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
         "response_types_supported": [],
+        "dpop_signing_alg_values_supported": shared::dpop::PROOF_ALGS,
     })
     .to_string();
     cacheable(&state, &headers, "application/json", document)

@@ -55,6 +55,8 @@ struct Metadata {
     token_endpoint_auth_method: Option<String>,
     jwks: Option<Value>,
     jwks_uri: Option<String>,
+    /// RFC 9449 §5.2: tokens only with a DPoP proof. Set at registration; an update keeps it.
+    dpop_bound_access_tokens: Option<bool>,
     // RFC 7592 §2.2: an update names the client, may repeat its secret, and must not send
     // what only the server sets.
     client_id: Option<String>,
@@ -71,6 +73,7 @@ struct Checked {
     scopes: String,
     jwks: Option<String>,
     auth_method: &'static str,
+    require_dpop: bool,
 }
 
 /// The one checker of registration metadata: what this issuer can honour, or why not.
@@ -121,6 +124,7 @@ fn check(metadata: Metadata) -> Result<Checked, ApiError> {
         scopes,
         jwks: metadata.jwks.map(|jwks| jwks.to_string()),
         auth_method,
+        require_dpop: metadata.dpop_bound_access_tokens.unwrap_or(false),
     })
 }
 
@@ -168,6 +172,7 @@ fn information(
     put("grant_types", json!(["client_credentials"]));
     put("response_types", json!([]));
     put("token_endpoint_auth_method", json!(auth_method));
+    put("dpop_bound_access_tokens", json!(client.require_dpop));
     if let Some(jwks) = &client.jwks {
         put(
             "jwks",
@@ -228,6 +233,7 @@ async fn register(
         rate_plan: None,
         jwks: checked.jwks,
         resource_server: false,
+        require_dpop: checked.require_dpop,
     };
     let now = state.clock.unix_secs();
     let registered = clients::register(&state.db, new, checked.auth_method, &actor, now)

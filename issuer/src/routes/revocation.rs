@@ -127,9 +127,10 @@ async fn introspect(
         Err(err) => return Err(ApiError::Internal(err.to_string())),
     }
     let claims = verified.claims();
-    Ok(no_store(axum::Json(serde_json::json!({
+    let mut answer = serde_json::json!({
         "active": true,
-        "token_type": "Bearer",
+        // RFC 9449 §6.2: a bound token is `DPoP`, with the key it is bound to.
+        "token_type": if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
         "scope": claims.scope.to_string(),
         "client_id": claims.client_id,
         "sub": claims.sub,
@@ -139,7 +140,11 @@ async fn introspect(
         "iat": claims.iat,
         "nbf": claims.nbf,
         "jti": claims.jti,
-    }))))
+    });
+    if let (Some(cnf), Some(fields)) = (&claims.cnf, answer.as_object_mut()) {
+        fields.insert("cnf".into(), serde_json::json!({ "jkt": cnf.jkt.as_str() }));
+    }
+    Ok(no_store(axum::Json(answer)))
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,6 @@
 //! `POST /oauth2/token`: the `client_credentials` grant (RFC 6749 §4.4), with client
-//! authentication from `client_auth`, `scope`, RFC 8707 `resource`, and rate limits.
+//! authentication from `client_auth`, `scope`, RFC 8707 `resource`, rate limits, and DPoP
+//! (RFC 9449): a request with a good proof gets a token bound to the proof's key.
 
 use std::net::IpAddr;
 
@@ -13,7 +14,8 @@ use axum::Router;
 use base64ct::{Base64UrlUnpadded, Encoding};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
-use shared::Scopes;
+use shared::dpop::{self, HttpUri, ProofError};
+use shared::{Confirmation, Jkt, Scopes};
 
 use super::client_auth::{self, limited, ClientAddress, Form};
 use crate::clients::Client;
@@ -39,6 +41,9 @@ struct AccessTokenClaims<'a> {
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate_plan: Option<String>,
+    /// The DPoP key the token is bound to (RFC 9449 §6.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation>,
 }
 
 #[derive(Serialize)]
@@ -63,11 +68,26 @@ async fn token(
     state
         .metrics
         .token(client_id.as_deref().unwrap_or("unknown"), outcome);
-    match result {
+    let mut response = match result {
         Ok(response) => response,
         Err(err) => err.into_response(),
+    };
+    // RFC 9449 §8: with nonces required, every answer carries the one to use next, the
+    // `use_dpop_nonce` error above all.
+    let config = state.config();
+    if config.dpop_require_nonce {
+        let nonce = state
+            .dpop_nonces
+            .issue(state.clock.now().as_secs(), config.dpop_nonce_lifetime_secs);
+        if let Ok(value) = HeaderValue::from_str(&nonce) {
+            response.headers_mut().insert(DPOP_NONCE, value);
+        }
     }
+    response
 }
+
+/// RFC 9449 §8's response header.
+const DPOP_NONCE: header::HeaderName = header::HeaderName::from_static("dpop-nonce");
 
 /// Runs the grant; also returns the authenticated client id for metrics.
 async fn grant(
@@ -89,10 +109,59 @@ async fn grant(
         Err(err) => return (None, Err(err)),
     };
     let id = client.client_id.clone();
-    let result =
-        limited(&state.limits.client(&id, now).await).and_then(|()| issue(state, &client, &params));
+    if let Err(err) = limited(&state.limits.client(&id, now).await) {
+        return (Some(id), Err(err));
+    }
+    let result = match proof_of_possession(state, &client, headers).await {
+        Ok(bound_to) => issue(state, &client, &params, bound_to),
+        Err(err) => Err(err),
+    };
     (Some(id), result)
 }
+
+/// The key the token is to be bound to: the one of the request's DPoP proof, checked and
+/// recorded as used; `None` for a bearer request, which a client that requires DPoP may not
+/// make. Runs after client authentication and its limit, so only a known client's requests
+/// cost a signature check and a write.
+async fn proof_of_possession(
+    state: &AppState,
+    client: &Client,
+    headers: &HeaderMap,
+) -> Result<Option<Jkt>, ApiError> {
+    let values: Vec<&str> = headers
+        .get_all(DPOP)
+        .iter()
+        .map(|value| value.to_str().map_err(|_| ProofError::Malformed))
+        .collect::<Result<_, _>>()
+        .map_err(ApiError::Dpop)?;
+    let proof = match dpop::proof_header(values) {
+        Ok(proof) => proof,
+        Err(ProofError::Missing) if !client.require_dpop => return Ok(None),
+        Err(err) => return Err(ApiError::Dpop(err)),
+    };
+    let config = state.config();
+    let token_endpoint = HttpUri::parse(&format!("{}/oauth2/token", config.issuer_url))
+        .ok_or_else(|| ApiError::Internal("issuer_url is not an http(s) URL".into()))?;
+    let policy = crate::dpop::Policy {
+        token_endpoint: &token_endpoint,
+        max_age_secs: config.dpop_proof_max_age_secs,
+        nonce_lifetime_secs: config
+            .dpop_require_nonce
+            .then_some(config.dpop_nonce_lifetime_secs),
+    };
+    let verified = crate::dpop::accept_token_request(
+        &state.db,
+        &state.dpop_nonces,
+        &policy,
+        proof,
+        state.clock.now(),
+    )
+    .await?;
+    Ok(Some(verified.jkt().clone()))
+}
+
+/// RFC 9449 §4.1's request header.
+const DPOP: header::HeaderName = header::HeaderName::from_static("dpop");
 
 fn require_client_credentials(params: Form) -> Result<Form, ApiError> {
     match params.get("grant_type").map(String::as_str) {
@@ -102,8 +171,13 @@ fn require_client_credentials(params: Form) -> Result<Form, ApiError> {
     }
 }
 
-/// Scope and audience checks, then the signed token.
-fn issue(state: &AppState, client: &Client, params: &Form) -> Result<Response, ApiError> {
+/// Scope and audience checks, then the signed token (bound to `bound_to`'s key, if any).
+fn issue(
+    state: &AppState,
+    client: &Client,
+    params: &Form,
+    bound_to: Option<Jkt>,
+) -> Result<Response, ApiError> {
     let scope = match params.get("scope") {
         None => client.scopes.clone(),
         Some(text) => {
@@ -143,13 +217,19 @@ fn issue(state: &AppState, client: &Client, params: &Form) -> Result<Response, A
         client_id: &client.client_id,
         scope: scope.to_string(),
         rate_plan: client.rate_plan.map(|plan| plan.to_string()),
+        cnf: bound_to.map(|jkt| Confirmation { jkt }),
     };
     let access_token = signer
         .sign_jwt(&claims)
         .map_err(|err| ApiError::Internal(err.to_string()))?;
     let body = TokenResponse {
         access_token,
-        token_type: "Bearer",
+        // RFC 9449 §5: a bound token is `DPoP`, and is refused as `Bearer`.
+        token_type: if claims.cnf.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        },
         expires_in: lifetime,
         scope: scope.to_string(),
     };

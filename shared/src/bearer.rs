@@ -1,7 +1,16 @@
-//! Bearer credentials from the `Authorization` header (RFC 6750 §2.1), the only place the
-//! edge accepts a token from.
+//! Access tokens from the `Authorization` header: `Bearer` (RFC 6750 §2.1) and `DPoP`
+//! (RFC 9449 §7.1), the only place the edge accepts a token from.
 
 use crate::rejection::Rejection;
+
+/// How a token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer`: whoever holds the token may use it.
+    Bearer,
+    /// `Authorization: DPoP`, with a proof of the key the token is bound to in `DPoP`.
+    Dpop,
+}
 
 /// The token from the request's `Authorization` header values.
 ///
@@ -15,6 +24,22 @@ pub fn bearer_token<'a, I>(authorization_values: I) -> Result<&'a str, Rejection
 where
     I: IntoIterator<Item = &'a str>,
 {
+    match credentials(authorization_values)? {
+        (Scheme::Bearer, token) => Ok(token),
+        (Scheme::Dpop, _) => Err(Rejection::MissingToken),
+    }
+}
+
+/// The scheme and token from the request's `Authorization` header values: `Bearer` or `DPoP`
+/// (case-insensitive, RFC 9110 §11.1), then one `token68` (the same characters as RFC 6750's
+/// `b64token`).
+///
+/// # Errors
+/// As [`bearer_token`], with `DPoP` accepted as well.
+pub fn credentials<'a, I>(authorization_values: I) -> Result<(Scheme, &'a str), Rejection>
+where
+    I: IntoIterator<Item = &'a str>,
+{
     let mut values = authorization_values.into_iter();
     let value = values.next().ok_or(Rejection::MissingToken)?;
     if values.next().is_some() {
@@ -22,12 +47,16 @@ where
     }
     let value = value.trim_matches([' ', '\t']);
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(Rejection::MissingToken);
-    }
+    };
     let token = rest.trim_start_matches(' ');
     if is_b64token(token) {
-        Ok(token)
+        Ok((scheme, token))
     } else {
         Err(Rejection::MalformedRequest)
     }
@@ -65,6 +94,18 @@ mod tests {
     fn accepts_one_bearer_credential() {
         assert_eq!(bearer_token(["Bearer abc.def.ghi"]), Ok("abc.def.ghi"));
         assert_eq!(bearer_token(["bearer  abc"]), Ok("abc"));
+    }
+
+    #[test]
+    fn dpop_is_a_scheme_of_its_own() {
+        assert_eq!(
+            credentials(["DPoP abc.def.ghi"]),
+            Ok((Scheme::Dpop, "abc.def.ghi"))
+        );
+        assert_eq!(credentials(["dpop abc"]), Ok((Scheme::Dpop, "abc")));
+        assert_eq!(credentials(["Bearer abc"]), Ok((Scheme::Bearer, "abc")));
+        assert_eq!(bearer_token(["DPoP abc"]), Err(Rejection::MissingToken));
+        assert_eq!(credentials(["DPoP a b"]), Err(Rejection::MalformedRequest));
     }
 
     #[test]

@@ -301,6 +301,10 @@ pub enum ProofError {
     /// The signature backend could not run (not the client's fault: 503).
     #[error("DPoP proof verification is unavailable")]
     VerifierUnavailable,
+    /// The replay store could not say whether the proof is fresh: it is not accepted
+    /// unchecked (503, and the client retries with a new proof).
+    #[error("the DPoP replay check is unavailable")]
+    ReplayUnchecked,
 }
 
 impl ProofError {
@@ -309,7 +313,7 @@ impl ProofError {
     pub const fn error_code(&self) -> Option<&'static str> {
         match self {
             Self::UseNonce => Some("use_dpop_nonce"),
-            Self::VerifierUnavailable => None,
+            Self::VerifierUnavailable | Self::ReplayUnchecked => None,
             _ => Some("invalid_dpop_proof"),
         }
     }
@@ -339,6 +343,35 @@ impl ProofError {
             Self::Replayed => "dpop_replayed",
             Self::UseNonce => "dpop_nonce_required",
             Self::VerifierUnavailable => "dpop_verifier_unavailable",
+            Self::ReplayUnchecked => "dpop_replay_unchecked",
+        }
+    }
+
+    /// A fixed, client-safe `error_description` (printable ASCII without `"` or `\\`).
+    #[must_use]
+    pub const fn description(&self) -> &'static str {
+        match self {
+            Self::Missing => "a DPoP proof is required",
+            Self::Repeated => "more than one DPoP proof",
+            Self::TooLarge
+            | Self::Malformed
+            | Self::WrongType
+            | Self::ForbiddenHeader { .. }
+            | Self::MissingClaim { .. }
+            | Self::InvalidClaim { .. } => "the DPoP proof is malformed",
+            Self::AlgorithmNotAllowed => "the DPoP proof algorithm is not allowed",
+            Self::BadKey | Self::PrivateKey => "the DPoP proof key is not an EC P-256 public key",
+            Self::BadSignature => "the DPoP proof signature is invalid",
+            Self::MethodMismatch | Self::UriMismatch => "the DPoP proof is for another request",
+            Self::Stale => "the DPoP proof is too old",
+            Self::IssuedInFuture => "the DPoP proof was issued in the future",
+            Self::TokenHashMismatch => "the DPoP proof is not for this access token",
+            Self::KeyMismatch => "the DPoP proof key is not the one the token is bound to",
+            Self::Replayed => "the DPoP proof was already used",
+            Self::UseNonce => "a fresh DPoP nonce is required",
+            Self::VerifierUnavailable | Self::ReplayUnchecked => {
+                "DPoP proof checking is temporarily unavailable"
+            }
         }
     }
 }

@@ -71,7 +71,7 @@ pub mod js;
 pub mod origin;
 
 pub use assertion::{AssertionKey, AssertionSigner, AssertionVerifier, EdgeIdentity, RequestLine};
-pub use bearer::bearer_token;
+pub use bearer::{bearer_token, credentials, Scheme};
 pub use cache::{TokenCache, TokenKey};
 pub use claims::{AccessClaims, Confirmation, ScopeRequirement, Scopes, Validation};
 pub use dpop::{HttpUri, Jkt, ProofError, ProofRules, VerifiedProof};

@@ -8,6 +8,8 @@
 
 use core::fmt::Write as _;
 
+use crate::dpop::ProofError;
+
 /// A JWS segment of a compact token, for errors that point at one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -32,8 +34,9 @@ impl Segment {
     }
 }
 
-/// The RFC 6750 §3.1 error codes.
+/// The RFC 6750 §3.1 error codes, and RFC 9449 §7.1's two for DPoP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BearerErrorCode {
     /// `invalid_request`: the request itself is malformed (400).
     InvalidRequest,
@@ -41,6 +44,11 @@ pub enum BearerErrorCode {
     InvalidToken,
     /// `insufficient_scope`: the token is good but lacks a required scope (403).
     InsufficientScope,
+    /// `invalid_dpop_proof`: the DPoP proof is missing, malformed, for another request,
+    /// stale, replayed or not by the token's key (401).
+    InvalidDpopProof,
+    /// `use_dpop_nonce`: the proof needs a fresh server nonce (401).
+    UseDpopNonce,
 }
 
 impl BearerErrorCode {
@@ -51,6 +59,8 @@ impl BearerErrorCode {
             Self::InvalidRequest => "invalid_request",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
         }
     }
 }
@@ -203,6 +213,26 @@ pub enum Rejection {
     /// fault: answer 503 and let the client retry.
     #[error("token verification is unavailable")]
     VerifierUnavailable,
+
+    /// The token is bound to a DPoP key (`cnf.jkt`) but came as `Bearer`: a copy without
+    /// its key, or a client that forgot the proof (RFC 9449 §7.2). Never taken as bearer.
+    #[error("a DPoP-bound token came as a bearer token")]
+    BoundTokenAsBearer,
+
+    /// The resource takes DPoP-bound tokens only, and this one is not bound or came as
+    /// `Bearer`.
+    #[error("this resource requires a DPoP-bound token")]
+    DpopRequired,
+
+    /// `Authorization: DPoP` with a token that is not bound to a key: a bearer token dressed
+    /// as a bound one.
+    #[error("the token is not DPoP-bound")]
+    UnboundTokenAsDpop,
+
+    /// The DPoP proof was refused (RFC 9449 §7.1: `invalid_dpop_proof` or `use_dpop_nonce`;
+    /// 503 when it could not be checked).
+    #[error("{0}")]
+    Dpop(ProofError),
 }
 
 impl Rejection {
@@ -236,7 +266,23 @@ impl Rejection {
             Self::Revoked => "revoked",
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::VerifierUnavailable => "verifier_unavailable",
+            Self::BoundTokenAsBearer => "bound_token_as_bearer",
+            Self::DpopRequired => "dpop_required",
+            Self::UnboundTokenAsDpop => "unbound_token_as_dpop",
+            Self::Dpop(error) => error.reason(),
         }
+    }
+
+    /// Whether the refusal is about DPoP: its challenge is `DPoP` whatever the scheme used.
+    #[must_use]
+    pub const fn is_dpop(&self) -> bool {
+        matches!(
+            self,
+            Self::BoundTokenAsBearer
+                | Self::DpopRequired
+                | Self::UnboundTokenAsDpop
+                | Self::Dpop(_)
+        )
     }
 
     /// Whether the token failed before any claim or key was looked at: not a well-formed
@@ -267,6 +313,11 @@ impl Rejection {
     pub const fn error_code(&self) -> Option<BearerErrorCode> {
         match self {
             Self::MissingToken | Self::VerifierUnavailable => None,
+            Self::Dpop(ProofError::UseNonce) => Some(BearerErrorCode::UseDpopNonce),
+            Self::Dpop(error) => match error.error_code() {
+                Some(_) => Some(BearerErrorCode::InvalidDpopProof),
+                None => None,
+            },
             Self::MalformedRequest => Some(BearerErrorCode::InvalidRequest),
             Self::InsufficientScope { .. } => Some(BearerErrorCode::InsufficientScope),
             _ => Some(BearerErrorCode::InvalidToken),
@@ -276,13 +327,23 @@ impl Rejection {
     /// The HTTP status to answer with.
     #[must_use]
     pub const fn status(&self) -> u16 {
+        if self.is_server_side() {
+            return 503;
+        }
+        match self.error_code() {
+            Some(BearerErrorCode::InvalidRequest) => 400,
+            Some(BearerErrorCode::InsufficientScope) => 403,
+            _ => 401,
+        }
+    }
+
+    /// Whether the failure is the server's (a backend that could not run): 503, no challenge.
+    #[must_use]
+    pub const fn is_server_side(&self) -> bool {
         match self {
-            Self::VerifierUnavailable => 503,
-            _ => match self.error_code() {
-                Some(BearerErrorCode::InvalidRequest) => 400,
-                Some(BearerErrorCode::InsufficientScope) => 403,
-                Some(BearerErrorCode::InvalidToken) | None => 401,
-            },
+            Self::VerifierUnavailable => true,
+            Self::Dpop(error) => error.error_code().is_none(),
+            _ => false,
         }
     }
 
@@ -317,6 +378,12 @@ impl Rejection {
             Self::Revoked => "the access token has been revoked",
             Self::InsufficientScope { .. } => "the access token lacks the required scope",
             Self::VerifierUnavailable => "token verification is temporarily unavailable",
+            Self::BoundTokenAsBearer => {
+                "the access token is DPoP-bound: send it with the DPoP scheme and a proof"
+            }
+            Self::DpopRequired => "this resource requires a DPoP-bound access token",
+            Self::UnboundTokenAsDpop => "the access token is not DPoP-bound",
+            Self::Dpop(error) => error.description(),
         }
     }
 
@@ -326,11 +393,25 @@ impl Rejection {
     /// dropped.
     #[must_use]
     pub fn www_authenticate(&self, realm: &str) -> Option<String> {
-        if matches!(self, Self::VerifierUnavailable) {
+        self.challenge(realm, false)
+    }
+
+    /// The challenge for a request that used the `DPoP` scheme, or reached a resource that
+    /// requires it (`dpop`), or for a DPoP refusal: RFC 9449 §7.1's `DPoP` scheme with the
+    /// proof algorithms; otherwise RFC 6750's `Bearer`. `None` for a server-side failure.
+    #[must_use]
+    pub fn challenge(&self, realm: &str, dpop: bool) -> Option<String> {
+        if self.is_server_side() {
             return None;
         }
         let mut value = String::with_capacity(128);
-        value.push_str("Bearer realm=\"");
+        if dpop || self.is_dpop() {
+            value.push_str("DPoP algs=\"");
+            value.push_str(&crate::dpop::PROOF_ALGS.join(" "));
+            value.push_str("\", realm=\"");
+        } else {
+            value.push_str("Bearer realm=\"");
+        }
         push_quoted_safe(&mut value, realm);
         value.push('"');
         if let Some(code) = self.error_code() {
@@ -361,7 +442,7 @@ impl Rejection {
         }
         let error = match self.error_code() {
             Some(code) => Some(code.as_str()),
-            None if matches!(self, Self::VerifierUnavailable) => Some("temporarily_unavailable"),
+            None if self.is_server_side() => Some("temporarily_unavailable"),
             None => None,
         };
         let body = Body {
@@ -410,6 +491,31 @@ mod tests {
         assert!(value.starts_with("Bearer realm=\"abc\""));
         assert!(value.ends_with("scope=\"read write\""));
         assert_eq!(rejection.status(), 403);
+    }
+
+    #[test]
+    fn dpop_refusals_challenge_with_dpop() {
+        let replayed = Rejection::Dpop(ProofError::Replayed);
+        assert_eq!(replayed.status(), 401);
+        assert_eq!(
+            replayed.www_authenticate("api").unwrap(),
+            "DPoP algs=\"ES256\", realm=\"api\", error=\"invalid_dpop_proof\", error_description=\"the DPoP proof was already used\""
+        );
+        let nonce = Rejection::Dpop(ProofError::UseNonce);
+        assert!(nonce.json_body().contains("use_dpop_nonce"));
+        let unchecked = Rejection::Dpop(ProofError::ReplayUnchecked);
+        assert_eq!(unchecked.status(), 503);
+        assert!(unchecked.www_authenticate("api").is_none());
+        assert!(unchecked.json_body().contains("temporarily_unavailable"));
+        // An ordinary refusal of a DPoP request is challenged as DPoP too.
+        assert!(Rejection::Expired
+            .challenge("api", true)
+            .unwrap()
+            .starts_with("DPoP algs=\"ES256\", realm=\"api\", error=\"invalid_token\""));
+        assert_eq!(
+            Rejection::BoundTokenAsBearer.error_code(),
+            Some(BearerErrorCode::InvalidToken)
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!     { "id": "orders-read", "host": "api.example", "path": "/orders/{id}",
 //!       "methods": ["GET", "HEAD"], "scopes_all": ["orders:read"],
 //!       "audience": "orders", "origin": "https://orders.internal", "rate_plan": "100/60s",
-//!       "max_body": 0 },
+//!       "max_body": 0, "dpop": "required" },
 //!     { "id": "admin", "path": "/admin/**", "scopes_any": ["admin", "ops"] } ] }
 //! ```
 //!
@@ -101,6 +101,9 @@ pub struct Policy {
     pub rate_plan: Option<RatePlan>,
     /// The largest request body accepted, in bytes (`None`: no limit of the edge's own).
     pub max_body: Option<u64>,
+    /// Whether only DPoP-bound tokens, each use with its proof, pass (`"dpop": "required"`).
+    /// Otherwise a bearer token passes too; a bound token needs its proof on every route.
+    pub dpop_required: bool,
 }
 
 /// Who may pass a route.
@@ -166,7 +169,7 @@ pub enum RouteError {
 /// What a route matches on; the rest of its members are its policy's.
 const ROUTE_MATCH: [&str; 4] = ["id", "host", "path", "methods"];
 /// A policy's settings (a route's, or `unmatched`'s); `description` is for people only.
-const POLICY: [&str; 8] = [
+const POLICY: [&str; 9] = [
     "require",
     "scopes_all",
     "scopes_any",
@@ -174,6 +177,7 @@ const POLICY: [&str; 8] = [
     "origin",
     "rate_plan",
     "max_body",
+    "dpop",
     "description",
 ];
 const UNMATCHED: &str = "unmatched";
@@ -454,6 +458,7 @@ impl Policy {
             origin: None,
             rate_plan: None,
             max_body: None,
+            dpop_required: false,
         }
     }
 }
@@ -620,7 +625,7 @@ fn read_route(member: Member, index: usize) -> Result<Route, RouteError> {
 }
 
 fn read_policy(member: Member, at: &str) -> Result<Policy, RouteError> {
-    let [require, all, any, audience, origin, rate_plan, max_body, _description] =
+    let [require, all, any, audience, origin, rate_plan, max_body, dpop, _description] =
         member.take_members(POLICY)?;
     let scopes = |list: Option<Member>, name: &str| -> Result<Scopes, RouteError> {
         let Some(list) = list else {
@@ -692,12 +697,19 @@ fn read_policy(member: Member, at: &str) -> Result<Policy, RouteError> {
     if matches!(access, Access::Deny) && rate_plan.is_some() {
         return Err(invalid(at, "a `deny` route has no `rate_plan`"));
     }
+    let dpop_required = match text(dpop, "dpop")?.as_deref() {
+        None | Some("allowed") => false,
+        Some("required") if matches!(access, Access::Token(_)) => true,
+        Some("required") => return Err(invalid(at, "`dpop` applies to token routes only")),
+        Some(_) => return Err(invalid(at, "`dpop` is \"allowed\" or \"required\"")),
+    };
     Ok(Policy {
         access,
         audience,
         origin,
         rate_plan,
         max_body,
+        dpop_required,
     })
 }
 
@@ -941,6 +953,18 @@ mod tests {
         );
         assert_eq!(table.routes()[0].policy.access, Access::Public);
         assert_eq!(table.routes()[0].policy.max_body, Some(0));
+        assert!(!table.routes()[0].policy.dpop_required);
+        let dpop = RouteTable::from_json(
+            r#"{ "route": [{ "id": "pay", "path": "/pay", "dpop": "required" }] }"#,
+        )
+        .unwrap();
+        assert!(dpop.routes()[0].policy.dpop_required);
+        for refused in [
+            r#"{ "route": [{ "id": "p", "path": "/p", "require": "public", "dpop": "required" }] }"#,
+            r#"{ "route": [{ "id": "p", "path": "/p", "dpop": "yes" }] }"#,
+        ] {
+            assert!(RouteTable::from_json(refused).is_err(), "{refused}");
+        }
         assert_eq!(id(&table, "GET", "/nothing"), None);
         assert!(RouteTable::from_json("{}").unwrap().unmatched().is_none());
     }

@@ -62,6 +62,15 @@ function rateLimiterAnswer(url, stored, book) {
   }
 }
 
+function replayEntry(url) {
+  recover();
+  try {
+    return wasm.replayEntry(url);
+  } catch (error) {
+    throw trap(error);
+  }
+}
+
 /** Hands `promise`'s outcome to wasm under wait number `id`; the promise of what wasm
  * answers (a Response, the next wait's promise, or nothing for a background step). */
 function settle(promise, id) {
@@ -87,4 +96,4 @@ export default {
   },
 };
 
-export const RateLimiter = rateLimiterClass(rateLimiterAnswer);
+export const RateLimiter = rateLimiterClass(rateLimiterAnswer, replayEntry);

@@ -2,14 +2,15 @@
 // one call from wasm where the same work through web-sys would cross the boundary once per
 // header.
 
-// Request headers the origin never gets from the client: the credential, the host, what
+// Request headers the origin never gets from the client: the credential and its DPoP proof
+// (the assertion says the edge checked it), the host, what
 // proxies say about the client (the edge sets its own from what the platform says), what
 // frameworks take to override the method or URL the assertion binds, and the hop-by-hop
 // headers of RFC 9110 §7.6.1. Names are compared lower case with every character but
 // [a-z0-9] read as a dash: servers in front of origins map `x_forwarded_for` (and CGI maps
 // any punctuation) to the same name.
 const DROPPED = new Set([
-  "authorization", "host", "forwarded", "x-real-ip", "true-client-ip", "client-ip",
+  "authorization", "dpop", "host", "forwarded", "x-real-ip", "true-client-ip", "client-ip",
   "x-client-ip", "x-cluster-client-ip", "fastly-client-ip", "x-original-forwarded-for",
   "x-host", "x-original-host", "x-original-url", "x-rewrite-url",
   "x-http-method-override", "x-http-method", "x-method-override",

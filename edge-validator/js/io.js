@@ -117,7 +117,7 @@ export async function askObject(env, binding, name, url, timeoutMs) {
 }
 
 /** What the edge reads of a request, in one crossing: method, URL, `CF-Connecting-IP`,
- * `cf.colo` (when `withColo`), the body's declared length and, when present,
+ * `cf.colo` (when `withColo`), the body's declared length, `DPoP` and, when present,
  * `Authorization`, one per line (none of them can hold a line break: the runtime refuses
  * such header values and URLs). */
 export function head(request, withColo) {
@@ -127,7 +127,8 @@ export function head(request, withColo) {
   const ip = headers.get("cf-connecting-ip") ?? "";
   // The body: "" for none, else its declared length ("?" when chunked, without one).
   const body = request.body === null ? "" : (headers.get("content-length") ?? "?");
-  const line = `${request.method}\n${request.url}\n${ip}\n${colo}\n${body}`;
+  const dpop = headers.get("dpop") ?? "";
+  const line = `${request.method}\n${request.url}\n${ip}\n${colo}\n${body}\n${dpop}`;
   return authorization === null ? line : `${line}\n${authorization}`;
 }
 

@@ -95,7 +95,7 @@ pub fn handle(
             Err(err) => {
                 let reason = err.to_string();
                 log(Level::Error, &event_line("edge_misconfigured", &reason));
-                return respond(&Names::new(), &Reply::of(&EdgeError::Internal(reason)));
+                return respond(&Names::new(), &Reply::of(&EdgeError::Internal(reason), false));
             }
         };
         let with_colo = driver.isolate.config().objects_per_location();
@@ -143,6 +143,13 @@ pub fn rate_limiter_answer(
     ))
 }
 
+/// The storage key of a DPoP replay check's query (`js/rate-limiter.js`), or nothing for a
+/// malformed query.
+#[wasm_bindgen(js_name = replayEntry)]
+pub fn replay_entry(url: &str) -> Option<String> {
+    crate::isolate::replay_entry(url)
+}
+
 /// The answer for a wait this instance does not have. The origin's answer to a request an
 /// instance forwarded before it trapped still goes to its client (only its log line is
 /// lost: the origin may have acted on it, and a 500 could make the client repeat it).
@@ -156,7 +163,7 @@ fn passed_on_or_lost(ok: bool, value: JsValue) -> Result<JsValue, JsValue> {
 /// The answer for a wait the isolate no longer has (evicted, or of a trapped instance).
 fn lost() -> Result<JsValue, JsValue> {
     let error = EdgeError::Internal("an answer came for a wait that is gone".into());
-    respond(&Names::new(), &Reply::of(&error))
+    respond(&Names::new(), &Reply::of(&error, false))
 }
 
 impl Names {
@@ -340,6 +347,7 @@ impl Driver {
                     }
                 }
             }
+            Side::ForgetKey { kid } => self.crypto.forget(&kid),
             Side::StoreCopy(copy) => {
                 if let Some(ctx) = ctx {
                     js::cache_put(
@@ -360,7 +368,7 @@ impl Driver {
 
 /// The request's head from `js::head`'s lines.
 fn read_head(text: &str) -> Head {
-    let mut lines = text.splitn(6, '\n');
+    let mut lines = text.splitn(7, '\n');
     let mut next = || lines.next().map(str::to_owned);
     let method = next().unwrap_or_default();
     let url = next().unwrap_or_default();
@@ -370,12 +378,14 @@ fn read_head(text: &str) -> Head {
         None | Some("") => Body::None,
         Some(length) => length.parse().map_or(Body::Unknown, Body::Declared),
     };
+    let dpop = next().filter(|proof| !proof.is_empty());
     Head {
         method,
         url,
         client_ip,
         colo,
         body,
+        dpop,
         authorization: next(),
     }
 }

@@ -27,6 +27,7 @@ mod leases;
 mod limits;
 mod local_table;
 mod log;
+mod proofs;
 mod reply;
 mod revocations;
 pub mod url;
@@ -36,7 +37,9 @@ use std::sync::Arc;
 
 use shared::path::{NormalPath, PathError};
 use shared::route::{Access, Policy};
-use shared::{bearer_token, Rejection, TokenKey, UnixTime, VerifiedToken};
+use shared::dpop::{self, PendingProof, ProofRequest};
+use shared::{credentials, HttpUri, Jkt, ProofError, Rejection, Scheme, TokenKey};
+use shared::{UnixTime, VerifiedToken};
 
 pub use config::{Config, ConfigError, RateLimitMode, RateLimitScope, Vars};
 pub use io::{
@@ -44,6 +47,7 @@ pub use io::{
     Side,
 };
 pub use leases::object_answer;
+pub use proofs::replay_entry;
 pub use log::event_line;
 pub use reply::{EdgeError, RateLimitHeaders, Reply};
 pub use waits::{WaitId, EPOCH_BITS};
@@ -51,6 +55,7 @@ pub use waits::{WaitId, EPOCH_BITS};
 use keys::{freshness_name, KeyEvent, KeySet, Keys, Refresh, RefreshStep};
 use leases::{Answered, Ask, Leases, Take};
 use limits::{Check, Limiter, Source, Subject};
+use local_table::LocalTable;
 use log::{Event, LeaseEvent, RequestLog, Sampler};
 use revocations::{Pull, PullStep, Revocations, Sync};
 use url::RequestUrl;
@@ -63,6 +68,9 @@ pub const HEALTH_PATH: &str = "/.edge/health";
 const POLL_MS: u64 = 5;
 /// The longest a request waiting for another's lease ask sleeps between looks, in ms.
 const LEASE_POLL_MAX_MS: u64 = 40;
+/// Most DPoP proof keys an isolate keeps imported: every client brings its own, so the
+/// table is bounded, least recently used first out (the driver drops their WebCrypto keys).
+const PROOF_KEYS: usize = 1024;
 
 /// What the runtime tells of an arriving request: all the core reads of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +81,8 @@ pub struct Head {
     /// The `Authorization` header (several are joined with `, `, which the bearer parser
     /// refuses).
     pub authorization: Option<String>,
+    /// The `DPoP` header (several are joined with `, `, which no proof survives).
+    pub dpop: Option<String>,
     /// `CF-Connecting-IP`.
     pub client_ip: Option<String>,
     /// `request.cf.colo`: read only when rate-limit objects are per location (where they
@@ -116,6 +126,8 @@ pub struct Isolate<T> {
     limiter: Limiter,
     /// `lease` mode's leases.
     leases: Leases,
+    /// The DPoP proof keys the driver holds imported, by their names ([`proof_key_name`]).
+    proof_keys: LocalTable<()>,
     /// Until when each kind of job counts as running (0: not running).
     keys_busy_until: UnixTime,
     revocations_busy_until: UnixTime,
@@ -151,14 +163,19 @@ enum Suspended {
         kind: Kind,
         deadline: UnixTime,
     },
-    /// A WebCrypto key import.
+    /// A WebCrypto key import: a key of the set, or a DPoP proof's key (`proof`).
     Import {
         arrived: Box<Arrived>,
         kid: String,
         point: [u8; 65],
+        proof: bool,
     },
     /// WebCrypto's verdict on a fresh token.
     Verify(Box<Verifying>),
+    /// WebCrypto's verdict on a DPoP proof.
+    Proof(Box<Proving>),
+    /// The replay object's answer: was this proof seen before?
+    Replay(Box<Replaying>),
     /// Its Durable Object's decision.
     Limit(Box<Asking>),
     /// Another request's lease ask for the same key (polled for on a timer).
@@ -192,6 +209,8 @@ struct Waited {
     refresh: bool,
     /// A WebCrypto key import.
     import: bool,
+    /// A WebCrypto import of its DPoP proof's key.
+    proof_import: bool,
 }
 
 /// What a job does.
@@ -231,6 +250,29 @@ struct Verifying {
     raw_signature: [u8; 64],
     /// The signing input's length: the token's first bytes.
     message_len: usize,
+    log: RequestLog,
+    started: UnixTime,
+}
+
+/// A bound token's request whose proof passed every check but its signature.
+struct Proving {
+    arrived: Arrived,
+    verified: Arc<VerifiedToken>,
+    proof: PendingProof,
+    key_name: String,
+    raw_signature: [u8; 64],
+    /// The proof's signing input's length: the `DPoP` header's first bytes.
+    message_len: usize,
+    log: RequestLog,
+    started: UnixTime,
+}
+
+/// A request whose proof verified, waiting for the replay object.
+struct Replaying {
+    arrived: Arrived,
+    verified: Arc<VerifiedToken>,
+    name: String,
+    url: String,
     log: RequestLog,
     started: UnixTime,
 }
@@ -343,6 +385,7 @@ impl<T: Clone> Isolate<T> {
         Self {
             keys: KeySet::new(&config),
             leases: Leases::new(config.lease_policy, config.fetch_timeout_ms),
+            proof_keys: LocalTable::new(PROOF_KEYS),
             config,
             revocations: Revocations::default(),
             limiter: Limiter::new(),
@@ -412,8 +455,8 @@ impl<T: Clone> Isolate<T> {
             Waiting::Request { on, .. } => match on {
                 Suspended::Job { .. } => Expect::Timer,
                 Suspended::Import { .. } => Expect::Imported,
-                Suspended::Verify(_) => Expect::Verified,
-                Suspended::Limit(_) => Expect::Limit,
+                Suspended::Verify(_) | Suspended::Proof(_) => Expect::Verified,
+                Suspended::Limit(_) | Suspended::Replay(_) => Expect::Limit,
                 Suspended::Lease(_) => Expect::Timer,
                 Suspended::Origin(_) => Expect::Origin,
             },
@@ -457,9 +500,25 @@ impl<T: Clone> Isolate<T> {
                         ms: waiting.polled.sleep_ms(),
                     },
                     Suspended::Import { kid, point, .. } => Io::Import { kid, point: *point },
+                    Suspended::Proof(proving) => Io::Verify {
+                        kid: &proving.key_name,
+                        signature: &proving.raw_signature,
+                        message: proving
+                            .arrived
+                            .head
+                            .dpop
+                            .as_deref()
+                            .and_then(|proof| dpop::proof_header(Some(proof)).ok())
+                            .and_then(|proof| proof.as_bytes().get(..proving.message_len))
+                            .unwrap_or_default(),
+                    },
+                    Suspended::Replay(replaying) => Io::AskLimiter {
+                        name: &replaying.name,
+                        url: &replaying.url,
+                        timeout_ms: self.config.fetch_timeout_ms,
+                    },
                     Suspended::Verify(verifying) => {
-                        let token = bearer_token(verifying.arrived.head.authorization.as_deref())
-                            .unwrap_or_default();
+                        let token = presented_token(&verifying.arrived.head);
                         Io::Verify {
                             kid: verifying.signature.kid(),
                             signature: &verifying.raw_signature,
@@ -551,10 +610,12 @@ impl<T: Clone> Isolate<T> {
                         arrived,
                         kid,
                         point,
+                        proof,
                     },
                     Answer::Imported(result),
                 ) => {
                     match result {
+                        Ok(()) if proof => self.proof_key_imported(kid),
                         Ok(()) => self.keys.imported(kid, point),
                         Err(reason) => {
                             self.failed(Level::Error, "webcrypto_import_failed", &reason)
@@ -564,6 +625,12 @@ impl<T: Clone> Isolate<T> {
                 }
                 (Suspended::Verify(verifying), Answer::Verified(verdict)) => {
                     self.verified(*verifying, exchange, verdict, now)
+                }
+                (Suspended::Proof(proving), Answer::Verified(verdict)) => {
+                    self.proved(*proving, exchange, verdict, now)
+                }
+                (Suspended::Replay(replaying), Answer::Limit(answer)) => {
+                    self.replay_answered(*replaying, exchange, answer, now)
                 }
                 (Suspended::Limit(asking), Answer::Limit(answer)) => {
                     let Asking {
@@ -672,10 +739,21 @@ impl<T: Clone> Isolate<T> {
         if public {
             return self.public(arrived, exchange, log, now);
         }
-        let token = match bearer_token(arrived.head.authorization.as_deref()) {
-            Ok(token) => token,
+        // A DPoP request, or one to a route that requires DPoP, is challenged as DPoP.
+        let dpop_required = self
+            .config
+            .policy(arrived.route)
+            .is_some_and(|policy| policy.dpop_required);
+        let token = match credentials(arrived.head.authorization.as_deref()) {
+            Ok((scheme, token)) => {
+                log.dpop_challenge = dpop_required || scheme == Scheme::Dpop;
+                token
+            }
             // No token, or a malformed header: the challenge, at no cost to the IP's budget.
-            Err(rejection) => return self.reply(exchange, Some(log), &rejection.into(), now),
+            Err(rejection) => {
+                log.dpop_challenge = dpop_required;
+                return self.reply(exchange, Some(log), &rejection.into(), now);
+            }
         };
         match self.revocations.sync(&self.config, now) {
             Sync::Current => {}
@@ -731,7 +809,7 @@ impl<T: Clone> Isolate<T> {
         log: RequestLog,
         now: UnixTime,
     ) -> Next<T> {
-        let token = bearer_token(arrived.head.authorization.as_deref()).unwrap_or_default();
+        let token = presented_token(&arrived.head);
         let audience = self
             .config
             .policy(arrived.route)
@@ -788,6 +866,7 @@ impl<T: Clone> Isolate<T> {
                     arrived: Box::new(arrived),
                     kid,
                     point,
+                    proof: false,
                 },
             );
         }
@@ -841,6 +920,160 @@ impl<T: Clone> Isolate<T> {
         }
     }
 
+    /// A DPoP-bound token's request: its proof checked against the request, the token and
+    /// the key `jkt` (a refusal is charged like a bad token's), then a wait for WebCrypto
+    /// (first an import of the proof's key, if the isolate does not hold it).
+    fn prove(
+        &mut self,
+        arrived: Arrived,
+        exchange: T,
+        verified: Arc<VerifiedToken>,
+        jkt: &Jkt,
+        log: RequestLog,
+        now: UnixTime,
+    ) -> Next<T> {
+        let head = &arrived.head;
+        let checked = dpop::proof_header(head.dpop.as_deref()).and_then(|proof| {
+            let uri = HttpUri::parse(&head.url).ok_or(ProofError::UriMismatch)?;
+            let request = ProofRequest {
+                method: &head.method,
+                uri: &uri,
+                access_token: Some(presented_token(head)),
+                bound_to: Some(jkt),
+            };
+            let check = dpop::check(proof, &request, &self.config.dpop_rules, now)?;
+            let message_len = check.signing_input().len();
+            let key = check.key().uncompressed_point();
+            Ok((message_len, *check.signature(), key, check.into_pending()))
+        });
+        let (message_len, raw_signature, point, proof) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                let ip = client_network(head);
+                return self.reject(arrived, exchange, &ip, Rejection::Dpop(error), log, now);
+            }
+        };
+        let key_name = proof_key_name(jkt);
+        if self.proof_keys.get(&key_name).is_none() {
+            if arrived.waited.proof_import {
+                // The import failed (logged): the proof cannot be verified now.
+                let unavailable = Rejection::Dpop(ProofError::VerifierUnavailable);
+                return self.reply(exchange, Some(log), &unavailable.into(), now);
+            }
+            let mut arrived = arrived;
+            arrived.waited.proof_import = true;
+            let on = Suspended::Import {
+                arrived: Box::new(arrived),
+                kid: key_name,
+                point,
+                proof: true,
+            };
+            return self.park_request(exchange, on);
+        }
+        let proving = Proving {
+            arrived,
+            verified,
+            proof,
+            key_name,
+            raw_signature,
+            message_len,
+            log,
+            started: now,
+        };
+        self.park_request(exchange, Suspended::Proof(Box::new(proving)))
+    }
+
+    /// The driver imported the proof key `name`: kept, and the keys it pushed out of the
+    /// table dropped by the driver too.
+    fn proof_key_imported(&mut self, name: String) {
+        let ((), evicted) = self.proof_keys.update_evicting(name, |()| ());
+        self.side
+            .extend(evicted.into_iter().map(|kid| Side::ForgetKey { kid }));
+    }
+
+    /// WebCrypto's verdict on a proof; a good one goes to its replay object (one per key,
+    /// in the request's location or worldwide, as the rate-limit objects are).
+    fn proved(
+        &mut self,
+        proving: Proving,
+        exchange: T,
+        verdict: Result<bool, String>,
+        now: UnixTime,
+    ) -> Next<T> {
+        let Proving {
+            arrived,
+            verified,
+            proof,
+            mut log,
+            started,
+            ..
+        } = proving;
+        let outcome = match verdict {
+            Ok(valid) => proof.conclude(valid),
+            Err(reason) => {
+                self.failed(Level::Error, "webcrypto_verify_failed", &reason);
+                Err(ProofError::VerifierUnavailable)
+            }
+        };
+        let proof = match outcome {
+            Ok(proof) => proof,
+            Err(ProofError::VerifierUnavailable) => {
+                let unavailable = Rejection::Dpop(ProofError::VerifierUnavailable);
+                return self.reply(exchange, Some(log), &unavailable.into(), now);
+            }
+            Err(error) => {
+                let ip = client_network(&arrived.head);
+                return self.reject(arrived, exchange, &ip, Rejection::Dpop(error), log, started);
+            }
+        };
+        let key = ["dpop/", proof.jkt().as_str()].concat();
+        let name = self.object_name(&key, arrived.head.colo.as_deref());
+        let url = proofs::replay_url(&proof);
+        log.dpop_jkt = Some(proof.jkt().clone());
+        let replaying = Replaying {
+            arrived,
+            verified,
+            name,
+            url,
+            log,
+            started,
+        };
+        self.park_request(exchange, Suspended::Replay(Box::new(replaying)))
+    }
+
+    /// The replay object's answer: a first use goes on, a replay is refused (and charged),
+    /// and no answer is a 503 (a proof is never taken unchecked).
+    fn replay_answered(
+        &mut self,
+        replaying: Replaying,
+        exchange: T,
+        answer: Result<String, String>,
+        now: UnixTime,
+    ) -> Next<T> {
+        let Replaying {
+            arrived,
+            verified,
+            mut log,
+            started,
+            ..
+        } = replaying;
+        log.dpop_ms = Some(now.millis_since(started));
+        match answer.as_deref().map(proofs::first_use) {
+            Ok(Some(true)) => self.admitted(arrived, exchange, verified, log, started),
+            Ok(Some(false)) => {
+                let ip = client_network(&arrived.head);
+                let replayed = Rejection::Dpop(ProofError::Replayed);
+                self.reject(arrived, exchange, &ip, replayed, log, started)
+            }
+            Ok(None) | Err(_) => {
+                let reason = answer_reason(&answer);
+                self.failed(Level::Error, "dpop_replay_unchecked", &reason);
+                let unchecked = Rejection::Dpop(ProofError::ReplayUnchecked);
+                self.reply(exchange, Some(log), &unchecked.into(), now)
+            }
+        }
+    }
+
     /// Whether `token` names a key on the revocation list (read again: only on the rare
     /// path of a `kid` the set lacks).
     fn kid_revoked(&self, token: &str) -> bool {
@@ -881,7 +1114,40 @@ impl<T: Clone> Isolate<T> {
         if let Err(error) = allowed {
             return self.reply(exchange, Some(log), &error, now);
         }
-        let Some(policy) = policy else {
+        let Some(dpop_required) = policy.map(|policy| policy.dpop_required) else {
+            return self.reply(exchange, Some(log), &EdgeError::NoRoute, now);
+        };
+        // RFC 9449 §7: a bound token is good only with a proof of its key, on every route;
+        // a route may take bound tokens only.
+        let scheme = credentials(arrived.head.authorization.as_deref()).map(|(scheme, _)| scheme);
+        let refused = match (scheme, claims.cnf.as_ref()) {
+            (Ok(Scheme::Dpop), Some(cnf)) => {
+                let jkt = cnf.jkt.clone();
+                return self.prove(arrived, exchange, verified, &jkt, log, now);
+            }
+            (Ok(Scheme::Bearer), None) if !dpop_required => None,
+            (Ok(Scheme::Bearer), Some(_)) => Some(Rejection::BoundTokenAsBearer),
+            (Ok(Scheme::Dpop), None) => Some(Rejection::UnboundTokenAsDpop),
+            _ => Some(Rejection::DpopRequired),
+        };
+        if let Some(rejection) = refused {
+            let ip = client_network(&arrived.head);
+            return self.reject(arrived, exchange, &ip, rejection, log, now);
+        }
+        self.admitted(arrived, exchange, verified, log, now)
+    }
+
+    /// A request whose token (and proof) passed: the rate limit, then the origin.
+    fn admitted(
+        &mut self,
+        arrived: Arrived,
+        exchange: T,
+        verified: Arc<VerifiedToken>,
+        log: RequestLog,
+        now: UnixTime,
+    ) -> Next<T> {
+        let claims = verified.claims();
+        let Some(policy) = self.config.policy(arrived.route) else {
             return self.reply(exchange, Some(log), &EdgeError::NoRoute, now);
         };
         if self.config.rate_limit_mode == RateLimitMode::Off {
@@ -1407,7 +1673,8 @@ impl<T: Clone> Isolate<T> {
             }
             _ => {}
         }
-        let reply = Reply::of(error);
+        let dpop = log.as_ref().is_some_and(|log| log.dpop_challenge);
+        let reply = Reply::of(error, dpop);
         if let Some(mut log) = log {
             log.failed(error);
             self.finish(log, reply.status, now);
@@ -1713,6 +1980,25 @@ impl<T: Clone> Isolate<T> {
 
 /// The network a client's per-address budgets are charged to (`rate_limit::network_key`:
 /// IPv6 by `/64`), from the platform's `CF-Connecting-IP`.
+/// The token the request presents (`Bearer` or `DPoP`), or `""`: read again after a wait,
+/// from the head the request keeps.
+fn presented_token(head: &Head) -> &str {
+    credentials(head.authorization.as_deref()).map_or("", |(_, token)| token)
+}
+
+/// Why a replay object's answer was no use, for the log.
+fn answer_reason(answer: &Result<String, String>) -> String {
+    match answer {
+        Ok(_) => "an answer that is not {\"fresh\":true|false}".to_owned(),
+        Err(reason) => reason.clone(),
+    }
+}
+
+/// The name the driver keeps a DPoP proof key under: apart from the key set's kids.
+fn proof_key_name(jkt: &Jkt) -> String {
+    ["dpop:", jkt.as_str()].concat()
+}
+
 fn client_network(head: &Head) -> String {
     head.client_ip
         .as_deref()

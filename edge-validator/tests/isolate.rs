@@ -233,6 +233,7 @@ fn head(authorization: &str) -> Head {
         client_ip: Some("203.0.113.9".to_owned()),
         colo: Some("FRA".to_owned()),
         body: Body::None,
+        dpop: None,
     }
 }
 

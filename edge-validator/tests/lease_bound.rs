@@ -264,6 +264,7 @@ impl Sim {
                         client_ip: Some("203.0.113.9".to_owned()),
                         colo: Some("FRA".to_owned()),
                         body: Body::None,
+                        dpop: None,
                     };
                     let next = self.isolates[index].arrive(head, index, at);
                     self.play(index, next, now);

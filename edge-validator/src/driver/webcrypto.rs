@@ -38,4 +38,9 @@ impl WebCrypto {
     pub(super) fn keep(&mut self, kid: &str, key: web_sys::CryptoKey) {
         self.keys.insert(kid.to_owned(), key);
     }
+
+    /// Drops the key imported for `kid` (a DPoP proof key out of the isolate's table).
+    pub(super) fn forget(&mut self, kid: &str) {
+        self.keys.remove(kid);
+    }
 }

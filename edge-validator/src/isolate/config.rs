@@ -54,6 +54,10 @@ pub const LEASE_TTL_MS: &str = "LEASE_TTL_MS";
 /// Var: the most permits in one lease (`lease` mode): with the isolates holding a client's
 /// leases, what can be outstanding at once.
 pub const LEASE_MAX_PERMITS: &str = "LEASE_MAX_PERMITS";
+/// Var: how long after its `iat` a DPoP proof is accepted, in seconds (5 to 300, default
+/// 60; 5 more for clock skew). Each accepted proof's id is kept that long by the replay
+/// objects.
+pub const DPOP_PROOF_MAX_AGE_SECS: &str = "DPOP_PROOF_MAX_AGE_SECS";
 /// Var: timeout of each JWKS or feed fetch, in ms.
 pub const FETCH_TIMEOUT_MS: &str = "FETCH_TIMEOUT_MS";
 /// Var: least time between refetches caused by unknown `kid`s, in ms.
@@ -126,6 +130,8 @@ pub struct Config {
     pub(crate) rate_limit_mode: RateLimitMode,
     pub(crate) rate_limit_scope: RateLimitScope,
     pub(crate) lease_policy: shared::lease::LeasePolicy,
+    /// How old and how far ahead a DPoP proof may be.
+    pub(crate) dpop_rules: shared::ProofRules,
     pub(crate) fetch_timeout_ms: u64,
     pub(crate) refresh_policy: RefreshPolicy,
     pub(crate) revocation_interval_ms: u64,
@@ -267,6 +273,7 @@ impl Config {
                 }
             },
             lease_policy: lease_policy(env)?,
+            dpop_rules: dpop_rules(env)?,
             fetch_timeout_ms: number(env, FETCH_TIMEOUT_MS, DEFAULT_FETCH_TIMEOUT_MS)?.max(1),
             refresh_policy,
             revocation_interval_ms: number(
@@ -307,6 +314,21 @@ fn lease_policy(env: &impl Vars) -> Result<shared::lease::LeasePolicy, ConfigErr
     })
 }
 
+/// [`DPOP_PROOF_MAX_AGE_SECS`], 5 to 300 seconds, with 5 seconds of leeway (as the issuer).
+fn dpop_rules(env: &impl Vars) -> Result<shared::ProofRules, ConfigError> {
+    let defaults = shared::ProofRules::default();
+    let max_age_secs = number(env, DPOP_PROOF_MAX_AGE_SECS, defaults.max_age_secs)?;
+    if !(5..=300).contains(&max_age_secs) {
+        return Err(ConfigError(format!(
+            "var {DPOP_PROOF_MAX_AGE_SECS} must be 5 to 300, not {max_age_secs}"
+        )));
+    }
+    Ok(shared::ProofRules {
+        max_age_secs,
+        ..defaults
+    })
+}
+
 /// The table [`ROUTES`] holds, checked again as the build checked it; without one, a table
 /// with no routes whose unmatched policy is "a valid token".
 fn route_table(env: &impl Vars) -> Result<RouteTable, ConfigError> {
@@ -343,13 +365,11 @@ impl Config {
         }
     }
 
-    /// Whether requests are counted in an object per Cloudflare location: the driver then
-    /// reads the request's location (`request.cf.colo`).
+    /// Whether the Durable Objects (rate limits, and DPoP proofs in every mode) are one per
+    /// Cloudflare location: the driver then reads the request's location
+    /// (`request.cf.colo`).
     pub fn objects_per_location(&self) -> bool {
-        matches!(
-            self.rate_limit_mode,
-            RateLimitMode::Durable | RateLimitMode::Lease
-        ) && self.rate_limit_scope == RateLimitScope::Location
+        self.rate_limit_scope == RateLimitScope::Location
     }
 
     /// The id of the route at `position` (`None` for unmatched requests).

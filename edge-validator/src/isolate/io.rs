@@ -179,4 +179,7 @@ pub enum Side {
     /// Stores the key set's copy (kept alive by the event's `waitUntil`; a failure is logged
     /// by the driver: only the next isolate misses the copy).
     StoreCopy(CopyToStore),
+    /// Drops the WebCrypto key imported under `kid` (a DPoP proof key the isolate's bounded
+    /// table let go).
+    ForgetKey { kid: String },
 }

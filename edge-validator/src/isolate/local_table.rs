@@ -1,4 +1,4 @@
-//! The isolate's rate-limit states by key, bounded. When the table is full and a new key
+//! The isolate's rate-limit states (and imported DPoP proof keys) by key, bounded. When the table is full and a new key
 //! arrives, the least recently used eighth of the entries goes in one pass (amortised over
 //! the inserts that refill it), never the whole table: clearing it would hand every client,
 //! abusers first, a fresh budget at once.
@@ -36,13 +36,23 @@ impl<V: Copy + Default> LocalTable<V> {
     /// Updates the value under `key` (a default one if absent), making it the most recently
     /// used; evicts the least recently used eighth first if a new key finds the table full.
     pub(crate) fn update<R>(&mut self, key: String, change: impl FnOnce(&mut V) -> R) -> R {
+        self.update_evicting(key, change).0
+    }
+
+    /// [`LocalTable::update`], with the keys it evicted to make room.
+    pub(crate) fn update_evicting<R>(
+        &mut self,
+        key: String,
+        change: impl FnOnce(&mut V) -> R,
+    ) -> (R, Vec<String>) {
+        let mut evicted = Vec::new();
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
-            self.evict_least_recent();
+            evicted = self.evict_least_recent();
         }
         self.tick += 1;
         let entry = self.entries.entry(key).or_default();
         entry.0 = self.tick;
-        change(&mut entry.1)
+        (change(&mut entry.1), evicted)
     }
 
     /// [`LocalTable::update`] by a borrowed key: no allocation when the key is there (the
@@ -60,11 +70,19 @@ impl<V: Copy + Default> LocalTable<V> {
     /// Drops the entries last used in the oldest eighth of the span of use times (at least
     /// the oldest one). By the span rather than by rank: no sort or selection, which would
     /// cost the bundle several KiB, and under steady traffic the two agree closely.
-    fn evict_least_recent(&mut self) {
+    fn evict_least_recent(&mut self) -> Vec<String> {
         let ticks = self.entries.values().map(|(tick, _)| *tick);
         let (oldest, newest) = ticks.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
         let threshold = oldest + (newest.saturating_sub(oldest)) / 8;
-        self.entries.retain(|_, (tick, _)| *tick > threshold);
+        let mut evicted = Vec::new();
+        self.entries.retain(|key, (tick, _)| {
+            let keep = *tick > threshold;
+            if !keep {
+                evicted.push(key.clone());
+            }
+            keep
+        });
+        evicted
     }
 
     /// Number of keys.

@@ -43,6 +43,16 @@ pub(crate) struct RequestLog {
     total_ms: u64,
     jwks: &'static str,
     revocations_age_ms: Option<u64>,
+    /// The thumbprint of the DPoP key the request proved (a sender-constrained token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dpop_jkt: Option<shared::Jkt>,
+    /// Time checking the DPoP proof (its signature and the replay object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dpop_ms: Option<u64>,
+    /// Whether a refusal is challenged with the `DPoP` scheme (the request used it, or its
+    /// route requires it).
+    #[serde(skip)]
+    pub(crate) dpop_challenge: bool,
 }
 
 fn client_id<S: serde::Serializer>(
@@ -88,6 +98,9 @@ impl RequestLog {
             total_ms: 0,
             jwks: "missing",
             revocations_age_ms: None,
+            dpop_jkt: None,
+            dpop_ms: None,
+            dpop_challenge: false,
         }
     }
 

@@ -128,12 +128,12 @@ impl Reply {
         }
     }
 
-    /// The answer for `error`.
-    pub(crate) fn of(error: &EdgeError) -> Self {
+    /// The answer for `error`; `dpop`: challenge with the `DPoP` scheme (RFC 9449 §7.1).
+    pub(crate) fn of(error: &EdgeError, dpop: bool) -> Self {
         let mut reply = Self::json(0, String::new());
         (reply.status, reply.body) = match error {
             EdgeError::Rejected(rejection) => {
-                reply.challenge = rejection.www_authenticate(REALM);
+                reply.challenge = rejection.challenge(REALM, dpop);
                 (rejection.status(), rejection.json_body())
             }
             EdgeError::BadPath(error) => (

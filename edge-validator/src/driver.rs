@@ -95,7 +95,10 @@ pub fn handle(
             Err(err) => {
                 let reason = err.to_string();
                 log(Level::Error, &event_line("edge_misconfigured", &reason));
-                return respond(&Names::new(), &Reply::of(&EdgeError::Internal(reason), false));
+                return respond(
+                    &Names::new(),
+                    &Reply::of(&EdgeError::Internal(reason), false),
+                );
             }
         };
         let with_colo = driver.isolate.config().objects_per_location();

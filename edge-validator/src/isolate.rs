@@ -35,9 +35,9 @@ mod waits;
 
 use std::sync::Arc;
 
+use shared::dpop::{self, PendingProof, ProofRequest};
 use shared::path::{NormalPath, PathError};
 use shared::route::{Access, Policy};
-use shared::dpop::{self, PendingProof, ProofRequest};
 use shared::{credentials, HttpUri, Jkt, ProofError, Rejection, Scheme, TokenKey};
 use shared::{UnixTime, VerifiedToken};
 
@@ -47,8 +47,8 @@ pub use io::{
     Side,
 };
 pub use leases::object_answer;
-pub use proofs::replay_entry;
 pub use log::event_line;
+pub use proofs::replay_entry;
 pub use reply::{EdgeError, RateLimitHeaders, Reply};
 pub use waits::{WaitId, EPOCH_BITS};
 

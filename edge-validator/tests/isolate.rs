@@ -47,6 +47,8 @@ struct Edge {
     isolate: Isolate<&'static str>,
     now: UnixTime,
     side: Vec<Side>,
+    /// The points of the keys the driver imported, by name (verifies look them up).
+    imported: HashMap<String, [u8; 65]>,
 }
 
 /// What a wait asks for, owned (so a test can hold it while it answers).
@@ -55,7 +57,7 @@ enum Asked {
     Fetch(String),
     ReadCopy,
     Sleep,
-    Import,
+    Import { kid: String, point: [u8; 65] },
     Verify { kid: String, valid: bool },
     Limiter { name: String },
     Forward { target: String, assertion: String },
@@ -81,6 +83,7 @@ impl Edge {
             isolate: Isolate::new(config, 1),
             now: fixtures::now(),
             side: Vec::new(),
+            imported: HashMap::new(),
         }
     }
 
@@ -115,18 +118,29 @@ impl Edge {
             Io::Fetch { get, .. } => Asked::Fetch(get.url.clone()),
             Io::ReadCopy { .. } => Asked::ReadCopy,
             Io::Sleep { .. } => Asked::Sleep,
-            Io::Import { .. } => Asked::Import,
+            Io::Import { kid, point } => Asked::Import {
+                kid: kid.to_owned(),
+                point,
+            },
             Io::Verify {
                 kid,
                 signature,
                 message,
             } => {
+                // The key imported under `kid` (a DPoP proof's), else the fixture set's.
+                let imported = self
+                    .imported
+                    .get(kid)
+                    .and_then(|point| shared::Jwk::from_sec1_bytes(kid, point).ok());
                 let jwks = fixtures::jwks();
-                let valid = jwks.find(kid).is_some_and(|key| {
-                    shared::P256Verifier
-                        .verify_es256(key, message, signature)
-                        .unwrap_or(false)
-                });
+                let valid = imported
+                    .as_ref()
+                    .or_else(|| jwks.find(kid))
+                    .is_some_and(|key| {
+                        shared::P256Verifier
+                            .verify_es256(key, message, signature)
+                            .unwrap_or(false)
+                    });
                 Asked::Verify {
                     kid: kid.to_owned(),
                     valid,
@@ -163,7 +177,10 @@ impl Edge {
                     keys(jwks, "max-age=300")
                 }
                 Asked::ReadCopy => Answer::Copy(None),
-                Asked::Import => Answer::Imported(Ok(())),
+                Asked::Import { kid, point } => {
+                    self.imported.insert(kid, point);
+                    Answer::Imported(Ok(()))
+                }
                 Asked::Verify { valid, .. } => Answer::Verified(Ok(valid)),
                 Asked::Sleep | Asked::Limiter { .. } | Asked::Forward { .. } => {
                     return (Next::Wait(id), fetched)
@@ -808,7 +825,7 @@ fn a_failed_import_or_verify_is_unverifiable_not_accepted() {
     let mut edge = Edge::new();
     let id = wait_of(&edge.request(&fixtures::good_token()));
     let id = wait_of(&edge.answer(id, keys(&fixtures::jwks_value(), "max-age=300")));
-    assert_eq!(edge.asked(id), Asked::Import);
+    assert!(matches!(edge.asked(id), Asked::Import { .. }));
     let reply = reply_of(edge.answer(id, Answer::Imported(Err("NotSupportedError".into()))));
     assert_eq!(reply.status, 503, "{reply:?}");
     let mut edge = Edge::new();
@@ -816,7 +833,7 @@ fn a_failed_import_or_verify_is_unverifiable_not_accepted() {
     let mut id = wait_of(&next);
     while !matches!(edge.asked(id), Asked::Verify { .. }) {
         let answer = match edge.asked(id) {
-            Asked::Import => Answer::Imported(Ok(())),
+            Asked::Import { .. } => Answer::Imported(Ok(())),
             _ => keys(&fixtures::jwks_value(), "max-age=300"),
         };
         id = wait_of(&edge.answer(id, answer));
@@ -1683,4 +1700,470 @@ fn a_token_with_another_plan_never_spends_the_first_plans_leases() {
         url.contains("&unused=10"),
         "the first plan's lease goes back: {url}"
     );
+}
+
+// ---- DPoP (RFC 9449): a bound token passes only with a fresh proof of its key ----
+
+mod dpop {
+    use std::collections::HashSet;
+
+    use p256::ecdsa::{signature::Signer, Signature, SigningKey};
+
+    use super::*;
+
+    /// A client's DPoP key.
+    pub(super) struct Holder(SigningKey);
+
+    impl Holder {
+        pub(super) fn new(n: u8) -> Self {
+            Self(fixtures::signing_key(100 + n))
+        }
+
+        pub(super) fn from_key(key: SigningKey) -> Self {
+            Self(key)
+        }
+
+        pub(super) fn jwk(&self) -> Value {
+            let point = self.0.verifying_key().to_encoded_point(false);
+            json!({ "kty": "EC", "crv": "P-256",
+                    "x": fixtures::b64(point.x().unwrap()), "y": fixtures::b64(point.y().unwrap()) })
+        }
+
+        pub(super) fn jkt(&self) -> String {
+            let point = self.0.verifying_key().to_encoded_point(false);
+            shared::Jkt::of(&shared::Jwk::from_sec1_bytes("h", point.as_bytes()).unwrap())
+                .to_string()
+        }
+
+        /// A proof for `GET https://edge.test/orders/7` with `token`, issued now, edited.
+        pub(super) fn proof(
+            &self,
+            jti: &str,
+            token: &str,
+            edit: impl FnOnce(&mut Value, &mut Value),
+        ) -> String {
+            let mut header = json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk() });
+            let mut claims = json!({
+                "jti": jti, "htm": "GET", "htu": "https://edge.test/orders/7",
+                "iat": fixtures::NOW_SECS, "ath": shared::dpop::token_hash(token),
+            });
+            edit(&mut header, &mut claims);
+            self.sign(&header, &claims)
+        }
+
+        pub(super) fn sign(&self, header: &Value, claims: &Value) -> String {
+            let input = format!(
+                "{}.{}",
+                fixtures::b64(header.to_string().as_bytes()),
+                fixtures::b64(claims.to_string().as_bytes())
+            );
+            let signature: Signature = self.0.sign(input.as_bytes());
+            format!("{input}.{}", fixtures::b64(&signature.to_bytes()))
+        }
+    }
+
+    /// A token bound to `holder`'s key.
+    pub(super) fn bound_token(holder: &Holder) -> String {
+        fixtures::with_claims(|c| {
+            c.insert("cnf".into(), json!({ "jkt": holder.jkt() }));
+        })
+    }
+
+    /// How a request ended.
+    #[derive(Debug)]
+    pub(super) enum End {
+        /// The edge answered.
+        Reply(Reply),
+        /// It went to the origin, with this assertion.
+        Origin(String),
+    }
+
+    impl End {
+        pub(super) fn reply(self) -> Reply {
+            match self {
+                Self::Reply(reply) => reply,
+                Self::Origin(_) => panic!("reached the origin"),
+            }
+        }
+    }
+
+    impl Edge {
+        /// A request with `authorization` and `proof` played to its end; replay objects are
+        /// played by `seen` (the object's own storage key, from `replay_entry`).
+        pub(super) fn dpop(
+            &mut self,
+            authorization: &str,
+            proof: Option<&str>,
+            seen: &mut HashSet<String>,
+        ) -> End {
+            let head = Head {
+                dpop: proof.map(str::to_owned),
+                ..head(authorization)
+            };
+            let mut next = self.arrive(head, "dpop");
+            loop {
+                let (stopped, _) = self.drive(next, &fixtures::jwks_value());
+                let id = match stopped {
+                    Next::Reply(reply, _) => return End::Reply(reply),
+                    Next::Wait(id) => id,
+                    other => panic!("{other:?}"),
+                };
+                let (io, _) = self.isolate.io(id).unwrap();
+                let answer = match io {
+                    Io::Forward { assertion, .. } => {
+                        let assertion = assertion.unwrap_or_default().to_owned();
+                        // The origin's 200 ends the request (and writes its log line).
+                        let next = self.answer(id, Answer::Origin(Ok(200)));
+                        assert!(matches!(next, Next::PassOn(..)), "{next:?}");
+                        return End::Origin(assertion);
+                    }
+                    Io::AskLimiter { name, url, .. } if name.contains("/dpop/") => {
+                        let entry = edge_validator::isolate::replay_entry(url).unwrap();
+                        Answer::Limit(Ok(json!({ "fresh": seen.insert(entry) }).to_string()))
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                next = self.answer(id, answer);
+            }
+        }
+    }
+
+    pub(super) fn challenge(reply: &Reply) -> (&str, String) {
+        let challenge = reply.challenge.as_deref().unwrap_or_default();
+        let body: Value = serde_json::from_str(&reply.body).unwrap();
+        (
+            challenge,
+            body["error"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+}
+
+use dpop::{bound_token, Holder};
+
+#[test]
+fn a_bound_token_passes_with_each_fresh_proof_once() {
+    let mut edge = Edge::new();
+    let mut seen = std::collections::HashSet::new();
+    let holder = Holder::new(1);
+    let token = bound_token(&holder);
+    let authorization = format!("DPoP {token}");
+    let first = holder.proof("p1", &token, |_, _| {});
+    let assertion = match edge.dpop(&authorization, Some(&first), &mut seen) {
+        dpop::End::Origin(assertion) => assertion,
+        other => panic!("{other:?}"),
+    };
+    assert!(!assertion.is_empty());
+    let imports = |edge: &Edge| {
+        edge.imported
+            .keys()
+            .filter(|kid| kid.starts_with("dpop:"))
+            .count()
+    };
+    assert_eq!(imports(&edge), 1, "the proof's key was imported once");
+    let line = edge.logged().last().unwrap().1.clone();
+    assert_eq!(line["dpop_jkt"], holder.jkt());
+    assert_eq!(line["status"], 200);
+
+    // The same proof again: the replay object has it.
+    let reply = edge.dpop(&authorization, Some(&first), &mut seen).reply();
+    assert_eq!(reply.status, 401);
+    let (challenge, error) = dpop::challenge(&reply);
+    assert_eq!(error, "invalid_dpop_proof");
+    assert!(challenge.starts_with("DPoP algs=\"ES256\""), "{challenge}");
+    assert!(reply.body.contains("already used"), "{}", reply.body);
+
+    // A new proof: no new import (the key is held by its thumbprint), through again.
+    let second = holder.proof("p2", &token, |_, _| {});
+    assert!(matches!(
+        edge.dpop(&authorization, Some(&second), &mut seen),
+        dpop::End::Origin(_)
+    ));
+    assert_eq!(imports(&edge), 1);
+    // The replay objects are one per key, in the request's location.
+    assert!(seen.len() == 2);
+}
+
+#[test]
+fn attacks_on_dpop_never_reach_the_origin() {
+    // Failed authentications are charged; the plan is raised so each case answers for itself.
+    let mut edge = Edge::with(&[("FAILED_AUTH_PLAN", "1000/60s;burst=1000")]);
+    let mut seen = std::collections::HashSet::new();
+    let holder = Holder::new(1);
+    let thief = Holder::new(2);
+    let token = bound_token(&holder);
+    let dpop = format!("DPoP {token}");
+    let bearer_token = fixtures::good_token();
+    let now = fixtures::NOW_SECS;
+    let cases: Vec<(&str, String, Option<String>, &str)> = vec![
+        (
+            "a bound token as Bearer",
+            format!("Bearer {token}"),
+            None,
+            "invalid_token",
+        ),
+        (
+            "a bound token as Bearer, with a proof",
+            format!("Bearer {token}"),
+            Some(holder.proof("a", &token, |_, _| {})),
+            "invalid_token",
+        ),
+        (
+            "a DPoP token without a proof",
+            dpop.clone(),
+            None,
+            "invalid_dpop_proof",
+        ),
+        (
+            "a bearer token as DPoP",
+            format!("DPoP {bearer_token}"),
+            Some(holder.proof("b", &bearer_token, |_, _| {})),
+            "invalid_token",
+        ),
+        (
+            "htm for another method",
+            dpop.clone(),
+            Some(holder.proof("c", &token, |_, c| c["htm"] = json!("POST"))),
+            "invalid_dpop_proof",
+        ),
+        (
+            "htu for another route",
+            dpop.clone(),
+            Some(holder.proof("d", &token, |_, c| {
+                c["htu"] = json!("https://edge.test/orders/8")
+            })),
+            "invalid_dpop_proof",
+        ),
+        (
+            "a stale iat",
+            dpop.clone(),
+            Some(holder.proof("e", &token, |_, c| c["iat"] = json!(now - 66))),
+            "invalid_dpop_proof",
+        ),
+        (
+            "a future iat",
+            dpop.clone(),
+            Some(holder.proof("f", &token, |_, c| c["iat"] = json!(now + 6))),
+            "invalid_dpop_proof",
+        ),
+        (
+            "signed by another key, with the holder's jwk",
+            dpop.clone(),
+            Some({
+                let claims = json!({ "jti": "g", "htm": "GET", "htu": "https://edge.test/orders/7",
+                                 "iat": now, "ath": shared::dpop::token_hash(&token) });
+                thief.sign(
+                    &json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": holder.jwk() }),
+                    &claims,
+                )
+            }),
+            "invalid_dpop_proof",
+        ),
+        (
+            "a proof of the thief's own key",
+            dpop.clone(),
+            Some(thief.proof("h", &token, |_, _| {})),
+            "invalid_dpop_proof",
+        ),
+        (
+            "no ath",
+            dpop.clone(),
+            Some(holder.proof("i", &token, |_, c| {
+                c.as_object_mut().unwrap().remove("ath");
+            })),
+            "invalid_dpop_proof",
+        ),
+        (
+            "ath of another token",
+            dpop.clone(),
+            Some(holder.proof("j", &token, |_, c| {
+                c["ath"] = json!(shared::dpop::token_hash("x"))
+            })),
+            "invalid_dpop_proof",
+        ),
+        (
+            "a private jwk",
+            dpop.clone(),
+            Some(holder.proof("k", &token, |h, _| {
+                h["jwk"]["d"] = json!(fixtures::b64(&[1u8; 32]))
+            })),
+            "invalid_dpop_proof",
+        ),
+        (
+            "alg none",
+            dpop.clone(),
+            Some({
+                let proof = holder.proof("l", &token, |h, _| h["alg"] = json!("none"));
+                let (input, _) = proof.rsplit_once('.').unwrap();
+                format!("{input}.")
+            }),
+            "invalid_dpop_proof",
+        ),
+        (
+            "alg HS256",
+            dpop.clone(),
+            Some(holder.proof("m", &token, |h, _| h["alg"] = json!("HS256"))),
+            "invalid_dpop_proof",
+        ),
+        (
+            "two proofs",
+            dpop.clone(),
+            Some(format!(
+                "{}, {}",
+                holder.proof("n", &token, |_, _| {}),
+                holder.proof("o", &token, |_, _| {})
+            )),
+            "invalid_dpop_proof",
+        ),
+    ];
+    for (name, authorization, proof, error) in cases {
+        let reply = edge
+            .dpop(&authorization, proof.as_deref(), &mut seen)
+            .reply();
+        assert_eq!(reply.status, 401, "{name}: {}", reply.body);
+        let (challenge, got) = dpop::challenge(&reply);
+        assert_eq!(got, error, "{name}: {}", reply.body);
+        assert!(
+            challenge.starts_with("DPoP algs=\"ES256\""),
+            "{name}: {challenge}"
+        );
+    }
+    // A proof without a token: no credentials at all, a bare challenge.
+    let reply = edge
+        .dpop("", Some(&holder.proof("p", &token, |_, _| {})), &mut seen)
+        .reply();
+    assert_eq!(
+        (reply.status, reply.challenge.as_deref()),
+        (401, Some("Bearer realm=\"edgeward\""))
+    );
+    assert!(seen.is_empty(), "no bad proof reached its replay object");
+}
+
+#[test]
+fn a_proof_replayed_at_another_isolate_is_refused_by_its_object() {
+    // Two isolates, one replay store: the object's, shared by the location.
+    let mut seen = std::collections::HashSet::new();
+    let holder = Holder::new(3);
+    let token = bound_token(&holder);
+    let proof = holder.proof("once", &token, |_, _| {});
+    let authorization = format!("DPoP {token}");
+    let mut first = Edge::new();
+    let mut second = Edge::new();
+    assert!(matches!(
+        first.dpop(&authorization, Some(&proof), &mut seen),
+        dpop::End::Origin(_)
+    ));
+    let reply = second.dpop(&authorization, Some(&proof), &mut seen).reply();
+    assert_eq!(
+        (reply.status, dpop::challenge(&reply).1.as_str()),
+        (401, "invalid_dpop_proof")
+    );
+}
+
+#[test]
+fn a_proof_is_good_to_the_last_second_of_its_window() {
+    let holder = Holder::new(4);
+    let token = bound_token(&holder);
+    let authorization = format!("DPoP {token}");
+    let proof = holder.proof("window", &token, |_, _| {});
+    // 60 s of age and 5 of leeway: accepted 65 s after its iat, not 66.
+    let mut edge = Edge::new();
+    edge.advance_ms(65_000);
+    let mut seen = std::collections::HashSet::new();
+    assert!(matches!(
+        edge.dpop(&authorization, Some(&proof), &mut seen),
+        dpop::End::Origin(_)
+    ));
+    let mut edge = Edge::new();
+    edge.advance_ms(66_000);
+    let reply = edge
+        .dpop(&authorization, Some(&proof), &mut Default::default())
+        .reply();
+    assert!(reply.body.contains("too old"), "{}", reply.body);
+}
+
+#[test]
+fn a_route_may_require_dpop() {
+    const DPOP_ROUTES: &str = r#"{ "route": [
+        { "id": "pay", "path": "/orders/**", "dpop": "required" } ] }"#;
+    let mut edge = Edge::with(&[("ROUTES", DPOP_ROUTES)]);
+    let mut seen = std::collections::HashSet::new();
+    let reply = edge
+        .dpop(
+            &format!("Bearer {}", fixtures::good_token()),
+            None,
+            &mut seen,
+        )
+        .reply();
+    assert_eq!(reply.status, 401);
+    assert_eq!(dpop::challenge(&reply).1, "invalid_token");
+    assert!(
+        reply.body.contains("requires a DPoP-bound"),
+        "{}",
+        reply.body
+    );
+    // No credentials at all: the challenge names DPoP.
+    let reply = edge.dpop("", None, &mut seen).reply();
+    assert_eq!(
+        reply.challenge.as_deref(),
+        Some("DPoP algs=\"ES256\", realm=\"edgeward\"")
+    );
+    let holder = Holder::new(5);
+    let token = bound_token(&holder);
+    let proof = holder.proof("r", &token, |_, _| {});
+    assert!(matches!(
+        edge.dpop(&format!("DPoP {token}"), Some(&proof), &mut seen),
+        dpop::End::Origin(_)
+    ));
+}
+
+#[test]
+fn no_answer_from_the_replay_object_is_503_never_a_pass() {
+    let mut edge = Edge::new();
+    let holder = Holder::new(6);
+    let token = bound_token(&holder);
+    let head = Head {
+        dpop: Some(holder.proof("lost", &token, |_, _| {})),
+        ..head(&format!("DPoP {token}"))
+    };
+    let next = edge.arrive(head, "dpop");
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    let Next::Wait(id) = next else {
+        panic!("{next:?}")
+    };
+    assert!(
+        matches!(edge.asked(id), Asked::Limiter { ref name } if name == &format!("FRA/dpop/{}", holder.jkt()))
+    );
+    let reply = reply_of(edge.answer(id, Answer::Limit(Err("no answer within 1000 ms".into()))));
+    assert_eq!(reply.status, 503);
+    assert!(reply.challenge.is_none());
+    assert_eq!(edge.events("dpop_replay_unchecked"), 1);
+}
+
+#[test]
+fn proof_keys_held_are_bounded_and_the_driver_drops_the_rest() {
+    // One client's tokens, each bound to a key of its own: no rate limit in the way.
+    let mut edge = Edge::with(&[("RATE_LIMIT_MODE", "off")]);
+    let mut seen = std::collections::HashSet::new();
+    for n in 0..1100u32 {
+        use sha2::Digest;
+        let seed = sha2::Sha256::digest(n.to_be_bytes());
+        let key = p256::ecdsa::SigningKey::from_slice(&seed).unwrap();
+        let holder = dpop::Holder::from_key(key);
+        let token = bound_token(&holder);
+        let proof = holder.proof("k", &token, |_, _| {});
+        assert!(matches!(
+            edge.dpop(&format!("DPoP {token}"), Some(&proof), &mut seen),
+            dpop::End::Origin(_)
+        ));
+    }
+    let forgotten: Vec<&str> = edge
+        .side
+        .iter()
+        .filter_map(|side| match side {
+            Side::ForgetKey { kid } => Some(kid.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(forgotten.len() >= 1100 - 1024, "{}", forgotten.len());
+    assert!(forgotten.iter().all(|kid| kid.starts_with("dpop:")));
 }

@@ -1852,7 +1852,19 @@ fn a_bound_token_passes_with_each_fresh_proof_once() {
         dpop::End::Origin(assertion) => assertion,
         other => panic!("{other:?}"),
     };
-    assert!(!assertion.is_empty());
+    // The origin learns the token was sender-constrained, and by which key.
+    let verifier = AssertionVerifier::new(
+        vec![AssertionKey::new("edge-1", SECRET.as_bytes()).unwrap()],
+        30_000,
+    );
+    let line = shared::RequestLine {
+        method: "GET",
+        host: "origin.test",
+        path: "/orders/7",
+        query: Some("x=1"),
+    };
+    let identity = verifier.verify(Some(&assertion), &line, edge.now).unwrap();
+    assert_eq!(identity.cnf_jkt, holder.jkt());
     let imports = |edge: &Edge| {
         edge.imported
             .keys()

@@ -44,11 +44,12 @@ MAX_PAYLOAD_DEPTH = 32
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 MAX_SCOPES = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# Members every v2 payload has, and their types; host, query and route (the id of the edge
-# route that let the request in) default to "".
+# Members every v2 payload has, and their types; host, query, route (the id of the edge
+# route that let the request in) and cnf_jkt (the DPoP key the token is bound to, whose proof
+# the edge checked) default to "".
 _STRINGS = ("sub", "client_id", "scope", "jti", "method", "path")
 _INTEGERS = ("exp", "ts")
-_OPTIONAL_STRINGS = ("host", "query", "route")
+_OPTIONAL_STRINGS = ("host", "query", "route", "cnf_jkt")
 
 
 class AssertionRejected(Exception):

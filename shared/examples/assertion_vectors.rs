@@ -112,6 +112,12 @@ impl Vectors {
         now_ms: u64,
         identity: &Value,
     ) {
+        // Every verifier gives the whole identity: `cnf_jkt` reads as empty when absent (a
+        // bearer token's assertion has none).
+        let mut identity = identity.clone();
+        if let Some(members) = identity.as_object_mut() {
+            members.entry("cnf_jkt").or_insert(json!(""));
+        }
         self.push(
             name,
             why,
@@ -295,6 +301,16 @@ fn main() {
         &good_request,
         NOW_MS,
         &routed,
+    );
+    let mut bound = good.clone();
+    bound["cnf_jkt"] = json!("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I");
+    v.accept(
+        "good_sender_constrained",
+        "a DPoP-bound token whose proof the edge checked: cnf_jkt names the key",
+        &[&sign(CURRENT, &bound)],
+        &good_request,
+        NOW_MS,
+        &bound,
     );
     let mut no_route = good.clone();
     no_route.as_object_mut().unwrap().remove("route");

@@ -253,6 +253,11 @@ pub struct EdgeIdentity {
     /// from assertions of edges older than route tables).
     #[serde(default)]
     pub route: String,
+    /// The RFC 7638 thumbprint of the DPoP key the token is bound to, whose proof the edge
+    /// checked on this request (RFC 9449): the token was sender-constrained. Empty for a
+    /// bearer token (and absent from the signed payload then).
+    #[serde(default)]
+    pub cnf_jkt: String,
 }
 
 impl EdgeIdentity {
@@ -271,6 +276,11 @@ impl EdgeIdentity {
             query: query_hash(request.query).into_owned(),
             ts: now.as_millis(),
             route: String::new(),
+            cnf_jkt: claims
+                .cnf
+                .as_ref()
+                .map(|cnf| cnf.jkt.to_string())
+                .unwrap_or_default(),
         }
     }
 
@@ -301,6 +311,9 @@ struct IdentityFields<'a> {
     query: &'a str,
     ts: u64,
     route: &'a str,
+    /// Left out when empty: a bearer token's assertion is as it was before DPoP.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    cnf_jkt: &'a str,
 }
 
 /// Base64url length of an HMAC-SHA256 tag (32 bytes, unpadded).
@@ -334,6 +347,7 @@ impl AssertionSigner {
             query: &identity.query,
             ts: identity.ts,
             route: &identity.route,
+            cnf_jkt: &identity.cnf_jkt,
         })
     }
 
@@ -362,6 +376,7 @@ impl AssertionSigner {
             query: &query,
             ts: now.as_millis(),
             route,
+            cnf_jkt: claims.cnf.as_ref().map_or("", |cnf| cnf.jkt.as_str()),
         })
     }
 

@@ -388,6 +388,8 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
                     "proxy_headers": proxy_headers,
                     "sub": identity.sub, "client_id": identity.client_id, "scope": identity.scope.to_string(),
                     "path": identity.path, "method": identity.method, "route": identity.route,
+                    "cnf_jkt": identity.cnf_jkt,
+                    "dpop_header": headers.contains_key("dpop"),
                     "forged": headers.get("x-forged").and_then(|v| v.to_str().ok()),
                 });
                 log.lock().unwrap().push(body.clone());
@@ -464,6 +466,18 @@ impl TcpProxy {
     pub async fn start(upstream: std::net::SocketAddr) -> Self {
         let mut proxy = Self {
             port: free_port(),
+            upstream,
+            task: None,
+        };
+        proxy.restore().await;
+        proxy
+    }
+
+    /// Forwards `port` (free now) to `upstream`: a stand-in for an address that outlives
+    /// the process behind it.
+    pub async fn start_on(port: u16, upstream: std::net::SocketAddr) -> Self {
+        let mut proxy = Self {
+            port,
             upstream,
             task: None,
         };

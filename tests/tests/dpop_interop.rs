@@ -1,0 +1,369 @@
+//! DPoP (RFC 9449) end to end: the issuer process, the edge in workerd, an axum origin.
+//!
+//! - A client no one here wrote, panva's `oauth4webapi` (`tests/clients/dpop.mjs`), gets a
+//!   DPoP-bound token with a key of its own and calls the API through the edge with a new
+//!   proof each time; another client's plain bearer flow still works.
+//! - Every attack is refused with RFC 9449's answer and never reaches the origin: a replayed
+//!   proof (at the same isolate, and at a new isolate after the edge restarted on the same
+//!   state), `htm`/`htu` of another request, a stale or future `iat`, another key's
+//!   signature, `ath` missing or wrong, a private `jwk`, `alg` none or HS256, a proof without
+//!   a token, a token without a proof, and the token downgraded to `Bearer`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::process::Command;
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use edgeward_tests::*;
+use p256::ecdsa::{signature::Signer, Signature, SigningKey};
+use serde_json::{json, Value};
+
+const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
+
+fn b64(bytes: &[u8]) -> String {
+    Base64UrlUnpadded::encode_string(bytes)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The test's own DPoP key (what an attacker who stole a token lacks).
+struct Holder(SigningKey);
+
+impl Holder {
+    fn new(seed: &str) -> Self {
+        let seed = <sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes());
+        Self(SigningKey::from_slice(&seed).unwrap())
+    }
+
+    fn jwk(&self) -> Value {
+        let point = self.0.verifying_key().to_encoded_point(false);
+        json!({ "kty": "EC", "crv": "P-256", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap()) })
+    }
+
+    fn sign(&self, header: &Value, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature: Signature = self.0.sign(input.as_bytes());
+        format!("{input}.{}", b64(&signature.to_bytes()))
+    }
+
+    /// A proof for `method url`, with `token`'s hash unless there is none, edited.
+    fn proof(
+        &self,
+        method: &str,
+        url: &str,
+        token: Option<&str>,
+        edit: impl FnOnce(&mut Value, &mut Value),
+    ) -> String {
+        let mut header = json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk() });
+        let mut claims = json!({
+            "jti": format!("{:x}", rand_jti()), "htm": method, "htu": url, "iat": now_secs(),
+        });
+        if let Some(token) = token {
+            claims["ath"] = json!(shared::dpop::token_hash(token));
+        }
+        edit(&mut header, &mut claims);
+        self.sign(&header, &claims)
+    }
+}
+
+/// A `jti` no two proofs of the test share.
+fn rand_jti() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    (u128::from(now_secs()) << 64) | u128::from(NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+/// `GET url` with `authorization` and `DPoP` headers, as given.
+async fn call(url: &str, authorization: Option<&str>, proof: Option<&str>) -> Reply {
+    let mut request = http().get(url);
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    if let Some(proof) = proof {
+        request = request.header("dpop", proof);
+    }
+    Reply::of(request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth4webapi_gets_a_dpop_token_and_every_attack_is_refused_at_the_edge() {
+    let dir = temp_dir("dpop_interop");
+    // The metadata must name the address clients use (it is the proofs' `htu`): a fixed port.
+    let port = free_port();
+    let issuer_url = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let settings = [
+        ("ISSUER_LISTEN", listen.as_str()),
+        ("ISSUER_ISSUER_URL", issuer_url.as_str()),
+    ];
+    let (_issuer, issuer_port) = issuer_with(&dir, &settings).await;
+    let audience = ["--audience", "edgeward-api"];
+    let dpop_client = Client::create_with(
+        &dir,
+        &settings,
+        "dpop client",
+        &[&audience[..], &["--require-dpop"]].concat(),
+    );
+    let bearer_client = Client::create_with(&dir, &settings, "bearer client", &audience);
+
+    let (seen, origin_port) = origin("e2e-1", SECRET).await;
+    let vars = vec![
+        ("ISSUER", issuer_url.clone()),
+        ("AUDIENCE", "edgeward-api".to_owned()),
+        ("JWKS_URLS", format!("{issuer_url}/.well-known/jwks.json")),
+        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
+        ("ASSERTION_KEY_ID", "e2e-1".to_owned()),
+        // Failed authentications are charged per client address: every attack below comes
+        // from this one, and each must be answered for itself.
+        ("FAILED_AUTH_PLAN", "1000/60s;burst=1000".to_owned()),
+    ];
+    let (mut edge_process, edge_port) = edge(&dir, &vars, SECRET).await;
+    // Clients reach the edge at one address that outlives its process (a proof names the URL
+    // it is for): a forwarder, moved to the new process when the edge restarts.
+    let mut front = TcpProxy::start(([127, 0, 0, 1], edge_port).into()).await;
+    let front_port = front.port;
+    let api = format!("http://127.0.0.1:{front_port}/orders/7");
+
+    // ---- the third-party client ----
+    let output = tokio::task::block_in_place(|| {
+        Command::new("node")
+            .arg(root().join("tests/clients/dpop.mjs"))
+            .args([
+                issuer_url.as_str(),
+                api.as_str(),
+                dpop_client.id.as_str(),
+                dpop_client.secret.as_str(),
+                bearer_client.id.as_str(),
+                bearer_client.secret.as_str(),
+            ])
+            .output()
+            .unwrap()
+    });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let dpop = &got["dpop"];
+    assert!(
+        dpop["token_type"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("dpop"),
+        "{got}"
+    );
+    for call in ["first", "second"] {
+        assert_eq!(dpop[call]["status"], 200, "{call}: {got}");
+        // The origin heard the token was sender-constrained, by the client's key, and got
+        // no proof to replay.
+        assert_eq!(dpop[call]["body"]["cnf_jkt"], dpop["jkt"], "{call}: {got}");
+        assert_eq!(dpop[call]["body"]["dpop_header"], false, "{call}");
+    }
+    let bearer = &got["bearer"];
+    assert!(
+        bearer["token_type"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("bearer"),
+        "{got}"
+    );
+    assert_eq!(bearer["call"]["status"], 200, "{got}");
+    assert_eq!(bearer["call"]["body"]["cnf_jkt"], "", "{got}");
+
+    // A client that requires DPoP gets nothing without a proof.
+    let refused = dpop_client.request_token(issuer_port).await;
+    assert_eq!(
+        (refused.status, refused.json()["error"].as_str()),
+        (400, Some("invalid_dpop_proof"))
+    );
+
+    // ---- the attacks: a token of our own key, then every way to misuse it ----
+    let holder = Holder::new("dpop interop holder");
+    let thief = Holder::new("dpop interop thief");
+    let token_endpoint = format!("{issuer_url}/oauth2/token");
+    let granted = Reply::of(
+        http()
+            .post(&token_endpoint)
+            .basic_auth(&dpop_client.id, Some(&dpop_client.secret))
+            .header(
+                "dpop",
+                holder.proof("POST", &token_endpoint, None, |_, _| {}),
+            )
+            .form(&[("grant_type", "client_credentials"), ("scope", "read")]),
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    let token = granted.json()["access_token"].as_str().unwrap().to_owned();
+    let as_dpop = format!("DPoP {token}");
+    let good = holder.proof("GET", &api, Some(&token), |_, _| {});
+    let reached = seen.lock().unwrap().len();
+    let first = call(&api, Some(&as_dpop), Some(&good)).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(seen.lock().unwrap().len(), reached + 1);
+    let reached = reached + 1;
+
+    let now = now_secs();
+    let other_route = format!("http://127.0.0.1:{front_port}/orders/8");
+    let attacks: Vec<(&str, Option<String>, Option<String>, &str)> = vec![
+        (
+            "the same proof again, at the same isolate",
+            Some(as_dpop.clone()),
+            Some(good.clone()),
+            "invalid_dpop_proof",
+        ),
+        (
+            "the token downgraded to Bearer",
+            Some(format!("Bearer {token}")),
+            None,
+            "invalid_token",
+        ),
+        (
+            "the token as Bearer, with a proof",
+            Some(format!("Bearer {token}")),
+            Some(holder.proof("GET", &api, Some(&token), |_, _| {})),
+            "invalid_token",
+        ),
+        (
+            "a token without a proof",
+            Some(as_dpop.clone()),
+            None,
+            "invalid_dpop_proof",
+        ),
+        (
+            "htm of another method",
+            Some(as_dpop.clone()),
+            Some(holder.proof("POST", &api, Some(&token), |_, _| {})),
+            "invalid_dpop_proof",
+        ),
+        (
+            "htu of another route",
+            Some(as_dpop.clone()),
+            Some(holder.proof("GET", &other_route, Some(&token), |_, _| {})),
+            "invalid_dpop_proof",
+        ),
+        (
+            "a stale iat",
+            Some(as_dpop.clone()),
+            Some(holder.proof("GET", &api, Some(&token), |_, c| {
+                c["iat"] = json!(now - 300)
+            })),
+            "invalid_dpop_proof",
+        ),
+        (
+            "a future iat",
+            Some(as_dpop.clone()),
+            Some(holder.proof("GET", &api, Some(&token), |_, c| {
+                c["iat"] = json!(now + 300)
+            })),
+            "invalid_dpop_proof",
+        ),
+        (
+            "signed by another key",
+            Some(as_dpop.clone()),
+            Some({
+                let mut claims = json!({ "jti": "thief-1", "htm": "GET", "htu": api, "iat": now,
+                                     "ath": shared::dpop::token_hash(&token) });
+                claims["jti"] = json!(format!("{:x}", rand_jti()));
+                thief.sign(
+                    &json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": holder.jwk() }),
+                    &claims,
+                )
+            }),
+            "invalid_dpop_proof",
+        ),
+        (
+            "a proof of the thief's own key",
+            Some(as_dpop.clone()),
+            Some(thief.proof("GET", &api, Some(&token), |_, _| {})),
+            "invalid_dpop_proof",
+        ),
+        (
+            "ath missing",
+            Some(as_dpop.clone()),
+            Some(holder.proof("GET", &api, None, |_, _| {})),
+            "invalid_dpop_proof",
+        ),
+        (
+            "ath of another token",
+            Some(as_dpop.clone()),
+            Some(holder.proof("GET", &api, Some("another.token"), |_, _| {})),
+            "invalid_dpop_proof",
+        ),
+        (
+            "a private jwk",
+            Some(as_dpop.clone()),
+            Some(holder.proof("GET", &api, Some(&token), |h, _| {
+                h["jwk"]["d"] = json!(b64(&holder.0.to_bytes()));
+            })),
+            "invalid_dpop_proof",
+        ),
+        (
+            "alg none",
+            Some(as_dpop.clone()),
+            Some({
+                let proof =
+                    holder.proof("GET", &api, Some(&token), |h, _| h["alg"] = json!("none"));
+                format!("{}.", proof.rsplit_once('.').unwrap().0)
+            }),
+            "invalid_dpop_proof",
+        ),
+        (
+            "alg HS256",
+            Some(as_dpop.clone()),
+            Some(holder.proof("GET", &api, Some(&token), |h, _| h["alg"] = json!("HS256"))),
+            "invalid_dpop_proof",
+        ),
+    ];
+    for (name, authorization, proof, error) in &attacks {
+        let reply = call(&api, authorization.as_deref(), proof.as_deref()).await;
+        assert_eq!(reply.status, 401, "{name}: {}", reply.body);
+        assert_eq!(reply.json()["error"], *error, "{name}: {}", reply.body);
+        let challenge = reply.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("DPoP algs=\"ES256\""),
+            "{name}: {challenge}"
+        );
+    }
+    // A proof without a token: no credentials, a bare challenge.
+    let reply = call(
+        &api,
+        None,
+        Some(&holder.proof("GET", &api, Some(&token), |_, _| {})),
+    )
+    .await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        reached,
+        "no attack reached the origin"
+    );
+
+    // ---- a replay at a new isolate: the edge restarted on the same state ----
+    let replayed_later = holder.proof("GET", &api, Some(&token), |_, _| {});
+    assert_eq!(
+        call(&api, Some(&as_dpop), Some(&replayed_later))
+            .await
+            .status,
+        200
+    );
+    edge_process.kill_hard();
+    drop(edge_process);
+    front.cut();
+    // A new workerd on the same local state: new isolates, the same replay objects' storage.
+    let (_edge_again, port_again) = edge(&dir, &vars, SECRET).await;
+    let _front = TcpProxy::start_on(front_port, ([127, 0, 0, 1], port_again).into()).await;
+    let reply = call(&api, Some(&as_dpop), Some(&replayed_later)).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "invalid_dpop_proof");
+    assert!(reply.body.contains("already used"), "{}", reply.body);
+    assert_eq!(seen.lock().unwrap().len(), reached + 1);
+}

@@ -2,7 +2,10 @@
 //! `bench_tokens tokens N` prints N distinct access tokens (fixture key 1, valid for the next
 //! hour from now, one `jti` each), one per line, so each benchmark request can carry a token
 //! no cache has seen; `bench_tokens routes` prints the 200-route table of the route benchmark
-//! with one route more, for the benchmark's own `GET /bench` (the `edge-hit-routes` row).
+//! with one route more, for the benchmark's own `GET /bench` (the `edge-hit-routes` row);
+//! `bench_tokens dpop-token` prints a token bound to the benchmark's DPoP key, and
+//! `bench_tokens proofs N URL TOKEN` N proofs of that key for `GET URL` with `TOKEN`, issued
+//! now, one `jti` each (the `edge-fresh-dpop` row).
 //! A dev tool: it reads the clock, which the core never does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // dev tool: failing loudly is right
 
@@ -13,6 +16,21 @@ mod routes;
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The benchmark client's DPoP key (fixture key 9), and its public half.
+fn dpop_key() -> (p256::ecdsa::SigningKey, shared::Jwk) {
+    let signing = fixtures::signing_key(9);
+    let point = signing.verifying_key().to_encoded_point(false);
+    let public = shared::Jwk::from_sec1_bytes("bench-dpop", point.as_bytes()).unwrap();
+    (signing, public)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,8 +62,41 @@ fn main() {
                 writeln!(out, "{}", fixtures::sign(&fixtures::header(), &claims)).unwrap();
             }
         }
+        Some("dpop-token") => {
+            let jkt = shared::Jkt::of(&dpop_key().1);
+            let now = now_secs();
+            let mut claims = fixtures::claims();
+            claims["iat"] = (now - 5).into();
+            claims["nbf"] = (now - 5).into();
+            claims["exp"] = (now + 3000).into();
+            claims["cnf"] = serde_json::json!({ "jkt": jkt.as_str() });
+            claims.as_object_mut().unwrap().remove("rate_plan");
+            println!("{}", fixtures::sign(&fixtures::header(), &claims));
+        }
+        Some("proofs") => {
+            let (count, url, token) = match &args[1..] {
+                [count, url, token] => (count.parse::<usize>().unwrap(), url, token),
+                _ => panic!("bench_tokens proofs N URL TOKEN"),
+            };
+            let (signing, public) = dpop_key();
+            let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": {
+                "kty": "EC", "crv": "P-256",
+                "x": fixtures::b64(public.x()), "y": fixtures::b64(public.y()) } });
+            let header = fixtures::b64(header.to_string().as_bytes());
+            let (now, ath) = (now_secs(), shared::dpop::token_hash(token));
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for n in 0..count {
+                let claims = serde_json::json!({
+                    "jti": format!("bench-{now}-{n}"), "htm": "GET", "htu": url, "iat": now, "ath": ath,
+                });
+                let input = format!("{header}.{}", fixtures::b64(claims.to_string().as_bytes()));
+                let signature: p256::ecdsa::Signature =
+                    p256::ecdsa::signature::Signer::sign(&signing, input.as_bytes());
+                writeln!(out, "{input}.{}", fixtures::b64(&signature.to_bytes())).unwrap();
+            }
+        }
         _ => {
-            eprintln!("usage: bench_tokens jwks | bench_tokens tokens N | bench_tokens routes");
+            eprintln!("usage: bench_tokens jwks | tokens N | routes | dpop-token | proofs N URL TOKEN");
             std::process::exit(2);
         }
     }

@@ -9,10 +9,17 @@ fn main() {
     let expired = fixtures::with_claims(|c| {
         c.insert("exp".into(), serde_json::json!(fixtures::NOW_SECS - 100));
     });
+    let bound = fixtures::with_claims(|c| {
+        c.insert(
+            "cnf".into(),
+            serde_json::json!({ "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" }),
+        );
+    });
     let out = serde_json::json!({
         "jwks": fixtures::jwks_value().to_string(),
         "token": fixtures::good_token(),
         "expired": expired,
+        "bound": bound,
         "issuer": fixtures::ISSUER,
         "audience": fixtures::AUDIENCE,
         "now": fixtures::NOW_SECS,

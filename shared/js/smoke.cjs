@@ -20,6 +20,9 @@ assert.equal(claims.scope, "read write");
 assert.throws(() => v.verify(f.expired, f.now), (e) =>
   e.name === "TokenRejected" && e.code === "expired" && e.error === "invalid_token" && e.status === 401);
 assert.throws(() => v.verify("garbage", f.now), (e) => e.code === "malformed");
+// A DPoP-bound token is no bearer token: the package checks no proof, so it refuses one.
+assert.throws(() => v.verify(f.bound, f.now), (e) =>
+  e.code === "bound_token_as_bearer" && e.error === "invalid_token" && e.status === 401);
 assert.throws(() => new Validator(f.jwks, { issuer: "i" }), TypeError);
 
 // Side by side: the package's full verify (p256 compiled to wasm) against WebCrypto's ECDSA

@@ -85,8 +85,10 @@ impl Validator {
         })
     }
 
-    /// Verifies `token` at `nowSecs` (seconds since the epoch, e.g. `Date.now() / 1000`) and
-    /// returns its claims.
+    /// Verifies the bearer token `token` at `nowSecs` (seconds since the epoch, e.g.
+    /// `Date.now() / 1000`) and returns its claims. A DPoP-bound token (`cnf`) is refused
+    /// (`bound_token_as_bearer`): this checks no proof, so it must not take one as a bearer
+    /// token.
     ///
     /// # Errors
     /// Throws a `TokenRejected` error with `code`, `error` and `status` properties.
@@ -101,6 +103,9 @@ impl Validator {
             .validator
             .verify(token, &self.jwks, now)
             .map_err(|rejection| rejected(&rejection))?;
+        if verified.claims().cnf.is_some() {
+            return Err(rejected(&Rejection::BoundTokenAsBearer));
+        }
         let serializer = serde_wasm_bindgen::Serializer::json_compatible();
         serde::Serialize::serialize(verified.claims(), &serializer)
             .map_err(|err| js_sys::Error::new(&err.to_string()).into())

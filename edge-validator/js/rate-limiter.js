@@ -21,9 +21,12 @@ export function callsServed() {
 export function rateLimiterClass(answer, replayEntry) {
   // Storage key of the GCRA state (a decimal string of nanoseconds: past 2^53).
   const STATE_KEY = "gcra";
-  // How often an object forgets proofs past their window, in ms, and how many at a time.
-  const PRUNE_EVERY_MS = 10_000;
+  // A proof's entry key: its last second, zero-padded to this many digits, then its replay key
+  // (src/isolate/proofs.rs). Entries are forgotten in batches this large, this long after
+  // their last second.
+  const UNTIL_DIGITS = 12;
   const PRUNE_BATCH = 128;
+  const PRUNE_MARGIN_MS = 5_000;
   return class RateLimiter {
     constructor(state) {
       this.storage = state.storage;
@@ -32,6 +35,8 @@ export function rateLimiterClass(answer, replayEntry) {
       // The leases not yet returned (`shared::lease::LeaseBook` as text): memory only, so
       // an evicted object refuses its earlier leases' refunds (the strict side).
       this.book = null;
+      // Whether an alarm will forget this DPoP object's entries (read from storage once).
+      this.alarmSet = false;
     }
 
     async fetch(request) {
@@ -53,24 +58,48 @@ export function rateLimiterClass(answer, replayEntry) {
 
     /** Whether a DPoP proof is seen for the first time: its entry is read and, if absent,
      * written, with no other request between the two (the input gate). Entries are durable:
-     * an object evicted and started again still knows the proofs of the window. */
+     * an object evicted and started again still knows the proofs of the window. A proof whose
+     * last second has passed on this object's clock is answered "seen" whatever the storage
+     * holds: its entry may already be pruned, and the edge judged its age a moment earlier. */
     async replay(url) {
       const entry = replayEntry(url);
       if (entry === undefined) return new Response("bad replay query", { status: 400 });
-      const fresh = (await this.storage.get(entry)) === undefined;
-      if (fresh) await this.storage.put(entry, 1);
-      await this.prune();
+      const untilMs = Number(entry.slice(0, UNTIL_DIGITS)) * 1000;
+      const fresh = untilMs >= Date.now() && (await this.storage.get(entry)) === undefined;
+      if (fresh) {
+        await this.storage.put(entry, 1);
+        if (!this.alarmSet) await this.pruneLater(untilMs);
+      }
       return new Response(JSON.stringify({ fresh }), { headers: { "content-type": "application/json" } });
     }
 
-    /** Forgets proofs whose last second has passed (keys sort by it), now and then. */
-    async prune() {
-      const now = Date.now();
-      if (now - (this.pruned ?? 0) < PRUNE_EVERY_MS) return;
-      this.pruned = now;
-      const end = String(Math.floor(now / 1000)).padStart(12, "0");
-      const old = await this.storage.list({ end, limit: PRUNE_BATCH });
-      if (old.size > 0) await this.storage.delete([...old.keys()]);
+    /** Makes sure an alarm will forget the entries, busy or idle: one set already (this
+     * object's, or one from before it was evicted), or one for `untilMs`. A failure is
+     * logged, never the request's: the entries then go at the next alarm. */
+    async pruneLater(untilMs) {
+      try {
+        if ((await this.storage.getAlarm()) === null) await this.storage.setAlarm(untilMs + PRUNE_MARGIN_MS);
+        this.alarmSet = true;
+      } catch (error) {
+        console.warn(JSON.stringify({ event: "dpop_prune_alarm_failed", reason: String(error) }));
+      }
+    }
+
+    /** Forgets every proof past its last second (with a margin: keys sort by that second),
+     * then wakes again for the earliest one left. */
+    async alarm() {
+      const end = String(Math.floor((Date.now() - PRUNE_MARGIN_MS) / 1000)).padStart(UNTIL_DIGITS, "0");
+      for (;;) {
+        const old = await this.storage.list({ end, limit: PRUNE_BATCH });
+        if (old.size > 0) await this.storage.delete([...old.keys()]);
+        if (old.size < PRUNE_BATCH) break;
+      }
+      // The earliest entry left, if any (GCRA state, `gcra`, sorts after every digit).
+      const [next] = (await this.storage.list({ end: "a", limit: 1 })).keys();
+      this.alarmSet = next !== undefined;
+      if (next !== undefined) {
+        await this.storage.setAlarm(Number(next.slice(0, UNTIL_DIGITS)) * 1000 + PRUNE_MARGIN_MS);
+      }
     }
   };
 }

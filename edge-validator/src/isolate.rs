@@ -1027,7 +1027,8 @@ impl<T: Clone> Isolate<T> {
             }
         };
         let key = ["dpop/", proof.jkt().as_str()].concat();
-        let name = self.object_name(&key, arrived.head.colo.as_deref());
+        let scope = self.config.dpop_replay_scope;
+        let name = object_name(scope, &key, arrived.head.colo.as_deref());
         let url = proofs::replay_url(&proof);
         log.dpop_jkt = Some(proof.jkt().clone());
         let replaying = Replaying {
@@ -1298,16 +1299,9 @@ impl<T: Clone> Isolate<T> {
         }
     }
 
-    /// The object that counts `key` (per location, `local` when the runtime names none, as
-    /// in local workerd; or one worldwide).
+    /// The object that counts `key` (`RATE_LIMIT_SCOPE`).
     fn object_name(&self, key: &str, colo: Option<&str>) -> String {
-        match self.config.rate_limit_scope {
-            RateLimitScope::Global => key.to_owned(),
-            RateLimitScope::Location => {
-                let location = colo.filter(|colo| !colo.is_empty()).unwrap_or("local");
-                format!("{location}/{key}")
-            }
-        }
+        object_name(self.config.rate_limit_scope, key, colo)
     }
 
     /// A lease ask's answer, kept and logged.
@@ -1984,6 +1978,18 @@ impl<T: Clone> Isolate<T> {
 /// from the head the request keeps.
 fn presented_token(head: &Head) -> &str {
     credentials(head.authorization.as_deref()).map_or("", |(_, token)| token)
+}
+
+/// The object for `key` in `scope`: per location (`local` when the runtime names none, as in
+/// local workerd), or one worldwide.
+fn object_name(scope: RateLimitScope, key: &str, colo: Option<&str>) -> String {
+    match scope {
+        RateLimitScope::Global => key.to_owned(),
+        RateLimitScope::Location => {
+            let location = colo.filter(|colo| !colo.is_empty()).unwrap_or("local");
+            format!("{location}/{key}")
+        }
+    }
 }
 
 /// Why a replay object's answer was no use, for the log.

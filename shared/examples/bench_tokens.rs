@@ -96,7 +96,9 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: bench_tokens jwks | tokens N | routes | dpop-token | proofs N URL TOKEN");
+            eprintln!(
+                "usage: bench_tokens jwks | tokens N | routes | dpop-token | proofs N URL TOKEN"
+            );
             std::process::exit(2);
         }
     }

@@ -62,11 +62,18 @@ impl Jkt {
     /// members in lexicographic order, no whitespace).
     #[must_use]
     pub fn of_coordinates(x: &[u8; 32], y: &[u8; 32]) -> Self {
-        let members = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+        let (x, y) = (
             Base64UrlUnpadded::encode_string(x),
-            Base64UrlUnpadded::encode_string(y)
+            Base64UrlUnpadded::encode_string(y),
         );
+        let members = [
+            r#"{"crv":"P-256","kty":"EC","x":""#,
+            &x,
+            r#"","y":""#,
+            &y,
+            r#""}"#,
+        ]
+        .concat();
         Self(Base64UrlUnpadded::encode_string(&Sha256::digest(
             members.as_bytes(),
         )))
@@ -118,8 +125,8 @@ impl HttpUri {
     /// user information, an empty host, a bad port, or a path [`NormalPath`] refuses.
     #[must_use]
     pub fn parse(uri: &str) -> Option<Self> {
-        let uri = uri.split(['?', '#']).next().unwrap_or_default();
-        let (scheme, rest) = uri.split_once("://")?;
+        let end = uri.find(['?', '#']).unwrap_or(uri.len());
+        let (scheme, rest) = uri.get(..end)?.split_once("://")?;
         let default_port = if scheme.eq_ignore_ascii_case("https") {
             "443"
         } else if scheme.eq_ignore_ascii_case("http") {
@@ -128,41 +135,59 @@ impl HttpUri {
             return None;
         };
         let (authority, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
-        if authority.contains('@') {
-            return None;
-        }
-        // An IPv6 literal keeps its colons inside the brackets.
-        let port_at = authority
-            .rfind(':')
-            .filter(|at| !authority[*at..].contains(']'));
-        let (host, port) = match port_at {
-            Some(at) => (&authority[..at], Some(&authority[at + 1..])),
-            None => (authority, None),
+        // A host is a name, or one bracketed IPv6 literal; then, at most, `:` and a port.
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(literal) => {
+                let close = literal.find(']')? + 1;
+                let (host, port) = authority.split_at(close + 1);
+                let port = match port {
+                    "" => None,
+                    port => Some(port.strip_prefix(':')?),
+                };
+                let inside = host.get(1..host.len() - 1)?;
+                if inside.is_empty()
+                    || !inside
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
+                    return None;
+                }
+                (host, port)
+            }
+            None => {
+                let (host, port) = match authority.split_once(':') {
+                    Some((host, port)) => (host, Some(port)),
+                    None => (authority, None),
+                };
+                let name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+                if host.is_empty() || !host.bytes().all(name) {
+                    return None;
+                }
+                (host, port)
+            }
         };
-        let host_ok = !host.is_empty()
-            && host.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
-            });
-        if !host_ok {
-            return None;
-        }
+        // The port as written, without leading zeros; the scheme's default is left out.
         let port = match port {
             None | Some("") => None,
-            Some(port) if port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) => {
-                let number: u16 = port.parse().ok()?;
-                let default: u16 = default_port.parse().ok()?;
-                (number != default).then_some(number)
+            Some(port) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                let digits = port.trim_start_matches('0');
+                // At most 65535, compared as text (same length, so the order is numeric).
+                if digits.len() > 5 || (digits.len() == 5 && digits > "65535") {
+                    return None;
+                }
+                (digits != default_port).then_some(digits)
             }
             Some(_) => return None,
         };
         let path = NormalPath::parse(path).ok()?;
         let mut normal = String::with_capacity(uri.len());
-        normal.push_str(&scheme.to_ascii_lowercase());
+        normal.push_str(scheme);
         normal.push_str("://");
-        normal.push_str(&host.to_ascii_lowercase());
+        normal.push_str(host);
+        normal.make_ascii_lowercase();
         if let Some(port) = port {
             normal.push(':');
-            normal.push_str(&port.to_string());
+            normal.push_str(if port.is_empty() { "0" } else { port });
         }
         normal.push_str(path.as_str());
         Some(Self(normal))
@@ -744,6 +769,10 @@ mod tests {
             "https://user@h/",
             "https://h:99999/",
             "https://h:x/",
+            "https://h:8443:443/x",
+            "https://[::1/x",
+            "https://[::1]x/",
+            "https://[]/x",
             "https://h/a%2fb",
             "/relative",
             "https://h h/",

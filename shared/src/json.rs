@@ -92,12 +92,23 @@ impl Member {
         self,
         names: [&'static str; N],
     ) -> Result<[Option<Member>; N], JsonError> {
+        let mut out = [const { None }; N];
+        self.take_into(&names, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Member::take_members`]' work, once for every `N` (each `N` would otherwise be a copy
+    /// of it in the edge's wasm).
+    fn take_into(
+        self,
+        names: &[&'static str],
+        out: &mut [Option<Member>],
+    ) -> Result<(), JsonError> {
         let Self::Object(members) = self else {
             return Err(JsonError::Shape {
                 expected: "an object",
             });
         };
-        let mut out = [const { None }; N];
         for (name, value) in members {
             let wanted = names
                 .iter()
@@ -110,7 +121,7 @@ impl Member {
                 *slot = Some(value);
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -58,6 +58,11 @@ pub const LEASE_MAX_PERMITS: &str = "LEASE_MAX_PERMITS";
 /// 60; 5 more for clock skew). Each accepted proof's id is kept that long by the replay
 /// objects.
 pub const DPOP_PROOF_MAX_AGE_SECS: &str = "DPOP_PROOF_MAX_AGE_SECS";
+/// Var: which Durable Object remembers a DPoP key's proofs: `location` (default: one per
+/// Cloudflare location and key, so a proof is accepted once per location within its window)
+/// or `global` (one per key worldwide: once overall, at the cost of a round trip to where the
+/// object lives).
+pub const DPOP_REPLAY_SCOPE: &str = "DPOP_REPLAY_SCOPE";
 /// Var: timeout of each JWKS or feed fetch, in ms.
 pub const FETCH_TIMEOUT_MS: &str = "FETCH_TIMEOUT_MS";
 /// Var: least time between refetches caused by unknown `kid`s, in ms.
@@ -132,6 +137,8 @@ pub struct Config {
     pub(crate) lease_policy: shared::lease::LeasePolicy,
     /// How old and how far ahead a DPoP proof may be.
     pub(crate) dpop_rules: shared::ProofRules,
+    /// Which object remembers a key's proofs.
+    pub(crate) dpop_replay_scope: RateLimitScope,
     pub(crate) fetch_timeout_ms: u64,
     pub(crate) refresh_policy: RefreshPolicy,
     pub(crate) revocation_interval_ms: u64,
@@ -263,15 +270,8 @@ impl Config {
                 )))
                 }
             },
-            rate_limit_scope: match optional(env, RATE_LIMIT_SCOPE).as_deref().map(str::trim) {
-                None | Some("location") => RateLimitScope::Location,
-                Some("global") => RateLimitScope::Global,
-                Some(other) => {
-                    return Err(ConfigError(format!(
-                        "var {RATE_LIMIT_SCOPE} must be location or global, not \"{other}\""
-                    )))
-                }
-            },
+            rate_limit_scope: scope(env, RATE_LIMIT_SCOPE)?,
+            dpop_replay_scope: scope(env, DPOP_REPLAY_SCOPE)?,
             lease_policy: lease_policy(env)?,
             dpop_rules: dpop_rules(env)?,
             fetch_timeout_ms: number(env, FETCH_TIMEOUT_MS, DEFAULT_FETCH_TIMEOUT_MS)?.max(1),
@@ -312,6 +312,17 @@ fn lease_policy(env: &impl Vars) -> Result<shared::lease::LeasePolicy, ConfigErr
         ttl_ms,
         max_permits,
     })
+}
+
+/// A scope var ([`RATE_LIMIT_SCOPE`], [`DPOP_REPLAY_SCOPE`]): `location` (default) or `global`.
+fn scope(env: &impl Vars, name: &str) -> Result<RateLimitScope, ConfigError> {
+    match optional(env, name).as_deref().map(str::trim) {
+        None | Some("location") => Ok(RateLimitScope::Location),
+        Some("global") => Ok(RateLimitScope::Global),
+        Some(other) => Err(ConfigError(format!(
+            "var {name} must be location or global, not \"{other}\""
+        ))),
+    }
 }
 
 /// [`DPOP_PROOF_MAX_AGE_SECS`], 5 to 300 seconds, with 5 seconds of leeway (as the issuer).
@@ -365,11 +376,11 @@ impl Config {
         }
     }
 
-    /// Whether the Durable Objects (rate limits, and DPoP proofs in every mode) are one per
-    /// Cloudflare location: the driver then reads the request's location
-    /// (`request.cf.colo`).
+    /// Whether any Durable Objects (rate limits, DPoP replay objects in every mode) are one per
+    /// Cloudflare location: the driver then reads the request's location (`request.cf.colo`).
     pub fn objects_per_location(&self) -> bool {
         self.rate_limit_scope == RateLimitScope::Location
+            || self.dpop_replay_scope == RateLimitScope::Location
     }
 
     /// The id of the route at `position` (`None` for unmatched requests).

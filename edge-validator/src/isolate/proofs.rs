@@ -26,11 +26,17 @@ const UNTIL_DIGITS: usize = 12;
 
 /// The ask for `proof`: its replay key and the last second it would be accepted.
 pub(crate) fn replay_url(proof: &VerifiedProof) -> String {
-    format!(
-        "https://rate-limiter.internal{REPLAY_PATH}?until={}&key={}",
-        proof.remember_until(),
-        proof.replay_key()
-    )
+    let until = proof.remember_until().to_string();
+    let key = proof.replay_key();
+    [
+        "https://rate-limiter.internal",
+        REPLAY_PATH,
+        "?until=",
+        &until,
+        "&key=",
+        &key,
+    ]
+    .concat()
 }
 
 /// The object's answer read: `Some(true)` for a first use, `Some(false)` for a replay,
@@ -60,7 +66,9 @@ pub fn replay_entry(url: &str) -> Option<String> {
     if key.len() != 43 || !key.bytes().all(base64url) {
         return None;
     }
-    Some(format!("{until:0width$}:{key}", width = UNTIL_DIGITS))
+    let until = until.to_string();
+    let padding = "0".repeat(UNTIL_DIGITS.saturating_sub(until.len()));
+    Some([padding.as_str(), &until, ":", key].concat())
 }
 
 #[cfg(test)]

@@ -400,6 +400,45 @@ impl Change<'_> {
     }
 }
 
+/// Sets whether a client must prove possession of a DPoP key for every token (RFC 9449 §5.2),
+/// with its audit row, in one transaction. Tokens it already holds live out their lifetime
+/// (`rotate_secret` with `revoke_tokens` ends them).
+///
+/// # Errors
+/// [`ClientError::NotFound`], or the database error (nothing is changed then).
+pub async fn set_require_dpop(
+    db: &Db,
+    client_id: &str,
+    required: bool,
+    change: &Change<'_>,
+) -> Result<(), ClientError> {
+    let mut tx = db.pool().begin().await?;
+    let result =
+        sqlx::query("UPDATE clients SET require_dpop = $1, updated_at = $2 WHERE client_id = $3")
+            .bind(i64::from(required))
+            .bind(change.now)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+    if result.rows_affected() == 0 {
+        return Err(ClientError::NotFound(client_id.to_owned()));
+    }
+    let entry = Entry {
+        at: change.now,
+        actor: change.actor,
+        action: if required {
+            "client.require_dpop"
+        } else {
+            "client.allow_bearer"
+        },
+        subject: client_id,
+        detail: "",
+    };
+    db.audit_in(&mut tx, &entry).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Enables or disables a client, with its audit row, in one transaction. Disabling also
 /// revokes every token it holds (a `client` entry on the revocation feed: edges refuse
 /// them within a feed interval), so disabling means something before the tokens expire,

@@ -103,6 +103,14 @@ enum ClientCommand {
     Disable { client_id: String },
     /// Allow a disabled client again.
     Enable { client_id: String },
+    /// Tokens only with a DPoP proof (RFC 9449), or (`--off`) bearer tokens again. Tokens
+    /// it holds live out their lifetime (`rotate-secret --revoke-tokens` ends them).
+    RequireDpop {
+        client_id: String,
+        /// Allow bearer tokens again.
+        #[arg(long)]
+        off: bool,
+    },
     /// Replace a client's secret; prints the new one (shown once).
     RotateSecret {
         client_id: String,
@@ -574,6 +582,18 @@ async fn client(command: ClientCommand, config: &Config, json: bool) -> CliResul
                 return print(&serde_json::json!({ "client_id": client_id, "enabled": true }));
             }
             println!("{client_id} enabled");
+            Ok(())
+        }
+        ClientCommand::RequireDpop { client_id, off } => {
+            clients::set_require_dpop(&db, &client_id, !off, &change).await?;
+            if json {
+                return print(&serde_json::json!({ "client_id": client_id, "require_dpop": !off }));
+            }
+            if off {
+                println!("{client_id} may get bearer tokens again");
+            } else {
+                println!("{client_id} gets tokens only with a DPoP proof");
+            }
             Ok(())
         }
         ClientCommand::RotateSecret {

@@ -283,6 +283,41 @@ async fn a_client_that_requires_dpop_gets_no_bearer_token(backend: Backend) {
         .await
         .unwrap();
     assert!(shown.require_dpop);
+
+    // An admin with the clients power lets it have bearer tokens again, and back; audited.
+    let (_, admin_token) = admin(&state, "admin:clients").await;
+    let path = format!("/admin/clients/{}/require-dpop", credentials.0);
+    let off = json!({ "required": false });
+    let (status, _, body) = call(&state, "POST", &path, Some(&admin_token), Some(off)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["require_dpop"], false);
+    let (status, _, body) = ask(&state, credentials, &[]).await;
+    assert_eq!(
+        (status.as_u16(), body["token_type"].as_str()),
+        (200, Some("Bearer")),
+        "{body}"
+    );
+    let on = json!({ "required": true });
+    let (status, _, _) = call(&state, "POST", &path, Some(&admin_token), Some(on)).await;
+    assert_eq!(status, 200);
+    assert_refused(
+        &ask(&state, credentials, &[]).await,
+        "invalid_dpop_proof",
+        "required again",
+    );
+    let bad = json!({ "on": 1 });
+    let (status, _, body) = call(&state, "POST", &path, Some(&admin_token), Some(bad)).await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    let rows = issuer::audit::rows_after(state.db.pool(), 0).await.unwrap();
+    let actions: Vec<&str> = rows.iter().map(|row| row.action.as_str()).collect();
+    assert!(
+        actions.ends_with(&["client.allow_bearer", "client.require_dpop"]),
+        "{actions:?}"
+    );
 }
 
 /// Two instances on one database, the same proof sent to both at once: one token.

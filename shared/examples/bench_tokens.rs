@@ -74,10 +74,11 @@ fn main() {
             println!("{}", fixtures::sign(&fixtures::header(), &claims));
         }
         Some("proofs") => {
-            let (count, url, token) = match &args[1..] {
-                [count, url, token] => (count.parse::<usize>().unwrap(), url, token),
-                _ => panic!("bench_tokens proofs N URL TOKEN"),
+            let [count, url, token] = &args[1..] else {
+                eprintln!("usage: bench_tokens proofs N URL TOKEN");
+                std::process::exit(2);
             };
+            let count: usize = count.parse().unwrap();
             let (signing, public) = dpop_key();
             let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": {
                 "kty": "EC", "crv": "P-256",

@@ -186,6 +186,11 @@ fn decode(segment: &str, which: Segment) -> Result<Vec<u8>, Rejection> {
 }
 
 /// Checks tokens against one [`Validation`]. Cheap to clone and to share.
+///
+/// A token bound to a DPoP key (`claims().cnf`, RFC 9449) verifies here like any other: what
+/// makes it usable is a proof of that key on each request ([`crate::dpop`]). A caller that
+/// checks no proof must refuse such a token ([`Rejection::BoundTokenAsBearer`]), as the edge,
+/// the issuer's admin API and the JS package do.
 #[derive(Debug, Clone)]
 pub struct Validator {
     validation: Validation,

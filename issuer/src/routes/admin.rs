@@ -62,6 +62,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/admin/clients/{id}", get(show_client))
         .route("/admin/clients/{id}/disable", post(disable_client))
         .route("/admin/clients/{id}/enable", post(enable_client))
+        .route("/admin/clients/{id}/require-dpop", post(require_dpop))
         .route("/admin/clients/{id}/rotate-secret", post(rotate_secret))
         .route("/admin/keys", get(list_keys))
         .route("/admin/keys/rotate", post(rotate_key))
@@ -236,6 +237,29 @@ async fn set_enabled(
 ) -> Result<Response, ApiError> {
     let actor = authorize(&state, &headers, Power::Clients).await?;
     clients::set_enabled(&state.db, &id, enabled, &change(&state, &actor))
+        .await
+        .map_err(client_error)?;
+    let client = clients::show(&state.db, &id).await.map_err(client_error)?;
+    Ok(Json(client).into_response())
+}
+
+/// `POST /admin/clients/{id}/require-dpop`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequireDpop {
+    /// Tokens only with a DPoP proof (true), or bearer tokens again (false).
+    required: bool,
+}
+
+async fn require_dpop(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<RequireDpop>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let actor = authorize(&state, &headers, Power::Clients).await?;
+    let Json(body) = body.map_err(|err| ApiError::InvalidInput(err.body_text()))?;
+    clients::set_require_dpop(&state.db, &id, body.required, &change(&state, &actor))
         .await
         .map_err(client_error)?;
     let client = clients::show(&state.db, &id).await.map_err(client_error)?;

@@ -291,6 +291,21 @@ fn wait_of(next: &Next<&'static str>) -> WaitId {
     }
 }
 
+/// What an origin holding the edge's key reads of `assertion` for `GET /orders/7?x=1` at `now`.
+fn origin_reads(assertion: &str, now: UnixTime) -> shared::EdgeIdentity {
+    let verifier = AssertionVerifier::new(
+        vec![AssertionKey::new("edge-1", SECRET.as_bytes()).unwrap()],
+        30_000,
+    );
+    let line = shared::RequestLine {
+        method: "GET",
+        host: "origin.test",
+        path: "/orders/7",
+        query: Some("x=1"),
+    };
+    verifier.verify(Some(assertion), &line, now).unwrap()
+}
+
 fn reply_of(next: Next<&'static str>) -> Reply {
     match next {
         Next::Reply(reply, _) => reply,
@@ -327,17 +342,7 @@ fn a_good_token_reaches_the_origin_with_an_assertion_the_origin_verifies() {
         panic!("not forwarded");
     };
     assert_eq!(target, "https://origin.test/orders/7?x=1");
-    let verifier = AssertionVerifier::new(
-        vec![AssertionKey::new("edge-1", SECRET.as_bytes()).unwrap()],
-        30_000,
-    );
-    let line = shared::RequestLine {
-        method: "GET",
-        host: "origin.test",
-        path: "/orders/7",
-        query: Some("x=1"),
-    };
-    let identity = verifier.verify(Some(&assertion), &line, edge.now).unwrap();
+    let identity = origin_reads(&assertion, edge.now);
     assert_eq!(identity.client_id, "client-7");
     let Next::PassOn(Some(headers), "request") = edge.answer(id, Answer::Origin(Ok(201))) else {
         panic!("the origin's answer is passed on with the RateLimit headers");
@@ -1853,17 +1858,7 @@ fn a_bound_token_passes_with_each_fresh_proof_once() {
         other => panic!("{other:?}"),
     };
     // The origin learns the token was sender-constrained, and by which key.
-    let verifier = AssertionVerifier::new(
-        vec![AssertionKey::new("edge-1", SECRET.as_bytes()).unwrap()],
-        30_000,
-    );
-    let line = shared::RequestLine {
-        method: "GET",
-        host: "origin.test",
-        path: "/orders/7",
-        query: Some("x=1"),
-    };
-    let identity = verifier.verify(Some(&assertion), &line, edge.now).unwrap();
+    let identity = origin_reads(&assertion, edge.now);
     assert_eq!(identity.cnf_jkt, holder.jkt());
     let imports = |edge: &Edge| {
         edge.imported

@@ -72,6 +72,27 @@ impl Holder {
     }
 }
 
+/// A client with `scopes` for `audience`, made as the CLI makes one.
+async fn client_of(
+    state: &issuer::AppState,
+    scopes: &str,
+    audience: &str,
+    require_dpop: bool,
+) -> issuer::clients::Created {
+    let new = issuer::clients::NewClient {
+        name: format!("{scopes} client"),
+        scopes: scopes.into(),
+        audiences: vec![audience.into()],
+        rate_plan: None,
+        jwks: None,
+        resource_server: false,
+        require_dpop,
+    };
+    issuer::clients::create(&state.db, new, "cli", issuer::db::unix_now())
+        .await
+        .unwrap()
+}
+
 fn token_claims(state: &issuer::AppState, jti: &str, iat: u64) -> Value {
     json!({
         "jti": jti,
@@ -246,22 +267,7 @@ async fn bad_proofs_are_invalid_dpop_proof(backend: Backend) {
 
 async fn a_client_that_requires_dpop_gets_no_bearer_token(backend: Backend) {
     let state = open(config(backend).await).await;
-    let created = issuer::clients::create(
-        &state.db,
-        issuer::clients::NewClient {
-            name: "dpop only".into(),
-            scopes: "read".into(),
-            audiences: vec![AUDIENCE.into()],
-            rate_plan: None,
-            jwks: None,
-            resource_server: false,
-            require_dpop: true,
-        },
-        "test",
-        issuer::db::unix_now(),
-    )
-    .await
-    .unwrap();
+    let created = client_of(&state, "read", AUDIENCE, true).await;
     assert!(created.client.require_dpop);
     let credentials = (
         created.client.client_id.as_str(),
@@ -473,22 +479,13 @@ async fn nonces_when_required(backend: Backend) {
 /// RFC 9449 §7.2: a DPoP-bound token sent as `Bearer` is a copy without its key.
 async fn the_admin_api_refuses_a_bound_token_as_bearer(backend: Backend) {
     let state = open(config(backend).await).await;
-    let created = issuer::clients::create(
-        &state.db,
-        issuer::clients::NewClient {
-            name: "admin with a key".into(),
-            scopes: "admin:audit".into(),
-            audiences: vec![state.config().admin_audience()],
-            rate_plan: None,
-            jwks: None,
-            resource_server: false,
-            require_dpop: false,
-        },
-        "cli",
-        issuer::db::unix_now(),
+    let created = client_of(
+        &state,
+        "admin:audit",
+        &state.config().admin_audience(),
+        false,
     )
-    .await
-    .unwrap();
+    .await;
     let holder = Holder::new();
     let credentials = (
         created.client.client_id.as_str(),

@@ -133,7 +133,9 @@ mod tests {
             .iter()
             .map(|route| route.id.as_str())
             .collect();
-        assert_eq!(ids.len(), 5, "{ids:?}");
+        assert_eq!(ids.len(), 6, "{ids:?}");
+        let payments = table.routes().iter().find(|route| route.id == "payments");
+        assert!(payments.is_some_and(|route| route.policy.dpop_required));
         let path = shared::path::NormalPath::parse("/orders/export").unwrap();
         let route = table.route("api.example.com", "GET", &path).unwrap();
         assert_eq!(route.id, "old-export", "as the precedence paragraph says");

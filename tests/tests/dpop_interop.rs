@@ -355,15 +355,26 @@ async fn oauth4webapi_gets_a_dpop_token_and_every_attack_is_refused_at_the_edge(
             .status,
         200
     );
+    // The replay objects set their pruning alarms without a failure.
+    assert!(
+        !edge_process.log().contains("dpop_prune_alarm_failed"),
+        "{}",
+        edge_process.log()
+    );
     edge_process.kill_hard();
     drop(edge_process);
     front.cut();
     // A new workerd on the same local state: new isolates, the same replay objects' storage.
-    let (_edge_again, port_again) = edge(&dir, &vars, SECRET).await;
+    let (edge_again, port_again) = edge(&dir, &vars, SECRET).await;
     let _front = TcpProxy::start_on(front_port, ([127, 0, 0, 1], port_again).into()).await;
     let reply = call(&api, Some(&as_dpop), Some(&replayed_later)).await;
     assert_eq!(reply.status, 401, "{}", reply.body);
     assert_eq!(reply.json()["error"], "invalid_dpop_proof");
     assert!(reply.body.contains("already used"), "{}", reply.body);
     assert_eq!(seen.lock().unwrap().len(), reached + 1);
+    assert!(
+        !edge_again.log().contains("dpop_prune_alarm_failed"),
+        "{}",
+        edge_again.log()
+    );
 }

@@ -213,6 +213,13 @@ impl Config {
                 "must be an http(s) URL without a trailing slash",
             ));
         }
+        // DPoP proofs name the token endpoint (`htu`), read with the edge's normalisation.
+        if shared::HttpUri::parse(&format!("{url}/oauth2/token")).is_none() {
+            return Err(invalid(
+                "issuer_url",
+                "must be a URL the edge's normalisation reads: a host, a port, a plain path",
+            ));
+        }
         if !(self.database_url.starts_with("sqlite:")
             || self.database_url.starts_with("postgres://")
             || self.database_url.starts_with("postgresql://"))
@@ -349,15 +356,20 @@ mod tests {
         };
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("token_lifetime_secs"), "{message}");
-        let config = Config {
-            issuer_url: "http://x/".into(),
-            ..Config::default()
-        };
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("issuer_url"));
+        for bad in ["http://x/", "https://user@x", "https://x/a;b"] {
+            let config = Config {
+                issuer_url: bad.into(),
+                ..Config::default()
+            };
+            assert!(
+                config
+                    .validate()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("issuer_url"),
+                "{bad}"
+            );
+        }
     }
 }
 

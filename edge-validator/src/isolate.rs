@@ -7,12 +7,14 @@
 //! the [`Side`] effects beside it (log lines, background fetches, the Cache API copy).
 //!
 //! A request's path: its path in normal spelling (`shared::path`) -> its route
-//! (`shared::route`: deny, public, or a token's requirements; `config::ROUTES`) -> bearer
-//! token -> revocation list in sync -> token cache -> failed-auth budget -> key set ->
+//! (`shared::route`: deny, public, or a token's requirements; `config::ROUTES`) -> bearer or
+//! DPoP token -> revocation list in sync -> token cache -> failed-auth budget -> key set ->
 //! `shared` checks -> signature (WebCrypto, a wait) -> revocation -> the route's audience and
-//! scopes -> rate limit (a Durable Object, a wait) -> the route's origin with a signed identity
-//! (a wait); or the edge's own answer (400 for a path with no one reading, 404, 411 and 413
-//! for a route's body limit, RFC 6750's 401 and 403, 429, 503). The origin is never contacted
+//! scopes -> for a DPoP-bound token, its proof (`shared::dpop`, the proof key's import and
+//! WebCrypto verdict, its replay object: waits) -> rate limit (a Durable Object, a wait) -> the
+//! route's origin with a signed identity (a wait); or the edge's own answer (400 for a path
+//! with no one reading, 404, 411 and 413 for a route's body limit, RFC 6750's and RFC 9449's
+//! 401 and 403, 429, 503). The origin is never contacted
 //! for a refused request.
 //! After a preparation wait (the first revocation pull and the key set of a new isolate, a
 //! refetch for an unknown `kid`, a key import) the request starts over from [`Isolate::serve`]
@@ -992,7 +994,7 @@ impl<T: Clone> Isolate<T> {
     }
 
     /// WebCrypto's verdict on a proof; a good one goes to its replay object (one per key,
-    /// in the request's location or worldwide, as the rate-limit objects are).
+    /// in the request's location or worldwide: `DPOP_REPLAY_SCOPE`).
     fn proved(
         &mut self,
         proving: Proving,
@@ -1972,8 +1974,6 @@ impl<T: Clone> Isolate<T> {
     }
 }
 
-/// The network a client's per-address budgets are charged to (`rate_limit::network_key`:
-/// IPv6 by `/64`), from the platform's `CF-Connecting-IP`.
 /// The token the request presents (`Bearer` or `DPoP`), or `""`: read again after a wait,
 /// from the head the request keeps.
 fn presented_token(head: &Head) -> &str {
@@ -2005,6 +2005,8 @@ fn proof_key_name(jkt: &Jkt) -> String {
     ["dpop:", jkt.as_str()].concat()
 }
 
+/// The network a client's per-address budgets are charged to (`rate_limit::network_key`:
+/// IPv6 by `/64`), from the platform's `CF-Connecting-IP`.
 fn client_network(head: &Head) -> String {
     head.client_ip
         .as_deref()

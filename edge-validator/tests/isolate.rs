@@ -1823,8 +1823,12 @@ mod dpop {
                         return End::Origin(assertion);
                     }
                     Io::AskLimiter { name, url, .. } if name.contains("/dpop/") => {
+                        // As js/rate-limiter.js: past the proof's last second it is "seen".
                         let entry = edge_validator::isolate::replay_entry(url).unwrap();
-                        Answer::Limit(Ok(json!({ "fresh": seen.insert(entry) }).to_string()))
+                        let until: u64 = entry.split(':').next().unwrap().parse().unwrap();
+                        let live = until * 1000 + 1000 > self.now.as_millis();
+                        let fresh = live && seen.insert(entry);
+                        Answer::Limit(Ok(json!({ "fresh": fresh }).to_string()))
                     }
                     other => panic!("unexpected {other:?}"),
                 };

@@ -22,8 +22,8 @@ use crate::db::Db;
 /// What the nonce key is derived for ([`crate::keys::Kek::derive`]).
 pub const NONCE_KEY_PURPOSE: &str = "edgeward dpop nonce v1";
 
-/// Clock skew tolerated on a proof's `iat`, in seconds.
-pub const PROOF_LEEWAY_SECS: u64 = 5;
+/// Clock skew tolerated on a proof's `iat`, in seconds: the edge's (`shared::dpop`'s default).
+pub const PROOF_LEEWAY_SECS: u64 = shared::dpop::DEFAULT_LEEWAY_SECS;
 
 /// Bytes of the nonce's MAC: 128 bits cannot be guessed within a window.
 const NONCE_MAC_LEN: usize = 16;

@@ -17,6 +17,7 @@ use support::*;
 on_both_databases!(
     a_client_registers_itself_manages_its_registration_and_leaves,
     a_registration_token_never_outgrows_what_ops_granted,
+    dpop_binding_is_set_at_registration_and_kept_by_updates,
 );
 
 /// The registration management path of a client from its `registration_client_uri`.
@@ -393,4 +394,32 @@ async fn a_registration_token_never_outgrows_what_ops_granted(backend: Backend) 
     )
     .await;
     assert_eq!(status, 401);
+}
+
+/// RFC 9449 §5.2's `dpop_bound_access_tokens`: set at registration, read back, kept by an
+/// update that leaves it out, and refused as a change by an update that names another value.
+async fn dpop_binding_is_set_at_registration_and_kept_by_updates(backend: Backend) {
+    let state = open(config(backend).await).await;
+    let (_, manager) = admin(&state, "admin:clients").await;
+    let registration = register(
+        &state,
+        &manager,
+        json!({"client_name": "bound", "scope": "read", "dpop_bound_access_tokens": true}),
+    )
+    .await;
+    assert_eq!(registration["dpop_bound_access_tokens"], true);
+    let id = registration["client_id"].as_str().unwrap().to_owned();
+    let path = path_of(&registration);
+    let token = token_of(&registration);
+    let unbind = json!({"client_id": id, "scope": "read", "dpop_bound_access_tokens": false});
+    let (status, _, body) = call(&state, "PUT", &path, Some(&token), Some(unbind)).await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_client_metadata")),
+        "{body}"
+    );
+    let silent = json!({"client_id": id, "scope": "read", "client_name": "renamed"});
+    let (status, _, body) = call(&state, "PUT", &path, Some(&token), Some(silent)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dpop_bound_access_tokens"], true);
 }

@@ -22,7 +22,8 @@
 //! - `htu` is compared after the normalisation the route table uses: scheme and host in lower
 //!   case, the default port dropped, the path through [`NormalPath`], query and fragment
 //!   ignored (RFC 9449 §4.3);
-//! - `iat` within [`ProofRules::max_age_secs`] in the past and the leeway in the future;
+//! - `iat` at most [`ProofRules::max_age_secs`] plus the leeway in the past, and the leeway
+//!   in the future;
 //! - `jti` present, at most [`MAX_JTI_LEN`] bytes: it is what the replay store keeps.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
@@ -212,11 +213,14 @@ pub struct ProofRules {
     pub leeway_secs: u64,
 }
 
+/// [`ProofRules::leeway_secs`]' default: the issuer and the edge tolerate the same skew.
+pub const DEFAULT_LEEWAY_SECS: u64 = 5;
+
 impl Default for ProofRules {
     fn default() -> Self {
         Self {
             max_age_secs: 60,
-            leeway_secs: 5,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
         }
     }
 }
@@ -507,7 +511,6 @@ pub fn check<'p>(
         verified: VerifiedProof {
             jkt,
             jti: claims.jti,
-            iat: claims.iat,
             nonce: claims.nonce,
             remember_until,
         },
@@ -689,7 +692,6 @@ impl PendingProof {
 pub struct VerifiedProof {
     jkt: Jkt,
     jti: String,
-    iat: u64,
     nonce: Option<String>,
     remember_until: u64,
 }
@@ -705,12 +707,6 @@ impl VerifiedProof {
     #[must_use]
     pub fn jti(&self) -> &str {
         &self.jti
-    }
-
-    /// The proof's `iat`, seconds since the epoch.
-    #[must_use]
-    pub fn issued_at(&self) -> u64 {
-        self.iat
     }
 
     /// The proof's `nonce`, if it carries one.

@@ -1,4 +1,5 @@
-//! Edgeward's token core: everything that decides whether a bearer token is good, with no
+//! Edgeward's token core: everything that decides whether a token is good (bearer, or bound
+//! to a DPoP key with its proof), with no
 //! I/O, no clock and no randomness, so the same code runs in the issuer's tests, at the edge
 //! (wasm32 in a Worker), in resource APIs and in any JS runtime.
 //!
@@ -11,7 +12,7 @@
 //! - [`claims`]: the claims and the [`Validation`] rules; time is always an argument.
 //! - [`dpop`]: DPoP proofs (RFC 9449): the proof's own key, its request, its time, and the
 //!   token it goes with.
-//! - [`rejection`]: the one [`Rejection`] enum and its RFC 6750 mapping.
+//! - [`rejection`]: the one [`Rejection`] enum and its RFC 6750 (and RFC 9449) mapping.
 //! - [`cache`]: verified tokens by hash, so a repeated token skips crypto.
 //! - [`keyset_copy`]: the MAC that keeps the edge's shared-cache copy of its key set honest.
 //! - [`rate_limit`]: GCRA over stored state, and the rate-plan claim format.

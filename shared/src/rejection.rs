@@ -1,4 +1,5 @@
-//! Why a request's bearer token was refused, and how each reason maps to RFC 6750.
+//! Why a request's token was refused, and how each reason maps to RFC 6750 (and, for DPoP,
+//! RFC 9449 §7.1).
 //!
 //! [`Rejection`] is the single enum every refusal goes through, from header parsing to the
 //! signature check. Its variants carry only values from configuration or sizes, never the
@@ -65,20 +66,20 @@ impl BearerErrorCode {
     }
 }
 
-/// Why a bearer token (or the request carrying it) was refused.
+/// Why a token (or the request carrying it, or its DPoP proof) was refused.
 ///
 /// `Display` gives a short lower-case sentence without any token content; [`Rejection::reason`]
 /// gives a stable code for metrics and logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejection {
-    /// No `Authorization: Bearer` credentials at all. RFC 6750 §3.1: answer 401 with a bare
-    /// challenge and no error code.
+    /// No `Authorization: Bearer` or `DPoP` credentials at all. RFC 6750 §3.1: answer 401
+    /// with a bare challenge and no error code.
     #[error("no bearer token in the request")]
     MissingToken,
 
-    /// The `Authorization` header is malformed, repeated, or not the `Bearer` scheme with
-    /// a syntactically valid token (RFC 6750 §2.1).
+    /// The `Authorization` header is malformed, repeated, or its `Bearer` or `DPoP` scheme is
+    /// not followed by a syntactically valid token (RFC 6750 §2.1, RFC 9449 §7.1).
     #[error("malformed authorization header")]
     MalformedRequest,
 
@@ -304,6 +305,13 @@ impl Rejection {
                 | Self::DerSignature
                 | Self::SignatureLength { .. }
                 | Self::HighS
+                | Self::Dpop(
+                    ProofError::TooLarge
+                        | ProofError::Malformed
+                        | ProofError::WrongType
+                        | ProofError::AlgorithmNotAllowed
+                        | ProofError::ForbiddenHeader { .. }
+                )
         )
     }
 

@@ -379,7 +379,11 @@ impl Config {
     /// Whether any Durable Objects (rate limits, DPoP replay objects in every mode) are one per
     /// Cloudflare location: the driver then reads the request's location (`request.cf.colo`).
     pub fn objects_per_location(&self) -> bool {
-        self.rate_limit_scope == RateLimitScope::Location
+        let limits_in_objects = matches!(
+            self.rate_limit_mode,
+            RateLimitMode::Durable | RateLimitMode::Lease
+        );
+        (limits_in_objects && self.rate_limit_scope == RateLimitScope::Location)
             || self.dpop_replay_scope == RateLimitScope::Location
     }
 

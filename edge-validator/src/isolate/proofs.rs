@@ -1,12 +1,12 @@
 //! DPoP replay checks: what the edge asks a proof's replay object, what the object answers,
 //! and how the object stores a proof.
 //!
-//! One object per proof key (`dpop/<jkt>`), named as the rate-limit objects are: per
-//! location by default, or one worldwide (`RATE_LIMIT_SCOPE`). The object keeps each proof
-//! it accepted in its durable storage under `<until>:<replay key>`, `until` being the last
-//! second the proof would be accepted, zero-padded so that the keys sort by it and expired
-//! ones go in one range delete. Its input gate holds other requests between the read and
-//! the write, so of two isolates sending one proof, exactly one hears "fresh".
+//! One object per proof key (`dpop/<jkt>`): per location by default, or one worldwide
+//! (`DPOP_REPLAY_SCOPE`). The object keeps each proof it accepted in its durable storage under
+//! `<until>:<replay key>`, `until` being the last second the proof would be accepted,
+//! zero-padded so that the keys sort by it and expired ones go by range, in batches. Its
+//! input gate holds other requests between the read and the write, so of two isolates
+//! sending one proof, exactly one hears "fresh".
 //!
 //! The bound: with per-location objects, a proof is accepted at most once per location
 //! within its window (`ProofRules::replay_window_secs`); with one object worldwide, once.

@@ -73,7 +73,8 @@ struct Checked {
     scopes: String,
     jwks: Option<String>,
     auth_method: &'static str,
-    require_dpop: bool,
+    /// `dpop_bound_access_tokens` as sent (absent: not said).
+    require_dpop: Option<bool>,
 }
 
 /// The one checker of registration metadata: what this issuer can honour, or why not.
@@ -124,7 +125,7 @@ fn check(metadata: Metadata) -> Result<Checked, ApiError> {
         scopes,
         jwks: metadata.jwks.map(|jwks| jwks.to_string()),
         auth_method,
-        require_dpop: metadata.dpop_bound_access_tokens.unwrap_or(false),
+        require_dpop: metadata.dpop_bound_access_tokens,
     })
 }
 
@@ -233,7 +234,7 @@ async fn register(
         rate_plan: None,
         jwks: checked.jwks,
         resource_server: false,
-        require_dpop: checked.require_dpop,
+        require_dpop: checked.require_dpop.unwrap_or(false),
     };
     let now = state.clock.unix_secs();
     let registered = clients::register(&state.db, new, checked.auth_method, &actor, now)
@@ -332,6 +333,19 @@ async fn update(
         None => false,
     };
     let checked = check(metadata)?;
+    // Whether its tokens are DPoP-bound is set at registration or by ops, not by an update.
+    if let Some(asked) = checked.require_dpop {
+        let current = clients::show(&state.db, &client_id)
+            .await
+            .map_err(gone)?
+            .require_dpop;
+        if asked != current {
+            return Err(ApiError::InvalidClientMetadata(
+                "dpop_bound_access_tokens is set at registration or by ops, not by an update"
+                    .into(),
+            ));
+        }
+    }
     let update = SelfService {
         name: checked.name,
         scopes: checked.scopes,

@@ -656,3 +656,65 @@ impl Client {
         reply.json()["access_token"].as_str().unwrap().to_owned()
     }
 }
+
+/// A workerd config: an edge Worker of the built bundle per port (each its own isolate), with
+/// `vars`, the first defining the rate-limit class (objects stored in memory, under
+/// `unique_key`) that the others bind by service name: one set of Durable Objects for all.
+#[must_use]
+pub fn isolates_config(ports: &[u16], vars: &[(&str, String)], unique_key: &str) -> String {
+    use std::fmt::Write as _;
+    let text = |value: &str| serde_json::Value::String(value.to_owned()).to_string();
+    let mut services = String::new();
+    let mut sockets = String::new();
+    let mut workers = String::new();
+    for (n, port) in ports.iter().enumerate() {
+        let _ = write!(services, "(name = \"edge-{n}\", worker = .edge{n}),");
+        let _ = write!(
+            sockets,
+            "(name = \"s{n}\", address = \"127.0.0.1:{port}\", http = (), service = \"edge-{n}\"),"
+        );
+        let mut bindings = String::from(
+            "(name = \"RATE_LIMITER\", durableObjectNamespace = (className = \"RateLimiter\", \
+             serviceName = \"edge-0\")),",
+        );
+        for (name, value) in vars {
+            let _ = write!(bindings, "(name = \"{name}\", text = {}),", text(value));
+        }
+        let objects = if n == 0 {
+            format!(
+                "durableObjectNamespaces = [(className = \"RateLimiter\", \
+             uniqueKey = \"{unique_key}\", enableSql = true)],\n  \
+             durableObjectStorage = (inMemory = void),"
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            workers,
+            "const edge{n} :Workerd.Worker = (\n  modules = [(name = \"worker.mjs\", esModule = \
+             embed \"worker.mjs\"), (name = \"index_bg.wasm\", wasm = embed \"index_bg.wasm\")],\n  \
+             compatibilityDate = \"2026-04-26\",\n  bindings = [{bindings}],\n  {objects}\n);\n"
+        );
+    }
+    format!(
+        "using Workerd = import \"/workerd/workerd.capnp\";\n\
+         const config :Workerd.Config = (\n  services = [{services}\
+         (name = \"internet\", network = (allow = [\"public\", \"private\", \"local\"]))],\n  \
+         sockets = [{sockets}],\n);\n{workers}"
+    )
+}
+
+/// workerd on `config` ([`isolates_config`]) in `dir`, with the built bundle beside it.
+pub fn workerd_isolates(dir: &Path, config: &str) -> Running {
+    for file in ["worker.mjs", "index_bg.wasm"] {
+        let built = root().join("edge-validator/build").join(file);
+        assert!(built.exists(), "build the Worker first (tests/run does)");
+        std::fs::copy(built, dir.join(file)).unwrap();
+    }
+    std::fs::write(dir.join("edges.capnp"), config).unwrap();
+    let mut command = Command::new(root().join("node_modules/.bin/workerd"));
+    command
+        .current_dir(dir)
+        .args(["serve", "edges.capnp", "--experimental"]);
+    Running::spawn(command, dir.join("workerd.log"))
+}

@@ -8,9 +8,12 @@
 //!   state), `htm`/`htu` of another request, a stale or future `iat`, another key's
 //!   signature, `ath` missing or wrong, a private `jwk`, `alg` none or HS256, a proof without
 //!   a token, a token without a proof, and the token downgraded to `Bearer`.
+//! - A proof replayed at another isolate alive at the same time (two edge Workers sharing one
+//!   set of Durable Objects, in one workerd) is refused there too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::process::Command;
+use std::time::Duration;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use edgeward_tests::*;
@@ -376,5 +379,82 @@ async fn oauth4webapi_gets_a_dpop_token_and_every_attack_is_refused_at_the_edge(
         !edge_again.log().contains("dpop_prune_alarm_failed"),
         "{}",
         edge_again.log()
+    );
+}
+
+/// Two edge isolates alive at once in one workerd, sharing one set of Durable Objects (as the
+/// isolates of a Cloudflare location do): a proof accepted by one is refused by the other,
+/// and a fresh proof for the same URL passes there (so the refusal is the replay object's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_replayed_at_another_live_isolate_is_refused() {
+    let dir = temp_dir("dpop_isolates");
+    let (_issuer, issuer_port) = issuer(&dir).await;
+    let client = Client::create(&dir, "dpop isolates", &[]);
+    let (seen, origin_port) = origin("e2e-1", SECRET).await;
+    let holder = Holder::new("dpop isolates holder");
+    // The issuer checks a proof against the token endpoint its metadata names.
+    let token_endpoint = format!("{ISSUER_URL}/oauth2/token");
+    let granted = Reply::of(
+        http()
+            .post(format!("http://127.0.0.1:{issuer_port}/oauth2/token"))
+            .basic_auth(&client.id, Some(&client.secret))
+            .header(
+                "dpop",
+                holder.proof("POST", &token_endpoint, None, |_, _| {}),
+            )
+            .form(&[("grant_type", "client_credentials")]),
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    let token = granted.json()["access_token"].as_str().unwrap().to_owned();
+
+    let vars = vec![
+        ("ISSUER", ISSUER_URL.to_owned()),
+        ("AUDIENCE", "edgeward-api".to_owned()),
+        (
+            "JWKS_URLS",
+            format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
+        ),
+        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
+        ("ASSERTION_KEY_ID", "e2e-1".to_owned()),
+        ("ASSERTION_SECRET", SECRET.to_owned()),
+        ("RATE_LIMIT_MODE", "isolate".to_owned()),
+    ];
+    let ports = [free_port(), free_port()];
+    let edges = workerd_isolates(&dir, &isolates_config(&ports, &vars, "edgeward-dpop-test"));
+    for port in ports {
+        let health = format!("http://127.0.0.1:{port}/.edge/health");
+        wait_ready(&health, Duration::from_secs(30), &edges).await;
+    }
+    // Both isolates are reached under one name (as a location's isolates are): the proof's
+    // `htu`, and the `Host` every request carries.
+    let host = format!("127.0.0.1:{}", ports[0]);
+    let url = format!("http://{host}/orders/7");
+    let at = |port: u16, proof: &str| {
+        http()
+            .get(format!("http://127.0.0.1:{port}/orders/7"))
+            .header("host", &host)
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+    };
+    let proof = holder.proof("GET", &url, Some(&token), |_, _| {});
+    let first = Reply::of(at(ports[0], &proof)).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let replayed = Reply::of(at(ports[1], &proof)).await;
+    assert_eq!(replayed.status, 401, "{}", replayed.body);
+    assert_eq!(replayed.json()["error"], "invalid_dpop_proof");
+    assert!(replayed.body.contains("already used"), "{}", replayed.body);
+    let fresh = holder.proof("GET", &url, Some(&token), |_, _| {});
+    let second = Reply::of(at(ports[1], &fresh)).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "the replay never reached the origin"
+    );
+    assert!(
+        !edges.log().contains("dpop_prune_alarm_failed"),
+        "{}",
+        edges.log()
     );
 }

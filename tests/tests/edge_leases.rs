@@ -5,9 +5,6 @@
 //! requests to the bound of `shared::lease` and counts the object's calls.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::fmt::Write as _;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edgeward_tests::*;
@@ -21,63 +18,6 @@ const INTERVAL_MS: f64 = 50.0;
 const LEASE_TTL_MS: u64 = 1_000;
 const LEASE_MAX_PERMITS: u64 = 10;
 const ISOLATES: usize = 3;
-
-/// A workerd config: `ISOLATES` edge Workers of the built bundle (copied into `dir`), each on
-/// its own port with `vars`, the first defining the rate-limit class the others bind.
-fn config(ports: &[u16], vars: &[(&str, String)]) -> String {
-    let text = |value: &str| serde_json::Value::String(value.to_owned()).to_string();
-    let mut services = String::new();
-    let mut sockets = String::new();
-    let mut workers = String::new();
-    for (n, port) in ports.iter().enumerate() {
-        let _ = write!(services, "(name = \"edge-{n}\", worker = .edge{n}),");
-        let _ = write!(
-            sockets,
-            "(name = \"s{n}\", address = \"127.0.0.1:{port}\", http = (), service = \"edge-{n}\"),"
-        );
-        let mut bindings = String::from(
-            "(name = \"RATE_LIMITER\", durableObjectNamespace = (className = \"RateLimiter\", \
-             serviceName = \"edge-0\")),",
-        );
-        for (name, value) in vars {
-            let _ = write!(bindings, "(name = \"{name}\", text = {}),", text(value));
-        }
-        let objects = if n == 0 {
-            "durableObjectNamespaces = [(className = \"RateLimiter\", \
-             uniqueKey = \"edgeward-lease-test\", enableSql = true)],\n  \
-             durableObjectStorage = (inMemory = void),"
-        } else {
-            ""
-        };
-        let _ = write!(
-            workers,
-            "const edge{n} :Workerd.Worker = (\n  modules = [(name = \"worker.mjs\", esModule = \
-             embed \"worker.mjs\"), (name = \"index_bg.wasm\", wasm = embed \"index_bg.wasm\")],\n  \
-             compatibilityDate = \"2026-04-26\",\n  bindings = [{bindings}],\n  {objects}\n);\n"
-        );
-    }
-    format!(
-        "using Workerd = import \"/workerd/workerd.capnp\";\n\
-         const config :Workerd.Config = (\n  services = [{services}\
-         (name = \"internet\", network = (allow = [\"public\", \"private\", \"local\"]))],\n  \
-         sockets = [{sockets}],\n);\n{workers}"
-    )
-}
-
-/// workerd on `config` in `dir`, with the built bundle beside it.
-fn workerd(dir: &Path, config: &str) -> Running {
-    for file in ["worker.mjs", "index_bg.wasm"] {
-        let built = root().join("edge-validator/build").join(file);
-        assert!(built.exists(), "build the Worker first (tests/run does)");
-        std::fs::copy(built, dir.join(file)).unwrap();
-    }
-    std::fs::write(dir.join("edges.capnp"), config).unwrap();
-    let mut command = Command::new(root().join("node_modules/.bin/workerd"));
-    command
-        .current_dir(dir)
-        .args(["serve", "edges.capnp", "--experimental"]);
-    Running::spawn(command, dir.join("workerd.log"))
-}
 
 /// One request's outcome, timed from the test's start.
 struct Outcome {
@@ -120,7 +60,7 @@ async fn leases_from_one_object_hold_a_client_to_the_bound_across_isolates() {
         ),
     ];
     let ports: Vec<u16> = (0..ISOLATES).map(|_| free_port()).collect();
-    let edges = workerd(&dir, &config(&ports, &vars));
+    let edges = workerd_isolates(&dir, &isolates_config(&ports, &vars, "edgeward-lease-test"));
     for port in &ports {
         let health = format!("http://127.0.0.1:{port}/.edge/health");
         wait_ready(&health, Duration::from_secs(30), &edges).await;

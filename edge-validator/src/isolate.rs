@@ -199,6 +199,8 @@ struct Arrived {
     waited: Waited,
     /// When it began waiting for keys (a key-set job or an import), for the log's `jwks_ms`.
     keys_since: Option<UnixTime>,
+    /// How its token was presented, as `serve` read it (on each pass) from `Authorization`.
+    scheme: Scheme,
 }
 
 /// The preparation waits a request has had (each at most once).
@@ -426,6 +428,7 @@ impl<T: Clone> Isolate<T> {
             started: now,
             waited: Waited::default(),
             keys_since: None,
+            scheme: Scheme::Bearer,
         };
         self.serve(arrived, exchange, now)
     }
@@ -699,7 +702,7 @@ impl<T: Clone> Isolate<T> {
     }
 
     /// Decides `arrived` from the start: an answer now, or a wait.
-    fn serve(&mut self, arrived: Arrived, exchange: T, now: UnixTime) -> Next<T> {
+    fn serve(&mut self, mut arrived: Arrived, exchange: T, now: UnixTime) -> Next<T> {
         let path = arrived.path.as_str();
         if path == HEALTH_PATH {
             return Next::Reply(self.health(now), exchange);
@@ -749,6 +752,7 @@ impl<T: Clone> Isolate<T> {
         let token = match credentials(arrived.head.authorization.as_deref()) {
             Ok((scheme, token)) => {
                 log.dpop_challenge = dpop_required || scheme == Scheme::Dpop;
+                arrived.scheme = scheme;
                 token
             }
             // No token, or a malformed header: the challenge, at no cost to the IP's budget.
@@ -761,7 +765,6 @@ impl<T: Clone> Isolate<T> {
             Sync::Current => {}
             Sync::PullBehind => self.background(Kind::Revocations, &exchange, now),
             Sync::Wait if !arrived.waited.revocations => {
-                let mut arrived = arrived;
                 arrived.waited.revocations = true;
                 return self.wait_for(Kind::Revocations, arrived, exchange, now);
             }
@@ -788,7 +791,6 @@ impl<T: Clone> Isolate<T> {
                 jwks
             }
             Keys::Wait { load_copy } => {
-                let mut arrived = arrived;
                 arrived.waited.copy |= load_copy;
                 arrived.waited.refresh = true;
                 return self.wait_for(Kind::Keys { load_copy }, arrived, exchange, now);
@@ -1122,16 +1124,15 @@ impl<T: Clone> Isolate<T> {
         };
         // RFC 9449 §7: a bound token is good only with a proof of its key, on every route;
         // a route may take bound tokens only.
-        let scheme = credentials(arrived.head.authorization.as_deref()).map(|(scheme, _)| scheme);
-        let refused = match (scheme, claims.cnf.as_ref()) {
-            (Ok(Scheme::Dpop), Some(cnf)) => {
+        let refused = match (arrived.scheme, claims.cnf.as_ref()) {
+            (Scheme::Dpop, Some(cnf)) => {
                 let jkt = cnf.jkt.clone();
                 return self.prove(arrived, exchange, verified, &jkt, log, now);
             }
-            (Ok(Scheme::Bearer), None) if !dpop_required => None,
-            (Ok(Scheme::Bearer), Some(_)) => Some(Rejection::BoundTokenAsBearer),
-            (Ok(Scheme::Dpop), None) => Some(Rejection::UnboundTokenAsDpop),
-            _ => Some(Rejection::DpopRequired),
+            (Scheme::Bearer, None) if !dpop_required => None,
+            (Scheme::Bearer, None) => Some(Rejection::DpopRequired),
+            (Scheme::Bearer, Some(_)) => Some(Rejection::BoundTokenAsBearer),
+            (Scheme::Dpop, None) => Some(Rejection::UnboundTokenAsDpop),
         };
         if let Some(rejection) = refused {
             let ip = client_network(&arrived.head);

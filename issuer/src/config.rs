@@ -214,7 +214,7 @@ impl Config {
             ));
         }
         // DPoP proofs name the token endpoint (`htu`), read with the edge's normalisation.
-        if shared::HttpUri::parse(&format!("{url}/oauth2/token")).is_none() {
+        if shared::HttpUri::parse(&self.token_endpoint()).is_none() {
             return Err(invalid(
                 "issuer_url",
                 "must be a URL the edge's normalisation reads: a host, a port, a plain path",
@@ -387,6 +387,13 @@ pub struct Reload {
 }
 
 impl Config {
+    /// The token endpoint's URL, as the metadata publishes it: `private_key_jwt` assertions'
+    /// `aud` and DPoP proofs' `htu` name it.
+    #[must_use]
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/oauth2/token", self.issuer_url)
+    }
+
     /// The admin API's audience (`admin_audience`, default `<issuer_url>/admin`).
     #[must_use]
     pub fn admin_audience(&self) -> String {

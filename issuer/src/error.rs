@@ -66,7 +66,7 @@ pub enum ApiError {
     /// `invalid_dpop_proof` or `use_dpop_nonce` (400, RFC 9449 §5 and §8): the token request's
     /// DPoP proof is missing where the client requires one, malformed, for another request,
     /// stale, replayed, or lacks a fresh nonce. (A backend failure is 503.)
-    #[error("{0}")]
+    #[error("{}", .0.description())]
     Dpop(shared::ProofError),
     /// No such route or resource (404).
     #[error("not found")]
@@ -114,7 +114,9 @@ impl ApiError {
                 "invalid_request"
             }
             Self::InvalidToken(_) => "invalid_token",
-            Self::Dpop(error) => error.error_code().unwrap_or("temporarily_unavailable"),
+            Self::Dpop(error) => error
+                .error_code()
+                .map_or("temporarily_unavailable", |code| code.as_str()),
             Self::InvalidClientMetadata(_) => "invalid_client_metadata",
             Self::InvalidRedirectUri => "invalid_redirect_uri",
             Self::InsufficientScope(_) => "insufficient_scope",

@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use crate::json::{self, Member};
 use crate::jwks::Jwk;
 use crate::path::NormalPath;
+use crate::rejection::BearerErrorCode;
 use crate::time::UnixTime;
 use crate::token::SIGNATURE_LEN;
 use crate::verifier::{AsyncSignatureVerifier, SignatureVerifier};
@@ -40,7 +41,8 @@ use crate::verifier::{AsyncSignatureVerifier, SignatureVerifier};
 /// `dpop_signing_alg_values_supported` name them.
 pub const PROOF_ALGS: &[&str] = &["ES256"];
 
-/// Longest accepted proof, in bytes. A P-256 proof with a token hash is about 600.
+/// Longest accepted proof, in bytes: several times what a P-256 proof with a token hash
+/// needs, so a client's extra claims fit, and a junk header costs little to refuse.
 pub const MAX_PROOF_BYTES: usize = 4 * 1024;
 
 /// Longest accepted `jti`, in bytes: the replay store holds one per proof.
@@ -339,11 +341,11 @@ pub enum ProofError {
 impl ProofError {
     /// The RFC 9449 error code, or `None` for a server-side failure.
     #[must_use]
-    pub const fn error_code(&self) -> Option<&'static str> {
+    pub const fn error_code(&self) -> Option<BearerErrorCode> {
         match self {
-            Self::UseNonce => Some("use_dpop_nonce"),
+            Self::UseNonce => Some(BearerErrorCode::UseDpopNonce),
             Self::VerifierUnavailable | Self::ReplayUnchecked => None,
-            _ => Some("invalid_dpop_proof"),
+            _ => Some(BearerErrorCode::InvalidDpopProof),
         }
     }
 
@@ -667,12 +669,6 @@ impl<'p> ProofCheck<'p> {
 pub struct PendingProof(VerifiedProof);
 
 impl PendingProof {
-    /// The thumbprint of the key the signature must verify under.
-    #[must_use]
-    pub fn jkt(&self) -> &Jkt {
-        &self.0.jkt
-    }
-
     /// The verdict of an ES256 backend.
     ///
     /// # Errors

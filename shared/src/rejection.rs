@@ -321,11 +321,7 @@ impl Rejection {
     pub const fn error_code(&self) -> Option<BearerErrorCode> {
         match self {
             Self::MissingToken | Self::VerifierUnavailable => None,
-            Self::Dpop(ProofError::UseNonce) => Some(BearerErrorCode::UseDpopNonce),
-            Self::Dpop(error) => match error.error_code() {
-                Some(_) => Some(BearerErrorCode::InvalidDpopProof),
-                None => None,
-            },
+            Self::Dpop(error) => error.error_code(),
             Self::MalformedRequest => Some(BearerErrorCode::InvalidRequest),
             Self::InsufficientScope { .. } => Some(BearerErrorCode::InsufficientScope),
             _ => Some(BearerErrorCode::InvalidToken),

@@ -718,3 +718,22 @@ pub fn workerd_isolates(dir: &Path, config: &str) -> Running {
         .args(["serve", "edges.capnp", "--experimental"]);
     Running::spawn(command, dir.join("workerd.log"))
 }
+
+/// Runs the third-party client `tests/clients/<script>` with `args` under node, from a
+/// multi-threaded test runtime, and returns the one JSON line it prints (panics if it fails).
+#[must_use]
+pub fn node_client(script: &str, args: &[&str]) -> serde_json::Value {
+    let output = tokio::task::block_in_place(|| {
+        Command::new("node")
+            .arg(root().join("tests/clients").join(script))
+            .args(args)
+            .output()
+            .unwrap()
+    });
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}

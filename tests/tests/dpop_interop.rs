@@ -12,7 +12,6 @@
 //!   set of Durable Objects, in one workerd) is refused there too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
@@ -136,26 +135,17 @@ async fn oauth4webapi_gets_a_dpop_token_and_every_attack_is_refused_at_the_edge(
     let api = format!("http://127.0.0.1:{front_port}/orders/7");
 
     // ---- the third-party client ----
-    let output = tokio::task::block_in_place(|| {
-        Command::new("node")
-            .arg(root().join("tests/clients/dpop.mjs"))
-            .args([
-                issuer_url.as_str(),
-                api.as_str(),
-                dpop_client.id.as_str(),
-                dpop_client.secret.as_str(),
-                bearer_client.id.as_str(),
-                bearer_client.secret.as_str(),
-            ])
-            .output()
-            .unwrap()
-    });
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let got = node_client(
+        "dpop.mjs",
+        &[
+            &issuer_url,
+            &api,
+            &dpop_client.id,
+            &dpop_client.secret,
+            &bearer_client.id,
+            &bearer_client.secret,
+        ],
     );
-    let got: Value = serde_json::from_slice(&output.stdout).unwrap();
     let dpop = &got["dpop"];
     assert!(
         dpop["token_type"]

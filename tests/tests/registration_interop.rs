@@ -4,8 +4,6 @@
 //! with the secret it was given; the token verifies against the issuer's published keys.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::process::Command;
-
 use edgeward_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,19 +37,7 @@ async fn oauth4webapi_registers_a_client_and_gets_a_token_with_its_secret() {
     };
     let initial_access_token = automation.token(issuer_port).await;
 
-    let output = tokio::task::block_in_place(|| {
-        Command::new("node")
-            .arg(root().join("tests/clients/register.mjs"))
-            .args([issuer_url.as_str(), initial_access_token.as_str()])
-            .output()
-            .unwrap()
-    });
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let got = node_client("register.mjs", &[&issuer_url, &initial_access_token]);
     let client_id = got["client_id"].as_str().unwrap();
     assert_eq!(
         got["registration_client_uri"],

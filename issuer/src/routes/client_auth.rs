@@ -166,8 +166,8 @@ pub(crate) async fn authenticate(
         other => ApiError::Internal(other.to_string()),
     };
     if let Some(assertion) = assertion {
-        let issuer = &state.config().issuer_url;
-        let audiences = [format!("{issuer}/oauth2/token"), issuer.clone()];
+        let config = state.config();
+        let audiences = [config.token_endpoint(), config.issuer_url.clone()];
         let client = clients::authenticate_assertion(
             &state.db,
             assertion,

@@ -31,7 +31,7 @@ async fn metadata(State(state): State<AppState>, headers: HeaderMap) -> Response
     let issuer = &state.config().issuer_url;
     let document = serde_json::json!({
         "issuer": issuer,
-        "token_endpoint": format!("{issuer}/oauth2/token"),
+        "token_endpoint": state.config().token_endpoint(),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
         "introspection_endpoint": format!("{issuer}/oauth2/introspect"),

@@ -140,7 +140,7 @@ async fn proof_of_possession(
         Err(err) => return Err(ApiError::Dpop(err)),
     };
     let config = state.config();
-    let token_endpoint = HttpUri::parse(&format!("{}/oauth2/token", config.issuer_url))
+    let token_endpoint = HttpUri::parse(&config.token_endpoint())
         .ok_or_else(|| ApiError::Internal("issuer_url is not an http(s) URL".into()))?;
     let policy = crate::dpop::Policy {
         token_endpoint: &token_endpoint,

@@ -213,8 +213,8 @@ impl Driver {
             }
             Expect::Timer => Answer::Timer,
             Expect::Imported if ok => {
-                if let Some((Io::Import { kid, .. }, _)) = self.isolate.io(id) {
-                    self.crypto.keep(kid, value.clone().unchecked_into());
+                if let Some((Io::Import { key, .. }, _)) = self.isolate.io(id) {
+                    self.crypto.keep(key, value.clone().unchecked_into());
                 }
                 Answer::Imported(Ok(()))
             }
@@ -295,12 +295,12 @@ impl Driver {
             Io::Sleep { ms } => js::sleep(ms as f64),
             Io::Import { point, .. } => js::import_key(&point),
             Io::Verify {
-                kid,
+                key: name,
                 signature,
                 message,
             } => {
-                let Some(key) = crypto.key(kid).cloned() else {
-                    let reason = format!("no WebCrypto key for {kid}");
+                let Some(key) = crypto.key(name).cloned() else {
+                    let reason = format!("no WebCrypto key for {name:?}");
                     return Some(Err(Answer::Verified(Err(reason))));
                 };
                 let (subtle, algorithm) = match crypto.subtle() {
@@ -350,7 +350,7 @@ impl Driver {
                     }
                 }
             }
-            Side::ForgetKey { kid } => self.crypto.forget(&kid),
+            Side::ForgetProofKey { jkt } => self.crypto.forget_proof_key(&jkt),
             Side::StoreCopy(copy) => {
                 if let Some(ctx) = ctx {
                     js::cache_put(

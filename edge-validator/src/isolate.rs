@@ -45,8 +45,8 @@ use shared::{UnixTime, VerifiedToken};
 
 pub use config::{Config, ConfigError, RateLimitMode, RateLimitScope, Vars};
 pub use io::{
-    Answer, CachedCopy, CopyToStore, Expect, FetchError, Fetched, ForwardError, Get, Io, Level,
-    Side,
+    Answer, CachedCopy, CopyToStore, Expect, FetchError, Fetched, ForwardError, Get, Io, KeyName,
+    Level, Side,
 };
 pub use leases::object_answer;
 pub use log::event_line;
@@ -128,7 +128,7 @@ pub struct Isolate<T> {
     limiter: Limiter,
     /// `lease` mode's leases.
     leases: Leases,
-    /// The DPoP proof keys the driver holds imported, by their names ([`proof_key_name`]).
+    /// The DPoP proof keys the driver holds imported, by thumbprint.
     proof_keys: LocalTable<()>,
     /// Until when each kind of job counts as running (0: not running).
     keys_busy_until: UnixTime,
@@ -263,7 +263,8 @@ struct Proving {
     arrived: Arrived,
     verified: Arc<VerifiedToken>,
     proof: PendingProof,
-    key_name: String,
+    /// The proof key's thumbprint: the name the driver keeps it imported under.
+    jkt: String,
     raw_signature: [u8; 64],
     /// The proof's signing input's length: the `DPoP` header's first bytes.
     message_len: usize,
@@ -504,9 +505,18 @@ impl<T: Clone> Isolate<T> {
                     Suspended::Lease(waiting) => Io::Sleep {
                         ms: waiting.polled.sleep_ms(),
                     },
-                    Suspended::Import { kid, point, .. } => Io::Import { kid, point: *point },
+                    Suspended::Import {
+                        kid, point, proof, ..
+                    } => Io::Import {
+                        key: if *proof {
+                            KeyName::Proof(kid)
+                        } else {
+                            KeyName::Issuer(kid)
+                        },
+                        point: *point,
+                    },
                     Suspended::Proof(proving) => Io::Verify {
-                        kid: &proving.key_name,
+                        key: KeyName::Proof(&proving.jkt),
                         signature: &proving.raw_signature,
                         message: proving
                             .arrived
@@ -525,7 +535,7 @@ impl<T: Clone> Isolate<T> {
                     Suspended::Verify(verifying) => {
                         let token = presented_token(&verifying.arrived.head);
                         Io::Verify {
-                            kid: verifying.signature.kid(),
+                            key: KeyName::Issuer(verifying.signature.kid()),
                             signature: &verifying.raw_signature,
                             message: token
                                 .as_bytes()
@@ -957,8 +967,8 @@ impl<T: Clone> Isolate<T> {
                 return self.reject(arrived, exchange, &ip, Rejection::Dpop(error), log, now);
             }
         };
-        let key_name = proof_key_name(jkt);
-        if self.proof_keys.get(&key_name).is_none() {
+        let jkt = jkt.as_str().to_owned();
+        if self.proof_keys.get(&jkt).is_none() {
             if arrived.waited.proof_import {
                 // The import failed (logged): the proof cannot be verified now.
                 let unavailable = Rejection::Dpop(ProofError::VerifierUnavailable);
@@ -968,7 +978,7 @@ impl<T: Clone> Isolate<T> {
             arrived.waited.proof_import = true;
             let on = Suspended::Import {
                 arrived: Box::new(arrived),
-                kid: key_name,
+                kid: jkt,
                 point,
                 proof: true,
             };
@@ -978,7 +988,7 @@ impl<T: Clone> Isolate<T> {
             arrived,
             verified,
             proof,
-            key_name,
+            jkt,
             raw_signature,
             message_len,
             log,
@@ -987,12 +997,12 @@ impl<T: Clone> Isolate<T> {
         self.park_request(exchange, Suspended::Proof(Box::new(proving)))
     }
 
-    /// The driver imported the proof key `name`: kept, and the keys it pushed out of the
-    /// table dropped by the driver too.
-    fn proof_key_imported(&mut self, name: String) {
-        let ((), evicted) = self.proof_keys.update_evicting(name, |()| ());
+    /// The driver imported the proof key for thumbprint `jkt`: kept, and the keys it pushed
+    /// out of the table dropped by the driver too.
+    fn proof_key_imported(&mut self, jkt: String) {
+        let ((), evicted) = self.proof_keys.update_evicting(jkt, |()| ());
         self.side
-            .extend(evicted.into_iter().map(|kid| Side::ForgetKey { kid }));
+            .extend(evicted.into_iter().map(|jkt| Side::ForgetProofKey { jkt }));
     }
 
     /// WebCrypto's verdict on a proof; a good one goes to its replay object (one per key,
@@ -1999,11 +2009,6 @@ fn answer_reason(answer: &Result<String, String>) -> String {
         Ok(_) => "an answer that is not {\"fresh\":true|false}".to_owned(),
         Err(reason) => reason.clone(),
     }
-}
-
-/// The name the driver keeps a DPoP proof key under: apart from the key set's kids.
-fn proof_key_name(jkt: &Jkt) -> String {
-    ["dpop:", jkt.as_str()].concat()
 }
 
 /// The network a client's per-address budgets are charged to (`rate_limit::network_key`:

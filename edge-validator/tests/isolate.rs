@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use edge_validator::isolate::{
     Answer, Body, CachedCopy, Config, CopyToStore, Expect, FetchError, Fetched, ForwardError, Head,
-    Io, Isolate, Level, Next, Reply, Side, WaitId, HEALTH_PATH,
+    Io, Isolate, KeyName, Level, Next, Reply, Side, WaitId, HEALTH_PATH,
 };
 use serde_json::{json, Value};
 use shared::{AssertionKey, AssertionVerifier, SignatureVerifier, UnixTime};
@@ -48,7 +48,23 @@ struct Edge {
     now: UnixTime,
     side: Vec<Side>,
     /// The points of the keys the driver imported, by name (verifies look them up).
-    imported: HashMap<String, [u8; 65]>,
+    imported: HashMap<Named, [u8; 65]>,
+}
+
+/// A [`KeyName`], owned: the driver's two namespaces of imported keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Named {
+    Issuer(String),
+    Proof(String),
+}
+
+impl Named {
+    fn of(name: KeyName<'_>) -> Self {
+        match name {
+            KeyName::Issuer(kid) => Self::Issuer(kid.to_owned()),
+            KeyName::Proof(jkt) => Self::Proof(jkt.to_owned()),
+        }
+    }
 }
 
 /// What a wait asks for, owned (so a test can hold it while it answers).
@@ -57,8 +73,8 @@ enum Asked {
     Fetch(String),
     ReadCopy,
     Sleep,
-    Import { kid: String, point: [u8; 65] },
-    Verify { kid: String, valid: bool },
+    Import { key: Named, point: [u8; 65] },
+    Verify { key: Named, valid: bool },
     Limiter { name: String },
     Forward { target: String, assertion: String },
 }
@@ -118,33 +134,34 @@ impl Edge {
             Io::Fetch { get, .. } => Asked::Fetch(get.url.clone()),
             Io::ReadCopy { .. } => Asked::ReadCopy,
             Io::Sleep { .. } => Asked::Sleep,
-            Io::Import { kid, point } => Asked::Import {
-                kid: kid.to_owned(),
+            Io::Import { key, point } => Asked::Import {
+                key: Named::of(key),
                 point,
             },
             Io::Verify {
-                kid,
+                key,
                 signature,
                 message,
             } => {
-                // The key imported under `kid` (a DPoP proof's), else the fixture set's.
+                // The key imported under that name, else (an issuer's) the fixture set's.
+                let key = Named::of(key);
                 let imported = self
                     .imported
-                    .get(kid)
-                    .and_then(|point| shared::Jwk::from_sec1_bytes(kid, point).ok());
+                    .get(&key)
+                    .and_then(|point| shared::Jwk::from_sec1_bytes("imported", point).ok());
                 let jwks = fixtures::jwks();
                 let valid = imported
                     .as_ref()
-                    .or_else(|| jwks.find(kid))
+                    .or_else(|| match &key {
+                        Named::Issuer(kid) => jwks.find(kid),
+                        Named::Proof(_) => None,
+                    })
                     .is_some_and(|key| {
                         shared::P256Verifier
                             .verify_es256(key, message, signature)
                             .unwrap_or(false)
                     });
-                Asked::Verify {
-                    kid: kid.to_owned(),
-                    valid,
-                }
+                Asked::Verify { key, valid }
             }
             Io::AskLimiter { name, .. } => Asked::Limiter {
                 name: name.to_owned(),
@@ -177,8 +194,8 @@ impl Edge {
                     keys(jwks, "max-age=300")
                 }
                 Asked::ReadCopy => Answer::Copy(None),
-                Asked::Import { kid, point } => {
-                    self.imported.insert(kid, point);
+                Asked::Import { key, point } => {
+                    self.imported.insert(key, point);
                     Answer::Imported(Ok(()))
                 }
                 Asked::Verify { valid, .. } => Answer::Verified(Ok(valid)),
@@ -1867,10 +1884,14 @@ fn a_bound_token_passes_with_each_fresh_proof_once() {
     let imports = |edge: &Edge| {
         edge.imported
             .keys()
-            .filter(|kid| kid.starts_with("dpop:"))
+            .filter(|key| matches!(key, Named::Proof(_)))
             .count()
     };
     assert_eq!(imports(&edge), 1, "the proof's key was imported once");
+    // Under its thumbprint, apart from the issuer's kids (no kid can name it).
+    assert!(edge
+        .imported
+        .contains_key(&Named::Proof(holder.jkt())));
     let line = edge.logged().last().unwrap().1.clone();
     assert_eq!(line["dpop_jkt"], holder.jkt());
     assert_eq!(line["status"], 200);
@@ -2171,10 +2192,9 @@ fn proof_keys_held_are_bounded_and_the_driver_drops_the_rest() {
         .side
         .iter()
         .filter_map(|side| match side {
-            Side::ForgetKey { kid } => Some(kid.as_str()),
+            Side::ForgetProofKey { jkt } => Some(jkt.as_str()),
             _ => None,
         })
         .collect();
     assert!(forgotten.len() >= 1100 - 1024, "{}", forgotten.len());
-    assert!(forgotten.iter().all(|kid| kid.starts_with("dpop:")));
 }

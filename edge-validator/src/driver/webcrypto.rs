@@ -1,4 +1,4 @@
-//! The WebCrypto keys the isolate has had imported (`Io::Import`), by kid, and
+//! The WebCrypto keys the isolate has had imported (`Io::Import`), by name, and
 //! `crypto.subtle` with the verify algorithm object, looked up once per instance: each lookup
 //! is a crossing of the wasm boundary, and a fresh token would pay for every one. (Which keys
 //! are imported, from which point, is the isolate's to decide; here are only the handles.)
@@ -8,10 +8,15 @@ use std::collections::HashMap;
 use js_sys::{Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 
+use crate::isolate::KeyName;
+
 /// The instance's WebCrypto handles.
 #[derive(Default)]
 pub(super) struct WebCrypto {
-    keys: HashMap<String, web_sys::CryptoKey>,
+    /// The issuer's keys, by kid.
+    issuer_keys: HashMap<String, web_sys::CryptoKey>,
+    /// DPoP proof keys, by thumbprint: a map of their own, so no kid can name one.
+    proof_keys: HashMap<String, web_sys::CryptoKey>,
     subtle: Option<(web_sys::SubtleCrypto, Object)>,
 }
 
@@ -29,18 +34,24 @@ impl WebCrypto {
         self.subtle.as_ref().ok_or(JsValue::UNDEFINED)
     }
 
-    /// The key imported for `kid`.
-    pub(super) fn key(&self, kid: &str) -> Option<&web_sys::CryptoKey> {
-        self.keys.get(kid)
+    /// The key imported as `name`.
+    pub(super) fn key(&self, name: KeyName<'_>) -> Option<&web_sys::CryptoKey> {
+        match name {
+            KeyName::Issuer(kid) => self.issuer_keys.get(kid),
+            KeyName::Proof(jkt) => self.proof_keys.get(jkt),
+        }
     }
 
-    /// Keeps `key`, imported for `kid` (replacing one imported from an older point).
-    pub(super) fn keep(&mut self, kid: &str, key: web_sys::CryptoKey) {
-        self.keys.insert(kid.to_owned(), key);
+    /// Keeps `key`, imported as `name` (replacing one imported from an older point).
+    pub(super) fn keep(&mut self, name: KeyName<'_>, key: web_sys::CryptoKey) {
+        match name {
+            KeyName::Issuer(kid) => self.issuer_keys.insert(kid.to_owned(), key),
+            KeyName::Proof(jkt) => self.proof_keys.insert(jkt.to_owned(), key),
+        };
     }
 
-    /// Drops the key imported for `kid` (a DPoP proof key out of the isolate's table).
-    pub(super) fn forget(&mut self, kid: &str) {
-        self.keys.remove(kid);
+    /// Drops the proof key imported for thumbprint `jkt` (out of the isolate's table).
+    pub(super) fn forget_proof_key(&mut self, jkt: &str) {
+        self.proof_keys.remove(jkt);
     }
 }

@@ -75,13 +75,13 @@ pub enum Io<'a> {
     ReadCopy { key: &'a str },
     /// A timer (a request polling for another's job): [`Answer::Timer`].
     Sleep { ms: u64 },
-    /// A WebCrypto import of the P-256 key `kid` (uncompressed `point`); the driver keeps
-    /// the key under `kid`: [`Answer::Imported`].
-    Import { kid: &'a str, point: [u8; 65] },
-    /// `crypto.subtle.verify` of `signature` over `message` with the key imported for
-    /// `kid`: [`Answer::Verified`].
+    /// A WebCrypto import of the P-256 key `key` (uncompressed `point`); the driver keeps
+    /// it under that name: [`Answer::Imported`].
+    Import { key: KeyName<'a>, point: [u8; 65] },
+    /// `crypto.subtle.verify` of `signature` over `message` with the key imported as
+    /// `key`: [`Answer::Verified`].
     Verify {
-        kid: &'a str,
+        key: KeyName<'a>,
         signature: &'a [u8; 64],
         message: &'a [u8],
     },
@@ -99,6 +99,16 @@ pub enum Io<'a> {
         target: &'a str,
         assertion: Option<&'a str>,
     },
+}
+
+/// The name a WebCrypto key is imported under. The issuer's keys and the clients' DPoP keys
+/// are apart: no `kid` in a key set can name a key that a client brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyName<'a> {
+    /// A key of the issuer's key set, by `kid`.
+    Issuer(&'a str),
+    /// A DPoP proof key, by its RFC 7638 thumbprint.
+    Proof(&'a str),
 }
 
 /// How a wait ended.
@@ -179,7 +189,7 @@ pub enum Side {
     /// Stores the key set's copy (kept alive by the event's `waitUntil`; a failure is logged
     /// by the driver: only the next isolate misses the copy).
     StoreCopy(CopyToStore),
-    /// Drops the WebCrypto key imported under `kid` (a DPoP proof key the isolate's bounded
-    /// table let go).
-    ForgetKey { kid: String },
+    /// Drops the DPoP proof key imported for thumbprint `jkt` (the isolate's bounded table
+    /// let it go).
+    ForgetProofKey { jkt: String },
 }

@@ -1889,9 +1889,7 @@ fn a_bound_token_passes_with_each_fresh_proof_once() {
     };
     assert_eq!(imports(&edge), 1, "the proof's key was imported once");
     // Under its thumbprint, apart from the issuer's kids (no kid can name it).
-    assert!(edge
-        .imported
-        .contains_key(&Named::Proof(holder.jkt())));
+    assert!(edge.imported.contains_key(&Named::Proof(holder.jkt())));
     let line = edge.logged().last().unwrap().1.clone();
     assert_eq!(line["dpop_jkt"], holder.jkt());
     assert_eq!(line["status"], 200);

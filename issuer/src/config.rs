@@ -290,7 +290,7 @@ impl Config {
                 return Err(invalid("redis_url", format!("not a Redis URL: {err}")));
             }
         }
-        // A failed authentication asks Redis three times (address, failed-auth cost, client):
+        // A decision may wait out a connection attempt (twice the timeout), then its call:
         // the waits must fit well within a request's own timeout.
         if !(1..=1_000).contains(&self.redis_timeout_ms)
             || self.redis_timeout_ms.saturating_mul(3)

@@ -1,10 +1,19 @@
-//! Rate limits on the token endpoint, per source address and per client, with the GCRA core
-//! from `shared`. A failed authentication costs [`FAILED_AUTH_COST`] requests, so guessing
+//! Rate limits on the token endpoint (and revocation and introspection, which authenticate
+//! clients the same way), per source address and per client, with the GCRA core from
+//! `shared`. A failed authentication costs [`FAILED_AUTH_COST`] requests more, so guessing
 //! secrets runs out of budget fast.
+//!
+//! A request to the token, revocation or introspection endpoint is one decision, made after
+//! client authentication: its address's charge, then at the token endpoint its client's
+//! grant (or, when authentication failed, the failure's extra cost). A denial of
+//! an address is kept until its retry-after ([`TokenLimits::known_denial`]), so a flood
+//! from an address over its budget is refused before its form is read or its client looked
+//! up, without asking the state again: a GCRA denial holds until then whatever else is
+//! charged meanwhile (charges only push it later).
 //!
 //! State lives in this instance's memory (`limits_backend = "memory"`: N instances allow N
 //! times a plan) or in Redis (`"redis"`: one state for every instance, one atomic script per
-//! decision). With Redis down or slow past `redis_timeout_ms`, a decision falls back to this
+//! decision, whatever its number of charges). With Redis down or slow past `redis_timeout_ms`, a decision falls back to this
 //! instance's memory: the limits fail open to per-instance limits rather than refusing
 //! tokens, and each fallback is counted (`issuer_limits_redis_fallbacks_total`) and logged.
 
@@ -92,9 +101,12 @@ impl<K: Hash + Eq + Clone> Table<K> {
 /// introspection share (they authenticate clients the same way), and the feed's own.
 #[derive(Debug)]
 pub struct TokenLimits {
-    per_address: Table<IpAddr>,
+    /// Keyed by network (`shared::rate_limit::address_network`, as text).
+    per_address: Table<String>,
     per_client: Table<String>,
-    feed_per_address: Table<IpAddr>,
+    feed_per_address: Table<String>,
+    /// Networks whose token-request budget is known spent, until when.
+    denied: Mutex<HashMap<String, UnixTime>>,
     /// The shared state, when `limits_backend = "redis"`.
     redis: Option<RedisStore>,
     /// Decisions made from memory because Redis did not answer.
@@ -109,6 +121,7 @@ impl TokenLimits {
             per_address: Table::new(per_address),
             per_client: Table::new(per_client),
             feed_per_address: Table::new(feed_per_address),
+            denied: Mutex::new(HashMap::new()),
             redis: None,
             fallbacks: Counter::default(),
         }
@@ -138,82 +151,203 @@ impl TokenLimits {
         self.per_address.set_plan(per_address);
         self.per_client.set_plan(per_client);
         self.feed_per_address.set_plan(feed_per_address);
+        // A denial under the old plan may not hold under the new one.
+        lock(&self.denied).clear();
     }
 
     /// Charges one read of the revocation feed to `address`'s network.
     pub async fn feed(&self, address: IpAddr, now: UnixTime) -> Decision {
-        let network = shared::rate_limit::address_network(address);
-        self.check(&self.feed_per_address, "feed", &network, now, 1)
-            .await
+        let charge = Charge::enforced(&self.feed_per_address, "feed", network(address), 1);
+        self.decide(&charge, &[], now).await.decision
     }
 
-    /// Charges one request (or a failed authentication) to `address`'s network (the
-    /// address for IPv4, its `/64` for IPv6: `shared::rate_limit::address_network`).
-    pub async fn address(&self, address: IpAddr, now: UnixTime, failed_auth: bool) -> Decision {
-        let cost = if failed_auth { FAILED_AUTH_COST } else { 1 };
-        let network = shared::rate_limit::address_network(address);
-        self.check(&self.per_address, "address", &network, now, cost)
-            .await
+    /// The retry-after, in seconds, of `address`'s network (the address for IPv4, its `/64`
+    /// for IPv6: `shared::rate_limit::address_network`) when a request of it was denied
+    /// until after `now`; `None` when none is known (the request is then decided in full,
+    /// after authentication).
+    pub fn known_denial(&self, address: IpAddr, now: UnixTime) -> Option<u64> {
+        let until = *lock(&self.denied).get(&network(address))?;
+        (now < until).then(|| {
+            until
+                .as_millis()
+                .saturating_sub(now.as_millis())
+                .div_ceil(1000)
+        })
     }
 
-    /// Charges one grant to `client_id`.
-    pub async fn client(&self, client_id: &str, now: UnixTime) -> Decision {
-        self.check(&self.per_client, "client", &client_id.to_owned(), now, 1)
-            .await
-    }
-
-    /// `table`'s decision for `key`: from Redis when it is the backend and answers, else
-    /// from memory.
-    async fn check<K: Hash + Eq + Clone + std::fmt::Display>(
+    /// Charges a request whose client authenticated: one request to `address`'s network,
+    /// then, at the token endpoint, one grant to `grant_to`. Denied by the first that does
+    /// not fit (the address's charge stays when the client's is denied).
+    pub async fn authenticated(
         &self,
-        table: &Table<K>,
-        name: &str,
-        key: &K,
+        address: IpAddr,
+        grant_to: Option<&str>,
         now: UnixTime,
-        cost: u32,
     ) -> Decision {
+        let request = Charge::enforced(&self.per_address, "address", network(address), 1);
+        match grant_to {
+            Some(client_id) => {
+                let grant = Charge::enforced(&self.per_client, "client", client_id.to_owned(), 1);
+                self.decide_request(address, &request, &[grant], now).await
+            }
+            None => self.decide_request(address, &request, &[], now).await,
+        }
+    }
+
+    /// Charges a request refused before its client authenticated (a bad form, a failed or
+    /// malformed authentication) to `address`'s network: one request, then, when the client
+    /// failed to authenticate, [`FAILED_AUTH_COST`] more if they fit. Every guess at a
+    /// secret costs at least one request, and more while the budget lasts.
+    pub async fn refused(&self, address: IpAddr, now: UnixTime, failed_auth: bool) -> Decision {
+        let request = Charge::enforced(&self.per_address, "address", network(address), 1);
+        if failed_auth {
+            let failure = Charge {
+                enforced: false,
+                ..Charge::enforced(
+                    &self.per_address,
+                    "address",
+                    network(address),
+                    FAILED_AUTH_COST,
+                )
+            };
+            self.decide_request(address, &request, &[failure], now)
+                .await
+        } else {
+            self.decide_request(address, &request, &[], now).await
+        }
+    }
+
+    /// A request's decision (`request`: the address's charge), keeping a denial of the
+    /// address for [`TokenLimits::known_denial`].
+    async fn decide_request(
+        &self,
+        address: IpAddr,
+        request: &Charge<'_>,
+        then: &[Charge<'_>],
+        now: UnixTime,
+    ) -> Decision {
+        let verdict = self.decide(request, then, now).await;
+        if !verdict.decision.allowed && verdict.by == 0 {
+            let until = now.plus_millis(verdict.decision.retry_after_ms);
+            let mut denied = lock(&self.denied);
+            if denied.len() >= MAX_ENTRIES {
+                denied.retain(|_, at| now < *at);
+            }
+            if denied.len() < MAX_ENTRIES {
+                denied.insert(network(address), until);
+            }
+        }
+        verdict.decision
+    }
+
+    /// The decision on `first` (enforced), then `then`: from Redis when it is the backend
+    /// and answers, else from memory.
+    async fn decide(&self, first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> Verdict {
         let Some(redis) = &self.redis else {
-            return table.check(key, now, cost);
+            return decide_in_memory(first, then, now);
         };
-        let plan = table.plan();
-        // The plan is part of the key: a reloaded plan starts every key afresh, as in memory.
-        match redis
-            .check(&format!("{name}:{plan}:{key}"), &plan, now, cost)
-            .await
-        {
-            Ok(decision) => decision,
+        match redis.decide(first, then, now).await {
+            Ok(verdict) => verdict,
             Err(err) => {
                 self.fallbacks.inc();
                 if redis.should_log() {
                     tracing::warn!(error = %err, "redis limits unavailable: this instance's own limits apply");
                 }
-                table.check(key, now, cost)
+                decide_in_memory(first, then, now)
             }
         }
     }
 }
 
+/// `address`'s network, as the tables key it.
+fn network(address: IpAddr) -> String {
+    shared::rate_limit::address_network(address).to_string()
+}
+
+/// One charge of a decision: `cost` requests to `key` in `table` (named `name` in Redis). An
+/// enforced charge that does not fit denies the decision, and the charges after it are not
+/// made; one that is not enforced is spent if it fits and never denies. A decision's first
+/// charge is enforced whatever it says.
+struct Charge<'a> {
+    table: &'a Table<String>,
+    name: &'static str,
+    key: String,
+    cost: u32,
+    enforced: bool,
+}
+
+impl<'a> Charge<'a> {
+    fn enforced(table: &'a Table<String>, name: &'static str, key: String, cost: u32) -> Self {
+        Self {
+            table,
+            name,
+            key,
+            cost,
+            enforced: true,
+        }
+    }
+}
+
+/// A decision, and which charge made it (its index): the one denied, else the last enforced.
+struct Verdict {
+    decision: Decision,
+    by: usize,
+}
+
+/// `first`, then `then`, in order against this instance's tables.
+fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> Verdict {
+    let mut verdict = Verdict {
+        decision: first.table.check(&first.key, now, first.cost),
+        by: 0,
+    };
+    for (by, charge) in (1..).zip(then) {
+        if !verdict.decision.allowed {
+            break;
+        }
+        let decision = charge.table.check(&charge.key, now, charge.cost);
+        if charge.enforced {
+            verdict = Verdict { decision, by };
+        }
+    }
+    verdict
+}
+
 /// GCRA in Redis, the same arithmetic as `shared::rate_limit::check_weighted` in microseconds
-/// (Lua numbers are doubles: nanoseconds since the epoch would not fit their 53 bits). The
-/// key holds the theoretical arrival time and expires when it passes (an idle key is the
-/// same as none). Returns allowed (0/1), remaining, reset-after and retry-after in ms.
+/// (Lua numbers are doubles: nanoseconds since the epoch would not fit their 53 bits), over
+/// one or more charges in order, as `decide_in_memory` does. Each key holds the theoretical
+/// arrival time and expires when it passes (an idle key is the same as none). `KEYS[i]` is
+/// the i-th charge's key; `ARGV[1]` the time, then five per charge: its cost (in
+/// microseconds of the plan), the emission interval, the tolerance, the burst, and `1` when
+/// it is enforced. Returns allowed (0/1), remaining, reset-after and retry-after in ms, and
+/// the index (from 1) of the charge that decided: the one denied, else the last enforced.
+/// (The keys of one decision are not in one Redis Cluster slot: the backend is one Redis,
+/// or a replicated one behind a single endpoint.)
 const GCRA_SCRIPT: &str = r"
 local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local unit = tonumber(ARGV[3])
-local tolerance = tonumber(ARGV[4])
-local burst = tonumber(ARGV[5])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - tolerance
-if now < allow_at then
-  return {0, 0, math.ceil((tat - now) / 1000), math.ceil((allow_at - now) / 1000)}
+local answer
+for i, key in ipairs(KEYS) do
+  local at = 1 + (i - 1) * 5
+  local interval = tonumber(ARGV[at + 1])
+  local unit = tonumber(ARGV[at + 2])
+  local tolerance = tonumber(ARGV[at + 3])
+  local burst = tonumber(ARGV[at + 4])
+  local enforced = ARGV[at + 5] == '1'
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - tolerance
+  if now < allow_at then
+    if enforced then
+      return {0, 0, math.ceil((tat - now) / 1000), math.ceil((allow_at - now) / 1000), i}
+    end
+  else
+    local remaining = math.floor((now - allow_at) / unit)
+    if remaining > burst - 1 then remaining = burst - 1 end
+    redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+    if enforced then answer = {1, remaining, math.ceil((new_tat - now) / 1000), 0, i} end
+  end
 end
-local remaining = math.floor((now - allow_at) / unit)
-if remaining > burst - 1 then remaining = burst - 1 end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, remaining, math.ceil((new_tat - now) / 1000), 0}
+return answer
 ";
 
 /// Key prefix of the limiter state in Redis.
@@ -304,25 +438,35 @@ impl RedisStore {
         }
     }
 
-    async fn check(
+    /// [`decide_in_memory`]'s decision, in one call of [`GCRA_SCRIPT`].
+    async fn decide(
         &self,
-        key: &str,
-        plan: &RatePlan,
+        first: &Charge<'_>,
+        then: &[Charge<'_>],
         now: UnixTime,
-        cost: u32,
-    ) -> Result<Decision, RedisLimitError> {
+    ) -> Result<Verdict, RedisLimitError> {
         let mut connection = self.connection().await?;
-        // Microseconds, as in the script; the plan's emission interval may be fractional.
-        let unit = f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit());
-        let now_us = now.as_millis().saturating_mul(1_000);
-        let mut invocation = self.script.key(format!("{REDIS_PREFIX}{key}"));
-        invocation
-            .arg(now_us)
-            .arg(unit * f64::from(cost.max(1)))
-            .arg(unit)
-            .arg(unit * f64::from(plan.burst()))
-            .arg(plan.burst());
-        let answer: (u8, u32, u64, u64) = match tokio::time::timeout(
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(now.as_millis().saturating_mul(1_000));
+        let mut limits = Vec::with_capacity(1 + then.len());
+        for (n, charge) in std::iter::once(first).chain(then).enumerate() {
+            let plan = charge.table.plan();
+            // Microseconds, as in the script; the plan's emission interval may be fractional.
+            let unit = f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit());
+            // The plan is part of the key: a reloaded plan starts every key afresh, as in memory.
+            invocation
+                .key(format!(
+                    "{REDIS_PREFIX}{}:{plan}:{}",
+                    charge.name, charge.key
+                ))
+                .arg(unit * f64::from(charge.cost.max(1)))
+                .arg(unit)
+                .arg(unit * f64::from(plan.burst()))
+                .arg(plan.burst())
+                .arg(u8::from(n == 0 || charge.enforced));
+            limits.push(plan.burst());
+        }
+        let answer: (u8, u32, u64, u64, usize) = match tokio::time::timeout(
             self.timeout,
             invocation.invoke_async(&mut connection),
         )
@@ -340,18 +484,29 @@ impl RedisStore {
                 return Err(RedisLimitError::Timeout);
             }
         };
-        Ok(Decision {
-            allowed: answer.0 == 1,
-            limit: plan.burst(),
-            remaining: answer.1,
-            reset_after_ms: answer.2,
-            retry_after_ms: answer.3,
+        let by = answer.4.saturating_sub(1);
+        Ok(Verdict {
+            decision: Decision {
+                allowed: answer.0 == 1,
+                limit: limits.get(by).copied().unwrap_or_default(),
+                remaining: answer.1,
+                reset_after_ms: answer.2,
+                retry_after_ms: answer.3,
+            },
+            by,
         })
     }
 
     /// Whether a fallback may be logged now (at most once per [`REDIS_RETRY`]).
     fn should_log(&self) -> bool {
         due(&self.next_log, REDIS_RETRY)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -371,28 +526,17 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 /// Counts Redis as down for [`REDIS_RETRY`] from now.
 fn mark_down(until: &Mutex<Option<Instant>>) {
-    let mut until = match until.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    *until = Some(Instant::now() + REDIS_RETRY);
+    *lock(until) = Some(Instant::now() + REDIS_RETRY);
 }
 
 /// Whether Redis still counts as down.
 fn is_down(until: &Mutex<Option<Instant>>) -> bool {
-    let until = match until.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    until.is_some_and(|until| Instant::now() < until)
+    lock(until).is_some_and(|until| Instant::now() < until)
 }
 
 /// Whether the instant in `next` has come (or was never set); if so, moves it `every` on.
 fn due(next: &Mutex<Option<Instant>>, every: Duration) -> bool {
-    let mut next = match next.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut next = lock(next);
     let now = Instant::now();
     if next.is_some_and(|at| now < at) {
         return false;

@@ -40,7 +40,8 @@ async fn redis_decides_as_memory_does_request_for_request() {
         .parse()
         .unwrap();
     let start = UnixTime::from_millis(u64::try_from(run / 1_000_000).unwrap());
-    // Bursts, waits shorter and longer than the emission interval, failed authentications.
+    // Bursts, waits shorter and longer than the emission interval, token requests granted
+    // and refused (failed authentications among them), reads of the feed.
     let steps_ms = [
         0, 0, 0, 0, 10, 150, 199, 200, 201, 1_000, 0, 0, 3_000, 1, 1, 1,
     ];
@@ -48,18 +49,103 @@ async fn redis_decides_as_memory_does_request_for_request() {
     for (n, step) in steps_ms.iter().enumerate() {
         at += step;
         let now = UnixTime::from_millis(at);
-        let failed = n % 5 == 4;
+        let elapsed = at - start.as_millis();
         assert_eq!(
-            memory.address(address, now, failed).await,
-            redis.address(address, now, failed).await,
-            "address, request {n} at +{} ms",
-            at - start.as_millis()
+            memory.known_denial(address, now),
+            redis.known_denial(address, now),
+            "known denial, request {n} at +{elapsed} ms"
+        );
+        let (from_memory, from_redis) = match n % 5 {
+            4 => (
+                memory.refused(address, now, true).await,
+                redis.refused(address, now, true).await,
+            ),
+            3 => (
+                memory.refused(address, now, false).await,
+                redis.refused(address, now, false).await,
+            ),
+            _ => (
+                memory.authenticated(address, Some(&client), now).await,
+                redis.authenticated(address, Some(&client), now).await,
+            ),
+        };
+        assert_eq!(
+            from_memory, from_redis,
+            "token request {n} at +{elapsed} ms"
         );
         assert_eq!(
-            memory.client(&client, now).await,
-            redis.client(&client, now).await,
-            "client, request {n}"
+            memory.authenticated(address, None, now).await,
+            redis.authenticated(address, None, now).await,
+            "revocation or introspection, request {n}"
+        );
+        assert_eq!(
+            memory.feed(address, now).await,
+            redis.feed(address, now).await,
+            "feed, request {n}"
         );
     }
     assert_eq!(fallbacks.get(), 0, "every decision came from Redis");
+}
+
+/// A token request's address charge is made before its client's: a client over its
+/// budget still spends its address's; a failed authentication spends one request and then
+/// its extra cost while the budget lasts, so every guess costs at least one; a denial of
+/// the address is known until its retry-after, and no longer.
+#[tokio::test]
+async fn a_token_request_is_one_decision_of_its_address_then_its_client() {
+    let (per_address, per_client, feed) = plans();
+    let limits = TokenLimits::new(per_address, per_client, feed);
+    let address: IpAddr = "192.0.2.7".parse().unwrap();
+    let at = |ms: u64| UnixTime::from_millis(1_000_000_000 + ms);
+    // 5/1s, burst 3: three at once, then one per 200 ms.
+    for n in 0..3 {
+        assert!(
+            limits
+                .authenticated(address, Some("c"), at(0))
+                .await
+                .allowed,
+            "{n}"
+        );
+    }
+    assert_eq!(limits.known_denial(address, at(0)), None);
+    let denied = limits.authenticated(address, Some("c"), at(0)).await;
+    assert!(!denied.allowed);
+    assert_eq!(denied.retry_after_ms, 200);
+    assert_eq!(
+        limits.known_denial(address, at(0)),
+        Some(1),
+        "rounded up to a second"
+    );
+    assert_eq!(limits.known_denial(address, at(199)), Some(1));
+    assert_eq!(
+        limits.known_denial(address, at(200)),
+        None,
+        "no longer than its retry-after"
+    );
+    // A failed authentication at 200 ms: its one request fits, its extra cost does not (and
+    // is not spent): the next request 200 ms later fits again.
+    assert!(limits.refused(address, at(200), true).await.allowed);
+    assert!(limits.refused(address, at(400), false).await.allowed);
+    // The client's budget (7/60s, burst 4): one grant left after three; the address's
+    // charge stays when the client's is denied.
+    let other: IpAddr = "192.0.2.8".parse().unwrap();
+    assert!(
+        limits
+            .authenticated(other, Some("c"), at(400))
+            .await
+            .allowed
+    );
+    let client_denied = limits.authenticated(other, Some("c"), at(400)).await;
+    assert!(!client_denied.allowed);
+    assert_eq!(client_denied.limit, 4, "the client's plan decided");
+    assert_eq!(
+        limits.known_denial(other, at(400)),
+        None,
+        "the address was not denied"
+    );
+    assert!(limits.refused(other, at(400), false).await.allowed);
+    assert!(
+        !limits.refused(other, at(400), false).await.allowed,
+        "3 spent by then"
+    );
 }

@@ -13,6 +13,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use base64ct::{Base64, Encoding};
 
+use shared::UnixTime;
+
 use crate::clients::{self, Client};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -61,21 +63,37 @@ pub(crate) fn limited(decision: &shared::Decision) -> Result<(), ApiError> {
     }
 }
 
-/// [`authenticate`] under the token endpoint's per-address rules: a failed authentication
-/// costs `address` [`crate::limits::FAILED_AUTH_COST`] requests more, so guessing secrets
-/// through any endpoint runs out of budget as fast.
-pub(crate) async fn authenticate_charged(
+/// The form, checked by `valid`, and its client, authenticated, under the per-address
+/// limits: an address known to be over its budget is refused at once
+/// ([`crate::limits::TokenLimits::known_denial`]), and a request refused here is charged to
+/// its address (a failed authentication [`crate::limits::FAILED_AUTH_COST`] requests more,
+/// so guessing secrets through any endpoint runs out of budget as fast). The caller charges
+/// a request that passes (`TokenLimits::authenticated`): each request is one decision.
+pub(crate) async fn authenticate_limited(
     state: &AppState,
     address: IpAddr,
     headers: &HeaderMap,
-    params: &Form,
-) -> Result<Client, ApiError> {
-    let result = authenticate(state, headers, params).await;
-    if matches!(result, Err(ApiError::InvalidClient)) {
-        // The decision is for the next request: a failed authentication only spends budget.
-        let _ = state.limits.address(address, state.clock.now(), true).await;
+    body: Result<Bytes, BytesRejection>,
+    valid: impl FnOnce(Form) -> Result<Form, ApiError>,
+    now: UnixTime,
+) -> Result<(Client, Form), ApiError> {
+    if let Some(retry_after_secs) = state.limits.known_denial(address, now) {
+        return Err(ApiError::TooManyRequests { retry_after_secs });
     }
-    result
+    let authenticated = match parse_form(headers, body).and_then(valid) {
+        Ok(params) => authenticate(state, headers, &params)
+            .await
+            .map(|client| (client, params)),
+        Err(err) => Err(err),
+    };
+    match authenticated {
+        Ok(authenticated) => Ok(authenticated),
+        Err(err) => {
+            let failed_auth = matches!(err, ApiError::InvalidClient);
+            limited(&state.limits.refused(address, now, failed_auth).await)?;
+            Err(err)
+        }
+    }
 }
 
 /// Form parameters by name (each at most once).

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::client_auth::{self, limited, ClientAddress, Form};
+use super::client_auth::{self, limited, ClientAddress};
 use crate::audit::Entry;
 use crate::clients::{Client, ClientError};
 use crate::error::ApiError;
@@ -25,22 +25,18 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/revocations", get(feed))
 }
 
-/// Authenticates the caller under the token endpoint's per-address limits (a failed
-/// authentication costs extra) and returns it with the `token` parameter.
+/// Authenticates the caller under the token endpoint's per-address limits (one request
+/// each; a failed authentication costs extra) and returns it with the `token` parameter.
 async fn caller_and_token(
     state: &AppState,
     address: std::net::IpAddr,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Client, String), ApiError> {
-    limited(
-        &state
-            .limits
-            .address(address, state.clock.now(), false)
-            .await,
-    )?;
-    let params: Form = client_auth::parse_form(headers, body)?;
-    let client = client_auth::authenticate_charged(state, address, headers, &params).await?;
+    let now = state.clock.now();
+    let (client, params) =
+        client_auth::authenticate_limited(state, address, headers, body, Ok, now).await?;
+    limited(&state.limits.authenticated(address, None, now).await)?;
     let token = params
         .get("token")
         .cloned()

@@ -89,7 +89,9 @@ async fn token(
 /// RFC 9449 §8's response header.
 const DPOP_NONCE: header::HeaderName = header::HeaderName::from_static("dpop-nonce");
 
-/// Runs the grant; also returns the authenticated client id for metrics.
+/// Runs the grant; also returns the authenticated client id for metrics. Every request is
+/// one rate-limit decision: its address's charge with its client's grant, or with its
+/// failure's cost (`client_auth::authenticate_limited`).
 async fn grant(
     state: &AppState,
     address: IpAddr,
@@ -97,19 +99,21 @@ async fn grant(
     body: Result<Bytes, BytesRejection>,
 ) -> (Option<String>, Result<Response, ApiError>) {
     let now = state.clock.now();
-    if let Err(err) = limited(&state.limits.address(address, now, false).await) {
-        return (None, Err(err));
-    }
-    let params = match client_auth::parse_form(headers, body).and_then(require_client_credentials) {
-        Ok(params) => params,
-        Err(err) => return (None, Err(err)),
-    };
-    let client = match client_auth::authenticate_charged(state, address, headers, &params).await {
-        Ok(client) => client,
+    let authenticated = client_auth::authenticate_limited(
+        state,
+        address,
+        headers,
+        body,
+        require_client_credentials,
+        now,
+    )
+    .await;
+    let (client, params) = match authenticated {
+        Ok(authenticated) => authenticated,
         Err(err) => return (None, Err(err)),
     };
     let id = client.client_id.clone();
-    if let Err(err) = limited(&state.limits.client(&id, now).await) {
+    if let Err(err) = limited(&state.limits.authenticated(address, Some(&id), now).await) {
         return (Some(id), Err(err));
     }
     let result = match proof_of_possession(state, &client, headers).await {

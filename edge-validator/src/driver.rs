@@ -21,7 +21,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use crate::isolate::{
     event_line, Answer, Body, CachedCopy, Config, ConfigError, EdgeError, Expect, FetchError,
-    Fetched, ForwardError, Head, Io, Isolate, Level, Next, Reply, Side, WaitId,
+    Fetched, ForwardError, Head, Io, Isolate, KeyName, Level, Next, Reply, Side, WaitId,
 };
 use runtime::Env;
 use webcrypto::WebCrypto;
@@ -300,7 +300,11 @@ impl Driver {
                 message,
             } => {
                 let Some(key) = crypto.key(name).cloned() else {
-                    let reason = format!("no WebCrypto key for {name:?}");
+                    // By hand, not `{name:?}`: a Debug impl in the bundle for one message.
+                    let reason = match name {
+                        KeyName::Issuer(kid) => format!("no WebCrypto key for kid {kid}"),
+                        KeyName::Proof(jkt) => format!("no WebCrypto key for DPoP key {jkt}"),
+                    };
                     return Some(Err(Answer::Verified(Err(reason))));
                 };
                 let (subtle, algorithm) = match crypto.subtle() {

@@ -72,7 +72,7 @@ pub struct Config {
     /// Take the client address from the last `X-Forwarded-For` entry (only behind a trusted
     /// reverse proxy that appends it).
     pub trust_forwarded_for: bool,
-    /// Token-endpoint limit per source address (failed authentications cost 5).
+    /// Token-endpoint limit per source address (a failed authentication costs 5 more).
     pub token_rate_per_address: shared::RatePlan,
     /// Token-endpoint limit per client.
     pub token_rate_per_client: shared::RatePlan,

@@ -5,17 +5,21 @@
 //!
 //! A request to the token, revocation or introspection endpoint is one decision, made after
 //! client authentication: its address's charge, then at the token endpoint its client's
-//! grant (or, when authentication failed, the failure's extra cost). A denial of
-//! an address is kept until its retry-after ([`TokenLimits::known_denial`]), so a flood
-//! from an address over its budget is refused before its form is read or its client looked
-//! up, without asking the state again: a GCRA denial holds until then whatever else is
-//! charged meanwhile (charges only push it later).
+//! grant (or, when authentication failed, the failure's extra cost). A denial of an address
+//! is kept until its retry-after ([`TokenLimits::known_denial`]): a flood from an address
+//! over its budget is refused before its form is parsed or its client looked up, without
+//! asking the state again. Such a denial holds that long whatever else is charged meanwhile
+//! (charges only push it later; `KnownDenial` says what it does not survive). What a flood
+//! still costs: once a denial ends, the requests that arrive before the next decision is
+//! made (one authentication and one decision's time, each retry-after) are authenticated
+//! before they are refused.
 //!
 //! State lives in this instance's memory (`limits_backend = "memory"`: N instances allow N
 //! times a plan) or in Redis (`"redis"`: one state for every instance, one atomic script per
-//! decision, whatever its number of charges). With Redis down or slow past `redis_timeout_ms`, a decision falls back to this
-//! instance's memory: the limits fail open to per-instance limits rather than refusing
-//! tokens, and each fallback is counted (`issuer_limits_redis_fallbacks_total`) and logged.
+//! decision, whatever its number of charges). With Redis down or slow past
+//! `redis_timeout_ms`, a decision falls back to this instance's memory: the limits fail open
+//! to per-instance limits rather than refusing tokens, and each fallback is counted
+//! (`issuer_limits_redis_fallbacks_total`) and logged.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -105,8 +109,8 @@ pub struct TokenLimits {
     per_address: Table<String>,
     per_client: Table<String>,
     feed_per_address: Table<String>,
-    /// Networks whose token-request budget is known spent, until when.
-    denied: Mutex<HashMap<String, UnixTime>>,
+    /// Networks whose per-address budget is known spent (`network_of`), until when.
+    denied: Mutex<KnownDenials>,
     /// The shared state, when `limits_backend = "redis"`.
     redis: Option<RedisStore>,
     /// Decisions made from memory because Redis did not answer.
@@ -121,7 +125,7 @@ impl TokenLimits {
             per_address: Table::new(per_address),
             per_client: Table::new(per_client),
             feed_per_address: Table::new(feed_per_address),
-            denied: Mutex::new(HashMap::new()),
+            denied: Mutex::new(KnownDenials::default()),
             redis: None,
             fallbacks: Counter::default(),
         }
@@ -152,7 +156,7 @@ impl TokenLimits {
         self.per_client.set_plan(per_client);
         self.feed_per_address.set_plan(feed_per_address);
         // A denial under the old plan may not hold under the new one.
-        lock(&self.denied).clear();
+        lock(&self.denied).entries.clear();
     }
 
     /// Charges one read of the revocation feed to `address`'s network.
@@ -166,13 +170,22 @@ impl TokenLimits {
     /// until after `now`; `None` when none is known (the request is then decided in full,
     /// after authentication).
     pub fn known_denial(&self, address: IpAddr, now: UnixTime) -> Option<u64> {
-        let until = *lock(&self.denied).get(&network(address))?;
-        (now < until).then(|| {
-            until
+        let network = shared::rate_limit::address_network(address);
+        let mut denied = lock(&self.denied);
+        let known = *denied.entries.get(&network)?;
+        // Only while it holds: not past its end, not from before a clock stepped back, and
+        // under the plan that denied it (a reload may race with the decision that made it).
+        if now < known.since || now >= known.until || known.plan != self.per_address.plan() {
+            denied.entries.remove(&network);
+            return None;
+        }
+        Some(
+            known
+                .until
                 .as_millis()
                 .saturating_sub(now.as_millis())
-                .div_ceil(1000)
-        })
+                .div_ceil(1000),
+        )
     }
 
     /// Charges a request whose client authenticated: one request to `address`'s network,
@@ -226,16 +239,16 @@ impl TokenLimits {
         then: &[Charge<'_>],
         now: UnixTime,
     ) -> Decision {
+        let plan = self.per_address.plan();
         let verdict = self.decide(request, then, now).await;
         if !verdict.decision.allowed && verdict.by == 0 {
-            let until = now.plus_millis(verdict.decision.retry_after_ms);
-            let mut denied = lock(&self.denied);
-            if denied.len() >= MAX_ENTRIES {
-                denied.retain(|_, at| now < *at);
-            }
-            if denied.len() < MAX_ENTRIES {
-                denied.insert(network(address), until);
-            }
+            let known = KnownDenial {
+                since: now,
+                until: now.plus_millis(verdict.decision.retry_after_ms),
+                plan,
+            };
+            let network = shared::rate_limit::address_network(address);
+            lock(&self.denied).insert(network, known, now);
         }
         verdict.decision
     }
@@ -255,6 +268,38 @@ impl TokenLimits {
                 }
                 decide_in_memory(first, then, now)
             }
+        }
+    }
+}
+
+/// The networks known to be over their per-address budget, at most [`MAX_ENTRIES`]: when
+/// full, the ended ones are swept out at most once a second (a sweep is a pass over all),
+/// and a new one is not kept until there is room (its request is then decided in full).
+#[derive(Debug, Default)]
+struct KnownDenials {
+    entries: HashMap<IpAddr, KnownDenial>,
+    next_sweep: UnixTime,
+}
+
+/// A denial of a network's budget: it holds from `since` until `until` under `plan`, since
+/// the GCRA state it was read from only moves later whatever else is charged meanwhile.
+/// (What it does not survive, each for at most one retry-after: Redis losing its state, or
+/// a decision falling back to memory while one from Redis is known, or the other way.)
+#[derive(Debug, Clone, Copy)]
+struct KnownDenial {
+    since: UnixTime,
+    until: UnixTime,
+    plan: RatePlan,
+}
+
+impl KnownDenials {
+    fn insert(&mut self, network: IpAddr, known: KnownDenial, now: UnixTime) {
+        if self.entries.len() >= MAX_ENTRIES && now >= self.next_sweep {
+            self.entries.retain(|_, held| now < held.until);
+            self.next_sweep = now.plus_millis(1_000);
+        }
+        if self.entries.len() < MAX_ENTRIES || self.entries.contains_key(&network) {
+            self.entries.insert(network, known);
         }
     }
 }

@@ -21,8 +21,15 @@ fn plans() -> (RatePlan, RatePlan, RatePlan) {
 
 #[tokio::test]
 async fn redis_decides_as_memory_does_request_for_request() {
+    same_decisions(plans()).await;
+    // An address budget with room for a failed authentication's extra cost: the charge that
+    // is spent only if it fits, spent.
+    let (_, per_client, feed) = plans();
+    same_decisions(("20/1s;burst=20".parse().unwrap(), per_client, feed)).await;
+}
+
+async fn same_decisions((per_address, per_client, feed): (RatePlan, RatePlan, RatePlan)) {
     let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let (per_address, per_client, feed) = plans();
     let memory = TokenLimits::new(per_address, per_client, feed);
     let fallbacks = prometheus_client::metrics::counter::Counter::default();
     let redis = TokenLimits::new(per_address, per_client, feed).in_redis(
@@ -34,7 +41,8 @@ async fn redis_decides_as_memory_does_request_for_request() {
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_nanos();
+        .as_nanos()
+        + u128::from(per_address.burst());
     let client = format!("limits-test-{run}");
     let address: IpAddr = format!("2001:db8:{:x}:{:x}::1", (run >> 16) & 0xffff, run & 0xffff)
         .parse()
@@ -147,5 +155,40 @@ async fn a_token_request_is_one_decision_of_its_address_then_its_client() {
     assert!(
         !limits.refused(other, at(400), false).await.allowed,
         "3 spent by then"
+    );
+}
+
+/// A known denial is forgotten when the clock steps back past it or the address plan is
+/// reloaded: it holds only on the state it was read from.
+#[tokio::test]
+async fn a_known_denial_does_not_outlive_its_clock_or_its_plan() {
+    let (per_address, per_client, feed) = plans();
+    let limits = TokenLimits::new(per_address, per_client, feed);
+    let address: IpAddr = "192.0.2.9".parse().unwrap();
+    let at = |ms: u64| UnixTime::from_millis(1_000_000_000 + ms);
+    let deny = || async {
+        for _ in 0..4 {
+            limits.authenticated(address, None, at(1_000)).await;
+        }
+    };
+    deny().await;
+    assert_eq!(limits.known_denial(address, at(1_000)), Some(1));
+    assert_eq!(
+        limits.known_denial(address, at(999)),
+        None,
+        "the clock stepped back"
+    );
+    assert_eq!(
+        limits.known_denial(address, at(1_000)),
+        None,
+        "and it is gone"
+    );
+    deny().await;
+    assert_eq!(limits.known_denial(address, at(1_000)), Some(1));
+    limits.set_plans("50/1s;burst=3".parse().unwrap(), per_client, feed);
+    assert_eq!(
+        limits.known_denial(address, at(1_000)),
+        None,
+        "a reloaded plan"
     );
 }

@@ -100,10 +100,7 @@ pub(crate) async fn authenticate_limited(
 pub(crate) type Form = BTreeMap<String, String>;
 
 /// Content type, size, and form parameters (none repeated, RFC 6749 §3.2).
-pub(crate) fn parse_form(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Form, ApiError> {
+fn parse_form(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Form, ApiError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge
@@ -140,7 +137,7 @@ pub(crate) fn parse_form(
 
 /// `client_secret_basic` (RFC 6749 §2.3.1: form-encoded id and secret in Basic) or
 /// `client_secret_post`; exactly one.
-pub(crate) async fn authenticate(
+async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     params: &Form,

@@ -109,8 +109,19 @@ impl Edge {
 
     fn arrive(&mut self, head: Head, name: &'static str) -> Next<&'static str> {
         let next = self.isolate.arrive(head, name, self.now);
-        self.side.extend(self.isolate.take_side());
+        self.take_side();
         next
+    }
+
+    /// The isolate's side effects so far, kept; a proof key it let go dropped from the
+    /// imported keys, as the driver does.
+    fn take_side(&mut self) {
+        for side in self.isolate.take_side() {
+            if let Side::ForgetProofKey { jkt } = &side {
+                self.imported.remove(&Named::Proof(jkt.clone()));
+            }
+            self.side.push(side);
+        }
     }
 
     /// `GET /orders/7` with `token` as its bearer token, from 203.0.113.9.
@@ -123,7 +134,7 @@ impl Edge {
             .isolate
             .resume(id, answer, self.now)
             .expect("a live wait");
-        self.side.extend(self.isolate.take_side());
+        self.take_side();
         next
     }
 
@@ -2195,4 +2206,26 @@ fn proof_keys_held_are_bounded_and_the_driver_drops_the_rest() {
         })
         .collect();
     assert!(forgotten.len() >= 1100 - 1024, "{}", forgotten.len());
+    // The driver's keys (what the harness keeps, less what it was told to forget) are the
+    // isolate's table: as many, and a client whose key was let go is imported again.
+    let proof_keys = |edge: &Edge| {
+        edge.imported
+            .keys()
+            .filter(|key| matches!(key, Named::Proof(_)))
+            .count()
+    };
+    assert!(proof_keys(&edge) <= 1024, "{}", proof_keys(&edge));
+    let first = dpop::Holder::from_key({
+        use sha2::Digest;
+        let seed = sha2::Sha256::digest(0u32.to_be_bytes());
+        p256::ecdsa::SigningKey::from_slice(&seed).unwrap()
+    });
+    assert!(!edge.imported.contains_key(&Named::Proof(first.jkt())));
+    let token = bound_token(&first);
+    let proof = first.proof("again", &token, |_, _| {});
+    assert!(matches!(
+        edge.dpop(&format!("DPoP {token}"), Some(&proof), &mut seen),
+        dpop::End::Origin(_)
+    ));
+    assert!(edge.imported.contains_key(&Named::Proof(first.jkt())));
 }

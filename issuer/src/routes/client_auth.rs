@@ -12,7 +12,6 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use base64ct::{Base64, Encoding};
-
 use shared::UnixTime;
 
 use crate::clients::{self, Client};

@@ -159,7 +159,8 @@ impl From<crate::dpop::DpopError> for ApiError {
     fn from(err: crate::dpop::DpopError) -> Self {
         match err {
             crate::dpop::DpopError::Proof(error) => Self::Dpop(error),
-            crate::dpop::DpopError::Store(err) => err.into(),
+            // Logged with what failed: the replay store, not any database read.
+            store @ crate::dpop::DpopError::Store(_) => Self::Unavailable(store.to_string()),
         }
     }
 }

@@ -319,12 +319,17 @@ fn wait_of(next: &Next<&'static str>) -> WaitId {
     }
 }
 
-/// What an origin holding the edge's key reads of `assertion` for `GET /orders/7?x=1` at `now`.
-fn origin_reads(assertion: &str, now: UnixTime) -> shared::EdgeIdentity {
-    let verifier = AssertionVerifier::new(
+/// An origin's verifier of the edge's assertions.
+fn origin_verifier() -> AssertionVerifier {
+    AssertionVerifier::new(
         vec![AssertionKey::new("edge-1", SECRET.as_bytes()).unwrap()],
         30_000,
-    );
+    )
+}
+
+/// What an origin holding the edge's key reads of `assertion` for `GET /orders/7?x=1` at `now`.
+fn origin_reads(assertion: &str, now: UnixTime) -> shared::EdgeIdentity {
+    let verifier = origin_verifier();
     let line = shared::RequestLine {
         method: "GET",
         host: "origin.test",
@@ -1090,10 +1095,7 @@ fn each_route_decides_its_own_requests() {
         panic!("the write scope is there");
     };
     assert_eq!(target, "https://writes.test/writes/1");
-    let verifier = AssertionVerifier::new(
-        vec![AssertionKey::new("edge-1", SECRET.as_bytes()).unwrap()],
-        30_000,
-    );
+    let verifier = origin_verifier();
     let line = shared::RequestLine {
         method: "PUT",
         host: "writes.test",
@@ -1294,10 +1296,7 @@ fn hosts_origin_prefixes_and_the_unmatched_policy() {
             "origin": "https://internal.test/api" } ] }"#;
     let mut edge = Edge::with(&[("ROUTES", table)]);
     let token = fixtures::good_token();
-    let verifier = AssertionVerifier::new(
-        vec![AssertionKey::new("edge-1", SECRET.as_bytes()).unwrap()],
-        30_000,
-    );
+    let verifier = origin_verifier();
     // The host in any spelling; the origin's prefix before the path, signed as sent.
     for url in ["https://API.edge.test.:8443/x", "https://api.edge.test/x"] {
         let Outcome::Forwarded { target, assertion } = edge.outcome("GET", url, Some(&token))

@@ -22,7 +22,6 @@
 //! (`issuer_limits_redis_fallbacks_total`) and logged.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -39,21 +38,21 @@ const MAX_ENTRIES: usize = 100_000;
 /// without trying it), and the least time between two fallback log lines.
 const REDIS_RETRY: Duration = Duration::from_secs(1);
 
-/// One GCRA table keyed by `K`, bounded in size, with its plan: one lock for both, so a
+/// One GCRA table keyed by text (a network or a client id), bounded in size, with its plan: one lock for both, so a
 /// reload that changes the plan and a decision never wait on each other in turn.
 #[derive(Debug)]
-struct Table<K> {
-    inner: Mutex<Inner<K>>,
+struct Table {
+    inner: Mutex<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner<K> {
+struct Inner {
     /// The plan, which a configuration reload may change.
     plan: RatePlan,
-    states: HashMap<K, GcraState>,
+    states: HashMap<String, GcraState>,
 }
 
-impl<K: Hash + Eq + Clone> Table<K> {
+impl Table {
     fn new(plan: RatePlan) -> Self {
         Self {
             inner: Mutex::new(Inner {
@@ -63,7 +62,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         match self.inner.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -84,7 +83,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
         }
     }
 
-    fn check(&self, key: &K, now: UnixTime, cost: u32) -> Decision {
+    fn check(&self, key: &str, now: UnixTime, cost: u32) -> Decision {
         let mut inner = self.lock();
         let Inner { plan, states } = &mut *inner;
         if states.len() >= MAX_ENTRIES && !states.contains_key(key) {
@@ -95,7 +94,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
         let state = states.get(key).copied().unwrap_or_default();
         let (decision, next) = check_weighted(plan, state, now, cost);
         if states.len() < MAX_ENTRIES || states.contains_key(key) {
-            states.insert(key.clone(), next);
+            states.insert(key.to_owned(), next);
         }
         decision
     }
@@ -106,9 +105,9 @@ impl<K: Hash + Eq + Clone> Table<K> {
 #[derive(Debug)]
 pub struct TokenLimits {
     /// Keyed by network (`shared::rate_limit::address_network`, as text).
-    per_address: Table<String>,
-    per_client: Table<String>,
-    feed_per_address: Table<String>,
+    per_address: Table,
+    per_client: Table,
+    feed_per_address: Table,
     /// Networks whose per-address budget is known spent (`network_of`), until when.
     denied: Mutex<KnownDenials>,
     /// The shared state, when `limits_backend = "redis"`.
@@ -212,22 +211,17 @@ impl TokenLimits {
     /// failed to authenticate, [`FAILED_AUTH_COST`] more if they fit. Every guess at a
     /// secret costs at least one request, and more while the budget lasts.
     pub async fn refused(&self, address: IpAddr, now: UnixTime, failed_auth: bool) -> Decision {
-        let request = Charge::enforced(&self.per_address, "address", network(address), 1);
-        if failed_auth {
-            let failure = Charge {
-                enforced: false,
-                ..Charge::enforced(
-                    &self.per_address,
-                    "address",
-                    network(address),
-                    FAILED_AUTH_COST,
-                )
-            };
-            self.decide_request(address, &request, &[failure], now)
-                .await
-        } else {
-            self.decide_request(address, &request, &[], now).await
+        let network = network(address);
+        let request = Charge::enforced(&self.per_address, "address", network.clone(), 1);
+        if !failed_auth {
+            return self.decide_request(address, &request, &[], now).await;
         }
+        let failure = Charge {
+            enforced: false,
+            ..Charge::enforced(&self.per_address, "address", network, FAILED_AUTH_COST)
+        };
+        self.decide_request(address, &request, &[failure], now)
+            .await
     }
 
     /// A request's decision (`request`: the address's charge), keeping a denial of the
@@ -314,7 +308,7 @@ fn network(address: IpAddr) -> String {
 /// made; one that is not enforced is spent if it fits and never denies. A decision's first
 /// charge is enforced whatever it says.
 struct Charge<'a> {
-    table: &'a Table<String>,
+    table: &'a Table,
     name: &'static str,
     key: String,
     cost: u32,
@@ -322,7 +316,7 @@ struct Charge<'a> {
 }
 
 impl<'a> Charge<'a> {
-    fn enforced(table: &'a Table<String>, name: &'static str, key: String, cost: u32) -> Self {
+    fn enforced(table: &'a Table, name: &'static str, key: String, cost: u32) -> Self {
         Self {
             table,
             name,

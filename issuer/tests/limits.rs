@@ -95,6 +95,11 @@ async fn same_decisions((per_address, per_client, feed): (RatePlan, RatePlan, Ra
     assert_eq!(fallbacks.get(), 0, "every decision came from Redis");
 }
 
+/// `ms` into a test's clock.
+fn at(ms: u64) -> UnixTime {
+    UnixTime::from_millis(1_000_000_000 + ms)
+}
+
 /// A token request's address charge is made before its client's: a client over its
 /// budget still spends its address's; a failed authentication spends one request and then
 /// its extra cost while the budget lasts, so every guess costs at least one; a denial of
@@ -104,7 +109,6 @@ async fn a_token_request_is_one_decision_of_its_address_then_its_client() {
     let (per_address, per_client, feed) = plans();
     let limits = TokenLimits::new(per_address, per_client, feed);
     let address: IpAddr = "192.0.2.7".parse().unwrap();
-    let at = |ms: u64| UnixTime::from_millis(1_000_000_000 + ms);
     // 5/1s, burst 3: three at once, then one per 200 ms.
     for n in 0..3 {
         assert!(
@@ -165,7 +169,6 @@ async fn a_known_denial_does_not_outlive_its_clock_or_its_plan() {
     let (per_address, per_client, feed) = plans();
     let limits = TokenLimits::new(per_address, per_client, feed);
     let address: IpAddr = "192.0.2.9".parse().unwrap();
-    let at = |ms: u64| UnixTime::from_millis(1_000_000_000 + ms);
     let deny = || async {
         for _ in 0..4 {
             limits.authenticated(address, None, at(1_000)).await;

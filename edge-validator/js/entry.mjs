@@ -62,10 +62,10 @@ function rateLimiterAnswer(url, stored, book) {
   }
 }
 
-function replayEntry(url) {
+function replayEntries(url) {
   recover();
   try {
-    return wasm.replayEntry(url);
+    return wasm.replayEntries(url);
   } catch (error) {
     throw trap(error);
   }
@@ -96,4 +96,4 @@ export default {
   },
 };
 
-export const RateLimiter = rateLimiterClass(rateLimiterAnswer, replayEntry);
+export const RateLimiter = rateLimiterClass(rateLimiterAnswer, replayEntries);

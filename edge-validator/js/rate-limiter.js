@@ -16,9 +16,9 @@ export function callsServed() {
 }
 
 /** The class, given the wasm exports `answer(url, stored, book)` -> `[answerJson, nextState,
- * nextBook]` and `replayEntry(url)` -> a proof's storage key (each undefined for a malformed
- * query). */
-export function rateLimiterClass(answer, replayEntry) {
+ * nextBook]` and `replayEntries(url)` -> the proofs' storage keys, one space between two
+ * (each undefined for a malformed query). */
+export function rateLimiterClass(answer, replayEntries) {
   // Storage key of the GCRA state (a decimal string of nanoseconds: past 2^53).
   const STATE_KEY = "gcra";
   // A proof's entry key: its last second, zero-padded to this many digits, then its replay key
@@ -56,22 +56,37 @@ export function rateLimiterClass(answer, replayEntry) {
       return new Response(body, { headers: { "content-type": "application/json" } });
     }
 
-    /** Whether a DPoP proof is seen for the first time: its entry is read and, if absent,
-     * written, with no other request between the two (the input gate). Entries are durable:
-     * an object evicted and started again still knows the proofs of the window. A proof whose
-     * last second has passed on this object's clock is answered "seen" whatever the storage
-     * holds: its entry may already be pruned, and the edge judged its age a moment earlier. */
+    /** Whether each DPoP proof of a call (an isolate's proofs for this key, up to 64) is
+     * seen for the first time: `1` or `0` each, in order. Their entries are read and the new
+     * ones written with no other request between the two (the input gate); of two equal
+     * proofs in one call, the first is the fresh one. Entries are durable: an object evicted
+     * and started again still knows the proofs of the window. A proof whose last second has
+     * passed on this object's clock is answered "seen" whatever the storage holds: its entry
+     * may already be pruned, and the edge judged its age a moment earlier. */
     async replay(url) {
-      const entry = replayEntry(url);
-      if (entry === undefined) return new Response("bad replay query", { status: 400 });
-      const untilMs = Number(entry.slice(0, UNTIL_DIGITS)) * 1000;
+      const entries = replayEntries(url)?.split(" ");
+      if (entries === undefined) return new Response("bad replay query", { status: 400 });
+      const now = Date.now();
       // The edge accepts a proof up to the end of its last second.
-      const fresh = untilMs + 1000 > Date.now() && (await this.storage.get(entry)) === undefined;
-      if (fresh) {
-        await this.storage.put(entry, 1);
-        if (!this.alarmSet) await this.pruneLater(untilMs);
+      const live = (entry) => Number(entry.slice(0, UNTIL_DIGITS)) * 1000 + 1000 > now;
+      const looked = entries.filter(live);
+      const stored = looked.length > 0 ? await this.storage.get(looked) : new Map();
+      const written = {};
+      let verdicts = "";
+      let earliest = Infinity;
+      for (const entry of entries) {
+        const fresh = live(entry) && !stored.has(entry) && !(entry in written);
+        if (fresh) {
+          written[entry] = 1;
+          earliest = Math.min(earliest, Number(entry.slice(0, UNTIL_DIGITS)) * 1000);
+        }
+        verdicts += fresh ? "1" : "0";
       }
-      return new Response(JSON.stringify({ fresh }), { headers: { "content-type": "application/json" } });
+      if (earliest !== Infinity) {
+        await this.storage.put(written);
+        if (!this.alarmSet) await this.pruneLater(earliest);
+      }
+      return new Response(verdicts);
     }
 
     /** Makes sure an alarm will forget the entries, busy or idle: one set already (this

@@ -146,11 +146,11 @@ pub fn rate_limiter_answer(
     ))
 }
 
-/// The storage key of a DPoP replay check's query (`js/rate-limiter.js`), or nothing for a
-/// malformed query.
-#[wasm_bindgen(js_name = replayEntry)]
-pub fn replay_entry(url: &str) -> Option<String> {
-    crate::isolate::replay_entry(url)
+/// The storage keys of a DPoP replay call's proofs, one space between two
+/// (`js/rate-limiter.js`), or nothing for a malformed query.
+#[wasm_bindgen(js_name = replayEntries)]
+pub fn replay_entries(url: &str) -> Option<String> {
+    crate::isolate::replay_entries(url)
 }
 
 /// The answer for a wait this instance does not have. The origin's answer to a request an
@@ -212,6 +212,7 @@ impl Driver {
                 Answer::Copy(None)
             }
             Expect::Timer => Answer::Timer,
+            Expect::Opened => Answer::Opened,
             Expect::Imported if ok => {
                 if let Some((Io::Import { key, .. }, _)) = self.isolate.io(id) {
                     self.crypto.keep(key, value.clone().unchecked_into());
@@ -293,6 +294,7 @@ impl Driver {
             }
             Io::ReadCopy { key } => js::cache_get(key),
             Io::Sleep { ms } => js::sleep(ms as f64),
+            Io::Gate { timeout_ms } => js::gate(id.0, timeout_ms as f64),
             Io::Import { point, .. } => js::import_key(&point),
             Io::Verify {
                 key: name,
@@ -355,6 +357,7 @@ impl Driver {
                 }
             }
             Side::ForgetProofKey { jkt } => self.crypto.forget_proof_key(&jkt),
+            Side::Open { id } => js::open(id.0),
             Side::StoreCopy(copy) => {
                 if let Some(ctx) = ctx {
                     js::cache_put(

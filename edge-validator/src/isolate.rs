@@ -50,7 +50,7 @@ pub use io::{
 };
 pub use leases::object_answer;
 pub use log::event_line;
-pub use proofs::replay_entry;
+pub use proofs::replay_entries;
 pub use reply::{EdgeError, RateLimitHeaders, Reply};
 pub use waits::{WaitId, EPOCH_BITS};
 
@@ -59,6 +59,7 @@ use leases::{Answered, Ask, Leases, Take};
 use limits::{Check, Limiter, Source, Subject};
 use local_table::LocalTable;
 use log::{Event, LeaseEvent, RequestLog, Sampler};
+use proofs::{ReplayLines, Verdict};
 use revocations::{Pull, PullStep, Revocations, Sync};
 use url::RequestUrl;
 use waits::Waits;
@@ -130,6 +131,8 @@ pub struct Isolate<T> {
     leases: Leases,
     /// The DPoP proof keys the driver holds imported, by thumbprint.
     proof_keys: LocalTable<()>,
+    /// The requests waiting for each replay object, and whether a call to it is out.
+    replays: ReplayLines,
     /// Until when each kind of job counts as running (0: not running).
     keys_busy_until: UnixTime,
     revocations_busy_until: UnixTime,
@@ -154,6 +157,14 @@ enum Waiting<T> {
         exchange: T,
         asking: Box<LeaseAsking>,
     },
+    /// One call to a replay object for the requests `members` (kept alive by the first's
+    /// exchange): each is opened when it answers.
+    Replays {
+        exchange: T,
+        name: String,
+        url: String,
+        members: Vec<WaitId>,
+    },
 }
 
 /// What a suspended request waits for.
@@ -176,7 +187,8 @@ enum Suspended {
     Verify(Box<Verifying>),
     /// WebCrypto's verdict on a DPoP proof.
     Proof(Box<Proving>),
-    /// The replay object's answer: was this proof seen before?
+    /// Its replay object's verdict, brought by a call it shares with the proofs that verified
+    /// meanwhile (`proofs::ReplayLines`): opened when the call answers.
     Replay(Box<Replaying>),
     /// Its Durable Object's decision.
     Limit(Box<Asking>),
@@ -276,8 +288,10 @@ struct Proving {
 struct Replaying {
     arrived: Arrived,
     verified: Arc<VerifiedToken>,
-    name: String,
-    url: String,
+    /// Its part of the call (`proofs::replay_pair`).
+    pair: String,
+    /// The object's verdict, set when the call answers.
+    verdict: Option<Verdict>,
     log: RequestLog,
     started: UnixTime,
 }
@@ -391,6 +405,7 @@ impl<T: Clone> Isolate<T> {
             keys: KeySet::new(&config),
             leases: Leases::new(config.lease_policy, config.fetch_timeout_ms),
             proof_keys: LocalTable::new(PROOF_KEYS),
+            replays: ReplayLines::default(),
             config,
             revocations: Revocations::default(),
             limiter: Limiter::new(),
@@ -457,12 +472,13 @@ impl<T: Clone> Isolate<T> {
                 JobIo::Fetch(_) => Expect::Fetched,
                 JobIo::ReadCopy(_) => Expect::Copy,
             },
-            Waiting::Renewal { .. } => Expect::Limit,
+            Waiting::Renewal { .. } | Waiting::Replays { .. } => Expect::Limit,
             Waiting::Request { on, .. } => match on {
                 Suspended::Job { .. } => Expect::Timer,
                 Suspended::Import { .. } => Expect::Imported,
                 Suspended::Verify(_) | Suspended::Proof(_) => Expect::Verified,
-                Suspended::Limit(_) | Suspended::Replay(_) => Expect::Limit,
+                Suspended::Limit(_) => Expect::Limit,
+                Suspended::Replay(_) => Expect::Opened,
                 Suspended::Lease(_) => Expect::Timer,
                 Suspended::Origin(_) => Expect::Origin,
             },
@@ -499,6 +515,19 @@ impl<T: Clone> Isolate<T> {
                 };
                 (io, exchange)
             }
+            Waiting::Replays {
+                exchange,
+                name,
+                url,
+                ..
+            } => {
+                let io = Io::AskLimiter {
+                    name,
+                    url,
+                    timeout_ms: self.config.fetch_timeout_ms,
+                };
+                (io, exchange)
+            }
             Waiting::Request { exchange, on } => {
                 let io = match on {
                     Suspended::Job { .. } => Io::Sleep { ms: POLL_MS },
@@ -527,10 +556,9 @@ impl<T: Clone> Isolate<T> {
                             .and_then(|proof| proof.as_bytes().get(..proving.message_len))
                             .unwrap_or_default(),
                     },
-                    Suspended::Replay(replaying) => Io::AskLimiter {
-                        name: &replaying.name,
-                        url: &replaying.url,
-                        timeout_ms: self.config.fetch_timeout_ms,
+                    // The call out, then its own: each settles within the fetch timeout.
+                    Suspended::Replay(_) => Io::Gate {
+                        timeout_ms: self.config.fetch_timeout_ms.saturating_mul(2),
                     },
                     Suspended::Verify(verifying) => {
                         let token = presented_token(&verifying.arrived.head);
@@ -599,6 +627,19 @@ impl<T: Clone> Isolate<T> {
                 }
                 Next::Idle(exchange)
             }
+            Waiting::Replays {
+                exchange,
+                name,
+                members,
+                ..
+            } => {
+                let answer = match &answer {
+                    Answer::Limit(answer) => answer.as_deref().map_err(String::as_str),
+                    _ => Err("a call answered as something else"),
+                };
+                self.replays_answered(&name, &members, answer);
+                Next::Idle(exchange)
+            }
             Waiting::Request { exchange, on } => match (on, answer) {
                 (
                     Suspended::Job {
@@ -644,8 +685,8 @@ impl<T: Clone> Isolate<T> {
                 (Suspended::Proof(proving), Answer::Verified(verdict)) => {
                     self.proved(*proving, exchange, verdict, now)
                 }
-                (Suspended::Replay(replaying), Answer::Limit(answer)) => {
-                    self.replay_answered(*replaying, exchange, answer, now)
+                (Suspended::Replay(replaying), Answer::Opened) => {
+                    self.replay_answered(*replaying, exchange, now)
                 }
                 (Suspended::Limit(asking), Answer::Limit(answer)) => {
                     let Asking {
@@ -1043,45 +1084,104 @@ impl<T: Clone> Isolate<T> {
         let key = ["dpop/", proof.jkt().as_str()].concat();
         let scope = self.config.dpop_replay_scope;
         let name = object_name(scope, &key, arrived.head.colo.as_deref());
-        let url = proofs::replay_url(&proof);
         log.dpop_jkt = Some(proof.jkt().clone());
         let replaying = Replaying {
             arrived,
             verified,
-            name,
-            url,
+            pair: proofs::replay_pair(&proof),
+            verdict: None,
             log,
             started,
         };
-        self.park_request(exchange, Suspended::Replay(Box::new(replaying)))
+        let next = self.park_request(exchange, Suspended::Replay(Box::new(replaying)));
+        if let Next::Wait(id) = next {
+            if self.replays.join(&name, id) {
+                self.call_replays(name);
+            }
+        }
+        next
     }
 
-    /// The replay object's answer: a first use goes on, a replay is refused (and charged),
-    /// and no answer is a 503 (a proof is never taken unchecked).
-    fn replay_answered(
-        &mut self,
-        replaying: Replaying,
-        exchange: T,
-        answer: Result<String, String>,
-        now: UnixTime,
-    ) -> Next<T> {
+    /// Sends the next call to the replay object `name` for the requests queued on its line,
+    /// in the background (kept alive by the first one's exchange); closes the line when no
+    /// one is queued. A queued request whose wait is gone (evicted from the table) is left
+    /// out, and opened so its promise settles.
+    fn call_replays(&mut self, name: String) {
+        loop {
+            let queued = self.replays.next_call(&name);
+            if queued.is_empty() {
+                return;
+            }
+            let mut members = Vec::with_capacity(queued.len());
+            let mut pairs = Vec::with_capacity(queued.len());
+            let mut exchange = None;
+            for id in queued {
+                match self.waits.get(id) {
+                    Some(Waiting::Request {
+                        exchange: theirs,
+                        on: Suspended::Replay(replaying),
+                    }) => {
+                        exchange.get_or_insert_with(|| theirs.clone());
+                        pairs.push(replaying.pair.as_str());
+                        members.push(id);
+                    }
+                    _ => self.side.push(Side::Open { id }),
+                }
+            }
+            let Some(exchange) = exchange else { continue };
+            let url = proofs::replay_url(pairs);
+            let (id, _) = self.jobs.park(Waiting::Replays {
+                exchange,
+                name,
+                url,
+                members,
+            });
+            self.side.push(Side::Background { id });
+            return;
+        }
+    }
+
+    /// A replay call's `answer`: each member gets its verdict and is opened, then the line's
+    /// next call goes out.
+    fn replays_answered(&mut self, name: &str, members: &[WaitId], answer: Result<&str, &str>) {
+        let verdicts = proofs::verdicts(answer, members.len());
+        for (&id, verdict) in members.iter().zip(verdicts) {
+            if let Some(Waiting::Request {
+                on: Suspended::Replay(replaying),
+                ..
+            }) = self.waits.get_mut(id)
+            {
+                replaying.verdict = Some(verdict);
+            }
+            self.side.push(Side::Open { id });
+        }
+        self.call_replays(name.to_owned());
+    }
+
+    /// The replay object's verdict: a first use goes on, a replay is refused (and charged),
+    /// and no verdict is a 503 (a proof is never taken unchecked).
+    fn replay_answered(&mut self, replaying: Replaying, exchange: T, now: UnixTime) -> Next<T> {
         let Replaying {
             arrived,
             verified,
+            verdict,
             mut log,
             started,
             ..
         } = replaying;
         log.dpop_ms = Some(now.millis_since(started));
-        match answer.as_deref().map(proofs::first_use) {
-            Ok(Some(true)) => self.admitted(arrived, exchange, verified, log, started),
-            Ok(Some(false)) => {
+        match verdict {
+            Some(Verdict::Fresh) => self.admitted(arrived, exchange, verified, log, started),
+            Some(Verdict::Seen) => {
                 let ip = client_network(&arrived.head);
                 let replayed = Rejection::Dpop(ProofError::Replayed);
                 self.reject(arrived, exchange, &ip, replayed, log, started)
             }
-            Ok(None) | Err(_) => {
-                let reason = answer_reason(&answer);
+            Some(Verdict::Unchecked(_)) | None => {
+                let reason = match verdict {
+                    Some(Verdict::Unchecked(reason)) => reason,
+                    _ => "no verdict before its wait ran out".to_owned(),
+                };
                 self.failed(Level::Error, "dpop_replay_unchecked", &reason);
                 let unchecked = Rejection::Dpop(ProofError::ReplayUnchecked);
                 self.reply(exchange, Some(log), &unchecked.into(), now)
@@ -2000,14 +2100,6 @@ fn object_name(scope: RateLimitScope, key: &str, colo: Option<&str>) -> String {
             let location = colo.filter(|colo| !colo.is_empty()).unwrap_or("local");
             format!("{location}/{key}")
         }
-    }
-}
-
-/// Why a replay object's answer was no use, for the log.
-fn answer_reason(answer: &Result<String, String>) -> String {
-    match answer {
-        Ok(_) => "an answer that is not {\"fresh\":true|false}".to_owned(),
-        Err(reason) => reason.clone(),
     }
 }
 

@@ -73,6 +73,7 @@ enum Asked {
     Fetch(String),
     ReadCopy,
     Sleep,
+    Gate,
     Import { key: Named, point: [u8; 65] },
     Verify { key: Named, valid: bool },
     Limiter { name: String },
@@ -145,6 +146,7 @@ impl Edge {
             Io::Fetch { get, .. } => Asked::Fetch(get.url.clone()),
             Io::ReadCopy { .. } => Asked::ReadCopy,
             Io::Sleep { .. } => Asked::Sleep,
+            Io::Gate { .. } => Asked::Gate,
             Io::Import { key, point } => Asked::Import {
                 key: Named::of(key),
                 point,
@@ -210,7 +212,7 @@ impl Edge {
                     Answer::Imported(Ok(()))
                 }
                 Asked::Verify { valid, .. } => Answer::Verified(Ok(valid)),
-                Asked::Sleep | Asked::Limiter { .. } | Asked::Forward { .. } => {
+                Asked::Sleep | Asked::Gate | Asked::Limiter { .. } | Asked::Forward { .. } => {
                     return (Next::Wait(id), fetched)
                 }
             };
@@ -1821,7 +1823,7 @@ mod dpop {
 
     impl Edge {
         /// A request with `authorization` and `proof` played to its end; replay objects are
-        /// played by `seen` (the object's own storage key, from `replay_entry`).
+        /// played by `seen` (the objects' own storage keys, from `replay_entries`).
         pub(super) fn dpop(
             &mut self,
             authorization: &str,
@@ -1849,19 +1851,62 @@ mod dpop {
                         assert!(matches!(next, Next::PassOn(..)), "{next:?}");
                         return End::Origin(assertion);
                     }
-                    Io::AskLimiter { name, url, .. } if name.contains("/dpop/") => {
-                        // As js/rate-limiter.js: past the proof's last second it is "seen".
-                        let entry = edge_validator::isolate::replay_entry(url).unwrap();
-                        let until: u64 = entry.split(':').next().unwrap().parse().unwrap();
-                        let live = until * 1000 + 1000 > self.now.as_millis();
-                        let fresh = live && seen.insert(entry);
-                        Answer::Limit(Ok(json!({ "fresh": fresh }).to_string()))
+                    Io::Gate { .. } => {
+                        self.answer_replay_calls(seen);
+                        assert!(self.side.contains(&Side::Open { id }), "opened");
+                        Answer::Opened
                     }
                     other => panic!("unexpected {other:?}"),
                 };
                 next = self.answer(id, answer);
             }
         }
+
+        /// The replay calls out (started in the background, not yet answered), oldest first:
+        /// their waits, objects and queries.
+        pub(super) fn replay_calls(&self) -> Vec<(WaitId, String, String)> {
+            self.side
+                .iter()
+                .filter_map(|side| match side {
+                    Side::Background { id } => match self.isolate.io(*id) {
+                        Some((Io::AskLimiter { name, url, .. }, _)) if name.contains("/dpop/") => {
+                            Some((*id, name.to_owned(), url.to_owned()))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// Answers every replay call out, and those their answers send, as
+        /// js/rate-limiter.js does with `seen` as its storage.
+        pub(super) fn answer_replay_calls(&mut self, seen: &mut HashSet<String>) {
+            while let Some((id, _, url)) = self.replay_calls().into_iter().next() {
+                let answer = replay_object(&url, self.now, seen);
+                let next = self.answer(id, Answer::Limit(Ok(answer)));
+                assert!(matches!(next, Next::Idle(_)), "{next:?}");
+            }
+        }
+    }
+
+    /// A replay object's answer to the call `url` at `now`, `seen` being its storage: one
+    /// `1` (first use) or `0` per proof. As js/rate-limiter.js: past a proof's last second
+    /// it is "seen".
+    pub(super) fn replay_object(url: &str, now: UnixTime, seen: &mut HashSet<String>) -> String {
+        let entries = edge_validator::isolate::replay_entries(url).unwrap();
+        entries
+            .split(' ')
+            .map(|entry| {
+                let until: u64 = entry.split(':').next().unwrap().parse().unwrap();
+                let live = until * 1000 + 1000 > now.as_millis();
+                if live && seen.insert(entry.to_owned()) {
+                    '1'
+                } else {
+                    '0'
+                }
+            })
+            .collect()
     }
 
     pub(super) fn challenge(reply: &Reply) -> (&str, String) {
@@ -2100,6 +2145,82 @@ fn a_proof_replayed_at_another_isolate_is_refused_by_its_object() {
 }
 
 #[test]
+fn proofs_of_one_key_at_once_share_a_replay_call_and_each_gets_its_own_verdict() {
+    let mut edge = Edge::new();
+    let mut seen = std::collections::HashSet::new();
+    let holder = Holder::new(7);
+    let token = bound_token(&holder);
+    let authorization = format!("DPoP {token}");
+    // Up to its replay object: every check done, the request at its gate.
+    let at_gate = |edge: &mut Edge, proof: &str| {
+        let head = Head {
+            dpop: Some(proof.to_owned()),
+            ..head(&authorization)
+        };
+        let next = edge.arrive(head, "dpop");
+        let id = wait_of(&edge.drive(next, &fixtures::jwks_value()).0);
+        assert_eq!(edge.asked(id), Asked::Gate);
+        id
+    };
+    let proofs: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|jti| holder.proof(jti, &token, |_, _| {}))
+        .collect();
+    let first = at_gate(&mut edge, &proofs[0]);
+    let calls = edge.replay_calls();
+    assert_eq!(calls.len(), 1, "a lone proof sends its own call at once");
+    let entries = |url: &str| edge_validator::isolate::replay_entries(url).unwrap();
+    assert_eq!(entries(&calls[0].2).split(' ').count(), 1);
+    // Three more while it is out, one of them the same proof twice: no new call.
+    let queued = [
+        at_gate(&mut edge, &proofs[1]),
+        at_gate(&mut edge, &proofs[2]),
+        at_gate(&mut edge, &proofs[1]),
+    ];
+    assert_eq!(edge.replay_calls().len(), 1, "one call out per object");
+
+    // The first call answers: its request is opened, and the three go in one call.
+    let answer = dpop::replay_object(&calls[0].2, edge.now, &mut seen);
+    assert!(matches!(
+        edge.answer(calls[0].0, Answer::Limit(Ok(answer))),
+        Next::Idle(_)
+    ));
+    assert!(edge.side.contains(&Side::Open { id: first }));
+    let calls = edge.replay_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(entries(&calls[0].2).split(' ').count(), 3);
+    assert_eq!(calls[0].1, format!("FRA/dpop/{}", holder.jkt()));
+    let forwarded = |next: Next<&'static str>| matches!(next, Next::Wait(_));
+    assert!(forwarded(edge.answer(first, Answer::Opened)));
+
+    // The object judges each: the second of two equal proofs is a replay.
+    let answer = dpop::replay_object(&calls[0].2, edge.now, &mut seen);
+    assert_eq!(answer, "110");
+    assert!(matches!(
+        edge.answer(calls[0].0, Answer::Limit(Ok(answer))),
+        Next::Idle(_)
+    ));
+    assert!(forwarded(edge.answer(queued[0], Answer::Opened)));
+    assert!(forwarded(edge.answer(queued[1], Answer::Opened)));
+    let reply = reply_of(edge.answer(queued[2], Answer::Opened));
+    assert_eq!(reply.status, 401);
+    assert!(reply.body.contains("already used"), "{}", reply.body);
+    assert!(
+        edge.replay_calls().is_empty(),
+        "no one queued: the line closed"
+    );
+
+    // So the next proof sends its own call at once; an answer that does not count one
+    // verdict per proof leaves it unchecked (503), never passed.
+    let next = at_gate(&mut edge, &holder.proof("d", &token, |_, _| {}));
+    let calls = edge.replay_calls();
+    assert_eq!(calls.len(), 1);
+    let short = Answer::Limit(Ok(String::new()));
+    assert!(matches!(edge.answer(calls[0].0, short), Next::Idle(_)));
+    assert_eq!(reply_of(edge.answer(next, Answer::Opened)).status, 503);
+}
+
+#[test]
 fn a_proof_is_good_to_the_last_second_of_its_window() {
     let holder = Holder::new(4);
     let token = bound_token(&holder);
@@ -2170,10 +2291,14 @@ fn no_answer_from_the_replay_object_is_503_never_a_pass() {
     let Next::Wait(id) = next else {
         panic!("{next:?}")
     };
-    assert!(
-        matches!(edge.asked(id), Asked::Limiter { ref name } if name == &format!("FRA/dpop/{}", holder.jkt()))
-    );
-    let reply = reply_of(edge.answer(id, Answer::Limit(Err("no answer within 1000 ms".into()))));
+    assert_eq!(edge.asked(id), Asked::Gate);
+    let [(call, name, _)] = &edge.replay_calls()[..] else {
+        panic!("one call out")
+    };
+    assert_eq!(name, &format!("FRA/dpop/{}", holder.jkt()));
+    let lost = Answer::Limit(Err("no answer within 1000 ms".into()));
+    assert!(matches!(edge.answer(*call, lost), Next::Idle(_)));
+    let reply = reply_of(edge.answer(id, Answer::Opened));
     assert_eq!(reply.status, 503);
     assert!(reply.challenge.is_none());
     assert_eq!(edge.events("dpop_replay_unchecked"), 1);

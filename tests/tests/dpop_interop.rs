@@ -442,6 +442,33 @@ async fn a_proof_replayed_at_another_live_isolate_is_refused() {
         2,
         "the replay never reached the origin"
     );
+
+    // A burst at one isolate: proofs verified while its replay call is out wait for the next
+    // call, together (a gate each, src/isolate/proofs.rs). Each is still judged on its own:
+    // the two sent twice pass once.
+    let proofs: Vec<String> = (0..12)
+        .map(|_| holder.proof("GET", &url, Some(&token), |_, _| {}))
+        .collect();
+    let mut burst = tokio::task::JoinSet::new();
+    for proof in proofs.iter().chain(&proofs[..2]) {
+        burst.spawn(Reply::of(at(ports[0], proof)));
+    }
+    let mut statuses = Vec::new();
+    while let Some(reply) = burst.join_next().await {
+        let reply = reply.unwrap();
+        if reply.status != 200 {
+            let log = edges.log();
+            assert!(reply.body.contains("already used"), "{}\n{log}", reply.body);
+        }
+        statuses.push(reply.status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [[200; 12].as_slice(), &[401; 2]].concat());
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        14,
+        "replays never reach the origin"
+    );
     assert!(
         !edges.log().contains("dpop_prune_alarm_failed"),
         "{}",

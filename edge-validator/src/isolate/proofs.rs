@@ -1,74 +1,170 @@
 //! DPoP replay checks: what the edge asks a proof's replay object, what the object answers,
-//! and how the object stores a proof.
+//! how the object stores a proof, and how an isolate groups its asks.
 //!
 //! One object per proof key (`dpop/<jkt>`): per location by default, or one worldwide
 //! (`DPOP_REPLAY_SCOPE`). The object keeps each proof it accepted in its durable storage under
 //! `<until>:<replay key>`, `until` being the last second the proof would be accepted,
 //! zero-padded so that the keys sort by it and expired ones go by range, in batches. Its
 //! input gate holds other requests between the read and the write, so of two isolates
-//! sending one proof, exactly one hears "fresh".
+//! sending one proof, exactly one hears "fresh"; within one call, the first of two equal
+//! proofs is the fresh one.
 //!
 //! The bound: with per-location objects, a proof is accepted at most once per location
 //! within its window (`ProofRules::replay_window_secs`); with one object worldwide, once.
+//!
+//! **Group commit.** An isolate has at most one call out to each replay object. Proofs for
+//! that object that verify meanwhile wait in its [`ReplayLines`] queue and go together, up to
+//! [`BATCH`], in the next call, sent when the last one answers. A call costs the edge more
+//! CPU than a proof's checks and signature together (`docs/performance.md`, DPoP), so a
+//! client sending many requests at once pays for a share of one each; a lone request waits
+//! for no one and sends its own. Nothing is decided in the isolate: every proof is still the
+//! object's to judge, one by one.
+
+use std::collections::{HashMap, VecDeque};
 
 use shared::VerifiedProof;
 
 use super::url::RequestUrl;
+use super::waits::WaitId;
 
+/// Most proofs one replay call carries (Durable Object storage reads and writes at most 128
+/// keys at once; a query of this many stays a few KiB).
+pub(crate) const BATCH: usize = 64;
 /// The object's path for a replay check.
 const REPLAY_PATH: &str = "/dpop";
-/// The object's two answers (`JSON.stringify({ fresh })` in `js/rate-limiter.js`).
-const FRESH: &str = r#"{"fresh":true}"#;
-const SEEN: &str = r#"{"fresh":false}"#;
 /// Digits of `until` in a storage key: seconds since the epoch fit in 12 until the year
 /// 33658.
 const UNTIL_DIGITS: usize = 12;
 
-/// The ask for `proof`: its replay key and the last second it would be accepted.
-pub(crate) fn replay_url(proof: &VerifiedProof) -> String {
+/// One proof's part of a replay query: its last second and its replay key.
+pub(crate) fn replay_pair(proof: &VerifiedProof) -> String {
     let until = proof.remember_until().to_string();
-    let key = proof.replay_key();
-    [
-        "https://rate-limiter.internal",
-        REPLAY_PATH,
-        "?until=",
-        &until,
-        "&key=",
-        &key,
-    ]
-    .concat()
+    ["until=", &until, "&key=", &proof.replay_key()].concat()
 }
 
-/// The object's answer read: `Some(true)` for a first use, `Some(false)` for a replay,
-/// `None` for anything else.
-pub(crate) fn first_use(answer: &str) -> Option<bool> {
+/// The replay call for `pairs` (each from [`replay_pair`]), in order.
+pub(crate) fn replay_url<'a>(pairs: impl IntoIterator<Item = &'a str>) -> String {
+    let mut url = ["https://rate-limiter.internal", REPLAY_PATH, "?"].concat();
+    for (at, pair) in pairs.into_iter().enumerate() {
+        if at > 0 {
+            url.push('&');
+        }
+        url.push_str(pair);
+    }
+    url
+}
+
+/// What the object said of one proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Its first use.
+    Fresh,
+    /// Seen before (or past its last second on the object's clock).
+    Seen,
+    /// No usable answer: why, for the log. The proof is refused (503), never taken unchecked.
+    Unchecked(String),
+}
+
+/// The object's answer to a call of `count` proofs, one verdict each in order. The answer is
+/// one character per proof, `1` for a first use and `0` for a replay; any other answer leaves
+/// every proof unchecked.
+pub(crate) fn verdicts(answer: Result<&str, &str>, count: usize) -> Vec<Verdict> {
+    let answer = answer.and_then(|text| {
+        let valid = text.len() == count && text.bytes().all(|b| b == b'0' || b == b'1');
+        if valid {
+            Ok(text)
+        } else {
+            Err("an answer that is not one 0 or 1 per proof")
+        }
+    });
     match answer {
-        FRESH => Some(true),
-        SEEN => Some(false),
-        _ => None,
+        Ok(text) => text
+            .bytes()
+            .map(|b| {
+                if b == b'1' {
+                    Verdict::Fresh
+                } else {
+                    Verdict::Seen
+                }
+            })
+            .collect(),
+        Err(reason) => vec![Verdict::Unchecked(reason.to_owned()); count],
     }
 }
 
-/// For the object (`js/rate-limiter.js`): the storage key of a replay ask `url`, or `None`
-/// when `url` is not one (another path, a query not exactly `until` then a 43-character
-/// base64url `key`).
+/// For the object (`js/rate-limiter.js`): the storage keys of a replay call `url`, in order,
+/// one space between two; or `None` when `url` is not one (another path, a query not made
+/// of 1 to [`BATCH`] pairs of `until` then a 43-character base64url `key`).
 #[must_use]
-pub fn replay_entry(url: &str) -> Option<String> {
+pub fn replay_entries(url: &str) -> Option<String> {
     let parsed = RequestUrl::parse(url);
     if parsed.path() != REPLAY_PATH {
         return None;
     }
-    let query = parsed.query()?;
-    let (until, key) = query.split_once('&')?;
-    let until: u64 = until.strip_prefix("until=")?.parse().ok()?;
-    let key = key.strip_prefix("key=")?;
-    let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-    if key.len() != 43 || !key.bytes().all(base64url) {
-        return None;
+    let mut parts = parsed.query()?.split('&');
+    let mut entries = String::new();
+    let mut count = 0;
+    while let Some(until) = parts.next() {
+        let until: u64 = until.strip_prefix("until=")?.parse().ok()?;
+        let key = parts.next()?.strip_prefix("key=")?;
+        let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        if key.len() != 43 || !key.bytes().all(base64url) {
+            return None;
+        }
+        count += 1;
+        if count > BATCH {
+            return None;
+        }
+        let until = until.to_string();
+        if !entries.is_empty() {
+            entries.push(' ');
+        }
+        entries.push_str(&"0".repeat(UNTIL_DIGITS.saturating_sub(until.len())));
+        entries.push_str(&until);
+        entries.push(':');
+        entries.push_str(key);
     }
-    let until = until.to_string();
-    let padding = "0".repeat(UNTIL_DIGITS.saturating_sub(until.len()));
-    Some([padding.as_str(), &until, ":", key].concat())
+    Some(entries)
+}
+
+/// Each replay object's line in this isolate: whether a call is out, and the requests
+/// (their waits) whose proofs go in the next one.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayLines {
+    /// By object name; a line goes when its last call answers with no one queued.
+    lines: HashMap<String, VecDeque<WaitId>>,
+}
+
+impl ReplayLines {
+    /// Queues the request waiting under `id` for object `name`: `true` when no call to it is
+    /// out, so the caller sends one now ([`Self::next_call`]).
+    pub(crate) fn join(&mut self, name: &str, id: WaitId) -> bool {
+        match self.lines.get_mut(name) {
+            Some(queue) => {
+                queue.push_back(id);
+                false
+            }
+            None => {
+                self.lines.insert(name.to_owned(), VecDeque::from([id]));
+                true
+            }
+        }
+    }
+
+    /// The requests for the next call to `name`, up to [`BATCH`], oldest first; none (and
+    /// the line closed) when no one is waiting. Called to send a line's first call and when
+    /// each call answers.
+    pub(crate) fn next_call(&mut self, name: &str) -> Vec<WaitId> {
+        let Some(queue) = self.lines.get_mut(name) else {
+            return Vec::new();
+        };
+        if queue.is_empty() {
+            self.lines.remove(name);
+            return Vec::new();
+        }
+        let take = queue.len().min(BATCH);
+        queue.drain(..take).collect()
+    }
 }
 
 #[cfg(test)]
@@ -76,12 +172,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_sort_by_their_last_second() {
+    fn entries_sort_by_their_last_second_and_go_in_order() {
         let key = "A".repeat(43);
-        let early = replay_entry(&format!("https://o/dpop?until=99&key={key}")).unwrap();
-        let late = replay_entry(&format!("https://o/dpop?until=1800000000&key={key}")).unwrap();
-        assert_eq!(early, format!("000000000099:{key}"));
-        assert!(early < late);
+        let other = "B".repeat(43);
+        let url = format!("https://o/dpop?until=99&key={key}&until=1800000000&key={other}");
+        assert_eq!(
+            replay_entries(&url).unwrap(),
+            format!("000000000099:{key} 001800000000:{other}")
+        );
+        assert!("000000000099" < "001800000000");
+        let full = vec![format!("until=9&key={key}"); BATCH];
+        assert!(replay_entries(&replay_url(full.iter().map(String::as_str))).is_some());
+        let over = vec![format!("until=9&key={key}"); BATCH + 1];
         for bad in [
             format!("https://o/lease?until=9&key={key}"),
             format!("https://o/dpop?key={key}&until=9"),
@@ -89,11 +191,45 @@ mod tests {
             "https://o/dpop?until=9&key=short".to_owned(),
             format!("https://o/dpop?until=9&key={}", "+".repeat(43)),
             format!("https://o/dpop?until=9&key={key}&more=1"),
+            format!("https://o/dpop?until=9&key={key}&until=9"),
+            "https://o/dpop?".to_owned(),
+            replay_url(over.iter().map(String::as_str)),
         ] {
-            assert_eq!(replay_entry(&bad), None, "{bad}");
+            assert_eq!(replay_entries(&bad), None, "{bad}");
         }
-        assert_eq!(first_use(r#"{"fresh":true}"#), Some(true));
-        assert_eq!(first_use(r#"{"fresh":false}"#), Some(false));
-        assert_eq!(first_use("{}"), None);
+    }
+
+    #[test]
+    fn an_answer_is_one_verdict_per_proof_or_none_at_all() {
+        use Verdict::{Fresh, Seen, Unchecked};
+        assert_eq!(verdicts(Ok("10"), 2), [Fresh, Seen]);
+        let unusable = Unchecked("an answer that is not one 0 or 1 per proof".to_owned());
+        for short_or_odd in ["1", "101", "1x", r#"{"fresh":true}"#] {
+            assert_eq!(
+                verdicts(Ok(short_or_odd), 2),
+                [unusable.clone(), unusable.clone()]
+            );
+        }
+        assert_eq!(verdicts(Err("gone"), 1), [Unchecked("gone".to_owned())]);
+    }
+
+    #[test]
+    fn a_line_has_one_call_out_and_batches_the_rest() {
+        let mut lines = ReplayLines::default();
+        assert!(lines.join("o", WaitId(1)), "the first sends at once");
+        assert_eq!(lines.next_call("o"), [WaitId(1)]);
+        for id in 2..(3 + BATCH as u32) {
+            assert!(!lines.join("o", WaitId(id)), "a call is out");
+        }
+        assert!(lines.join("other", WaitId(900)), "each object its own line");
+        let next = lines.next_call("o");
+        assert_eq!(next.len(), BATCH);
+        assert_eq!(next.first(), Some(&WaitId(2)));
+        assert_eq!(lines.next_call("o"), [WaitId(2 + BATCH as u32)]);
+        assert!(
+            lines.next_call("o").is_empty(),
+            "no one left: the line closes"
+        );
+        assert!(lines.join("o", WaitId(1000)), "so the next sends at once");
     }
 }

@@ -81,6 +81,17 @@ impl<T> Waits<T> {
         }
     }
 
+    /// The value parked under `id`, to change in place.
+    pub(crate) fn get_mut(&mut self, id: WaitId) -> Option<&mut T> {
+        if !self.owns(id) {
+            return None;
+        }
+        match self.slots.get_mut(slot(id))? {
+            Some((parked, value)) if *parked == id => Some(value),
+            _ => None,
+        }
+    }
+
     /// The value parked under `id`, once; nothing for an id of another epoch.
     pub(crate) fn take(&mut self, id: WaitId) -> Option<T> {
         if !self.owns(id) {

@@ -556,7 +556,8 @@ impl<T: Clone> Isolate<T> {
                             .and_then(|proof| proof.as_bytes().get(..proving.message_len))
                             .unwrap_or_default(),
                     },
-                    // The call out, then its own: each settles within the fetch timeout.
+                    // The earliest call out, then its own (`proofs`): each settles within
+                    // the fetch timeout.
                     Suspended::Replay(_) => Io::Gate {
                         timeout_ms: self.config.fetch_timeout_ms.saturating_mul(2),
                     },
@@ -1103,9 +1104,9 @@ impl<T: Clone> Isolate<T> {
     }
 
     /// Sends the next call to the replay object `name` for the requests queued on its line,
-    /// in the background (kept alive by the first one's exchange); closes the line when no
-    /// one is queued. A queued request whose wait is gone (evicted from the table) is left
-    /// out, and opened so its promise settles.
+    /// in the background (kept alive by the first one's exchange), if any are. A queued
+    /// request whose wait is gone (evicted from the table) is left out, and opened so its
+    /// promise settles.
     fn call_replays(&mut self, name: String) {
         loop {
             let queued = self.replays.next_call(&name);
@@ -1128,7 +1129,10 @@ impl<T: Clone> Isolate<T> {
                     _ => self.side.push(Side::Open { id }),
                 }
             }
-            let Some(exchange) = exchange else { continue };
+            let Some(exchange) = exchange else {
+                self.replays.answered(&name);
+                continue;
+            };
             let url = proofs::replay_url(pairs);
             let (id, _) = self.jobs.park(Waiting::Replays {
                 exchange,
@@ -1144,6 +1148,7 @@ impl<T: Clone> Isolate<T> {
     /// A replay call's `answer`: each member gets its verdict and is opened, then the line's
     /// next call goes out.
     fn replays_answered(&mut self, name: &str, members: &[WaitId], answer: Result<&str, &str>) {
+        self.replays.answered(name);
         let verdicts = proofs::verdicts(answer, members.len());
         for (&id, verdict) in members.iter().zip(verdicts) {
             if let Some(Waiting::Request {

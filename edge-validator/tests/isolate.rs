@@ -2177,7 +2177,7 @@ fn proofs_of_one_key_at_once_share_a_replay_call_and_each_gets_its_own_verdict()
         at_gate(&mut edge, &proofs[2]),
         at_gate(&mut edge, &proofs[1]),
     ];
-    assert_eq!(edge.replay_calls().len(), 1, "one call out per object");
+    assert_eq!(edge.replay_calls().len(), 1, "they wait for the call out");
 
     // The first call answers: its request is opened, and the three go in one call.
     let answer = dpop::replay_object(&calls[0].2, edge.now, &mut seen);

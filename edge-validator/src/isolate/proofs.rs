@@ -12,9 +12,10 @@
 //! The bound: with per-location objects, a proof is accepted at most once per location
 //! within its window (`ProofRules::replay_window_secs`); with one object worldwide, once.
 //!
-//! **Group commit.** An isolate has at most one call out to each replay object. Proofs for
-//! that object that verify meanwhile wait in its [`ReplayLines`] queue and go together, up to
-//! [`BATCH`], in the next call, sent when the last one answers. A call costs the edge more
+//! **Group commit.** Proofs for a replay object that verify while a call to it is out wait in
+//! its [`ReplayLines`] queue and go together, up to [`BATCH`], in the next call, sent when a
+//! call out answers, or at once when the queue holds a full call. So a proof waits for at most
+//! two calls, the earliest one out and its own, each bounded by the fetch timeout. A call costs the edge more
 //! CPU than a proof's checks and signature together (`docs/performance.md`, DPoP), so a
 //! client sending many requests at once pays for a share of one each; a lone request waits
 //! for no one and sends its own. Nothing is decided in the isolate: every proof is still the
@@ -127,43 +128,53 @@ pub fn replay_entries(url: &str) -> Option<String> {
     Some(entries)
 }
 
-/// Each replay object's line in this isolate: whether a call is out, and the requests
-/// (their waits) whose proofs go in the next one.
+/// Each replay object's line in this isolate: the calls out, and the requests (their waits)
+/// whose proofs go in the next one.
 #[derive(Debug, Default)]
 pub(crate) struct ReplayLines {
-    /// By object name; a line goes when its last call answers with no one queued.
-    lines: HashMap<String, VecDeque<WaitId>>,
+    /// By object name; a line goes when no call is out and no one is queued.
+    lines: HashMap<String, Line>,
+}
+
+#[derive(Debug, Default)]
+struct Line {
+    calls_out: usize,
+    queued: VecDeque<WaitId>,
 }
 
 impl ReplayLines {
-    /// Queues the request waiting under `id` for object `name`: `true` when no call to it is
-    /// out, so the caller sends one now ([`Self::next_call`]).
+    /// Queues the request waiting under `id` for object `name`: `true` when the caller sends
+    /// a call now ([`Self::next_call`]): none is out, or the queue holds a full one.
     pub(crate) fn join(&mut self, name: &str, id: WaitId) -> bool {
-        match self.lines.get_mut(name) {
-            Some(queue) => {
-                queue.push_back(id);
-                false
-            }
-            None => {
-                self.lines.insert(name.to_owned(), VecDeque::from([id]));
-                true
-            }
-        }
+        let line = self.lines.entry(name.to_owned()).or_default();
+        line.queued.push_back(id);
+        line.calls_out == 0 || line.queued.len() >= BATCH
     }
 
-    /// The requests for the next call to `name`, up to [`BATCH`], oldest first; none (and
-    /// the line closed) when no one is waiting. Called to send a line's first call and when
-    /// each call answers.
+    /// The requests for the next call to `name`, up to [`BATCH`], oldest first, counted as a
+    /// call out; none when no one is waiting (and the line closed when no call is out
+    /// either). Called when a request joins an idle line or fills a call, and when a call
+    /// answers ([`Self::answered`] first).
     pub(crate) fn next_call(&mut self, name: &str) -> Vec<WaitId> {
-        let Some(queue) = self.lines.get_mut(name) else {
+        let Some(line) = self.lines.get_mut(name) else {
             return Vec::new();
         };
-        if queue.is_empty() {
-            self.lines.remove(name);
+        if line.queued.is_empty() {
+            if line.calls_out == 0 {
+                self.lines.remove(name);
+            }
             return Vec::new();
         }
-        let take = queue.len().min(BATCH);
-        queue.drain(..take).collect()
+        let take = line.queued.len().min(BATCH);
+        line.calls_out += 1;
+        line.queued.drain(..take).collect()
+    }
+
+    /// A call to `name` answered (or was not sent: every request of it was gone).
+    pub(crate) fn answered(&mut self, name: &str) {
+        if let Some(line) = self.lines.get_mut(name) {
+            line.calls_out = line.calls_out.saturating_sub(1);
+        }
     }
 }
 
@@ -214,22 +225,31 @@ mod tests {
     }
 
     #[test]
-    fn a_line_has_one_call_out_and_batches_the_rest() {
+    fn proofs_wait_for_a_call_out_until_they_fill_one() {
         let mut lines = ReplayLines::default();
         assert!(lines.join("o", WaitId(1)), "the first sends at once");
         assert_eq!(lines.next_call("o"), [WaitId(1)]);
-        for id in 2..(3 + BATCH as u32) {
+        let batch = u32::try_from(BATCH).unwrap();
+        for id in 2..=batch {
             assert!(!lines.join("o", WaitId(id)), "a call is out");
         }
         assert!(lines.join("other", WaitId(900)), "each object its own line");
-        let next = lines.next_call("o");
-        assert_eq!(next.len(), BATCH);
-        assert_eq!(next.first(), Some(&WaitId(2)));
-        assert_eq!(lines.next_call("o"), [WaitId(2 + BATCH as u32)]);
-        assert!(
-            lines.next_call("o").is_empty(),
-            "no one left: the line closes"
-        );
-        assert!(lines.join("o", WaitId(1000)), "so the next sends at once");
+        // The one that fills a call sends it, though a call is out.
+        assert!(lines.join("o", WaitId(batch + 1)));
+        let full = lines.next_call("o");
+        assert_eq!((full.len(), full.first()), (BATCH, Some(&WaitId(2))));
+        assert!(!lines.join("o", WaitId(batch + 2)), "two calls out");
+        // An answer sends the rest, and the line closes once every call is back.
+        lines.answered("o");
+        assert_eq!(lines.next_call("o"), [WaitId(batch + 2)]);
+        lines.answered("o");
+        assert!(lines.next_call("o").is_empty());
+        assert!(!lines.join("o", WaitId(2000)), "one call still out");
+        lines.answered("o");
+        assert_eq!(lines.next_call("o"), [WaitId(2000)]);
+        lines.answered("o");
+        assert!(lines.next_call("o").is_empty(), "nothing out, no one left");
+        assert!(!lines.lines.contains_key("o"), "the line closed");
+        assert!(lines.join("o", WaitId(3000)), "so the next sends at once");
     }
 }

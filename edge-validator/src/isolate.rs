@@ -288,10 +288,13 @@ struct Proving {
 struct Replaying {
     arrived: Arrived,
     verified: Arc<VerifiedToken>,
-    /// Its part of the call (`proofs::replay_pair`).
+    /// Its replay object, and its part of the call (`proofs::replay_pair`).
+    name: String,
     pair: String,
     /// The object's verdict, set when the call answers.
     verdict: Option<Verdict>,
+    /// Opened to send the next call of its line from its own event (`proofs`).
+    lead: bool,
     log: RequestLog,
     started: UnixTime,
 }
@@ -405,7 +408,7 @@ impl<T: Clone> Isolate<T> {
             keys: KeySet::new(&config),
             leases: Leases::new(config.lease_policy, config.fetch_timeout_ms),
             proof_keys: LocalTable::new(PROOF_KEYS),
-            replays: ReplayLines::default(),
+            replays: ReplayLines::new(config.fetch_timeout_ms.saturating_mul(2)),
             config,
             revocations: Revocations::default(),
             limiter: Limiter::new(),
@@ -685,6 +688,9 @@ impl<T: Clone> Isolate<T> {
                 }
                 (Suspended::Proof(proving), Answer::Verified(verdict)) => {
                     self.proved(*proving, exchange, verdict, now)
+                }
+                (Suspended::Replay(replaying), Answer::Opened) if replaying.lead => {
+                    self.lead_replays(replaying, exchange)
                 }
                 (Suspended::Replay(replaying), Answer::Opened) => {
                     self.replay_answered(*replaying, exchange, now)
@@ -1089,50 +1095,65 @@ impl<T: Clone> Isolate<T> {
         let replaying = Replaying {
             arrived,
             verified,
+            name: name.clone(),
             pair: proofs::replay_pair(&proof),
             verdict: None,
+            lead: false,
             log,
             started,
         };
-        let next = self.park_request(exchange, Suspended::Replay(Box::new(replaying)));
-        if let Next::Wait(id) = next {
-            if self.replays.join(&name, id) {
-                self.call_replays(name);
-            }
+        let (id, _) = self.waits.park(Waiting::Request {
+            exchange: exchange.clone(),
+            on: Suspended::Replay(Box::new(replaying)),
+        });
+        if self.replays.join(&name, id, self.event_now) {
+            self.call_replays(name, exchange);
         }
-        next
+        Next::Wait(id)
+    }
+
+    /// A request opened to lead its line: it waits again, first in the call it sends now,
+    /// from its own event.
+    fn lead_replays(&mut self, mut replaying: Box<Replaying>, exchange: T) -> Next<T> {
+        replaying.lead = false;
+        let name = replaying.name.clone();
+        let (id, _) = self.waits.park(Waiting::Request {
+            exchange: exchange.clone(),
+            on: Suspended::Replay(replaying),
+        });
+        self.replays.lead(&name, id);
+        self.call_replays(name, exchange);
+        Next::Wait(id)
     }
 
     /// Sends the next call to the replay object `name` for the requests queued on its line,
-    /// in the background (kept alive by the first one's exchange), if any are. A queued
-    /// request whose wait is gone (evicted from the table) is left out, and opened so its
-    /// promise settles.
-    fn call_replays(&mut self, name: String) {
+    /// if any are, from the event of `exchange` (a request among them, waiting for it: its
+    /// context keeps the call alive). A queued request whose wait is gone (evicted from the
+    /// table) is left out, and opened so its promise settles.
+    fn call_replays(&mut self, name: String, exchange: T) {
         loop {
-            let queued = self.replays.next_call(&name);
+            let queued = self.replays.next_call(&name, self.event_now);
             if queued.is_empty() {
                 return;
             }
             let mut members = Vec::with_capacity(queued.len());
             let mut pairs = Vec::with_capacity(queued.len());
-            let mut exchange = None;
             for id in queued {
                 match self.waits.get(id) {
                     Some(Waiting::Request {
-                        exchange: theirs,
                         on: Suspended::Replay(replaying),
+                        ..
                     }) => {
-                        exchange.get_or_insert_with(|| theirs.clone());
                         pairs.push(replaying.pair.as_str());
                         members.push(id);
                     }
                     _ => self.side.push(Side::Open { id }),
                 }
             }
-            let Some(exchange) = exchange else {
+            if members.is_empty() {
                 self.replays.answered(&name);
                 continue;
-            };
+            }
             let url = proofs::replay_url(pairs);
             let (id, _) = self.jobs.park(Waiting::Replays {
                 exchange,
@@ -1145,8 +1166,8 @@ impl<T: Clone> Isolate<T> {
         }
     }
 
-    /// A replay call's `answer`: each member gets its verdict and is opened, then the line's
-    /// next call goes out.
+    /// A replay call's `answer`: each member gets its verdict and is opened, and the oldest
+    /// request queued on the line, if no call is out, is opened to send the next.
     fn replays_answered(&mut self, name: &str, members: &[WaitId], answer: Result<&str, &str>) {
         self.replays.answered(name);
         let verdicts = proofs::verdicts(answer, members.len());
@@ -1160,7 +1181,19 @@ impl<T: Clone> Isolate<T> {
             }
             self.side.push(Side::Open { id });
         }
-        self.call_replays(name.to_owned());
+        while let Some(leader) = self.replays.next_leader(name, self.event_now) {
+            self.side.push(Side::Open { id: leader });
+            if let Some(Waiting::Request {
+                on: Suspended::Replay(replaying),
+                ..
+            }) = self.waits.get_mut(leader)
+            {
+                replaying.lead = true;
+                return;
+            }
+            // Gone (evicted): opened so its promise settles; the next one leads.
+            self.replays.answered(name);
+        }
     }
 
     /// The replay object's verdict: a first use goes on, a replay is refused (and charged),

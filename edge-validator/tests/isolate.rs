@@ -2179,19 +2179,34 @@ fn proofs_of_one_key_at_once_share_a_replay_call_and_each_gets_its_own_verdict()
     ];
     assert_eq!(edge.replay_calls().len(), 1, "they wait for the call out");
 
-    // The first call answers: its request is opened, and the three go in one call.
+    // The first call answers: its request is opened with its verdict, and the oldest queued
+    // is opened to lead: it sends the three in one call from its own event.
     let answer = dpop::replay_object(&calls[0].2, edge.now, &mut seen);
     assert!(matches!(
         edge.answer(calls[0].0, Answer::Limit(Ok(answer))),
         Next::Idle(_)
     ));
     assert!(edge.side.contains(&Side::Open { id: first }));
+    assert!(edge.side.contains(&Side::Open { id: queued[0] }));
+    assert!(
+        edge.replay_calls().is_empty(),
+        "no call yet: the leader sends it"
+    );
+    let forwarded = |edge: &mut Edge, id: WaitId| {
+        let next = edge.answer(id, Answer::Opened);
+        matches!(edge.asked(wait_of(&next)), Asked::Forward { .. })
+    };
+    assert!(forwarded(&mut edge, first));
+    let leader = wait_of(&edge.answer(queued[0], Answer::Opened));
+    assert_eq!(
+        edge.asked(leader),
+        Asked::Gate,
+        "it waits again, for its own call"
+    );
     let calls = edge.replay_calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(entries(&calls[0].2).split(' ').count(), 3);
     assert_eq!(calls[0].1, format!("FRA/dpop/{}", holder.jkt()));
-    let forwarded = |next: Next<&'static str>| matches!(next, Next::Wait(_));
-    assert!(forwarded(edge.answer(first, Answer::Opened)));
 
     // The object judges each: the second of two equal proofs is a replay.
     let answer = dpop::replay_object(&calls[0].2, edge.now, &mut seen);
@@ -2200,8 +2215,8 @@ fn proofs_of_one_key_at_once_share_a_replay_call_and_each_gets_its_own_verdict()
         edge.answer(calls[0].0, Answer::Limit(Ok(answer))),
         Next::Idle(_)
     ));
-    assert!(forwarded(edge.answer(queued[0], Answer::Opened)));
-    assert!(forwarded(edge.answer(queued[1], Answer::Opened)));
+    assert!(forwarded(&mut edge, leader));
+    assert!(forwarded(&mut edge, queued[1]));
     let reply = reply_of(edge.answer(queued[2], Answer::Opened));
     assert_eq!(reply.status, 401);
     assert!(reply.body.contains("already used"), "{}", reply.body);
@@ -2218,6 +2233,36 @@ fn proofs_of_one_key_at_once_share_a_replay_call_and_each_gets_its_own_verdict()
     let short = Answer::Limit(Ok(String::new()));
     assert!(matches!(edge.answer(calls[0].0, short), Next::Idle(_)));
     assert_eq!(reply_of(edge.answer(next, Answer::Opened)).status, 503);
+}
+
+#[test]
+fn a_replay_call_that_never_answers_holds_its_line_only_until_twice_the_fetch_timeout() {
+    // The runtime may drop the request whose event sent a call: its answer never comes.
+    let mut edge = Edge::new();
+    let holder = Holder::new(8);
+    let token = bound_token(&holder);
+    let head_with = |proof: String| Head {
+        dpop: Some(proof),
+        ..head(&format!("DPoP {token}"))
+    };
+    let to_gate = |edge: &mut Edge, jti: &str| {
+        let next = edge.arrive(head_with(holder.proof(jti, &token, |_, _| {})), "dpop");
+        wait_of(&edge.drive(next, &fixtures::jwks_value()).0)
+    };
+    to_gate(&mut edge, "lost");
+    let waiting = to_gate(&mut edge, "queued");
+    assert_eq!(edge.replay_calls().len(), 1, "it waits for the call out");
+    // FETCH_TIMEOUT_MS is 1000: the call out is waited for 2 s, no longer.
+    edge.advance_ms(1_999);
+    to_gate(&mut edge, "still queued");
+    assert_eq!(edge.replay_calls().len(), 1);
+    edge.advance_ms(1);
+    to_gate(&mut edge, "sends");
+    let calls = edge.replay_calls();
+    assert_eq!(calls.len(), 2, "a new call, with everyone queued");
+    let entries = edge_validator::isolate::replay_entries(&calls[1].2).unwrap();
+    assert_eq!(entries.split(' ').count(), 3);
+    assert_eq!(edge.asked(waiting), Asked::Gate);
 }
 
 #[test]

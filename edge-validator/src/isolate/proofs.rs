@@ -15,7 +15,11 @@
 //! **Group commit.** Proofs for a replay object that verify while a call to it is out wait in
 //! its [`ReplayLines`] queue and go together, up to [`BATCH`], in the next call, sent when a
 //! call out answers, or at once when the queue holds a full call. So a proof waits for at most
-//! two calls, the earliest one out and its own, each bounded by the fetch timeout. A call costs the edge more
+//! two calls, the earliest one out and its own, each bounded by the fetch timeout. The next
+//! call is sent from the event of the oldest request queued (its gate opened to lead), not from
+//! the answer's: a fetch belongs to the request whose event started it, and the answered one
+//! may end and take an I/O it started along. A call out whose answer never comes (its request
+//! dropped by the runtime) is given up after twice the fetch timeout. A call costs the edge more
 //! CPU than a proof's checks and signature together (`docs/performance.md`, DPoP), so a
 //! client sending many requests at once pays for a share of one each; a lone request waits
 //! for no one and sends its own. Nothing is decided in the isolate: every proof is still the
@@ -23,7 +27,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use shared::VerifiedProof;
+use shared::{UnixTime, VerifiedProof};
 
 use super::url::RequestUrl;
 use super::waits::WaitId;
@@ -130,32 +134,54 @@ pub fn replay_entries(url: &str) -> Option<String> {
 
 /// Each replay object's line in this isolate: the calls out, and the requests (their waits)
 /// whose proofs go in the next one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ReplayLines {
     /// By object name; a line goes when no call is out and no one is queued.
     lines: HashMap<String, Line>,
+    /// How long a call out (or a hand-over) may take before the line stops waiting for it.
+    patience_ms: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Line {
+    /// Calls out, a hand-over to a queued request counting as one.
     calls_out: usize,
     queued: VecDeque<WaitId>,
+    /// Past this, the calls out are not waited for: the runtime may have dropped the request
+    /// that carried one, and its answer would never come.
+    deadline: UnixTime,
 }
 
 impl ReplayLines {
-    /// Queues the request waiting under `id` for object `name`: `true` when the caller sends
-    /// a call now ([`Self::next_call`]): none is out, or the queue holds a full one.
-    pub(crate) fn join(&mut self, name: &str, id: WaitId) -> bool {
-        let line = self.lines.entry(name.to_owned()).or_default();
+    /// No lines; a call out is waited for `patience_ms` at most (it settles within the fetch
+    /// timeout, unless the runtime dropped it).
+    pub(crate) fn new(patience_ms: u64) -> Self {
+        Self {
+            lines: HashMap::new(),
+            patience_ms,
+        }
+    }
+
+    /// Queues the request waiting under `id` for object `name` at `now`: `true` when the
+    /// caller sends a call now ([`Self::next_call`]): none is out (or none still waited
+    /// for), or the queue holds a full one.
+    pub(crate) fn join(&mut self, name: &str, id: WaitId, now: UnixTime) -> bool {
+        let line = self.lines.entry(name.to_owned()).or_insert_with(|| Line {
+            calls_out: 0,
+            queued: VecDeque::new(),
+            deadline: now,
+        });
+        if now >= line.deadline {
+            line.calls_out = 0;
+        }
         line.queued.push_back(id);
         line.calls_out == 0 || line.queued.len() >= BATCH
     }
 
     /// The requests for the next call to `name`, up to [`BATCH`], oldest first, counted as a
-    /// call out; none when no one is waiting (and the line closed when no call is out
-    /// either). Called when a request joins an idle line or fills a call, and when a call
-    /// answers ([`Self::answered`] first).
-    pub(crate) fn next_call(&mut self, name: &str) -> Vec<WaitId> {
+    /// call out from `now`; none when no one is waiting (and the line closed when no call is
+    /// out either).
+    pub(crate) fn next_call(&mut self, name: &str, now: UnixTime) -> Vec<WaitId> {
         let Some(line) = self.lines.get_mut(name) else {
             return Vec::new();
         };
@@ -167,13 +193,41 @@ impl ReplayLines {
         }
         let take = line.queued.len().min(BATCH);
         line.calls_out += 1;
+        line.deadline = now.plus_millis(self.patience_ms);
         line.queued.drain(..take).collect()
     }
 
-    /// A call to `name` answered (or was not sent: every request of it was gone).
+    /// A call to `name` answered, or one counted was not made.
     pub(crate) fn answered(&mut self, name: &str) {
         if let Some(line) = self.lines.get_mut(name) {
             line.calls_out = line.calls_out.saturating_sub(1);
+        }
+    }
+
+    /// When no call to `name` is out, the oldest queued request, to send the next call from
+    /// its own event (its context outlives the call: it waits for it), counted as a call out
+    /// from `now` until it does ([`Self::lead`]); else none (and the line closed when no one
+    /// is queued either).
+    pub(crate) fn next_leader(&mut self, name: &str, now: UnixTime) -> Option<WaitId> {
+        let line = self.lines.get_mut(name)?;
+        if line.calls_out > 0 {
+            return None;
+        }
+        let Some(leader) = line.queued.pop_front() else {
+            self.lines.remove(name);
+            return None;
+        };
+        line.calls_out = 1;
+        line.deadline = now.plus_millis(self.patience_ms);
+        Some(leader)
+    }
+
+    /// The leader of `name`, waiting again under `id`, goes first in the call it sends now
+    /// ([`Self::next_call`]).
+    pub(crate) fn lead(&mut self, name: &str, id: WaitId) {
+        if let Some(line) = self.lines.get_mut(name) {
+            line.calls_out = line.calls_out.saturating_sub(1);
+            line.queued.push_front(id);
         }
     }
 }
@@ -225,31 +279,45 @@ mod tests {
     }
 
     #[test]
-    fn proofs_wait_for_a_call_out_until_they_fill_one() {
-        let mut lines = ReplayLines::default();
-        assert!(lines.join("o", WaitId(1)), "the first sends at once");
-        assert_eq!(lines.next_call("o"), [WaitId(1)]);
+    fn proofs_wait_for_a_call_out_until_they_fill_one_or_it_is_given_up() {
+        let at = |ms: u64| UnixTime::from_millis(1_000_000 + ms);
+        let mut lines = ReplayLines::new(100);
+        assert!(lines.join("o", WaitId(1), at(0)), "the first sends at once");
+        assert_eq!(lines.next_call("o", at(0)), [WaitId(1)]);
         let batch = u32::try_from(BATCH).unwrap();
         for id in 2..=batch {
-            assert!(!lines.join("o", WaitId(id)), "a call is out");
+            assert!(!lines.join("o", WaitId(id), at(1)), "a call is out");
         }
-        assert!(lines.join("other", WaitId(900)), "each object its own line");
+        assert!(
+            lines.join("other", WaitId(900), at(1)),
+            "each object its own line"
+        );
         // The one that fills a call sends it, though a call is out.
-        assert!(lines.join("o", WaitId(batch + 1)));
-        let full = lines.next_call("o");
+        assert!(lines.join("o", WaitId(batch + 1), at(1)));
+        let full = lines.next_call("o", at(1));
         assert_eq!((full.len(), full.first()), (BATCH, Some(&WaitId(2))));
-        assert!(!lines.join("o", WaitId(batch + 2)), "two calls out");
-        // An answer sends the rest, and the line closes once every call is back.
+        assert!(!lines.join("o", WaitId(batch + 2), at(2)), "two calls out");
+        assert!(!lines.join("o", WaitId(batch + 3), at(2)));
+        // Each answer hands the queue to its oldest, which sends it from its own event.
         lines.answered("o");
-        assert_eq!(lines.next_call("o"), [WaitId(batch + 2)]);
+        assert_eq!(lines.next_leader("o", at(3)), None, "a call is still out");
         lines.answered("o");
-        assert!(lines.next_call("o").is_empty());
-        assert!(!lines.join("o", WaitId(2000)), "one call still out");
+        assert_eq!(lines.next_leader("o", at(3)), Some(WaitId(batch + 2)));
+        assert!(
+            !lines.join("o", WaitId(3000), at(4)),
+            "the hand-over counts as out"
+        );
+        lines.lead("o", WaitId(4000));
+        assert_eq!(
+            lines.next_call("o", at(5)),
+            [WaitId(4000), WaitId(batch + 3), WaitId(3000)]
+        );
+        // A call whose answer never comes is given up at the deadline: the next sends.
+        assert!(!lines.join("o", WaitId(5000), at(104)));
+        assert!(lines.join("o", WaitId(5001), at(105)));
+        assert_eq!(lines.next_call("o", at(105)), [WaitId(5000), WaitId(5001)]);
         lines.answered("o");
-        assert_eq!(lines.next_call("o"), [WaitId(2000)]);
-        lines.answered("o");
-        assert!(lines.next_call("o").is_empty(), "nothing out, no one left");
+        assert_eq!(lines.next_leader("o", at(106)), None, "no one left");
         assert!(!lines.lines.contains_key("o"), "the line closed");
-        assert!(lines.join("o", WaitId(3000)), "so the next sends at once");
     }
 }

@@ -75,32 +75,18 @@ export function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-// The open resolvers of gates (a request whose answer comes with another wait's: a DPoP
-// proof in a replay call it shares), by wait number.
-const gates = new Map();
-
-/** The promise of wait `id` that `open(id)` settles, or else a timer after `timeoutMs`. The
- * timer is the request's own pending event: workerd cancels a request with nothing pending in
- * its context as hung, and another request's call does not count. It also bounds the wait
- * should no call open the gate. */
-export function gate(id, timeoutMs) {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      gates.delete(id);
-      resolve();
-    }, timeoutMs);
-    gates.set(id, () => {
-      clearTimeout(timer);
-      resolve();
-    });
+/** `promise` (another request's background wait, settled), or else a timer after
+ * `timeoutMs`: the timer is this request's own pending event (workerd cancels a request with
+ * nothing of its own pending as hung) and bounds the wait. Followed from this request's
+ * event, so the runtime runs what comes next in this request, not in the one that settled
+ * `promise`. Resolves either way. */
+export function join(promise, timeoutMs) {
+  let timer;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(resolve, timeoutMs);
   });
-}
-
-/** Settles the gate of wait `id` (its request resumes in a later microtask). */
-export function open(id) {
-  const resolve = gates.get(id);
-  gates.delete(id);
-  resolve?.();
+  const done = () => clearTimeout(timer);
+  return Promise.race([promise, late]).then(done, done);
 }
 
 /** Keeps `promise` (a background fetch) running after the response: `ctx.waitUntil`. */
@@ -179,11 +165,8 @@ export function respond(status, body, challenge, retryAfter, policyName, policy,
 // Wasm instances this isolate has started (module state: it outlives a trapped instance).
 let instances = 0;
 
-/** The number of the wasm instance starting now (its waits carry it: src/isolate/waits.rs).
- * The gates of an earlier (trapped) instance would never open: they are opened now, and
- * their requests, finding no wait in the new instance, get its 500. */
+/** The number of the wasm instance starting now (its waits carry it: src/isolate/waits.rs). */
 export function nextInstance() {
   instances += 1;
-  for (const id of [...gates.keys()]) open(id);
   return instances;
 }

@@ -43,6 +43,9 @@ struct Driver {
     crypto: WebCrypto,
     settle: js::Settle,
     names: Names,
+    /// The background waits still out, by id: their promises, settled (what `Io::Join`
+    /// follows). A few at a time: a list (a map's code would weigh more in the bundle).
+    joinable: Vec<(u32, js_sys::Promise)>,
 }
 
 /// The fixed header names as JS strings, made once per instance: a `&str` argument is
@@ -88,6 +91,7 @@ pub fn handle(
                 crypto: WebCrypto::default(),
                 settle: settle.unchecked_into(),
                 names: Names::new(),
+                joinable: Vec::new(),
             })
         });
         let driver = match driver {
@@ -122,6 +126,9 @@ pub fn resume(id: u32, ok: bool, value: JsValue) -> Result<JsValue, JsValue> {
             return passed_on_or_lost(ok, value);
         };
         let answer = driver.read(id, expect, ok, &value);
+        if let Some(at) = driver.joinable.iter().position(|(out, _)| *out == id.0) {
+            let _settled = driver.joinable.swap_remove(at);
+        }
         match driver.isolate.resume(id, answer, now()) {
             Some(next) => driver.run(next, Some(&value)),
             None => lost(),
@@ -212,7 +219,7 @@ impl Driver {
                 Answer::Copy(None)
             }
             Expect::Timer => Answer::Timer,
-            Expect::Opened => Answer::Opened,
+            Expect::Joined => Answer::Joined,
             Expect::Imported if ok => {
                 if let Some((Io::Import { key, .. }, _)) = self.isolate.io(id) {
                     self.crypto.keep(key, value.clone().unchecked_into());
@@ -284,6 +291,7 @@ impl Driver {
             isolate,
             crypto,
             names,
+            joinable,
             ..
         } = self;
         let (io, exchange) = isolate.io(id)?;
@@ -294,7 +302,13 @@ impl Driver {
             }
             Io::ReadCopy { key } => js::cache_get(key),
             Io::Sleep { ms } => js::sleep(ms as f64),
-            Io::Gate { timeout_ms } => js::gate(id.0, timeout_ms as f64),
+            Io::Join { call, timeout_ms } => {
+                match joinable.iter().find(|(out, _)| *out == call.0) {
+                    Some((_, promise)) => js::join(promise, timeout_ms as f64),
+                    // Over already: the isolate looks again.
+                    None => return Some(Err(Answer::Joined)),
+                }
+            }
             Io::Import { point, .. } => js::import_key(&point),
             Io::Verify {
                 key: name,
@@ -354,10 +368,10 @@ impl Driver {
                     if let Some((_, exchange)) = self.isolate.io(id) {
                         js::keep(&exchange.ctx, &promise);
                     }
+                    self.joinable.push((id.0, promise.unchecked_into()));
                 }
             }
             Side::ForgetProofKey { jkt } => self.crypto.forget_proof_key(&jkt),
-            Side::Open { id } => js::open(id.0),
             Side::StoreCopy(copy) => {
                 if let Some(ctx) = ctx {
                     js::cache_put(

@@ -59,7 +59,7 @@ use leases::{Answered, Ask, Leases, Take};
 use limits::{Check, Limiter, Source, Subject};
 use local_table::LocalTable;
 use log::{Event, LeaseEvent, RequestLog, Sampler};
-use proofs::{ReplayLines, Verdict};
+use proofs::{ReplayLines, Turn, Verdict};
 use revocations::{Pull, PullStep, Revocations, Sync};
 use url::RequestUrl;
 use waits::Waits;
@@ -157,8 +157,8 @@ enum Waiting<T> {
         exchange: T,
         asking: Box<LeaseAsking>,
     },
-    /// One call to a replay object for the requests `members` (kept alive by the first's
-    /// exchange): each is opened when it answers.
+    /// One call to a replay object for the requests `members` (kept alive by the exchange of
+    /// the member whose event sent it): each finds its verdict when it wakes.
     Replays {
         exchange: T,
         name: String,
@@ -291,10 +291,14 @@ struct Replaying {
     /// Its replay object, and its part of the call (`proofs::replay_pair`).
     name: String,
     pair: String,
-    /// The object's verdict, set when the call answers.
+    /// The object's verdict, set when its call answers.
     verdict: Option<Verdict>,
-    /// Opened to send the next call of its line from its own event (`proofs`).
-    lead: bool,
+    /// The call it went in, once it has.
+    call: Option<WaitId>,
+    /// The wait it follows: its call, or the last one out before it.
+    follows: WaitId,
+    /// When it joined the line: it waits until twice the fetch timeout after, no longer.
+    since: UnixTime,
     log: RequestLog,
     started: UnixTime,
 }
@@ -481,7 +485,7 @@ impl<T: Clone> Isolate<T> {
                 Suspended::Import { .. } => Expect::Imported,
                 Suspended::Verify(_) | Suspended::Proof(_) => Expect::Verified,
                 Suspended::Limit(_) => Expect::Limit,
-                Suspended::Replay(_) => Expect::Opened,
+                Suspended::Replay(_) => Expect::Joined,
                 Suspended::Lease(_) => Expect::Timer,
                 Suspended::Origin(_) => Expect::Origin,
             },
@@ -559,10 +563,12 @@ impl<T: Clone> Isolate<T> {
                             .and_then(|proof| proof.as_bytes().get(..proving.message_len))
                             .unwrap_or_default(),
                     },
-                    // The earliest call out, then its own (`proofs`): each settles within
-                    // the fetch timeout.
-                    Suspended::Replay(_) => Io::Gate {
-                        timeout_ms: self.config.fetch_timeout_ms.saturating_mul(2),
+                    Suspended::Replay(replaying) => Io::Join {
+                        call: replaying.follows,
+                        timeout_ms: self
+                            .replay_deadline(replaying)
+                            .millis_since(self.event_now)
+                            .max(1),
                     },
                     Suspended::Verify(verifying) => {
                         let token = presented_token(&verifying.arrived.head);
@@ -606,6 +612,11 @@ impl<T: Clone> Isolate<T> {
     /// instance that trapped, or for an entry evicted from the table).
     pub fn resume(&mut self, id: WaitId, answer: Answer, now: UnixTime) -> Option<Next<T>> {
         self.event_now = now;
+        // A request whose proof has no verdict yet, in time, waits again under the same id
+        // (it is queued, or a member of a call, under it).
+        if self.replay_waits_again(id, now) {
+            return Some(Next::Wait(id));
+        }
         // A poller whose job still runs waits again under the same id: re-parking it every
         // tick would churn the table.
         if let Some(Waiting::Request {
@@ -641,7 +652,7 @@ impl<T: Clone> Isolate<T> {
                     Answer::Limit(answer) => answer.as_deref().map_err(String::as_str),
                     _ => Err("a call answered as something else"),
                 };
-                self.replays_answered(&name, &members, answer);
+                self.replays_answered(&name, id, &members, answer);
                 Next::Idle(exchange)
             }
             Waiting::Request { exchange, on } => match (on, answer) {
@@ -689,10 +700,7 @@ impl<T: Clone> Isolate<T> {
                 (Suspended::Proof(proving), Answer::Verified(verdict)) => {
                     self.proved(*proving, exchange, verdict, now)
                 }
-                (Suspended::Replay(replaying), Answer::Opened) if replaying.lead => {
-                    self.lead_replays(replaying, exchange)
-                }
-                (Suspended::Replay(replaying), Answer::Opened) => {
+                (Suspended::Replay(replaying), Answer::Joined) => {
                     self.replay_answered(*replaying, exchange, now)
                 }
                 (Suspended::Limit(asking), Answer::Limit(answer)) => {
@@ -1098,7 +1106,9 @@ impl<T: Clone> Isolate<T> {
             name: name.clone(),
             pair: proofs::replay_pair(&proof),
             verdict: None,
-            lead: false,
+            call: None,
+            follows: WaitId(0),
+            since: self.event_now,
             log,
             started,
         };
@@ -1106,70 +1116,126 @@ impl<T: Clone> Isolate<T> {
             exchange: exchange.clone(),
             on: Suspended::Replay(Box::new(replaying)),
         });
-        if self.replays.join(&name, id, self.event_now) {
-            self.call_replays(name, exchange);
-        }
+        let follows = match self.replays.join(&name, id, self.event_now) {
+            Turn::Wait(call) => Some(call),
+            Turn::Send => self.call_replays(name, exchange),
+        };
+        self.replay_follows(id, follows);
         Next::Wait(id)
     }
 
-    /// A request opened to lead its line: it waits again, first in the call it sends now,
-    /// from its own event.
-    fn lead_replays(&mut self, mut replaying: Box<Replaying>, exchange: T) -> Next<T> {
-        replaying.lead = false;
-        let name = replaying.name.clone();
-        let (id, _) = self.waits.park(Waiting::Request {
-            exchange: exchange.clone(),
+    /// Until when a request waits for its replay verdict: the last call out, then its own.
+    fn replay_deadline(&self, replaying: &Replaying) -> UnixTime {
+        replaying
+            .since
+            .plus_millis(self.config.fetch_timeout_ms.saturating_mul(2))
+    }
+
+    /// Whether the request waiting under `id` for its replay verdict, woken at `now` with
+    /// none, waits again: for its call, still out; or, still queued, for the last call out,
+    /// or for the call it sends now from its own event. Not past its deadline.
+    fn replay_waits_again(&mut self, id: WaitId, now: UnixTime) -> bool {
+        let Some(Waiting::Request {
+            exchange,
             on: Suspended::Replay(replaying),
-        });
-        self.replays.lead(&name, id);
-        self.call_replays(name, exchange);
-        Next::Wait(id)
+        }) = self.waits.get(id)
+        else {
+            return false;
+        };
+        if replaying.verdict.is_some() || now >= self.replay_deadline(replaying) {
+            return false;
+        }
+        let follows = match replaying.call {
+            Some(call) if self.jobs.get(call).is_some() => Some(call),
+            // Its call answered without it (an evicted entry, refilled): no verdict to wait for.
+            Some(_) => return false,
+            None => {
+                let (name, exchange) = (replaying.name.clone(), exchange.clone());
+                match self.replays.again(&name, now) {
+                    Turn::Wait(call) => Some(call),
+                    Turn::Send => self.call_replays(name, exchange),
+                }
+            }
+        };
+        self.replay_follows(id, follows)
+    }
+
+    /// Points the request waiting under `id` at the wait it follows (`None`: there is none
+    /// to follow, and it is answered when it wakes). Whether it has one.
+    fn replay_follows(&mut self, id: WaitId, follows: Option<WaitId>) -> bool {
+        if let Some(Waiting::Request {
+            on: Suspended::Replay(replaying),
+            ..
+        }) = self.waits.get_mut(id)
+        {
+            if let Some(follows) = follows {
+                replaying.follows = follows;
+                return true;
+            }
+            // Following itself: the driver finds no such background wait and it wakes at once.
+            replaying.follows = id;
+        }
+        false
     }
 
     /// Sends the next call to the replay object `name` for the requests queued on its line,
-    /// if any are, from the event of `exchange` (a request among them, waiting for it: its
-    /// context keeps the call alive). A queued request whose wait is gone (evicted from the
-    /// table) is left out, and opened so its promise settles.
-    fn call_replays(&mut self, name: String, exchange: T) {
+    /// from the event of `exchange` (a request among them, waiting for it: its context keeps
+    /// the call alive); the call, or `None` when no one queued is left. A queued request whose
+    /// wait is gone (evicted from the table) is left out.
+    fn call_replays(&mut self, name: String, exchange: T) -> Option<WaitId> {
         loop {
-            let queued = self.replays.next_call(&name, self.event_now);
+            let queued = self.replays.next_call(&name);
             if queued.is_empty() {
-                return;
+                return None;
             }
             let mut members = Vec::with_capacity(queued.len());
             let mut pairs = Vec::with_capacity(queued.len());
             for id in queued {
-                match self.waits.get(id) {
-                    Some(Waiting::Request {
-                        on: Suspended::Replay(replaying),
-                        ..
-                    }) => {
-                        pairs.push(replaying.pair.as_str());
-                        members.push(id);
-                    }
-                    _ => self.side.push(Side::Open { id }),
+                if let Some(Waiting::Request {
+                    on: Suspended::Replay(replaying),
+                    ..
+                }) = self.waits.get(id)
+                {
+                    pairs.push(replaying.pair.as_str());
+                    members.push(id);
                 }
             }
             if members.is_empty() {
-                self.replays.answered(&name);
                 continue;
             }
             let url = proofs::replay_url(pairs);
-            let (id, _) = self.jobs.park(Waiting::Replays {
+            let (call, _) = self.jobs.park(Waiting::Replays {
                 exchange,
-                name,
+                name: name.clone(),
                 url,
-                members,
+                members: members.clone(),
             });
-            self.side.push(Side::Background { id });
-            return;
+            self.replays.sent(&name, call, self.event_now);
+            for id in members {
+                if let Some(Waiting::Request {
+                    on: Suspended::Replay(replaying),
+                    ..
+                }) = self.waits.get_mut(id)
+                {
+                    replaying.call = Some(call);
+                    replaying.follows = call;
+                }
+            }
+            self.side.push(Side::Background { id: call });
+            return Some(call);
         }
     }
 
-    /// A replay call's `answer`: each member gets its verdict and is opened, and the oldest
-    /// request queued on the line, if no call is out, is opened to send the next.
-    fn replays_answered(&mut self, name: &str, members: &[WaitId], answer: Result<&str, &str>) {
-        self.replays.answered(name);
+    /// The answer of replay call `call`: each member finds its verdict when it wakes (it
+    /// follows the call from its own event).
+    fn replays_answered(
+        &mut self,
+        name: &str,
+        call: WaitId,
+        members: &[WaitId],
+        answer: Result<&str, &str>,
+    ) {
+        self.replays.answered(name, call);
         let verdicts = proofs::verdicts(answer, members.len());
         for (&id, verdict) in members.iter().zip(verdicts) {
             if let Some(Waiting::Request {
@@ -1179,20 +1245,6 @@ impl<T: Clone> Isolate<T> {
             {
                 replaying.verdict = Some(verdict);
             }
-            self.side.push(Side::Open { id });
-        }
-        while let Some(leader) = self.replays.next_leader(name, self.event_now) {
-            self.side.push(Side::Open { id: leader });
-            if let Some(Waiting::Request {
-                on: Suspended::Replay(replaying),
-                ..
-            }) = self.waits.get_mut(leader)
-            {
-                replaying.lead = true;
-                return;
-            }
-            // Gone (evicted): opened so its promise settles; the next one leads.
-            self.replays.answered(name);
         }
     }
 
@@ -1208,23 +1260,21 @@ impl<T: Clone> Isolate<T> {
             ..
         } = replaying;
         log.dpop_ms = Some(now.millis_since(started));
-        match verdict {
-            Some(Verdict::Fresh) => self.admitted(arrived, exchange, verified, log, started),
+        let reason = match verdict {
+            Some(Verdict::Fresh) => {
+                return self.admitted(arrived, exchange, verified, log, started)
+            }
             Some(Verdict::Seen) => {
                 let ip = client_network(&arrived.head);
                 let replayed = Rejection::Dpop(ProofError::Replayed);
-                self.reject(arrived, exchange, &ip, replayed, log, started)
+                return self.reject(arrived, exchange, &ip, replayed, log, started);
             }
-            Some(Verdict::Unchecked(_)) | None => {
-                let reason = match verdict {
-                    Some(Verdict::Unchecked(reason)) => reason,
-                    _ => "no verdict before its wait ran out".to_owned(),
-                };
-                self.failed(Level::Error, "dpop_replay_unchecked", &reason);
-                let unchecked = Rejection::Dpop(ProofError::ReplayUnchecked);
-                self.reply(exchange, Some(log), &unchecked.into(), now)
-            }
-        }
+            Some(Verdict::Unchecked(reason)) => reason,
+            None => "no verdict before its wait ran out".to_owned(),
+        };
+        self.failed(Level::Error, "dpop_replay_unchecked", &reason);
+        let unchecked = Rejection::Dpop(ProofError::ReplayUnchecked);
+        self.reply(exchange, Some(log), &unchecked.into(), now)
     }
 
     /// Whether `token` names a key on the revocation list (read again: only on the rare

@@ -73,7 +73,7 @@ enum Asked {
     Fetch(String),
     ReadCopy,
     Sleep,
-    Gate,
+    Join { call: WaitId },
     Import { key: Named, point: [u8; 65] },
     Verify { key: Named, valid: bool },
     Limiter { name: String },
@@ -146,7 +146,7 @@ impl Edge {
             Io::Fetch { get, .. } => Asked::Fetch(get.url.clone()),
             Io::ReadCopy { .. } => Asked::ReadCopy,
             Io::Sleep { .. } => Asked::Sleep,
-            Io::Gate { .. } => Asked::Gate,
+            Io::Join { call, .. } => Asked::Join { call },
             Io::Import { key, point } => Asked::Import {
                 key: Named::of(key),
                 point,
@@ -212,9 +212,10 @@ impl Edge {
                     Answer::Imported(Ok(()))
                 }
                 Asked::Verify { valid, .. } => Answer::Verified(Ok(valid)),
-                Asked::Sleep | Asked::Gate | Asked::Limiter { .. } | Asked::Forward { .. } => {
-                    return (Next::Wait(id), fetched)
-                }
+                Asked::Sleep
+                | Asked::Join { .. }
+                | Asked::Limiter { .. }
+                | Asked::Forward { .. } => return (Next::Wait(id), fetched),
             };
             next = self.answer(id, answer);
         }
@@ -1851,10 +1852,9 @@ mod dpop {
                         assert!(matches!(next, Next::PassOn(..)), "{next:?}");
                         return End::Origin(assertion);
                     }
-                    Io::Gate { .. } => {
+                    Io::Join { .. } => {
                         self.answer_replay_calls(seen);
-                        assert!(self.side.contains(&Side::Open { id }), "opened");
-                        Answer::Opened
+                        Answer::Joined
                     }
                     other => panic!("unexpected {other:?}"),
                 };
@@ -2151,62 +2151,63 @@ fn proofs_of_one_key_at_once_share_a_replay_call_and_each_gets_its_own_verdict()
     let holder = Holder::new(7);
     let token = bound_token(&holder);
     let authorization = format!("DPoP {token}");
-    // Up to its replay object: every check done, the request at its gate.
-    let at_gate = |edge: &mut Edge, proof: &str| {
+    // Up to its replay object: every check done, the request on its line.
+    let at_line = |edge: &mut Edge, proof: &str| {
         let head = Head {
             dpop: Some(proof.to_owned()),
             ..head(&authorization)
         };
         let next = edge.arrive(head, "dpop");
         let id = wait_of(&edge.drive(next, &fixtures::jwks_value()).0);
-        assert_eq!(edge.asked(id), Asked::Gate);
+        assert!(matches!(edge.asked(id), Asked::Join { .. }));
         id
     };
     let proofs: Vec<String> = ["a", "b", "c"]
         .iter()
         .map(|jti| holder.proof(jti, &token, |_, _| {}))
         .collect();
-    let first = at_gate(&mut edge, &proofs[0]);
+    let first = at_line(&mut edge, &proofs[0]);
     let calls = edge.replay_calls();
     assert_eq!(calls.len(), 1, "a lone proof sends its own call at once");
     let entries = |url: &str| edge_validator::isolate::replay_entries(url).unwrap();
     assert_eq!(entries(&calls[0].2).split(' ').count(), 1);
     // Three more while it is out, one of them the same proof twice: no new call.
     let queued = [
-        at_gate(&mut edge, &proofs[1]),
-        at_gate(&mut edge, &proofs[2]),
-        at_gate(&mut edge, &proofs[1]),
+        at_line(&mut edge, &proofs[1]),
+        at_line(&mut edge, &proofs[2]),
+        at_line(&mut edge, &proofs[1]),
     ];
     assert_eq!(edge.replay_calls().len(), 1, "they wait for the call out");
 
-    // The first call answers: its request is opened with its verdict, and the oldest queued
-    // is opened to lead: it sends the three in one call from its own event.
+    for &id in &queued {
+        assert_eq!(edge.asked(id), Asked::Join { call: calls[0].0 });
+    }
+
+    // The first call answers. Each request wakes from its own event (a request never settles
+    // another's promise), the first with its verdict.
     let answer = dpop::replay_object(&calls[0].2, edge.now, &mut seen);
     assert!(matches!(
         edge.answer(calls[0].0, Answer::Limit(Ok(answer))),
         Next::Idle(_)
     ));
-    assert!(edge.side.contains(&Side::Open { id: first }));
-    assert!(edge.side.contains(&Side::Open { id: queued[0] }));
-    assert!(
-        edge.replay_calls().is_empty(),
-        "no call yet: the leader sends it"
-    );
     let forwarded = |edge: &mut Edge, id: WaitId| {
-        let next = edge.answer(id, Answer::Opened);
+        let next = edge.answer(id, Answer::Joined);
         matches!(edge.asked(wait_of(&next)), Asked::Forward { .. })
     };
     assert!(forwarded(&mut edge, first));
-    let leader = wait_of(&edge.answer(queued[0], Answer::Opened));
-    assert_eq!(
-        edge.asked(leader),
-        Asked::Gate,
-        "it waits again, for its own call"
-    );
+    // The first queued to wake sends the three in one call, and waits again under its id;
+    // the others, woken by the same answer, follow that call.
+    assert_eq!(wait_of(&edge.answer(queued[0], Answer::Joined)), queued[0]);
     let calls = edge.replay_calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(entries(&calls[0].2).split(' ').count(), 3);
     assert_eq!(calls[0].1, format!("FRA/dpop/{}", holder.jkt()));
+    for &id in &queued[1..] {
+        assert_eq!(wait_of(&edge.answer(id, Answer::Joined)), id);
+    }
+    for &id in &queued {
+        assert_eq!(edge.asked(id), Asked::Join { call: calls[0].0 });
+    }
 
     // The object judges each: the second of two equal proofs is a replay.
     let answer = dpop::replay_object(&calls[0].2, edge.now, &mut seen);
@@ -2215,9 +2216,9 @@ fn proofs_of_one_key_at_once_share_a_replay_call_and_each_gets_its_own_verdict()
         edge.answer(calls[0].0, Answer::Limit(Ok(answer))),
         Next::Idle(_)
     ));
-    assert!(forwarded(&mut edge, leader));
+    assert!(forwarded(&mut edge, queued[0]));
     assert!(forwarded(&mut edge, queued[1]));
-    let reply = reply_of(edge.answer(queued[2], Answer::Opened));
+    let reply = reply_of(edge.answer(queued[2], Answer::Joined));
     assert_eq!(reply.status, 401);
     assert!(reply.body.contains("already used"), "{}", reply.body);
     assert!(
@@ -2227,12 +2228,12 @@ fn proofs_of_one_key_at_once_share_a_replay_call_and_each_gets_its_own_verdict()
 
     // So the next proof sends its own call at once; an answer that does not count one
     // verdict per proof leaves it unchecked (503), never passed.
-    let next = at_gate(&mut edge, &holder.proof("d", &token, |_, _| {}));
+    let next = at_line(&mut edge, &holder.proof("d", &token, |_, _| {}));
     let calls = edge.replay_calls();
     assert_eq!(calls.len(), 1);
     let short = Answer::Limit(Ok(String::new()));
     assert!(matches!(edge.answer(calls[0].0, short), Next::Idle(_)));
-    assert_eq!(reply_of(edge.answer(next, Answer::Opened)).status, 503);
+    assert_eq!(reply_of(edge.answer(next, Answer::Joined)).status, 503);
 }
 
 #[test]
@@ -2245,24 +2246,24 @@ fn a_replay_call_that_never_answers_holds_its_line_only_until_twice_the_fetch_ti
         dpop: Some(proof),
         ..head(&format!("DPoP {token}"))
     };
-    let to_gate = |edge: &mut Edge, jti: &str| {
+    let to_line = |edge: &mut Edge, jti: &str| {
         let next = edge.arrive(head_with(holder.proof(jti, &token, |_, _| {})), "dpop");
         wait_of(&edge.drive(next, &fixtures::jwks_value()).0)
     };
-    to_gate(&mut edge, "lost");
-    let waiting = to_gate(&mut edge, "queued");
+    to_line(&mut edge, "lost");
+    let waiting = to_line(&mut edge, "queued");
     assert_eq!(edge.replay_calls().len(), 1, "it waits for the call out");
     // FETCH_TIMEOUT_MS is 1000: the call out is waited for 2 s, no longer.
     edge.advance_ms(1_999);
-    to_gate(&mut edge, "still queued");
+    to_line(&mut edge, "still queued");
     assert_eq!(edge.replay_calls().len(), 1);
     edge.advance_ms(1);
-    to_gate(&mut edge, "sends");
+    to_line(&mut edge, "sends");
     let calls = edge.replay_calls();
     assert_eq!(calls.len(), 2, "a new call, with everyone queued");
     let entries = edge_validator::isolate::replay_entries(&calls[1].2).unwrap();
     assert_eq!(entries.split(' ').count(), 3);
-    assert_eq!(edge.asked(waiting), Asked::Gate);
+    assert_eq!(edge.asked(waiting), Asked::Join { call: calls[1].0 });
 }
 
 #[test]
@@ -2336,14 +2337,14 @@ fn no_answer_from_the_replay_object_is_503_never_a_pass() {
     let Next::Wait(id) = next else {
         panic!("{next:?}")
     };
-    assert_eq!(edge.asked(id), Asked::Gate);
     let [(call, name, _)] = &edge.replay_calls()[..] else {
         panic!("one call out")
     };
+    assert_eq!(edge.asked(id), Asked::Join { call: *call });
     assert_eq!(name, &format!("FRA/dpop/{}", holder.jkt()));
     let lost = Answer::Limit(Err("no answer within 1000 ms".into()));
     assert!(matches!(edge.answer(*call, lost), Next::Idle(_)));
-    let reply = reply_of(edge.answer(id, Answer::Opened));
+    let reply = reply_of(edge.answer(id, Answer::Joined));
     assert_eq!(reply.status, 503);
     assert!(reply.challenge.is_none());
     assert_eq!(edge.events("dpop_replay_unchecked"), 1);

@@ -152,7 +152,7 @@ impl Sim {
                 // signatures; here a debug-build P-256 verify per isolate would be most of the
                 // run time).
                 Io::Verify { .. } => Answer::Verified(Ok(true)),
-                Io::Gate { .. } => panic!("no DPoP proof in these runs"),
+                Io::Join { .. } => panic!("no DPoP proof in these runs"),
                 Io::Sleep { ms } => {
                     self.push(
                         now + ms,

@@ -41,9 +41,8 @@ extern "C" {
         mac: &str,
     );
     pub(super) fn sleep(ms: f64) -> js_sys::Promise;
-    /// The promise `open(id)` settles, or a timer after `timeout_ms`.
-    pub(super) fn gate(id: u32, timeout_ms: f64) -> js_sys::Promise;
-    pub(super) fn open(id: u32);
+    /// `promise` settled, or a timer after `timeout_ms`.
+    pub(super) fn join(promise: &js_sys::Promise, timeout_ms: f64) -> js_sys::Promise;
     pub(super) fn keep(ctx: &JsValue, promise: &JsValue);
     #[wasm_bindgen(js_name = importKey)]
     pub(super) fn import_key(point: &[u8]) -> js_sys::Promise;

@@ -75,11 +75,14 @@ pub enum Io<'a> {
     ReadCopy { key: &'a str },
     /// A timer (a request polling for another's job): [`Answer::Timer`].
     Sleep { ms: u64 },
-    /// A promise the isolate opens itself with [`Side::Open`] (a request whose answer comes
-    /// with another wait's, as a replay call's verdicts do), or the driver after `timeout_ms`
-    /// (a timer of the request's own, which also keeps it from looking hung to the runtime):
-    /// [`Answer::Opened`] either way.
-    Gate { timeout_ms: u64 },
+    /// The end of the wait `call`, a background one that another request started (a replay
+    /// call this request's proof goes in, or the one out before it): the driver waits on
+    /// that wait's promise from this request's own event, never settling one request's
+    /// promise from another's (the runtime runs a continuation in the request that settled
+    /// its promise, and I/O started there would be that request's). Or a timer after
+    /// `timeout_ms`, the request's own, which also keeps it from looking hung to the runtime.
+    /// [`Answer::Joined`] either way, and at once when `call` is over.
+    Join { call: WaitId, timeout_ms: u64 },
     /// A WebCrypto import of the P-256 key `key` (uncompressed `point`); the driver keeps
     /// it under that name: [`Answer::Imported`].
     Import { key: KeyName<'a>, point: [u8; 65] },
@@ -126,8 +129,8 @@ pub enum Answer {
     Copy(Option<CachedCopy>),
     /// The timer fired.
     Timer,
-    /// The gate was opened.
-    Opened,
+    /// The wait joined ended (or the timer fired).
+    Joined,
     /// The key import: done (the driver holds the key), or why not.
     Imported(Result<(), String>),
     /// WebCrypto's verdict, or why it gave none.
@@ -146,7 +149,7 @@ impl Answer {
             Self::Fetched(_) => Expect::Fetched,
             Self::Copy(_) => Expect::Copy,
             Self::Timer => Expect::Timer,
-            Self::Opened => Expect::Opened,
+            Self::Joined => Expect::Joined,
             Self::Imported(_) => Expect::Imported,
             Self::Verified(_) => Expect::Verified,
             Self::Limit(_) => Expect::Limit,
@@ -161,7 +164,7 @@ pub enum Expect {
     Fetched,
     Copy,
     Timer,
-    Opened,
+    Joined,
     Imported,
     Verified,
     Limit,
@@ -201,7 +204,4 @@ pub enum Side {
     /// Drops the DPoP proof key imported for thumbprint `jkt` (the isolate's bounded table
     /// let it go).
     ForgetProofKey { jkt: String },
-    /// Settles the [`Io::Gate`] of wait `id`: its answer, [`Answer::Opened`], comes back
-    /// under `id` like any other.
-    Open { id: WaitId },
 }

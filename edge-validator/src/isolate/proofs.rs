@@ -15,17 +15,16 @@
 //! **Group commit.** Proofs for a replay object that verify while a call to it is out wait in
 //! its [`ReplayLines`] queue and go together, up to [`BATCH`], in the next call, sent when a
 //! call out answers, or at once when the queue holds a full call. So a proof waits for at most
-//! two calls, the earliest one out and its own, each bounded by the fetch timeout. The next
-//! call is sent from the event of the oldest request queued (its gate opened to lead), not from
-//! the answer's: a fetch belongs to the request whose event started it, and the answered one
-//! may end and take an I/O it started along. A call out whose answer never comes (its request
+//! two calls, the last one out and its own, each bounded by the fetch timeout. Every call is
+//! sent from the event of a request it carries (the runtime ties a fetch to the request whose
+//! event started it, and a request that has answered may take its I/O along when it ends): a
+//! queued request waits for the last call out from its own event (`Io::Join`), and the first
+//! of them to wake after it sends the next. A call out whose answer never comes (its request
 //! dropped by the runtime) is given up after twice the fetch timeout. A call costs the edge more
 //! CPU than a proof's checks and signature together (`docs/performance.md`, DPoP), so a
 //! client sending many requests at once pays for a share of one each; a lone request waits
 //! for no one and sends its own. Nothing is decided in the isolate: every proof is still the
 //! object's to judge, one by one.
-
-use std::collections::{HashMap, VecDeque};
 
 use shared::{UnixTime, VerifiedProof};
 
@@ -136,20 +135,30 @@ pub fn replay_entries(url: &str) -> Option<String> {
 /// whose proofs go in the next one.
 #[derive(Debug)]
 pub(crate) struct ReplayLines {
-    /// By object name; a line goes when no call is out and no one is queued.
-    lines: HashMap<String, Line>,
-    /// How long a call out (or a hand-over) may take before the line stops waiting for it.
+    /// By object name; a line goes when no call is out and no one is queued. A list: the
+    /// lines with requests waiting are few, and a map's code would weigh more in the bundle.
+    lines: Vec<(String, Line)>,
+    /// How long a call out may take before the line stops waiting for it.
     patience_ms: u64,
 }
 
 #[derive(Debug)]
 struct Line {
-    /// Calls out, a hand-over to a queued request counting as one.
-    calls_out: usize,
-    queued: VecDeque<WaitId>,
+    /// The calls out, oldest first.
+    out: Vec<WaitId>,
+    queued: Vec<WaitId>,
     /// Past this, the calls out are not waited for: the runtime may have dropped the request
     /// that carried one, and its answer would never come.
     deadline: UnixTime,
+}
+
+/// What a request on a line does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// Send the next call now, from its own event ([`ReplayLines::next_call`]).
+    Send,
+    /// Wait for this call out (the last sent), then look again.
+    Wait(WaitId),
 }
 
 impl ReplayLines {
@@ -157,78 +166,96 @@ impl ReplayLines {
     /// timeout, unless the runtime dropped it).
     pub(crate) fn new(patience_ms: u64) -> Self {
         Self {
-            lines: HashMap::new(),
+            lines: Vec::new(),
             patience_ms,
         }
     }
 
-    /// Queues the request waiting under `id` for object `name` at `now`: `true` when the
-    /// caller sends a call now ([`Self::next_call`]): none is out (or none still waited
-    /// for), or the queue holds a full one.
-    pub(crate) fn join(&mut self, name: &str, id: WaitId, now: UnixTime) -> bool {
-        let line = self.lines.entry(name.to_owned()).or_insert_with(|| Line {
-            calls_out: 0,
-            queued: VecDeque::new(),
-            deadline: now,
-        });
-        if now >= line.deadline {
-            line.calls_out = 0;
+    /// Queues the request waiting under `id` for object `name` at `now`, and says what it
+    /// does: send a call when none is out (or none is still waited for) or the queue holds
+    /// a full one, else wait for the last call sent.
+    pub(crate) fn join(&mut self, name: &str, id: WaitId, now: UnixTime) -> Turn {
+        let at = match self.position(name) {
+            Some(at) => at,
+            None => {
+                let line = Line {
+                    out: Vec::new(),
+                    queued: Vec::new(),
+                    deadline: now,
+                };
+                self.lines.push((name.to_owned(), line));
+                self.lines.len() - 1
+            }
+        };
+        let Some((_, line)) = self.lines.get_mut(at) else {
+            return Turn::Send;
+        };
+        line.queued.push(id);
+        if line.queued.len() >= BATCH {
+            return Turn::Send;
         }
-        line.queued.push_back(id);
-        line.calls_out == 0 || line.queued.len() >= BATCH
+        Self::turn(line, now)
     }
 
-    /// The requests for the next call to `name`, up to [`BATCH`], oldest first, counted as a
-    /// call out from `now`; none when no one is waiting (and the line closed when no call is
-    /// out either).
-    pub(crate) fn next_call(&mut self, name: &str, now: UnixTime) -> Vec<WaitId> {
-        let Some(line) = self.lines.get_mut(name) else {
+    /// What a request still queued on `name` does when the call it waited for is over: the
+    /// same choice as [`Self::join`]'s, without queueing it again.
+    pub(crate) fn again(&mut self, name: &str, now: UnixTime) -> Turn {
+        match self.line(name) {
+            Some(line) => Self::turn(line, now),
+            None => Turn::Send,
+        }
+    }
+
+    fn turn(line: &mut Line, now: UnixTime) -> Turn {
+        if now >= line.deadline {
+            line.out.clear();
+        }
+        match line.out.last() {
+            Some(&last) => Turn::Wait(last),
+            None => Turn::Send,
+        }
+    }
+
+    /// The requests for the next call to `name`, up to [`BATCH`], oldest first; none when no
+    /// one is queued. [`Self::sent`] names the call made.
+    pub(crate) fn next_call(&mut self, name: &str) -> Vec<WaitId> {
+        let Some(line) = self.line(name) else {
             return Vec::new();
         };
-        if line.queued.is_empty() {
-            if line.calls_out == 0 {
-                self.lines.remove(name);
-            }
-            return Vec::new();
-        }
         let take = line.queued.len().min(BATCH);
-        line.calls_out += 1;
-        line.deadline = now.plus_millis(self.patience_ms);
         line.queued.drain(..take).collect()
     }
 
-    /// A call to `name` answered, or one counted was not made.
-    pub(crate) fn answered(&mut self, name: &str) {
-        if let Some(line) = self.lines.get_mut(name) {
-            line.calls_out = line.calls_out.saturating_sub(1);
+    /// The call to `name` sent at `now` is out under `call`.
+    pub(crate) fn sent(&mut self, name: &str, call: WaitId, now: UnixTime) {
+        let patience_ms = self.patience_ms;
+        if let Some(line) = self.line(name) {
+            line.out.push(call);
+            line.deadline = now.plus_millis(patience_ms);
         }
     }
 
-    /// When no call to `name` is out, the oldest queued request, to send the next call from
-    /// its own event (its context outlives the call: it waits for it), counted as a call out
-    /// from `now` until it does ([`Self::lead`]); else none (and the line closed when no one
-    /// is queued either).
-    pub(crate) fn next_leader(&mut self, name: &str, now: UnixTime) -> Option<WaitId> {
-        let line = self.lines.get_mut(name)?;
-        if line.calls_out > 0 {
-            return None;
-        }
-        let Some(leader) = line.queued.pop_front() else {
-            self.lines.remove(name);
-            return None;
+    /// The call `call` to `name` answered; the line closes when nothing is out and no one
+    /// is queued.
+    pub(crate) fn answered(&mut self, name: &str, call: WaitId) {
+        let Some(at) = self.position(name) else {
+            return;
         };
-        line.calls_out = 1;
-        line.deadline = now.plus_millis(self.patience_ms);
-        Some(leader)
+        if let Some((_, line)) = self.lines.get_mut(at) {
+            line.out.retain(|&out| out != call);
+            if line.out.is_empty() && line.queued.is_empty() {
+                self.lines.swap_remove(at);
+            }
+        }
     }
 
-    /// The leader of `name`, waiting again under `id`, goes first in the call it sends now
-    /// ([`Self::next_call`]).
-    pub(crate) fn lead(&mut self, name: &str, id: WaitId) {
-        if let Some(line) = self.lines.get_mut(name) {
-            line.calls_out = line.calls_out.saturating_sub(1);
-            line.queued.push_front(id);
-        }
+    fn position(&self, name: &str) -> Option<usize> {
+        self.lines.iter().position(|(line, _)| line == name)
+    }
+
+    fn line(&mut self, name: &str) -> Option<&mut Line> {
+        let at = self.position(name)?;
+        self.lines.get_mut(at).map(|(_, line)| line)
     }
 }
 
@@ -282,42 +309,48 @@ mod tests {
     fn proofs_wait_for_a_call_out_until_they_fill_one_or_it_is_given_up() {
         let at = |ms: u64| UnixTime::from_millis(1_000_000 + ms);
         let mut lines = ReplayLines::new(100);
-        assert!(lines.join("o", WaitId(1), at(0)), "the first sends at once");
-        assert_eq!(lines.next_call("o", at(0)), [WaitId(1)]);
+        assert_eq!(
+            lines.join("o", WaitId(1), at(0)),
+            Turn::Send,
+            "the first sends"
+        );
+        assert_eq!(lines.next_call("o"), [WaitId(1)]);
+        lines.sent("o", WaitId(100), at(0));
         let batch = u32::try_from(BATCH).unwrap();
         for id in 2..=batch {
-            assert!(!lines.join("o", WaitId(id), at(1)), "a call is out");
+            assert_eq!(lines.join("o", WaitId(id), at(1)), Turn::Wait(WaitId(100)));
         }
-        assert!(
-            lines.join("other", WaitId(900), at(1)),
-            "each object its own line"
-        );
+        assert_eq!(lines.join("other", WaitId(900), at(1)), Turn::Send);
         // The one that fills a call sends it, though a call is out.
-        assert!(lines.join("o", WaitId(batch + 1), at(1)));
-        let full = lines.next_call("o", at(1));
+        assert_eq!(lines.join("o", WaitId(batch + 1), at(1)), Turn::Send);
+        let full = lines.next_call("o");
         assert_eq!((full.len(), full.first()), (BATCH, Some(&WaitId(2))));
-        assert!(!lines.join("o", WaitId(batch + 2), at(2)), "two calls out");
-        assert!(!lines.join("o", WaitId(batch + 3), at(2)));
-        // Each answer hands the queue to its oldest, which sends it from its own event.
-        lines.answered("o");
-        assert_eq!(lines.next_leader("o", at(3)), None, "a call is still out");
-        lines.answered("o");
-        assert_eq!(lines.next_leader("o", at(3)), Some(WaitId(batch + 2)));
-        assert!(
-            !lines.join("o", WaitId(3000), at(4)),
-            "the hand-over counts as out"
-        );
-        lines.lead("o", WaitId(4000));
+        lines.sent("o", WaitId(101), at(1));
         assert_eq!(
-            lines.next_call("o", at(5)),
-            [WaitId(4000), WaitId(batch + 3), WaitId(3000)]
+            lines.join("o", WaitId(2000), at(2)),
+            Turn::Wait(WaitId(101))
         );
-        // A call whose answer never comes is given up at the deadline: the next sends.
-        assert!(!lines.join("o", WaitId(5000), at(104)));
-        assert!(lines.join("o", WaitId(5001), at(105)));
-        assert_eq!(lines.next_call("o", at(105)), [WaitId(5000), WaitId(5001)]);
-        lines.answered("o");
-        assert_eq!(lines.next_leader("o", at(106)), None, "no one left");
-        assert!(!lines.lines.contains_key("o"), "the line closed");
+        // The calls answer, in any order: the one still queued waits for what is still out,
+        // then sends the next from its own event.
+        lines.answered("o", WaitId(101));
+        assert_eq!(lines.again("o", at(3)), Turn::Wait(WaitId(100)));
+        lines.answered("o", WaitId(100));
+        assert_eq!(lines.again("o", at(3)), Turn::Send);
+        assert_eq!(lines.next_call("o"), [WaitId(2000)]);
+        lines.sent("o", WaitId(102), at(3));
+        // A call whose answer never comes is given up at the deadline.
+        assert_eq!(
+            lines.join("o", WaitId(3000), at(102)),
+            Turn::Wait(WaitId(102))
+        );
+        assert_eq!(lines.join("o", WaitId(3001), at(103)), Turn::Send);
+        assert_eq!(lines.next_call("o"), [WaitId(3000), WaitId(3001)]);
+        lines.sent("o", WaitId(103), at(103));
+        lines.answered("o", WaitId(103));
+        assert_eq!(
+            lines.position("o"),
+            None,
+            "nothing out, no one queued: closed"
+        );
     }
 }

@@ -444,8 +444,8 @@ async fn a_proof_replayed_at_another_live_isolate_is_refused() {
     );
 
     // A burst at one isolate: proofs verified while its replay call is out wait for the next
-    // call, together (a gate each, src/isolate/proofs.rs). Each is still judged on its own:
-    // the two sent twice pass once.
+    // call, together (src/isolate/proofs.rs: each follows the call out from its own event).
+    // Each is still judged on its own: the two sent twice pass once.
     let proofs: Vec<String> = (0..12)
         .map(|_| holder.proof("GET", &url, Some(&token), |_, _| {}))
         .collect();

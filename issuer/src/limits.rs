@@ -16,19 +16,21 @@
 //!
 //! State lives in this instance's memory (`limits_backend = "memory"`: N instances allow N
 //! times a plan) or in Redis (`"redis"`: one state for every instance, one atomic script per
-//! decision, whatever its number of charges). With Redis down or slow past
+//! call, whatever its number of charges, and one call for the decisions that arrived while
+//! the last was out: `RedisStore`). With Redis down or slow past
 //! `redis_timeout_ms`, a decision falls back to this instance's memory: the limits fail open
 //! to per-instance limits rather than refusing tokens, and each fallback is counted
 //! (`issuer_limits_redis_fallbacks_total`) and logged.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use shared::rate_limit::{check_weighted, Decision, GcraState};
 use shared::{RatePlan, UnixTime};
+use tokio::sync::{mpsc, oneshot};
 
 /// What a failed client authentication costs, in requests.
 pub const FAILED_AUTH_COST: u32 = 5;
@@ -353,184 +355,192 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 
 /// GCRA in Redis, the same arithmetic as `shared::rate_limit::check_weighted` in microseconds
 /// (Lua numbers are doubles: nanoseconds since the epoch would not fit their 53 bits), over
-/// one or more charges in order, as `decide_in_memory` does. Each key holds the theoretical
-/// arrival time and expires when it passes (an idle key is the same as none). `KEYS[i]` is
-/// the i-th charge's key; `ARGV[1]` the time, then five per charge: its cost (in
+/// one call's decisions, each one or more charges in order, as `decide_in_memory` does. Each
+/// key holds the theoretical arrival time and expires when it passes (an idle key is the same
+/// as none). `KEYS` are every charge's key, decision after decision; `ARGV` holds, for each
+/// decision, its number of charges and its time, then five per charge: its cost (in
 /// microseconds of the plan), the emission interval, the tolerance, the burst, and `1` when
-/// it is enforced. Returns allowed (0/1), remaining, reset-after and retry-after in ms, and
-/// the index (from 1) of the charge that decided: the one denied, else the last enforced.
-/// (The keys of one decision are not in one Redis Cluster slot: the backend is one Redis,
-/// or a replicated one behind a single endpoint.)
+/// it is enforced. Returns five numbers per decision: allowed (0/1), remaining, reset-after
+/// and retry-after in ms, and the index (from 1) of the charge that decided: the one denied,
+/// else the last enforced. (The keys of one call are not in one Redis Cluster slot: the
+/// backend is one Redis, or a replicated one behind a single endpoint.)
 const GCRA_SCRIPT: &str = r"
-local now = tonumber(ARGV[1])
-local answer
-for i, key in ipairs(KEYS) do
-  local at = 1 + (i - 1) * 5
-  local interval = tonumber(ARGV[at + 1])
-  local unit = tonumber(ARGV[at + 2])
-  local tolerance = tonumber(ARGV[at + 3])
-  local burst = tonumber(ARGV[at + 4])
-  local enforced = ARGV[at + 5] == '1'
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  local new_tat = tat + interval
-  local allow_at = new_tat - tolerance
-  if now < allow_at then
-    if enforced then
-      return {0, 0, math.ceil((tat - now) / 1000), math.ceil((allow_at - now) / 1000), i}
+local out = {}
+local at = 1
+local k = 0
+while at < #ARGV do
+  local count = tonumber(ARGV[at])
+  local now = tonumber(ARGV[at + 1])
+  at = at + 2
+  local answer
+  for i = 1, count do
+    k = k + 1
+    if not answer or answer[1] == 1 then
+      local interval = tonumber(ARGV[at])
+      local unit = tonumber(ARGV[at + 1])
+      local tolerance = tonumber(ARGV[at + 2])
+      local burst = tonumber(ARGV[at + 3])
+      local enforced = ARGV[at + 4] == '1'
+      local tat = tonumber(redis.call('GET', KEYS[k]) or '0')
+      if tat < now then tat = now end
+      local new_tat = tat + interval
+      local allow_at = new_tat - tolerance
+      if now < allow_at then
+        if enforced then
+          answer = {0, 0, math.ceil((tat - now) / 1000), math.ceil((allow_at - now) / 1000), i}
+        end
+      else
+        local remaining = math.floor((now - allow_at) / unit)
+        if remaining > burst - 1 then remaining = burst - 1 end
+        redis.call('SET', KEYS[k], string.format('%.3f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+        if enforced then answer = {1, remaining, math.ceil((new_tat - now) / 1000), 0, i} end
+      end
     end
-  else
-    local remaining = math.floor((now - allow_at) / unit)
-    if remaining > burst - 1 then remaining = burst - 1 end
-    redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-    if enforced then answer = {1, remaining, math.ceil((new_tat - now) / 1000), 0, i} end
+    at = at + 5
   end
+  for _, v in ipairs(answer) do out[#out + 1] = v end
 end
-return answer
+return out
 ";
 
 /// Key prefix of the limiter state in Redis.
 const REDIS_PREFIX: &str = "edgeward:issuer:limit:";
+/// Most decisions one call carries.
+const CALL_BATCH: usize = 64;
 
-/// The Redis side: a connection made on first use, which reconnects by itself once made.
+/// The Redis side. Decisions go to Redis through one task of their own (`serve_calls`),
+/// which has one call out at a time: the decisions that arrive while it is out go together
+/// in the next (group commit). A call's fixed cost (a round trip, the command, the script's
+/// start) is then shared under load, and a lone decision waits for no one. The script still
+/// makes every decision on its own, in order, atomically: a call of many decides exactly as
+/// that many calls of one would. A decision waits for at most the call out and its own.
 /// After any failure Redis counts as down for [`REDIS_RETRY`]: decisions come from memory
 /// at once, without waiting out a timeout each.
 struct RedisStore {
+    link: Arc<RedisLink>,
+    /// The task's queue, started with the first decision (inside the runtime); the task
+    /// ends when the store is dropped.
+    calls: OnceLock<mpsc::Sender<Queued>>,
+    next_log: Mutex<Option<Instant>>,
+}
+
+/// What the calling task needs: how to reach Redis, and whether it is down.
+struct RedisLink {
     client: redis::Client,
     timeout: Duration,
     script: redis::Script,
-    /// The connection once made: a read lock clones it, so requests never wait on each
-    /// other for it.
-    connection: RwLock<Option<redis::aio::ConnectionManager>>,
-    /// Held while one request connects; others decide from memory meanwhile.
-    connecting: tokio::sync::Mutex<()>,
     /// Until when Redis counts as down after a failure (no call waits out another timeout
-    /// until then), and when a fallback may be logged again.
+    /// until then).
     down_until: Mutex<Option<Instant>>,
-    next_log: Mutex<Option<Instant>>,
+}
+
+/// One decision waiting for a call: its time, its charges, and where its answer goes.
+struct Queued {
+    now_micros: u64,
+    charges: Vec<QueuedCharge>,
+    answer: oneshot::Sender<Result<[u64; 5], RedisLimitError>>,
+}
+
+/// A charge as the script reads it.
+struct QueuedCharge {
+    key: String,
+    cost: f64,
+    unit: f64,
+    tolerance: f64,
+    burst: u32,
+    enforced: bool,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.link.timeout)
             .finish_non_exhaustive()
     }
 }
 
 /// Why a decision could not come from Redis.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 enum RedisLimitError {
     #[error("no connection (retrying)")]
     Down,
     #[error("timed out")]
     Timeout,
-    #[error(transparent)]
-    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Redis(String),
 }
 
 impl RedisStore {
     fn new(client: redis::Client, timeout: Duration) -> Self {
         Self {
-            client,
-            timeout,
-            script: redis::Script::new(GCRA_SCRIPT),
-            connection: RwLock::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            down_until: Mutex::new(None),
+            link: Arc::new(RedisLink {
+                client,
+                timeout,
+                script: redis::Script::new(GCRA_SCRIPT),
+                down_until: Mutex::new(None),
+            }),
+            calls: OnceLock::new(),
             next_log: Mutex::new(None),
         }
     }
 
-    /// The connection, making it if Redis is not counted as down.
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, RedisLimitError> {
-        if is_down(&self.down_until) {
-            return Err(RedisLimitError::Down);
-        }
-        if let Some(connection) = read(&self.connection).as_ref() {
-            return Ok(connection.clone());
-        }
-        // Another request is connecting: decide from memory rather than queue behind it.
-        let Ok(_connecting) = self.connecting.try_lock() else {
-            return Err(RedisLimitError::Down);
-        };
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        let made = tokio::time::timeout(
-            self.timeout.saturating_mul(2),
-            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| RedisLimitError::Timeout)
-        .and_then(|made| made.map_err(RedisLimitError::from));
-        match made {
-            Ok(made) => {
-                *write(&self.connection) = Some(made.clone());
-                Ok(made)
-            }
-            Err(err) => {
-                mark_down(&self.down_until);
-                Err(err)
-            }
-        }
-    }
-
-    /// [`decide_in_memory`]'s decision, in one call of [`GCRA_SCRIPT`].
+    /// [`decide_in_memory`]'s decision, made by [`GCRA_SCRIPT`] in the next call.
     async fn decide(
         &self,
         first: &Charge<'_>,
         then: &[Charge<'_>],
         now: UnixTime,
     ) -> Result<Verdict, RedisLimitError> {
-        let mut connection = self.connection().await?;
-        let mut invocation = self.script.prepare_invoke();
-        invocation.arg(now.as_millis().saturating_mul(1_000));
+        if is_down(&self.link.down_until) {
+            return Err(RedisLimitError::Down);
+        }
         let mut limits = Vec::with_capacity(1 + then.len());
+        let mut charges = Vec::with_capacity(1 + then.len());
         for (n, charge) in std::iter::once(first).chain(then).enumerate() {
             let plan = charge.table.plan();
             // Microseconds, as in the script; the plan's emission interval may be fractional.
             let unit = f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit());
-            // The plan is part of the key: a reloaded plan starts every key afresh, as in memory.
-            invocation
-                .key(format!(
-                    "{REDIS_PREFIX}{}:{plan}:{}",
-                    charge.name, charge.key
-                ))
-                .arg(unit * f64::from(charge.cost.max(1)))
-                .arg(unit)
-                .arg(unit * f64::from(plan.burst()))
-                .arg(plan.burst())
-                .arg(u8::from(n == 0 || charge.enforced));
+            charges.push(QueuedCharge {
+                // The plan is part of the key: a reloaded plan starts every key afresh, as
+                // in memory.
+                key: format!("{REDIS_PREFIX}{}:{plan}:{}", charge.name, charge.key),
+                cost: unit * f64::from(charge.cost.max(1)),
+                unit,
+                tolerance: unit * f64::from(plan.burst()),
+                burst: plan.burst(),
+                enforced: n == 0 || charge.enforced,
+            });
             limits.push(plan.burst());
         }
-        let answer: (u8, u32, u64, u64, usize) = match tokio::time::timeout(
-            self.timeout,
-            invocation.invoke_async(&mut connection),
-        )
-        .await
-        {
-            Ok(Ok(answer)) => answer,
-            // A Redis that stopped answering costs one timeout, not one per request: the
-            // next calls until REDIS_RETRY decide from memory at once.
-            Ok(Err(err)) => {
-                mark_down(&self.down_until);
-                return Err(err.into());
-            }
-            Err(_) => {
-                mark_down(&self.down_until);
-                return Err(RedisLimitError::Timeout);
-            }
+        let (answer, answered) = oneshot::channel();
+        let queued = Queued {
+            now_micros: now.as_millis().saturating_mul(1_000),
+            charges,
+            answer,
         };
-        let by = answer.4.saturating_sub(1);
+        let calls = self.calls.get_or_init(|| {
+            let (calls, queue) = mpsc::channel(CALL_BATCH * 16);
+            tokio::spawn(serve_calls(Arc::clone(&self.link), queue));
+            calls
+        });
+        // The call out, then this one's: each waits at most the timeout.
+        let waited = tokio::time::timeout(self.link.timeout.saturating_mul(2), async {
+            calls
+                .send(queued)
+                .await
+                .map_err(|_| RedisLimitError::Down)?;
+            answered.await.map_err(|_| RedisLimitError::Down)?
+        })
+        .await;
+        let answer = waited.unwrap_or(Err(RedisLimitError::Timeout))?;
+        let by = usize::try_from(answer[4].saturating_sub(1)).unwrap_or(usize::MAX);
         Ok(Verdict {
             decision: Decision {
-                allowed: answer.0 == 1,
+                allowed: answer[0] == 1,
                 limit: limits.get(by).copied().unwrap_or_default(),
-                remaining: answer.1,
-                reset_after_ms: answer.2,
-                retry_after_ms: answer.3,
+                remaining: u32::try_from(answer[1]).unwrap_or(u32::MAX),
+                reset_after_ms: answer[2],
+                retry_after_ms: answer[3],
             },
             by,
         })
@@ -542,22 +552,97 @@ impl RedisStore {
     }
 }
 
+/// The calling task: takes what is queued (at most [`CALL_BATCH`]) into one call, answers
+/// each decision, and again, until the store is dropped. The connection is made on the first
+/// call and reconnects by itself once made.
+async fn serve_calls(link: Arc<RedisLink>, mut queue: mpsc::Receiver<Queued>) {
+    let mut connection = None;
+    let mut batch = Vec::with_capacity(CALL_BATCH);
+    while queue.recv_many(&mut batch, CALL_BATCH).await > 0 {
+        // A decision whose request stopped waiting is not made.
+        batch.retain(|queued| !queued.answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let answers = link.call(&mut connection, &batch).await;
+        for (at, queued) in batch.drain(..).enumerate() {
+            let answer = match &answers {
+                Ok(answers) => answers
+                    .get(at * 5..at * 5 + 5)
+                    .and_then(|five| <[u64; 5]>::try_from(five).ok())
+                    .ok_or_else(|| RedisLimitError::Redis("a short answer".to_owned())),
+                Err(err) => Err(err.clone()),
+            };
+            // The request may have stopped waiting meanwhile: nothing to tell it.
+            let _ = queued.answer.send(answer);
+        }
+    }
+}
+
+impl RedisLink {
+    /// One call of [`GCRA_SCRIPT`] for `batch`: five numbers per decision, in order.
+    async fn call(
+        &self,
+        connection: &mut Option<redis::aio::ConnectionManager>,
+        batch: &[Queued],
+    ) -> Result<Vec<u64>, RedisLimitError> {
+        if is_down(&self.down_until) {
+            return Err(RedisLimitError::Down);
+        }
+        let connection = match connection {
+            Some(made) => made,
+            None => connection.insert(self.connect().await?),
+        };
+        let mut invocation = self.script.prepare_invoke();
+        for queued in batch {
+            invocation.arg(queued.charges.len()).arg(queued.now_micros);
+            for charge in &queued.charges {
+                invocation
+                    .key(&charge.key)
+                    .arg(charge.cost)
+                    .arg(charge.unit)
+                    .arg(charge.tolerance)
+                    .arg(charge.burst)
+                    .arg(u8::from(charge.enforced));
+            }
+        }
+        match tokio::time::timeout(self.timeout, invocation.invoke_async(connection)).await {
+            Ok(Ok(answers)) => Ok(answers),
+            // A Redis that stopped answering costs one timeout, not one per request: the
+            // next calls until REDIS_RETRY decide from memory at once.
+            Ok(Err(err)) => {
+                mark_down(&self.down_until);
+                Err(RedisLimitError::Redis(err.to_string()))
+            }
+            Err(_) => {
+                mark_down(&self.down_until);
+                Err(RedisLimitError::Timeout)
+            }
+        }
+    }
+
+    /// A new connection, within twice the timeout; a failure marks Redis down.
+    async fn connect(&self) -> Result<redis::aio::ConnectionManager, RedisLimitError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1);
+        let made = tokio::time::timeout(
+            self.timeout.saturating_mul(2),
+            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| RedisLimitError::Timeout)
+        .and_then(|made| made.map_err(|err| RedisLimitError::Redis(err.to_string())));
+        if made.is_err() {
+            mark_down(&self.down_until);
+        }
+        made
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    match lock.read() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    match lock.write() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     }

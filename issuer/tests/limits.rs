@@ -195,3 +195,41 @@ async fn a_known_denial_does_not_outlive_its_clock_or_its_plan() {
         "a reloaded plan"
     );
 }
+
+/// Decisions made at once go to Redis together (a call carries those that arrived while the
+/// last was out), and each is still made exactly once: of many requests at one instant,
+/// exactly the plan's burst is allowed, as in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_decisions_share_calls_and_each_is_made_once() {
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let plan: RatePlan = "100/60s;burst=50".parse().unwrap();
+    let (_, per_client, feed) = plans();
+    let fallbacks = prometheus_client::metrics::counter::Counter::default();
+    let redis = std::sync::Arc::new(TokenLimits::new(plan, per_client, feed).in_redis(
+        redis::Client::open(url.as_str()).unwrap(),
+        Duration::from_secs(2),
+        fallbacks.clone(),
+    ));
+    let memory = std::sync::Arc::new(TokenLimits::new(plan, per_client, feed));
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let address: IpAddr = format!("2001:db8:cc:{:x}::1", run & 0xffff)
+        .parse()
+        .unwrap();
+    let now = UnixTime::from_millis(u64::try_from(run / 1_000_000).unwrap());
+    for limits in [redis, memory] {
+        let mut decisions = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let limits = std::sync::Arc::clone(&limits);
+            decisions.spawn(async move { limits.authenticated(address, None, now).await });
+        }
+        let mut allowed = 0;
+        while let Some(decision) = decisions.join_next().await {
+            allowed += usize::from(decision.unwrap().allowed);
+        }
+        assert_eq!(allowed, 50);
+    }
+    assert_eq!(fallbacks.get(), 0, "every decision came from Redis");
+}

@@ -122,13 +122,13 @@ pub fn resume(id: u32, ok: bool, value: JsValue) -> Result<JsValue, JsValue> {
         let Some(Ok(driver)) = cell.as_mut() else {
             return passed_on_or_lost(ok, value);
         };
+        if let Some(at) = driver.joinable.iter().position(|(out, _)| *out == id.0) {
+            let _settled = driver.joinable.swap_remove(at);
+        }
         let Some(expect) = driver.isolate.expects(id) else {
             return passed_on_or_lost(ok, value);
         };
         let answer = driver.read(id, expect, ok, &value);
-        if let Some(at) = driver.joinable.iter().position(|(out, _)| *out == id.0) {
-            let _settled = driver.joinable.swap_remove(at);
-        }
         match driver.isolate.resume(id, answer, now()) {
             Some(next) => driver.run(next, Some(&value)),
             None => lost(),

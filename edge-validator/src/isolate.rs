@@ -295,8 +295,9 @@ struct Replaying {
     verdict: Option<Verdict>,
     /// The call it went in, once it has.
     call: Option<WaitId>,
-    /// The wait it follows: its call, or the last one out before it.
+    /// The wait it follows: its call, or the last one out before it; and until when.
     follows: WaitId,
+    follows_until: UnixTime,
     /// When it joined the line: it waits until twice the fetch timeout after, no longer.
     since: UnixTime,
     log: RequestLog,
@@ -567,6 +568,7 @@ impl<T: Clone> Isolate<T> {
                         call: replaying.follows,
                         timeout_ms: self
                             .replay_deadline(replaying)
+                            .min(replaying.follows_until)
                             .millis_since(self.event_now)
                             .max(1),
                     },
@@ -701,6 +703,7 @@ impl<T: Clone> Isolate<T> {
                     self.proved(*proving, exchange, verdict, now)
                 }
                 (Suspended::Replay(replaying), Answer::Joined) => {
+                    self.replays.leave(&replaying.name, id);
                     self.replay_answered(*replaying, exchange, now)
                 }
                 (Suspended::Limit(asking), Answer::Limit(answer)) => {
@@ -1108,6 +1111,7 @@ impl<T: Clone> Isolate<T> {
             verdict: None,
             call: None,
             follows: WaitId(0),
+            follows_until: self.event_now,
             since: self.event_now,
             log,
             started,
@@ -1116,15 +1120,36 @@ impl<T: Clone> Isolate<T> {
             exchange: exchange.clone(),
             on: Suspended::Replay(Box::new(replaying)),
         });
-        let follows = match self.replays.join(&name, id, self.event_now) {
-            Turn::Wait(call) => Some(call),
-            Turn::Send => self.call_replays(name, exchange),
-        };
+        let turn = self.replays.join(&name, id, self.event_now);
+        let follows = self.follow_line(name, exchange, turn);
         self.replay_follows(id, follows);
         Next::Wait(id)
     }
 
-    /// Until when a request waits for its replay verdict: the last call out, then its own.
+    /// The wait a request on the line `name` follows after `turn`: a call out still known
+    /// (one over already, its answer lost with an evicted entry, is taken off the line), or
+    /// the call it sends now from its own event (`exchange`'s).
+    fn follow_line(
+        &mut self,
+        name: String,
+        exchange: T,
+        mut turn: Turn,
+    ) -> Option<(WaitId, UnixTime)> {
+        loop {
+            match turn {
+                Turn::Wait(call, until) if self.jobs.get(call).is_some() => {
+                    return Some((call, until))
+                }
+                Turn::Wait(call, _) => {
+                    self.replays.answered(&name, call);
+                    turn = self.replays.again(&name, self.event_now);
+                }
+                Turn::Send => return self.call_replays(name, exchange),
+            }
+        }
+    }
+
+    /// Until when a request waits for its replay verdict, in all.
     fn replay_deadline(&self, replaying: &Replaying) -> UnixTime {
         replaying
             .since
@@ -1132,8 +1157,9 @@ impl<T: Clone> Isolate<T> {
     }
 
     /// Whether the request waiting under `id` for its replay verdict, woken at `now` with
-    /// none, waits again: for its call, still out; or, still queued, for the last call out,
-    /// or for the call it sends now from its own event. Not past its deadline.
+    /// none, waits again: for its call, still out and not given up; or, still queued, for
+    /// the last call out, or for the call it sends now from its own event. Not past its
+    /// deadline.
     fn replay_waits_again(&mut self, id: WaitId, now: UnixTime) -> bool {
         let Some(Waiting::Request {
             exchange,
@@ -1146,15 +1172,11 @@ impl<T: Clone> Isolate<T> {
             return false;
         }
         let follows = match replaying.call {
-            Some(call) if self.jobs.get(call).is_some() => Some(call),
-            // Its call answered without it (an evicted entry, refilled): no verdict to wait for.
-            Some(_) => return false,
+            Some(call) => return self.jobs.get(call).is_some() && now < replaying.follows_until,
             None => {
                 let (name, exchange) = (replaying.name.clone(), exchange.clone());
-                match self.replays.again(&name, now) {
-                    Turn::Wait(call) => Some(call),
-                    Turn::Send => self.call_replays(name, exchange),
-                }
+                let turn = self.replays.again(&name, now);
+                self.follow_line(name, exchange, turn)
             }
         };
         self.replay_follows(id, follows)
@@ -1162,14 +1184,15 @@ impl<T: Clone> Isolate<T> {
 
     /// Points the request waiting under `id` at the wait it follows (`None`: there is none
     /// to follow, and it is answered when it wakes). Whether it has one.
-    fn replay_follows(&mut self, id: WaitId, follows: Option<WaitId>) -> bool {
+    fn replay_follows(&mut self, id: WaitId, follows: Option<(WaitId, UnixTime)>) -> bool {
         if let Some(Waiting::Request {
             on: Suspended::Replay(replaying),
             ..
         }) = self.waits.get_mut(id)
         {
-            if let Some(follows) = follows {
+            if let Some((follows, until)) = follows {
                 replaying.follows = follows;
+                replaying.follows_until = until;
                 return true;
             }
             // Following itself: the driver finds no such background wait and it wakes at once.
@@ -1180,12 +1203,14 @@ impl<T: Clone> Isolate<T> {
 
     /// Sends the next call to the replay object `name` for the requests queued on its line,
     /// from the event of `exchange` (a request among them, waiting for it: its context keeps
-    /// the call alive); the call, or `None` when no one queued is left. A queued request whose
-    /// wait is gone (evicted from the table) is left out.
-    fn call_replays(&mut self, name: String, exchange: T) -> Option<WaitId> {
+    /// the call alive); the call and when it is given up, or `None` when no one queued is
+    /// left. A queued id whose wait is gone, or is now another request's (ids come round
+    /// again), is left out.
+    fn call_replays(&mut self, name: String, exchange: T) -> Option<(WaitId, UnixTime)> {
         loop {
             let queued = self.replays.next_call(&name);
             if queued.is_empty() {
+                self.replays.close_if_idle(&name);
                 return None;
             }
             let mut members = Vec::with_capacity(queued.len());
@@ -1196,8 +1221,10 @@ impl<T: Clone> Isolate<T> {
                     ..
                 }) = self.waits.get(id)
                 {
-                    pairs.push(replaying.pair.as_str());
-                    members.push(id);
+                    if replaying.name == name && replaying.call.is_none() {
+                        pairs.push(replaying.pair.as_str());
+                        members.push(id);
+                    }
                 }
             }
             if members.is_empty() {
@@ -1210,7 +1237,7 @@ impl<T: Clone> Isolate<T> {
                 url,
                 members: members.clone(),
             });
-            self.replays.sent(&name, call, self.event_now);
+            let until = self.replays.sent(&name, call, self.event_now);
             for id in members {
                 if let Some(Waiting::Request {
                     on: Suspended::Replay(replaying),
@@ -1219,10 +1246,11 @@ impl<T: Clone> Isolate<T> {
                 {
                     replaying.call = Some(call);
                     replaying.follows = call;
+                    replaying.follows_until = until;
                 }
             }
             self.side.push(Side::Background { id: call });
-            return Some(call);
+            return Some((call, until));
         }
     }
 
@@ -1243,7 +1271,10 @@ impl<T: Clone> Isolate<T> {
                 ..
             }) = self.waits.get_mut(id)
             {
-                replaying.verdict = Some(verdict);
+                // Only a member of this call (not another request under a reused id).
+                if replaying.call == Some(call) {
+                    replaying.verdict = Some(verdict);
+                }
             }
         }
     }

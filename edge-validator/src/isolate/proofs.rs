@@ -14,13 +14,13 @@
 //!
 //! **Group commit.** Proofs for a replay object that verify while a call to it is out wait in
 //! its [`ReplayLines`] queue and go together, up to [`BATCH`], in the next call, sent when a
-//! call out answers, or at once when the queue holds a full call. So a proof waits for at most
-//! two calls, the last one out and its own, each bounded by the fetch timeout. Every call is
+//! call out answers, or at once when the queue holds a full call. A request waits at most twice
+//! the fetch timeout in all (then 503), and a call out is given up after that long too. Every call is
 //! sent from the event of a request it carries (the runtime ties a fetch to the request whose
 //! event started it, and a request that has answered may take its I/O along when it ends): a
 //! queued request waits for the last call out from its own event (`Io::Join`), and the first
-//! of them to wake after it sends the next. A call out whose answer never comes (its request
-//! dropped by the runtime) is given up after twice the fetch timeout. A call costs the edge more
+//! of them to wake after it sends the next (a call whose answer never comes, its request
+//! dropped by the runtime, no longer holds anyone once given up). A call costs the edge more
 //! CPU than a proof's checks and signature together (`docs/performance.md`, DPoP), so a
 //! client sending many requests at once pays for a share of one each; a lone request waits
 //! for no one and sends its own. Nothing is decided in the isolate: every proof is still the
@@ -138,18 +138,16 @@ pub(crate) struct ReplayLines {
     /// By object name; a line goes when no call is out and no one is queued. A list: the
     /// lines with requests waiting are few, and a map's code would weigh more in the bundle.
     lines: Vec<(String, Line)>,
-    /// How long a call out may take before the line stops waiting for it.
+    /// How long a call out is waited for: it settles within the fetch timeout, unless the
+    /// runtime dropped the request that carried it, and then its answer never comes.
     patience_ms: u64,
 }
 
 #[derive(Debug)]
 struct Line {
-    /// The calls out, oldest first.
-    out: Vec<WaitId>,
+    /// The calls out, oldest first, each with the time it is given up at.
+    out: Vec<(WaitId, UnixTime)>,
     queued: Vec<WaitId>,
-    /// Past this, the calls out are not waited for: the runtime may have dropped the request
-    /// that carried one, and its answer would never come.
-    deadline: UnixTime,
 }
 
 /// What a request on a line does next.
@@ -157,13 +155,12 @@ struct Line {
 pub(crate) enum Turn {
     /// Send the next call now, from its own event ([`ReplayLines::next_call`]).
     Send,
-    /// Wait for this call out (the last sent), then look again.
-    Wait(WaitId),
+    /// Wait for this call out (the last sent) until it is given up, then look again.
+    Wait(WaitId, UnixTime),
 }
 
 impl ReplayLines {
-    /// No lines; a call out is waited for `patience_ms` at most (it settles within the fetch
-    /// timeout, unless the runtime dropped it).
+    /// No lines; a call out is waited for `patience_ms` at most.
     pub(crate) fn new(patience_ms: u64) -> Self {
         Self {
             lines: Vec::new(),
@@ -181,7 +178,6 @@ impl ReplayLines {
                 let line = Line {
                     out: Vec::new(),
                     queued: Vec::new(),
-                    deadline: now,
                 };
                 self.lines.push((name.to_owned(), line));
                 self.lines.len() - 1
@@ -207,11 +203,9 @@ impl ReplayLines {
     }
 
     fn turn(line: &mut Line, now: UnixTime) -> Turn {
-        if now >= line.deadline {
-            line.out.clear();
-        }
+        line.out.retain(|&(_, until)| now < until);
         match line.out.last() {
-            Some(&last) => Turn::Wait(last),
+            Some(&(last, until)) => Turn::Wait(last, until),
             None => Turn::Send,
         }
     }
@@ -226,24 +220,39 @@ impl ReplayLines {
         line.queued.drain(..take).collect()
     }
 
-    /// The call to `name` sent at `now` is out under `call`.
-    pub(crate) fn sent(&mut self, name: &str, call: WaitId, now: UnixTime) {
-        let patience_ms = self.patience_ms;
+    /// The call to `name` sent at `now` is out under `call`; when it is given up.
+    pub(crate) fn sent(&mut self, name: &str, call: WaitId, now: UnixTime) -> UnixTime {
+        let until = now.plus_millis(self.patience_ms);
         if let Some(line) = self.line(name) {
-            line.out.push(call);
-            line.deadline = now.plus_millis(patience_ms);
+            line.out.push((call, until));
         }
+        until
     }
 
-    /// The call `call` to `name` answered; the line closes when nothing is out and no one
-    /// is queued.
+    /// The call `call` to `name` answered (or is known to be over).
     pub(crate) fn answered(&mut self, name: &str, call: WaitId) {
-        let Some(at) = self.position(name) else {
-            return;
-        };
-        if let Some((_, line)) = self.lines.get_mut(at) {
-            line.out.retain(|&out| out != call);
-            if line.out.is_empty() && line.queued.is_empty() {
+        if let Some(line) = self.line(name) {
+            line.out.retain(|&(out, _)| out != call);
+        }
+        self.close_if_idle(name);
+    }
+
+    /// The request waiting under `id` left the line `name` (answered, or given up).
+    pub(crate) fn leave(&mut self, name: &str, id: WaitId) {
+        if let Some(line) = self.line(name) {
+            line.queued.retain(|&queued| queued != id);
+        }
+        self.close_if_idle(name);
+    }
+
+    /// Closes the line `name` when no call is out and no one is queued.
+    pub(crate) fn close_if_idle(&mut self, name: &str) {
+        if let Some(at) = self.position(name) {
+            if self
+                .lines
+                .get(at)
+                .is_some_and(|(_, line)| line.out.is_empty() && line.queued.is_empty())
+            {
                 self.lines.swap_remove(at);
             }
         }
@@ -315,10 +324,11 @@ mod tests {
             "the first sends"
         );
         assert_eq!(lines.next_call("o"), [WaitId(1)]);
-        lines.sent("o", WaitId(100), at(0));
+        assert_eq!(lines.sent("o", WaitId(100), at(0)), at(100));
         let batch = u32::try_from(BATCH).unwrap();
         for id in 2..=batch {
-            assert_eq!(lines.join("o", WaitId(id), at(1)), Turn::Wait(WaitId(100)));
+            let turn = lines.join("o", WaitId(id), at(1));
+            assert_eq!(turn, Turn::Wait(WaitId(100), at(100)));
         }
         assert_eq!(lines.join("other", WaitId(900), at(1)), Turn::Send);
         // The one that fills a call sends it, though a call is out.
@@ -326,27 +336,28 @@ mod tests {
         let full = lines.next_call("o");
         assert_eq!((full.len(), full.first()), (BATCH, Some(&WaitId(2))));
         lines.sent("o", WaitId(101), at(1));
-        assert_eq!(
-            lines.join("o", WaitId(2000), at(2)),
-            Turn::Wait(WaitId(101))
-        );
+        let turn = lines.join("o", WaitId(2000), at(2));
+        assert_eq!(turn, Turn::Wait(WaitId(101), at(101)));
         // The calls answer, in any order: the one still queued waits for what is still out,
         // then sends the next from its own event.
         lines.answered("o", WaitId(101));
-        assert_eq!(lines.again("o", at(3)), Turn::Wait(WaitId(100)));
+        assert_eq!(lines.again("o", at(3)), Turn::Wait(WaitId(100), at(100)));
         lines.answered("o", WaitId(100));
         assert_eq!(lines.again("o", at(3)), Turn::Send);
         assert_eq!(lines.next_call("o"), [WaitId(2000)]);
         lines.sent("o", WaitId(102), at(3));
-        // A call whose answer never comes is given up at the deadline.
-        assert_eq!(
-            lines.join("o", WaitId(3000), at(102)),
-            Turn::Wait(WaitId(102))
-        );
-        assert_eq!(lines.join("o", WaitId(3001), at(103)), Turn::Send);
-        assert_eq!(lines.next_call("o"), [WaitId(3000), WaitId(3001)]);
-        lines.sent("o", WaitId(103), at(103));
-        lines.answered("o", WaitId(103));
+        // A call whose answer never comes is given up at its own deadline, however many
+        // calls were sent after it.
+        let turn = lines.join("o", WaitId(3000), at(102));
+        assert_eq!(turn, Turn::Wait(WaitId(102), at(103)));
+        lines.sent("o", WaitId(104), at(90));
+        assert_eq!(lines.again("o", at(103)), Turn::Wait(WaitId(104), at(190)));
+        lines.answered("o", WaitId(104));
+        assert_eq!(lines.again("o", at(103)), Turn::Send);
+        assert_eq!(lines.next_call("o"), [WaitId(3000)]);
+        // A request that leaves takes its id along; the line closes when idle.
+        assert_eq!(lines.join("o", WaitId(4000), at(200)), Turn::Send);
+        lines.leave("o", WaitId(4000));
         assert_eq!(
             lines.position("o"),
             None,

@@ -290,8 +290,8 @@ impl Config {
                 return Err(invalid("redis_url", format!("not a Redis URL: {err}")));
             }
         }
-        // A decision may wait out a connection attempt (twice the timeout), then its call:
-        // the waits must fit well within a request's own timeout.
+        // A decision waits at most twice the timeout (the call out, or a connection attempt,
+        // then its own call): that must fit well within a request's own timeout.
         if !(1..=1_000).contains(&self.redis_timeout_ms)
             || self.redis_timeout_ms.saturating_mul(3)
                 >= self.request_timeout_secs.saturating_mul(1_000)

@@ -24,7 +24,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -418,9 +419,9 @@ const CALL_BATCH: usize = 64;
 /// at once, without waiting out a timeout each.
 struct RedisStore {
     link: Arc<RedisLink>,
-    /// The task's queue, started with the first decision (inside the runtime); the task
-    /// ends when the store is dropped.
-    calls: OnceLock<mpsc::Sender<Queued>>,
+    /// The task's queue, started with the first decision (inside the runtime), and again if
+    /// the task is gone (its runtime shut down); the task ends when the store is dropped.
+    calls: Mutex<Option<mpsc::Sender<Queued>>>,
     next_log: Mutex<Option<Instant>>,
 }
 
@@ -432,6 +433,9 @@ struct RedisLink {
     /// Until when Redis counts as down after a failure (no call waits out another timeout
     /// until then).
     down_until: Mutex<Option<Instant>>,
+    /// Set while the task connects: the decisions that arrive meanwhile are made from
+    /// memory at once rather than queue behind the attempt.
+    connecting: AtomicBool,
 }
 
 /// One decision waiting for a call: its time, its charges, and where its answer goes.
@@ -478,8 +482,9 @@ impl RedisStore {
                 timeout,
                 script: redis::Script::new(GCRA_SCRIPT),
                 down_until: Mutex::new(None),
+                connecting: AtomicBool::new(false),
             }),
-            calls: OnceLock::new(),
+            calls: Mutex::new(None),
             next_log: Mutex::new(None),
         }
     }
@@ -491,7 +496,7 @@ impl RedisStore {
         then: &[Charge<'_>],
         now: UnixTime,
     ) -> Result<Verdict, RedisLimitError> {
-        if is_down(&self.link.down_until) {
+        if is_down(&self.link.down_until) || self.link.connecting.load(Ordering::Relaxed) {
             return Err(RedisLimitError::Down);
         }
         let mut limits = Vec::with_capacity(1 + then.len());
@@ -518,11 +523,17 @@ impl RedisStore {
             charges,
             answer,
         };
-        let calls = self.calls.get_or_init(|| {
-            let (calls, queue) = mpsc::channel(CALL_BATCH * 16);
-            tokio::spawn(serve_calls(Arc::clone(&self.link), queue));
-            calls
-        });
+        let calls = {
+            let mut calls = lock(&self.calls);
+            match calls.as_ref() {
+                Some(running) if !running.is_closed() => running.clone(),
+                _ => {
+                    let (sender, queue) = mpsc::channel(CALL_BATCH * 16);
+                    tokio::spawn(serve_calls(Arc::clone(&self.link), queue));
+                    calls.insert(sender).clone()
+                }
+            }
+        };
         // The call out, then this one's: each waits at most the timeout.
         let waited = tokio::time::timeout(self.link.timeout.saturating_mul(2), async {
             calls
@@ -621,8 +632,16 @@ impl RedisLink {
         }
     }
 
-    /// A new connection, within twice the timeout; a failure marks Redis down.
+    /// A new connection, within twice the timeout; a failure marks Redis down. Decisions
+    /// made meanwhile come from memory (`connecting`).
     async fn connect(&self) -> Result<redis::aio::ConnectionManager, RedisLimitError> {
+        self.connecting.store(true, Ordering::Relaxed);
+        let made = self.try_connect().await;
+        self.connecting.store(false, Ordering::Relaxed);
+        made
+    }
+
+    async fn try_connect(&self) -> Result<redis::aio::ConnectionManager, RedisLimitError> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout)

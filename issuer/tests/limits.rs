@@ -219,6 +219,8 @@ async fn concurrent_decisions_share_calls_and_each_is_made_once() {
         .parse()
         .unwrap();
     let now = UnixTime::from_millis(u64::try_from(run / 1_000_000).unwrap());
+    // Connected first: decisions that arrive while the store connects are made from memory.
+    redis.feed(address, now).await;
     for limits in [redis, memory] {
         let mut decisions = tokio::task::JoinSet::new();
         for _ in 0..200 {

@@ -368,6 +368,9 @@ impl Driver {
                     if let Some((_, exchange)) = self.isolate.io(id) {
                         js::keep(&exchange.ctx, &promise);
                     }
+                    // An id comes round again: an entry left by a call that never settled
+                    // must not stand for this one.
+                    self.joinable.retain(|(out, _)| *out != id.0);
                     self.joinable.push((id.0, promise.unchecked_into()));
                 }
             }

@@ -413,7 +413,9 @@ impl<T: Clone> Isolate<T> {
             keys: KeySet::new(&config),
             leases: Leases::new(config.lease_policy, config.fetch_timeout_ms),
             proof_keys: LocalTable::new(PROOF_KEYS),
-            replays: ReplayLines::new(config.fetch_timeout_ms.saturating_mul(2)),
+            // A call settles within the fetch timeout (the driver gives it up then), unless
+            // the runtime dropped the request that carried it.
+            replays: ReplayLines::new(config.fetch_timeout_ms),
             config,
             revocations: Revocations::default(),
             limiter: Limiter::new(),
@@ -1221,7 +1223,9 @@ impl<T: Clone> Isolate<T> {
                     ..
                 }) = self.waits.get(id)
                 {
-                    if replaying.name == name && replaying.call.is_none() {
+                    // Once each (a stale id can be queued twice, a later request holding it).
+                    if replaying.name == name && replaying.call.is_none() && !members.contains(&id)
+                    {
                         pairs.push(replaying.pair.as_str());
                         members.push(id);
                     }

@@ -15,7 +15,7 @@
 //! **Group commit.** Proofs for a replay object that verify while a call to it is out wait in
 //! its [`ReplayLines`] queue and go together, up to [`BATCH`], in the next call, sent when a
 //! call out answers, or at once when the queue holds a full call. A request waits at most twice
-//! the fetch timeout in all (then 503), and a call out is given up after that long too. Every call is
+//! the fetch timeout in all (then 503), and a call out is given up after one. Every call is
 //! sent from the event of a request it carries (the runtime ties a fetch to the request whose
 //! event started it, and a request that has answered may take its I/O along when it ends): a
 //! queued request waits for the last call out from its own event (`Io::Join`), and the first

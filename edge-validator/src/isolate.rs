@@ -188,7 +188,7 @@ enum Suspended {
     /// WebCrypto's verdict on a DPoP proof.
     Proof(Box<Proving>),
     /// Its replay object's verdict, brought by a call it shares with the proofs that verified
-    /// meanwhile (`proofs::ReplayLines`): opened when the call answers.
+    /// meanwhile (`proofs::ReplayLines`), followed from its own event (`Io::Join`).
     Replay(Box<Replaying>),
     /// Its Durable Object's decision.
     Limit(Box<Asking>),

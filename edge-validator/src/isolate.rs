@@ -1151,6 +1151,17 @@ impl<T: Clone> Isolate<T> {
         }
     }
 
+    /// The request waiting under `id` for its replay verdict, if it still is.
+    fn replaying(&mut self, id: WaitId) -> Option<&mut Replaying> {
+        match self.waits.get_mut(id)? {
+            Waiting::Request {
+                on: Suspended::Replay(replaying),
+                ..
+            } => Some(replaying),
+            _ => None,
+        }
+    }
+
     /// Until when a request waits for its replay verdict, in all.
     fn replay_deadline(&self, replaying: &Replaying) -> UnixTime {
         replaying
@@ -1187,11 +1198,7 @@ impl<T: Clone> Isolate<T> {
     /// Points the request waiting under `id` at the wait it follows (`None`: there is none
     /// to follow, and it is answered when it wakes). Whether it has one.
     fn replay_follows(&mut self, id: WaitId, follows: Option<(WaitId, UnixTime)>) -> bool {
-        if let Some(Waiting::Request {
-            on: Suspended::Replay(replaying),
-            ..
-        }) = self.waits.get_mut(id)
-        {
+        if let Some(replaying) = self.replaying(id) {
             if let Some((follows, until)) = follows {
                 replaying.follows = follows;
                 replaying.follows_until = until;
@@ -1243,11 +1250,7 @@ impl<T: Clone> Isolate<T> {
             });
             let until = self.replays.sent(&name, call, self.event_now);
             for id in members {
-                if let Some(Waiting::Request {
-                    on: Suspended::Replay(replaying),
-                    ..
-                }) = self.waits.get_mut(id)
-                {
+                if let Some(replaying) = self.replaying(id) {
                     replaying.call = Some(call);
                     replaying.follows = call;
                     replaying.follows_until = until;
@@ -1270,15 +1273,9 @@ impl<T: Clone> Isolate<T> {
         self.replays.answered(name, call);
         let verdicts = proofs::verdicts(answer, members.len());
         for (&id, verdict) in members.iter().zip(verdicts) {
-            if let Some(Waiting::Request {
-                on: Suspended::Replay(replaying),
-                ..
-            }) = self.waits.get_mut(id)
-            {
-                // Only a member of this call (not another request under a reused id).
-                if replaying.call == Some(call) {
-                    replaying.verdict = Some(verdict);
-                }
+            // Only a member of this call (not another request under a reused id).
+            if let Some(replaying) = self.replaying(id).filter(|r| r.call == Some(call)) {
+                replaying.verdict = Some(verdict);
             }
         }
     }

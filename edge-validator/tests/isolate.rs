@@ -1862,6 +1862,19 @@ mod dpop {
             }
         }
 
+        /// A request with `authorization` and `proof` played up to its replay object: every
+        /// check done, the request on its key's line.
+        pub(super) fn up_to_replay_line(&mut self, authorization: &str, proof: String) -> WaitId {
+            let head = Head {
+                dpop: Some(proof),
+                ..head(authorization)
+            };
+            let next = self.arrive(head, "dpop");
+            let id = wait_of(&self.drive(next, &fixtures::jwks_value()).0);
+            assert!(matches!(self.asked(id), Asked::Join { .. }));
+            id
+        }
+
         /// The replay calls out (started in the background, not yet answered), oldest first:
         /// their waits, objects and queries.
         pub(super) fn replay_calls(&self) -> Vec<(WaitId, String, String)> {
@@ -2151,17 +2164,8 @@ fn proofs_of_one_key_at_once_share_a_replay_call_and_each_gets_its_own_verdict()
     let holder = Holder::new(7);
     let token = bound_token(&holder);
     let authorization = format!("DPoP {token}");
-    // Up to its replay object: every check done, the request on its line.
-    let at_line = |edge: &mut Edge, proof: &str| {
-        let head = Head {
-            dpop: Some(proof.to_owned()),
-            ..head(&authorization)
-        };
-        let next = edge.arrive(head, "dpop");
-        let id = wait_of(&edge.drive(next, &fixtures::jwks_value()).0);
-        assert!(matches!(edge.asked(id), Asked::Join { .. }));
-        id
-    };
+    let at_line =
+        |edge: &mut Edge, proof: &str| edge.up_to_replay_line(&authorization, proof.to_owned());
     let proofs: Vec<String> = ["a", "b", "c"]
         .iter()
         .map(|jti| holder.proof(jti, &token, |_, _| {}))
@@ -2242,13 +2246,9 @@ fn a_replay_call_that_never_answers_holds_its_line_only_until_the_fetch_timeout(
     let mut edge = Edge::new();
     let holder = Holder::new(8);
     let token = bound_token(&holder);
-    let head_with = |proof: String| Head {
-        dpop: Some(proof),
-        ..head(&format!("DPoP {token}"))
-    };
+    let authorization = format!("DPoP {token}");
     let to_line = |edge: &mut Edge, jti: &str| {
-        let next = edge.arrive(head_with(holder.proof(jti, &token, |_, _| {})), "dpop");
-        wait_of(&edge.drive(next, &fixtures::jwks_value()).0)
+        edge.up_to_replay_line(&authorization, holder.proof(jti, &token, |_, _| {}))
     };
     to_line(&mut edge, "lost");
     let waiting = to_line(&mut edge, "queued");
@@ -2328,15 +2328,8 @@ fn no_answer_from_the_replay_object_is_503_never_a_pass() {
     let mut edge = Edge::new();
     let holder = Holder::new(6);
     let token = bound_token(&holder);
-    let head = Head {
-        dpop: Some(holder.proof("lost", &token, |_, _| {})),
-        ..head(&format!("DPoP {token}"))
-    };
-    let next = edge.arrive(head, "dpop");
-    let (next, _) = edge.drive(next, &fixtures::jwks_value());
-    let Next::Wait(id) = next else {
-        panic!("{next:?}")
-    };
+    let proof = holder.proof("lost", &token, |_, _| {});
+    let id = edge.up_to_replay_line(&format!("DPoP {token}"), proof);
     let [(call, name, _)] = &edge.replay_calls()[..] else {
         panic!("one call out")
     };

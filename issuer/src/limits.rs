@@ -358,48 +358,62 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 /// (Lua numbers are doubles: nanoseconds since the epoch would not fit their 53 bits), over
 /// one call's decisions, each one or more charges in order, as `decide_in_memory` does. Each
 /// key holds the theoretical arrival time and expires when it passes (an idle key is the same
-/// as none). `KEYS` are every charge's key, decision after decision; `ARGV` holds, for each
-/// decision, its number of charges and its time, then five per charge: its cost (in
-/// microseconds of the plan), the emission interval, the tolerance, the burst, and `1` when
-/// it is enforced. Returns five numbers per decision: allowed (0/1), remaining, reset-after
-/// and retry-after in ms, and the index (from 1) of the charge that decided: the one denied,
-/// else the last enforced. (The keys of one call are not in one Redis Cluster slot: the
-/// backend is one Redis, or a replicated one behind a single endpoint.)
+/// as none). `KEYS` are every charge's key, decision after decision. `ARGV` holds the call's
+/// plans (their number, then each plan's emission interval in microseconds and its burst),
+/// then, for each decision, its number of charges and its time, then two per charge: its
+/// plan (from 1) and its cost in requests, negative when the charge is not enforced. The
+/// plans go once per call, and the Lua locals below once per decision, because the script's
+/// time is most of Redis's share of a token (the issuer benchmark prints it). Returns five
+/// numbers per decision: allowed (0/1), remaining, reset-after and retry-after in ms, and
+/// the index (from 1) of the charge that decided: the one denied, else the last enforced.
+/// (The keys of one call are not in one Redis Cluster slot: the backend is one Redis, or a
+/// replicated one behind a single endpoint.)
 const GCRA_SCRIPT: &str = r"
-local out = {}
-local at = 1
-local k = 0
-while at < #ARGV do
+local ceil, floor = math.ceil, math.floor
+local units, bursts = {}, {}
+local at = 2
+for plan = 1, tonumber(ARGV[1]) do
+  units[plan] = tonumber(ARGV[at])
+  bursts[plan] = tonumber(ARGV[at + 1])
+  at = at + 2
+end
+local out, o, k, last = {}, 0, 0, #ARGV
+while at < last do
   local count = tonumber(ARGV[at])
   local now = tonumber(ARGV[at + 1])
   at = at + 2
-  local answer
+  local allowed, remaining, reset, retry, by = 1, 0, 0, 0, 0
   for i = 1, count do
     k = k + 1
-    if not answer or answer[1] == 1 then
-      local interval = tonumber(ARGV[at])
-      local unit = tonumber(ARGV[at + 1])
-      local tolerance = tonumber(ARGV[at + 2])
-      local burst = tonumber(ARGV[at + 3])
-      local enforced = ARGV[at + 4] == '1'
+    if allowed == 1 then
+      local plan = tonumber(ARGV[at])
+      local cost = tonumber(ARGV[at + 1])
+      local enforced = cost > 0
+      if not enforced then cost = -cost end
+      local unit, burst = units[plan], bursts[plan]
       local tat = tonumber(redis.call('GET', KEYS[k]) or '0')
       if tat < now then tat = now end
-      local new_tat = tat + interval
-      local allow_at = new_tat - tolerance
+      local new_tat = tat + unit * cost
+      local allow_at = new_tat - unit * burst
       if now < allow_at then
         if enforced then
-          answer = {0, 0, math.ceil((tat - now) / 1000), math.ceil((allow_at - now) / 1000), i}
+          allowed, remaining, by = 0, 0, i
+          reset, retry = ceil((tat - now) / 1000), ceil((allow_at - now) / 1000)
         end
       else
-        local remaining = math.floor((now - allow_at) / unit)
-        if remaining > burst - 1 then remaining = burst - 1 end
-        redis.call('SET', KEYS[k], string.format('%.3f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-        if enforced then answer = {1, remaining, math.ceil((new_tat - now) / 1000), 0, i} end
+        local ttl = ceil((new_tat - now) / 1000)
+        redis.call('SET', KEYS[k], string.format('%.3f', new_tat), 'PX', ttl + 1)
+        if enforced then
+          remaining = floor((now - allow_at) / unit)
+          if remaining > burst - 1 then remaining = burst - 1 end
+          reset, retry, by = ttl, 0, i
+        end
       end
     end
-    at = at + 5
+    at = at + 2
   end
-  for _, v in ipairs(answer) do out[#out + 1] = v end
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = allowed, remaining, reset, retry, by
+  o = o + 5
 end
 return out
 ";
@@ -448,10 +462,9 @@ struct Queued {
 /// A charge as the script reads it.
 struct QueuedCharge {
     key: String,
-    cost: f64,
-    unit: f64,
-    tolerance: f64,
-    burst: u32,
+    plan: RatePlan,
+    /// In requests, at least 1.
+    cost: u32,
     enforced: bool,
 }
 
@@ -503,16 +516,12 @@ impl RedisStore {
         let mut charges = Vec::with_capacity(1 + then.len());
         for (n, charge) in std::iter::once(first).chain(then).enumerate() {
             let plan = charge.table.plan();
-            // Microseconds, as in the script; the plan's emission interval may be fractional.
-            let unit = f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit());
             charges.push(QueuedCharge {
                 // The plan is part of the key: a reloaded plan starts every key afresh, as
                 // in memory.
                 key: format!("{REDIS_PREFIX}{}:{plan}:{}", charge.name, charge.key),
-                cost: unit * f64::from(charge.cost.max(1)),
-                unit,
-                tolerance: unit * f64::from(plan.burst()),
-                burst: plan.burst(),
+                plan,
+                cost: charge.cost.max(1),
                 enforced: n == 0 || charge.enforced,
             });
             limits.push(plan.burst());
@@ -604,17 +613,32 @@ impl RedisLink {
             Some(made) => made,
             None => connection.insert(self.connect().await?),
         };
+        // The batch's plans, each once (a handful: one per limit table).
+        let mut plans: Vec<RatePlan> = Vec::new();
+        for charge in batch.iter().flat_map(|queued| &queued.charges) {
+            if !plans.contains(&charge.plan) {
+                plans.push(charge.plan);
+            }
+        }
         let mut invocation = self.script.prepare_invoke();
+        invocation.arg(plans.len());
+        for plan in &plans {
+            // Microseconds, as in the script; the emission interval may be fractional.
+            let unit = f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit());
+            invocation.arg(unit).arg(plan.burst());
+        }
         for queued in batch {
             invocation.arg(queued.charges.len()).arg(queued.now_micros);
             for charge in &queued.charges {
+                let plan = 1 + plans
+                    .iter()
+                    .position(|p| *p == charge.plan)
+                    .unwrap_or_default();
+                let cost = i64::from(charge.cost);
                 invocation
                     .key(&charge.key)
-                    .arg(charge.cost)
-                    .arg(charge.unit)
-                    .arg(charge.tolerance)
-                    .arg(charge.burst)
-                    .arg(u8::from(charge.enforced));
+                    .arg(plan)
+                    .arg(if charge.enforced { cost } else { -cost });
             }
         }
         match tokio::time::timeout(self.timeout, invocation.invoke_async(connection)).await {

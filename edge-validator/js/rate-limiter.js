@@ -48,7 +48,7 @@ export function rateLimiterClass(answer, replayEntries) {
      * promise rejects with it. */
     async ask(url) {
       served++;
-      if (url.includes("/dpop?")) return this.replay(url);
+      if (url.includes("/dpop?")) return this.#replay(url);
       // The input gate holds other events while storage is read, so the read-decide-write
       // below does not interleave with another request's.
       if (this.gcra === undefined) this.gcra = (await this.storage.get(STATE_KEY)) ?? null;
@@ -70,7 +70,7 @@ export function rateLimiterClass(answer, replayEntries) {
      * and started again still knows the proofs of the window. A proof whose last second has
      * passed on this object's clock is answered "seen" whatever the storage holds: its entry
      * may already be pruned, and the edge judged its age a moment earlier. */
-    async replay(url) {
+    async #replay(url) {
       const entries = replayEntries(url)?.split(" ");
       if (entries === undefined) throw new Error("bad replay query");
       const now = Date.now();
@@ -91,7 +91,7 @@ export function rateLimiterClass(answer, replayEntries) {
       }
       if (earliest !== Infinity) {
         await this.storage.put(written);
-        if (!this.alarmSet) await this.pruneLater(earliest);
+        if (!this.alarmSet) await this.#pruneLater(earliest);
       }
       return verdicts;
     }
@@ -99,7 +99,7 @@ export function rateLimiterClass(answer, replayEntries) {
     /** Makes sure an alarm will forget the entries, busy or idle: one set already (this
      * object's, or one from before it was evicted), or one for `untilMs`. A failure is
      * logged, never the request's: the entries then go at the next alarm. */
-    async pruneLater(untilMs) {
+    async #pruneLater(untilMs) {
       try {
         if ((await this.storage.getAlarm()) === null) await this.storage.setAlarm(untilMs + PRUNE_MARGIN_MS);
         this.alarmSet = true;

@@ -613,12 +613,19 @@ impl RedisLink {
             Some(made) => made,
             None => connection.insert(self.connect().await?),
         };
-        // The batch's plans, each once (a handful: one per limit table).
+        // The batch's plans, each once (a handful: one per limit table), and each charge's
+        // plan as the script numbers them (from 1).
         let mut plans: Vec<RatePlan> = Vec::new();
+        let mut plan_of = Vec::new();
         for charge in batch.iter().flat_map(|queued| &queued.charges) {
-            if !plans.contains(&charge.plan) {
-                plans.push(charge.plan);
-            }
+            let at = match plans.iter().position(|plan| *plan == charge.plan) {
+                Some(at) => at,
+                None => {
+                    plans.push(charge.plan);
+                    plans.len() - 1
+                }
+            };
+            plan_of.push(at + 1);
         }
         let mut invocation = self.script.prepare_invoke();
         invocation.arg(plans.len());
@@ -627,17 +634,15 @@ impl RedisLink {
             let unit = f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit());
             invocation.arg(unit).arg(plan.burst());
         }
+        let mut plan_of = plan_of.into_iter();
         for queued in batch {
             invocation.arg(queued.charges.len()).arg(queued.now_micros);
             for charge in &queued.charges {
-                let plan = 1 + plans
-                    .iter()
-                    .position(|p| *p == charge.plan)
-                    .unwrap_or_default();
-                let cost = i64::from(charge.cost);
+                // The script reads the sign as "enforced": a cost is never 0.
+                let cost = i64::from(charge.cost.max(1));
                 invocation
                     .key(&charge.key)
-                    .arg(plan)
+                    .arg(plan_of.next().unwrap_or_default())
                     .arg(if charge.enforced { cost } else { -cost });
             }
         }

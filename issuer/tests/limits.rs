@@ -197,41 +197,61 @@ async fn a_known_denial_does_not_outlive_its_clock_or_its_plan() {
 }
 
 /// Decisions made at once go to Redis together (a call carries those that arrived while the
-/// last was out), and each is still made exactly once: of many requests at one instant,
-/// exactly the plan's burst is allowed, as in memory.
+/// last was out), and each is still made exactly once: of many requests at one instant on one
+/// key, as many are allowed as in memory. The calls mix plans: the address and client tables
+/// share one plan (one plan of the call, two keys), the feed has its own, and failed
+/// authentications carry a charge that is not enforced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_decisions_share_calls_and_each_is_made_once() {
     let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let plan: RatePlan = "100/60s;burst=50".parse().unwrap();
-    let (_, per_client, feed) = plans();
+    let shared: RatePlan = "100/60s;burst=50".parse().unwrap();
+    let feed: RatePlan = "100/60s;burst=30".parse().unwrap();
     let fallbacks = prometheus_client::metrics::counter::Counter::default();
-    let redis = std::sync::Arc::new(TokenLimits::new(plan, per_client, feed).in_redis(
+    let redis = std::sync::Arc::new(TokenLimits::new(shared, shared, feed).in_redis(
         redis::Client::open(url.as_str()).unwrap(),
         Duration::from_secs(2),
         fallbacks.clone(),
     ));
-    let memory = std::sync::Arc::new(TokenLimits::new(plan, per_client, feed));
+    let memory = std::sync::Arc::new(TokenLimits::new(shared, shared, feed));
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let address: IpAddr = format!("2001:db8:cc:{:x}::1", run & 0xffff)
-        .parse()
-        .unwrap();
+    // Three /64s of this run: token requests, feed reads, failed authentications.
+    let address = move |n: u128| -> IpAddr {
+        format!("2001:db8:c{n}:{:x}::1", run & 0xffff)
+            .parse()
+            .unwrap()
+    };
+    let client = format!("limits-burst-{run}");
     let now = UnixTime::from_millis(u64::try_from(run / 1_000_000).unwrap());
     // Connected first: decisions that arrive while the store connects are made from memory.
-    redis.feed(address, now).await;
+    redis.feed(address(9), now).await;
+    let mut allowed_by = Vec::new();
     for limits in [redis, memory] {
         let mut decisions = tokio::task::JoinSet::new();
-        for _ in 0..200 {
-            let limits = std::sync::Arc::clone(&limits);
-            decisions.spawn(async move { limits.authenticated(address, None, now).await });
+        for n in 0..300 {
+            let (limits, client) = (std::sync::Arc::clone(&limits), client.clone());
+            decisions.spawn(async move {
+                let decision = match n % 3 {
+                    0 => limits.authenticated(address(0), Some(&client), now).await,
+                    1 => limits.feed(address(1), now).await,
+                    _ => limits.refused(address(2), now, true).await,
+                };
+                (n % 3, decision.allowed)
+            });
         }
-        let mut allowed = 0;
+        let mut allowed = [0; 3];
         while let Some(decision) = decisions.join_next().await {
-            allowed += usize::from(decision.unwrap().allowed);
+            let (kind, was_allowed) = decision.unwrap();
+            allowed[kind] += usize::from(was_allowed);
         }
-        assert_eq!(allowed, 50);
+        allowed_by.push(allowed);
     }
+    assert_eq!(allowed_by[0], allowed_by[1], "Redis, then memory");
+    assert_eq!(
+        allowed_by[0][0], 50,
+        "the token requests: the shared plan's burst"
+    );
     assert_eq!(fallbacks.get(), 0, "every decision came from Redis");
 }

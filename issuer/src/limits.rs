@@ -422,11 +422,16 @@ return out
 const REDIS_PREFIX: &str = "edgeward:issuer:limit:";
 /// Most decisions one call carries.
 const CALL_BATCH: usize = 64;
+/// Most calls out at once. The next call goes out when none is, or when a whole batch waits:
+/// near Redis, decisions under load share calls (one out at a time); a far Redis (a long
+/// round trip) still takes more than one batch per round trip.
+const CALLS_OUT: usize = 8;
 
 /// The Redis side. Decisions go to Redis through one task of their own (`serve_calls`),
-/// which has one call out at a time: the decisions that arrive while it is out go together
-/// in the next (group commit). A call's fixed cost (a round trip, the command, the script's
-/// start) is then shared under load, and a lone decision waits for no one. The script still
+/// which has one call out at a time unless a whole batch waits: the decisions that arrive
+/// while a call is out go together in the next (group commit). A call's fixed cost (a round
+/// trip, the command, the script's start) is then shared under load, a lone decision waits
+/// for no one, and a far Redis still takes up to [`CALLS_OUT`] batches per round trip. The script still
 /// makes every decision on its own, in order, atomically: a call of many decides exactly as
 /// that many calls of one would. A decision waits for at most the call out and its own.
 /// After any failure Redis counts as down for [`REDIS_RETRY`]: decisions come from memory
@@ -572,47 +577,85 @@ impl RedisStore {
     }
 }
 
-/// The calling task: takes what is queued (at most [`CALL_BATCH`]) into one call, answers
-/// each decision, and again, until the store is dropped. The connection is made on the first
-/// call and reconnects by itself once made.
+/// The calling task: takes what is queued (at most [`CALL_BATCH`]) into a call, and again,
+/// until the store is dropped: a call goes out when none is out, or when a whole batch waits
+/// (at most [`CALLS_OUT`] at once); each call answers its own decisions. The connection is
+/// made for the first call and reconnects by itself once made.
 async fn serve_calls(link: Arc<RedisLink>, mut queue: mpsc::Receiver<Queued>) {
     let mut connection = None;
-    let mut batch = Vec::with_capacity(CALL_BATCH);
-    while queue.recv_many(&mut batch, CALL_BATCH).await > 0 {
+    let mut waiting = Vec::with_capacity(CALL_BATCH);
+    let mut out = tokio::task::JoinSet::new();
+    let mut open = true;
+    loop {
         // A decision whose request stopped waiting is not made.
-        batch.retain(|queued| !queued.answer.is_closed());
-        if batch.is_empty() {
+        waiting.retain(|queued: &Queued| !queued.answer.is_closed());
+        if !waiting.is_empty()
+            && out.len() < CALLS_OUT
+            && (out.is_empty() || waiting.len() >= CALL_BATCH)
+        {
+            let batch: Vec<Queued> = waiting.drain(..waiting.len().min(CALL_BATCH)).collect();
+            match link.connection(&mut connection).await {
+                Ok(made) => {
+                    let link = Arc::clone(&link);
+                    out.spawn(async move {
+                        let answers = link.call(made, &batch).await;
+                        answer(batch, &answers);
+                    });
+                }
+                Err(err) => answer(batch, &Err(err)),
+            }
             continue;
         }
-        let answers = link.call(&mut connection, &batch).await;
-        for (at, queued) in batch.drain(..).enumerate() {
-            let answer = match &answers {
-                Ok(answers) => answers
-                    .get(at * 5..at * 5 + 5)
-                    .and_then(|five| <[u64; 5]>::try_from(five).ok())
-                    .ok_or_else(|| RedisLimitError::Redis("a short answer".to_owned())),
-                Err(err) => Err(err.clone()),
-            };
-            // The request may have stopped waiting meanwhile: nothing to tell it.
-            let _ = queued.answer.send(answer);
+        if !open && waiting.is_empty() && out.is_empty() {
+            return;
+        }
+        tokio::select! {
+            received = queue.recv_many(&mut waiting, CALL_BATCH), if open && waiting.len() < CALL_BATCH => {
+                open = received > 0;
+            }
+            Some(_) = out.join_next(), if !out.is_empty() => {}
+            else => return,
         }
     }
 }
 
+/// Tells each decision of `batch` its five numbers of `answers`, or the call's error.
+fn answer(batch: Vec<Queued>, answers: &Result<Vec<u64>, RedisLimitError>) {
+    for (at, queued) in batch.into_iter().enumerate() {
+        let answer = match answers {
+            Ok(answers) => answers
+                .get(at * 5..at * 5 + 5)
+                .and_then(|five| <[u64; 5]>::try_from(five).ok())
+                .ok_or_else(|| RedisLimitError::Redis("a short answer".to_owned())),
+            Err(err) => Err(err.clone()),
+        };
+        // The request may have stopped waiting meanwhile: nothing to tell it.
+        let _ = queued.answer.send(answer);
+    }
+}
+
 impl RedisLink {
-    /// One call of [`GCRA_SCRIPT`] for `batch`: five numbers per decision, in order.
-    async fn call(
+    /// The connection for the next call (a handle onto one multiplexed connection), made
+    /// once; none while Redis counts as down.
+    async fn connection(
         &self,
         connection: &mut Option<redis::aio::ConnectionManager>,
-        batch: &[Queued],
-    ) -> Result<Vec<u64>, RedisLimitError> {
+    ) -> Result<redis::aio::ConnectionManager, RedisLimitError> {
         if is_down(&self.down_until) {
             return Err(RedisLimitError::Down);
         }
-        let connection = match connection {
-            Some(made) => made,
-            None => connection.insert(self.connect().await?),
-        };
+        match connection {
+            Some(made) => Ok(made.clone()),
+            None => Ok(connection.insert(self.connect().await?).clone()),
+        }
+    }
+
+    /// One call of [`GCRA_SCRIPT`] for `batch`: five numbers per decision, in order.
+    async fn call(
+        &self,
+        mut connection: redis::aio::ConnectionManager,
+        batch: &[Queued],
+    ) -> Result<Vec<u64>, RedisLimitError> {
         // The batch's plans, each once (a handful: one per limit table), and each charge's
         // plan as the script numbers them (from 1).
         let mut plans: Vec<RatePlan> = Vec::new();
@@ -646,7 +689,7 @@ impl RedisLink {
                     .arg(if charge.enforced { cost } else { -cost });
             }
         }
-        match tokio::time::timeout(self.timeout, invocation.invoke_async(connection)).await {
+        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await {
             Ok(Ok(answers)) => Ok(answers),
             // A Redis that stopped answering costs one timeout, not one per request: the
             // next calls until REDIS_RETRY decide from memory at once.

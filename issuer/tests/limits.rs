@@ -255,3 +255,92 @@ async fn concurrent_decisions_share_calls_and_each_is_made_once() {
     );
     assert_eq!(fallbacks.get(), 0, "every decision came from Redis");
 }
+
+/// A Redis far away (a long round trip) takes more than one call's decisions per round trip:
+/// a burst of many calls' worth all comes from Redis, each decision within its timeout.
+/// Holding a call back until the one out answered would take one round trip per batch of
+/// 64: about 2 s for this burst, past the decisions' 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_at_a_far_redis_goes_out_in_calls_side_by_side() {
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let near = redis::Client::open(url.as_str()).unwrap();
+    let far = far_redis(near.get_connection_info(), Duration::from_millis(20)).await;
+    let plan: RatePlan = "1000000/1s;burst=1000000".parse().unwrap();
+    let fallbacks = prometheus_client::metrics::counter::Counter::default();
+    let limits = std::sync::Arc::new(TokenLimits::new(plan, plan, plan).in_redis(
+        redis::Client::open(far).unwrap(),
+        Duration::from_millis(500),
+        fallbacks.clone(),
+    ));
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let now = UnixTime::from_millis(u64::try_from(run / 1_000_000).unwrap());
+    let address = move |n: u128| -> IpAddr {
+        format!("2001:db8:fa{n:02x}:{:x}::1", run & 0xffff)
+            .parse()
+            .unwrap()
+    };
+    // Connected first: decisions that arrive while the store connects are made from memory.
+    limits.feed(address(255), now).await;
+    let mut decisions = tokio::task::JoinSet::new();
+    for n in 0..3_000 {
+        let limits = std::sync::Arc::clone(&limits);
+        decisions.spawn(async move { limits.authenticated(address(n % 64), None, now).await });
+    }
+    let mut allowed = 0;
+    while let Some(decision) = decisions.join_next().await {
+        allowed += usize::from(decision.unwrap().allowed);
+    }
+    assert_eq!(allowed, 3_000);
+    assert_eq!(fallbacks.get(), 0, "every decision came from Redis");
+}
+
+/// A proxy to the Redis of `near` that holds every chunk, each way, for `delay` (chunks
+/// behind it are not held longer), and its address.
+async fn far_redis(near: &redis::ConnectionInfo, delay: Duration) -> redis::ConnectionInfo {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+    async fn held(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
+        let (chunks, mut due) = tokio::sync::mpsc::unbounded_channel::<(_, Vec<u8>)>();
+        tokio::spawn(async move {
+            while let Some((at, chunk)) = due.recv().await {
+                tokio::time::sleep_until(at).await;
+                if to.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buffer = vec![0; 64 * 1024];
+        while let Ok(read @ 1..) = from.read(&mut buffer).await {
+            let at = tokio::time::Instant::now() + delay;
+            if chunks.send((at, buffer[..read].to_vec())).is_err() {
+                return;
+            }
+        }
+    }
+
+    let (host, port) = match near.addr.clone() {
+        redis::ConnectionAddr::Tcp(host, port) => Some((host, port)),
+        _ => None,
+    }
+    .expect("the test Redis is on TCP");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut far = near.clone();
+    far.addr =
+        redis::ConnectionAddr::Tcp("127.0.0.1".into(), listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .unwrap();
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(held(client_read, server_write, delay));
+            tokio::spawn(held(server_read, client_write, delay));
+        }
+    });
+    far
+}

@@ -17,7 +17,7 @@
 //! State lives in this instance's memory (`limits_backend = "memory"`: N instances allow N
 //! times a plan) or in Redis (`"redis"`: one state for every instance, one atomic script per
 //! call, whatever its number of charges, and one call for the decisions that arrived while
-//! the last was out: `RedisStore`). With Redis down or slow past
+//! the calls before were out: `RedisStore`). With Redis down or slow past
 //! `redis_timeout_ms`, a decision falls back to this instance's memory: the limits fail open
 //! to per-instance limits rather than refusing tokens, and each fallback is counted
 //! (`issuer_limits_redis_fallbacks_total`) and logged.
@@ -431,9 +431,11 @@ const CALLS_OUT: usize = 8;
 /// which has one call out at a time unless a whole batch waits: the decisions that arrive
 /// while a call is out go together in the next (group commit). A call's fixed cost (a round
 /// trip, the command, the script's start) is then shared under load, a lone decision waits
-/// for no one, and a far Redis still takes up to [`CALLS_OUT`] batches per round trip. The script still
-/// makes every decision on its own, in order, atomically: a call of many decides exactly as
-/// that many calls of one would. A decision waits for at most the call out and its own.
+/// for no one, and a far Redis still takes up to [`CALLS_OUT`] batches per round trip. The
+/// script still makes every decision of a call on its own, in order, atomically: a call of
+/// many decides exactly as that many calls of one would (two calls out at once may reach
+/// Redis in either order: a decision a moment late is judged at its own time, at worst a
+/// little stricter). A decision waits for at most the calls out and its own.
 /// After any failure Redis counts as down for [`REDIS_RETRY`]: decisions come from memory
 /// at once, without waiting out a timeout each.
 struct RedisStore {
@@ -548,7 +550,7 @@ impl RedisStore {
                 }
             }
         };
-        // The call out, then this one's: each waits at most the timeout.
+        // The calls out, then this one's: each waits at most the timeout.
         let waited = tokio::time::timeout(self.link.timeout.saturating_mul(2), async {
             calls
                 .send(queued)
@@ -590,8 +592,9 @@ async fn serve_calls(link: Arc<RedisLink>, mut queue: mpsc::Receiver<Queued>) {
         // A decision whose request stopped waiting is not made.
         waiting.retain(|queued: &Queued| !queued.answer.is_closed());
         if !waiting.is_empty()
-            && out.len() < CALLS_OUT
-            && (out.is_empty() || waiting.len() >= CALL_BATCH)
+            // Down: told at once (by `connection`), not after the calls out.
+            && (is_down(&link.down_until)
+                || (out.len() < CALLS_OUT && (out.is_empty() || waiting.len() >= CALL_BATCH)))
         {
             let batch: Vec<Queued> = waiting.drain(..waiting.len().min(CALL_BATCH)).collect();
             match link.connection(&mut connection).await {

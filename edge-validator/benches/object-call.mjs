@@ -3,8 +3,7 @@
 //   none        the request is answered at once (the floor)
 //   fetch       one call by stub.fetch(): the object reads and writes a storage key, as the
 //               edge's replay and rate-limit objects do
-//   rpc         the same call as a JavaScript RPC method (no Request, URL or Response), the
-//               way the edge makes it
+//   rpc         the same call as a JavaScript RPC method (no Request, URL or Response)
 //   rpc-memory  an RPC call whose object keeps its keys in memory: the least any object
 //               call costs
 import { DurableObject } from "cloudflare:workers";

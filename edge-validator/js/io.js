@@ -108,8 +108,8 @@ export function verify(subtle, algorithm, key, signature, message) {
   return subtle.verify(algorithm, key, signature, message);
 }
 
-/** Asks the Durable Object named `name` in `env[binding]` for `url` (its `ask` RPC method,
- * js/rate-limiter.js); resolves to the answer, rejects with a message if there is none. */
+/** `GET url` on the Durable Object named `name` in `env[binding]`; resolves to the body of a
+ * 200, rejects with a message otherwise. */
 export async function askObject(env, binding, name, url, timeoutMs) {
   const namespace = env[binding];
   if (!namespace) throw `no Durable Object binding ${binding}`;
@@ -119,9 +119,12 @@ export async function askObject(env, binding, name, url, timeoutMs) {
     timer = setTimeout(() => reject(`no answer within ${timeoutMs} ms`), timeoutMs);
   });
   try {
-    const answer = await Promise.race([namespace.get(namespace.idFromName(name)).ask(url), late]);
-    if (typeof answer !== "string") throw `an answer of type ${typeof answer}`;
-    return answer;
+    const response = await Promise.race([namespace.get(namespace.idFromName(name)).fetch(url), late]);
+    if (response.status !== 200) {
+      response.body?.cancel();
+      throw `status ${response.status}`;
+    }
+    return await Promise.race([response.text(), late]);
   } finally {
     clearTimeout(timer);
   }

@@ -817,10 +817,7 @@ fn an_unreachable_durable_object_leaves_the_decision_to_the_isolate() {
     let mut edge = Edge::with(&[("RATE_LIMIT_MODE", "durable")]);
     let next = edge.request(&fixtures::good_token());
     let (next, _) = edge.drive(next, &fixtures::jwks_value());
-    let next = edge.answer(
-        wait_of(&next),
-        Answer::Limit(Err("the object threw".to_owned())),
-    );
+    let next = edge.answer(wait_of(&next), Answer::Limit(Err("status 500".to_owned())));
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
     assert_eq!(edge.events("rate_limiter_unreachable"), 1);
     edge.answer(wait_of(&next), Answer::Origin(Ok(200)));
@@ -1623,10 +1620,7 @@ fn an_unreachable_object_leaves_a_lease_ask_to_the_isolate_count() {
     let mut edge = lease_edge(&[]);
     let next = edge.request(&fixtures::good_token());
     let (next, _) = edge.drive(next, &fixtures::jwks_value());
-    let next = edge.answer(
-        wait_of(&next),
-        Answer::Limit(Err("the object threw".to_owned())),
-    );
+    let next = edge.answer(wait_of(&next), Answer::Limit(Err("status 500".to_owned())));
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
     assert_eq!(edge.events("rate_limiter_unreachable"), 1);
     assert_eq!(edge.events("lease_ask_failed"), 1);

@@ -470,9 +470,9 @@ struct Queued {
 struct QueuedCharge {
     key: String,
     plan: RatePlan,
-    /// In requests, at least 1.
-    cost: u32,
-    enforced: bool,
+    /// In requests, at least 1; negative when the charge is not enforced (the script reads
+    /// the sign).
+    signed_cost: i64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -519,20 +519,25 @@ impl RedisStore {
         if is_down(&self.link.down_until) || self.link.connecting.load(Ordering::Relaxed) {
             return Err(RedisLimitError::Down);
         }
-        let mut limits = Vec::with_capacity(1 + then.len());
-        let mut charges = Vec::with_capacity(1 + then.len());
-        for (n, charge) in std::iter::once(first).chain(then).enumerate() {
-            let plan = charge.table.plan();
-            charges.push(QueuedCharge {
-                // The plan is part of the key: a reloaded plan starts every key afresh, as
-                // in memory.
-                key: format!("{REDIS_PREFIX}{}:{plan}:{}", charge.name, charge.key),
-                plan,
-                cost: charge.cost.max(1),
-                enforced: n == 0 || charge.enforced,
-            });
-            limits.push(plan.burst());
-        }
+        let charges = std::iter::once(first)
+            .chain(then)
+            .enumerate()
+            .map(|(n, charge)| {
+                let plan = charge.table.plan();
+                let cost = i64::from(charge.cost.max(1));
+                QueuedCharge {
+                    // The plan is part of the key: a reloaded plan starts every key afresh,
+                    // as in memory.
+                    key: format!("{REDIS_PREFIX}{}:{plan}:{}", charge.name, charge.key),
+                    plan,
+                    signed_cost: if n == 0 || charge.enforced {
+                        cost
+                    } else {
+                        -cost
+                    },
+                }
+            })
+            .collect();
         let (answer, answered) = oneshot::channel();
         let queued = Queued {
             now_micros: now.as_millis().saturating_mul(1_000),
@@ -561,10 +566,13 @@ impl RedisStore {
         .await;
         let answer = waited.unwrap_or(Err(RedisLimitError::Timeout))?;
         let by = usize::try_from(answer[4].saturating_sub(1)).unwrap_or(usize::MAX);
+        let limit = std::iter::once(first).chain(then).nth(by);
         Ok(Verdict {
             decision: Decision {
                 allowed: answer[0] == 1,
-                limit: limits.get(by).copied().unwrap_or_default(),
+                limit: limit
+                    .map(|charge| charge.table.plan().burst())
+                    .unwrap_or_default(),
                 remaining: u32::try_from(answer[1]).unwrap_or(u32::MAX),
                 reset_after_ms: answer[2],
                 retry_after_ms: answer[3],
@@ -684,12 +692,11 @@ impl RedisLink {
         for queued in batch {
             invocation.arg(queued.charges.len()).arg(queued.now_micros);
             for charge in &queued.charges {
-                // The script reads the sign as "enforced": a cost is never 0.
-                let cost = i64::from(charge.cost.max(1));
+                // As many as the charges: a 0 (never) would fail the call, not pick a plan.
                 invocation
                     .key(&charge.key)
                     .arg(plan_of.next().unwrap_or_default())
-                    .arg(if charge.enforced { cost } else { -cost });
+                    .arg(charge.signed_cost);
             }
         }
         match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await {

@@ -358,16 +358,23 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 /// (Lua numbers are doubles: nanoseconds since the epoch would not fit their 53 bits), over
 /// one call's decisions, each one or more charges in order, as `decide_in_memory` does. Each
 /// key holds the theoretical arrival time and expires when it passes (an idle key is the same
-/// as none). `KEYS` are every charge's key, decision after decision. `ARGV` holds the call's
-/// plans (their number, then each plan's emission interval in microseconds and its burst),
-/// then, for each decision, its number of charges and its time, then two per charge: its
-/// plan (from 1) and its cost in requests, negative when the charge is not enforced. The
-/// plans go once per call, and the Lua locals below once per decision, because the script's
-/// time is most of Redis's share of a token (the issuer benchmark prints it). Returns five
-/// numbers per decision: allowed (0/1), remaining, reset-after and retry-after in ms, and
-/// the index (from 1) of the charge that decided: the one denied, else the last enforced.
-/// (The keys of one call are not in one Redis Cluster slot: the backend is one Redis, or a
-/// replicated one behind a single endpoint.)
+/// as none).
+///
+/// `KEYS` are the call's keys, each once. `ARGV` holds the call's plans (their number, then
+/// each plan's emission interval in microseconds and its burst), then each key's plan (from
+/// 1), then, for each decision, its number of charges and its time, then two per charge: its
+/// key (from 1) and its cost in requests, negative when the charge is not enforced.
+///
+/// Each key is read once per call (one `MGET`) and written once, at the end, with its last
+/// state: the script is atomic, so no one sees the states in between, and a call of many
+/// decides exactly as that many calls of one would. A flood from one address or client
+/// puts many charges of one key in each call, and the call's work then grows with its keys,
+/// not its charges. Plans and keys go once per call, and the Lua locals below once per
+/// decision, because the script's time is most of Redis's share of a token (the issuer
+/// benchmark prints it). Returns five numbers per decision: allowed (0/1), remaining,
+/// reset-after and retry-after in ms, and the index (from 1) of the charge that decided: the
+/// one denied, else the last enforced. (The keys of one call are not in one Redis Cluster
+/// slot: the backend is one Redis, or a replicated one behind a single endpoint.)
 const GCRA_SCRIPT: &str = r"
 local ceil, floor = math.ceil, math.floor
 local units, bursts = {}, {}
@@ -377,21 +384,27 @@ for plan = 1, tonumber(ARGV[1]) do
   bursts[plan] = tonumber(ARGV[at + 1])
   at = at + 2
 end
-local out, o, k, last = {}, 0, 0, #ARGV
+local plans, tats, ttls = {}, redis.call('MGET', unpack(KEYS)), {}
+for k = 1, #KEYS do
+  plans[k] = tonumber(ARGV[at])
+  tats[k] = tonumber(tats[k] or '0')
+  at = at + 1
+end
+local out, o, last = {}, 0, #ARGV
 while at < last do
   local count = tonumber(ARGV[at])
   local now = tonumber(ARGV[at + 1])
   at = at + 2
   local allowed, remaining, reset, retry, by = 1, 0, 0, 0, 0
   for i = 1, count do
-    k = k + 1
     if allowed == 1 then
-      local plan = tonumber(ARGV[at])
+      local k = tonumber(ARGV[at])
       local cost = tonumber(ARGV[at + 1])
       local enforced = cost > 0
       if not enforced then cost = -cost end
+      local plan = plans[k]
       local unit, burst = units[plan], bursts[plan]
-      local tat = tonumber(redis.call('GET', KEYS[k]) or '0')
+      local tat = tats[k]
       if tat < now then tat = now end
       local new_tat = tat + unit * cost
       local allow_at = new_tat - unit * burst
@@ -402,7 +415,7 @@ while at < last do
         end
       else
         local ttl = ceil((new_tat - now) / 1000)
-        redis.call('SET', KEYS[k], string.format('%.3f', new_tat), 'PX', ttl + 1)
+        tats[k], ttls[k] = new_tat, ttl + 1
         if enforced then
           remaining = floor((now - allow_at) / unit)
           if remaining > burst - 1 then remaining = burst - 1 end
@@ -414,6 +427,10 @@ while at < last do
   end
   out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = allowed, remaining, reset, retry, by
   o = o + 5
+end
+-- A state's expiry is its last charge's: states only move later, so that is the latest.
+for k, ttl in pairs(ttls) do
+  redis.call('SET', KEYS[k], string.format('%.3f', tats[k]), 'PX', ttl)
 end
 return out
 ";
@@ -667,19 +684,26 @@ impl RedisLink {
         mut connection: redis::aio::ConnectionManager,
         batch: &[Queued],
     ) -> Result<Vec<u64>, RedisLimitError> {
-        // The batch's plans, each once (a handful: one per limit table), and each charge's
-        // plan as the script numbers them (from 1).
+        // The batch's plans, each once (a handful: one per limit table), and its keys, each
+        // once, with their plans; each charge names its key as the script numbers them (from
+        // 1). A key names its plan (`RedisStore::decide`), so one key has one plan.
         let mut plans: Vec<RatePlan> = Vec::new();
-        let mut plan_of = Vec::new();
+        let mut keys: Vec<(&str, usize)> = Vec::new();
+        let mut key_at: HashMap<&str, usize> = HashMap::new();
+        let mut key_of = Vec::new();
         for charge in batch.iter().flat_map(|queued| &queued.charges) {
-            let at = match plans.iter().position(|plan| *plan == charge.plan) {
-                Some(at) => at,
-                None => {
-                    plans.push(charge.plan);
-                    plans.len() - 1
-                }
-            };
-            plan_of.push(at + 1);
+            let at = *key_at.entry(&charge.key).or_insert_with(|| {
+                let plan = match plans.iter().position(|plan| *plan == charge.plan) {
+                    Some(plan) => plan,
+                    None => {
+                        plans.push(charge.plan);
+                        plans.len() - 1
+                    }
+                };
+                keys.push((&charge.key, plan + 1));
+                keys.len()
+            });
+            key_of.push(at);
         }
         let mut invocation = self.script.prepare_invoke();
         invocation.arg(plans.len());
@@ -688,14 +712,16 @@ impl RedisLink {
             let unit = f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit());
             invocation.arg(unit).arg(plan.burst());
         }
-        let mut plan_of = plan_of.into_iter();
+        for (key, plan) in keys {
+            invocation.key(key).arg(plan);
+        }
+        let mut key_of = key_of.into_iter();
         for queued in batch {
             invocation.arg(queued.charges.len()).arg(queued.now_micros);
             for charge in &queued.charges {
-                // As many as the charges: a 0 (never) would fail the call, not pick a plan.
+                // As many as the charges: a 0 (never) would fail the call, not pick a key.
                 invocation
-                    .key(&charge.key)
-                    .arg(plan_of.next().unwrap_or_default())
+                    .arg(key_of.next().unwrap_or_default())
                     .arg(charge.signed_cost);
             }
         }

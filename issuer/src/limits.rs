@@ -360,10 +360,14 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 /// key holds the theoretical arrival time and expires when it passes (an idle key is the same
 /// as none).
 ///
-/// `KEYS` are the call's keys, each once. `ARGV` holds the call's plans (their number, then
-/// each plan's emission interval in microseconds and its burst), then each key's plan (from
-/// 1), then, for each decision, its number of charges and its time, then two per charge: its
-/// key (from 1) and its cost in requests, negative when the charge is not enforced.
+/// `KEYS` are the call's keys, each once. `ARGV[1]` holds the call's numbers, each a
+/// little-endian double (one argument, unpacked in one `struct.unpack`, rather than one
+/// argument of text per number for Redis to parse and the script to convert): the call's
+/// plans (their number, then each plan's emission interval in microseconds and its burst),
+/// then each key's plan (from 1), then, for each decision, its number of charges and its
+/// time, then two per charge: its key (from 1) and its cost in requests, negative when the
+/// charge is not enforced. A call of [`CALL_BATCH`] decisions of two charges holds a few
+/// hundred numbers, far inside what one unpack may return (Lua's 8,000 stack slots).
 ///
 /// Each key is read once per call (one `MGET`) and written once, at the end, with its last
 /// state: the script is atomic, so no one sees the states in between, and a call of many
@@ -377,29 +381,31 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 /// slot: the backend is one Redis, or a replicated one behind a single endpoint.)
 const GCRA_SCRIPT: &str = r"
 local ceil, floor = math.ceil, math.floor
+local last = #ARGV[1] / 8
+local n = {struct.unpack('<' .. string.rep('d', last), ARGV[1])}
 local units, bursts = {}, {}
 local at = 2
-for plan = 1, tonumber(ARGV[1]) do
-  units[plan] = tonumber(ARGV[at])
-  bursts[plan] = tonumber(ARGV[at + 1])
+for plan = 1, n[1] do
+  units[plan] = n[at]
+  bursts[plan] = n[at + 1]
   at = at + 2
 end
 local plans, tats, ttls = {}, redis.call('MGET', unpack(KEYS)), {}
 for k = 1, #KEYS do
-  plans[k] = tonumber(ARGV[at])
+  plans[k] = n[at]
   tats[k] = tonumber(tats[k] or '0')
   at = at + 1
 end
-local out, o, last = {}, 0, #ARGV
+local out, o = {}, 0
 while at < last do
-  local count = tonumber(ARGV[at])
-  local now = tonumber(ARGV[at + 1])
+  local count = n[at]
+  local now = n[at + 1]
   at = at + 2
   local allowed, remaining, reset, retry, by = 1, 0, 0, 0, 0
   for i = 1, count do
     if allowed == 1 then
-      local k = tonumber(ARGV[at])
-      local cost = tonumber(ARGV[at + 1])
+      local k = n[at]
+      local cost = n[at + 1]
       local enforced = cost > 0
       if not enforced then cost = -cost end
       local plan = plans[k]
@@ -705,26 +711,31 @@ impl RedisLink {
             });
             key_of.push(at);
         }
-        let mut invocation = self.script.prepare_invoke();
-        invocation.arg(plans.len());
+        // The numbers as GCRA_SCRIPT reads them: every one a double, exact for these (times
+        // in microseconds since the epoch are below 2^53).
+        let mut numbers: Vec<f64> = Vec::with_capacity(64);
+        numbers.push(plans.len() as f64);
         for plan in &plans {
             // Microseconds, as in the script; the emission interval may be fractional.
             let unit = f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit());
-            invocation.arg(unit).arg(plan.burst());
+            numbers.extend([unit, f64::from(plan.burst())]);
         }
+        let mut invocation = self.script.prepare_invoke();
         for (key, plan) in keys {
-            invocation.key(key).arg(plan);
+            invocation.key(key);
+            numbers.push(plan as f64);
         }
         let mut key_of = key_of.into_iter();
         for queued in batch {
-            invocation.arg(queued.charges.len()).arg(queued.now_micros);
+            numbers.extend([queued.charges.len() as f64, queued.now_micros as f64]);
             for charge in &queued.charges {
                 // As many as the charges: a 0 (never) would fail the call, not pick a key.
-                invocation
-                    .arg(key_of.next().unwrap_or_default())
-                    .arg(charge.signed_cost);
+                let key = key_of.next().unwrap_or_default();
+                numbers.extend([key as f64, charge.signed_cost as f64]);
             }
         }
+        let packed: Vec<u8> = numbers.iter().flat_map(|n| n.to_le_bytes()).collect();
+        invocation.arg(packed);
         match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await {
             Ok(Ok(answers)) => Ok(answers),
             // A Redis that stopped answering costs one timeout, not one per request: the

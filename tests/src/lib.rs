@@ -288,6 +288,55 @@ pub fn issuer_cli_with(dir: &Path, settings: &[(&str, &str)], args: &[&str]) -> 
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// The audience test clients ask for and test edges take.
+pub const AUDIENCE: &str = "edgeward-api";
+/// The key id and the secret of the assertions test edges sign for their origins.
+pub const ASSERTION_KEY_ID: &str = "e2e-1";
+pub const ASSERTION_SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
+
+/// An edge's settings (its `[vars]`), each name once.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings(Vec<(&'static str, String)>);
+
+impl EdgeSettings {
+    /// What every test edge in front of the real issuer is told: tokens of [`ISSUER_URL`]
+    /// for [`AUDIENCE`], with the keys of the issuer on `issuer_port`, forwarded to the
+    /// origin on `origin_port` with assertions under [`ASSERTION_KEY_ID`].
+    #[must_use]
+    pub fn new(issuer_port: u16, origin_port: u16) -> Self {
+        Self(vec![
+            ("ISSUER", ISSUER_URL.to_owned()),
+            ("AUDIENCE", AUDIENCE.to_owned()),
+            (
+                "JWKS_URLS",
+                format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
+            ),
+            ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
+            ("ASSERTION_KEY_ID", ASSERTION_KEY_ID.to_owned()),
+        ])
+    }
+
+    /// These settings with `name` set to `value`, in its place if it was set already (a
+    /// setting named twice would be a TOML error).
+    #[must_use]
+    pub fn set(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        let value = value.into();
+        match self.0.iter_mut().find(|(set, _)| *set == name) {
+            Some(setting) => setting.1 = value,
+            None => self.0.push((name, value)),
+        }
+        self
+    }
+}
+
+impl std::ops::Deref for EdgeSettings {
+    type Target = [(&'static str, String)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 /// The prebuilt Worker in local workerd with these vars and secret; returns it with the port
 /// it bound.
 pub async fn edge(dir: &Path, vars: &[(&str, String)], secret: &str) -> (Running, u16) {

@@ -19,8 +19,6 @@ use edgeward_tests::*;
 use p256::ecdsa::{signature::Signer, Signature, SigningKey};
 use serde_json::{json, Value};
 
-const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
-
 fn b64(bytes: &[u8]) -> String {
     Base64UrlUnpadded::encode_string(bytes)
 }
@@ -107,7 +105,7 @@ async fn oauth4webapi_gets_a_dpop_token_and_every_attack_is_refused_at_the_edge(
         ("ISSUER_ISSUER_URL", issuer_url.as_str()),
     ];
     let (_issuer, issuer_port) = issuer_with(&dir, &settings).await;
-    let audience = ["--audience", "edgeward-api"];
+    let audience = ["--audience", AUDIENCE];
     let dpop_client = Client::create_with(
         &dir,
         &settings,
@@ -116,18 +114,14 @@ async fn oauth4webapi_gets_a_dpop_token_and_every_attack_is_refused_at_the_edge(
     );
     let bearer_client = Client::create_with(&dir, &settings, "bearer client", &audience);
 
-    let (seen, origin_port) = origin("e2e-1", SECRET).await;
-    let vars = vec![
-        ("ISSUER", issuer_url.clone()),
-        ("AUDIENCE", "edgeward-api".to_owned()),
-        ("JWKS_URLS", format!("{issuer_url}/.well-known/jwks.json")),
-        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
-        ("ASSERTION_KEY_ID", "e2e-1".to_owned()),
+    let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
+    // Its `iss` is its address (above), not the harness's.
+    let vars = EdgeSettings::new(issuer_port, origin_port)
+        .set("ISSUER", issuer_url.clone())
         // Failed authentications are charged per client address: every attack below comes
         // from this one, and each must be answered for itself.
-        ("FAILED_AUTH_PLAN", "1000/60s;burst=1000".to_owned()),
-    ];
-    let (mut edge_process, edge_port) = edge(&dir, &vars, SECRET).await;
+        .set("FAILED_AUTH_PLAN", "1000/60s;burst=1000");
+    let (mut edge_process, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     // Clients reach the edge at one address that outlives its process (a proof names the URL
     // it is for): a forwarder, moved to the new process when the edge restarts.
     let mut front = TcpProxy::start(([127, 0, 0, 1], edge_port).into()).await;
@@ -358,7 +352,7 @@ async fn oauth4webapi_gets_a_dpop_token_and_every_attack_is_refused_at_the_edge(
     drop(edge_process);
     front.cut();
     // A new workerd on the same local state: new isolates, the same replay objects' storage.
-    let (edge_again, port_again) = edge(&dir, &vars, SECRET).await;
+    let (edge_again, port_again) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let _front = TcpProxy::start_on(front_port, ([127, 0, 0, 1], port_again).into()).await;
     let reply = call(&api, Some(&as_dpop), Some(&replayed_later)).await;
     assert_eq!(reply.status, 401, "{}", reply.body);
@@ -380,7 +374,7 @@ async fn a_proof_replayed_at_another_live_isolate_is_refused() {
     let dir = temp_dir("dpop_isolates");
     let (_issuer, issuer_port) = issuer(&dir).await;
     let client = Client::create(&dir, "dpop isolates", &[]);
-    let (seen, origin_port) = origin("e2e-1", SECRET).await;
+    let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let holder = Holder::new("dpop isolates holder");
     // The issuer checks a proof against the token endpoint its metadata names.
     let token_endpoint = format!("{ISSUER_URL}/oauth2/token");
@@ -398,18 +392,9 @@ async fn a_proof_replayed_at_another_live_isolate_is_refused() {
     assert_eq!(granted.status, 200, "{}", granted.body);
     let token = granted.json()["access_token"].as_str().unwrap().to_owned();
 
-    let vars = vec![
-        ("ISSUER", ISSUER_URL.to_owned()),
-        ("AUDIENCE", "edgeward-api".to_owned()),
-        (
-            "JWKS_URLS",
-            format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
-        ),
-        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
-        ("ASSERTION_KEY_ID", "e2e-1".to_owned()),
-        ("ASSERTION_SECRET", SECRET.to_owned()),
-        ("RATE_LIMIT_MODE", "isolate".to_owned()),
-    ];
+    let vars = EdgeSettings::new(issuer_port, origin_port)
+        .set("ASSERTION_SECRET", ASSERTION_SECRET)
+        .set("RATE_LIMIT_MODE", "isolate");
     let ports = [free_port(), free_port()];
     let edges = workerd_isolates(&dir, &isolates_config(&ports, &vars, "edgeward-dpop-test"));
     for port in ports {

@@ -11,26 +11,10 @@ use std::time::{Duration, Instant};
 
 use edgeward_tests::*;
 
-const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
-const KEY_ID: &str = "e2e-1";
-
-fn edge_vars(
-    issuer_port: u16,
-    origin_port: u16,
-    extra: &[(&'static str, &str)],
-) -> Vec<(&'static str, String)> {
-    let issuer = format!("http://127.0.0.1:{issuer_port}");
-    let mut vars = vec![
-        ("ISSUER", ISSUER_URL.to_owned()),
-        ("AUDIENCE", "edgeward-api".to_owned()),
-        ("JWKS_URLS", format!("{issuer}/.well-known/jwks.json")),
-        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
-        ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
-        ("FETCH_TIMEOUT_MS", "1000".to_owned()),
-        ("DEFAULT_RATE_PLAN", "100000/60s;burst=100000".to_owned()),
-    ];
-    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    vars
+fn edge_vars(issuer_port: u16, origin_port: u16) -> EdgeSettings {
+    EdgeSettings::new(issuer_port, origin_port)
+        .set("FETCH_TIMEOUT_MS", "1000")
+        .set("DEFAULT_RATE_PLAN", "100000/60s;burst=100000")
 }
 
 /// Statuses seen, by code.
@@ -43,7 +27,7 @@ fn count(tally: &Tally, status: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotation_under_load_rejects_no_valid_request() {
     let dir = temp_dir("drill_rotation");
-    let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (_seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     // A 10 s JWKS max-age: the new key is published 20 s (twice that) before it signs.
     // The token endpoint's own limits are raised: this load is one client on one address.
     let (_issuer, issuer_port) = issuer_with(
@@ -56,8 +40,8 @@ async fn a_key_rotation_under_load_rejects_no_valid_request() {
     )
     .await;
     let client = Client::create(&dir, "rotation", &[]);
-    let vars = edge_vars(issuer_port, origin_port, &[]);
-    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let vars = edge_vars(issuer_port, origin_port);
+    let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/rotation");
 
     let kids: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
@@ -126,7 +110,7 @@ async fn a_key_rotation_under_load_rejects_no_valid_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_keeps_validating_when_the_issuer_is_killed_and_the_restart_loses_nothing() {
     let dir = temp_dir("drill_kill");
-    let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (_seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let settings = [("ISSUER_LISTEN", listen.as_str())];
@@ -134,8 +118,8 @@ async fn the_edge_keeps_validating_when_the_issuer_is_killed_and_the_restart_los
     let clients: Vec<Client> = (0..3)
         .map(|n| Client::create(&dir, &format!("kill-{n}"), &[]))
         .collect();
-    let vars = edge_vars(issuer_port, origin_port, &[]);
-    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let vars = edge_vars(issuer_port, origin_port);
+    let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/kill");
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
 

@@ -4,8 +4,6 @@
 
 use edgeward_tests::*;
 
-const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
-
 /// A client (`read write`, for `edgeward-api`) made with the issuer's CLI, and a token for it
 /// with the `read` scope: its id and the token.
 async fn read_token(dir: &std::path::Path, issuer_url: &str, name: &str) -> (String, String) {
@@ -19,7 +17,7 @@ async fn read_token(dir: &std::path::Path, issuer_url: &str, name: &str) -> (Str
             "--scope",
             "read write",
             "--audience",
-            "edgeward-api",
+            AUDIENCE,
         ],
     );
     let (id, secret) = (
@@ -38,27 +36,16 @@ async fn read_token(dir: &std::path::Path, issuer_url: &str, name: &str) -> (Str
     (id.to_owned(), token)
 }
 
-/// The edge's settings for the test issuer at `issuer_url` and the origin on `origin_port`.
-fn edge_vars(issuer_url: &str, origin_port: u16) -> Vec<(&'static str, String)> {
-    vec![
-        ("ISSUER", ISSUER_URL.to_owned()),
-        ("AUDIENCE", "edgeward-api".to_owned()),
-        ("JWKS_URLS", format!("{issuer_url}/.well-known/jwks.json")),
-        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
-        ("ASSERTION_KEY_ID", "e2e-1".to_owned()),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_creates_a_client_and_only_verified_identity_reaches_the_origin() {
     let dir = temp_dir("journey");
-    let (seen, origin_port) = origin("e2e-1", SECRET).await;
+    let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let (_issuer, issuer_port) = issuer(&dir).await;
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
     let (id, token) = read_token(&dir, &issuer_url, "journey").await;
     let id = id.as_str();
-    let vars = edge_vars(&issuer_url, origin_port);
-    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let vars = EdgeSettings::new(issuer_port, origin_port);
+    let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let edge_url = format!("http://127.0.0.1:{edge_port}");
 
     // The client calls the edge; the origin sees the verified identity and scope.
@@ -129,8 +116,8 @@ async fn ops_creates_a_client_and_only_verified_identity_reaches_the_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_table_sends_each_path_to_its_origin_under_its_rule() {
     let dir = temp_dir("routes");
-    let (orders_seen, orders_port) = origin("e2e-1", SECRET).await;
-    let (reports_seen, reports_port) = origin("e2e-1", SECRET).await;
+    let (orders_seen, orders_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
+    let (reports_seen, reports_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let (_issuer, issuer_port) = issuer(&dir).await;
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
     let (_, token) = read_token(&dir, &issuer_url, "routes").await;
@@ -143,9 +130,8 @@ async fn a_route_table_sends_each_path_to_its_origin_under_its_rule() {
         { "id": "reports", "path": "/reports/**", "origin": reports, "rate_plan": "2/60s" },
         { "id": "upload", "path": "/upload", "methods": ["POST"], "max_body": 16 },
     ] });
-    let mut vars = edge_vars(&issuer_url, orders_port);
-    vars.push(("ROUTES", routes.to_string()));
-    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let vars = EdgeSettings::new(issuer_port, orders_port).set("ROUTES", routes.to_string());
+    let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let edge_url = format!("http://127.0.0.1:{edge_port}");
     let seen = |origin: &Seen| origin.lock().unwrap().len();
 

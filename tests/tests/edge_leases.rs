@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use edgeward_tests::*;
 
-const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
-const KEY_ID: &str = "e2e-1";
 /// The route's plan: 20 a second, burst 20 (one every 50 ms).
 const PLAN: &str = "20/1s;burst=20";
 const BURST: f64 = 20.0;
@@ -32,33 +30,21 @@ struct Outcome {
 async fn leases_from_one_object_hold_a_client_to_the_bound_across_isolates() {
     let dir = temp_dir("edge_leases");
     let (issuer, issuer_port) = issuer(&dir).await;
-    let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (_seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let client = Client::create(&dir, "lease-client", &[]);
     let token = client.token(issuer_port).await;
 
     let routes = serde_json::json!({
         "route": [{ "id": "orders", "path": "/orders/**", "rate_plan": PLAN }],
     });
-    let vars = vec![
-        ("ISSUER", ISSUER_URL.to_owned()),
-        ("AUDIENCE", "edgeward-api".to_owned()),
-        (
-            "JWKS_URLS",
-            format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
-        ),
-        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
-        ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
-        ("ASSERTION_SECRET", SECRET.to_owned()),
-        ("ROUTES", routes.to_string()),
-        ("RATE_LIMIT_MODE", "lease".to_owned()),
-        ("RATE_LIMIT_SCOPE", "global".to_owned()),
-        ("LEASE_TTL_MS", LEASE_TTL_MS.to_string()),
-        ("LEASE_MAX_PERMITS", LEASE_MAX_PERMITS.to_string()),
-        (
-            "BENCH_LIMITER_CALLS_PATH",
-            "/.bench/limiter-calls".to_owned(),
-        ),
-    ];
+    let vars = EdgeSettings::new(issuer_port, origin_port)
+        .set("ASSERTION_SECRET", ASSERTION_SECRET)
+        .set("ROUTES", routes.to_string())
+        .set("RATE_LIMIT_MODE", "lease")
+        .set("RATE_LIMIT_SCOPE", "global")
+        .set("LEASE_TTL_MS", LEASE_TTL_MS.to_string())
+        .set("LEASE_MAX_PERMITS", LEASE_MAX_PERMITS.to_string())
+        .set("BENCH_LIMITER_CALLS_PATH", "/.bench/limiter-calls");
     let ports: Vec<u16> = (0..ISOLATES).map(|_| free_port()).collect();
     let edges = workerd_isolates(&dir, &isolates_config(&ports, &vars, "edgeward-lease-test"));
     for port in &ports {

@@ -15,9 +15,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edgeward_tests::*;
 use serde_json::{json, Map, Value};
 
-const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
-const KEY_ID: &str = "e2e-1";
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -113,25 +110,19 @@ fn vars(
         ("AUDIENCE", audience.to_owned()),
         ("JWKS_URLS", jwks_urls),
         ("ORIGIN_URL", origin_url),
-        ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
+        ("ASSERTION_KEY_ID", ASSERTION_KEY_ID.to_owned()),
         ("FETCH_TIMEOUT_MS", "1000".to_owned()),
     ];
     vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     vars
 }
 
-/// The vars of an edge in front of the real issuer on `issuer_port` and an origin, plus `extra`.
-fn issuer_vars(
-    issuer_port: u16,
-    origin_port: u16,
-    extra: &[(&'static str, &str)],
-) -> Vec<(&'static str, String)> {
-    vars(
-        ISSUER_URL,
-        "edgeward-api",
-        format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
-        format!("http://127.0.0.1:{origin_port}"),
-        extra,
+/// The settings of an edge in front of the real issuer on `issuer_port` and an origin, plus
+/// `extra`.
+fn issuer_vars(issuer_port: u16, origin_port: u16, extra: &[(&'static str, &str)]) -> EdgeSettings {
+    extra.iter().fold(
+        EdgeSettings::new(issuer_port, origin_port).set("FETCH_TIMEOUT_MS", "1000"),
+        |settings, (name, value)| settings.set(name, *value),
     )
 }
 
@@ -173,7 +164,7 @@ async fn send(url: &str, headers: &[(String, String)]) -> Reply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_class_is_answered_at_the_edge_and_never_reaches_the_origin() {
     let dir = temp_dir("edge_rejections");
-    let (seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let keys = KeyServer::start(&[1]).await;
     let vars = vars(
         fixtures::ISSUER,
@@ -186,7 +177,7 @@ async fn every_rejection_class_is_answered_at_the_edge_and_never_reaches_the_ori
             ("RATE_LIMIT_MODE", "durable"),
         ],
     );
-    let (edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let (edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/orders/7?x=1");
 
     // A valid token reaches the origin, which sees the verified identity and only the
@@ -332,7 +323,7 @@ async fn every_rejection_class_is_answered_at_the_edge_and_never_reaches_the_ori
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_requests_together_share_one_key_set_fetch() {
     let dir = temp_dir("edge_single_flight");
-    let (seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let keys = KeyServer::answering_after(&[1], Duration::from_millis(500)).await;
     let vars = vars(
         fixtures::ISSUER,
@@ -341,7 +332,7 @@ async fn first_requests_together_share_one_key_set_fetch() {
         format!("http://127.0.0.1:{origin_port}"),
         &[("RATE_LIMIT_MODE", "isolate")],
     );
-    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/together");
     let requests: Vec<_> = (0..6)
         .map(|n| {
@@ -387,7 +378,7 @@ async fn issuer_fetches_never_follow_a_redirect() {
         dead_url(""),
         &[],
     );
-    let (_edge, port) = edge(&dir, &vars, SECRET).await;
+    let (_edge, port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let reply = get_with(&format!("http://127.0.0.1:{port}/a"), &good_token()).await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(keys.fetches(), 0, "the redirect was followed");
@@ -416,8 +407,8 @@ async fn no_key_set_at_all_is_503_and_a_dead_origin_is_502() {
     std::fs::create_dir_all(&keyless_dir).unwrap();
     std::fs::create_dir_all(&originless_dir).unwrap();
     let ((_keyless, keyless_port), (_originless, originless_port)) = tokio::join!(
-        edge(&keyless_dir, &keyless_vars, SECRET),
-        edge(&originless_dir, &originless_vars, SECRET),
+        edge(&keyless_dir, &keyless_vars, ASSERTION_SECRET),
+        edge(&originless_dir, &originless_vars, ASSERTION_SECRET),
     );
     let token = good_token();
     let reply = get_with(&format!("http://127.0.0.1:{keyless_port}/a"), &token).await;
@@ -457,7 +448,7 @@ async fn seconds_until_refused(url: &str, token: &str, limit: Duration) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_isolate_starts_from_the_cache_api_copy_when_the_issuer_is_down() {
     let dir = temp_dir("edge_cache_copy");
-    let (seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let (issuer, issuer_port) = issuer(&dir).await;
     let client = Client::create(&dir, "cache-copy", &[]);
     let vars = issuer_vars(issuer_port, origin_port, &[]);
@@ -465,13 +456,13 @@ async fn a_new_isolate_starts_from_the_cache_api_copy_when_the_issuer_is_down() 
         client.token(issuer_port).await,
         client.token(issuer_port).await,
     );
-    let (first_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let (first_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/copy");
     assert_eq!(get_with(&url, &first).await.status, 200);
     drop(first_edge);
     drop(issuer);
 
-    let (_second_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let (_second_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let health = format!("http://127.0.0.1:{edge_port}/.edge/health");
     assert_eq!(get(&health).await.json()["jwks"], "missing");
     let reply = get_with(&format!("http://127.0.0.1:{edge_port}/copy"), &second).await;
@@ -488,11 +479,11 @@ async fn a_new_isolate_starts_from_the_cache_api_copy_when_the_issuer_is_down() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_set_planted_in_the_shared_cache_is_refused() {
     let dir = temp_dir("edge_planted_copy");
-    let (seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let keys = KeyServer::start(&[1]).await;
     let planted_body = json!({ "keys": [fixtures::public_jwk(1), fixtures::public_jwk(2)] });
     let now_ms = unix_now() * 1000;
-    let copy_secret = format!("{SECRET}-keyset-copy"); // what `edge` puts in .dev.vars
+    let copy_secret = format!("{ASSERTION_SECRET}-keyset-copy"); // what `edge` puts in .dev.vars
     let derived = shared::keyset_copy::CopyKey::new(copy_secret.as_bytes())
         .unwrap()
         .cache_key(&keys.url());
@@ -528,7 +519,7 @@ async fn a_key_set_planted_in_the_shared_cache_is_refused() {
     let mut under_the_url = plant.clone();
     under_the_url["key"] = json!(keys.url());
     plant_in_cache(&dir, &[plant, under_the_url]).await;
-    let (edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let (edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/orders/1");
     let reply = get_with(&url, &attacker).await;
     assert_eq!(
@@ -577,7 +568,7 @@ async fn plant_in_cache(dir: &std::path::Path, plants: &[Value]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_tokens_and_keys_are_refused_within_the_feed_interval() {
     let dir = temp_dir("edge_revocation");
-    let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (_seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let (_issuer, issuer_port) = issuer(&dir).await;
     let client = Client::create(&dir, "revocation", &[]);
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
@@ -589,7 +580,7 @@ async fn revoked_tokens_and_keys_are_refused_within_the_feed_interval() {
             ("REVOCATION_INTERVAL_MS", "1000"),
         ],
     );
-    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/revoked");
     // RFC 7009: the client revokes its token; the edge refuses it within the interval.
     let revoked = client.token(issuer_port).await;
@@ -639,7 +630,7 @@ async fn revoked_tokens_and_keys_are_refused_within_the_feed_interval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_answer_429_at_the_planned_count_per_client_and_per_ip() {
     let dir = temp_dir("edge_rate_limit");
-    let (seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let (_issuer, issuer_port) = issuer(&dir).await;
     let limited = Client::create(&dir, "limited", &["--rate", "5/60s", "--burst", "5"]);
     let other = Client::create(&dir, "other", &[]);
@@ -651,7 +642,7 @@ async fn rate_limits_answer_429_at_the_planned_count_per_client_and_per_ip() {
             ("FAILED_AUTH_PLAN", "3/60s;burst=3"),
         ],
     );
-    let (edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let (edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/limited");
     let (token, other_token) = (
         limited.token(issuer_port).await,
@@ -768,7 +759,7 @@ async fn callbacks_of_a_trapped_instance_never_land_on_requests_of_the_new_one()
         format!("http://127.0.0.1:{origin_port}"),
         &[("TEST_TRAP_PATH", "/trap"), ("RATE_LIMIT_MODE", "isolate")],
     );
-    let (edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let (edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let token = good_token();
     let url = |path: &str| format!("http://127.0.0.1:{edge_port}{path}");
     let a = {

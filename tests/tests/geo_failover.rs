@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use edgeward_tests::*;
 
-const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
-const KEY_ID: &str = "e2e-1";
 /// One KEK for both regions: they must unseal the same keys.
 const KEK: &str = "6b656b2d666f722d7468652d6661696c6f7665722d6472696c6c2d3031323334";
 const EU: &str = "127.0.0.2";
@@ -101,7 +99,7 @@ fn seconds_until(dns_port: u16, want: &str, limit: Duration) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_a_region_moves_its_clients_and_costs_the_edge_nothing() {
     let dir = temp_dir("geo_failover");
-    let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (_seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let issuer_port = free_port();
     let dns_port = free_port();
     let database = tokio::task::block_in_place(|| postgres_database("geo", None));
@@ -132,17 +130,12 @@ async fn losing_a_region_moves_its_clients_and_costs_the_edge_nothing() {
     // so the drill gives it the regions' addresses; production lists the geo-DNS name first).
     let urls =
         |path: &str| format!("http://{EU}:{issuer_port}{path} http://{US}:{issuer_port}{path}");
-    let vars = [
-        ("ISSUER", ISSUER_URL.to_owned()),
-        ("AUDIENCE", "edgeward-api".to_owned()),
-        ("JWKS_URLS", urls("/.well-known/jwks.json")),
-        ("REVOCATION_URLS", urls("/revocations")),
-        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
-        ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
-        ("FETCH_TIMEOUT_MS", "500".to_owned()),
-        ("DEFAULT_RATE_PLAN", "100000/60s;burst=100000".to_owned()),
-    ];
-    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let vars = EdgeSettings::new(issuer_port, origin_port)
+        .set("JWKS_URLS", urls("/.well-known/jwks.json"))
+        .set("REVOCATION_URLS", urls("/revocations"))
+        .set("FETCH_TIMEOUT_MS", "500")
+        .set("DEFAULT_RATE_PLAN", "100000/60s;burst=100000");
+    let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let edge_url = format!("http://127.0.0.1:{edge_port}/geo");
 
     // The client loop: resolve, get a token from the answered region, call the edge.

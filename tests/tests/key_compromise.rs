@@ -17,9 +17,6 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use serde_json::{json, Value};
 
-const SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
-const KEY_ID: &str = "e2e-1";
-
 /// What the thief took: the key id and the private key.
 struct Stolen {
     kid: String,
@@ -91,24 +88,18 @@ impl Stolen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_signing_key_stays_dead_on_every_path() {
     let dir = temp_dir("key_compromise");
-    let (_seen, origin_port) = origin(KEY_ID, SECRET).await;
+    let (_seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let (issuer, issuer_port) = issuer_with(&dir, &[("ISSUER_JWKS_MAX_AGE_SECS", "10")]).await;
     let client = Client::create(&dir, "compromise", &[]);
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
-    let vars: Vec<(&str, String)> = vec![
-        ("ISSUER", ISSUER_URL.to_owned()),
-        ("AUDIENCE", "edgeward-api".to_owned()),
-        ("JWKS_URLS", format!("{issuer_url}/.well-known/jwks.json")),
-        ("REVOCATION_URLS", format!("{issuer_url}/revocations")),
-        ("REVOCATION_INTERVAL_MS", "1000".to_owned()),
-        ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
-        ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
-        ("FETCH_TIMEOUT_MS", "1000".to_owned()),
-    ];
+    let vars = EdgeSettings::new(issuer_port, origin_port)
+        .set("REVOCATION_URLS", format!("{issuer_url}/revocations"))
+        .set("REVOCATION_INTERVAL_MS", "1000")
+        .set("FETCH_TIMEOUT_MS", "1000");
     let template = client.token(issuer_port).await;
     let thief = steal(&dir, &kid_of(&template)).await;
 
-    let (edge_process, edge_port) = edge(&dir, &vars, SECRET).await;
+    let (edge_process, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/orders");
 
     // While the key is live, the thief's tokens pass: they are as good as the issuer's.
@@ -163,7 +154,7 @@ async fn a_revoked_signing_key_stays_dead_on_every_path() {
 
     // A new isolate (same colo: the same local cache) with the issuer still down starts
     // from the Cache API copy, and knows nothing of the feed.
-    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/orders");
     let health = format!("http://127.0.0.1:{edge_port}/.edge/health");
     assert_eq!(get(&health).await.json()["jwks"], "missing");

@@ -70,17 +70,9 @@ async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_alte
     });
     let (_issuer, issuer_port) = issuer(&dir).await;
     let client = Client::create(&dir, "python-origin", &[]);
-    let vars = vec![
-        ("ISSUER", ISSUER_URL.to_owned()),
-        ("AUDIENCE", "edgeward-api".to_owned()),
-        (
-            "JWKS_URLS",
-            format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
-        ),
-        ("ORIGIN_URL", format!("http://127.0.0.1:{}", tap.port)),
-        ("ASSERTION_KEY_ID", KEY_ID.to_owned()),
-        ("RATE_LIMIT_MODE", "isolate".to_owned()),
-    ];
+    let vars = EdgeSettings::new(issuer_port, tap.port)
+        .set("ASSERTION_KEY_ID", KEY_ID)
+        .set("RATE_LIMIT_MODE", "isolate");
     let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
 
     let token = client.token(issuer_port).await;

@@ -367,13 +367,17 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 /// then each key's plan (from 1), then, for each decision, its number of charges and its
 /// time, then two per charge: its key (from 1) and its cost in requests, negative when the
 /// charge is not enforced. A call of [`CALL_BATCH`] decisions of two charges holds a few
-/// hundred numbers, far inside what one unpack may return (Lua's 8,000 stack slots).
+/// hundred numbers, far inside what one unpack may return (Lua's stack). `struct` is one of
+/// the libraries Redis (and Valkey) load for scripts; a server without it fails every call,
+/// and the limits fall back to memory, counted and logged with Redis's error.
 ///
-/// Each key is read once per call (one `MGET`) and written once, at the end, with its last
-/// state: the script is atomic, so no one sees the states in between, and a call of many
-/// decides exactly as that many calls of one would. A flood from one address or client
-/// puts many charges of one key in each call, and the call's work then grows with its keys,
-/// not its charges. Plans and keys go once per call, and the Lua locals below once per
+/// Each key is read once per call (one `MGET`), and each key whose state changed is written
+/// once, at the end, with its last state and its last charge's expiry, as the last of
+/// separate `SET`s would leave it. The script is atomic, so no one sees the states in
+/// between, and the state is stored as text that reads back as the same double (`%.17g`),
+/// so a call of many decides exactly as that many calls of one would. A flood from one
+/// address or client puts many charges of one key in each call, and the call's reads and
+/// writes then grow with its keys, not its charges. Plans and keys go once per call, and the Lua locals below once per
 /// decision, because the script's time is most of Redis's share of a token (the issuer
 /// benchmark prints it). Returns five numbers per decision: allowed (0/1), remaining,
 /// reset-after and retry-after in ms, and the index (from 1) of the charge that decided: the
@@ -434,9 +438,9 @@ while at < last do
   out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = allowed, remaining, reset, retry, by
   o = o + 5
 end
--- A state's expiry is its last charge's: states only move later, so that is the latest.
+-- Each changed state, with its last charge's expiry.
 for k, ttl in pairs(ttls) do
-  redis.call('SET', KEYS[k], string.format('%.3f', tats[k]), 'PX', ttl)
+  redis.call('SET', KEYS[k], string.format('%.17g', tats[k]), 'PX', ttl)
 end
 return out
 ";
@@ -489,7 +493,8 @@ struct Queued {
     answer: oneshot::Sender<Result<[u64; 5], RedisLimitError>>,
 }
 
-/// A charge as the script reads it.
+/// A charge as a call sends it (its key once per call, with the plan; its cost with each
+/// charge).
 struct QueuedCharge {
     key: String,
     plan: RatePlan,
@@ -711,12 +716,13 @@ impl RedisLink {
             });
             key_of.push(at);
         }
-        // The numbers as GCRA_SCRIPT reads them: every one a double, exact for these (times
-        // in microseconds since the epoch are below 2^53).
-        let mut numbers: Vec<f64> = Vec::with_capacity(64);
+        // The numbers as GCRA_SCRIPT reads them, every one a double: the same doubles the
+        // script read when they went as text (times in microseconds since the epoch, counts,
+        // and the emission interval, which may be fractional).
+        let mut numbers: Vec<f64> =
+            Vec::with_capacity(1 + 2 * plans.len() + keys.len() + 2 * (batch.len() + key_of.len()));
         numbers.push(plans.len() as f64);
         for plan in &plans {
-            // Microseconds, as in the script; the emission interval may be fractional.
             let unit = f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit());
             numbers.extend([unit, f64::from(plan.burst())]);
         }
@@ -734,7 +740,10 @@ impl RedisLink {
                 numbers.extend([key as f64, charge.signed_cost as f64]);
             }
         }
-        let packed: Vec<u8> = numbers.iter().flat_map(|n| n.to_le_bytes()).collect();
+        let mut packed = Vec::with_capacity(8 * numbers.len());
+        for number in numbers {
+            packed.extend_from_slice(&number.to_le_bytes());
+        }
         invocation.arg(packed);
         match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await {
             Ok(Ok(answers)) => Ok(answers),

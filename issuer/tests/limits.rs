@@ -228,6 +228,7 @@ async fn concurrent_decisions_share_calls_and_each_is_made_once() {
     // Connected first: decisions that arrive while the store connects are made from memory.
     redis.feed(address(9), now).await;
     let mut allowed_by = Vec::new();
+    let started = std::time::Instant::now();
     for limits in [redis, memory] {
         let mut decisions = tokio::task::JoinSet::new();
         for n in 0..300 {
@@ -254,6 +255,30 @@ async fn concurrent_decisions_share_calls_and_each_is_made_once() {
         "the token requests: the shared plan's burst"
     );
     assert_eq!(fallbacks.get(), 0, "every decision came from Redis");
+
+    // The client's key was charged many times in shared calls, and holds what its last
+    // charge left: the plan's 50 grants at 600 ms apart from `now` (stored as the exact
+    // double), expiring with them (not with the first charge, one interval on).
+    let key = format!("edgeward:issuer:limit:client:{shared}:{client}");
+    let mut connection = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let (stored, expires_in_ms): (f64, i64) = redis::pipe()
+        .get(&key)
+        .pttl(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let now_micros = now.as_millis() * 1_000;
+    assert_eq!(stored, (now_micros + 50 * 600_000) as f64, "the last state");
+    // Set with 30,001 ms to live at most `started.elapsed()` ago.
+    let since_set_at_most = i64::try_from(started.elapsed().as_millis()).unwrap() + 2;
+    assert!(
+        (30_001 - since_set_at_most..=30_001).contains(&expires_in_ms),
+        "the last charge's expiry: {expires_in_ms} ms to live"
+    );
 }
 
 /// A Redis far away (a long round trip) takes more than one call's decisions per round trip:

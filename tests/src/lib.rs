@@ -288,13 +288,16 @@ pub fn issuer_cli_with(dir: &Path, settings: &[(&str, &str)], args: &[&str]) -> 
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-/// The audience test clients ask for and test edges take.
+/// The issuer's default audience (what its clients get without `--audience`), which test
+/// edges require.
 pub const AUDIENCE: &str = "edgeward-api";
 /// The key id and the secret of the assertions test edges sign for their origins.
 pub const ASSERTION_KEY_ID: &str = "e2e-1";
 pub const ASSERTION_SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
 
-/// An edge's settings (its `[vars]`), each name once.
+/// An edge's settings (its `[vars]`), each name once. The assertion secret is not one of
+/// them: [`edge`] passes it as a secret, and a workerd config ([`isolates_config`]) needs
+/// `.set("ASSERTION_SECRET", …)`.
 #[derive(Debug, Clone)]
 pub struct EdgeSettings(Vec<(&'static str, String)>);
 
@@ -304,14 +307,24 @@ impl EdgeSettings {
     /// origin on `origin_port` with assertions under [`ASSERTION_KEY_ID`].
     #[must_use]
     pub fn new(issuer_port: u16, origin_port: u16) -> Self {
+        Self::with(
+            ISSUER_URL,
+            AUDIENCE,
+            format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
+            format!("http://127.0.0.1:{origin_port}"),
+        )
+    }
+
+    /// An edge that takes tokens of `issuer` for `audience`, with the keys at `jwks_urls`
+    /// (space-separated), forwarded to `origin_url` with assertions under
+    /// [`ASSERTION_KEY_ID`].
+    #[must_use]
+    pub fn with(issuer: &str, audience: &str, jwks_urls: String, origin_url: String) -> Self {
         Self(vec![
-            ("ISSUER", ISSUER_URL.to_owned()),
-            ("AUDIENCE", AUDIENCE.to_owned()),
-            (
-                "JWKS_URLS",
-                format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
-            ),
-            ("ORIGIN_URL", format!("http://127.0.0.1:{origin_port}")),
+            ("ISSUER", issuer.to_owned()),
+            ("AUDIENCE", audience.to_owned()),
+            ("JWKS_URLS", jwks_urls),
+            ("ORIGIN_URL", origin_url),
             ("ASSERTION_KEY_ID", ASSERTION_KEY_ID.to_owned()),
         ])
     }
@@ -329,17 +342,9 @@ impl EdgeSettings {
     }
 }
 
-impl std::ops::Deref for EdgeSettings {
-    type Target = [(&'static str, String)];
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
 /// The prebuilt Worker in local workerd with these vars and secret; returns it with the port
 /// it bound.
-pub async fn edge(dir: &Path, vars: &[(&str, String)], secret: &str) -> (Running, u16) {
+pub async fn edge(dir: &Path, vars: &EdgeSettings, secret: &str) -> (Running, u16) {
     let shim = root().join("edge-validator/build/worker.mjs");
     assert!(shim.exists(), "build the Worker first (tests/run does)");
     let mut config = format!(
@@ -348,7 +353,7 @@ pub async fn edge(dir: &Path, vars: &[(&str, String)], secret: &str) -> (Running
          [[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"RateLimiter\"]\n[vars]\n",
         shim.display()
     );
-    for (name, value) in vars {
+    for (name, value) in &vars.0 {
         config.push_str(&format!(
             "{name} = {}\n",
             serde_json::Value::String(value.clone())
@@ -639,7 +644,7 @@ impl Drop for Tap {
 /// The `kid` in a compact token's header (read with `shared`'s own parser).
 #[must_use]
 pub fn kid_of(token: &str) -> String {
-    let validation = shared::Validation::new(ISSUER_URL, "edgeward-api");
+    let validation = shared::Validation::new(ISSUER_URL, AUDIENCE);
     shared::UntrustedToken::parse(token, &validation)
         .unwrap()
         .kid()
@@ -710,7 +715,7 @@ impl Client {
 /// `vars`, the first defining the rate-limit class (objects stored in memory, under
 /// `unique_key`) that the others bind by service name: one set of Durable Objects for all.
 #[must_use]
-pub fn isolates_config(ports: &[u16], vars: &[(&str, String)], unique_key: &str) -> String {
+pub fn isolates_config(ports: &[u16], vars: &EdgeSettings, unique_key: &str) -> String {
     use std::fmt::Write as _;
     let text = |value: &str| serde_json::Value::String(value.to_owned()).to_string();
     let mut services = String::new();
@@ -726,7 +731,7 @@ pub fn isolates_config(ports: &[u16], vars: &[(&str, String)], unique_key: &str)
             "(name = \"RATE_LIMITER\", durableObjectNamespace = (className = \"RateLimiter\", \
              serviceName = \"edge-0\")),",
         );
-        for (name, value) in vars {
+        for (name, value) in &vars.0 {
             let _ = write!(bindings, "(name = \"{name}\", text = {}),", text(value));
         }
         let objects = if n == 0 {

@@ -115,7 +115,7 @@ async fn oauth4webapi_gets_a_dpop_token_and_every_attack_is_refused_at_the_edge(
     let bearer_client = Client::create_with(&dir, &settings, "bearer client", &audience);
 
     let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
-    // Its `iss` is its address (above), not the harness's.
+    // This issuer's `iss` is its own address, not `ISSUER_URL`.
     let vars = EdgeSettings::new(issuer_port, origin_port)
         .set("ISSUER", issuer_url.clone())
         // Failed authentications are charged per client address: every attack below comes

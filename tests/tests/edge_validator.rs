@@ -97,32 +97,31 @@ fn dead_url(path: &str) -> String {
     format!("http://127.0.0.1:{}{path}", free_port())
 }
 
-/// The vars every test edge shares, plus `extra`.
+/// The settings of a test edge (`EdgeSettings::with`) with a short fetch timeout, plus
+/// `extra`. (These tests use the fixtures' issuer and audience, `fixtures::ISSUER` and
+/// `fixtures::AUDIENCE`, unless in front of the real issuer: `issuer_vars`.)
 fn vars(
     issuer: &str,
     audience: &str,
     jwks_urls: String,
     origin_url: String,
     extra: &[(&'static str, &str)],
-) -> Vec<(&'static str, String)> {
-    let mut vars = vec![
-        ("ISSUER", issuer.to_owned()),
-        ("AUDIENCE", audience.to_owned()),
-        ("JWKS_URLS", jwks_urls),
-        ("ORIGIN_URL", origin_url),
-        ("ASSERTION_KEY_ID", ASSERTION_KEY_ID.to_owned()),
-        ("FETCH_TIMEOUT_MS", "1000".to_owned()),
-    ];
-    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    vars
+) -> EdgeSettings {
+    extra.iter().fold(
+        EdgeSettings::with(issuer, audience, jwks_urls, origin_url).set("FETCH_TIMEOUT_MS", "1000"),
+        |settings, (name, value)| settings.set(name, *value),
+    )
 }
 
 /// The settings of an edge in front of the real issuer on `issuer_port` and an origin, plus
 /// `extra`.
 fn issuer_vars(issuer_port: u16, origin_port: u16, extra: &[(&'static str, &str)]) -> EdgeSettings {
-    extra.iter().fold(
-        EdgeSettings::new(issuer_port, origin_port).set("FETCH_TIMEOUT_MS", "1000"),
-        |settings, (name, value)| settings.set(name, *value),
+    vars(
+        ISSUER_URL,
+        AUDIENCE,
+        format!("http://127.0.0.1:{issuer_port}/.well-known/jwks.json"),
+        format!("http://127.0.0.1:{origin_port}"),
+        extra,
     )
 }
 

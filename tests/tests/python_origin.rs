@@ -12,8 +12,8 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use edgeward_tests::*;
 use serde_json::Value;
 
-const KEY_ID: &str = "py-1";
-const SECRET: &str = "python-origin-assertion-secret-0123456789";
+const PYTHON_KEY_ID: &str = "py-1";
+const PYTHON_SECRET: &str = "python-origin-assertion-secret-0123456789";
 
 /// The Python demo origin on `listen` (port 0: one it picks), named `host`; its port, from
 /// its `listening` line.
@@ -23,8 +23,8 @@ fn python_origin(dir: &std::path::Path, name: &str, listen: &str, host: &str) ->
         .arg(root().join("examples/origin-python/server.py"))
         .env("DEMO_ORIGIN_LISTEN", listen)
         .env("ORIGIN_HOST", host)
-        .env("ASSERTION_KEY_ID", KEY_ID)
-        .env("ASSERTION_SECRET", SECRET);
+        .env("ASSERTION_KEY_ID", PYTHON_KEY_ID)
+        .env("ASSERTION_SECRET", PYTHON_SECRET);
     let running = Running::spawn(command, dir.join(format!("{name}.log")));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -71,9 +71,9 @@ async fn a_python_origin_admits_the_edges_request_and_refuses_a_replayed_or_alte
     let (_issuer, issuer_port) = issuer(&dir).await;
     let client = Client::create(&dir, "python-origin", &[]);
     let vars = EdgeSettings::new(issuer_port, tap.port)
-        .set("ASSERTION_KEY_ID", KEY_ID)
+        .set("ASSERTION_KEY_ID", PYTHON_KEY_ID)
         .set("RATE_LIMIT_MODE", "isolate");
-    let (_edge, edge_port) = edge(&dir, &vars, SECRET).await;
+    let (_edge, edge_port) = edge(&dir, &vars, PYTHON_SECRET).await;
 
     let token = client.token(issuer_port).await;
     // A client's own assertion header is stripped by the edge, whatever it holds.

@@ -52,8 +52,7 @@ async fn oauth4webapi_registers_a_client_and_gets_a_token_with_its_secret() {
         .await
         .body;
     let jwks = shared::Jwks::parse(&jwks).unwrap();
-    let validator =
-        shared::Validator::new(shared::Validation::new(issuer_url.as_str(), "edgeward-api"));
+    let validator = shared::Validator::new(shared::Validation::new(issuer_url.as_str(), AUDIENCE));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -377,12 +377,14 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 /// between, and the state is stored as text that reads back as the same double (`%.17g`),
 /// so a call of many decides exactly as that many calls of one would. A flood from one
 /// address or client puts many charges of one key in each call, and the call's reads and
-/// writes then grow with its keys, not its charges. Plans and keys go once per call, and the Lua locals below once per
-/// decision, because the script's time is most of Redis's share of a token (the issuer
-/// benchmark prints it). Returns five numbers per decision: allowed (0/1), remaining,
-/// reset-after and retry-after in ms, and the index (from 1) of the charge that decided: the
-/// one denied, else the last enforced. (The keys of one call are not in one Redis Cluster
-/// slot: the backend is one Redis, or a replicated one behind a single endpoint.)
+/// writes then grow with its keys, not its charges. Plans and keys go once per call, and the
+/// Lua locals below once per decision, because the script's time is most of Redis's share
+/// of a token (the issuer benchmark prints it).
+///
+/// Returns five numbers per decision: allowed (0/1), remaining, reset-after and retry-after
+/// in ms, and the index (from 1) of the charge that decided: the one denied, else the last
+/// enforced. (The keys of one call are not in one Redis Cluster slot: the backend is one
+/// Redis, or a replicated one behind a single endpoint.)
 const GCRA_SCRIPT: &str = r"
 local ceil, floor = math.ceil, math.floor
 local last = #ARGV[1] / 8

@@ -291,8 +291,9 @@ pub fn issuer_cli_with(dir: &Path, settings: &[(&str, &str)], args: &[&str]) -> 
 /// The issuer's default audience (what its clients get without `--audience`), which test
 /// edges require.
 pub const AUDIENCE: &str = "edgeward-api";
-/// The key id and the secret of the assertions test edges sign for their origins.
+/// The key id of the assertions test edges sign for their origins.
 pub const ASSERTION_KEY_ID: &str = "e2e-1";
+/// The secret those assertions are signed with (the edge's and the origins').
 pub const ASSERTION_SECRET: &str = "e2e-assertion-secret-0123456789abcdef";
 
 /// An edge's settings (its `[vars]`), each name once. The assertion secret is not one of

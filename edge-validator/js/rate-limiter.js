@@ -1,10 +1,21 @@
-// The rate-limit Durable Object's JavaScript half: storage and the Response, around one wasm
-// call that decides (`rateLimiterAnswer`, src/driver.rs): a decision per request (`durable`
-// mode) or a lease of permits (`lease` mode). The same class keeps DPoP proofs seen
-// (`/dpop`, src/isolate/proofs.rs), in objects of their own (`dpop/<thumbprint>`). js/entry.mjs exports the class as
-// `RateLimiter` (the class name in wrangler.toml). Written here rather than with workers-rs's
-// `#[durable_object]`: that macro generates a Rust future and a Request/Response conversion
-// for each of the six handler kinds (fetch, alarm, WebSocket...) to serve one `fetch`.
+// The rate-limit Durable Object's JavaScript half: storage around one wasm call that decides
+// (`rateLimiterAnswer`, src/driver.rs): a decision per request (`durable` mode) or a lease of
+// permits (`lease` mode). The same class keeps DPoP proofs seen (`/dpop`,
+// src/isolate/proofs.rs), in objects of their own (`dpop/<thumbprint>`). js/entry.mjs exports
+// the class as `RateLimiter` (the class name in wrangler.toml). Written here rather than with
+// workers-rs's `#[durable_object]`: that macro generates a Rust future and a Request/Response
+// conversion for each of the six handler kinds (fetch, alarm, WebSocket...) to serve one.
+//
+// An object answers the same query two ways: `fetch(url)`, which every edge so far sends, and
+// the RPC method `ask(url)`, which costs a call less CPU (benches/object-call). A canary runs
+// two releases at once and each object runs one of them, so an edge may only ask by RPC once
+// every object answers it: this release's objects answer both, and a later edge can switch.
+// RPC exposes every public method to the Workers bound to the class: besides the handlers
+// (`fetch`, `alarm`) and `ask`, the methods are private.
+import { DurableObject } from "cloudflare:workers";
+
+/** A query this class does not know: `fetch` answers it 400, `ask` rejects with it. */
+class BadQuery extends Error {}
 
 /** Calls answered by every object of this isolate, for benchmarks (`callsServed`). */
 let served = 0;
@@ -27,9 +38,10 @@ export function rateLimiterClass(answer, replayEntries) {
   const UNTIL_DIGITS = 12;
   const PRUNE_BATCH = 128;
   const PRUNE_MARGIN_MS = 5_000;
-  return class RateLimiter {
-    constructor(state) {
-      this.storage = state.storage;
+  return class RateLimiter extends DurableObject {
+    constructor(ctx, env) {
+      super(ctx, env);
+      this.storage = ctx.storage;
       // The state in memory once read; storage keeps it across evictions.
       this.gcra = undefined;
       // The leases not yet returned (`shared::lease::LeaseBook` as text): memory only, so
@@ -39,21 +51,36 @@ export function rateLimiterClass(answer, replayEntries) {
       this.alarmSet = false;
     }
 
+    /** The answer to `request.url` (`ask`'s) as a Response: JSON for a limiter query, the
+     * verdicts as text for a DPoP call, 400 for a query this class does not know. */
     async fetch(request) {
+      try {
+        const body = await this.ask(request.url);
+        const json = !request.url.includes("/dpop?");
+        return new Response(body, json ? { headers: { "content-type": "application/json" } } : undefined);
+      } catch (error) {
+        if (error instanceof BadQuery) return new Response(error.message, { status: 400 });
+        throw error;
+      }
+    }
+
+    /** The answer to the query `url`: a decision or a lease as JSON, or a DPoP call's
+     * verdicts (`#replay`). Rejects with a `BadQuery` for a query this class does not know. */
+    async ask(url) {
       served++;
-      if (request.url.includes("/dpop?")) return this.replay(request.url);
+      if (url.includes("/dpop?")) return this.#replay(url);
       // The input gate holds other events while storage is read, so the read-decide-write
       // below does not interleave with another request's.
       if (this.gcra === undefined) this.gcra = (await this.storage.get(STATE_KEY)) ?? null;
-      const answered = answer(request.url, this.gcra, this.book);
-      if (answered === undefined) return new Response("bad rate-limit query", { status: 400 });
+      const answered = answer(url, this.gcra, this.book);
+      if (answered === undefined) throw new BadQuery("bad rate-limit query");
       const [body, next, book] = answered;
       this.book = book;
       if (next !== this.gcra) {
         this.gcra = next;
         await this.storage.put(STATE_KEY, next);
       }
-      return new Response(body, { headers: { "content-type": "application/json" } });
+      return body;
     }
 
     /** Whether each DPoP proof of a call (an isolate's proofs for this key, up to 64) is
@@ -63,9 +90,9 @@ export function rateLimiterClass(answer, replayEntries) {
      * and started again still knows the proofs of the window. A proof whose last second has
      * passed on this object's clock is answered "seen" whatever the storage holds: its entry
      * may already be pruned, and the edge judged its age a moment earlier. */
-    async replay(url) {
+    async #replay(url) {
       const entries = replayEntries(url)?.split(" ");
-      if (entries === undefined) return new Response("bad replay query", { status: 400 });
+      if (entries === undefined) throw new BadQuery("bad replay query");
       const now = Date.now();
       // The edge accepts a proof up to the end of its last second.
       const live = (entry) => Number(entry.slice(0, UNTIL_DIGITS)) * 1000 + 1000 > now;
@@ -84,15 +111,15 @@ export function rateLimiterClass(answer, replayEntries) {
       }
       if (earliest !== Infinity) {
         await this.storage.put(written);
-        if (!this.alarmSet) await this.pruneLater(earliest);
+        if (!this.alarmSet) await this.#pruneLater(earliest);
       }
-      return new Response(verdicts);
+      return verdicts;
     }
 
     /** Makes sure an alarm will forget the entries, busy or idle: one set already (this
      * object's, or one from before it was evicted), or one for `untilMs`. A failure is
      * logged, never the request's: the entries then go at the next alarm. */
-    async pruneLater(untilMs) {
+    async #pruneLater(untilMs) {
       try {
         if ((await this.storage.getAlarm()) === null) await this.storage.setAlarm(untilMs + PRUNE_MARGIN_MS);
         this.alarmSet = true;

@@ -4,18 +4,16 @@
 // src/isolate/proofs.rs), in objects of their own (`dpop/<thumbprint>`). js/entry.mjs exports
 // the class as `RateLimiter` (the class name in wrangler.toml). Written here rather than with
 // workers-rs's `#[durable_object]`: that macro generates a Rust future and a Request/Response
-// conversion for each of the six handler kinds (fetch, alarm, WebSocket...) to serve one.
+// conversion for each of the six handler kinds (fetch, alarm, WebSocket...) to serve one
+// `fetch`.
 //
 // An object answers the same query two ways: `fetch(url)`, which every edge so far sends, and
-// the RPC method `ask(url)`, which costs a call less CPU (benches/object-call). A canary runs
-// two releases at once and each object runs one of them, so an edge may only ask by RPC once
-// every object answers it: this release's objects answer both, and a later edge can switch.
-// RPC exposes every public method to the Workers bound to the class: besides the handlers
-// (`fetch`, `alarm`) and `ask`, the methods are private.
+// the RPC method `ask(url)`, which costs less CPU per call (benches/object-call). A canary
+// runs two releases at once and each object runs one of them, so an edge may only ask by RPC
+// once every object answers it: this release's objects answer both, and a later edge can
+// switch. Only `ask` is callable by RPC (`fetch` and `alarm` are reserved names); the other
+// methods are private.
 import { DurableObject } from "cloudflare:workers";
-
-/** A query this class does not know: `fetch` answers it 400, `ask` rejects with it. */
-class BadQuery extends Error {}
 
 /** Calls answered by every object of this isolate, for benchmarks (`callsServed`). */
 let served = 0;
@@ -54,18 +52,16 @@ export function rateLimiterClass(answer, replayEntries) {
     /** The answer to `request.url` (`ask`'s) as a Response: JSON for a limiter query, the
      * verdicts as text for a DPoP call, 400 for a query this class does not know. */
     async fetch(request) {
-      try {
-        const body = await this.ask(request.url);
-        const json = !request.url.includes("/dpop?");
-        return new Response(body, json ? { headers: { "content-type": "application/json" } } : undefined);
-      } catch (error) {
-        if (error instanceof BadQuery) return new Response(error.message, { status: 400 });
-        throw error;
+      const body = await this.ask(request.url);
+      if (request.url.includes("/dpop?")) {
+        return body === undefined ? new Response("bad replay query", { status: 400 }) : new Response(body);
       }
+      if (body === undefined) return new Response("bad rate-limit query", { status: 400 });
+      return new Response(body, { headers: { "content-type": "application/json" } });
     }
 
     /** The answer to the query `url`: a decision or a lease as JSON, or a DPoP call's
-     * verdicts (`#replay`). Rejects with a `BadQuery` for a query this class does not know. */
+     * verdicts (`#replay`); `undefined` for a query this class does not know. */
     async ask(url) {
       served++;
       if (url.includes("/dpop?")) return this.#replay(url);
@@ -73,7 +69,7 @@ export function rateLimiterClass(answer, replayEntries) {
       // below does not interleave with another request's.
       if (this.gcra === undefined) this.gcra = (await this.storage.get(STATE_KEY)) ?? null;
       const answered = answer(url, this.gcra, this.book);
-      if (answered === undefined) throw new BadQuery("bad rate-limit query");
+      if (answered === undefined) return undefined;
       const [body, next, book] = answered;
       this.book = book;
       if (next !== this.gcra) {
@@ -92,7 +88,7 @@ export function rateLimiterClass(answer, replayEntries) {
      * may already be pruned, and the edge judged its age a moment earlier. */
     async #replay(url) {
       const entries = replayEntries(url)?.split(" ");
-      if (entries === undefined) throw new BadQuery("bad replay query");
+      if (entries === undefined) return undefined;
       const now = Date.now();
       // The edge accepts a proof up to the end of its last second.
       const live = (entry) => Number(entry.slice(0, UNTIL_DIGITS)) * 1000 + 1000 > now;

@@ -33,15 +33,26 @@ const probe :Workerd.Worker = (
     )
 }
 
-/// The object `object`'s answer to `query`, asked `by` "fetch" or "rpc": status and body.
-async fn ask(port: u16, by: &str, object: &str, query: &str) -> (u16, String) {
+/// The object `object`'s answer to `query`, asked `by` "fetch" or "rpc": status, body and
+/// content type.
+async fn ask(port: u16, by: &str, object: &str, query: &str) -> (u16, String, String) {
     let reply = Reply::of(
         http()
             .get(format!("http://127.0.0.1:{port}/{by}"))
             .query(&[("object", object), ("query", query)]),
     )
     .await;
-    (reply.status, reply.body)
+    let content_type = reply.header("content-type").unwrap_or_default().to_owned();
+    (reply.status, reply.body, content_type)
+}
+
+/// A limiter decision's `allowed` and `remaining`.
+fn decision(body: &str) -> (bool, u64) {
+    let decision: serde_json::Value = serde_json::from_str(body).unwrap();
+    (
+        decision["allowed"].as_bool().unwrap(),
+        decision["remaining"].as_u64().unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,16 +74,18 @@ async fn an_object_answers_fetch_and_rpc_alike_on_one_state() {
     wait_ready(ready.as_str(), Duration::from_secs(30), &workerd).await;
 
     // One client's budget of 3, spent by turns: each way sees what the other spent.
-    let mut allowed = Vec::new();
+    let mut decisions = Vec::new();
     for by in ["fetch", "rpc", "fetch", "rpc"] {
-        let (status, body) = ask(port, by, "client-a", check).await;
+        let (status, body, content_type) = ask(port, by, "client-a", check).await;
         assert_eq!(status, 200, "{by}: {body}");
-        let decision: serde_json::Value = serde_json::from_str(&body).unwrap();
-        allowed.push(decision["allowed"].as_bool().unwrap());
+        if by == "fetch" {
+            assert_eq!(content_type, "application/json", "as before");
+        }
+        decisions.push(decision(&body));
     }
     assert_eq!(
-        allowed,
-        [true, true, true, false],
+        decisions,
+        [(true, 2), (true, 1), (true, 0), (false, 0)],
         "the budget, whichever way"
     );
 
@@ -95,17 +108,31 @@ async fn an_object_answers_fetch_and_rpc_alike_on_one_state() {
         ("fetch", proof('B'), "0"),
     ];
     for (by, query, verdict) in replays {
-        assert_eq!(
-            ask(port, by, "dpop/probe", &query).await,
-            (200, verdict.to_owned()),
-            "{by} {query}"
-        );
+        let (status, body, _) = ask(port, by, "dpop/probe", &query).await;
+        assert_eq!((status, body.as_str()), (200, verdict), "{by} {query}");
     }
 
-    // A query the object does not know: 400 by fetch, a rejection by RPC; neither spends.
-    let unknown = "https://rate-limiter.internal/nothing";
-    assert_eq!(ask(port, "fetch", "client-b", unknown).await.0, 400);
-    let (status, body) = ask(port, "rpc", "client-b", unknown).await;
-    assert_eq!(status, 502, "{body}");
-    assert!(body.contains("bad rate-limit query"), "{body}");
+    // Queries the object does not know: 400 by fetch (as before), no answer by RPC; neither
+    // spends anything.
+    let unknown = [
+        (
+            "https://rate-limiter.internal/nothing".to_owned(),
+            "bad rate-limit query",
+        ),
+        (
+            format!(
+                "https://rate-limiter.internal/dpop?until=x&key={}",
+                "C".repeat(43)
+            ),
+            "bad replay query",
+        ),
+    ];
+    for (query, refusal) in &unknown {
+        let (status, body, _) = ask(port, "fetch", "client-b", query).await;
+        assert_eq!((status, body.as_str()), (400, *refusal), "{query}");
+        let (status, body, _) = ask(port, "rpc", "client-b", query).await;
+        assert_eq!((status, body.as_str()), (404, "no answer"), "{query}");
+    }
+    let (_, body, _) = ask(port, "rpc", "client-b", check).await;
+    assert_eq!(decision(&body), (true, 2), "client-b's budget untouched");
 }

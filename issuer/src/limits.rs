@@ -492,7 +492,30 @@ struct RedisLink {
 struct Queued {
     now_micros: u64,
     charges: Vec<QueuedCharge>,
-    answer: oneshot::Sender<Result<[u64; 5], RedisLimitError>>,
+    answer: oneshot::Sender<Result<Verdict, RedisLimitError>>,
+}
+
+impl Queued {
+    /// This decision's verdict from the script's five numbers for it. The limit is the
+    /// burst of the plan its deciding charge went to Redis under (a reload meanwhile does not
+    /// change what was decided); `None` for numbers that do not fit its charges.
+    fn verdict(&self, five: &[u64]) -> Option<Verdict> {
+        let &[allowed, remaining, reset_after_ms, retry_after_ms, by] = five else {
+            return None;
+        };
+        let by = usize::try_from(by.checked_sub(1)?).ok()?;
+        let deciding = self.charges.get(by)?;
+        Some(Verdict {
+            decision: Decision {
+                allowed: allowed == 1,
+                limit: deciding.plan.burst(),
+                remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+                reset_after_ms,
+                retry_after_ms,
+            },
+            by,
+        })
+    }
 }
 
 /// A charge as a call sends it (its key once per call, with the plan; its cost with each
@@ -594,21 +617,7 @@ impl RedisStore {
             answered.await.map_err(|_| RedisLimitError::Down)?
         })
         .await;
-        let answer = waited.unwrap_or(Err(RedisLimitError::Timeout))?;
-        let by = usize::try_from(answer[4].saturating_sub(1)).unwrap_or(usize::MAX);
-        let limit = std::iter::once(first).chain(then).nth(by);
-        Ok(Verdict {
-            decision: Decision {
-                allowed: answer[0] == 1,
-                limit: limit
-                    .map(|charge| charge.table.plan().burst())
-                    .unwrap_or_default(),
-                remaining: u32::try_from(answer[1]).unwrap_or(u32::MAX),
-                reset_after_ms: answer[2],
-                retry_after_ms: answer[3],
-            },
-            by,
-        })
+        waited.unwrap_or(Err(RedisLimitError::Timeout))
     }
 
     /// Whether a fallback may be logged now (at most once per [`REDIS_RETRY`]).
@@ -660,14 +669,17 @@ async fn serve_calls(link: Arc<RedisLink>, mut queue: mpsc::Receiver<Queued>) {
     }
 }
 
-/// Tells each decision of `batch` its five numbers of `answers`, or the call's error.
+/// Tells each decision of `batch` its verdict from its five numbers of `answers`, or the
+/// call's error.
 fn answer(batch: Vec<Queued>, answers: &Result<Vec<u64>, RedisLimitError>) {
     for (at, queued) in batch.into_iter().enumerate() {
         let answer = match answers {
             Ok(answers) => answers
                 .get(at * 5..at * 5 + 5)
-                .and_then(|five| <[u64; 5]>::try_from(five).ok())
-                .ok_or_else(|| RedisLimitError::Redis("a short answer".to_owned())),
+                .and_then(|five| queued.verdict(five))
+                .ok_or_else(|| {
+                    RedisLimitError::Redis("an answer that does not fit its call".to_owned())
+                }),
             Err(err) => Err(err.clone()),
         };
         // The request may have stopped waiting meanwhile: nothing to tell it.
@@ -718,33 +730,32 @@ impl RedisLink {
             });
             key_of.push(at);
         }
-        // The numbers as GCRA_SCRIPT reads them, every one a double: the same doubles the
-        // script read when they went as text (times in microseconds since the epoch, counts,
-        // and the emission interval, which may be fractional).
-        let mut numbers: Vec<f64> =
-            Vec::with_capacity(1 + 2 * plans.len() + keys.len() + 2 * (batch.len() + key_of.len()));
-        numbers.push(plans.len() as f64);
+        // The numbers as GCRA_SCRIPT reads them, each a little-endian double: the same
+        // doubles the script read when they went as text (times in microseconds since the
+        // epoch, counts, and the emission interval, which may be fractional).
+        let mut packed = Vec::with_capacity(
+            8 * (1 + 2 * plans.len() + keys.len() + 2 * (batch.len() + key_of.len())),
+        );
+        let mut push = |number: f64| packed.extend_from_slice(&number.to_le_bytes());
+        push(plans.len() as f64);
         for plan in &plans {
-            let unit = f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit());
-            numbers.extend([unit, f64::from(plan.burst())]);
+            push(f64::from(plan.period_secs()) * 1e6 / f64::from(plan.limit()));
+            push(f64::from(plan.burst()));
         }
         let mut invocation = self.script.prepare_invoke();
         for (key, plan) in keys {
             invocation.key(key);
-            numbers.push(plan as f64);
+            push(plan as f64);
         }
         let mut key_of = key_of.into_iter();
         for queued in batch {
-            numbers.extend([queued.charges.len() as f64, queued.now_micros as f64]);
+            push(queued.charges.len() as f64);
+            push(queued.now_micros as f64);
             for charge in &queued.charges {
                 // As many as the charges: a 0 (never) would fail the call, not pick a key.
-                let key = key_of.next().unwrap_or_default();
-                numbers.extend([key as f64, charge.signed_cost as f64]);
+                push(key_of.next().unwrap_or_default() as f64);
+                push(charge.signed_cost as f64);
             }
-        }
-        let mut packed = Vec::with_capacity(8 * numbers.len());
-        for number in numbers {
-            packed.extend_from_slice(&number.to_le_bytes());
         }
         invocation.arg(packed);
         match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await {

@@ -29,7 +29,7 @@ async fn redis_decides_as_memory_does_request_for_request() {
 }
 
 async fn same_decisions((per_address, per_client, feed): (RatePlan, RatePlan, RatePlan)) {
-    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = redis_url();
     let memory = TokenLimits::new(per_address, per_client, feed);
     let fallbacks = prometheus_client::metrics::counter::Counter::default();
     let redis = TokenLimits::new(per_address, per_client, feed).in_redis(
@@ -93,6 +93,11 @@ async fn same_decisions((per_address, per_client, feed): (RatePlan, RatePlan, Ra
         );
     }
     assert_eq!(fallbacks.get(), 0, "every decision came from Redis");
+}
+
+/// The test Redis: `TEST_REDIS_URL`, else this machine's.
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// `ms` into a test's clock.
@@ -203,7 +208,7 @@ async fn a_known_denial_does_not_outlive_its_clock_or_its_plan() {
 /// authentications carry a charge that is not enforced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_decisions_share_calls_and_each_is_made_once() {
-    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = redis_url();
     let shared: RatePlan = "100/60s;burst=50".parse().unwrap();
     let feed: RatePlan = "100/60s;burst=30".parse().unwrap();
     let fallbacks = prometheus_client::metrics::counter::Counter::default();
@@ -287,7 +292,7 @@ async fn concurrent_decisions_share_calls_and_each_is_made_once() {
 /// 64: about 2 s for this burst, past the decisions' 1 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_at_a_far_redis_goes_out_in_calls_side_by_side() {
-    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = redis_url();
     let near = redis::Client::open(url.as_str()).unwrap();
     let delay = Duration::from_millis(20);
     let Some(far) = far_redis(near.get_connection_info(), delay).await else {

@@ -845,7 +845,7 @@ impl<T: Clone> Isolate<T> {
         let key = TokenKey::of(token);
         if let Some(verified) = self.keys.tokens.get_key(&key, now) {
             log.cache_hit = true;
-            return self.verified_path(arrived, exchange, verified, log, now);
+            return self.verified_path(arrived, exchange, verified, key, log, now);
         }
         // Only a token that needs checking can cost its IP failed-auth budget.
         let ip = client_network(&arrived.head);
@@ -916,7 +916,7 @@ impl<T: Clone> Isolate<T> {
             return match check.verify_with(&shared::P256Verifier) {
                 Ok(verified) => {
                     let verified = self.keys.tokens.insert_key(key, verified, now);
-                    self.verified_path(arrived, exchange, verified, log, now)
+                    self.verified_path(arrived, exchange, verified, key, log, now)
                 }
                 Err(rejection) => self.reject(arrived, exchange, &ip, rejection, log, now),
             };
@@ -989,20 +989,22 @@ impl<T: Clone> Isolate<T> {
         match outcome {
             Ok(verified) => {
                 let verified = self.keys.tokens.insert_key(key, verified, started);
-                self.verified_path(arrived, exchange, verified, log, started)
+                self.verified_path(arrived, exchange, verified, key, log, started)
             }
             Err(rejection) => self.reject(arrived, exchange, &client_ip, rejection, log, started),
         }
     }
 
-    /// A DPoP-bound token's request: its proof checked against the request, the token and
-    /// the key `jkt` (a refusal is charged like a bad token's), then a wait for WebCrypto
+    /// A DPoP-bound token's request: its proof checked against the request, the token (hashed
+    /// as `token`) and the key `jkt` (a refusal is charged like a bad token's), then a wait for WebCrypto
     /// (first an import of the proof's key, if the isolate does not hold it).
+    #[allow(clippy::too_many_arguments)] // the request's parts, as `verified_path` has them
     fn prove(
         &mut self,
         arrived: Arrived,
         exchange: T,
         verified: Arc<VerifiedToken>,
+        token: &TokenKey,
         jkt: &Jkt,
         log: RequestLog,
         now: UnixTime,
@@ -1013,7 +1015,7 @@ impl<T: Clone> Isolate<T> {
             let request = ProofRequest {
                 method: &head.method,
                 uri: &uri,
-                access_token: Some(presented_token(head)),
+                access_token: Some(token),
                 bound_to: Some(jkt),
             };
             let check = dpop::check(proof, &request, &self.config.dpop_rules, now)?;
@@ -1316,12 +1318,14 @@ impl<T: Clone> Isolate<T> {
             .is_ok_and(|untrusted| self.revocations.is_key_revoked(untrusted.kid()))
     }
 
-    /// A verified token (cached or just verified): revocation, rate limit, then the origin.
+    /// A verified token (cached or just verified), hashed as `key`: revocation, rate limit,
+    /// then the origin.
     fn verified_path(
         &mut self,
         arrived: Arrived,
         exchange: T,
         verified: Arc<VerifiedToken>,
+        key: TokenKey,
         mut log: RequestLog,
         now: UnixTime,
     ) -> Next<T> {
@@ -1357,7 +1361,7 @@ impl<T: Clone> Isolate<T> {
         let refused = match (arrived.scheme, claims.cnf.as_ref()) {
             (Scheme::Dpop, Some(cnf)) => {
                 let jkt = cnf.jkt.clone();
-                return self.prove(arrived, exchange, verified, &jkt, log, now);
+                return self.prove(arrived, exchange, verified, &key, &jkt, log, now);
             }
             (Scheme::Bearer, None) if !dpop_required => None,
             (Scheme::Bearer, None) => Some(Rejection::DpopRequired),

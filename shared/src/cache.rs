@@ -24,8 +24,10 @@ struct Entry {
     token: Arc<VerifiedToken>,
 }
 
-/// A compact token's cache key: its SHA-256. A fresh token is looked up and then inserted;
-/// computing the key once saves hashing the token twice.
+/// A compact token's SHA-256: its cache key, and the hash a DPoP proof's `ath` states
+/// (`dpop::ProofRequest::access_token`). A fresh token is looked up and then inserted, and a
+/// bound token's proof is checked against it: computing it once saves hashing the token
+/// again for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenKey(TokenHash);
 
@@ -34,6 +36,11 @@ impl TokenKey {
     #[must_use]
     pub fn of(token: &str) -> Self {
         Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// The token's SHA-256.
+    pub(crate) const fn digest(&self) -> &TokenHash {
+        &self.0
     }
 }
 

@@ -29,6 +29,7 @@
 use base64ct::{Base64UrlUnpadded, Encoding};
 use sha2::{Digest, Sha256};
 
+use crate::cache::TokenKey;
 use crate::json::{self, Member};
 use crate::jwks::Jwk;
 use crate::path::NormalPath;
@@ -113,7 +114,12 @@ impl core::fmt::Display for Jkt {
 /// `ath`: the unpadded base64url SHA-256 of the access token's ASCII (RFC 9449 §4.2).
 #[must_use]
 pub fn token_hash(access_token: &str) -> String {
-    Base64UrlUnpadded::encode_string(&Sha256::digest(access_token.as_bytes()))
+    ath(&TokenKey::of(access_token))
+}
+
+/// `ath` for the token hashed as `token` (its SHA-256, unpadded base64url).
+fn ath(token: &TokenKey) -> String {
+    Base64UrlUnpadded::encode_string(token.digest())
 }
 
 /// An HTTP(S) URI in the form `htu` is compared in: `scheme://host[:port]/normal/path`,
@@ -246,9 +252,10 @@ pub struct ProofRequest<'a> {
     pub method: &'a str,
     /// The request's URI as the server was reached (normalised before comparing).
     pub uri: &'a HttpUri,
-    /// The access token presented with the proof, if any: then `ath` must be its hash. At
-    /// the token endpoint there is none, and a proof's `ath` is not looked at.
-    pub access_token: Option<&'a str>,
+    /// The SHA-256 of the access token presented with the proof (`TokenKey::of`), if any:
+    /// then `ath` must state it. At the token endpoint there is none, and a proof's `ath` is
+    /// not looked at.
+    pub access_token: Option<&'a TokenKey>,
     /// The thumbprint the token is bound to (`cnf.jkt`), checked before the signature.
     pub bound_to: Option<&'a Jkt>,
 }
@@ -498,7 +505,7 @@ pub fn check<'p>(
         return Err(ProofError::Stale);
     }
     if let Some(token) = request.access_token {
-        let expected = token_hash(token);
+        let expected = ath(token);
         // Public values (the token's hash): no constant-time comparison needed.
         if claims.ath.as_deref() != Some(expected.as_str()) {
             return Err(ProofError::TokenHashMismatch);

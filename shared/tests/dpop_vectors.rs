@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 use shared::dpop::{self, HttpUri, Jkt, ProofRequest, ProofRules};
-use shared::{P256Verifier, UnixTime};
+use shared::{P256Verifier, TokenKey, UnixTime};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -17,10 +17,11 @@ fn verdict(rules: &ProofRules, vector: &Value) -> Value {
     let bound_to = request["bound_to"]
         .as_str()
         .map(|jkt| Jkt::parse(jkt).unwrap());
+    let access_token = request["access_token"].as_str().map(TokenKey::of);
     let request = ProofRequest {
         method: request["method"].as_str().unwrap(),
         uri: &uri,
-        access_token: request["access_token"].as_str(),
+        access_token: access_token.as_ref(),
         bound_to: bound_to.as_ref(),
     };
     let now = UnixTime::from_secs(vector["now"].as_u64().unwrap());

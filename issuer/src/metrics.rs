@@ -54,6 +54,9 @@ pub struct Metrics {
     pub db_connections: Gauge,
     /// Idle database connections.
     pub db_idle: Gauge,
+    /// The most connections the pool opens (`database_max_connections`): alerts judge the
+    /// busy ones against it, whatever each environment sets.
+    pub db_max: Gauge,
     /// Limit decisions made from this instance's memory because Redis did not answer.
     pub limits_redis_fallbacks: Counter,
     /// Configuration reloads (`SIGHUP`) by outcome.
@@ -106,6 +109,12 @@ impl Default for Metrics {
             "Idle database connections",
             db_idle.clone(),
         );
+        let db_max = Gauge::default();
+        registry.register(
+            "db_max_connections",
+            "The most database connections the pool opens (database_max_connections)",
+            db_max.clone(),
+        );
         let limits_redis_fallbacks = Counter::default();
         registry.register(
             "limits_redis_fallbacks",
@@ -140,6 +149,7 @@ impl Default for Metrics {
             key_events,
             db_connections,
             db_idle,
+            db_max,
             limits_redis_fallbacks,
             config_reloads,
             audit_chain_intact,

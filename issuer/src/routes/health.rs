@@ -43,6 +43,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let pool = state.db.pool();
     metrics.db_connections.set(i64::from(pool.size()));
     metrics
+        .db_max
+        .set(i64::from(pool.options().get_max_connections()));
+    metrics
         .db_idle
         .set(i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
     if let Some(since) = state.keys().active_since {

@@ -63,7 +63,8 @@ pub const DPOP_PROOF_MAX_AGE_SECS: &str = "DPOP_PROOF_MAX_AGE_SECS";
 /// or `global` (one per key worldwide: once overall, at the cost of a round trip to where the
 /// object lives).
 pub const DPOP_REPLAY_SCOPE: &str = "DPOP_REPLAY_SCOPE";
-/// Var: timeout of each JWKS or feed fetch, in ms.
+/// Var: timeout of each JWKS or feed fetch and of each ask of a rate-limit or DPoP replay
+/// object, in ms; also how long a request waits for another's lease ask.
 pub const FETCH_TIMEOUT_MS: &str = "FETCH_TIMEOUT_MS";
 /// Var: least time between refetches caused by unknown `kid`s, in ms.
 pub const UNKNOWN_KID_COOLDOWN_MS: &str = "UNKNOWN_KID_COOLDOWN_MS";

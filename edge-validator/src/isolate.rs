@@ -996,8 +996,8 @@ impl<T: Clone> Isolate<T> {
     }
 
     /// A DPoP-bound token's request: its proof checked against the request, the token (hashed
-    /// as `token`) and the key `jkt` (a refusal is charged like a bad token's), then a wait for WebCrypto
-    /// (first an import of the proof's key, if the isolate does not hold it).
+    /// as `token`) and the key `jkt` (a refusal is charged like a bad token's), then a wait
+    /// for WebCrypto (first an import of the proof's key, if the isolate does not hold it).
     #[allow(clippy::too_many_arguments)] // the request's parts, as `verified_path` has them
     fn prove(
         &mut self,

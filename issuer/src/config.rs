@@ -404,9 +404,9 @@ impl Config {
 
     /// The settings `new` (read and validated again) may change in this running
     /// configuration: rate limits, token lifetime, JWKS max-age, key rotation interval,
-    /// audit verify interval, `trust_forwarded_for`, the DPoP settings and the log level. The rest (addresses, database, keys, TLS,
-    /// the limits backend, body and time limits built into the server) are kept, and named
-    /// in [`Reload::refused`] when `new` differs.
+    /// audit verify interval, `trust_forwarded_for`, the DPoP settings and the log level.
+    /// The rest (addresses, database, keys, TLS, the limits backend, body and time limits
+    /// built into the server) are kept, and named in [`Reload::refused`] when `new` differs.
     ///
     /// # Errors
     /// [`ConfigError`] when the mix of kept and new values does not validate (then nothing

@@ -54,8 +54,8 @@ pub struct Metrics {
     pub db_connections: Gauge,
     /// Idle database connections.
     pub db_idle: Gauge,
-    /// The most connections the pool opens (`database_max_connections`): alerts judge the
-    /// busy ones against it, whatever each environment sets.
+    /// The most connections the pool opens (`database_max_connections`, at most 8 on
+    /// SQLite): alerts judge the busy ones against it, whatever each environment sets.
     pub db_max: Gauge,
     /// Limit decisions made from this instance's memory because Redis did not answer.
     pub limits_redis_fallbacks: Counter,
@@ -112,7 +112,7 @@ impl Default for Metrics {
         let db_max = Gauge::default();
         registry.register(
             "db_max_connections",
-            "The most database connections the pool opens (database_max_connections)",
+            "The most database connections the pool opens (database_max_connections; at most 8 on SQLite)",
             db_max.clone(),
         );
         let limits_redis_fallbacks = Counter::default();

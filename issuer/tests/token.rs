@@ -486,7 +486,8 @@ async fn health_ready_and_metrics(backend: Backend) {
     );
     assert!(text.contains("issuer_request_duration_seconds_bucket"));
     assert!(text.contains("issuer_active_key_age_seconds"));
-    // The pool's size as configured, which the saturation alert divides by.
+    // The pool's size as configured (the default, within SQLite's cap of 8), which the
+    // saturation alert divides by.
     let max = state.config().database_max_connections;
     assert!(
         text.contains(&format!("issuer_db_max_connections {max}\n")),

@@ -378,8 +378,9 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 /// so a call of many decides exactly as that many calls of one would. A flood from one
 /// address or client puts many charges of one key in each call, and the call's reads and
 /// writes then grow with its keys, not its charges. Plans and keys go once per call, and the
-/// Lua locals below once per decision, because the script's time is most of Redis's share
-/// of a token (the issuer benchmark prints it).
+/// Lua locals below once per decision: the script's time is Redis's cost per call beyond the
+/// round trip, and it grows with the keys a call writes (`issuer/benches/redis-call` prints
+/// both).
 ///
 /// Returns five numbers per decision: allowed (0/1), remaining, reset-after and retry-after
 /// in ms, and the index (from 1) of the charge that decided: the one denied, else the last

@@ -90,6 +90,10 @@ impl Db {
                 config.database_max_connections
             })
             .acquire_timeout(Duration::from_secs(3))
+            // An embedded SQLite connection cannot go stale as a network one can, and the
+            // check before each use is a round trip to the connection's worker thread: a
+            // wakeup of that thread and of the task, on every token request.
+            .test_before_acquire(!sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {

@@ -92,7 +92,8 @@ impl Db {
             .acquire_timeout(Duration::from_secs(3))
             // An embedded SQLite connection cannot go stale as a network one can, and the
             // check before each use is a round trip to the connection's worker thread: a
-            // wakeup of that thread and of the task, on every token request.
+            // wakeup of that thread and of the task, on every acquire. (sqlx still checks
+            // each connection as it goes back to the pool, and drops one whose worker died.)
             .test_before_acquire(!sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {

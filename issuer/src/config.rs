@@ -94,6 +94,15 @@ pub struct Config {
     /// Longest wait for Redis per decision, in ms; past it (or with Redis down) the decision
     /// is this instance's own, from memory (fail open: counted and logged).
     pub redis_timeout_ms: u64,
+    /// A lease's life in ms, with `limits_backend = "redis"` (0 to 10000; 0: no leases, every
+    /// decision asks Redis). A busy key's decisions are made in the instance from permits
+    /// Redis charged ahead, spent within this long of their charge: over any window, a key is
+    /// admitted at most this long's worth of its plan beyond what the plan allows.
+    pub redis_lease_ttl_ms: u64,
+    /// The most permits one lease holds (1 to 10000; also at most an eighth of its plan's
+    /// burst): what one instance may hold of a key that the others then cannot use, for at
+    /// most a lease's life.
+    pub redis_lease_max_permits: u32,
     /// How long after its `iat` a DPoP proof is accepted at the token endpoint, in seconds
     /// (5 to 300; 5 more are allowed for clock skew). Each accepted proof is remembered that
     /// long, so a shorter age is a smaller replay store.
@@ -161,6 +170,8 @@ impl Default for Config {
             limits_backend: LimitsBackend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_timeout_ms: 100,
+            redis_lease_ttl_ms: 250,
+            redis_lease_max_permits: 32,
             dpop_proof_max_age_secs: 60,
             dpop_require_nonce: false,
             dpop_nonce_lifetime_secs: 300,
@@ -301,6 +312,18 @@ impl Config {
                 "must be between 1 and 1000, and three times it under request_timeout_secs",
             ));
         }
+        if self.redis_lease_ttl_ms > 10_000 {
+            return Err(invalid(
+                "redis_lease_ttl_ms",
+                "must be between 0 (no leases) and 10000",
+            ));
+        }
+        if !(1..=10_000).contains(&self.redis_lease_max_permits) {
+            return Err(invalid(
+                "redis_lease_max_permits",
+                "must be between 1 and 10000",
+            ));
+        }
         if !(5..=300).contains(&self.dpop_proof_max_age_secs) {
             return Err(invalid(
                 "dpop_proof_max_age_secs",
@@ -437,6 +460,8 @@ impl Config {
             limits_backend: _,
             redis_url: _,
             redis_timeout_ms: _,
+            redis_lease_ttl_ms: _,
+            redis_lease_max_permits: _,
             dpop_proof_max_age_secs: _,
             dpop_require_nonce: _,
             dpop_nonce_lifetime_secs: _,
@@ -492,6 +517,8 @@ impl Config {
             limits_backend,
             redis_url,
             redis_timeout_ms,
+            redis_lease_ttl_ms,
+            redis_lease_max_permits,
             log_format,
             tls_cert_file,
             tls_key_file

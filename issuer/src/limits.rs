@@ -29,9 +29,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+use shared::lease::LeasePolicy;
 use shared::rate_limit::{check_weighted, Decision, GcraState};
 use shared::{RatePlan, UnixTime};
 use tokio::sync::{mpsc, oneshot};
+
+mod leases;
+use leases::{Ask, Leases};
 
 /// What a failed client authentication costs, in requests.
 pub const FAILED_AUTH_COST: u32 = 5;
@@ -144,6 +148,19 @@ impl TokenLimits {
     ) -> Self {
         self.redis = Some(RedisStore::new(client, timeout));
         self.fallbacks = fallbacks;
+        self
+    }
+
+    /// With Redis, leases of permits under `policy` (`leases`: the bound, and what it costs):
+    /// a busy key's decisions are made here from permits Redis charged ahead, counted in
+    /// `leased`. Without Redis, nothing changes.
+    #[must_use]
+    pub fn leasing(mut self, policy: LeasePolicy, leased: Counter) -> Self {
+        if let Some(redis) = &mut self.redis {
+            let ask_ms =
+                u64::try_from(redis.link.timeout.saturating_mul(2).as_millis()).unwrap_or(u64::MAX);
+            redis.leases = Some((Leases::new(policy, ask_ms), leased));
+        }
         self
     }
 
@@ -365,9 +382,10 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 /// argument of text per number for Redis to parse and the script to convert): the call's
 /// plans (their number, then each plan's emission interval in microseconds and its burst),
 /// then each key's plan (from 1), then, for each decision, its number of charges and its
-/// time, then two per charge: its key (from 1) and its cost in requests, negative when the
-/// charge is not enforced. A call of [`CALL_BATCH`] decisions of two charges holds a few
-/// hundred numbers, far inside what one unpack may return (Lua's stack). `struct` is one of
+/// time, then three per charge: its key (from 1), its cost in requests, negative when the
+/// charge is not enforced, and the extra permits to charge with it if they fit at once (a
+/// lease's ask: `leases`; 0 for none). A call of [`CALL_BATCH`] decisions of two charges
+/// holds a few hundred numbers, far inside what one unpack may return (Lua's stack). `struct` is one of
 /// the libraries Redis (and Valkey) load for scripts; a server without it fails every call,
 /// and the limits fall back to memory, counted and logged with Redis's error.
 ///
@@ -384,7 +402,8 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 ///
 /// Returns five numbers per decision: allowed (0/1), remaining, reset-after and retry-after
 /// in ms, and the index (from 1) of the charge that decided: the one denied, else the last
-/// enforced. (The keys of one call are not in one Redis Cluster slot: the backend is one
+/// enforced; then one per charge: the permits charged (0 when it was not, else 1 and the
+/// extra ones granted, which the remaining and reset-after count in). (The keys of one call are not in one Redis Cluster slot: the backend is one
 /// Redis, or a replicated one behind a single endpoint.)
 const GCRA_SCRIPT: &str = r"
 local ceil, floor = math.ceil, math.floor
@@ -409,10 +428,13 @@ while at < last do
   local now = n[at + 1]
   at = at + 2
   local allowed, remaining, reset, retry, by = 1, 0, 0, 0, 0
+  local permits = {}
   for i = 1, count do
+    permits[i] = 0
     if allowed == 1 then
       local k = n[at]
       local cost = n[at + 1]
+      local extra = n[at + 2]
       local enforced = cost > 0
       if not enforced then cost = -cost end
       local plan = plans[k]
@@ -427,19 +449,27 @@ while at < last do
           reset, retry = ceil((tat - now) / 1000), ceil((allow_at - now) / 1000)
         end
       else
+        local room = floor((now - allow_at) / unit)
+        if room > burst - 1 then room = burst - 1 end
+        if extra > room then extra = room end
+        new_tat = new_tat + unit * extra
+        permits[i] = 1 + extra
         local ttl = ceil((new_tat - now) / 1000)
         tats[k], ttls[k] = new_tat, ttl + 1
         if enforced then
-          remaining = floor((now - allow_at) / unit)
-          if remaining > burst - 1 then remaining = burst - 1 end
+          remaining = room - extra
           reset, retry, by = ttl, 0, i
         end
       end
     end
-    at = at + 2
+    at = at + 3
   end
   out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = allowed, remaining, reset, retry, by
   o = o + 5
+  for i = 1, count do
+    out[o + i] = permits[i]
+  end
+  o = o + count
 end
 -- Each changed state, with its last charge's expiry.
 for k, ttl in pairs(ttls) do
@@ -474,6 +504,8 @@ struct RedisStore {
     /// the task is gone (its runtime shut down); the task ends when the store is dropped.
     calls: Mutex<Option<mpsc::Sender<Queued>>>,
     next_log: Mutex<Option<Instant>>,
+    /// Leases of permits (`TokenLimits::leasing`), and the decisions made from them.
+    leases: Option<(Leases, Counter)>,
 }
 
 /// What the calling task needs: how to reach Redis, and whether it is down.
@@ -493,28 +525,48 @@ struct RedisLink {
 struct Queued {
     now_micros: u64,
     charges: Vec<QueuedCharge>,
-    answer: oneshot::Sender<Result<Verdict, RedisLimitError>>,
+    answer: oneshot::Sender<Result<Answered, RedisLimitError>>,
+}
+
+/// A decision as Redis made it: the verdict, and for each charge the permits charged with it
+/// (0: not charged; else 1, and the extra permits its ask was granted).
+struct Answered {
+    verdict: Verdict,
+    permits: Vec<u32>,
 }
 
 impl Queued {
-    /// This decision's verdict from the script's five numbers for it. The limit is the
+    /// How many numbers the script returns for this decision: five, and one per charge.
+    fn answer_len(&self) -> usize {
+        5 + self.charges.len()
+    }
+
+    /// This decision as Redis made it, from the script's numbers for it. The limit is the
     /// burst of the plan its deciding charge went to Redis under (a reload meanwhile does not
     /// change what was decided); `None` for numbers that do not fit its charges.
-    fn verdict(&self, five: &[u64]) -> Option<Verdict> {
-        let &[allowed, remaining, reset_after_ms, retry_after_ms, by] = five else {
-            return None;
-        };
+    fn answered(&self, numbers: &[u64]) -> Option<Answered> {
+        let (&[allowed, remaining, reset_after_ms, retry_after_ms, by], permits) =
+            numbers.split_first_chunk::<5>()?;
         let by = usize::try_from(by.checked_sub(1)?).ok()?;
         let deciding = self.charges.get(by)?;
-        Some(Verdict {
-            decision: Decision {
-                allowed: allowed == 1,
-                limit: deciding.plan.burst(),
-                remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-                reset_after_ms,
-                retry_after_ms,
+        if permits.len() != self.charges.len() {
+            return None;
+        }
+        Some(Answered {
+            verdict: Verdict {
+                decision: Decision {
+                    allowed: allowed == 1,
+                    limit: deciding.plan.burst(),
+                    remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+                    reset_after_ms,
+                    retry_after_ms,
+                },
+                by,
             },
-            by,
+            permits: permits
+                .iter()
+                .map(|&permits| u32::try_from(permits).unwrap_or(u32::MAX))
+                .collect(),
         })
     }
 }
@@ -527,6 +579,8 @@ struct QueuedCharge {
     /// In requests, at least 1; negative when the charge is not enforced (the script reads
     /// the sign).
     signed_cost: i64,
+    /// Permits to charge beyond it, when they fit at once: a lease's ask (`leases`).
+    extra: u32,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -560,20 +614,19 @@ impl RedisStore {
             }),
             calls: Mutex::new(None),
             next_log: Mutex::new(None),
+            leases: None,
         }
     }
 
-    /// [`decide_in_memory`]'s decision, made by [`GCRA_SCRIPT`] in the next call.
+    /// [`decide_in_memory`]'s decision, made by [`GCRA_SCRIPT`] in the next call, or from
+    /// this instance's leases when they cover every charge.
     async fn decide(
         &self,
         first: &Charge<'_>,
         then: &[Charge<'_>],
         now: UnixTime,
     ) -> Result<Verdict, RedisLimitError> {
-        if is_down(&self.link.down_until) || self.link.connecting.load(Ordering::Relaxed) {
-            return Err(RedisLimitError::Down);
-        }
-        let charges = std::iter::once(first)
+        let mut charges: Vec<QueuedCharge> = std::iter::once(first)
             .chain(then)
             .enumerate()
             .map(|(n, charge)| {
@@ -589,9 +642,61 @@ impl RedisStore {
                     } else {
                         -cost
                     },
+                    extra: 0,
                 }
             })
             .collect();
+        // Only charges of one enforced request are leased: the rest is rare, and exact.
+        let leases = self
+            .leases
+            .as_ref()
+            .filter(|_| charges.iter().all(|charge| charge.signed_cost == 1));
+        if let Some((leases, leased)) = leases {
+            let keys = charges.iter().map(|charge| charge.key.as_str());
+            if let Some(decision) = leases.take_all(keys, now) {
+                leased.inc();
+                return Ok(Verdict {
+                    decision,
+                    by: charges.len() - 1,
+                });
+            }
+        }
+        if is_down(&self.link.down_until) || self.link.connecting.load(Ordering::Relaxed) {
+            return Err(RedisLimitError::Down);
+        }
+        let mut asked = Vec::new();
+        if let Some((leases, _)) = leases {
+            for (at, charge) in charges.iter_mut().enumerate() {
+                if let Some(Ask { extra }) = leases.ask(&charge.key, &charge.plan, now) {
+                    charge.extra = extra;
+                    asked.push(at);
+                }
+            }
+        }
+        let keys: Vec<String> = asked
+            .iter()
+            .filter_map(|&at| charges.get(at))
+            .map(|charge| charge.key.clone())
+            .collect();
+        let answered = self.call(charges, now).await;
+        if let Some((leases, _)) = leases {
+            for (key, &at) in keys.iter().zip(&asked) {
+                let granted = answered.as_ref().ok().map(|answered| {
+                    let permits = answered.permits.get(at).copied().unwrap_or_default();
+                    (permits, answered.verdict.decision)
+                });
+                leases.answered(key, now, granted);
+            }
+        }
+        answered.map(|answered| answered.verdict)
+    }
+
+    /// The decision of `charges` at `now`, in the next call.
+    async fn call(
+        &self,
+        charges: Vec<QueuedCharge>,
+        now: UnixTime,
+    ) -> Result<Answered, RedisLimitError> {
         let (answer, answered) = oneshot::channel();
         let queued = Queued {
             now_micros: now.as_millis().saturating_mul(1_000),
@@ -670,19 +775,22 @@ async fn serve_calls(link: Arc<RedisLink>, mut queue: mpsc::Receiver<Queued>) {
     }
 }
 
-/// Tells each decision of `batch` its verdict from its five numbers of `answers`, or the
-/// call's error.
+/// Tells each decision of `batch` what Redis made of it, from its numbers of `answers`
+/// (`Queued::answer_len` each, in order), or the call's error.
 fn answer(batch: Vec<Queued>, answers: &Result<Vec<u64>, RedisLimitError>) {
-    for (at, queued) in batch.into_iter().enumerate() {
+    let mut at = 0;
+    for queued in batch {
+        let len = queued.answer_len();
         let answer = match answers {
             Ok(answers) => answers
-                .get(at * 5..at * 5 + 5)
-                .and_then(|five| queued.verdict(five))
+                .get(at..at + len)
+                .and_then(|numbers| queued.answered(numbers))
                 .ok_or_else(|| {
                     RedisLimitError::Redis("an answer that does not fit its call".to_owned())
                 }),
             Err(err) => Err(err.clone()),
         };
+        at += len;
         // The request may have stopped waiting meanwhile: nothing to tell it.
         let _ = queued.answer.send(answer);
     }
@@ -704,7 +812,8 @@ impl RedisLink {
         }
     }
 
-    /// One call of [`GCRA_SCRIPT`] for `batch`: five numbers per decision, in order.
+    /// One call of [`GCRA_SCRIPT`] for `batch`: `Queued::answer_len` numbers per decision,
+    /// in order.
     async fn call(
         &self,
         mut connection: redis::aio::ConnectionManager,
@@ -735,7 +844,7 @@ impl RedisLink {
         // doubles the script read when they went as text (times in microseconds since the
         // epoch, counts, and the emission interval, which may be fractional).
         let mut packed = Vec::with_capacity(
-            8 * (1 + 2 * plans.len() + keys.len() + 2 * (batch.len() + key_of.len())),
+            8 * (1 + 2 * plans.len() + keys.len() + 2 * batch.len() + 3 * key_of.len()),
         );
         let mut push = |number: f64| packed.extend_from_slice(&number.to_le_bytes());
         push(plans.len() as f64);
@@ -756,6 +865,7 @@ impl RedisLink {
                 // As many as the charges: a 0 (never) would fail the call, not pick a key.
                 push(key_of.next().unwrap_or_default() as f64);
                 push(charge.signed_cost as f64);
+                push(f64::from(charge.extra));
             }
         }
         invocation.arg(packed);

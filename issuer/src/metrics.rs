@@ -59,6 +59,8 @@ pub struct Metrics {
     pub db_max: Gauge,
     /// Limit decisions made from this instance's memory because Redis did not answer.
     pub limits_redis_fallbacks: Counter,
+    /// Token-endpoint limit decisions made from a lease of permits Redis charged ahead.
+    pub limits_redis_leased: Counter,
     /// Configuration reloads (`SIGHUP`) by outcome.
     pub config_reloads: Family<ReloadLabels, Counter>,
     /// 1 while the last check of the audit chain found it whole, 0 once one found a broken
@@ -121,6 +123,12 @@ impl Default for Metrics {
             "Token-endpoint limit decisions made from this instance's memory because Redis did not answer",
             limits_redis_fallbacks.clone(),
         );
+        let limits_redis_leased = Counter::default();
+        registry.register(
+            "limits_redis_leased",
+            "Token-endpoint limit decisions made from a lease of permits Redis charged ahead (redis_lease_ttl_ms)",
+            limits_redis_leased.clone(),
+        );
         let config_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -151,6 +159,7 @@ impl Default for Metrics {
             db_idle,
             db_max,
             limits_redis_fallbacks,
+            limits_redis_leased,
             config_reloads,
             audit_chain_intact,
             audit_chain_rows,

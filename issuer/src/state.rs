@@ -49,11 +49,22 @@ impl AppState {
             // does not stop the start). `Config::validate` refuses a bad URL; should one get
             // here anyway, the limits stay in memory, as when Redis is down.
             LimitsBackend::Redis => match redis::Client::open(config.redis_url.as_str()) {
-                Ok(client) => limits.in_redis(
-                    client,
-                    Duration::from_millis(config.redis_timeout_ms),
-                    metrics.limits_redis_fallbacks.clone(),
-                ),
+                Ok(client) => {
+                    let limits = limits.in_redis(
+                        client,
+                        Duration::from_millis(config.redis_timeout_ms),
+                        metrics.limits_redis_fallbacks.clone(),
+                    );
+                    if config.redis_lease_ttl_ms == 0 {
+                        limits
+                    } else {
+                        let policy = shared::lease::LeasePolicy {
+                            ttl_ms: config.redis_lease_ttl_ms,
+                            max_permits: config.redis_lease_max_permits,
+                        };
+                        limits.leasing(policy, metrics.limits_redis_leased.clone())
+                    }
+                }
                 Err(err) => {
                     tracing::error!(error = %err, "redis_url: limits stay in this instance's memory");
                     limits

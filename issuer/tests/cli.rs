@@ -343,6 +343,45 @@ fn two_instances_on_one_redis_allow_a_client_its_plan_once_not_twice() {
     }
 }
 
+/// The same with leases (`redis_lease_ttl_ms`, on by default) in play: two real instances
+/// on one Redis, each spending permits Redis charged ahead, still admit a client its burst
+/// once between them (a lease holds at most an eighth of it, so up to one lease's worth per
+/// instance may be left unspent when its life ends: never more than the burst).
+#[test]
+fn two_leasing_instances_on_one_redis_admit_the_burst_once() {
+    let dir = support::temp_dir();
+    let redis = redis_url();
+    // 40 at once, then one every 90 s: nothing comes back within the test.
+    let settings: [(&str, &std::ffi::OsStr); 3] = [
+        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
+        ("ISSUER_REDIS_URL", redis.as_ref()),
+        ("ISSUER_TOKEN_RATE_PER_CLIENT", "40/3600s;burst=40".as_ref()),
+    ];
+    let (mut first, first_port, _) = spawn_serve(&dir, &settings);
+    let (mut second, second_port, _) = spawn_serve(&dir, &settings);
+    let form = client_form(&dir, "leased limit");
+    let admitted = (0..80)
+        .filter(|n| post_token(if n % 2 == 0 { first_port } else { second_port }, &form).0 == 200)
+        .count();
+    let leased: u64 = [first_port, second_port]
+        .into_iter()
+        .map(|port| {
+            let (_, metrics) = get(port, "/metrics");
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix("issuer_limits_redis_leased_total "))
+                .and_then(|count| count.trim().parse::<u64>().ok())
+                .unwrap_or_default()
+        })
+        .sum();
+    assert!((30..=40).contains(&admitted), "{admitted} admitted");
+    assert!(leased > 0, "some decisions came from leases");
+    for server in [&mut first, &mut second] {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+}
+
 /// With Redis unreachable the limits fail open to each instance's memory: tokens are still
 /// issued (and limited per instance), each decision counted as a fallback and logged.
 #[test]
@@ -366,7 +405,7 @@ fn with_redis_down_the_limits_fall_back_to_the_instance_counted_and_logged() {
     let fallbacks: u64 = metrics
         .lines()
         .find_map(|line| line.strip_prefix("issuer_limits_redis_fallbacks_total "))
-        .and_then(|count| count.trim().parse().ok())
+        .and_then(|count| count.trim().parse::<u64>().ok())
         .unwrap();
     // Each token request is one decision (its address, then its client).
     assert_eq!(fallbacks, 3, "{metrics}");

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use issuer::limits::TokenLimits;
-use shared::{RatePlan, UnixTime};
+use shared::{Decision, RatePlan, UnixTime};
 
 fn plans() -> (RatePlan, RatePlan, RatePlan) {
     (
@@ -383,4 +383,150 @@ async fn far_redis(near: &redis::ConnectionInfo, delay: Duration) -> Option<redi
         }
     });
     Some(far)
+}
+
+/// Two instances' limits on one Redis, leasing under `policy`, each with its count of the
+/// decisions it made from a lease; connected (the first decision of a store that is still
+/// connecting is made from memory).
+async fn leasing_pair(
+    plan: RatePlan,
+    policy: shared::lease::LeasePolicy,
+) -> [(TokenLimits, prometheus_client::metrics::counter::Counter); 2] {
+    let url = redis_url();
+    let pair = [(); 2].map(|()| {
+        let leased = prometheus_client::metrics::counter::Counter::default();
+        let limits = TokenLimits::new(plan, plan, plan)
+            .in_redis(
+                redis::Client::open(url.as_str()).unwrap(),
+                Duration::from_secs(2),
+                prometheus_client::metrics::counter::Counter::default(),
+            )
+            .leasing(policy, leased.clone());
+        (limits, leased)
+    });
+    for (limits, _) in &pair {
+        limits.feed("192.0.2.250".parse().unwrap(), at(0)).await;
+    }
+    pair
+}
+
+/// A key and a time of this run's own (the keys in Redis live on between runs).
+fn run_keys(tag: &str) -> (IpAddr, String, u64) {
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let address = format!("2001:db8:{:x}:{:x}::1", (run >> 16) & 0xffff, run & 0xffff)
+        .parse()
+        .unwrap();
+    let start = u64::try_from(run / 1_000_000).unwrap();
+    (address, format!("{tag}-{run}"), start)
+}
+
+/// A lease's permits are spent in its instance up to its ttl, counted from the decision that
+/// asked, and not a millisecond after: then the instance asks Redis, which has nothing left
+/// once the other instance spent the rest of the burst (the permits left in the lease never
+/// come back). Both instances together admit at most the burst: leases are charged up front.
+#[tokio::test]
+async fn a_lease_is_spent_only_within_its_ttl_and_the_burst_holds_across_instances() {
+    // 64 at once and then one an hour: nothing comes back within the test. A lease holds at
+    // most an eighth of the burst: 8.
+    let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
+    let policy = shared::lease::LeasePolicy {
+        ttl_ms: 1_000,
+        max_permits: 16,
+    };
+    let [(a, leased_a), (b, leased_b)] = leasing_pair(plan, policy).await;
+    let (address, client, start) = run_keys("lease-ttl");
+    async fn token_at(limits: &TokenLimits, address: IpAddr, client: &str, ms: u64) -> Decision {
+        limits
+            .authenticated(address, Some(client), UnixTime::from_millis(ms))
+            .await
+    }
+    let token = |limits, ms| token_at(limits, address, &client, start + ms);
+    // A key first seen asks for its own charge alone; seen again at once, for a lease.
+    assert!(token(&a, 0).await.allowed);
+    assert!(token(&a, 1).await.allowed);
+    assert_eq!(leased_a.get(), 0, "both asked Redis");
+    let from_lease = token(&a, 2).await;
+    assert!(from_lease.allowed);
+    assert_eq!(leased_a.get(), 1);
+    assert_eq!(from_lease.remaining, 6, "8 granted at 1 ms, 2 spent");
+    // The other instance spends everything else: 64 less A's 1 + 8.
+    let mut admitted_b = 0;
+    for ms in 3..200 {
+        if token(&b, ms).await.allowed {
+            admitted_b += 1;
+        }
+    }
+    assert_eq!(admitted_b, 64 - 9);
+    assert!(leased_b.get() > 0, "B spent leases too");
+    // A's lease, asked at 1 ms, lives until 1001 ms (not included).
+    assert!(token(&a, 1_000).await.allowed, "still within its ttl");
+    assert_eq!(leased_a.get(), 2);
+    let after = token(&a, 1_001).await;
+    assert!(
+        !after.allowed,
+        "ended: Redis decides, and the burst is spent"
+    );
+    assert_eq!(leased_a.get(), 2);
+    assert!(after.retry_after_ms > 0);
+}
+
+/// Under a steady hammer from two instances, leases cut the calls, and the plan holds with
+/// leases' bound: in any window of `w`, at most `burst + (w + ttl) / T` admitted (`T` the
+/// interval between requests); and no fewer than the plan's own `burst + w / T`, less what
+/// each instance's last lease may hold unspent.
+#[tokio::test]
+async fn two_leasing_instances_admit_the_plan_within_the_lease_bound() {
+    // T = 100 ms, burst 80: leases of at most 10.
+    let plan: RatePlan = "600/60s;burst=80".parse().unwrap();
+    let policy = shared::lease::LeasePolicy {
+        ttl_ms: 500,
+        max_permits: 64,
+    };
+    let [(a, leased_a), (b, leased_b)] = leasing_pair(plan, policy).await;
+    let (address, client, start) = run_keys("lease-bound");
+    let mut admitted = Vec::new();
+    let span_ms = 3_000;
+    for ms in 0..span_ms {
+        let limits = if ms % 2 == 0 { &a } else { &b };
+        let now = UnixTime::from_millis(start + ms);
+        if limits
+            .authenticated(address, Some(&client), now)
+            .await
+            .allowed
+        {
+            admitted.push(ms);
+        }
+    }
+    let leased = leased_a.get() + leased_b.get();
+    assert!(
+        leased * 2 > admitted.len() as u64,
+        "most decisions came from leases: {leased} of {}",
+        admitted.len()
+    );
+    for w in [1, 100, 250, 500, 1_000, span_ms] {
+        let most = admitted
+            .iter()
+            .map(|&from| {
+                admitted
+                    .iter()
+                    .filter(|&&ms| (from..from + w).contains(&ms))
+                    .count()
+            })
+            .max()
+            .unwrap_or_default() as u64;
+        let bound = 80 + (w + policy.ttl_ms).div_ceil(100);
+        assert!(
+            most <= bound,
+            "{most} admitted within {w} ms, bound {bound}"
+        );
+    }
+    let plan_alone = 80 + span_ms / 100;
+    let total = admitted.len() as u64;
+    assert!(
+        total + 2 * 10 >= plan_alone,
+        "{total} admitted, the plan alone {plan_alone}"
+    );
 }

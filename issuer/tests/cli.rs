@@ -38,6 +38,20 @@ fn bad_configuration_stops_start_up_naming_the_setting() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("token_lifetime_secs"));
 
+    for (name, bad) in [
+        ("ISSUER_REDIS_LEASE_TTL_MS", "10001"),
+        ("ISSUER_REDIS_LEASE_MAX_PERMITS", "0"),
+    ] {
+        let output = issuer(&dir)
+            .env(name, bad)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}={bad}");
+        let setting = name.trim_start_matches("ISSUER_").to_lowercase();
+        assert!(String::from_utf8_lossy(&output.stderr).contains(&setting));
+    }
+
     let file = dir.join("issuer.toml");
     std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
     let output = issuer(&dir)

@@ -444,32 +444,34 @@ async fn a_lease_is_spent_only_within_its_ttl_and_the_burst_holds_across_instanc
             .await
     }
     let token = |limits, ms| token_at(limits, address, &client, start + ms);
-    // A key first seen asks for its own charge alone; seen again at once, for a lease.
-    assert!(token(&a, 0).await.allowed);
-    assert!(token(&a, 1).await.allowed);
-    assert_eq!(leased_a.get(), 0, "both asked Redis");
-    let from_lease = token(&a, 2).await;
-    assert!(from_lease.allowed);
-    assert_eq!(leased_a.get(), 1);
-    assert_eq!(from_lease.remaining, 6, "8 granted at 1 ms, 2 spent");
-    // The other instance spends everything else: 64 less A's 1 + 8.
+    // A key first seen asks for its own charge alone; seen again at once, for a lease, each
+    // at most twice the last: 1, 2, 4, then 8 asked at 7 ms (1 + 2 + 4 + 8 charged).
+    let mut last = None;
+    for ms in 0..=8 {
+        let decision = token(&a, ms).await;
+        assert!(decision.allowed, "{ms}");
+        last = Some(decision);
+    }
+    assert_eq!(leased_a.get(), 5, "at 2, 4, 5, 6 and 8 ms");
+    assert_eq!(last.unwrap().remaining, 6, "8 granted at 7 ms, 2 spent");
+    // The other instance spends everything else: 64 less A's 15.
     let mut admitted_b = 0;
-    for ms in 3..200 {
+    for ms in 9..300 {
         if token(&b, ms).await.allowed {
             admitted_b += 1;
         }
     }
-    assert_eq!(admitted_b, 64 - 9);
+    assert_eq!(admitted_b, 64 - 15);
     assert!(leased_b.get() > 0, "B spent leases too");
-    // A's lease, asked at 1 ms, lives until 1001 ms (not included).
-    assert!(token(&a, 1_000).await.allowed, "still within its ttl");
-    assert_eq!(leased_a.get(), 2);
-    let after = token(&a, 1_001).await;
+    // A's lease, asked at 7 ms, lives until 1007 ms (not included).
+    assert!(token(&a, 1_006).await.allowed, "still within its ttl");
+    assert_eq!(leased_a.get(), 6);
+    let after = token(&a, 1_007).await;
     assert!(
         !after.allowed,
         "ended: Redis decides, and the burst is spent"
     );
-    assert_eq!(leased_a.get(), 2);
+    assert_eq!(leased_a.get(), 6);
     assert!(after.retry_after_ms > 0);
 }
 
@@ -529,4 +531,41 @@ async fn two_leasing_instances_admit_the_plan_within_the_lease_bound() {
         total + 2 * 10 >= plan_alone,
         "{total} admitted, the plan alone {plan_alone}"
     );
+}
+
+/// A reloaded plan starts every key afresh, leases included: permits charged under the old
+/// plan are not spent under the new one.
+#[tokio::test]
+async fn a_reloaded_plan_spends_no_lease_of_the_old_one() {
+    let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
+    let policy = shared::lease::LeasePolicy {
+        ttl_ms: 1_000,
+        max_permits: 16,
+    };
+    let [(a, leased), _] = leasing_pair(plan, policy).await;
+    let (address, client, start) = run_keys("lease-reload");
+    let now = |ms| UnixTime::from_millis(start + ms);
+    // Leases of 1, 2, then 4 asked at 3 ms: 3 permits left after it.
+    for ms in 0..=3 {
+        assert!(
+            a.authenticated(address, Some(&client), now(ms))
+                .await
+                .allowed
+        );
+    }
+    assert_eq!(leased.get(), 1);
+    let stricter: RatePlan = "1/3600s;burst=1".parse().unwrap();
+    a.set_plans(stricter, stricter, stricter);
+    assert!(
+        a.authenticated(address, Some(&client), now(4))
+            .await
+            .allowed
+    );
+    assert!(
+        !a.authenticated(address, Some(&client), now(5))
+            .await
+            .allowed,
+        "the new plan's burst of 1, not the old lease's permits"
+    );
+    assert_eq!(leased.get(), 1, "no decision from the old plan's lease");
 }

@@ -22,8 +22,8 @@
 //! that are not enforced (a failed authentication's extra cost): rare, and exact. A lease
 //! holds at most [`LeasePolicy::max_permits`], and at most an eighth of its plan's burst, so a
 //! small plan stays exact; its size follows the key's rate here (`Lease::wanted_next`: what
-//! half a lease's life takes at that rate), so a key seen now and then asks for no more than
-//! its own charge.
+//! half a lease's life takes at that rate), at most twice the last lease's, so a key seen now
+//! and then asks for no more than its own charge, and a busy one grows its leases from one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -143,9 +143,16 @@ impl Leases {
         if has_permits || asking {
             return None;
         }
+        // What the key's rate here would spend in half a lease's life, and at most twice the
+        // last lease: a key's first few requests in quick succession do not take a whole
+        // lease of its burst that it may never use.
         let wanted = entry
             .lease
-            .map_or(1, |lease| lease.wanted_next(now, &self.policy))
+            .map_or(1, |lease| {
+                lease
+                    .wanted_next(now, &self.policy)
+                    .min(lease.permits().saturating_mul(2))
+            })
             .min(self.max_permits(plan));
         entry.asking_until = now.plus_millis(self.ask_ms);
         Some(Ask {

@@ -135,7 +135,8 @@ pub const MAX_TOKEN_LIFETIME_SECS: u64 = 3600;
 pub enum LimitsBackend {
     /// In this instance's memory.
     Memory,
-    /// In Redis, shared by every instance: one atomic script per decision.
+    /// In Redis, shared by every instance: one atomic script per decision Redis makes, and
+    /// leases of permits for busy keys (`redis_lease_ttl_ms`).
     Redis,
 }
 

@@ -17,7 +17,8 @@
 //! State lives in this instance's memory (`limits_backend = "memory"`: N instances allow N
 //! times a plan) or in Redis (`"redis"`: one state for every instance, one atomic script per
 //! call, whatever its number of charges, and one call for the decisions that arrived while
-//! the calls before were out: `RedisStore`). With Redis down or slow past
+//! the calls before were out: `RedisStore`; a busy key's decisions are mostly made from
+//! leases of permits Redis charged ahead: `leases`). With Redis down or slow past
 //! `redis_timeout_ms`, a decision falls back to this instance's memory: the limits fail open
 //! to per-instance limits rather than refusing tokens, and each fallback is counted
 //! (`issuer_limits_redis_fallbacks_total`) and logged.
@@ -157,9 +158,9 @@ impl TokenLimits {
     #[must_use]
     pub fn leasing(mut self, policy: LeasePolicy, leased: Counter) -> Self {
         if let Some(redis) = &mut self.redis {
-            let ask_ms =
-                u64::try_from(redis.link.timeout.saturating_mul(2).as_millis()).unwrap_or(u64::MAX);
-            redis.leases = Some((Leases::new(policy, ask_ms), leased));
+            // An ask counts as out for as long as its decision may wait for Redis.
+            let ask_for = redis.link.timeout.saturating_mul(2);
+            redis.leases = Some((Leases::new(policy, ask_for), leased));
         }
         self
     }
@@ -267,8 +268,8 @@ impl TokenLimits {
         verdict.decision
     }
 
-    /// The decision on `first` (enforced), then `then`: from Redis when it is the backend
-    /// and answers, else from memory.
+    /// The decision on `first` (enforced), then `then`: from Redis (or the leases of permits
+    /// it granted) when it is the backend and answers, else from memory.
     async fn decide(&self, first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> Verdict {
         let Some(redis) = &self.redis else {
             return decide_in_memory(first, then, now);
@@ -385,9 +386,10 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 /// time, then three per charge: its key (from 1), its cost in requests, negative when the
 /// charge is not enforced, and the extra permits to charge with it if they fit at once (a
 /// lease's ask: `leases`; 0 for none). A call of [`CALL_BATCH`] decisions of two charges
-/// holds a few hundred numbers, far inside what one unpack may return (Lua's stack). `struct` is one of
-/// the libraries Redis (and Valkey) load for scripts; a server without it fails every call,
-/// and the limits fall back to memory, counted and logged with Redis's error.
+/// holds a few hundred numbers, far inside what one unpack may return (Lua's stack).
+/// `struct` is one of the libraries Redis (and Valkey) load for scripts; a server without it
+/// fails every call, and the limits fall back to memory, counted and logged with Redis's
+/// error.
 ///
 /// Each key is read once per call (one `MGET`), and each key whose state changed is written
 /// once, at the end, with its last state and its last charge's expiry, as the last of
@@ -403,8 +405,9 @@ fn decide_in_memory(first: &Charge<'_>, then: &[Charge<'_>], now: UnixTime) -> V
 /// Returns five numbers per decision: allowed (0/1), remaining, reset-after and retry-after
 /// in ms, and the index (from 1) of the charge that decided: the one denied, else the last
 /// enforced; then one per charge: the permits charged (0 when it was not, else 1 and the
-/// extra ones granted, which the remaining and reset-after count in). (The keys of one call are not in one Redis Cluster slot: the backend is one
-/// Redis, or a replicated one behind a single endpoint.)
+/// extra ones granted, which the remaining and reset-after count in). (The keys of one call
+/// are not in one Redis Cluster slot: the backend is one Redis, or a replicated one behind a
+/// single endpoint.)
 const GCRA_SCRIPT: &str = r"
 local ceil, floor = math.ceil, math.floor
 local last = #ARGV[1] / 8
@@ -428,9 +431,10 @@ while at < last do
   local now = n[at + 1]
   at = at + 2
   local allowed, remaining, reset, retry, by = 1, 0, 0, 0, 0
-  local permits = {}
+  -- Each charge's permits go after the decision's five numbers.
+  local permits = o + 5
   for i = 1, count do
-    permits[i] = 0
+    out[permits + i] = 0
     if allowed == 1 then
       local k = n[at]
       local cost = n[at + 1]
@@ -453,7 +457,7 @@ while at < last do
         if room > burst - 1 then room = burst - 1 end
         if extra > room then extra = room end
         new_tat = new_tat + unit * extra
-        permits[i] = 1 + extra
+        out[permits + i] = 1 + extra
         local ttl = ceil((new_tat - now) / 1000)
         tats[k], ttls[k] = new_tat, ttl + 1
         if enforced then
@@ -465,11 +469,7 @@ while at < last do
     at = at + 3
   end
   out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = allowed, remaining, reset, retry, by
-  o = o + 5
-  for i = 1, count do
-    out[o + i] = permits[i]
-  end
-  o = o + count
+  o = permits + count
 end
 -- Each changed state, with its last charge's expiry.
 for k, ttl in pairs(ttls) do
@@ -497,7 +497,8 @@ const CALLS_OUT: usize = 8;
 /// Redis in either order: a decision a moment late is judged at its own time, at worst a
 /// little stricter). A decision waits for at most the calls out and its own.
 /// After any failure Redis counts as down for [`REDIS_RETRY`]: decisions come from memory
-/// at once, without waiting out a timeout each.
+/// at once, without waiting out a timeout each. With leases (`TokenLimits::leasing`), a
+/// decision that leases cover makes no call at all.
 struct RedisStore {
     link: Arc<RedisLink>,
     /// The task's queue, started with the first decision (inside the runtime), and again if
@@ -664,28 +665,24 @@ impl RedisStore {
         if is_down(&self.link.down_until) || self.link.connecting.load(Ordering::Relaxed) {
             return Err(RedisLimitError::Down);
         }
-        let mut asked = Vec::new();
+        // The asks sent with this decision: the charge's place, its key, the ask.
+        let mut asked: Vec<(usize, String, Ask)> = Vec::new();
         if let Some((leases, _)) = leases {
             for (at, charge) in charges.iter_mut().enumerate() {
-                if let Some(Ask { extra }) = leases.ask(&charge.key, &charge.plan, now) {
-                    charge.extra = extra;
-                    asked.push(at);
+                if let Some(ask) = leases.ask(&charge.key, &charge.plan, now) {
+                    charge.extra = ask.extra;
+                    asked.push((at, charge.key.clone(), ask));
                 }
             }
         }
-        let keys: Vec<String> = asked
-            .iter()
-            .filter_map(|&at| charges.get(at))
-            .map(|charge| charge.key.clone())
-            .collect();
         let answered = self.call(charges, now).await;
         if let Some((leases, _)) = leases {
-            for (key, &at) in keys.iter().zip(&asked) {
+            for (at, key, ask) in asked {
                 let granted = answered.as_ref().ok().map(|answered| {
                     let permits = answered.permits.get(at).copied().unwrap_or_default();
                     (permits, answered.verdict.decision)
                 });
-                leases.answered(key, now, granted);
+                leases.answered(&key, ask, now, granted);
             }
         }
         answered.map(|answered| answered.verdict)

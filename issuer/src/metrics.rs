@@ -126,7 +126,7 @@ impl Default for Metrics {
         let limits_redis_leased = Counter::default();
         registry.register(
             "limits_redis_leased",
-            "Token-endpoint limit decisions made from a lease of permits Redis charged ahead (redis_lease_ttl_ms)",
+            "Token-endpoint limit decisions made from a lease of permits Redis charged ahead",
             limits_redis_leased.clone(),
         );
         let config_reloads = Family::<ReloadLabels, Counter>::default();

@@ -481,7 +481,8 @@ async fn a_lease_is_spent_only_within_its_ttl_and_the_burst_holds_across_instanc
 /// each instance's last lease may hold unspent.
 #[tokio::test]
 async fn two_leasing_instances_admit_the_plan_within_the_lease_bound() {
-    // T = 100 ms, burst 80: leases of at most 10.
+    // T = 100 ms, burst 80: leases of at most 10. The test's 3 s of decisions take well
+    // under a second of real time, so leases end on the decisions' clock, not the monotonic.
     let plan: RatePlan = "600/60s;burst=80".parse().unwrap();
     let policy = shared::lease::LeasePolicy {
         ttl_ms: 500,
@@ -568,4 +569,35 @@ async fn a_reloaded_plan_spends_no_lease_of_the_old_one() {
         "the new plan's burst of 1, not the old lease's permits"
     );
     assert_eq!(leased.get(), 1, "no decision from the old plan's lease");
+}
+
+/// Decisions reach the limits a little out of order (each is stamped when its request came
+/// in, before its client was authenticated): one stamped just before its key's lease was
+/// asked for goes to Redis alone, and the lease is kept, not thrown away for a new one.
+#[tokio::test]
+async fn a_decision_stamped_before_the_lease_keeps_the_lease() {
+    let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
+    let policy = shared::lease::LeasePolicy {
+        ttl_ms: 1_000,
+        max_permits: 16,
+    };
+    let [(a, leased), _] = leasing_pair(plan, policy).await;
+    let (address, client, start) = run_keys("lease-order");
+    let now = |ms| UnixTime::from_millis(start + ms);
+    // Leases of 1, 2, then 4 asked at 3 ms: 3 permits left after it.
+    for ms in 0..=3 {
+        assert!(
+            a.authenticated(address, Some(&client), now(ms))
+                .await
+                .allowed
+        );
+    }
+    assert_eq!(leased.get(), 1);
+    let late = a.authenticated(address, Some(&client), now(2)).await;
+    assert!(late.allowed);
+    assert_eq!(leased.get(), 1, "decided in Redis");
+    assert_eq!(late.remaining, 64 - 1 - 2 - 4 - 1, "its charge alone");
+    let next = a.authenticated(address, Some(&client), now(4)).await;
+    assert_eq!(leased.get(), 2, "from the lease asked at 3 ms");
+    assert_eq!(next.remaining, 2, "4 granted, 2 spent");
 }

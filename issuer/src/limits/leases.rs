@@ -5,28 +5,36 @@
 //! than the charge itself: the script charges them to the key at once, as that many requests,
 //! if the burst has room for them right now (`shared::lease::grant`'s arithmetic, in Lua).
 //! This instance then spends them on the key's next decisions, one each, with no call, until
-//! they run out or the lease ends, `ttl` after the decision that asked (on this instance's
-//! clock, which also timed the charge). Permits left when a lease ends are not given back:
-//! the key was charged for requests it did not make, the strict side.
+//! they run out or the lease ends, `ttl` after the decision that asked. Permits left when a
+//! lease ends are not given back: the key was charged for requests it did not make, the
+//! strict side.
 //!
 //! The bound (`shared::lease`'s, with nothing refunded): in any window of length `w`, the
 //! instances together admit a key at most `burst + (w + ttl) / T` requests, where `T` is the
 //! plan's interval between requests; the plan alone admits `burst + w / T`. A permit is spent
 //! within `ttl` of its charge, so what is spent in the window was charged in the `w + ttl`
-//! before its end, which GCRA holds to that. What leases cost the other way: a key may be
-//! refused by one instance while another holds permits of it, at most one lease's worth per
-//! instance for at most `ttl`.
+//! before its end, which GCRA holds to that. "Within `ttl`" holds on two clocks: on the
+//! decisions' own times (the times GCRA charges at) and on this instance's monotonic clock,
+//! from before the ask left: a lease ends at whichever comes first, so neither a request
+//! stamped long ago (a slow authentication) nor a wall clock stepped back spends a permit
+//! later than `ttl` after its charge.
+//!
+//! What leases cost the other way: permits never spent are lost to the key, as if those
+//! requests had been made (the strict side): at most one lease per instance each time a busy
+//! key slows down, moves to other instances or has its lease end.
 //!
 //! Denials are Redis's own: a decision a lease cannot cover (no live lease, or one spent, for
 //! any of its charges) goes to Redis. So do charges of more than one request and charges
 //! that are not enforced (a failed authentication's extra cost): rare, and exact. A lease
 //! holds at most [`LeasePolicy::max_permits`], and at most an eighth of its plan's burst, so a
-//! small plan stays exact; its size follows the key's rate here (`Lease::wanted_next`: what
-//! half a lease's life takes at that rate), at most twice the last lease's, so a key seen now
-//! and then asks for no more than its own charge, and a busy one grows its leases from one.
+//! small plan stays exact (and its keys are not kept here); its size follows the key's rate
+//! here (`Lease::wanted_next`: what half a lease's life takes at that rate), at most twice the
+//! last lease's, so a key seen now and then asks for no more than its own charge, and a busy
+//! one grows its leases from one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use shared::lease::{Grant, Lease, LeasePolicy};
 use shared::rate_limit::Decision;
@@ -40,8 +48,15 @@ use super::{lock, MAX_ENTRIES};
 pub(super) struct Leases {
     policy: LeasePolicy,
     /// How long an ask counts as out: the longest a decision waits for Redis.
-    ask_ms: u64,
-    held: Mutex<HashMap<String, Held>>,
+    ask_for: Duration,
+    held: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    keys: HashMap<String, Held>,
+    /// When a full table may next be swept (a sweep is a pass over all).
+    next_sweep: Option<Instant>,
 }
 
 /// A key's lease, and whether a decision is asking for the next.
@@ -49,31 +64,56 @@ pub(super) struct Leases {
 struct Held {
     /// The last lease granted (spent, ended or not): what sizes the next ask.
     lease: Option<Lease>,
-    /// When it was asked for (its life runs from then).
+    /// When it was asked for, on the decisions' clock (its life runs from then).
     asked_at: UnixTime,
+    /// When it ends on the monotonic clock: `ttl` after its ask left.
+    ends: Instant,
     /// The plan's burst: the limit its decisions state.
     limit: u32,
-    /// Until when an ask for this key is out. One at a time: decisions meanwhile go to Redis
-    /// with their charge alone, so no two leases of a key are held here at once.
-    asking_until: UnixTime,
+    /// Since when an ask for this key is out (monotonic: decisions' own times may come out
+    /// of order). One at a time: decisions meanwhile go to Redis with their charge alone, so
+    /// no two leases of a key are held here at once.
+    asking_since: Option<Instant>,
+}
+
+impl Held {
+    /// Whether the lease has a permit to spend at `now` (the decision's time).
+    fn covers(&self, now: UnixTime) -> bool {
+        self.lease
+            .is_some_and(|lease| lease.is_live(now) && !lease.is_spent())
+            && Instant::now() < self.ends
+    }
+
+    /// Whether the lease still has permits for decisions after `now`: live, or asked for
+    /// less than `ttl_ms` after `now` (a decision stamped before the ask that came in after
+    /// it, which Redis decides alone rather than throw the lease away).
+    fn holds_permits(&self, now: UnixTime, ttl_ms: u64) -> bool {
+        let ahead = now < self.asked_at && self.asked_at.millis_since(now) < ttl_ms;
+        self.lease.is_some_and(|lease| {
+            !lease.is_spent() && (ahead || lease.is_live(now)) && Instant::now() < self.ends
+        })
+    }
 }
 
 /// What one charge asks of Redis beyond itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Ask {
     /// Permits beyond the charge (0: just the charge, still a lease of one, which tells the
     /// next ask the key's rate).
     pub(super) extra: u32,
+    /// When it was counted as out: its answer is taken only while it still is
+    /// ([`Leases::answered`]), and the lease ends `ttl` after it.
+    since: Instant,
 }
 
 impl Leases {
-    /// `ask_ms`: how long a decision may wait for Redis (an ask left unanswered counts as out
+    /// `ask_for`: how long a decision may wait for Redis (an ask left unanswered counts as out
     /// that long).
-    pub(super) fn new(policy: LeasePolicy, ask_ms: u64) -> Self {
+    pub(super) fn new(policy: LeasePolicy, ask_for: Duration) -> Self {
         Self {
             policy,
-            ask_ms,
-            held: Mutex::new(HashMap::new()),
+            ask_for,
+            held: Mutex::new(Table::default()),
         }
     }
 
@@ -85,18 +125,16 @@ impl Leases {
         keys: impl Iterator<Item = &'k str> + Clone,
         now: UnixTime,
     ) -> Option<Decision> {
-        let mut held = lock(&self.held);
-        let covered = keys.clone().all(|key| {
-            held.get(key)
-                .and_then(|held| held.lease.as_ref())
-                .is_some_and(|lease| lease.is_live(now) && !lease.is_spent())
-        });
+        let mut table = lock(&self.held);
+        let covered = keys
+            .clone()
+            .all(|key| table.keys.get(key).is_some_and(|held| held.covers(now)));
         if !covered {
             return None;
         }
         let mut decision = None;
         for key in keys {
-            let held = held.get_mut(key)?;
+            let held = table.keys.get_mut(key)?;
             let lease = held.lease.as_mut()?;
             lease.take(now);
             decision = Some(Decision {
@@ -114,65 +152,85 @@ impl Leases {
     }
 
     /// The ask to send with a charge of one request to `key` under `plan` at `now`, and the
-    /// ask counted as out; `None` when this decision installs no lease: one is asking
-    /// already, the key's lease still has permits (only another charge of the decision needed
-    /// Redis), or the table is full of live keys.
+    /// ask counted as out; `None` when this decision installs no lease: the plan is too small
+    /// for leases, one is asking already, the key's lease still has permits (only another
+    /// charge of the decision needed Redis, or the decision was stamped just before the
+    /// lease's ask), or the table is full of live keys.
     pub(super) fn ask(&self, key: &str, plan: &RatePlan, now: UnixTime) -> Option<Ask> {
-        let mut held = lock(&self.held);
-        if held.len() >= MAX_ENTRIES && !held.contains_key(key) {
-            // Keys whose lease ended and that ask nothing tell only an old rate: forgotten.
-            held.retain(|_, held| {
-                now < held.asking_until || held.lease.is_some_and(|lease| lease.is_live(now))
-            });
-            if held.len() >= MAX_ENTRIES {
+        let most = self.max_permits(plan);
+        if most <= 1 {
+            return None;
+        }
+        let mut table = lock(&self.held);
+        let Table { keys, next_sweep } = &mut *table;
+        if keys.len() >= MAX_ENTRIES && !keys.contains_key(key) {
+            let at = Instant::now();
+            if next_sweep.is_none_or(|next| at >= next) {
+                // Keys whose lease ended and that ask nothing tell only an old rate.
+                keys.retain(|_, held| held.asking_since.is_some() || at < held.ends);
+                *next_sweep = Some(at + Duration::from_secs(1));
+            }
+            if keys.len() >= MAX_ENTRIES {
                 return None;
             }
         }
-        let entry = held.entry(key.to_owned()).or_insert(Held {
+        let held = keys.entry(key.to_owned()).or_insert_with(|| Held {
             lease: None,
             asked_at: UnixTime::EPOCH,
+            ends: Instant::now(),
             limit: plan.burst(),
-            asking_until: UnixTime::EPOCH,
+            asking_since: None,
         });
-        let has_permits = entry
-            .lease
-            .is_some_and(|lease| lease.is_live(now) && !lease.is_spent());
-        // Out: until its time is up (or the clock stepped back past when it was sent).
-        let asking =
-            now < entry.asking_until && entry.asking_until.millis_since(now) <= self.ask_ms;
-        if has_permits || asking {
+        let asking = held
+            .asking_since
+            .is_some_and(|since| since.elapsed() < self.ask_for);
+        if asking || held.holds_permits(now, self.policy.ttl_ms) {
             return None;
         }
         // What the key's rate here would spend in half a lease's life, and at most twice the
         // last lease: a key's first few requests in quick succession do not take a whole
         // lease of its burst that it may never use.
-        let wanted = entry
+        let wanted = held
             .lease
             .map_or(1, |lease| {
                 lease
                     .wanted_next(now, &self.policy)
                     .min(lease.permits().saturating_mul(2))
             })
-            .min(self.max_permits(plan));
-        entry.asking_until = now.plus_millis(self.ask_ms);
+            .min(most);
+        let since = Instant::now();
+        held.asking_since = Some(since);
         Some(Ask {
             extra: wanted.saturating_sub(1),
+            since,
         })
     }
 
-    /// The answer to an ask of `key` made at `now`: the permits charged with the charge (its
+    /// The answer to `ask` of `key`, made at `now`: the permits charged with the charge (its
     /// own among them: 0 when it was refused or not reached) and the decision, or `None` when
     /// Redis did not answer. Permits become the key's lease, and the decision's own is spent
-    /// from it.
-    pub(super) fn answered(&self, key: &str, now: UnixTime, granted: Option<(u32, Decision)>) {
-        let mut held = lock(&self.held);
-        let Some(entry) = held.get_mut(key) else {
+    /// from it; unless the ask no longer counts as out (a later one replaced it), when its
+    /// permits are left unspent.
+    pub(super) fn answered(
+        &self,
+        key: &str,
+        ask: Ask,
+        now: UnixTime,
+        granted: Option<(u32, Decision)>,
+    ) {
+        let mut table = lock(&self.held);
+        let Some(held) = table.keys.get_mut(key) else {
             return;
         };
-        entry.asking_until = UnixTime::EPOCH;
+        if held.asking_since != Some(ask.since) {
+            return;
+        }
+        held.asking_since = None;
         let Some((permits @ 1.., decision)) = granted else {
             return;
         };
+        // `Lease` is the edge's, made from a grant; the issuer's leases have no number (no
+        // refunds), and end `ttl` after the decision that asked.
         let grant = Grant {
             lease: 0,
             permits,
@@ -181,8 +239,9 @@ impl Leases {
         };
         let mut lease = Lease::new(&grant, now, &self.policy);
         lease.take(now);
-        entry.lease = Some(lease);
-        entry.asked_at = now;
+        held.lease = Some(lease);
+        held.asked_at = now;
+        held.ends = ask.since + Duration::from_millis(self.policy.ttl_ms);
     }
 
     /// The most permits one lease of `plan` holds: the policy's, and at most an eighth of the

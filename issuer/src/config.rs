@@ -94,8 +94,8 @@ pub struct Config {
     /// Longest wait for Redis per decision, in ms; past it (or with Redis down) the decision
     /// is this instance's own, from memory (fail open: counted and logged).
     pub redis_timeout_ms: u64,
-    /// A lease's life in ms, with `limits_backend = "redis"` (0 to 10000; 0: no leases, every
-    /// decision asks Redis). A busy key's decisions are made in the instance from permits
+    /// A lease's life in ms, with `limits_backend = "redis"` (0: no leases, every decision asks
+    /// Redis; else at least twice `redis_timeout_ms`, and at most 10000). A busy key's decisions are made in the instance from permits
     /// Redis charged ahead, spent within this long of their charge: over any window, a key is
     /// admitted at most this long's worth of its plan beyond what the plan allows.
     pub redis_lease_ttl_ms: u64,
@@ -313,10 +313,15 @@ impl Config {
                 "must be between 1 and 1000, and three times it under request_timeout_secs",
             ));
         }
-        if self.redis_lease_ttl_ms > 10_000 {
+        // A lease's life runs from before its ask left, which may wait twice the timeout for
+        // its answer: a shorter life would end leases before they arrive.
+        if self.redis_lease_ttl_ms > 10_000
+            || (self.redis_lease_ttl_ms != 0
+                && self.redis_lease_ttl_ms < self.redis_timeout_ms.saturating_mul(2))
+        {
             return Err(invalid(
                 "redis_lease_ttl_ms",
-                "must be between 0 (no leases) and 10000",
+                "must be 0 (no leases), or at least twice redis_timeout_ms and at most 10000",
             ));
         }
         if !(1..=10_000).contains(&self.redis_lease_max_permits) {

@@ -647,11 +647,13 @@ impl RedisStore {
                 }
             })
             .collect();
-        // Only charges of one enforced request are leased: the rest is rare, and exact.
-        let leases = self
-            .leases
-            .as_ref()
-            .filter(|_| charges.iter().all(|charge| charge.signed_cost == 1));
+        // Only charges of one enforced request, of plans big enough to lease, are leased: the
+        // rest is rare, or small, and exact.
+        let leases = self.leases.as_ref().filter(|(leases, _)| {
+            charges
+                .iter()
+                .all(|charge| charge.signed_cost == 1 && leases.leases(&charge.plan))
+        });
         if let Some((leases, leased)) = leases {
             let keys = charges.iter().map(|charge| charge.key.as_str());
             if let Some(decision) = leases.take_all(keys, now) {

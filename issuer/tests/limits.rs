@@ -433,7 +433,7 @@ async fn a_lease_is_spent_only_within_its_ttl_and_the_burst_holds_across_instanc
     // most an eighth of the burst: 8.
     let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
     let policy = shared::lease::LeasePolicy {
-        ttl_ms: 1_000,
+        ttl_ms: 60_000,
         max_permits: 16,
     };
     let [(a, leased_a), (b, leased_b)] = leasing_pair(plan, policy).await;
@@ -463,10 +463,11 @@ async fn a_lease_is_spent_only_within_its_ttl_and_the_burst_holds_across_instanc
     }
     assert_eq!(admitted_b, 64 - 15);
     assert!(leased_b.get() > 0, "B spent leases too");
-    // A's lease, asked at 7 ms, lives until 1007 ms (not included).
-    assert!(token(&a, 1_006).await.allowed, "still within its ttl");
+    // A's lease, asked at 7 ms, lives until 60,007 ms (not included). (A minute, so that on
+    // the monotonic clock, which ends it too, it outlives the test on any machine.)
+    assert!(token(&a, 60_006).await.allowed, "still within its ttl");
     assert_eq!(leased_a.get(), 6);
-    let after = token(&a, 1_007).await;
+    let after = token(&a, 60_007).await;
     assert!(
         !after.allowed,
         "ended: Redis decides, and the burst is spent"
@@ -481,8 +482,10 @@ async fn a_lease_is_spent_only_within_its_ttl_and_the_burst_holds_across_instanc
 /// each instance's last lease may hold unspent.
 #[tokio::test]
 async fn two_leasing_instances_admit_the_plan_within_the_lease_bound() {
-    // T = 100 ms, burst 80: leases of at most 10. The test's 3 s of decisions take well
-    // under a second of real time, so leases end on the decisions' clock, not the monotonic.
+    // T = 100 ms, burst 80: leases of at most 10. A lease is spent within milliseconds of
+    // the decisions' clock; once the burst is spent, each holds one permit, spent by the
+    // decision that asked: a slow machine (leases ending early on the monotonic clock) only
+    // sees fewer decisions leased.
     let plan: RatePlan = "600/60s;burst=80".parse().unwrap();
     let policy = shared::lease::LeasePolicy {
         ttl_ms: 500,
@@ -540,7 +543,7 @@ async fn two_leasing_instances_admit_the_plan_within_the_lease_bound() {
 async fn a_reloaded_plan_spends_no_lease_of_the_old_one() {
     let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
     let policy = shared::lease::LeasePolicy {
-        ttl_ms: 1_000,
+        ttl_ms: 60_000,
         max_permits: 16,
     };
     let [(a, leased), _] = leasing_pair(plan, policy).await;
@@ -578,7 +581,7 @@ async fn a_reloaded_plan_spends_no_lease_of_the_old_one() {
 async fn a_decision_stamped_before_the_lease_keeps_the_lease() {
     let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
     let policy = shared::lease::LeasePolicy {
-        ttl_ms: 1_000,
+        ttl_ms: 60_000,
         max_permits: 16,
     };
     let [(a, leased), _] = leasing_pair(plan, policy).await;
@@ -600,4 +603,32 @@ async fn a_decision_stamped_before_the_lease_keeps_the_lease() {
     let next = a.authenticated(address, Some(&client), now(4)).await;
     assert_eq!(leased.get(), 2, "from the lease asked at 3 ms");
     assert_eq!(next.remaining, 2, "4 granted, 2 spent");
+}
+
+/// A lease ends on the monotonic clock too, `ttl` after its ask left: a decision stamped
+/// inside the lease's life but made later than that (its request waited, or the wall clock
+/// stepped back) goes to Redis.
+#[tokio::test]
+async fn a_lease_ends_on_the_monotonic_clock_too() {
+    let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
+    let policy = shared::lease::LeasePolicy {
+        ttl_ms: 50,
+        max_permits: 16,
+    };
+    let [(a, leased), _] = leasing_pair(plan, policy).await;
+    let (address, client, start) = run_keys("lease-monotonic");
+    let now = |ms| UnixTime::from_millis(start + ms);
+    // Leases of 1, then 2 asked at 1 ms: 1 permit left after it.
+    for ms in 0..=1 {
+        assert!(
+            a.authenticated(address, Some(&client), now(ms))
+                .await
+                .allowed
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let later = a.authenticated(address, Some(&client), now(2)).await;
+    assert!(later.allowed);
+    assert_eq!(leased.get(), 0, "decided in Redis: the lease had ended");
+    assert_eq!(later.remaining, 64 - 1 - 2 - 4, "with a new lease of 4");
 }

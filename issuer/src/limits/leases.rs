@@ -20,8 +20,10 @@
 //! later than `ttl` after its charge.
 //!
 //! What leases cost the other way: permits never spent are lost to the key, as if those
-//! requests had been made (the strict side): at most one lease per instance each time a busy
-//! key slows down, moves to other instances or has its lease end.
+//! requests had been made (the strict side): what is left of a lease when a busy key slows
+//! down, moves to other instances or its lease ends (early, on the monotonic clock, for a
+//! decision stamped long before its ask), and a whole lease whose answer is not taken (its
+//! decision timed out or went away after Redis charged it).
 //!
 //! Denials are Redis's own: a decision a lease cannot cover (no live lease, or one spent, for
 //! any of its charges) goes to Redis. So do charges of more than one request and charges
@@ -66,7 +68,7 @@ struct Held {
     lease: Option<Lease>,
     /// When it was asked for, on the decisions' clock (its life runs from then).
     asked_at: UnixTime,
-    /// When it ends on the monotonic clock: `ttl` after its ask left.
+    /// When it ends on the monotonic clock: `ttl` from just before its ask left.
     ends: Instant,
     /// The plan's burst: the limit its decisions state.
     limit: u32,
@@ -137,6 +139,7 @@ impl Leases {
             let held = table.keys.get_mut(key)?;
             let lease = held.lease.as_mut()?;
             lease.take(now);
+            let life_left = held.ends.saturating_duration_since(Instant::now());
             decision = Some(Decision {
                 allowed: true,
                 limit: held.limit,
@@ -144,7 +147,8 @@ impl Leases {
                 reset_after_ms: self
                     .policy
                     .ttl_ms
-                    .saturating_sub(now.millis_since(held.asked_at)),
+                    .saturating_sub(now.millis_since(held.asked_at))
+                    .min(u64::try_from(life_left.as_millis()).unwrap_or(u64::MAX)),
                 retry_after_ms: 0,
             });
         }
@@ -158,7 +162,7 @@ impl Leases {
     /// lease's ask), or the table is full of live keys.
     pub(super) fn ask(&self, key: &str, plan: &RatePlan, now: UnixTime) -> Option<Ask> {
         let most = self.max_permits(plan);
-        if most <= 1 {
+        if !self.leases(plan) {
             return None;
         }
         let mut table = lock(&self.held);
@@ -166,8 +170,14 @@ impl Leases {
         if keys.len() >= MAX_ENTRIES && !keys.contains_key(key) {
             let at = Instant::now();
             if next_sweep.is_none_or(|next| at >= next) {
-                // Keys whose lease ended and that ask nothing tell only an old rate.
-                keys.retain(|_, held| held.asking_since.is_some() || at < held.ends);
+                // Keys whose lease ended and that ask nothing tell only an old rate (an ask
+                // whose decision went away is out no longer than `ask_for`).
+                let ask_for = self.ask_for;
+                keys.retain(|_, held| {
+                    held.asking_since
+                        .is_some_and(|since| at.duration_since(since) < ask_for)
+                        || at < held.ends
+                });
                 *next_sweep = Some(at + Duration::from_secs(1));
             }
             if keys.len() >= MAX_ENTRIES {
@@ -242,6 +252,13 @@ impl Leases {
         held.lease = Some(lease);
         held.asked_at = now;
         held.ends = ask.since + Duration::from_millis(self.policy.ttl_ms);
+    }
+
+    /// Whether keys of `plan` are leased at all: not when a lease could hold only the charge
+    /// itself. A decision is leased only if every charge of it is: a lease one of its keys
+    /// could never spend alongside the others would be charged for nothing.
+    pub(super) fn leases(&self, plan: &RatePlan) -> bool {
+        self.max_permits(plan) > 1
     }
 
     /// The most permits one lease of `plan` holds: the policy's, and at most an eighth of the

@@ -36,7 +36,7 @@ use shared::{RatePlan, UnixTime};
 use tokio::sync::{mpsc, oneshot};
 
 mod leases;
-use leases::{Ask, Leases};
+use leases::{Ask, Leases, Taken};
 
 /// What a failed client authentication costs, in requests.
 pub const FAILED_AUTH_COST: u32 = 5;
@@ -654,18 +654,44 @@ impl RedisStore {
                 .iter()
                 .all(|charge| charge.signed_cost == 1 && leases.leases(&charge.plan))
         });
-        if let Some((leases, leased)) = leases {
-            let keys = charges.iter().map(|charge| charge.key.as_str());
-            if let Some(decision) = leases.take_all(keys, now) {
-                leased.inc();
-                return Ok(Verdict {
-                    decision,
-                    by: charges.len() - 1,
-                });
+        // The verdict of a decision its leases made: the last charge decided.
+        let by = charges.len() - 1;
+        let leased = |decision| Verdict { decision, by };
+        let keys = || charges.iter().map(|charge| charge.key.as_str());
+        let mut renewing = false;
+        if let Some((leases, counted)) = leases {
+            match leases.take_all(keys(), now, true) {
+                Taken::Spent(decision) => {
+                    counted.inc();
+                    return Ok(leased(decision));
+                }
+                // Covered, but a lease is due for renewal: this decision asks Redis for its
+                // successor, and comes back to the leases if Redis does not allow it.
+                Taken::Renew => renewing = true,
+                Taken::Uncovered => {}
             }
         }
+        // The keys a renewing decision comes back to.
+        let renewed: Vec<String> = if renewing {
+            keys().map(str::to_owned).collect()
+        } else {
+            Vec::new()
+        };
+        let covered = |made: Result<Verdict, RedisLimitError>| match (made, leases) {
+            (Ok(verdict), _) if verdict.decision.allowed || !renewing => Ok(verdict),
+            (made, Some((leases, counted))) if renewing => {
+                match leases.take_all(renewed.iter().map(String::as_str), now, false) {
+                    Taken::Spent(decision) => {
+                        counted.inc();
+                        Ok(leased(decision))
+                    }
+                    _ => made,
+                }
+            }
+            (made, _) => made,
+        };
         if is_down(&self.link.down_until) || self.link.connecting.load(Ordering::Relaxed) {
-            return Err(RedisLimitError::Down);
+            return covered(Err(RedisLimitError::Down));
         }
         // The asks sent with this decision: the charge's place, its key, the ask.
         let mut asked: Vec<(usize, String, Ask)> = Vec::new();
@@ -687,7 +713,7 @@ impl RedisStore {
                 leases.answered(&key, ask, now, granted);
             }
         }
-        answered.map(|answered| answered.verdict)
+        covered(answered.map(|answered| answered.verdict))
     }
 
     /// The decision of `charges` at `now`, in the next call.

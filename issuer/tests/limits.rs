@@ -445,15 +445,16 @@ async fn a_lease_is_spent_only_within_its_ttl_and_the_burst_holds_across_instanc
     }
     let token = |limits, ms| token_at(limits, address, &client, start + ms);
     // A key first seen asks for its own charge alone; seen again at once, for a lease, each
-    // at most twice the last: 1, 2, 4, then 8 asked at 7 ms (1 + 2 + 4 + 8 charged).
+    // at most twice the last: 1 at 0 ms, 2 at 1 ms; then, each asked once the lease before
+    // is half spent, 4 at 2 ms and 8 at 5 ms (1 + 2 + 4 + 8 charged).
     let mut last = None;
     for ms in 0..=8 {
         let decision = token(&a, ms).await;
         assert!(decision.allowed, "{ms}");
         last = Some(decision);
     }
-    assert_eq!(leased_a.get(), 5, "at 2, 4, 5, 6 and 8 ms");
-    assert_eq!(last.unwrap().remaining, 6, "8 granted at 7 ms, 2 spent");
+    assert_eq!(leased_a.get(), 5, "at 3, 4, 6, 7 and 8 ms");
+    assert_eq!(last.unwrap().remaining, 6, "8 granted at 5 ms, 2 spent");
     // The other instance spends everything else: 64 less A's 15.
     let mut admitted_b = 0;
     for ms in 9..300 {
@@ -463,11 +464,13 @@ async fn a_lease_is_spent_only_within_its_ttl_and_the_burst_holds_across_instanc
     }
     assert_eq!(admitted_b, 64 - 15);
     assert!(leased_b.get() > 0, "B spent leases too");
-    // A's lease, asked at 7 ms, lives until 60,007 ms (not included). (A minute, so that on
+    // A's lease, asked at 5 ms, lives until 60,005 ms (not included). (A minute, so that on
     // the monotonic clock, which ends it too, it outlives the test on any machine.)
-    assert!(token(&a, 60_006).await.allowed, "still within its ttl");
+    // Due for renewal (half its life gone): the decision asks Redis, which refuses, and the
+    // lease decides.
+    assert!(token(&a, 60_004).await.allowed, "still within its ttl");
     assert_eq!(leased_a.get(), 6);
-    let after = token(&a, 60_007).await;
+    let after = token(&a, 60_005).await;
     assert!(
         !after.allowed,
         "ended: Redis decides, and the burst is spent"
@@ -549,7 +552,8 @@ async fn a_reloaded_plan_spends_no_lease_of_the_old_one() {
     let [(a, leased), _] = leasing_pair(plan, policy).await;
     let (address, client, start) = run_keys("lease-reload");
     let now = |ms| UnixTime::from_millis(start + ms);
-    // Leases of 1, 2, then 4 asked at 3 ms: 3 permits left after it.
+    // Leases of 1 at 0 ms and 2 at 1 ms, then 4 asked at 2 ms (the one of 2 half spent), which
+    // waits while the one of 2 is spent, at 3 ms.
     for ms in 0..=3 {
         assert!(
             a.authenticated(address, Some(&client), now(ms))
@@ -587,7 +591,8 @@ async fn a_decision_stamped_before_the_lease_keeps_the_lease() {
     let [(a, leased), _] = leasing_pair(plan, policy).await;
     let (address, client, start) = run_keys("lease-order");
     let now = |ms| UnixTime::from_millis(start + ms);
-    // Leases of 1, 2, then 4 asked at 3 ms: 3 permits left after it.
+    // Leases of 1 at 0 ms and 2 at 1 ms, then 4 asked at 2 ms (the one of 2 half spent), which
+    // waits while the one of 2 is spent, at 3 ms.
     for ms in 0..=3 {
         assert!(
             a.authenticated(address, Some(&client), now(ms))
@@ -596,12 +601,12 @@ async fn a_decision_stamped_before_the_lease_keeps_the_lease() {
         );
     }
     assert_eq!(leased.get(), 1);
-    let late = a.authenticated(address, Some(&client), now(2)).await;
+    let late = a.authenticated(address, Some(&client), now(1)).await;
     assert!(late.allowed);
     assert_eq!(leased.get(), 1, "decided in Redis");
     assert_eq!(late.remaining, 64 - 1 - 2 - 4 - 1, "its charge alone");
     let next = a.authenticated(address, Some(&client), now(4)).await;
-    assert_eq!(leased.get(), 2, "from the lease asked at 3 ms");
+    assert_eq!(leased.get(), 2, "from the lease asked at 2 ms");
     assert_eq!(next.remaining, 2, "4 granted, 2 spent");
 }
 

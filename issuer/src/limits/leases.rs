@@ -7,7 +7,10 @@
 //! This instance then spends them on the key's next decisions, one each, with no call, until
 //! they run out or the lease ends, `ttl` after the decision that asked. Permits left when a
 //! lease ends are not given back: the key was charged for requests it did not make, the
-//! strict side.
+//! strict side. Once a lease is half spent or half through its life, the next decision it
+//! covers asks Redis for its successor instead (and comes back to the lease if Redis does
+//! not allow it), so a busy key's decisions do not all go to Redis each time a lease runs
+//! out; the successor is spent once the lease before it is.
 //!
 //! The bound (`shared::lease`'s, with nothing refunded): in any window of length `w`, the
 //! instances together admit a key at most `burst + (w + ttl) / T` requests, where `T` is the
@@ -61,40 +64,87 @@ struct Table {
     next_sweep: Option<Instant>,
 }
 
-/// A key's lease, and whether a decision is asking for the next.
+/// A key's leases, and whether a decision is asking for the next.
 #[derive(Debug)]
 struct Held {
-    /// The last lease granted (spent, ended or not): what sizes the next ask.
-    lease: Option<Lease>,
+    /// The lease being spent, or the last one (spent or ended: what sizes the next ask).
+    current: Option<Timed>,
+    /// A lease asked for before the current one ran out (`Lease::should_renew`: half spent
+    /// or half through its life), spent once the current one is: a busy key's decisions do
+    /// not all go to Redis each time a lease runs out.
+    next: Option<Timed>,
+    /// The plan's burst: the limit its decisions state.
+    limit: u32,
+    /// Since when an ask for this key is out (monotonic: decisions' own times may come out
+    /// of order). One at a time: decisions meanwhile are made from the leases held, or go to
+    /// Redis with their charge alone.
+    asking_since: Option<Instant>,
+}
+
+/// A lease and when it ends, on both clocks.
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    lease: Lease,
     /// When it was asked for, on the decisions' clock (its life runs from then).
     asked_at: UnixTime,
     /// When it ends on the monotonic clock: `ttl` from just before its ask left.
     ends: Instant,
-    /// The plan's burst: the limit its decisions state.
-    limit: u32,
-    /// Since when an ask for this key is out (monotonic: decisions' own times may come out
-    /// of order). One at a time: decisions meanwhile go to Redis with their charge alone, so
-    /// no two leases of a key are held here at once.
-    asking_since: Option<Instant>,
+}
+
+impl Timed {
+    /// Whether it has a permit to spend at `now` (the decision's time).
+    fn covers(&self, now: UnixTime) -> bool {
+        self.lease.is_live(now) && !self.lease.is_spent() && Instant::now() < self.ends
+    }
+
+    /// Whether it still has permits for decisions after `now`: live, or asked for less than
+    /// `ttl_ms` after `now` (a decision stamped before the ask that came in after it, which
+    /// Redis decides alone rather than throw the lease away).
+    fn holds_permits(&self, now: UnixTime, ttl_ms: u64) -> bool {
+        let ahead = now < self.asked_at && self.asked_at.millis_since(now) < ttl_ms;
+        !self.lease.is_spent() && (ahead || self.lease.is_live(now)) && Instant::now() < self.ends
+    }
 }
 
 impl Held {
-    /// Whether the lease has a permit to spend at `now` (the decision's time).
-    fn covers(&self, now: UnixTime) -> bool {
-        self.lease
-            .is_some_and(|lease| lease.is_live(now) && !lease.is_spent())
-            && Instant::now() < self.ends
+    /// The lease to spend at `now`: the current one while it covers `now`, else the next one
+    /// (which becomes the current one).
+    fn spendable(&mut self, now: UnixTime) -> Option<&mut Timed> {
+        let current_covers = self.current.is_some_and(|current| current.covers(now));
+        if !current_covers && self.next.is_some_and(|next| next.covers(now)) {
+            self.current = self.next.take();
+        }
+        self.current.as_mut().filter(|current| current.covers(now))
     }
 
-    /// Whether the lease still has permits for decisions after `now`: live, or asked for
-    /// less than `ttl_ms` after `now` (a decision stamped before the ask that came in after
-    /// it, which Redis decides alone rather than throw the lease away).
-    fn holds_permits(&self, now: UnixTime, ttl_ms: u64) -> bool {
-        let ahead = now < self.asked_at && self.asked_at.millis_since(now) < ttl_ms;
-        self.lease.is_some_and(|lease| {
-            !lease.is_spent() && (ahead || lease.is_live(now)) && Instant::now() < self.ends
-        })
+    /// Whether an ask for this key is out.
+    fn asking(&self, ask_for: Duration) -> bool {
+        self.asking_since
+            .is_some_and(|since| since.elapsed() < ask_for)
     }
+
+    /// Whether the current lease is due for renewal at `now` and nothing is asking for or
+    /// holding its successor.
+    fn due(&self, now: UnixTime, ask_for: Duration) -> bool {
+        self.next.is_none()
+            && !self.asking(ask_for)
+            && self
+                .current
+                .is_some_and(|current| current.lease.should_renew(now))
+    }
+}
+
+/// What the leases made of a decision ([`Leases::take_all`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Taken {
+    /// Made from the leases: a permit of each key spent.
+    Spent(Decision),
+    /// The leases cover it, but one of them is due for renewal: the decision goes to Redis to
+    /// ask for the next, and comes back to the leases if Redis does not allow it
+    /// (`renewing: false`).
+    Renew,
+    /// Not covered: the decision goes to Redis.
+    Uncovered,
 }
 
 /// What one charge asks of Redis beyond itself.
@@ -119,35 +169,49 @@ impl Leases {
         }
     }
 
-    /// Spends one permit of each key's lease at `now` if every key has a live lease with a
-    /// permit left (all or none), and returns the decision: allowed, with the last key's
-    /// permits still held here as `remaining` and its lease's life left as `reset_after_ms`.
+    /// Spends one permit of each key's lease at `now` if every key has a lease with a permit
+    /// left (all or none), unless `renewing` and one of them is due for renewal. The decision
+    /// made: allowed, with the last key's permits in its lease as `remaining` and the lease's
+    /// life left as `reset_after_ms`.
     pub(super) fn take_all<'k>(
         &self,
         keys: impl Iterator<Item = &'k str> + Clone,
         now: UnixTime,
-    ) -> Option<Decision> {
+        renewing: bool,
+    ) -> Taken {
         let mut table = lock(&self.held);
-        let covered = keys
-            .clone()
-            .all(|key| table.keys.get(key).is_some_and(|held| held.covers(now)));
-        if !covered {
-            return None;
+        let mut due = false;
+        for key in keys.clone() {
+            let Some(held) = table.keys.get_mut(key) else {
+                return Taken::Uncovered;
+            };
+            if held.spendable(now).is_none() {
+                return Taken::Uncovered;
+            }
+            due |= held.due(now, self.ask_for);
         }
-        let mut decision = None;
+        if renewing && due {
+            return Taken::Renew;
+        }
+        let mut decision = Taken::Uncovered;
         for key in keys {
-            let held = table.keys.get_mut(key)?;
-            let lease = held.lease.as_mut()?;
-            lease.take(now);
-            let life_left = held.ends.saturating_duration_since(Instant::now());
-            decision = Some(Decision {
+            let Some(held) = table.keys.get_mut(key) else {
+                continue;
+            };
+            let limit = held.limit;
+            let Some(timed) = held.spendable(now) else {
+                continue;
+            };
+            timed.lease.take(now);
+            let life_left = timed.ends.saturating_duration_since(Instant::now());
+            decision = Taken::Spent(Decision {
                 allowed: true,
-                limit: held.limit,
-                remaining: lease.unused(),
+                limit,
+                remaining: timed.lease.unused(),
                 reset_after_ms: self
                     .policy
                     .ttl_ms
-                    .saturating_sub(now.millis_since(held.asked_at))
+                    .saturating_sub(now.millis_since(timed.asked_at))
                     .min(u64::try_from(life_left.as_millis()).unwrap_or(u64::MAX)),
                 retry_after_ms: 0,
             });
@@ -157,9 +221,10 @@ impl Leases {
 
     /// The ask to send with a charge of one request to `key` under `plan` at `now`, and the
     /// ask counted as out; `None` when this decision installs no lease: the plan is too small
-    /// for leases, one is asking already, the key's lease still has permits (only another
-    /// charge of the decision needed Redis, or the decision was stamped just before the
-    /// lease's ask), or the table is full of live keys.
+    /// for leases, one is asking already, a successor waits, the key's lease still has
+    /// permits and is not due for renewal (only another charge of the decision needed Redis,
+    /// or the decision was stamped just before the lease's ask), or the table is full of live
+    /// keys.
     pub(super) fn ask(&self, key: &str, plan: &RatePlan, now: UnixTime) -> Option<Ask> {
         let most = self.max_permits(plan);
         if !self.leases(plan) {
@@ -176,7 +241,10 @@ impl Leases {
                 keys.retain(|_, held| {
                     held.asking_since
                         .is_some_and(|since| at.duration_since(since) < ask_for)
-                        || at < held.ends
+                        || [held.current, held.next]
+                            .iter()
+                            .flatten()
+                            .any(|timed| at < timed.ends)
                 });
                 *next_sweep = Some(at + Duration::from_secs(1));
             }
@@ -185,23 +253,29 @@ impl Leases {
             }
         }
         let held = keys.entry(key.to_owned()).or_insert_with(|| Held {
-            lease: None,
-            asked_at: UnixTime::EPOCH,
-            ends: Instant::now(),
+            current: None,
+            next: None,
             limit: plan.burst(),
             asking_since: None,
         });
-        let asking = held
-            .asking_since
-            .is_some_and(|since| since.elapsed() < self.ask_for);
-        if asking || held.holds_permits(now, self.policy.ttl_ms) {
+        let ttl_ms = self.policy.ttl_ms;
+        // Nothing to ask: an ask is out, a successor waits, or the current lease holds
+        // permits and is not due for renewal.
+        let holds =
+            |timed: Option<Timed>| timed.is_some_and(|timed| timed.holds_permits(now, ttl_ms));
+        let renew = held
+            .current
+            .is_some_and(|current| current.lease.should_renew(now));
+        if held.asking(self.ask_for) || holds(held.next) || (holds(held.current) && !renew) {
             return None;
         }
         // What the key's rate here would spend in half a lease's life, and at most twice the
         // last lease: a key's first few requests in quick succession do not take a whole
         // lease of its burst that it may never use.
         let wanted = held
-            .lease
+            .next
+            .or(held.current)
+            .map(|timed| timed.lease)
             .map_or(1, |lease| {
                 lease
                     .wanted_next(now, &self.policy)
@@ -218,9 +292,10 @@ impl Leases {
 
     /// The answer to `ask` of `key`, made at `now`: the permits charged with the charge (its
     /// own among them: 0 when it was refused or not reached) and the decision, or `None` when
-    /// Redis did not answer. Permits become the key's lease, and the decision's own is spent
-    /// from it; unless the ask no longer counts as out (a later one replaced it), when its
-    /// permits are left unspent.
+    /// Redis did not answer. Permits become a lease, the decision's own spent from it: the
+    /// key's current lease, or its successor while the current one holds permits. Unless the
+    /// ask no longer counts as out (a later one replaced it): then its permits are left
+    /// unspent.
     pub(super) fn answered(
         &self,
         key: &str,
@@ -249,9 +324,21 @@ impl Leases {
         };
         let mut lease = Lease::new(&grant, now, &self.policy);
         lease.take(now);
-        held.lease = Some(lease);
-        held.asked_at = now;
-        held.ends = ask.since + Duration::from_millis(self.policy.ttl_ms);
+        let timed = Timed {
+            lease,
+            asked_at: now,
+            ends: ask.since + Duration::from_millis(self.policy.ttl_ms),
+        };
+        // The successor of a lease that still holds permits; else the current lease.
+        if held
+            .current
+            .is_some_and(|current| current.holds_permits(now, self.policy.ttl_ms))
+        {
+            held.next = Some(timed);
+        } else {
+            held.current = Some(timed);
+            held.next = None;
+        }
     }
 
     /// Whether keys of `plan` are leased at all: not when a lease could hold only the charge

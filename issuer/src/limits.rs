@@ -677,21 +677,30 @@ impl RedisStore {
         } else {
             Vec::new()
         };
-        let covered = |made: Result<Verdict, RedisLimitError>| match (made, leases) {
-            (Ok(verdict), _) if verdict.decision.allowed || !renewing => Ok(verdict),
-            (made, Some((leases, counted))) if renewing => {
-                match leases.take_all(renewed.iter().map(String::as_str), now, false) {
-                    Taken::Spent(decision) => {
-                        counted.inc();
-                        Ok(leased(decision))
-                    }
-                    _ => made,
-                }
+        // Back to the leases: the keys Redis did not charge (`charged`: the permits it charged
+        // each; none when it did not answer) spend a permit of their lease each.
+        let covered = |made: Result<Verdict, RedisLimitError>, charged: &[u32]| {
+            let (Some((leases, counted)), true) = (leases, renewing) else {
+                return made;
+            };
+            if made.as_ref().is_ok_and(|verdict| verdict.decision.allowed) {
+                return made;
             }
-            (made, _) => made,
+            let uncharged = renewed
+                .iter()
+                .enumerate()
+                .filter(|&(at, _)| charged.get(at).is_none_or(|&permits| permits == 0))
+                .map(|(_, key)| key.as_str());
+            match leases.take_all(uncharged, now, false) {
+                Taken::Spent(decision) => {
+                    counted.inc();
+                    Ok(leased(decision))
+                }
+                _ => made,
+            }
         };
         if is_down(&self.link.down_until) || self.link.connecting.load(Ordering::Relaxed) {
-            return covered(Err(RedisLimitError::Down));
+            return covered(Err(RedisLimitError::Down), &[]);
         }
         // The asks sent with this decision: the charge's place, its key, the ask.
         let mut asked: Vec<(usize, String, Ask)> = Vec::new();
@@ -713,7 +722,10 @@ impl RedisStore {
                 leases.answered(&key, ask, now, granted);
             }
         }
-        covered(answered.map(|answered| answered.verdict))
+        match answered {
+            Ok(Answered { verdict, permits }) => covered(Ok(verdict), &permits),
+            Err(err) => covered(Err(err), &[]),
+        }
     }
 
     /// The decision of `charges` at `now`, in the next call.

@@ -637,3 +637,53 @@ async fn a_lease_ends_on_the_monotonic_clock_too() {
     assert_eq!(leased.get(), 0, "decided in Redis: the lease had ended");
     assert_eq!(later.remaining, 64 - 1 - 2 - 4, "with a new lease of 4");
 }
+
+/// A decision whose lease is due for renewal asks Redis; refused there on its client (whose
+/// budget another instance spent) but charged on its address, it is decided by the client's
+/// lease alone: the address pays once, in Redis, not again from its lease.
+#[tokio::test]
+async fn a_refused_renewal_spends_only_the_leases_redis_did_not_charge() {
+    let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
+    let policy = shared::lease::LeasePolicy {
+        ttl_ms: 60_000,
+        max_permits: 16,
+    };
+    let [(a, leased_a), (b, _)] = leasing_pair(plan, policy).await;
+    let (address, client, start) = run_keys("lease-renewal");
+    let (other_address, _, _) = run_keys("lease-renewal-other");
+    assert_ne!(other_address, address);
+    let now = |ms| UnixTime::from_millis(start + ms);
+    // Leases of 1, then 2, then 4 asked at 2 ms and spent from 4 ms: 2 left of it, on the
+    // address and on the client alike (7 of each charged).
+    for ms in 0..=4 {
+        assert!(
+            a.authenticated(address, Some(&client), now(ms))
+                .await
+                .allowed
+        );
+    }
+    // The other instance spends the client's budget from another address: 64 less 7.
+    let mut admitted_b = 0;
+    for ms in 10..300 {
+        if b.authenticated(other_address, Some(&client), now(ms))
+            .await
+            .allowed
+        {
+            admitted_b += 1;
+        }
+    }
+    assert_eq!(admitted_b, 64 - 7);
+    // Half spent: due for renewal. Redis charges the address (and grants it a new lease) and
+    // refuses the client; the client's lease decides.
+    let leased = leased_a.get();
+    assert!(
+        a.authenticated(address, Some(&client), now(301))
+            .await
+            .allowed
+    );
+    assert_eq!(leased_a.get(), leased + 1);
+    // The address's lease of 4 still holds 2, less this decision's 1: it was not spent twice.
+    let address_only = a.authenticated(address, None, now(302)).await;
+    assert!(address_only.allowed);
+    assert_eq!(address_only.remaining, 1);
+}

@@ -79,6 +79,9 @@ struct Held {
     /// of order). One at a time: decisions meanwhile are made from the leases held, or go to
     /// Redis with their charge alone.
     asking_since: Option<Instant>,
+    /// After Redis refused an ask, no renewal before its retry-after: the lease's decisions
+    /// are its own until then, not a round trip each.
+    renew_after: UnixTime,
 }
 
 /// A lease and when it ends, on both clocks.
@@ -91,30 +94,40 @@ struct Timed {
     ends: Instant,
 }
 
+/// A decision's time on both clocks: its stamp, and one reading of the monotonic clock (so
+/// that every check of one decision sees the same leases).
+#[derive(Debug, Clone, Copy)]
+struct When {
+    now: UnixTime,
+    at: Instant,
+}
+
 impl Timed {
-    /// Whether it has a permit to spend at `now` (the decision's time).
-    fn covers(&self, now: UnixTime) -> bool {
-        self.lease.is_live(now) && !self.lease.is_spent() && Instant::now() < self.ends
+    /// Whether it has a permit to spend `when`.
+    fn covers(&self, when: When) -> bool {
+        self.lease.is_live(when.now) && !self.lease.is_spent() && when.at < self.ends
     }
 
-    /// Whether it still has permits for decisions after `now`: live, or asked for less than
-    /// `ttl_ms` after `now` (a decision stamped before the ask that came in after it, which
-    /// Redis decides alone rather than throw the lease away).
-    fn holds_permits(&self, now: UnixTime, ttl_ms: u64) -> bool {
-        let ahead = now < self.asked_at && self.asked_at.millis_since(now) < ttl_ms;
-        !self.lease.is_spent() && (ahead || self.lease.is_live(now)) && Instant::now() < self.ends
+    /// Whether it still has permits for decisions from `when` on: live, or asked for less
+    /// than `ttl_ms` after the decision's stamp (a decision stamped before the ask that came
+    /// in after it, which Redis decides alone rather than throw the lease away).
+    fn holds_permits(&self, when: When, ttl_ms: u64) -> bool {
+        let ahead = when.now < self.asked_at && self.asked_at.millis_since(when.now) < ttl_ms;
+        !self.lease.is_spent() && (ahead || self.lease.is_live(when.now)) && when.at < self.ends
     }
 }
 
 impl Held {
-    /// The lease to spend at `now`: the current one while it covers `now`, else the next one
-    /// (which becomes the current one).
-    fn spendable(&mut self, now: UnixTime) -> Option<&mut Timed> {
-        let current_covers = self.current.is_some_and(|current| current.covers(now));
-        if !current_covers && self.next.is_some_and(|next| next.covers(now)) {
+    /// The lease to spend `when`: the current one while it covers, else the next one, which
+    /// becomes the current one once the current one holds no permits.
+    fn spendable(&mut self, when: When, ttl_ms: u64) -> Option<&mut Timed> {
+        let current_holds = self
+            .current
+            .is_some_and(|current| current.holds_permits(when, ttl_ms));
+        if !current_holds && self.next.is_some_and(|next| next.covers(when)) {
             self.current = self.next.take();
         }
-        self.current.as_mut().filter(|current| current.covers(now))
+        self.current.as_mut().filter(|current| current.covers(when))
     }
 
     /// Whether an ask for this key is out.
@@ -123,14 +136,19 @@ impl Held {
             .is_some_and(|since| since.elapsed() < ask_for)
     }
 
-    /// Whether the current lease is due for renewal at `now` and nothing is asking for or
-    /// holding its successor.
-    fn due(&self, now: UnixTime, ask_for: Duration) -> bool {
-        self.next.is_none()
-            && !self.asking(ask_for)
+    /// Whether the current lease is due for renewal `when` (half spent or half through its
+    /// life, for a decision stamped within it, and not just refused) and nothing is asking
+    /// for or holding its successor.
+    fn due(&self, when: When, ask_for: Duration) -> bool {
+        self.next.is_none() && !self.asking(ask_for) && self.renews(when.now)
+    }
+
+    /// Whether the current lease is to be renewed by a decision stamped `now`.
+    fn renews(&self, now: UnixTime) -> bool {
+        now >= self.renew_after
             && self
                 .current
-                .is_some_and(|current| current.lease.should_renew(now))
+                .is_some_and(|current| now >= current.asked_at && current.lease.should_renew(now))
     }
 }
 
@@ -179,16 +197,21 @@ impl Leases {
         now: UnixTime,
         renewing: bool,
     ) -> Taken {
+        let when = When {
+            now,
+            at: Instant::now(),
+        };
+        let ttl_ms = self.policy.ttl_ms;
         let mut table = lock(&self.held);
         let mut due = false;
         for key in keys.clone() {
             let Some(held) = table.keys.get_mut(key) else {
                 return Taken::Uncovered;
             };
-            if held.spendable(now).is_none() {
+            if held.spendable(when, ttl_ms).is_none() {
                 return Taken::Uncovered;
             }
-            due |= held.due(now, self.ask_for);
+            due |= held.due(when, self.ask_for);
         }
         if renewing && due {
             return Taken::Renew;
@@ -199,11 +222,12 @@ impl Leases {
                 continue;
             };
             let limit = held.limit;
-            let Some(timed) = held.spendable(now) else {
+            // Covered, as the pass above found at the same instant.
+            let Some(timed) = held.spendable(when, ttl_ms) else {
                 continue;
             };
             timed.lease.take(now);
-            let life_left = timed.ends.saturating_duration_since(Instant::now());
+            let life_left = timed.ends.saturating_duration_since(when.at);
             decision = Taken::Spent(Decision {
                 allowed: true,
                 limit,
@@ -257,16 +281,21 @@ impl Leases {
             next: None,
             limit: plan.burst(),
             asking_since: None,
+            renew_after: UnixTime::EPOCH,
         });
         let ttl_ms = self.policy.ttl_ms;
+        let when = When {
+            now,
+            at: Instant::now(),
+        };
         // Nothing to ask: an ask is out, a successor waits, or the current lease holds
         // permits and is not due for renewal.
         let holds =
-            |timed: Option<Timed>| timed.is_some_and(|timed| timed.holds_permits(now, ttl_ms));
-        let renew = held
-            .current
-            .is_some_and(|current| current.lease.should_renew(now));
-        if held.asking(self.ask_for) || holds(held.next) || (holds(held.current) && !renew) {
+            |timed: Option<Timed>| timed.is_some_and(|timed| timed.holds_permits(when, ttl_ms));
+        if held.asking(self.ask_for)
+            || holds(held.next)
+            || (holds(held.current) && !held.renews(now))
+        {
             return None;
         }
         // What the key's rate here would spend in half a lease's life, and at most twice the
@@ -311,8 +340,14 @@ impl Leases {
             return;
         }
         held.asking_since = None;
-        let Some((permits @ 1.., decision)) = granted else {
-            return;
+        let (permits, decision) = match granted {
+            Some((permits @ 1.., decision)) => (permits, decision),
+            // Refused (or not reached past a refusal): no renewal until its retry-after.
+            Some((_, refused)) => {
+                held.renew_after = now.plus_millis(refused.retry_after_ms);
+                return;
+            }
+            None => return,
         };
         // `Lease` is the edge's, made from a grant; the issuer's leases have no number (no
         // refunds), and end `ttl` after the decision that asked.
@@ -330,9 +365,13 @@ impl Leases {
             ends: ask.since + Duration::from_millis(self.policy.ttl_ms),
         };
         // The successor of a lease that still holds permits; else the current lease.
+        let when = When {
+            now,
+            at: Instant::now(),
+        };
         if held
             .current
-            .is_some_and(|current| current.holds_permits(now, self.policy.ttl_ms))
+            .is_some_and(|current| current.holds_permits(when, self.policy.ttl_ms))
         {
             held.next = Some(timed);
         } else {

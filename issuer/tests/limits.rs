@@ -423,59 +423,93 @@ fn run_keys(tag: &str) -> (IpAddr, String, u64) {
     (address, format!("{tag}-{run}"), start)
 }
 
+/// Two leasing instances, A and B, on one Redis, under a plan of 64 at once and then one an
+/// hour (nothing comes back within a test; a lease holds at most an eighth of it, 8), with
+/// leases of `ttl_ms`; a client and an address of this run's own; and A's token requests at
+/// each millisecond from 0 to `through_ms`, all allowed. A's leases then go 1 at 0 ms, 2 at
+/// 1 ms, and, each asked for once the one before is half spent, 4 at 2 ms (spent from 4 ms)
+/// and 8 at 5 ms (spent from 8 ms).
+struct Ramp {
+    a: TokenLimits,
+    leased_a: prometheus_client::metrics::counter::Counter,
+    b: TokenLimits,
+    leased_b: prometheus_client::metrics::counter::Counter,
+    address: IpAddr,
+    client: String,
+    start: u64,
+}
+
+impl Ramp {
+    async fn new(tag: &str, ttl_ms: u64, through_ms: u64) -> Self {
+        let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
+        let policy = shared::lease::LeasePolicy {
+            ttl_ms,
+            max_permits: 16,
+        };
+        let [(a, leased_a), (b, leased_b)] = leasing_pair(plan, policy).await;
+        let (address, client, start) = run_keys(tag);
+        let ramp = Self {
+            a,
+            leased_a,
+            b,
+            leased_b,
+            address,
+            client,
+            start,
+        };
+        for ms in 0..=through_ms {
+            assert!(ramp.token(&ramp.a, ms).await.allowed, "{ms}");
+        }
+        ramp
+    }
+
+    /// `ms` into the test's clock.
+    fn at(&self, ms: u64) -> UnixTime {
+        UnixTime::from_millis(self.start + ms)
+    }
+
+    /// A token request of the client from the address, at `ms`.
+    async fn token(&self, limits: &TokenLimits, ms: u64) -> Decision {
+        limits
+            .authenticated(self.address, Some(&self.client), self.at(ms))
+            .await
+    }
+}
+
 /// A lease's permits are spent in its instance up to its ttl, counted from the decision that
 /// asked, and not a millisecond after: then the instance asks Redis, which has nothing left
 /// once the other instance spent the rest of the burst (the permits left in the lease never
 /// come back). Both instances together admit at most the burst: leases are charged up front.
 #[tokio::test]
 async fn a_lease_is_spent_only_within_its_ttl_and_the_burst_holds_across_instances() {
-    // 64 at once and then one an hour: nothing comes back within the test. A lease holds at
-    // most an eighth of the burst: 8.
-    let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
-    let policy = shared::lease::LeasePolicy {
-        ttl_ms: 60_000,
-        max_permits: 16,
-    };
-    let [(a, leased_a), (b, leased_b)] = leasing_pair(plan, policy).await;
-    let (address, client, start) = run_keys("lease-ttl");
-    async fn token_at(limits: &TokenLimits, address: IpAddr, client: &str, ms: u64) -> Decision {
-        limits
-            .authenticated(address, Some(client), UnixTime::from_millis(ms))
-            .await
-    }
-    let token = |limits, ms| token_at(limits, address, &client, start + ms);
     // A key first seen asks for its own charge alone; seen again at once, for a lease, each
-    // at most twice the last: 1 at 0 ms, 2 at 1 ms; then, each asked once the lease before
-    // is half spent, 4 at 2 ms and 8 at 5 ms (1 + 2 + 4 + 8 charged).
-    let mut last = None;
-    for ms in 0..=8 {
-        let decision = token(&a, ms).await;
-        assert!(decision.allowed, "{ms}");
-        last = Some(decision);
-    }
-    assert_eq!(leased_a.get(), 5, "at 3, 4, 6, 7 and 8 ms");
-    assert_eq!(last.unwrap().remaining, 6, "8 granted at 5 ms, 2 spent");
+    // at most twice the last (1 + 2 + 4 + 8 charged by 8 ms). A minute's leases: on the
+    // monotonic clock, which ends them too, they outlive the test on any machine.
+    let ramp = Ramp::new("lease-ttl", 60_000, 7).await;
+    let (a, b) = (&ramp.a, &ramp.b);
+    assert_eq!(ramp.leased_a.get(), 4, "at 3, 4, 6 and 7 ms");
+    let last = ramp.token(a, 8).await;
+    assert_eq!(ramp.leased_a.get(), 5);
+    assert_eq!(last.remaining, 6, "8 granted at 5 ms, 2 spent");
     // The other instance spends everything else: 64 less A's 15.
     let mut admitted_b = 0;
     for ms in 9..300 {
-        if token(&b, ms).await.allowed {
+        if ramp.token(b, ms).await.allowed {
             admitted_b += 1;
         }
     }
     assert_eq!(admitted_b, 64 - 15);
-    assert!(leased_b.get() > 0, "B spent leases too");
-    // A's lease, asked at 5 ms, lives until 60,005 ms (not included). (A minute, so that on
-    // the monotonic clock, which ends it too, it outlives the test on any machine.)
-    // Due for renewal (half its life gone): the decision asks Redis, which refuses, and the
-    // lease decides.
-    assert!(token(&a, 60_004).await.allowed, "still within its ttl");
-    assert_eq!(leased_a.get(), 6);
-    let after = token(&a, 60_005).await;
+    assert!(ramp.leased_b.get() > 0, "B spent leases too");
+    // A's lease, asked at 5 ms, lives until 60,005 ms (not included). Due for renewal (half
+    // its life gone): the decision asks Redis, which refuses, and the lease decides.
+    assert!(ramp.token(a, 60_004).await.allowed, "still within its ttl");
+    assert_eq!(ramp.leased_a.get(), 6);
+    let after = ramp.token(a, 60_005).await;
     assert!(
         !after.allowed,
         "ended: Redis decides, and the burst is spent"
     );
-    assert_eq!(leased_a.get(), 6);
+    assert_eq!(ramp.leased_a.get(), 6);
     assert!(after.retry_after_ms > 0);
 }
 
@@ -544,38 +578,21 @@ async fn two_leasing_instances_admit_the_plan_within_the_lease_bound() {
 /// plan are not spent under the new one.
 #[tokio::test]
 async fn a_reloaded_plan_spends_no_lease_of_the_old_one() {
-    let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
-    let policy = shared::lease::LeasePolicy {
-        ttl_ms: 60_000,
-        max_permits: 16,
-    };
-    let [(a, leased), _] = leasing_pair(plan, policy).await;
-    let (address, client, start) = run_keys("lease-reload");
-    let now = |ms| UnixTime::from_millis(start + ms);
-    // Leases of 1 at 0 ms and 2 at 1 ms, then 4 asked at 2 ms (the one of 2 half spent), which
-    // waits while the one of 2 is spent, at 3 ms.
-    for ms in 0..=3 {
-        assert!(
-            a.authenticated(address, Some(&client), now(ms))
-                .await
-                .allowed
-        );
-    }
-    assert_eq!(leased.get(), 1);
+    // At 3 ms the lease of 2 is spent, and the one of 4 waits.
+    let ramp = Ramp::new("lease-reload", 60_000, 3).await;
+    assert_eq!(ramp.leased_a.get(), 1);
     let stricter: RatePlan = "1/3600s;burst=1".parse().unwrap();
-    a.set_plans(stricter, stricter, stricter);
+    ramp.a.set_plans(stricter, stricter, stricter);
+    assert!(ramp.token(&ramp.a, 4).await.allowed);
     assert!(
-        a.authenticated(address, Some(&client), now(4))
-            .await
-            .allowed
-    );
-    assert!(
-        !a.authenticated(address, Some(&client), now(5))
-            .await
-            .allowed,
+        !ramp.token(&ramp.a, 5).await.allowed,
         "the new plan's burst of 1, not the old lease's permits"
     );
-    assert_eq!(leased.get(), 1, "no decision from the old plan's lease");
+    assert_eq!(
+        ramp.leased_a.get(),
+        1,
+        "no decision from the old plan's lease"
+    );
 }
 
 /// Decisions reach the limits a little out of order (each is stamped when its request came
@@ -583,30 +600,15 @@ async fn a_reloaded_plan_spends_no_lease_of_the_old_one() {
 /// asked for goes to Redis alone, and the lease is kept, not thrown away for a new one.
 #[tokio::test]
 async fn a_decision_stamped_before_the_lease_keeps_the_lease() {
-    let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
-    let policy = shared::lease::LeasePolicy {
-        ttl_ms: 60_000,
-        max_permits: 16,
-    };
-    let [(a, leased), _] = leasing_pair(plan, policy).await;
-    let (address, client, start) = run_keys("lease-order");
-    let now = |ms| UnixTime::from_millis(start + ms);
-    // Leases of 1 at 0 ms and 2 at 1 ms, then 4 asked at 2 ms (the one of 2 half spent), which
-    // waits while the one of 2 is spent, at 3 ms.
-    for ms in 0..=3 {
-        assert!(
-            a.authenticated(address, Some(&client), now(ms))
-                .await
-                .allowed
-        );
-    }
-    assert_eq!(leased.get(), 1);
-    let late = a.authenticated(address, Some(&client), now(1)).await;
+    // At 3 ms the lease of 2 is spent, and the one of 4, asked at 2 ms, waits.
+    let ramp = Ramp::new("lease-order", 60_000, 3).await;
+    assert_eq!(ramp.leased_a.get(), 1);
+    let late = ramp.token(&ramp.a, 1).await;
     assert!(late.allowed);
-    assert_eq!(leased.get(), 1, "decided in Redis");
+    assert_eq!(ramp.leased_a.get(), 1, "decided in Redis");
     assert_eq!(late.remaining, 64 - 1 - 2 - 4 - 1, "its charge alone");
-    let next = a.authenticated(address, Some(&client), now(4)).await;
-    assert_eq!(leased.get(), 2, "from the lease asked at 2 ms");
+    let next = ramp.token(&ramp.a, 4).await;
+    assert_eq!(ramp.leased_a.get(), 2, "from the lease asked at 2 ms");
     assert_eq!(next.remaining, 2, "4 granted, 2 spent");
 }
 
@@ -615,26 +617,16 @@ async fn a_decision_stamped_before_the_lease_keeps_the_lease() {
 /// stepped back) goes to Redis.
 #[tokio::test]
 async fn a_lease_ends_on_the_monotonic_clock_too() {
-    let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
-    let policy = shared::lease::LeasePolicy {
-        ttl_ms: 50,
-        max_permits: 16,
-    };
-    let [(a, leased), _] = leasing_pair(plan, policy).await;
-    let (address, client, start) = run_keys("lease-monotonic");
-    let now = |ms| UnixTime::from_millis(start + ms);
-    // Leases of 1, then 2 asked at 1 ms: 1 permit left after it.
-    for ms in 0..=1 {
-        assert!(
-            a.authenticated(address, Some(&client), now(ms))
-                .await
-                .allowed
-        );
-    }
+    // The lease of 2, asked at 1 ms, has 1 permit left.
+    let ramp = Ramp::new("lease-monotonic", 50, 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let later = a.authenticated(address, Some(&client), now(2)).await;
+    let later = ramp.token(&ramp.a, 2).await;
     assert!(later.allowed);
-    assert_eq!(leased.get(), 0, "decided in Redis: the lease had ended");
+    assert_eq!(
+        ramp.leased_a.get(),
+        0,
+        "decided in Redis: the lease had ended"
+    );
     assert_eq!(later.remaining, 64 - 1 - 2 - 4, "with a new lease of 4");
 }
 
@@ -643,47 +635,28 @@ async fn a_lease_ends_on_the_monotonic_clock_too() {
 /// lease alone: the address pays once, in Redis, not again from its lease.
 #[tokio::test]
 async fn a_refused_renewal_spends_only_the_leases_redis_did_not_charge() {
-    let plan: RatePlan = "1/3600s;burst=64".parse().unwrap();
-    let policy = shared::lease::LeasePolicy {
-        ttl_ms: 60_000,
-        max_permits: 16,
-    };
-    let [(a, leased_a), (b, _)] = leasing_pair(plan, policy).await;
-    let (address, client, start) = run_keys("lease-renewal");
+    // At 4 ms the lease of 4 has 2 left, on the address and on the client alike (7 of each
+    // charged).
+    let ramp = Ramp::new("lease-renewal", 60_000, 4).await;
     let (other_address, _, _) = run_keys("lease-renewal-other");
-    assert_ne!(other_address, address);
-    let now = |ms| UnixTime::from_millis(start + ms);
-    // Leases of 1, then 2, then 4 asked at 2 ms and spent from 4 ms: 2 left of it, on the
-    // address and on the client alike (7 of each charged).
-    for ms in 0..=4 {
-        assert!(
-            a.authenticated(address, Some(&client), now(ms))
-                .await
-                .allowed
-        );
-    }
+    assert_ne!(other_address, ramp.address);
     // The other instance spends the client's budget from another address: 64 less 7.
     let mut admitted_b = 0;
     for ms in 10..300 {
-        if b.authenticated(other_address, Some(&client), now(ms))
-            .await
-            .allowed
-        {
-            admitted_b += 1;
-        }
+        let decision = ramp
+            .b
+            .authenticated(other_address, Some(&ramp.client), ramp.at(ms))
+            .await;
+        admitted_b += usize::from(decision.allowed);
     }
     assert_eq!(admitted_b, 64 - 7);
     // Half spent: due for renewal. Redis charges the address (and grants it a new lease) and
     // refuses the client; the client's lease decides.
-    let leased = leased_a.get();
-    assert!(
-        a.authenticated(address, Some(&client), now(301))
-            .await
-            .allowed
-    );
-    assert_eq!(leased_a.get(), leased + 1);
+    let leased = ramp.leased_a.get();
+    assert!(ramp.token(&ramp.a, 301).await.allowed);
+    assert_eq!(ramp.leased_a.get(), leased + 1);
     // The address's lease of 4 still holds 2, less this decision's 1: it was not spent twice.
-    let address_only = a.authenticated(address, None, now(302)).await;
+    let address_only = ramp.a.authenticated(ramp.address, None, ramp.at(302)).await;
     assert!(address_only.allowed);
     assert_eq!(address_only.remaining, 1);
 }

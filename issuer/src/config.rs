@@ -94,14 +94,15 @@ pub struct Config {
     /// Longest wait for Redis per decision, in ms; past it (or with Redis down) the decision
     /// is this instance's own, from memory (fail open: counted and logged).
     pub redis_timeout_ms: u64,
-    /// A lease's life in ms, with `limits_backend = "redis"` (0: no leases, every decision asks
-    /// Redis; else at least twice `redis_timeout_ms`, and at most 10000). A busy key's decisions are made in the instance from permits
-    /// Redis charged ahead, spent within this long of their charge: over any window, a key is
-    /// admitted at most this long's worth of its plan beyond what the plan allows.
+    /// A lease's life in ms, with `limits_backend = "redis"` (0: no leases, every decision
+    /// asks Redis; else at least twice `redis_timeout_ms`, and at most 10000). A busy key's
+    /// decisions are made in the instance from permits Redis charged ahead, spent within this
+    /// long of their charge: over any window, a key is admitted at most this long's worth of
+    /// its plan beyond what the plan allows.
     pub redis_lease_ttl_ms: u64,
     /// The most permits one lease holds (1 to 10000; also at most an eighth of its plan's
-    /// burst): what one instance may hold of a key that the others then cannot use, for at
-    /// most a lease's life.
+    /// burst): with its successor, what one instance may hold of a key that the others then
+    /// cannot use, each for at most a lease's life.
     pub redis_lease_max_permits: u32,
     /// How long after its `iat` a DPoP proof is accepted at the token endpoint, in seconds
     /// (5 to 300; 5 more are allowed for clock skew). Each accepted proof is remembered that

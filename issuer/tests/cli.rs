@@ -324,19 +324,37 @@ fn redis_url() -> String {
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
 }
 
+/// Two real issuer processes serving from `dir` (one database) with their limits in one
+/// Redis, and `client_plan` per client.
+fn two_on_one_redis(
+    dir: &std::path::Path,
+    client_plan: &str,
+) -> [(std::process::Child, u16, std::path::PathBuf); 2] {
+    let redis = redis_url();
+    let settings: [(&str, &std::ffi::OsStr); 3] = [
+        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
+        ("ISSUER_REDIS_URL", redis.as_ref()),
+        ("ISSUER_TOKEN_RATE_PER_CLIENT", client_plan.as_ref()),
+    ];
+    [(); 2].map(|()| spawn_serve(dir, &settings))
+}
+
+/// A counter's value in the `/metrics` of the server on `port`.
+fn metric(port: u16, name: &str) -> Option<u64> {
+    let (_, metrics) = get(port, "/metrics");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|count| count.trim().parse().ok())
+}
+
 /// Issue 32: two real issuer processes on one database and one Redis, with
 /// `limits_backend = "redis"`, allow a client its plan once between them, not once each.
 #[test]
 fn two_instances_on_one_redis_allow_a_client_its_plan_once_not_twice() {
     let dir = support::temp_dir();
-    let redis = redis_url();
-    let settings: [(&str, &std::ffi::OsStr); 3] = [
-        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
-        ("ISSUER_REDIS_URL", redis.as_ref()),
-        ("ISSUER_TOKEN_RATE_PER_CLIENT", "6/60s;burst=6".as_ref()),
-    ];
-    let (mut first, first_port, _) = spawn_serve(&dir, &settings);
-    let (mut second, second_port, second_log) = spawn_serve(&dir, &settings);
+    let [(mut first, first_port, _), (mut second, second_port, second_log)] =
+        two_on_one_redis(&dir, "6/60s;burst=6");
     let form = client_form(&dir, "shared limit");
     let token = |port: u16| post_token(port, &form).0;
     // Alternating between the instances: the plan's six, then refusals from both.
@@ -364,29 +382,16 @@ fn two_instances_on_one_redis_allow_a_client_its_plan_once_not_twice() {
 #[test]
 fn two_leasing_instances_on_one_redis_admit_the_burst_once() {
     let dir = support::temp_dir();
-    let redis = redis_url();
     // 40 at once, then one every 90 s: nothing comes back within the test.
-    let settings: [(&str, &std::ffi::OsStr); 3] = [
-        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
-        ("ISSUER_REDIS_URL", redis.as_ref()),
-        ("ISSUER_TOKEN_RATE_PER_CLIENT", "40/3600s;burst=40".as_ref()),
-    ];
-    let (mut first, first_port, _) = spawn_serve(&dir, &settings);
-    let (mut second, second_port, _) = spawn_serve(&dir, &settings);
+    let [(mut first, first_port, _), (mut second, second_port, _)] =
+        two_on_one_redis(&dir, "40/3600s;burst=40");
     let form = client_form(&dir, "leased limit");
     let admitted = (0..80)
         .filter(|n| post_token(if n % 2 == 0 { first_port } else { second_port }, &form).0 == 200)
         .count();
     let leased: u64 = [first_port, second_port]
         .into_iter()
-        .map(|port| {
-            let (_, metrics) = get(port, "/metrics");
-            metrics
-                .lines()
-                .find_map(|line| line.strip_prefix("issuer_limits_redis_leased_total "))
-                .and_then(|count| count.trim().parse::<u64>().ok())
-                .unwrap_or_default()
-        })
+        .filter_map(|port| metric(port, "issuer_limits_redis_leased_total"))
         .sum();
     assert!((30..=40).contains(&admitted), "{admitted} admitted");
     assert!(leased > 0, "some decisions came from leases");
@@ -415,14 +420,8 @@ fn with_redis_down_the_limits_fall_back_to_the_instance_counted_and_logged() {
     let form = client_form(&dir, "fallback");
     let statuses: Vec<u16> = (0..3).map(|_| post_token(port, &form).0).collect();
     assert_eq!(statuses, [200, 200, 429]);
-    let (_, metrics) = get(port, "/metrics");
-    let fallbacks: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("issuer_limits_redis_fallbacks_total "))
-        .and_then(|count| count.trim().parse::<u64>().ok())
-        .unwrap();
     // Each token request is one decision (its address, then its client).
-    assert_eq!(fallbacks, 3, "{metrics}");
+    assert_eq!(metric(port, "issuer_limits_redis_fallbacks_total"), Some(3));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("redis limits unavailable"), "{text}");
     let _ = server.kill();

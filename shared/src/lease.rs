@@ -422,6 +422,12 @@ impl Lease {
         self.permits - self.spent
     }
 
+    /// When it was asked for, on the isolate's clock: its life runs from then.
+    #[must_use]
+    pub fn asked_at(&self) -> UnixTime {
+        self.asked_at
+    }
+
     /// The limiter's end of the lease, which [`refund`] is given.
     #[must_use]
     pub fn expires_at(&self) -> UnixTime {

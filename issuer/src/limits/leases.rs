@@ -84,13 +84,12 @@ struct Held {
     renew_after: UnixTime,
 }
 
-/// A lease and when it ends, on both clocks.
+/// A lease (its life on the decisions' clock runs from `Lease::asked_at`) and when it ends
+/// on the monotonic clock.
 #[derive(Debug, Clone, Copy)]
 struct Timed {
     lease: Lease,
-    /// When it was asked for, on the decisions' clock (its life runs from then).
-    asked_at: UnixTime,
-    /// When it ends on the monotonic clock: `ttl` from just before its ask left.
+    /// `ttl` from just before its ask left.
     ends: Instant,
 }
 
@@ -112,7 +111,8 @@ impl Timed {
     /// than `ttl_ms` after the decision's stamp (a decision stamped before the ask that came
     /// in after it, which Redis decides alone rather than throw the lease away).
     fn holds_permits(&self, when: When, ttl_ms: u64) -> bool {
-        let ahead = when.now < self.asked_at && self.asked_at.millis_since(when.now) < ttl_ms;
+        let asked_at = self.lease.asked_at();
+        let ahead = when.now < asked_at && asked_at.millis_since(when.now) < ttl_ms;
         !self.lease.is_spent() && (ahead || self.lease.is_live(when.now)) && when.at < self.ends
     }
 }
@@ -146,9 +146,9 @@ impl Held {
     /// Whether the current lease is to be renewed by a decision stamped `now`.
     fn renews(&self, now: UnixTime) -> bool {
         now >= self.renew_after
-            && self
-                .current
-                .is_some_and(|current| now >= current.asked_at && current.lease.should_renew(now))
+            && self.current.is_some_and(|current| {
+                now >= current.lease.asked_at() && current.lease.should_renew(now)
+            })
     }
 }
 
@@ -235,7 +235,7 @@ impl Leases {
                 reset_after_ms: self
                     .policy
                     .ttl_ms
-                    .saturating_sub(now.millis_since(timed.asked_at))
+                    .saturating_sub(now.millis_since(timed.lease.asked_at()))
                     .min(u64::try_from(life_left.as_millis()).unwrap_or(u64::MAX)),
                 retry_after_ms: 0,
             });
@@ -250,10 +250,10 @@ impl Leases {
     /// or the decision was stamped just before the lease's ask), or the table is full of live
     /// keys.
     pub(super) fn ask(&self, key: &str, plan: &RatePlan, now: UnixTime) -> Option<Ask> {
-        let most = self.max_permits(plan);
         if !self.leases(plan) {
             return None;
         }
+        let most = self.max_permits(plan);
         let mut table = lock(&self.held);
         let Table { keys, next_sweep } = &mut *table;
         if keys.len() >= MAX_ENTRIES && !keys.contains_key(key) {
@@ -276,13 +276,17 @@ impl Leases {
                 return None;
             }
         }
-        let held = keys.entry(key.to_owned()).or_insert_with(|| Held {
-            current: None,
-            next: None,
-            limit: plan.burst(),
-            asking_since: None,
-            renew_after: UnixTime::EPOCH,
-        });
+        if !keys.contains_key(key) {
+            let new = Held {
+                current: None,
+                next: None,
+                limit: plan.burst(),
+                asking_since: None,
+                renew_after: UnixTime::EPOCH,
+            };
+            keys.insert(key.to_owned(), new);
+        }
+        let held = keys.get_mut(key)?;
         let ttl_ms = self.policy.ttl_ms;
         let when = When {
             now,
@@ -361,7 +365,6 @@ impl Leases {
         lease.take(now);
         let timed = Timed {
             lease,
-            asked_at: now,
             ends: ask.since + Duration::from_millis(self.policy.ttl_ms),
         };
         // The successor of a lease that still holds permits; else the current lease.

@@ -56,6 +56,9 @@ pub enum StartError {
     /// Keys.
     #[error(transparent)]
     Keys(#[from] keys::KeyError),
+    /// Redis refused the limits script (`limits_backend = "redis"`).
+    #[error(transparent)]
+    Redis(#[from] limits::RedisRefused),
     /// TLS could not be set up or served.
     #[error("tls: {0}")]
     Tls(String),
@@ -98,7 +101,17 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         }
     }
     let signing = SigningKeys::load(&db, &kek).await?;
-    Ok(AppState::new(config, db, kek, signing))
+    let state = AppState::new(config, db, kek, signing);
+    // A Redis that answers, but not as the limits need, stops the start here rather than
+    // send every decision to memory; one that does not answer now does not.
+    match state.limits.probe_redis(db::precise_now()).await? {
+        limits::RedisProbe::Unreachable(why) => tracing::warn!(
+            reason = %why,
+            "redis limits unavailable at start: decisions fall back to this instance's memory until Redis answers"
+        ),
+        limits::RedisProbe::NotUsed | limits::RedisProbe::Ready => {}
+    }
+    Ok(state)
 }
 
 /// The HTTP application.

@@ -165,6 +165,22 @@ impl TokenLimits {
         self
     }
 
+    /// With Redis, one call of the limits script before serving, made at `now` as a
+    /// decision would be (`RedisProbe`, `RedisRefused`: what passes, and what stops the
+    /// start).
+    ///
+    /// # Errors
+    /// [`RedisRefused`] when Redis answers with an error of its configuration.
+    pub async fn probe_redis(&self, now: UnixTime) -> Result<RedisProbe, RedisRefused> {
+        match &self.redis {
+            Some(redis) => {
+                let now_micros = now.as_millis().saturating_mul(1_000);
+                redis.link.probe(now_micros).await
+            }
+            None => Ok(RedisProbe::NotUsed),
+        }
+    }
+
     /// New plans (a configuration reload): a table whose plan changed starts afresh.
     pub fn set_plans(
         &self,
@@ -480,6 +496,9 @@ return out
 
 /// Key prefix of the limiter state in Redis.
 const REDIS_PREFIX: &str = "edgeward:issuer:limit:";
+/// The key of the start-up call (`RedisLink::probe`): under the prefix, so an ACL written for
+/// the limits' keys covers it, and named by no request.
+const PROBE_KEY: &str = "edgeward:issuer:limit:probe";
 /// Most decisions one call carries.
 const CALL_BATCH: usize = 64;
 /// Most calls out at once. The next call goes out when none is, or when a whole batch waits:
@@ -931,21 +950,112 @@ impl RedisLink {
     }
 
     async fn try_connect(&self) -> Result<redis::aio::ConnectionManager, RedisLimitError> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        let made = tokio::time::timeout(
-            self.timeout.saturating_mul(2),
-            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| RedisLimitError::Timeout)
-        .and_then(|made| made.map_err(|err| RedisLimitError::Redis(err.to_string())));
+        let made = match self.open().await {
+            Some(made) => made.map_err(|err| RedisLimitError::Redis(err.to_string())),
+            None => Err(RedisLimitError::Timeout),
+        };
         if made.is_err() {
             mark_down(&self.down_until);
         }
         made
+    }
+
+    /// A new connection, or Redis's error; `None` when there is neither within twice the
+    /// timeout.
+    async fn open(&self) -> Option<Result<redis::aio::ConnectionManager, redis::RedisError>> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1);
+        tokio::time::timeout(
+            self.timeout.saturating_mul(2),
+            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .ok()
+    }
+
+    /// One call of [`GCRA_SCRIPT`] on a connection of its own, as the decisions will make
+    /// it (the same user, commands and library): one decision of one charge of no requests,
+    /// on [`PROBE_KEY`], which the script then keeps for a millisecond. It leaves
+    /// `down_until` alone: the decisions find out for themselves.
+    async fn probe(&self, now_micros: u64) -> Result<RedisProbe, RedisRefused> {
+        let mut connection = match self.open().await {
+            Some(Ok(connection)) => connection,
+            Some(Err(err)) => return judged(&err),
+            None => return Ok(RedisProbe::Unreachable("no connection in time".to_owned())),
+        };
+        // As `call` packs them: one plan (one request a second, burst 1), the key's plan,
+        // one decision of one charge at `now_micros`: key 1, cost 0, no extra permits.
+        let numbers = [1.0, 1e6, 1.0, 1.0, 1.0, now_micros as f64, 1.0, 0.0, 0.0];
+        let packed: Vec<u8> = numbers.iter().flat_map(|n: &f64| n.to_le_bytes()).collect();
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(PROBE_KEY).arg(packed);
+        let answer = tokio::time::timeout(
+            self.timeout,
+            invocation.invoke_async::<Vec<u64>>(&mut connection),
+        )
+        .await;
+        match answer {
+            // Five numbers for the decision, one for its charge.
+            Ok(Ok(answer)) if answer.len() == 6 => Ok(RedisProbe::Ready),
+            Ok(Ok(answer)) => Err(RedisRefused(format!(
+                "the script answered {} numbers, not 6",
+                answer.len()
+            ))),
+            Ok(Err(err)) => judged(&err),
+            Err(_) => Ok(RedisProbe::Unreachable("no answer in time".to_owned())),
+        }
+    }
+}
+
+/// What one call of the limits script at start found (`TokenLimits::probe_redis`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedisProbe {
+    /// No Redis in the configuration: the limits are in memory.
+    NotUsed,
+    /// Redis ran the script.
+    Ready,
+    /// Redis did not answer now (down, starting, loading, full, busy): the limits fail open
+    /// to this instance's memory until it does, as when Redis goes down while serving.
+    Unreachable(String),
+}
+
+/// Redis answered the limits script at start with an error that its configuration causes
+/// (an ACL without scripts, a wrong password, a read-only replica, a server whose scripts
+/// lack `struct`): serving anyway would fall back to memory on every decision, so the
+/// issuer does not start.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "limits_backend = \"redis\": Redis refused the limits script: {0} (redis_url must name a \
+     primary, as a user that may run EVALSHA, EVAL, MGET and SET on edgeward:issuer:limit:*, \
+     on a server whose scripts have the struct library)"
+)]
+pub struct RedisRefused(String);
+
+/// Whether a Redis error at start comes from its configuration (the issuer does not start)
+/// or from its state now (it starts, and the limits fail open until Redis answers).
+fn judged(err: &redis::RedisError) -> Result<RedisProbe, RedisRefused> {
+    use redis::ErrorKind;
+    let now = match err.kind() {
+        ErrorKind::IoError
+        | ErrorKind::BusyLoadingError
+        | ErrorKind::TryAgain
+        | ErrorKind::ClusterDown
+        | ErrorKind::MasterDown => true,
+        // Redis refuses a connection past `maxclients` with a plain `ERR`.
+        ErrorKind::ResponseError => err
+            .detail()
+            .is_some_and(|detail| detail.contains("max number of clients")),
+        // Out of memory (past `maxmemory`), or another script running too long.
+        ErrorKind::ExtensionError => matches!(err.code(), Some("OOM" | "BUSY")),
+        _ => false,
+    };
+    if now {
+        Ok(RedisProbe::Unreachable(err.to_string()))
+    } else {
+        Err(RedisRefused(err.to_string()))
     }
 }
 
@@ -975,4 +1085,60 @@ fn due(next: &Mutex<Option<Instant>>, every: Duration) -> bool {
     }
     *next = Some(now + every);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use redis::{ErrorKind, RedisError};
+
+    /// What Redis says at start decides whether the issuer starts: its configuration stops
+    /// it, its state now does not (the limits then fail open, as when it goes down later).
+    #[test]
+    fn a_redis_error_at_start_stops_it_only_when_configuration_causes_it() {
+        let refused = [
+            RedisError::from((
+                ErrorKind::ResponseError,
+                "script",
+                "user_script:3: Script attempted to access nonexistent global variable 'struct'"
+                    .to_owned(),
+            )),
+            RedisError::from((
+                ErrorKind::AuthenticationFailed,
+                "Password authentication failed",
+            )),
+            RedisError::from((
+                ErrorKind::ReadOnly,
+                "You can't write against a read only replica.",
+            )),
+            redis::make_extension_error(
+                "NOPERM".to_owned(),
+                Some("no permissions to run 'evalsha'".to_owned()),
+            ),
+        ];
+        for err in refused {
+            assert!(judged(&err).is_err(), "{err}");
+        }
+        let passing = [
+            RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            RedisError::from((ErrorKind::BusyLoadingError, "loading")),
+            RedisError::from((
+                ErrorKind::ResponseError,
+                "ERR",
+                "max number of clients reached".to_owned(),
+            )),
+            redis::make_extension_error(
+                "OOM".to_owned(),
+                Some("command not allowed when used memory > 'maxmemory'".to_owned()),
+            ),
+            redis::make_extension_error("BUSY".to_owned(), None),
+        ];
+        for err in passing {
+            assert!(
+                matches!(judged(&err), Ok(RedisProbe::Unreachable(_))),
+                "{err}"
+            );
+        }
+    }
 }

@@ -428,6 +428,76 @@ fn with_redis_down_the_limits_fall_back_to_the_instance_counted_and_logged() {
     let _ = server.wait();
 }
 
+/// A Redis that answers, but not as the limits need, stops the start with an error that
+/// says what to fix: here a real Redis user whose ACL has no scripts, and a wrong password.
+/// (A Redis that does not answer at all does not: the test above.)
+#[test]
+fn a_redis_that_refuses_the_limits_script_stops_start_up() {
+    let dir = support::temp_dir();
+    let admin = redis::Client::open(redis_url().as_str()).unwrap();
+    let mut admin = admin.get_connection().unwrap();
+    // A user of its own per run (tests run in parallel and again), gone at the end.
+    let user = support::unique("edgeward-test");
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            &user,
+            "on",
+            ">secret",
+            "~*",
+            "+@all",
+            "-@scripting",
+        ])
+        .exec(&mut admin)
+        .unwrap();
+    // The test's Redis, as this user (its URL holds no user of its own).
+    let at = |password: &str| redis_url().replacen("://", &format!("://{user}:{password}@"), 1);
+    let refusals: Vec<(bool, String)> = ["secret", "wrong"]
+        .into_iter()
+        .map(|password| {
+            let log = dir.join(format!("refused-{password}.log"));
+            let mut server = issuer(&dir)
+                .env("ISSUER_LISTEN", "127.0.0.1:0")
+                .env("ISSUER_LIMITS_BACKEND", "redis")
+                .env("ISSUER_REDIS_URL", at(password))
+                // Room for a slow machine: a probe with no answer in time lets the start go on.
+                .env("ISSUER_REDIS_TIMEOUT_MS", "1000")
+                .env("ISSUER_REDIS_LEASE_TTL_MS", "2000")
+                .arg("serve")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            // One that starts after all serves until stopped: it is stopped, and fails below.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let exited = loop {
+                if let Some(status) = server.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if Instant::now() > deadline {
+                    let _ = server.kill();
+                    let _ = server.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            let started = exited.is_none_or(|status| status.success());
+            (started, std::fs::read_to_string(&log).unwrap_or_default())
+        })
+        .collect();
+    redis::cmd("ACL")
+        .arg(&["DELUSER", &user])
+        .exec(&mut admin)
+        .unwrap();
+    for ((started, stderr), says) in refusals.iter().zip(["NOPERM", "authentication failed"]) {
+        assert!(!started, "{stderr}");
+        assert!(
+            stderr.contains("Redis refused the limits script") && stderr.contains(says),
+            "{says}: {stderr}"
+        );
+    }
+}
+
 /// Issue 32: `SIGHUP` re-reads the configuration file. What may change while running takes
 /// effect (token lifetime, a client's rate plan); what may not (`max_body_bytes`, built into
 /// the server at start) is refused with a

@@ -1048,8 +1048,12 @@ fn judged(err: &redis::RedisError) -> Result<RedisProbe, RedisRefused> {
         ErrorKind::ResponseError => err
             .detail()
             .is_some_and(|detail| detail.contains("max number of clients")),
-        // Out of memory (past `maxmemory`), or another script running too long.
-        ErrorKind::ExtensionError => matches!(err.code(), Some("OOM" | "BUSY")),
+        // Writes refused for now: out of memory (past `maxmemory`), a snapshot that failed
+        // (`MISCONF`), too few replicas (`min-replicas-to-write`); or another script running
+        // too long.
+        ErrorKind::ExtensionError => {
+            matches!(err.code(), Some("OOM" | "MISCONF" | "NOREPLICAS" | "BUSY"))
+        }
         _ => false,
     };
     if now {
@@ -1133,6 +1137,7 @@ mod tests {
                 Some("command not allowed when used memory > 'maxmemory'".to_owned()),
             ),
             redis::make_extension_error("BUSY".to_owned(), None),
+            redis::make_extension_error("MISCONF".to_owned(), None),
         ];
         for err in passing {
             assert!(

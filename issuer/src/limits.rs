@@ -963,10 +963,13 @@ impl RedisLink {
     /// A new connection, or Redis's error; `None` when there is neither within twice the
     /// timeout.
     async fn open(&self) -> Option<Result<redis::aio::ConnectionManager, redis::RedisError>> {
+        // No retry inside the attempt: the manager's first retry waits a second or more,
+        // past the attempt's own limit, so it would only hide Redis's error behind a timeout
+        // (the next attempt comes after `REDIS_RETRY` anyway).
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
+            .set_number_of_retries(0);
         tokio::time::timeout(
             self.timeout.saturating_mul(2),
             redis::aio::ConnectionManager::new_with_config(self.client.clone(), config),
@@ -976,15 +979,21 @@ impl RedisLink {
     }
 
     /// One call of [`GCRA_SCRIPT`] on a connection of its own, as the decisions will make
-    /// it (the same user, commands and library): one decision of one charge of no requests,
-    /// on [`PROBE_KEY`], which the script then keeps for a millisecond. It leaves
-    /// `down_until` alone: the decisions find out for themselves.
+    /// it (the same user, commands and library): the script loaded (`SCRIPT LOAD`, which a
+    /// decision sends after Redis restarts or fails over), then one decision of one charge of
+    /// no requests (`EVALSHA`), on [`PROBE_KEY`], which the script then keeps for a
+    /// millisecond. It leaves `down_until` alone: the decisions find out for themselves.
     async fn probe(&self, now_micros: u64) -> Result<RedisProbe, RedisRefused> {
         let mut connection = match self.open().await {
             Some(Ok(connection)) => connection,
             Some(Err(err)) => return judged(&err),
             None => return Ok(RedisProbe::Unreachable("no connection in time".to_owned())),
         };
+        match tokio::time::timeout(self.timeout, self.script.load_async(&mut connection)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return judged(&err),
+            Err(_) => return Ok(RedisProbe::Unreachable("no answer in time".to_owned())),
+        }
         // As `call` packs them: one plan (one request a second, burst 1), the key's plan,
         // one decision of one charge at `now_micros`: key 1, cost 0, no extra permits.
         let numbers = [1.0, 1e6, 1.0, 1.0, 1.0, now_micros as f64, 1.0, 0.0, 0.0];
@@ -1023,37 +1032,41 @@ pub enum RedisProbe {
 }
 
 /// Redis answered the limits script at start with an error that its configuration causes
-/// (an ACL without scripts, a wrong password, a read-only replica, a server whose scripts
-/// lack `struct`): serving anyway would fall back to memory on every decision, so the
-/// issuer does not start.
+/// (an ACL without scripts, a wrong password, a server whose scripts lack `struct`): serving
+/// anyway would fall back to memory on every decision, so the issuer does not start.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
     "limits_backend = \"redis\": Redis refused the limits script: {0} (redis_url must name a \
-     primary, as a user that may run EVALSHA, EVAL, MGET and SET on edgeward:issuer:limit:*, \
-     on a server whose scripts have the struct library)"
+     user that may run EVALSHA, SCRIPT LOAD, MGET and SET on edgeward:issuer:limit:*, on a \
+     server whose scripts have the struct library)"
 )]
 pub struct RedisRefused(String);
 
 /// Whether a Redis error at start comes from its configuration (the issuer does not start)
-/// or from its state now (it starts, and the limits fail open until Redis answers).
+/// or from its state now (it starts, and the limits fail open until Redis answers). What
+/// may pass in a Redis incident passes: an issuer that will not start then (a deploy, a
+/// node drained) would take the token endpoint down, where failing open keeps it up.
 fn judged(err: &redis::RedisError) -> Result<RedisProbe, RedisRefused> {
     use redis::ErrorKind;
+    // Writes refused for now: out of memory (past `maxmemory`), a snapshot that failed, too
+    // few replicas (`min-replicas-to-write`), a node that a failover just made a replica (or
+    // a name not yet moved to the new primary); or another script running too long.
+    const FOR_NOW: [&str; 5] = ["OOM", "MISCONF", "NOREPLICAS", "READONLY", "BUSY"];
     let now = match err.kind() {
         ErrorKind::IoError
         | ErrorKind::BusyLoadingError
         | ErrorKind::TryAgain
         | ErrorKind::ClusterDown
-        | ErrorKind::MasterDown => true,
-        // Redis refuses a connection past `maxclients` with a plain `ERR`.
-        ErrorKind::ResponseError => err
-            .detail()
-            .is_some_and(|detail| detail.contains("max number of clients")),
-        // Writes refused for now: out of memory (past `maxmemory`), a snapshot that failed
-        // (`MISCONF`), too few replicas (`min-replicas-to-write`); or another script running
-        // too long.
-        ErrorKind::ExtensionError => {
-            matches!(err.code(), Some("OOM" | "MISCONF" | "NOREPLICAS" | "BUSY"))
-        }
+        | ErrorKind::MasterDown
+        | ErrorKind::ReadOnly => true,
+        ErrorKind::ExtensionError => err.code().is_some_and(|code| FOR_NOW.contains(&code)),
+        // Before Redis 7 an error inside a script comes back as a plain `ERR` that quotes
+        // it (`ERR Error running script ... -OOM ...`).
+        ErrorKind::ResponseError => err.detail().is_some_and(|detail| {
+            FOR_NOW
+                .iter()
+                .any(|code| detail.contains(&format!("-{code} ")))
+        }),
         _ => false,
     };
     if now {
@@ -1112,13 +1125,9 @@ mod tests {
                 ErrorKind::AuthenticationFailed,
                 "Password authentication failed",
             )),
-            RedisError::from((
-                ErrorKind::ReadOnly,
-                "You can't write against a read only replica.",
-            )),
             redis::make_extension_error(
                 "NOPERM".to_owned(),
-                Some("no permissions to run 'evalsha'".to_owned()),
+                Some("this user has no permissions to run the 'evalsha' command".to_owned()),
             ),
         ];
         for err in refused {
@@ -1128,16 +1137,18 @@ mod tests {
             RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
             RedisError::from((ErrorKind::BusyLoadingError, "loading")),
             RedisError::from((
-                ErrorKind::ResponseError,
-                "ERR",
-                "max number of clients reached".to_owned(),
+                ErrorKind::ReadOnly,
+                "You can't write against a read only replica.",
             )),
-            redis::make_extension_error(
-                "OOM".to_owned(),
-                Some("command not allowed when used memory > 'maxmemory'".to_owned()),
-            ),
-            redis::make_extension_error("BUSY".to_owned(), None),
+            RedisError::from((
+                ErrorKind::ResponseError,
+                "script",
+                "Error running script (call to f_0123): @user_script:20: -OOM command not allowed"
+                    .to_owned(),
+            )),
+            redis::make_extension_error("OOM".to_owned(), None),
             redis::make_extension_error("MISCONF".to_owned(), None),
+            redis::make_extension_error("BUSY".to_owned(), None),
         ];
         for err in passing {
             assert!(

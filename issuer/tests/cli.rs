@@ -434,67 +434,144 @@ fn with_redis_down_the_limits_fall_back_to_the_instance_counted_and_logged() {
 #[test]
 fn a_redis_that_refuses_the_limits_script_stops_start_up() {
     let dir = support::temp_dir();
-    let admin = redis::Client::open(redis_url().as_str()).unwrap();
-    let mut admin = admin.get_connection().unwrap();
-    // A user of its own per run (tests run in parallel and again), gone at the end.
-    let user = support::unique("edgeward-test");
-    redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            &user,
-            "on",
-            ">secret",
-            "~*",
+    // A user of its own per run (tests run in parallel and again), on the limits' keys, with
+    // no scripts and nothing dangerous, deleted however the test ends.
+    let user = AclUser::new(
+        &support::unique("edgeward-test"),
+        &[
+            "~edgeward:issuer:limit:*",
             "+@all",
             "-@scripting",
-        ])
-        .exec(&mut admin)
-        .unwrap();
-    // The test's Redis, as this user (its URL holds no user of its own).
-    let at = |password: &str| redis_url().replacen("://", &format!("://{user}:{password}@"), 1);
-    let refusals: Vec<(bool, String)> = ["secret", "wrong"]
-        .into_iter()
-        .map(|password| {
-            let log = dir.join(format!("refused-{password}.log"));
-            let mut server = issuer(&dir)
-                .env("ISSUER_LISTEN", "127.0.0.1:0")
-                .env("ISSUER_LIMITS_BACKEND", "redis")
-                .env("ISSUER_REDIS_URL", at(password))
-                // Room for a slow machine: a probe with no answer in time lets the start go on.
-                .env("ISSUER_REDIS_TIMEOUT_MS", "1000")
-                .env("ISSUER_REDIS_LEASE_TTL_MS", "2000")
-                .arg("serve")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            // One that starts after all serves until stopped: it is stopped, and fails below.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let exited = loop {
-                if let Some(status) = server.try_wait().unwrap() {
-                    break Some(status);
-                }
-                if Instant::now() > deadline {
-                    let _ = server.kill();
-                    let _ = server.wait();
-                    break None;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            let started = exited.is_none_or(|status| status.success());
-            (started, std::fs::read_to_string(&log).unwrap_or_default())
-        })
-        .collect();
-    redis::cmd("ACL")
-        .arg(&["DELUSER", &user])
-        .exec(&mut admin)
-        .unwrap();
-    for ((started, stderr), says) in refusals.iter().zip(["NOPERM", "authentication failed"]) {
-        assert!(!started, "{stderr}");
+            "-@dangerous",
+        ],
+    );
+    let address = redis::Client::open(redis_url().as_str())
+        .unwrap()
+        .get_connection_info()
+        .addr
+        .to_string();
+    for (password, says) in [
+        (user.password.as_str(), "NOPERM"),
+        ("wrong", "authentication failed"),
+    ] {
+        let log = dir.join(format!("refused-{says}.log"));
+        let mut server = issuer(&dir)
+            .env("ISSUER_LISTEN", "127.0.0.1:0")
+            .env("ISSUER_LIMITS_BACKEND", "redis")
+            .env(
+                "ISSUER_REDIS_URL",
+                format!("redis://{}:{password}@{address}", user.name),
+            )
+            // Room for a slow machine, yet under the second a retry of a refused connection
+            // would wait (which would hide Redis's answer behind a timeout, and start).
+            .env("ISSUER_REDIS_TIMEOUT_MS", "400")
+            .env("ISSUER_REDIS_LEASE_TTL_MS", "800")
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // One that starts after all serves until stopped: it is stopped, and fails here.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exited = loop {
+            if let Some(status) = server.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = server.kill();
+                let _ = server.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            exited.is_some_and(|status| !status.success()),
+            "{says}: {stderr}"
+        );
         assert!(
             stderr.contains("Redis refused the limits script") && stderr.contains(says),
             "{says}: {stderr}"
         );
+    }
+}
+
+/// The commands the start-up error names are all the limits need: a user allowed those alone
+/// on the limits' keys starts, and its limits are in Redis from the first token.
+#[test]
+fn a_redis_user_allowed_the_named_commands_alone_serves_the_limits() {
+    let dir = support::temp_dir();
+    let user = AclUser::new(
+        &support::unique("edgeward-test"),
+        &[
+            "~edgeward:issuer:limit:*",
+            "+evalsha",
+            "+script|load",
+            "+mget",
+            "+set",
+        ],
+    );
+    let address = redis::Client::open(redis_url().as_str())
+        .unwrap()
+        .get_connection_info()
+        .addr
+        .to_string();
+    let url = format!("redis://{}:{}@{address}", user.name, user.password);
+    let settings: [(&str, &std::ffi::OsStr); 4] = [
+        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
+        ("ISSUER_REDIS_URL", url.as_ref()),
+        ("ISSUER_REDIS_TIMEOUT_MS", "400".as_ref()),
+        ("ISSUER_REDIS_LEASE_TTL_MS", "800".as_ref()),
+    ];
+    let (mut server, port, log) = spawn_serve(&dir, &settings);
+    let form = client_form(&dir, "narrow user");
+    assert_eq!(post_token(port, &form).0, 200);
+    assert_eq!(metric(port, "issuer_limits_redis_fallbacks_total"), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("redis limits unavailable"), "{text}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// A Redis ACL user made for one test, deleted when dropped (a failed assertion included).
+struct AclUser {
+    name: String,
+    password: String,
+}
+
+impl AclUser {
+    fn new(name: &str, rules: &[&str]) -> Self {
+        let password = support::unique("password");
+        let mut command = redis::cmd("ACL");
+        command
+            .arg("SETUSER")
+            .arg(name)
+            .arg("on")
+            .arg(format!(">{password}"));
+        for rule in rules {
+            command.arg(*rule);
+        }
+        command.exec(&mut Self::admin()).unwrap();
+        Self {
+            name: name.to_owned(),
+            password,
+        }
+    }
+
+    fn admin() -> redis::Connection {
+        redis::Client::open(redis_url().as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+impl Drop for AclUser {
+    fn drop(&mut self) {
+        let _ = redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(&self.name)
+            .exec(&mut Self::admin());
     }
 }
 

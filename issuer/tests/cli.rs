@@ -434,22 +434,8 @@ fn with_redis_down_the_limits_fall_back_to_the_instance_counted_and_logged() {
 #[test]
 fn a_redis_that_refuses_the_limits_script_stops_start_up() {
     let dir = support::temp_dir();
-    // A user of its own per run (tests run in parallel and again), on the limits' keys, with
-    // no scripts and nothing dangerous, deleted however the test ends.
-    let user = AclUser::new(
-        &support::unique("edgeward-test"),
-        &[
-            "~edgeward:issuer:limit:*",
-            "+@all",
-            "-@scripting",
-            "-@dangerous",
-        ],
-    );
-    let address = redis::Client::open(redis_url().as_str())
-        .unwrap()
-        .get_connection_info()
-        .addr
-        .to_string();
+    // No scripts, and nothing dangerous.
+    let user = AclUser::new(&["+@all", "-@scripting", "-@dangerous"]);
     for (password, says) in [
         (user.password.as_str(), "NOPERM"),
         ("wrong", "authentication failed"),
@@ -458,10 +444,7 @@ fn a_redis_that_refuses_the_limits_script_stops_start_up() {
         let mut server = issuer(&dir)
             .env("ISSUER_LISTEN", "127.0.0.1:0")
             .env("ISSUER_LIMITS_BACKEND", "redis")
-            .env(
-                "ISSUER_REDIS_URL",
-                format!("redis://{}:{password}@{address}", user.name),
-            )
+            .env("ISSUER_REDIS_URL", user.url(password))
             // Room for a slow machine, yet under the second a retry of a refused connection
             // would wait (which would hide Redis's answer behind a timeout, and start).
             .env("ISSUER_REDIS_TIMEOUT_MS", "400")
@@ -501,22 +484,8 @@ fn a_redis_that_refuses_the_limits_script_stops_start_up() {
 #[test]
 fn a_redis_user_allowed_the_named_commands_alone_serves_the_limits() {
     let dir = support::temp_dir();
-    let user = AclUser::new(
-        &support::unique("edgeward-test"),
-        &[
-            "~edgeward:issuer:limit:*",
-            "+evalsha",
-            "+script|load",
-            "+mget",
-            "+set",
-        ],
-    );
-    let address = redis::Client::open(redis_url().as_str())
-        .unwrap()
-        .get_connection_info()
-        .addr
-        .to_string();
-    let url = format!("redis://{}:{}@{address}", user.name, user.password);
+    let user = AclUser::new(&["+evalsha", "+script|load", "+mget", "+set"]);
+    let url = user.url(&user.password);
     let settings: [(&str, &std::ffi::OsStr); 4] = [
         ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
         ("ISSUER_REDIS_URL", url.as_ref()),
@@ -533,29 +502,40 @@ fn a_redis_user_allowed_the_named_commands_alone_serves_the_limits() {
     let _ = server.wait();
 }
 
-/// A Redis ACL user made for one test, deleted when dropped (a failed assertion included).
+/// A Redis ACL user of its own per test run (tests run in parallel and again) on the limits'
+/// keys, with a password of its own; deleted when dropped, a failed assertion included.
 struct AclUser {
     name: String,
     password: String,
 }
 
 impl AclUser {
-    fn new(name: &str, rules: &[&str]) -> Self {
+    /// A user allowed `rules` (commands) on `edgeward:issuer:limit:*`.
+    fn new(rules: &[&str]) -> Self {
+        let name = support::unique("edgeward-test");
         let password = support::unique("password");
         let mut command = redis::cmd("ACL");
         command
             .arg("SETUSER")
-            .arg(name)
+            .arg(&name)
             .arg("on")
-            .arg(format!(">{password}"));
+            .arg(format!(">{password}"))
+            .arg("~edgeward:issuer:limit:*");
         for rule in rules {
             command.arg(*rule);
         }
         command.exec(&mut Self::admin()).unwrap();
-        Self {
-            name: name.to_owned(),
-            password,
-        }
+        Self { name, password }
+    }
+
+    /// The test's Redis as this user, with `password`.
+    fn url(&self, password: &str) -> String {
+        let address = redis::Client::open(redis_url().as_str())
+            .unwrap()
+            .get_connection_info()
+            .addr
+            .to_string();
+        format!("redis://{}:{password}@{address}", self.name)
     }
 
     fn admin() -> redis::Connection {

@@ -1106,7 +1106,6 @@ fn due(next: &Mutex<Option<Instant>>, every: Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use redis::{ErrorKind, RedisError};
 

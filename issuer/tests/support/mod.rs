@@ -29,7 +29,8 @@ pub enum Backend {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A name no other test (of this run or another) uses: `prefix`, the process, a counter and the time.
+/// A name no other test (of this run or another) uses: `prefix`, the process, a counter and
+/// the time.
 pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}_{}_{}_{}",

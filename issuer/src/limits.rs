@@ -963,8 +963,8 @@ impl RedisLink {
     /// A new connection, or Redis's error; `None` when there is neither within twice the
     /// timeout.
     async fn open(&self) -> Option<Result<redis::aio::ConnectionManager, redis::RedisError>> {
-        // No retry inside the attempt: the manager's first retry waits a second or more,
-        // past the attempt's own limit, so it would only hide Redis's error behind a timeout
+        // No retry inside the attempt: the manager's retry first waits out a backoff longer
+        // than the attempt's own limit, so it would only hide Redis's error behind a timeout
         // (the next attempt comes after `REDIS_RETRY` anyway).
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout)

@@ -445,8 +445,9 @@ fn a_redis_that_refuses_the_limits_script_stops_start_up() {
             .env("ISSUER_LISTEN", "127.0.0.1:0")
             .env("ISSUER_LIMITS_BACKEND", "redis")
             .env("ISSUER_REDIS_URL", user.url(password))
-            // Room for a slow machine, yet under the second a retry of a refused connection
-            // would wait (which would hide Redis's answer behind a timeout, and start).
+            // Room for a slow machine, yet shorter than the backoff before a retry of a
+            // refused connection (a retry would hide Redis's answer behind a timeout, and
+            // the issuer would start).
             .env("ISSUER_REDIS_TIMEOUT_MS", "400")
             .env("ISSUER_REDIS_LEASE_TTL_MS", "800")
             .arg("serve")

@@ -89,9 +89,10 @@ pub struct Config {
     /// Where the token-endpoint limits keep their state: `memory` (each instance its own, so
     /// N instances allow N times the plans) or `redis` (one state for every instance).
     pub limits_backend: LimitsBackend,
-    /// The Redis server of `limits_backend = "redis"` (`redis://` or `rediss://`), with a
-    /// user that may run EVALSHA, SCRIPT LOAD, MGET and SET on `edgeward:issuer:limit:*`
-    /// (checked at start: `limits::RedisRefused`).
+    /// The Redis server of `limits_backend = "redis"` (`redis://`: the client is built
+    /// without TLS, so `rediss://` is refused), with a user that may run EVALSHA, SCRIPT
+    /// LOAD, MGET and SET on `edgeward:issuer:limit:*` (checked at start:
+    /// `limits::RedisRefused`).
     pub redis_url: String,
     /// Longest wait for Redis per decision, in ms; past it (or with Redis down) the decision
     /// is this instance's own, from memory (fail open: counted and logged).

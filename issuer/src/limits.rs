@@ -539,6 +539,11 @@ struct RedisLink {
     /// Set while the task connects: the decisions that arrive meanwhile are made from
     /// memory at once rather than queue behind the attempt.
     connecting: AtomicBool,
+    /// Set when Redis answered a call with an error: the next call, after `REDIS_RETRY`,
+    /// goes on a new connection. The manager reconnects by itself only after an I/O
+    /// error, and a reconnect that Redis refused (a password changed, a user deleted) or a
+    /// node that became a replica would otherwise fail every call until a restart.
+    reopen: AtomicBool,
 }
 
 /// One decision waiting for a call: its time, its charges, and where its answer goes.
@@ -631,6 +636,7 @@ impl RedisStore {
                 script: redis::Script::new(GCRA_SCRIPT),
                 down_until: Mutex::new(None),
                 connecting: AtomicBool::new(false),
+                reopen: AtomicBool::new(false),
             }),
             calls: Mutex::new(None),
             next_log: Mutex::new(None),
@@ -854,13 +860,17 @@ fn answer(batch: Vec<Queued>, answers: &Result<Vec<u64>, RedisLimitError>) {
 
 impl RedisLink {
     /// The connection for the next call (a handle onto one multiplexed connection), made
-    /// once; none while Redis counts as down.
+    /// once, and again after Redis answered a call with an error; none while Redis counts
+    /// as down.
     async fn connection(
         &self,
         connection: &mut Option<redis::aio::ConnectionManager>,
     ) -> Result<redis::aio::ConnectionManager, RedisLimitError> {
         if is_down(&self.down_until) {
             return Err(RedisLimitError::Down);
+        }
+        if self.reopen.swap(false, Ordering::Relaxed) {
+            *connection = None;
         }
         match connection {
             Some(made) => Ok(made.clone()),
@@ -931,6 +941,7 @@ impl RedisLink {
             // next calls until REDIS_RETRY decide from memory at once.
             Ok(Err(err)) => {
                 mark_down(&self.down_until);
+                self.reopen.store(true, Ordering::Relaxed);
                 Err(RedisLimitError::Redis(err.to_string()))
             }
             Err(_) => {

@@ -490,8 +490,9 @@ fn a_redis_user_allowed_the_named_commands_alone_serves_the_limits() {
     let settings: [(&str, &std::ffi::OsStr); 4] = [
         ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
         ("ISSUER_REDIS_URL", url.as_ref()),
-        ("ISSUER_REDIS_TIMEOUT_MS", "400".as_ref()),
-        ("ISSUER_REDIS_LEASE_TTL_MS", "800".as_ref()),
+        // Room for a slow machine: a start-up check with no answer in time would pass.
+        ("ISSUER_REDIS_TIMEOUT_MS", "1000".as_ref()),
+        ("ISSUER_REDIS_LEASE_TTL_MS", "2000".as_ref()),
     ];
     let (mut server, port, log) = spawn_serve(&dir, &settings);
     let form = client_form(&dir, "narrow user");
@@ -515,17 +516,10 @@ impl AclUser {
     fn new(rules: &[&str]) -> Self {
         let name = support::unique("edgeward-test");
         let password = support::unique("password");
-        let mut command = redis::cmd("ACL");
-        command
-            .arg("SETUSER")
-            .arg(&name)
-            .arg("on")
-            .arg(format!(">{password}"))
-            .arg("~edgeward:issuer:limit:*");
-        for rule in rules {
-            command.arg(*rule);
-        }
-        command.exec(&mut Self::admin()).unwrap();
+        let secret = format!(">{password}");
+        let mut args = vec!["SETUSER", &name, "on", &secret, "~edgeward:issuer:limit:*"];
+        args.extend_from_slice(rules);
+        Self::admin("ACL", &args).unwrap();
         Self { name, password }
     }
 
@@ -539,21 +533,72 @@ impl AclUser {
         format!("redis://{}:{password}@{address}", self.name)
     }
 
-    fn admin() -> redis::Connection {
-        redis::Client::open(redis_url().as_str())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+    /// Runs `ACL` or `CLIENT` `args` as the test's own Redis user.
+    fn admin(command: &str, args: &[&str]) -> redis::RedisResult<()> {
+        let mut connection = redis::Client::open(redis_url().as_str())?.get_connection()?;
+        redis::cmd(command).arg(args).exec(&mut connection)
     }
 }
 
 impl Drop for AclUser {
     fn drop(&mut self) {
-        let _ = redis::cmd("ACL")
-            .arg("DELUSER")
-            .arg(&self.name)
-            .exec(&mut Self::admin());
+        // Not unwrapped: a panic while a test is already panicking would abort the run.
+        let _ = Self::admin("ACL", &["DELUSER", &self.name]);
     }
+}
+
+/// A running instance whose Redis refuses its user on a reconnect (the password changed,
+/// the connections killed) decides from memory, and goes back to Redis once the password is
+/// right again, without a restart: the connection is made anew after Redis answers a call
+/// with an error.
+#[test]
+fn an_instance_goes_back_to_redis_once_its_refused_user_is_mended() {
+    let dir = support::temp_dir();
+    let user = AclUser::new(&["+evalsha", "+script|load", "+mget", "+set"]);
+    let url = user.url(&user.password);
+    let settings: [(&str, &std::ffi::OsStr); 6] = [
+        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
+        ("ISSUER_REDIS_URL", url.as_ref()),
+        ("ISSUER_REDIS_TIMEOUT_MS", "1000".as_ref()),
+        // Every decision asks Redis (no leases), and none is refused for its rate.
+        ("ISSUER_REDIS_LEASE_TTL_MS", "0".as_ref()),
+        (
+            "ISSUER_TOKEN_RATE_PER_CLIENT",
+            "1000/60s;burst=1000".as_ref(),
+        ),
+        (
+            "ISSUER_TOKEN_RATE_PER_ADDRESS",
+            "1000/60s;burst=1000".as_ref(),
+        ),
+    ];
+    let (mut server, port, _) = spawn_serve(&dir, &settings);
+    let form = client_form(&dir, "refused and mended");
+    let fallbacks = || metric(port, "issuer_limits_redis_fallbacks_total").unwrap();
+    assert_eq!(post_token(port, &form).0, 200);
+    assert_eq!(fallbacks(), 0);
+    AclUser::admin("ACL", &["SETUSER", &user.name, "resetpass", ">changed"]).unwrap();
+    AclUser::admin("CLIENT", &["KILL", "USER", &user.name]).unwrap();
+    let refused = Instant::now() + Duration::from_secs(10);
+    while fallbacks() == 0 {
+        assert_eq!(post_token(port, &form).0, 200, "fails open");
+        assert!(Instant::now() < refused, "no decision fell back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let password = format!(">{}", user.password);
+    AclUser::admin("ACL", &["SETUSER", &user.name, "resetpass", &password]).unwrap();
+    // Back in Redis: a token whose decision did not fall back.
+    let mended = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = fallbacks();
+        assert_eq!(post_token(port, &form).0, 200);
+        if fallbacks() == before {
+            break;
+        }
+        assert!(Instant::now() < mended, "decisions still fall back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
 }
 
 /// Issue 32: `SIGHUP` re-reads the configuration file. What may change while running takes

@@ -174,8 +174,19 @@ impl TokenLimits {
     pub async fn probe_redis(&self, now: UnixTime) -> Result<RedisProbe, RedisRefused> {
         match &self.redis {
             Some(redis) => {
-                let now_micros = now.as_millis().saturating_mul(1_000);
-                redis.link.probe(now_micros).await
+                // One decision of one charge of no requests (any plan: it charges nothing).
+                let (answer, _) = oneshot::channel();
+                let probe = Queued {
+                    now_micros: now.as_millis().saturating_mul(1_000),
+                    charges: vec![QueuedCharge {
+                        key: PROBE_KEY.to_owned(),
+                        plan: self.per_client.plan(),
+                        signed_cost: 0,
+                        extra: 0,
+                    }],
+                    answer,
+                };
+                redis.link.probe(&probe).await
             }
             None => Ok(RedisProbe::NotUsed),
         }
@@ -602,7 +613,8 @@ struct QueuedCharge {
     key: String,
     plan: RatePlan,
     /// In requests, at least 1; negative when the charge is not enforced (the script reads
-    /// the sign).
+    /// the sign); 0 only in the start-up call (`TokenLimits::probe_redis`), which charges
+    /// nothing.
     signed_cost: i64,
     /// Permits to charge beyond it, when they fit at once: a lease's ask (`leases`).
     extra: u32,
@@ -885,6 +897,25 @@ impl RedisLink {
         mut connection: redis::aio::ConnectionManager,
         batch: &[Queued],
     ) -> Result<Vec<u64>, RedisLimitError> {
+        let invocation = self.invocation(batch);
+        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await {
+            Ok(Ok(answers)) => Ok(answers),
+            // A Redis that stopped answering costs one timeout, not one per request: the
+            // next calls until REDIS_RETRY decide from memory at once.
+            Ok(Err(err)) => {
+                mark_down(&self.down_until);
+                self.reopen.store(true, Ordering::Relaxed);
+                Err(RedisLimitError::Redis(err.to_string()))
+            }
+            Err(_) => {
+                mark_down(&self.down_until);
+                Err(RedisLimitError::Timeout)
+            }
+        }
+    }
+
+    /// [`GCRA_SCRIPT`]'s call for `batch`, its keys and numbers as the script reads them.
+    fn invocation<'a>(&'a self, batch: &'a [Queued]) -> redis::ScriptInvocation<'a> {
         // The batch's plans, each once (a handful: one per limit table), and its keys, each
         // once, with their plans; each charge names its key as the script numbers them (from
         // 1). A key names its plan (`RedisStore::decide`), so one key has one plan.
@@ -935,20 +966,7 @@ impl RedisLink {
             }
         }
         invocation.arg(packed);
-        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await {
-            Ok(Ok(answers)) => Ok(answers),
-            // A Redis that stopped answering costs one timeout, not one per request: the
-            // next calls until REDIS_RETRY decide from memory at once.
-            Ok(Err(err)) => {
-                mark_down(&self.down_until);
-                self.reopen.store(true, Ordering::Relaxed);
-                Err(RedisLimitError::Redis(err.to_string()))
-            }
-            Err(_) => {
-                mark_down(&self.down_until);
-                Err(RedisLimitError::Timeout)
-            }
-        }
+        invocation
     }
 
     /// A new connection, within twice the timeout; a failure marks Redis down. Decisions
@@ -994,7 +1012,7 @@ impl RedisLink {
     /// decision sends after Redis restarts or fails over), then one decision of one charge of
     /// no requests (`EVALSHA`), on [`PROBE_KEY`], which the script then keeps for a
     /// millisecond. It leaves `down_until` alone: the decisions find out for themselves.
-    async fn probe(&self, now_micros: u64) -> Result<RedisProbe, RedisRefused> {
+    async fn probe(&self, probe: &Queued) -> Result<RedisProbe, RedisRefused> {
         let mut connection = match self.open().await {
             Some(Ok(connection)) => connection,
             Some(Err(err)) => return judged(&err),
@@ -1005,22 +1023,18 @@ impl RedisLink {
             Ok(Err(err)) => return judged(&err),
             Err(_) => return Ok(RedisProbe::Unreachable("no answer in time".to_owned())),
         }
-        // As `call` packs them: one plan (one request a second, burst 1), the key's plan,
-        // one decision of one charge at `now_micros`: key 1, cost 0, no extra permits.
-        let numbers = [1.0, 1e6, 1.0, 1.0, 1.0, now_micros as f64, 1.0, 0.0, 0.0];
-        let packed: Vec<u8> = numbers.iter().flat_map(|n: &f64| n.to_le_bytes()).collect();
-        let mut invocation = self.script.prepare_invoke();
-        invocation.key(PROBE_KEY).arg(packed);
+        let batch = std::slice::from_ref(probe);
         let answer = tokio::time::timeout(
             self.timeout,
-            invocation.invoke_async::<Vec<u64>>(&mut connection),
+            self.invocation(batch)
+                .invoke_async::<Vec<u64>>(&mut connection),
         )
         .await;
         match answer {
-            // Five numbers for the decision, one for its charge.
-            Ok(Ok(answer)) if answer.len() == 6 => Ok(RedisProbe::Ready),
+            // No charge of it is enforced, so none decides: its length is what there is to check.
+            Ok(Ok(answer)) if answer.len() == probe.answer_len() => Ok(RedisProbe::Ready),
             Ok(Ok(answer)) => Err(RedisRefused(format!(
-                "the script answered {} numbers, not 6",
+                "an answer of {} numbers, not one decision's",
                 answer.len()
             ))),
             Ok(Err(err)) => judged(&err),

@@ -485,7 +485,7 @@ fn a_redis_that_refuses_the_limits_script_stops_start_up() {
 #[test]
 fn a_redis_user_allowed_the_named_commands_alone_serves_the_limits() {
     let dir = support::temp_dir();
-    let user = AclUser::new(&["+evalsha", "+script|load", "+mget", "+set"]);
+    let user = AclUser::new(&LIMITS_COMMANDS);
     let url = user.url(&user.password);
     let settings: [(&str, &std::ffi::OsStr); 4] = [
         ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
@@ -503,6 +503,9 @@ fn a_redis_user_allowed_the_named_commands_alone_serves_the_limits() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// What the start-up error says the issuer's Redis user needs (on the limits' keys).
+const LIMITS_COMMANDS: [&str; 4] = ["+evalsha", "+script|load", "+mget", "+set"];
 
 /// A Redis ACL user of its own per test run (tests run in parallel and again) on the limits'
 /// keys, with a password of its own; deleted when dropped, a failed assertion included.
@@ -554,7 +557,7 @@ impl Drop for AclUser {
 #[test]
 fn an_instance_goes_back_to_redis_once_its_refused_user_is_mended() {
     let dir = support::temp_dir();
-    let user = AclUser::new(&["+evalsha", "+script|load", "+mget", "+set"]);
+    let user = AclUser::new(&LIMITS_COMMANDS);
     let url = user.url(&user.password);
     let settings: [(&str, &std::ffi::OsStr); 6] = [
         ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),

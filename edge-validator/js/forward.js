@@ -57,11 +57,13 @@ export function forward(request, target, prefix, name, value) {
   });
 }
 
-/** `response` with two headers set: a fetched response's own headers are immutable, so
- * status, headers and the body stream move to a new one. */
-export function withHeaders(response, name1, value1, name2, value2) {
+/** `response` with the headers whose values are given set (the rate-limit pair, named by
+ * wasm, and `DPoP-Nonce`): a fetched response's own headers are immutable, so status,
+ * headers and the body stream move to a new one. */
+export function withHeaders(response, name1, value1, name2, value2, dpopNonce) {
   const out = new Response(response.body, response);
-  out.headers.set(name1, value1);
-  out.headers.set(name2, value2);
+  if (value1 != null) out.headers.set(name1, value1);
+  if (value2 != null) out.headers.set(name2, value2);
+  if (dpopNonce != null) out.headers.set("dpop-nonce", dpopNonce);
   return out;
 }

@@ -151,14 +151,15 @@ export function status(response) {
   return response.status;
 }
 
-/** The edge's own answer: `status` and a JSON `body`, with `www-authenticate`, `retry-after`
- * and the two rate-limit headers (names from Rust) when their values are given. */
-export function respond(status, body, challenge, retryAfter, policyName, policy, rateLimitName, rateLimit) {
+/** The edge's own answer: `status` and a JSON `body`, with `www-authenticate`, `retry-after`,
+ * the two rate-limit headers (names from Rust) and `dpop-nonce` when their values are given. */
+export function respond(status, body, challenge, retryAfter, policyName, policy, rateLimitName, rateLimit, dpopNonce) {
   const headers = new Headers({ "content-type": "application/json", "cache-control": "no-store" });
   if (challenge != null) headers.set("www-authenticate", challenge);
   if (retryAfter != null) headers.set("retry-after", retryAfter);
   if (policy != null) headers.set(policyName, policy);
   if (rateLimit != null) headers.set(rateLimitName, rateLimit);
+  if (dpopNonce != null) headers.set("dpop-nonce", dpopNonce);
   return new Response(body, { status, headers });
 }
 

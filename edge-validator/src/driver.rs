@@ -20,8 +20,9 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::isolate::{
-    event_line, Answer, Body, CachedCopy, Config, ConfigError, EdgeError, Expect, FetchError,
-    Fetched, ForwardError, Head, Io, Isolate, KeyName, Level, Next, Reply, Side, WaitId,
+    event_line, Added, Answer, Body, CachedCopy, Config, ConfigError, EdgeError, Expect,
+    FetchError, Fetched, ForwardError, Head, Io, Isolate, KeyName, Level, Next, Reply, Side,
+    WaitId,
 };
 use runtime::Env;
 use webcrypto::WebCrypto;
@@ -257,17 +258,27 @@ impl Driver {
         }
         match next {
             Next::Reply(reply, _) => respond(&self.names, &reply),
-            Next::PassOn(headers, _) => {
+            Next::PassOn(added, _) => {
                 let response = settled.cloned().unwrap_or(JsValue::UNDEFINED);
-                Ok(match headers {
-                    Some(headers) => js::with_headers(
-                        &response,
-                        &self.names.policy,
-                        &headers.policy,
-                        &self.names.rate_limit,
-                        &headers.rate_limit,
-                    ),
-                    None => response,
+                Ok(match added {
+                    Added {
+                        rate_limit: None,
+                        dpop_nonce: None,
+                    } => response,
+                    Added {
+                        rate_limit,
+                        dpop_nonce,
+                    } => {
+                        let limited = rate_limit.as_ref();
+                        js::with_headers(
+                            &response,
+                            &self.names.policy,
+                            limited.map(|headers| headers.policy.as_str()),
+                            &self.names.rate_limit,
+                            limited.map(|headers| headers.rate_limit.as_str()),
+                            dpop_nonce.as_deref(),
+                        )
+                    }
                 })
             }
             Next::Idle(_) => Ok(JsValue::UNDEFINED),
@@ -428,6 +439,7 @@ fn respond(names: &Names, reply: &Reply) -> Result<JsValue, JsValue> {
         limited.map(|headers| headers.policy.as_str()),
         &names.rate_limit,
         limited.map(|headers| headers.rate_limit.as_str()),
+        reply.dpop_nonce.as_deref(),
     )?
     .into())
 }

@@ -51,7 +51,7 @@ pub use io::{
 pub use leases::object_answer;
 pub use log::event_line;
 pub use proofs::replay_entries;
-pub use reply::{EdgeError, RateLimitHeaders, Reply};
+pub use reply::{Added, EdgeError, RateLimitHeaders, Reply};
 pub use waits::{WaitId, EPOCH_BITS};
 
 use keys::{freshness_name, KeyEvent, KeySet, Keys, Refresh, RefreshStep};
@@ -116,7 +116,7 @@ pub enum Next<T> {
     /// Start [`Isolate::io`] of this wait; the event's answer is its promise.
     Wait(WaitId),
     /// Answer with the origin's response, with these headers set.
-    PassOn(Option<RateLimitHeaders>, T),
+    PassOn(Added, T),
     /// Nothing to answer (a background job's step is over).
     Idle(T),
 }
@@ -213,6 +213,9 @@ struct Arrived {
     keys_since: Option<UnixTime>,
     /// How its token was presented, as `serve` read it (on each pass) from `Authorization`.
     scheme: Scheme,
+    /// A new DPoP nonce for the origin's answer to carry: its proof's nonce is from the
+    /// window before this one, and is good for one more window at most.
+    dpop_nonce: Option<String>,
 }
 
 /// The preparation waits a request has had (each at most once).
@@ -386,7 +389,7 @@ impl Polled {
 struct Forwarded {
     log: RequestLog,
     started: UnixTime,
-    headers: Option<RateLimitHeaders>,
+    headers: Added,
     target: String,
     /// `None` for a public route.
     assertion: Option<String>,
@@ -455,6 +458,7 @@ impl<T: Clone> Isolate<T> {
             waited: Waited::default(),
             keys_since: None,
             scheme: Scheme::Bearer,
+            dpop_nonce: None,
         };
         self.serve(arrived, exchange, now)
     }
@@ -1019,17 +1023,33 @@ impl<T: Clone> Isolate<T> {
                 bound_to: Some(jkt),
             };
             let check = dpop::check(proof, &request, &self.config.dpop_rules, now)?;
+            let renew = self.judge_nonce(check.nonce(), now)?;
             let message_len = check.signing_input().len();
             let key = check.key().uncompressed_point();
-            Ok((message_len, *check.signature(), key, check.into_pending()))
+            Ok((
+                message_len,
+                *check.signature(),
+                key,
+                check.into_pending(),
+                renew,
+            ))
         });
-        let (message_len, raw_signature, point, proof) = match checked {
+        let (message_len, raw_signature, point, proof, renew) = match checked {
             Ok(checked) => checked,
+            Err(ProofError::UseNonce) => {
+                // Not charged as a failed authentication: the token and the proof's form
+                // passed, and every client meets this at its first request and after a
+                // pause. It costs the edge one HMAC, less than a charge would.
+                let challenge = Rejection::Dpop(ProofError::UseNonce);
+                return self.reply(exchange, Some(log), &challenge.into(), now);
+            }
             Err(error) => {
                 let ip = client_network(head);
                 return self.reject(arrived, exchange, &ip, Rejection::Dpop(error), log, now);
             }
         };
+        let mut arrived = arrived;
+        arrived.dpop_nonce = renew;
         let jkt = jkt.as_str().to_owned();
         if self.proof_keys.get(&jkt).is_none() {
             if arrived.waited.proof_import {
@@ -1037,7 +1057,6 @@ impl<T: Clone> Isolate<T> {
                 let unavailable = Rejection::Dpop(ProofError::VerifierUnavailable);
                 return self.reply(exchange, Some(log), &unavailable.into(), now);
             }
-            let mut arrived = arrived;
             arrived.waited.proof_import = true;
             let on = Suspended::Import {
                 arrived: Box::new(arrived),
@@ -1058,6 +1077,24 @@ impl<T: Clone> Isolate<T> {
             started: now,
         };
         self.park_request(exchange, Suspended::Proof(Box::new(proving)))
+    }
+
+    /// The edge's judgement of a proof's `nonce` (RFC 9449 §9), when it requires them: a new
+    /// nonce to hand the client if the proof's is from the window before (`None` if it is
+    /// current, or nonces are off), or [`ProofError::UseNonce`] if it has no good one.
+    fn judge_nonce(
+        &self,
+        nonce: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Option<String>, ProofError> {
+        let Some((nonces, lifetime)) = &self.config.dpop_nonces else {
+            return Ok(None);
+        };
+        match nonce.and_then(|nonce| nonces.age(nonce, now, *lifetime)) {
+            Some(dpop::NonceAge::Current) => Ok(None),
+            Some(dpop::NonceAge::Previous) => Ok(Some(nonces.issue(now, *lifetime))),
+            None => Err(ProofError::UseNonce),
+        }
     }
 
     /// The driver imported the proof key for thumbprint `jkt`: kept, and the keys it pushed
@@ -1860,7 +1897,10 @@ impl<T: Clone> Isolate<T> {
             assertion,
             log,
             started: now,
-            headers,
+            headers: Added {
+                rate_limit: headers,
+                dpop_nonce: arrived.dpop_nonce,
+            },
         };
         self.park_request(exchange, Suspended::Origin(Box::new(forwarded)))
     }
@@ -1905,7 +1945,12 @@ impl<T: Clone> Isolate<T> {
             _ => {}
         }
         let dpop = log.as_ref().is_some_and(|log| log.dpop_challenge);
-        let reply = Reply::of(error, dpop);
+        let mut reply = Reply::of(error, dpop);
+        if let (true, Some((nonces, lifetime))) = (dpop, &self.config.dpop_nonces) {
+            // Every answer of the edge's own to a DPoP request carries the nonce to make the
+            // next proof with, `use_dpop_nonce` above all (RFC 9449 §9), as the issuer's do.
+            reply.dpop_nonce = Some(nonces.issue(now, *lifetime));
+        }
         if let Some(mut log) = log {
             log.failed(error);
             self.finish(log, reply.status, now);

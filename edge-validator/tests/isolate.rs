@@ -16,10 +16,11 @@ mod fixtures;
 use std::collections::HashMap;
 
 use edge_validator::isolate::{
-    Answer, Body, CachedCopy, Config, CopyToStore, Expect, FetchError, Fetched, ForwardError, Head,
-    Io, Isolate, KeyName, Level, Next, Reply, Side, WaitId, HEALTH_PATH,
+    Added, Answer, Body, CachedCopy, Config, CopyToStore, Expect, FetchError, Fetched,
+    ForwardError, Head, Io, Isolate, KeyName, Level, Next, Reply, Side, WaitId, HEALTH_PATH,
 };
 use serde_json::{json, Value};
+use shared::dpop::Nonces;
 use shared::{AssertionKey, AssertionVerifier, SignatureVerifier, UnixTime};
 
 const JWKS_URL: &str = "https://issuer.test/jwks";
@@ -49,6 +50,8 @@ struct Edge {
     side: Vec<Side>,
     /// The points of the keys the driver imported, by name (verifies look them up).
     imported: HashMap<Named, [u8; 65]>,
+    /// What the edge set on the last origin response it passed on.
+    added: Option<Added>,
 }
 
 /// A [`KeyName`], owned: the driver's two namespaces of imported keys.
@@ -101,6 +104,7 @@ impl Edge {
             now: fixtures::now(),
             side: Vec::new(),
             imported: HashMap::new(),
+            added: None,
         }
     }
 
@@ -380,7 +384,14 @@ fn a_good_token_reaches_the_origin_with_an_assertion_the_origin_verifies() {
     assert_eq!(target, "https://origin.test/orders/7?x=1");
     let identity = origin_reads(&assertion, edge.now);
     assert_eq!(identity.client_id, "client-7");
-    let Next::PassOn(Some(headers), "request") = edge.answer(id, Answer::Origin(Ok(201))) else {
+    let Next::PassOn(
+        Added {
+            rate_limit: Some(headers),
+            dpop_nonce: None,
+        },
+        "request",
+    ) = edge.answer(id, Answer::Origin(Ok(201)))
+    else {
         panic!("the origin's answer is passed on with the RateLimit headers");
     };
     assert!(headers.policy.contains("client"), "{headers:?}");
@@ -1451,7 +1462,19 @@ impl Edge {
                     }
                     Asked::Forward { .. } => {
                         let passed = self.answer(id, Answer::Origin(Ok(200)));
-                        assert!(matches!(passed, Next::PassOn(Some(_), _)), "{passed:?}");
+                        assert!(
+                            matches!(
+                                passed,
+                                Next::PassOn(
+                                    Added {
+                                        rate_limit: Some(_),
+                                        ..
+                                    },
+                                    _
+                                )
+                            ),
+                            "{passed:?}"
+                        );
                         return (200, self.background_since(from));
                     }
                     other => panic!("{other:?}"),
@@ -1677,7 +1700,13 @@ fn lease_rate_limit_headers_count_what_the_object_has_left_and_what_the_isolate_
                     next = edge.answer(id, answer);
                 }
                 Asked::Forward { .. } => match edge.answer(id, Answer::Origin(Ok(200))) {
-                    Next::PassOn(Some(headers), _) => return headers.rate_limit,
+                    Next::PassOn(
+                        Added {
+                            rate_limit: Some(headers),
+                            ..
+                        },
+                        _,
+                    ) => return headers.rate_limit,
                     other => panic!("{other:?}"),
                 },
                 other => panic!("{other:?}"),
@@ -1849,7 +1878,10 @@ mod dpop {
                         let assertion = assertion.unwrap_or_default().to_owned();
                         // The origin's 200 ends the request (and writes its log line).
                         let next = self.answer(id, Answer::Origin(Ok(200)));
-                        assert!(matches!(next, Next::PassOn(..)), "{next:?}");
+                        let Next::PassOn(added, _) = next else {
+                            panic!("{next:?}");
+                        };
+                        self.added = Some(added);
                         return End::Origin(assertion);
                     }
                     Io::Join { .. } => {
@@ -2134,6 +2166,134 @@ fn attacks_on_dpop_never_reach_the_origin() {
         (401, Some("Bearer realm=\"edgeward\""))
     );
     assert!(seen.is_empty(), "no bad proof reached its replay object");
+}
+
+#[test]
+fn with_nonces_on_a_proof_needs_one_of_the_edges_and_is_handed_the_next() {
+    // Windows of 100 s; the fixtures' clock is at the start of one.
+    let secret = "edge-dpop-nonce-secret-0123456789abcdef";
+    let changes = [
+        ("DPOP_NONCE_SECRET", secret),
+        ("DPOP_NONCE_LIFETIME_SECS", "100"),
+    ];
+    let mut edge = Edge::with(&changes);
+    let mut seen = std::collections::HashSet::new();
+    let holder = Holder::new(4);
+    let token = bound_token(&holder);
+    let authorization = format!("DPoP {token}");
+    // A proof made `after` seconds past the fixtures' clock, with `nonce`.
+    let proof = |jti: &str, nonce: &str, after: u64| {
+        holder.proof(jti, &token, |_, claims| {
+            claims["nonce"] = json!(nonce);
+            claims["iat"] = json!(fixtures::NOW_SECS + after);
+        })
+    };
+    assert_eq!(fixtures::NOW_SECS % 100, 0, "the test's windows");
+
+    // No nonce: 401 use_dpop_nonce, with one to retry with; nothing charged, nothing asked.
+    let first = holder.proof("n1", &token, |_, _| {});
+    let reply = edge.dpop(&authorization, Some(&first), &mut seen).reply();
+    assert_eq!(
+        (reply.status, dpop::challenge(&reply).1.as_str()),
+        (401, "use_dpop_nonce")
+    );
+    assert!(reply.challenge.as_deref().unwrap().starts_with("DPoP "));
+    let nonce = reply
+        .dpop_nonce
+        .clone()
+        .expect("a DPoP-Nonce to retry with");
+    assert!(
+        seen.is_empty(),
+        "no replay call for a proof without a nonce"
+    );
+    let proof_keys = |edge: &Edge| {
+        edge.imported
+            .keys()
+            .filter(|key| matches!(key, Named::Proof(_)))
+            .count()
+    };
+    assert_eq!(proof_keys(&edge), 0, "nor an import of its key");
+
+    // The retry with it passes, and the origin's answer carries no new one (it is current).
+    assert!(matches!(
+        edge.dpop(&authorization, Some(&proof("n2", &nonce, 0)), &mut seen),
+        dpop::End::Origin(_)
+    ));
+    assert_eq!(edge.added.take().unwrap().dpop_nonce, None);
+
+    // Another server's nonce, an edited one: the same 401 as none.
+    let other = Nonces::from_secret(b"another-servers-secret-0123456789abcdef").unwrap();
+    let mut edited = nonce.clone().into_bytes();
+    edited[3] = if edited[3] == b'A' { b'B' } else { b'A' };
+    let bad = [
+        other.issue(edge.now, 100),
+        format!("{nonce}x"),
+        String::from_utf8(edited).unwrap(),
+    ];
+    for (at, nonce) in bad.iter().enumerate() {
+        let proof = proof(&format!("bad{at}"), nonce, 0);
+        let reply = edge.dpop(&authorization, Some(&proof), &mut seen).reply();
+        assert_eq!(dpop::challenge(&reply).1, "use_dpop_nonce", "{nonce}");
+    }
+
+    // In the next window: still good, and the origin's answer hands over that window's.
+    edge.advance_ms(199_999);
+    assert!(matches!(
+        edge.dpop(&authorization, Some(&proof("n3", &nonce, 199)), &mut seen),
+        dpop::End::Origin(_)
+    ));
+    let next = edge
+        .added
+        .take()
+        .unwrap()
+        .dpop_nonce
+        .expect("the next window's nonce");
+    assert_ne!(next, nonce);
+
+    // The window after: the first nonce is dead at its first millisecond, the new one good.
+    edge.advance_ms(1);
+    let reply = edge
+        .dpop(&authorization, Some(&proof("n4", &nonce, 200)), &mut seen)
+        .reply();
+    assert_eq!(dpop::challenge(&reply).1, "use_dpop_nonce");
+    assert!(matches!(
+        edge.dpop(&authorization, Some(&proof("n5", &next, 200)), &mut seen),
+        dpop::End::Origin(_)
+    ));
+    assert!(
+        edge.added.take().unwrap().dpop_nonce.is_some(),
+        "its last window"
+    );
+
+    // Every refusal of a DPoP request carries the nonce to use next (here a replay).
+    let reply = edge
+        .dpop(&authorization, Some(&proof("n5", &next, 200)), &mut seen)
+        .reply();
+    assert_eq!(dpop::challenge(&reply).1, "invalid_dpop_proof");
+    assert!(reply.dpop_nonce.is_some());
+    // A bearer request's refusal carries none.
+    let Next::Reply(bearer, _) = edge.request("not-a-token") else {
+        panic!("a malformed bearer token is refused at once");
+    };
+    assert_eq!((bearer.status, bearer.dpop_nonce), (401, None));
+}
+
+#[test]
+fn a_nonce_setting_out_of_range_or_a_short_secret_stops_the_edge() {
+    let config = |changes: &[(&str, &str)]| {
+        let mut vars = settings();
+        for (name, value) in changes {
+            vars.insert(name, (*value).to_owned());
+        }
+        Config::from_vars(&|name: &str| vars.get(name).cloned())
+            .err()
+            .map(|err| err.to_string())
+    };
+    let short = config(&[("DPOP_NONCE_SECRET", "too-short")]).unwrap();
+    assert!(short.contains("DPOP_NONCE_SECRET"), "{short}");
+    let window = config(&[("DPOP_NONCE_LIFETIME_SECS", "5")]).unwrap();
+    assert!(window.contains("10 to 3600"), "{window}");
+    assert!(config(&[("DPOP_NONCE_LIFETIME_SECS", "3600")]).is_none());
 }
 
 #[test]

@@ -6,10 +6,10 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, LimitsBackend, Reload};
 use crate::db::Db;
-use crate::dpop::Nonces;
 use crate::keys::{Kek, SigningKeys};
 use crate::limits::TokenLimits;
 use crate::metrics::Metrics;
+use shared::dpop::Nonces;
 
 /// Shared by every request; cheap to clone (handles and `Arc`s).
 #[derive(Clone, Debug)]

@@ -38,6 +38,9 @@ use crate::time::UnixTime;
 use crate::token::SIGNATURE_LEN;
 use crate::verifier::{AsyncSignatureVerifier, SignatureVerifier};
 
+mod nonce;
+pub use nonce::{NonceAge, NonceKeyError, Nonces, MIN_SECRET_LEN as MIN_NONCE_SECRET_LEN};
+
 /// The algorithms a proof may use, as `WWW-Authenticate: DPoP algs="…"` and the issuer's
 /// `dpop_signing_alg_values_supported` name them.
 pub const PROOF_ALGS: &[&str] = &["ES256"];
@@ -632,6 +635,13 @@ impl<'p> ProofCheck<'p> {
     #[must_use]
     pub fn signature(&self) -> &[u8; SIGNATURE_LEN] {
         &self.signature
+    }
+
+    /// The proof's `nonce`, if it carries one: a server that judges nonces ([`Nonces`]) can
+    /// refuse a proof before its signature is checked.
+    #[must_use]
+    pub fn nonce(&self) -> Option<&str> {
+        self.verified.nonce()
     }
 
     /// Step two with a synchronous backend.

@@ -76,6 +76,7 @@ extern "C" {
         policy: Option<&str>,
         rate_limit_name: &JsValue,
         rate_limit: Option<&str>,
+        dpop_nonce: Option<&str>,
     ) -> Result<web_sys::Response, JsValue>;
 
     /// The Cache API copy, as `cacheGet` resolves it.
@@ -117,14 +118,16 @@ extern "C" {
         name: &JsValue,
         value: Option<&str>,
     ) -> Result<js_sys::Promise, JsValue>;
-    /// `response` with two headers set.
+    /// `response` with the headers given values set: the two rate-limit headers, named,
+    /// and `DPoP-Nonce`.
     #[wasm_bindgen(js_name = withHeaders)]
     pub(super) fn with_headers(
         response: &JsValue,
         name1: &JsValue,
-        value1: &str,
+        value1: Option<&str>,
         name2: &JsValue,
-        value2: &str,
+        value2: Option<&str>,
+        dpop_nonce: Option<&str>,
     ) -> JsValue;
 }
 

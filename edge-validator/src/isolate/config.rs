@@ -63,6 +63,14 @@ pub const DPOP_PROOF_MAX_AGE_SECS: &str = "DPOP_PROOF_MAX_AGE_SECS";
 /// or `global` (one per key worldwide: once overall, at the cost of a round trip to where the
 /// object lives).
 pub const DPOP_REPLAY_SCOPE: &str = "DPOP_REPLAY_SCOPE";
+/// Secret: keys the edge's DPoP nonces (RFC 9449 §9; at least 32 bytes, the same on every
+/// location so that a nonce from one is good at all). Set, every DPoP proof must carry a
+/// nonce of the edge's: one without gets 401 `use_dpop_nonce` with a `DPoP-Nonce` to retry
+/// with. Unset (the default): proofs need none.
+pub const DPOP_NONCE_SECRET: &str = "DPOP_NONCE_SECRET";
+/// Var: the edge's DPoP nonce window, in seconds (10 to 3600, default 300): a nonce is good in
+/// the window it was made in and the next.
+pub const DPOP_NONCE_LIFETIME_SECS: &str = "DPOP_NONCE_LIFETIME_SECS";
 /// Var: timeout of each JWKS or feed fetch and of each ask of a rate-limit or DPoP replay
 /// object, in ms; also how long a request waits for another's lease ask.
 pub const FETCH_TIMEOUT_MS: &str = "FETCH_TIMEOUT_MS";
@@ -90,6 +98,8 @@ const DEFAULT_FETCH_TIMEOUT_MS: u64 = 2_000;
 const DEFAULT_REVOCATION_INTERVAL_MS: u64 = 5_000;
 const DEFAULT_LEASE_TTL_MS: u64 = 2_000;
 const DEFAULT_LEASE_MAX_PERMITS: u64 = 100;
+/// As the issuer's `dpop_nonce_lifetime_secs`.
+const DEFAULT_DPOP_NONCE_LIFETIME_SECS: u64 = 300;
 
 /// Where rate-limit state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +150,8 @@ pub struct Config {
     pub(crate) dpop_rules: shared::ProofRules,
     /// Which object remembers a key's proofs.
     pub(crate) dpop_replay_scope: RateLimitScope,
+    /// The edge's DPoP nonces and their window in seconds; `None`: proofs need none.
+    pub(crate) dpop_nonces: Option<(shared::dpop::Nonces, u64)>,
     pub(crate) fetch_timeout_ms: u64,
     pub(crate) refresh_policy: RefreshPolicy,
     pub(crate) revocation_interval_ms: u64,
@@ -275,6 +287,7 @@ impl Config {
             dpop_replay_scope: scope(env, DPOP_REPLAY_SCOPE)?,
             lease_policy: lease_policy(env)?,
             dpop_rules: dpop_rules(env)?,
+            dpop_nonces: dpop_nonces(env)?,
             fetch_timeout_ms: number(env, FETCH_TIMEOUT_MS, DEFAULT_FETCH_TIMEOUT_MS)?.max(1),
             refresh_policy,
             revocation_interval_ms: number(
@@ -339,6 +352,26 @@ fn dpop_rules(env: &impl Vars) -> Result<shared::ProofRules, ConfigError> {
         max_age_secs,
         ..defaults
     })
+}
+
+/// [`DPOP_NONCE_SECRET`] and [`DPOP_NONCE_LIFETIME_SECS`]: the window is checked even
+/// without the secret, so a typo fails before the day the secret is set.
+fn dpop_nonces(env: &impl Vars) -> Result<Option<(shared::dpop::Nonces, u64)>, ConfigError> {
+    let lifetime = number(
+        env,
+        DPOP_NONCE_LIFETIME_SECS,
+        DEFAULT_DPOP_NONCE_LIFETIME_SECS,
+    )?;
+    if !(10..=3600).contains(&lifetime) {
+        return Err(ConfigError(format!(
+            "var {DPOP_NONCE_LIFETIME_SECS} must be 10 to 3600, not {lifetime}"
+        )));
+    }
+    optional(env, DPOP_NONCE_SECRET)
+        .map(|secret| shared::dpop::Nonces::from_secret(secret.as_bytes()))
+        .transpose()
+        .map(|nonces| nonces.map(|nonces| (nonces, lifetime)))
+        .map_err(|err| ConfigError(format!("secret {DPOP_NONCE_SECRET}: {err}")))
 }
 
 /// The table [`ROUTES`] holds, checked again as the build checked it; without one, a table

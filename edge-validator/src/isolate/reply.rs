@@ -107,6 +107,17 @@ pub struct Reply {
     pub retry_after: Option<String>,
     /// `RateLimit-Policy` and `RateLimit`.
     pub rate_limit: Option<RateLimitHeaders>,
+    /// `DPoP-Nonce`: the edge's nonce to make the next proof with (RFC 9449 §9).
+    pub dpop_nonce: Option<String>,
+}
+
+/// What the edge sets on the origin's response it passes on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Added {
+    /// `RateLimit-Policy` and `RateLimit` (rate limiting on).
+    pub rate_limit: Option<RateLimitHeaders>,
+    /// `DPoP-Nonce`: a new nonce, for a client whose proof's nonce is in its last window.
+    pub dpop_nonce: Option<String>,
 }
 
 /// The values of `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
@@ -125,6 +136,7 @@ impl Reply {
             challenge: None,
             retry_after: None,
             rate_limit: None,
+            dpop_nonce: None,
         }
     }
 

@@ -78,7 +78,7 @@ async fn token(
     if config.dpop_require_nonce {
         let nonce = state
             .dpop_nonces
-            .issue(state.clock.now().as_secs(), config.dpop_nonce_lifetime_secs);
+            .issue(state.clock.now(), config.dpop_nonce_lifetime_secs);
         if let Ok(value) = HeaderValue::from_str(&nonce) {
             response.headers_mut().insert(DPOP_NONCE, value);
         }

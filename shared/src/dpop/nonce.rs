@@ -1,0 +1,171 @@
+//! A server's DPoP nonces (RFC 9449 §8 at the token endpoint, §9 at a resource), without
+//! state: a nonce is the number of the time window it was made in and an HMAC of that number.
+//! Every instance with the same key makes and accepts the same nonces, so a client may take
+//! one from any of them. A nonce is accepted in its own window and the next, so it lives
+//! between one and two lifetimes; within those, it is what bounds how long before its use a
+//! proof could have been made (a proof's `iat` is the client's word).
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::time::UnixTime;
+
+/// Shortest secret [`Nonces::from_secret`] takes, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Bytes of the nonce's MAC: 128 bits cannot be guessed within a window.
+const MAC_LEN: usize = 16;
+
+/// Names the key's purpose, so a secret shared with another use never makes its MACs.
+const LABEL: &[u8] = b"edgeward dpop nonce v1";
+
+/// A secret too short to key nonces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NonceKeyError {
+    /// The secret is shorter than [`MIN_SECRET_LEN`] bytes.
+    #[error("the DPoP nonce secret must be at least {MIN_SECRET_LEN} bytes")]
+    ShortSecret,
+}
+
+/// How old an accepted nonce is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceAge {
+    /// Made in the window now falls in.
+    Current,
+    /// Made in the window before: still good, and the client should be given a new one.
+    Previous,
+}
+
+/// Makes and checks one server's nonces.
+#[derive(Clone)]
+pub struct Nonces {
+    key: Hmac<Sha256>,
+}
+
+impl core::fmt::Debug for Nonces {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Nonces(<redacted>)")
+    }
+}
+
+impl Nonces {
+    /// Nonces under `key` (the same on every instance).
+    #[must_use]
+    pub fn new(key: [u8; 32]) -> Self {
+        // HMAC takes a key of any length: this cannot fail.
+        let key = <Hmac<Sha256> as Mac>::new_from_slice(&key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        Self { key }
+    }
+
+    /// Nonces under a key derived from `secret` for this purpose alone.
+    ///
+    /// # Errors
+    /// [`NonceKeyError::ShortSecret`] for a secret under [`MIN_SECRET_LEN`] bytes.
+    pub fn from_secret(secret: &[u8]) -> Result<Self, NonceKeyError> {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(NonceKeyError::ShortSecret);
+        }
+        let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        derive.update(LABEL);
+        Ok(Self::new(derive.finalize().into_bytes().into()))
+    }
+
+    fn mac(&self, window: u64) -> [u8; MAC_LEN] {
+        let mut mac = self.key.clone();
+        mac.update(&window.to_be_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(full.get(..MAC_LEN).unwrap_or(&[0; MAC_LEN]));
+        out
+    }
+
+    /// A nonce for the window of `lifetime_secs` that `now` falls in.
+    #[must_use]
+    pub fn issue(&self, now: UnixTime, lifetime_secs: u64) -> String {
+        let window = now.as_secs() / lifetime_secs.max(1);
+        let mut bytes = [0u8; 8 + MAC_LEN];
+        let (number, mac) = bytes.split_at_mut(8);
+        number.copy_from_slice(&window.to_be_bytes());
+        mac.copy_from_slice(&self.mac(window));
+        Base64UrlUnpadded::encode_string(&bytes)
+    }
+
+    /// How old `nonce` is, if an instance with this key made it in the window `now` falls
+    /// in or the one before; `None` for any other text.
+    #[must_use]
+    pub fn age(&self, nonce: &str, now: UnixTime, lifetime_secs: u64) -> Option<NonceAge> {
+        let mut bytes = [0u8; 8 + MAC_LEN];
+        let decoded = Base64UrlUnpadded::decode(nonce, &mut bytes).ok()?;
+        let (window, mac) = decoded.split_first_chunk::<8>()?;
+        if mac.len() != MAC_LEN {
+            return None;
+        }
+        let window = u64::from_be_bytes(*window);
+        let current = now.as_secs() / lifetime_secs.max(1);
+        let age = if window == current {
+            NonceAge::Current
+        } else if window.checked_add(1) == Some(current) {
+            NonceAge::Previous
+        } else {
+            return None;
+        };
+        bool::from(self.mac(window).as_slice().ct_eq(mac)).then_some(age)
+    }
+
+    /// Whether `nonce` is good now ([`age`](Self::age)).
+    #[must_use]
+    pub fn accepts(&self, nonce: &str, now: UnixTime, lifetime_secs: u64) -> bool {
+        self.age(nonce, now, lifetime_secs).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::from_secs(secs)
+    }
+
+    #[test]
+    fn a_nonce_lives_its_window_and_the_next() {
+        let nonces = Nonces::new([7; 32]);
+        let nonce = nonces.issue(at(1_000), 100);
+        assert_eq!(nonces.age(&nonce, at(1_000), 100), Some(NonceAge::Current));
+        assert_eq!(nonces.age(&nonce, at(1_099), 100), Some(NonceAge::Current));
+        assert_eq!(nonces.age(&nonce, at(1_100), 100), Some(NonceAge::Previous));
+        assert_eq!(nonces.age(&nonce, at(1_199), 100), Some(NonceAge::Previous));
+        assert!(!nonces.accepts(&nonce, at(1_200), 100));
+        assert!(
+            !nonces.accepts(&nonce, at(999), 100),
+            "not before its window"
+        );
+        assert!(!Nonces::new([8; 32]).accepts(&nonce, at(1_000), 100));
+        assert!(!nonces.accepts("", at(1_000), 100));
+        assert!(!nonces.accepts(&format!("{nonce}A"), at(1_000), 100));
+        let mut forged = Base64UrlUnpadded::decode_vec(&nonce).unwrap();
+        forged[7] += 1;
+        let forged = Base64UrlUnpadded::encode_string(&forged);
+        assert!(!nonces.accepts(&forged, at(1_100), 100));
+    }
+
+    #[test]
+    fn a_secret_keys_nonces_for_this_purpose_alone() {
+        assert_eq!(
+            Nonces::from_secret(&[1; 31]).err(),
+            Some(NonceKeyError::ShortSecret)
+        );
+        let derived = Nonces::from_secret(&[1; 32]).unwrap();
+        let nonce = derived.issue(at(500), 60);
+        assert!(derived.accepts(&nonce, at(500), 60));
+        assert!(
+            !Nonces::new([1; 32]).accepts(&nonce, at(500), 60),
+            "the secret is not the key"
+        );
+    }
+}

@@ -460,3 +460,120 @@ async fn a_proof_replayed_at_another_live_isolate_is_refused() {
         edges.log()
     );
 }
+
+/// An edge with `DPOP_NONCE_SECRET` (RFC 9449 §9): oauth4webapi meets its `use_dpop_nonce`,
+/// keeps the nonce and calls again, as its documentation says to; a proof without a nonce,
+/// or with another server's, never reaches the origin. (Nonce windows, to the millisecond, are
+/// the native tests' `with_nonces_on_a_proof_needs_one_of_the_edges_and_is_handed_the_next`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_requires_nonces_hands_oauth4webapi_one() {
+    let dir = temp_dir("dpop_nonce");
+    let port = free_port();
+    let issuer_url = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let settings = [
+        ("ISSUER_LISTEN", listen.as_str()),
+        ("ISSUER_ISSUER_URL", issuer_url.as_str()),
+        // The issuer's own nonces too: the library keeps one per server.
+        ("ISSUER_DPOP_REQUIRE_NONCE", "true"),
+    ];
+    let (_issuer, issuer_port) = issuer_with(&dir, &settings).await;
+    let audience = ["--audience", AUDIENCE];
+    let client = Client::create_with(
+        &dir,
+        &settings,
+        "dpop nonce client",
+        &[&audience[..], &["--require-dpop"]].concat(),
+    );
+    let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
+    let vars = EdgeSettings::new(issuer_port, origin_port)
+        .set("ISSUER", issuer_url.clone())
+        .set(
+            "DPOP_NONCE_SECRET",
+            "edge-dpop-nonce-secret-0123456789abcdef",
+        );
+    let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
+    let api = format!("http://127.0.0.1:{edge_port}/orders/7");
+
+    let got = node_client(
+        "dpop-nonce.mjs",
+        &[&issuer_url, &api, &client.id, &client.secret],
+    );
+    let calls = got["calls"].as_array().unwrap();
+    assert!(calls.iter().all(|call| call["status"] == 200), "{got}");
+    assert_eq!(
+        calls[0]["tries"], 2,
+        "the first call is asked for a nonce: {got}"
+    );
+    assert!(
+        calls[1..].iter().all(|call| call["tries"] == 1),
+        "then the library has one: {got}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "each call reached the origin once"
+    );
+
+    // By hand: a token of our own key, a proof without a nonce, then with the edge's.
+    let holder = Holder::new("dpop nonce holder");
+    let token_endpoint = format!("{issuer_url}/oauth2/token");
+    let token_request = |nonce: Option<&str>| {
+        let proof = holder.proof("POST", &token_endpoint, None, |_, claims| {
+            if let Some(nonce) = nonce {
+                claims["nonce"] = json!(nonce);
+            }
+        });
+        http()
+            .post(&token_endpoint)
+            .basic_auth(&client.id, Some(&client.secret))
+            .header("dpop", proof)
+            .form(&[("grant_type", "client_credentials"), ("scope", "read")])
+    };
+    let asked = Reply::of(token_request(None)).await;
+    let issuer_nonce = asked.header("dpop-nonce").unwrap().to_owned();
+    let granted = Reply::of(token_request(Some(&issuer_nonce))).await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    let token = granted.json()["access_token"].as_str().unwrap().to_owned();
+    let as_dpop = format!("DPoP {token}");
+
+    let reached = seen.lock().unwrap().len();
+    let bare = holder.proof("GET", &api, Some(&token), |_, _| {});
+    let refused = call(&api, Some(&as_dpop), Some(&bare)).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "use_dpop_nonce");
+    let challenge = refused.header("www-authenticate").unwrap();
+    assert!(
+        challenge.starts_with("DPoP ") && challenge.contains("error=\"use_dpop_nonce\""),
+        "{challenge}"
+    );
+    let nonce = refused
+        .header("dpop-nonce")
+        .expect("a nonce to retry with")
+        .to_owned();
+    // The issuer's nonce is not the edge's: each server keys its own.
+    let with = |nonce: &str| {
+        holder.proof("GET", &api, Some(&token), |_, claims| {
+            claims["nonce"] = json!(nonce)
+        })
+    };
+    let foreign = call(&api, Some(&as_dpop), Some(&with(&issuer_nonce))).await;
+    assert_eq!(
+        foreign.json()["error"],
+        "use_dpop_nonce",
+        "{}",
+        foreign.body
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        reached,
+        "no refused proof reached the origin"
+    );
+
+    let passed = call(&api, Some(&as_dpop), Some(&with(&nonce))).await;
+    assert_eq!(passed.status, 200, "{}", passed.body);
+    assert_eq!(seen.lock().unwrap().len(), reached + 1);
+    // A bearer client's refusal says nothing of nonces.
+    let bearer = call(&api, Some("Bearer not-a-token"), None).await;
+    assert_eq!((bearer.status, bearer.header("dpop-nonce")), (401, None));
+}

@@ -1092,9 +1092,15 @@ impl<T: Clone> Isolate<T> {
         };
         match nonce.and_then(|nonce| nonces.age(nonce, now, *lifetime)) {
             Some(dpop::NonceAge::Current) => Ok(None),
-            Some(dpop::NonceAge::Previous) => Ok(Some(nonces.issue(now, *lifetime))),
+            Some(dpop::NonceAge::Previous) => Ok(self.current_nonce(now)),
             None => Err(ProofError::UseNonce),
         }
+    }
+
+    /// The edge's DPoP nonce for now, when it requires them.
+    fn current_nonce(&self, now: UnixTime) -> Option<String> {
+        let (nonces, lifetime) = self.config.dpop_nonces.as_ref()?;
+        Some(nonces.issue(now, *lifetime))
     }
 
     /// The driver imported the proof key for thumbprint `jkt`: kept, and the keys it pushed
@@ -1946,10 +1952,10 @@ impl<T: Clone> Isolate<T> {
         }
         let dpop = log.as_ref().is_some_and(|log| log.dpop_challenge);
         let mut reply = Reply::of(error, dpop);
-        if let (true, Some((nonces, lifetime))) = (dpop, &self.config.dpop_nonces) {
+        if dpop {
             // Every answer of the edge's own to a DPoP request carries the nonce to make the
             // next proof with, `use_dpop_nonce` above all (RFC 9449 §9), as the issuer's do.
-            reply.dpop_nonce = Some(nonces.issue(now, *lifetime));
+            reply.dpop_nonce = self.current_nonce(now);
         }
         if let Some(mut log) = log {
             log.failed(error);

@@ -213,8 +213,8 @@ struct Arrived {
     keys_since: Option<UnixTime>,
     /// How its token was presented, as `serve` read it (on each pass) from `Authorization`.
     scheme: Scheme,
-    /// A new DPoP nonce for the origin's answer to carry: its proof's nonce is from the
-    /// window before this one, and is good for one more window at most.
+    /// The edge's DPoP nonce for the origin's answer to carry (nonces on, a DPoP request):
+    /// it replaces any the origin sent, which the client would otherwise keep for the edge.
     dpop_nonce: Option<String>,
 }
 
@@ -1023,7 +1023,7 @@ impl<T: Clone> Isolate<T> {
                 bound_to: Some(jkt),
             };
             let check = dpop::check(proof, &request, &self.config.dpop_rules, now)?;
-            let renew = self.judge_nonce(check.nonce(), now)?;
+            let next_nonce = self.judge_nonce(check.nonce(), now)?;
             let message_len = check.signing_input().len();
             let key = check.key().uncompressed_point();
             Ok((
@@ -1031,10 +1031,10 @@ impl<T: Clone> Isolate<T> {
                 *check.signature(),
                 key,
                 check.into_pending(),
-                renew,
+                next_nonce,
             ))
         });
-        let (message_len, raw_signature, point, proof, renew) = match checked {
+        let (message_len, raw_signature, point, proof, next_nonce) = match checked {
             Ok(checked) => checked,
             Err(ProofError::UseNonce) => {
                 // Not charged as a failed authentication: the token and the proof's form
@@ -1049,7 +1049,7 @@ impl<T: Clone> Isolate<T> {
             }
         };
         let mut arrived = arrived;
-        arrived.dpop_nonce = renew;
+        arrived.dpop_nonce = next_nonce;
         let jkt = jkt.as_str().to_owned();
         if self.proof_keys.get(&jkt).is_none() {
             if arrived.waited.proof_import {
@@ -1079,9 +1079,10 @@ impl<T: Clone> Isolate<T> {
         self.park_request(exchange, Suspended::Proof(Box::new(proving)))
     }
 
-    /// The edge's judgement of a proof's `nonce` (RFC 9449 §9), when it requires them: a new
-    /// nonce to hand the client if the proof's is from the window before (`None` if it is
-    /// current, or nonces are off), or [`ProofError::UseNonce`] if it has no good one.
+    /// The edge's judgement of a proof's `nonce` (RFC 9449 §9), when it requires them: the
+    /// nonce for the origin's answer to hand the client (the current one: a client's may be
+    /// in its last window), or [`ProofError::UseNonce`] if the proof has no good one. `None`
+    /// when nonces are off.
     fn judge_nonce(
         &self,
         nonce: Option<&str>,
@@ -1090,11 +1091,10 @@ impl<T: Clone> Isolate<T> {
         let Some((nonces, lifetime)) = &self.config.dpop_nonces else {
             return Ok(None);
         };
-        match nonce.and_then(|nonce| nonces.age(nonce, now, *lifetime)) {
-            Some(dpop::NonceAge::Current) => Ok(None),
-            Some(dpop::NonceAge::Previous) => Ok(self.current_nonce(now)),
-            None => Err(ProofError::UseNonce),
+        if !nonce.is_some_and(|nonce| nonces.accepts(nonce, now, *lifetime)) {
+            return Err(ProofError::UseNonce);
         }
+        Ok(Some(nonces.issue(now, *lifetime)))
     }
 
     /// The edge's DPoP nonce for now, when it requires them.

@@ -2169,12 +2169,14 @@ fn attacks_on_dpop_never_reach_the_origin() {
 }
 
 #[test]
-fn with_nonces_on_a_proof_needs_one_of_the_edges_and_is_handed_the_next() {
+fn with_nonces_on_a_proof_needs_one_of_the_edges_and_every_answer_hands_the_next() {
     // Windows of 100 s; the fixtures' clock is at the start of one.
     let secret = "edge-dpop-nonce-secret-0123456789abcdef";
+    // A failed-auth budget of two: the refusals for want of a nonce must not spend it.
     let changes = [
         ("DPOP_NONCE_SECRET", secret),
         ("DPOP_NONCE_LIFETIME_SECS", "100"),
+        ("FAILED_AUTH_PLAN", "2/60s;burst=2"),
     ];
     let mut edge = Edge::with(&changes);
     let mut seen = std::collections::HashSet::new();
@@ -2214,14 +2216,16 @@ fn with_nonces_on_a_proof_needs_one_of_the_edges_and_is_handed_the_next() {
     };
     assert_eq!(proof_keys(&edge), 0, "nor an import of its key");
 
-    // The retry with it passes, and the origin's answer carries no new one (it is current).
+    // The retry with it passes, and the origin's answer carries the edge's nonce (the same
+    // all through a window), in place of any the origin sent.
     assert!(matches!(
         edge.dpop(&authorization, Some(&proof("n2", &nonce, 0)), &mut seen),
         dpop::End::Origin(_)
     ));
-    assert_eq!(edge.added.take().unwrap().dpop_nonce, None);
+    assert_eq!(edge.added.take().unwrap().dpop_nonce, Some(nonce.clone()));
 
-    // Another server's nonce, an edited one: the same 401 as none.
+    // Another server's nonce, an edited one: the same 401 as none, never charged (a budget
+    // of two would have answered 429 by the last of these).
     let other = Nonces::from_secret(b"another-servers-secret-0123456789abcdef").unwrap();
     let mut edited = nonce.clone().into_bytes();
     edited[3] = if edited[3] == b'A' { b'B' } else { b'A' };
@@ -2256,14 +2260,12 @@ fn with_nonces_on_a_proof_needs_one_of_the_edges_and_is_handed_the_next() {
         .dpop(&authorization, Some(&proof("n4", &nonce, 200)), &mut seen)
         .reply();
     assert_eq!(dpop::challenge(&reply).1, "use_dpop_nonce");
+    let newest = reply.dpop_nonce.unwrap();
     assert!(matches!(
         edge.dpop(&authorization, Some(&proof("n5", &next, 200)), &mut seen),
         dpop::End::Origin(_)
     ));
-    assert!(
-        edge.added.take().unwrap().dpop_nonce.is_some(),
-        "its last window"
-    );
+    assert_eq!(edge.added.take().unwrap().dpop_nonce, Some(newest));
 
     // Every refusal of a DPoP request carries the nonce to use next (here a replay).
     let reply = edge
@@ -2291,6 +2293,10 @@ fn a_nonce_setting_out_of_range_or_a_short_secret_stops_the_edge() {
     };
     let short = config(&[("DPOP_NONCE_SECRET", "too-short")]).unwrap();
     assert!(short.contains("DPOP_NONCE_SECRET"), "{short}");
+    // The origins hold the assertion secret: it may not key the edge's nonces.
+    let assertion = settings()["ASSERTION_SECRET"].clone();
+    let shared = config(&[("DPOP_NONCE_SECRET", &assertion)]).unwrap();
+    assert!(shared.contains("the edge's alone"), "{shared}");
     let window = config(&[("DPOP_NONCE_LIFETIME_SECS", "5")]).unwrap();
     assert!(window.contains("10 to 3600"), "{window}");
     assert!(config(&[("DPOP_NONCE_LIFETIME_SECS", "3600")]).is_none());

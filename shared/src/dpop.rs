@@ -39,7 +39,7 @@ use crate::token::SIGNATURE_LEN;
 use crate::verifier::{AsyncSignatureVerifier, SignatureVerifier};
 
 mod nonce;
-pub use nonce::{NonceAge, NonceKeyError, Nonces, MIN_SECRET_LEN as MIN_NONCE_SECRET_LEN};
+pub use nonce::{NonceKeyError, Nonces, MIN_SECRET_LEN as MIN_NONCE_SECRET_LEN};
 
 /// The algorithms a proof may use, as `WWW-Authenticate: DPoP algs="…"` and the issuer's
 /// `dpop_signing_alg_values_supported` name them.

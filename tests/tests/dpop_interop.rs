@@ -464,7 +464,7 @@ async fn a_proof_replayed_at_another_live_isolate_is_refused() {
 /// An edge with `DPOP_NONCE_SECRET` (RFC 9449 §9): oauth4webapi meets its `use_dpop_nonce`,
 /// keeps the nonce and calls again, as its documentation says to; a proof without a nonce,
 /// or with another server's, never reaches the origin. (Nonce windows, to the millisecond, are
-/// the native tests' `with_nonces_on_a_proof_needs_one_of_the_edges_and_is_handed_the_next`.)
+/// the native tests' `with_nonces_on_a_proof_needs_one_of_the_edges_and_every_answer_hands_the_next`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_that_requires_nonces_hands_oauth4webapi_one() {
     let dir = temp_dir("dpop_nonce");

@@ -63,8 +63,8 @@ pub const DPOP_PROOF_MAX_AGE_SECS: &str = "DPOP_PROOF_MAX_AGE_SECS";
 /// or `global` (one per key worldwide: once overall, at the cost of a round trip to where the
 /// object lives).
 pub const DPOP_REPLAY_SCOPE: &str = "DPOP_REPLAY_SCOPE";
-/// Secret: keys the edge's DPoP nonces (RFC 9449 §9; at least 32 bytes, the same on every
-/// location so that a nonce from one is good at all). Set, every DPoP proof must carry a
+/// Secret: keys the edge's DPoP nonces (RFC 9449 §9; at least 32 bytes, the edge's alone,
+/// the same on every location so that a nonce from one is good at all). Set, every DPoP proof must carry a
 /// nonce of the edge's: one without gets 401 `use_dpop_nonce` with a `DPoP-Nonce` to retry
 /// with. Unset (the default): proofs need none.
 pub const DPOP_NONCE_SECRET: &str = "DPOP_NONCE_SECRET";
@@ -367,7 +367,16 @@ fn dpop_nonces(env: &impl Vars) -> Result<Option<(shared::dpop::Nonces, u64)>, C
             "var {DPOP_NONCE_LIFETIME_SECS} must be 10 to 3600, not {lifetime}"
         )));
     }
-    optional(env, DPOP_NONCE_SECRET)
+    let secret = optional(env, DPOP_NONCE_SECRET);
+    // The origins hold the assertion secret: with it, they could make the edge's nonces.
+    for other in [ASSERTION_SECRET, KEYSET_COPY_SECRET] {
+        if secret.is_some() && env.text(other) == secret {
+            return Err(ConfigError(format!(
+                "secret {DPOP_NONCE_SECRET} must be the edge's alone, not the same as {other}"
+            )));
+        }
+    }
+    secret
         .map(|secret| shared::dpop::Nonces::from_secret(secret.as_bytes()))
         .transpose()
         .map(|nonces| nonces.map(|nonces| (nonces, lifetime)))

@@ -116,7 +116,8 @@ pub struct Reply {
 pub struct Added {
     /// `RateLimit-Policy` and `RateLimit` (rate limiting on).
     pub rate_limit: Option<RateLimitHeaders>,
-    /// `DPoP-Nonce`: a new nonce, for a client whose proof's nonce is in its last window.
+    /// `DPoP-Nonce`: the edge's current nonce, on the answer to a DPoP request when the
+    /// edge requires nonces (it replaces any the origin sent).
     pub dpop_nonce: Option<String>,
 }
 

@@ -18,8 +18,9 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// Bytes of the nonce's MAC: 128 bits cannot be guessed within a window.
 const MAC_LEN: usize = 16;
 
-/// Names the key's purpose, so a secret shared with another use never makes its MACs.
-const LABEL: &[u8] = b"edgeward dpop nonce v1";
+/// Names the key's purpose, so a secret shared with another use never makes its MACs, nor
+/// the issuer's nonces (whose key the issuer derives from its KEK for a purpose of its own).
+const LABEL: &[u8] = b"edgeward edge dpop nonce v1";
 
 /// A secret too short to key nonces.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,15 +29,6 @@ pub enum NonceKeyError {
     /// The secret is shorter than [`MIN_SECRET_LEN`] bytes.
     #[error("the DPoP nonce secret must be at least {MIN_SECRET_LEN} bytes")]
     ShortSecret,
-}
-
-/// How old an accepted nonce is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NonceAge {
-    /// Made in the window now falls in.
-    Current,
-    /// Made in the window before: still good, and the client should be given a new one.
-    Previous,
 }
 
 /// Makes and checks one server's nonces.
@@ -95,32 +87,21 @@ impl Nonces {
         Base64UrlUnpadded::encode_string(&bytes)
     }
 
-    /// How old `nonce` is, if an instance with this key made it in the window `now` falls
-    /// in or the one before; `None` for any other text.
-    #[must_use]
-    pub fn age(&self, nonce: &str, now: UnixTime, lifetime_secs: u64) -> Option<NonceAge> {
-        let mut bytes = [0u8; 8 + MAC_LEN];
-        let decoded = Base64UrlUnpadded::decode(nonce, &mut bytes).ok()?;
-        let (window, mac) = decoded.split_first_chunk::<8>()?;
-        if mac.len() != MAC_LEN {
-            return None;
-        }
-        let window = u64::from_be_bytes(*window);
-        let current = now.as_secs() / lifetime_secs.max(1);
-        let age = if window == current {
-            NonceAge::Current
-        } else if window.checked_add(1) == Some(current) {
-            NonceAge::Previous
-        } else {
-            return None;
-        };
-        bool::from(self.mac(window).as_slice().ct_eq(mac)).then_some(age)
-    }
-
-    /// Whether `nonce` is good now ([`age`](Self::age)).
+    /// Whether an instance with this key made `nonce` in the window `now` falls in or the
+    /// one before.
     #[must_use]
     pub fn accepts(&self, nonce: &str, now: UnixTime, lifetime_secs: u64) -> bool {
-        self.age(nonce, now, lifetime_secs).is_some()
+        let mut bytes = [0u8; 8 + MAC_LEN];
+        let Ok(decoded) = Base64UrlUnpadded::decode(nonce, &mut bytes) else {
+            return false;
+        };
+        let Some((window, mac)) = decoded.split_first_chunk::<8>() else {
+            return false;
+        };
+        let window = u64::from_be_bytes(*window);
+        let current = now.as_secs() / lifetime_secs.max(1);
+        let in_time = window == current || window.checked_add(1) == Some(current);
+        mac.len() == MAC_LEN && in_time && bool::from(self.mac(window).as_slice().ct_eq(mac))
     }
 }
 
@@ -136,10 +117,9 @@ mod tests {
     fn a_nonce_lives_its_window_and_the_next() {
         let nonces = Nonces::new([7; 32]);
         let nonce = nonces.issue(at(1_000), 100);
-        assert_eq!(nonces.age(&nonce, at(1_000), 100), Some(NonceAge::Current));
-        assert_eq!(nonces.age(&nonce, at(1_099), 100), Some(NonceAge::Current));
-        assert_eq!(nonces.age(&nonce, at(1_100), 100), Some(NonceAge::Previous));
-        assert_eq!(nonces.age(&nonce, at(1_199), 100), Some(NonceAge::Previous));
+        for now in [1_000, 1_099, 1_100, 1_199] {
+            assert!(nonces.accepts(&nonce, at(now), 100), "{now}");
+        }
         assert!(!nonces.accepts(&nonce, at(1_200), 100));
         assert!(
             !nonces.accepts(&nonce, at(999), 100),
@@ -167,5 +147,10 @@ mod tests {
             !Nonces::new([1; 32]).accepts(&nonce, at(500), 60),
             "the secret is not the key"
         );
+        // The issuer keys its nonces with this label's old spelling: never the edge's.
+        let mut issuer_key = <Hmac<Sha256> as Mac>::new_from_slice(&[1; 32]).unwrap();
+        issuer_key.update(b"edgeward dpop nonce v1");
+        let issuer = Nonces::new(issuer_key.finalize().into_bytes().into());
+        assert!(!derived.accepts(&issuer.issue(at(500), 60), at(500), 60));
     }
 }

@@ -108,6 +108,14 @@ impl Edge {
         }
     }
 
+    /// How many DPoP proof keys the driver holds imported.
+    fn proof_keys_imported(&self) -> usize {
+        let proof_keys = self.imported.keys();
+        proof_keys
+            .filter(|key| matches!(key, Named::Proof(_)))
+            .count()
+    }
+
     fn advance_ms(&mut self, ms: u64) {
         self.now = self.now.plus_millis(ms);
     }
@@ -1981,13 +1989,11 @@ fn a_bound_token_passes_with_each_fresh_proof_once() {
     // The origin learns the token was sender-constrained, and by which key.
     let identity = origin_reads(&assertion, edge.now);
     assert_eq!(identity.cnf_jkt, holder.jkt());
-    let imports = |edge: &Edge| {
-        edge.imported
-            .keys()
-            .filter(|key| matches!(key, Named::Proof(_)))
-            .count()
-    };
-    assert_eq!(imports(&edge), 1, "the proof's key was imported once");
+    assert_eq!(
+        edge.proof_keys_imported(),
+        1,
+        "the proof's key was imported once"
+    );
     // Under its thumbprint, apart from the issuer's kids (no kid can name it).
     assert!(edge.imported.contains_key(&Named::Proof(holder.jkt())));
     let line = edge.logged().last().unwrap().1.clone();
@@ -2008,7 +2014,7 @@ fn a_bound_token_passes_with_each_fresh_proof_once() {
         edge.dpop(&authorization, Some(&second), &mut seen),
         dpop::End::Origin(_)
     ));
-    assert_eq!(imports(&edge), 1);
+    assert_eq!(edge.proof_keys_imported(), 1);
     // The replay objects are one per key, in the request's location.
     assert!(seen.len() == 2);
 }
@@ -2208,13 +2214,7 @@ fn with_nonces_on_a_proof_needs_one_of_the_edges_and_every_answer_hands_the_next
         seen.is_empty(),
         "no replay call for a proof without a nonce"
     );
-    let proof_keys = |edge: &Edge| {
-        edge.imported
-            .keys()
-            .filter(|key| matches!(key, Named::Proof(_)))
-            .count()
-    };
-    assert_eq!(proof_keys(&edge), 0, "nor an import of its key");
+    assert_eq!(edge.proof_keys_imported(), 0, "nor an import of its key");
 
     // The retry with it passes, and the origin's answer carries the edge's nonce (the same
     // all through a window), in place of any the origin sent.
@@ -2537,13 +2537,11 @@ fn proof_keys_held_are_bounded_and_the_driver_drops_the_rest() {
     assert!(forgotten.len() >= 1100 - 1024, "{}", forgotten.len());
     // The driver's keys (what the harness keeps, less what it was told to forget) are the
     // isolate's table: as many, and a client whose key was let go is imported again.
-    let proof_keys = |edge: &Edge| {
-        edge.imported
-            .keys()
-            .filter(|key| matches!(key, Named::Proof(_)))
-            .count()
-    };
-    assert!(proof_keys(&edge) <= 1024, "{}", proof_keys(&edge));
+    assert!(
+        edge.proof_keys_imported() <= 1024,
+        "{}",
+        edge.proof_keys_imported()
+    );
     let first = dpop::Holder::from_key({
         use sha2::Digest;
         let seed = sha2::Sha256::digest(0u32.to_be_bytes());

@@ -213,6 +213,42 @@ pub async fn issuer(dir: &Path) -> (Running, u16) {
     issuer_with(dir, &[]).await
 }
 
+/// An issuer address its metadata names: a free port fixed before the issuer starts, for
+/// clients that find the issuer by its discovery document or name it in a DPoP proof's `htu`.
+pub struct OwnAddress {
+    /// `http://127.0.0.1:<port>`: the issuer URL its metadata publishes.
+    pub url: String,
+    listen: String,
+}
+
+impl OwnAddress {
+    #[must_use]
+    pub fn new() -> Self {
+        let port = free_port();
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            listen: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    /// The issuer's settings to listen there and say so, then `extra`.
+    #[must_use]
+    pub fn settings<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut settings = vec![
+            ("ISSUER_LISTEN", self.listen.as_str()),
+            ("ISSUER_ISSUER_URL", self.url.as_str()),
+        ];
+        settings.extend_from_slice(extra);
+        settings
+    }
+}
+
+impl Default for OwnAddress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// [`issuer`] with extra `ISSUER_*` settings, e.g. `("ISSUER_JWKS_MAX_AGE_SECS", "10")`; they
 /// override the harness defaults (a fixed `ISSUER_LISTEN` keeps the port across restarts).
 pub async fn issuer_with(dir: &Path, settings: &[(&str, &str)]) -> (Running, u16) {

@@ -81,6 +81,15 @@ fn rand_jti() -> u128 {
     (u128::from(now_secs()) << 64) | u128::from(NEXT.fetch_add(1, Ordering::SeqCst))
 }
 
+/// A client for this suite's audience.
+const AUDIENCE_ARGS: [&str; 2] = ["--audience", AUDIENCE];
+
+/// A client for this suite's audience that must use DPoP.
+fn dpop_client(dir: &std::path::Path, settings: &[(&str, &str)], name: &str) -> Client {
+    let extra = [&AUDIENCE_ARGS[..], &["--require-dpop"]].concat();
+    Client::create_with(dir, settings, name, &extra)
+}
+
 /// `GET url` with `authorization` and `DPoP` headers, as given.
 async fn call(url: &str, authorization: Option<&str>, proof: Option<&str>) -> Reply {
     let mut request = http().get(url);
@@ -96,23 +105,12 @@ async fn call(url: &str, authorization: Option<&str>, proof: Option<&str>) -> Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth4webapi_gets_a_dpop_token_and_every_attack_is_refused_at_the_edge() {
     let dir = temp_dir("dpop_interop");
-    // The metadata must name the address clients use (it is the proofs' `htu`): a fixed port.
-    let port = free_port();
-    let issuer_url = format!("http://127.0.0.1:{port}");
-    let listen = format!("127.0.0.1:{port}");
-    let settings = [
-        ("ISSUER_LISTEN", listen.as_str()),
-        ("ISSUER_ISSUER_URL", issuer_url.as_str()),
-    ];
+    // The metadata must name the address clients use (it is the proofs' `htu`).
+    let address = OwnAddress::new();
+    let (issuer_url, settings) = (address.url.clone(), address.settings(&[]));
     let (_issuer, issuer_port) = issuer_with(&dir, &settings).await;
-    let audience = ["--audience", AUDIENCE];
-    let dpop_client = Client::create_with(
-        &dir,
-        &settings,
-        "dpop client",
-        &[&audience[..], &["--require-dpop"]].concat(),
-    );
-    let bearer_client = Client::create_with(&dir, &settings, "bearer client", &audience);
+    let dpop_client = dpop_client(&dir, &settings, "dpop client");
+    let bearer_client = Client::create_with(&dir, &settings, "bearer client", &AUDIENCE_ARGS);
 
     let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     // This issuer's `iss` is its own address, not `ISSUER_URL`.
@@ -468,23 +466,12 @@ async fn a_proof_replayed_at_another_live_isolate_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_that_requires_nonces_hands_oauth4webapi_one() {
     let dir = temp_dir("dpop_nonce");
-    let port = free_port();
-    let issuer_url = format!("http://127.0.0.1:{port}");
-    let listen = format!("127.0.0.1:{port}");
-    let settings = [
-        ("ISSUER_LISTEN", listen.as_str()),
-        ("ISSUER_ISSUER_URL", issuer_url.as_str()),
-        // The issuer's own nonces too: the library keeps one per server.
-        ("ISSUER_DPOP_REQUIRE_NONCE", "true"),
-    ];
+    let address = OwnAddress::new();
+    // The issuer's own nonces too: the library keeps one per server.
+    let settings = address.settings(&[("ISSUER_DPOP_REQUIRE_NONCE", "true")]);
+    let issuer_url = address.url.clone();
     let (_issuer, issuer_port) = issuer_with(&dir, &settings).await;
-    let audience = ["--audience", AUDIENCE];
-    let client = Client::create_with(
-        &dir,
-        &settings,
-        "dpop nonce client",
-        &[&audience[..], &["--require-dpop"]].concat(),
-    );
+    let client = dpop_client(&dir, &settings, "dpop nonce client");
     let (seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
     let vars = EdgeSettings::new(issuer_port, origin_port)
         .set("ISSUER", issuer_url.clone())

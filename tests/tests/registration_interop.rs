@@ -9,14 +9,9 @@ use edgeward_tests::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth4webapi_registers_a_client_and_gets_a_token_with_its_secret() {
     let dir = temp_dir("registration_interop");
-    // The discovery document must name the address the client uses: a fixed port.
-    let port = free_port();
-    let issuer_url = format!("http://127.0.0.1:{port}");
-    let listen = format!("127.0.0.1:{port}");
-    let settings = [
-        ("ISSUER_LISTEN", listen.as_str()),
-        ("ISSUER_ISSUER_URL", issuer_url.as_str()),
-    ];
+    // The discovery document must name the address the client uses.
+    let address = OwnAddress::new();
+    let (issuer_url, settings) = (&address.url, address.settings(&[]));
     let (_issuer, issuer_port) = issuer_with(&dir, &settings).await;
     let created = issuer_cli_with(
         &dir,
@@ -37,7 +32,7 @@ async fn oauth4webapi_registers_a_client_and_gets_a_token_with_its_secret() {
     };
     let initial_access_token = automation.token(issuer_port).await;
 
-    let got = node_client("register.mjs", &[&issuer_url, &initial_access_token]);
+    let got = node_client("register.mjs", &[issuer_url, &initial_access_token]);
     let client_id = got["client_id"].as_str().unwrap();
     assert_eq!(
         got["registration_client_uri"],

@@ -64,9 +64,9 @@ pub const DPOP_PROOF_MAX_AGE_SECS: &str = "DPOP_PROOF_MAX_AGE_SECS";
 /// object lives).
 pub const DPOP_REPLAY_SCOPE: &str = "DPOP_REPLAY_SCOPE";
 /// Secret: keys the edge's DPoP nonces (RFC 9449 §9; at least 32 bytes, the edge's alone,
-/// the same on every location so that a nonce from one is good at all). Set, every DPoP proof must carry a
-/// nonce of the edge's: one without gets 401 `use_dpop_nonce` with a `DPoP-Nonce` to retry
-/// with. Unset (the default): proofs need none.
+/// the same in every location so that a nonce from one is good at all). Set, every DPoP
+/// proof must carry a nonce of the edge's: one without gets 401 `use_dpop_nonce` with a
+/// `DPoP-Nonce` to retry with. Unset (the default): proofs need none.
 pub const DPOP_NONCE_SECRET: &str = "DPOP_NONCE_SECRET";
 /// Var: the edge's DPoP nonce window, in seconds (10 to 3600, default 300): a nonce is good in
 /// the window it was made in and the next.

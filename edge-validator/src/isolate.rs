@@ -1039,7 +1039,7 @@ impl<T: Clone> Isolate<T> {
             Err(ProofError::UseNonce) => {
                 // Not charged as a failed authentication: the token and the proof's form
                 // passed, and every client meets this at its first request and after a
-                // pause. It costs the edge one HMAC, less than a charge would.
+                // pause. It costs the edge an HMAC or two, less than a charge would.
                 let challenge = Rejection::Dpop(ProofError::UseNonce);
                 return self.reply(exchange, Some(log), &challenge.into(), now);
             }
@@ -1953,8 +1953,9 @@ impl<T: Clone> Isolate<T> {
         let dpop = log.as_ref().is_some_and(|log| log.dpop_challenge);
         let mut reply = Reply::of(error, dpop);
         if dpop {
-            // Every answer of the edge's own to a DPoP request carries the nonce to make the
-            // next proof with, `use_dpop_nonce` above all (RFC 9449 §9), as the issuer's do.
+            // Every answer of the edge's own to a DPoP request, from its token's check on,
+            // carries the nonce to make the next proof with, `use_dpop_nonce` above all
+            // (RFC 9449 §9), as the issuer's do.
             reply.dpop_nonce = self.current_nonce(now);
         }
         if let Some(mut log) = log {

@@ -2226,7 +2226,7 @@ fn with_nonces_on_a_proof_needs_one_of_the_edges_and_every_answer_hands_the_next
 
     // Another server's nonce, an edited one: the same 401 as none, never charged (a budget
     // of two would have answered 429 by the last of these).
-    let other = Nonces::from_secret(b"another-servers-secret-0123456789abcdef").unwrap();
+    let other = Nonces::from_edge_secret(b"another-servers-secret-0123456789abcdef").unwrap();
     let mut edited = nonce.clone().into_bytes();
     edited[3] = if edited[3] == b'A' { b'B' } else { b'A' };
     let bad = [
@@ -2297,6 +2297,12 @@ fn a_nonce_setting_out_of_range_or_a_short_secret_stops_the_edge() {
     let assertion = settings()["ASSERTION_SECRET"].clone();
     let shared = config(&[("DPOP_NONCE_SECRET", &assertion)]).unwrap();
     assert!(shared.contains("the edge's alone"), "{shared}");
+    let both = [
+        ("KEYSET_COPY_SECRET", COPY_SECRET),
+        ("DPOP_NONCE_SECRET", COPY_SECRET),
+    ];
+    let shared = config(&both).unwrap();
+    assert!(shared.contains("KEYSET_COPY_SECRET"), "{shared}");
     let window = config(&[("DPOP_NONCE_LIFETIME_SECS", "5")]).unwrap();
     assert!(window.contains("10 to 3600"), "{window}");
     assert!(config(&[("DPOP_NONCE_LIFETIME_SECS", "3600")]).is_none());

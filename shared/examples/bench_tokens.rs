@@ -4,8 +4,9 @@
 //! no cache has seen; `bench_tokens routes` prints the 200-route table of the route benchmark
 //! with one route more, for the benchmark's own `GET /bench` (the `edge-hit-routes` row);
 //! `bench_tokens dpop-token` prints a token bound to the benchmark's DPoP key, and
-//! `bench_tokens proofs N URL TOKEN` N proofs of that key for `GET URL` with `TOKEN`, issued
-//! now, one `jti` each (the `edge-fresh-dpop` row).
+//! `bench_tokens proofs N URL TOKEN [NONCE_SECRET]` N proofs of that key for `GET URL` with
+//! `TOKEN`, issued now, one `jti` each (the `edge-fresh-dpop` row), each with the nonce an
+//! edge keyed by `NONCE_SECRET` hands out now, at its default window (`edge-fresh-dpop-nonce`).
 //! A dev tool: it reads the clock, which the core never does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // dev tool: failing loudly is right
 
@@ -74,10 +75,19 @@ fn main() {
             println!("{}", fixtures::sign(&fixtures::header(), &claims));
         }
         Some("proofs") => {
-            let [count, url, token] = &args[1..] else {
-                eprintln!("usage: bench_tokens proofs N URL TOKEN");
-                std::process::exit(2);
+            let (count, url, token, secret) = match &args[1..] {
+                [count, url, token] => (count, url, token, None),
+                [count, url, token, secret] => (count, url, token, Some(secret)),
+                _ => {
+                    eprintln!("usage: bench_tokens proofs N URL TOKEN [NONCE_SECRET]");
+                    std::process::exit(2);
+                }
             };
+            // The edge's default nonce window (DPOP_NONCE_LIFETIME_SECS).
+            let nonce = secret.map(|secret| {
+                let nonces = shared::dpop::Nonces::from_edge_secret(secret.as_bytes()).unwrap();
+                nonces.issue(shared::UnixTime::from_secs(now_secs()), 300)
+            });
             let count: usize = count.parse().unwrap();
             let (signing, public) = dpop_key();
             let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": {
@@ -87,9 +97,12 @@ fn main() {
             let (now, ath) = (now_secs(), shared::dpop::token_hash(token));
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for n in 0..count {
-                let claims = serde_json::json!({
+                let mut claims = serde_json::json!({
                     "jti": format!("bench-{now}-{n}"), "htm": "GET", "htu": url, "iat": now, "ath": ath,
                 });
+                if let Some(nonce) = &nonce {
+                    claims["nonce"] = nonce.as_str().into();
+                }
                 let input = format!("{header}.{}", fixtures::b64(claims.to_string().as_bytes()));
                 let signature: p256::ecdsa::Signature =
                     p256::ecdsa::signature::Signer::sign(&signing, input.as_bytes());
@@ -98,7 +111,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: bench_tokens jwks | tokens N | routes | dpop-token | proofs N URL TOKEN"
+                "usage: bench_tokens jwks | tokens N | routes | dpop-token | proofs N URL TOKEN [NONCE_SECRET]"
             );
             std::process::exit(2);
         }

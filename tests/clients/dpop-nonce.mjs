@@ -1,9 +1,9 @@
 // oauth4webapi against an edge that requires its own DPoP nonces (RFC 9449 §9): the client
-// gets a DPoP-bound token from an issuer that requires nonces as well, then calls the API three times as oauth4webapi's documentation
-// says to: a call refused with `use_dpop_nonce` is made once more (the library keeps the
-// nonce the refusal carried, and puts it in the next proof). Prints one JSON line: each
-// call's status and how many tries it took. Run by tests/tests/dpop_interop.rs against a
-// real issuer process and the edge in workerd.
+// gets a DPoP-bound token from an issuer that requires nonces as well, then calls the API
+// three times as oauth4webapi's documentation says to: a call refused with `use_dpop_nonce`
+// is made once more (the library keeps the nonce the refusal carried, and puts it in the
+// next proof). Prints one JSON line: each call's status and how many tries it took. Run by
+// tests/tests/dpop_interop.rs against a real issuer process and the edge in workerd.
 // Usage: node dpop-nonce.mjs ISSUER_URL API_URL CLIENT_ID CLIENT_SECRET
 import * as oauth from "oauth4webapi";
 

@@ -484,7 +484,13 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
                     "forged": headers.get("x-forged").and_then(|v| v.to_str().ok()),
                 });
                 log.lock().unwrap().push(body.clone());
-                axum::Json(body)
+                // A `DPoP-Nonce` of the origin's own when the client asks for one (what an
+                // edge that requires nonces must replace with its own).
+                let mut answer = axum::response::IntoResponse::into_response(axum::Json(body));
+                if let Some(nonce) = headers.get("x-origin-dpop-nonce") {
+                    answer.headers_mut().insert("dpop-nonce", nonce.clone());
+                }
+                answer
             }
         })
         .layer(shared::origin::EdgeAuthLayer::new(shared::AssertionVerifier::new(vec![key], shared::assertion::DEFAULT_MAX_AGE_MS)));

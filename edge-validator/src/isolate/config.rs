@@ -64,7 +64,7 @@ pub const DPOP_PROOF_MAX_AGE_SECS: &str = "DPOP_PROOF_MAX_AGE_SECS";
 /// object lives).
 pub const DPOP_REPLAY_SCOPE: &str = "DPOP_REPLAY_SCOPE";
 /// Secret: keys the edge's DPoP nonces (RFC 9449 §9; at least 32 bytes, the edge's alone,
-/// the same in every location so that a nonce from one is good at all). Set, every DPoP
+/// the same in every location so that a nonce from one is good at every other). Set, every DPoP
 /// proof must carry a nonce of the edge's: one without gets 401 `use_dpop_nonce` with a
 /// `DPoP-Nonce` to retry with. Unset (the default): proofs need none.
 pub const DPOP_NONCE_SECRET: &str = "DPOP_NONCE_SECRET";
@@ -377,7 +377,7 @@ fn dpop_nonces(env: &impl Vars) -> Result<Option<(shared::dpop::Nonces, u64)>, C
         }
     }
     secret
-        .map(|secret| shared::dpop::Nonces::from_secret(secret.as_bytes()))
+        .map(|secret| shared::dpop::Nonces::from_edge_secret(secret.as_bytes()))
         .transpose()
         .map(|nonces| nonces.map(|nonces| (nonces, lifetime)))
         .map_err(|err| ConfigError(format!("secret {DPOP_NONCE_SECRET}: {err}")))

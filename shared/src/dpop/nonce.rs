@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 
 use crate::time::UnixTime;
 
-/// Shortest secret [`Nonces::from_secret`] takes, in bytes.
+/// Shortest secret [`Nonces::from_edge_secret`] takes, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
 
 /// Bytes of the nonce's MAC: 128 bits cannot be guessed within a window.
@@ -53,11 +53,12 @@ impl Nonces {
         Self { key }
     }
 
-    /// Nonces under a key derived from `secret` for this purpose alone.
+    /// The edge's nonces, under a key derived from its secret for that purpose alone (the
+    /// issuer derives its own from its KEK: a nonce of one is never the other's).
     ///
     /// # Errors
     /// [`NonceKeyError::ShortSecret`] for a secret under [`MIN_SECRET_LEN`] bytes.
-    pub fn from_secret(secret: &[u8]) -> Result<Self, NonceKeyError> {
+    pub fn from_edge_secret(secret: &[u8]) -> Result<Self, NonceKeyError> {
         if secret.len() < MIN_SECRET_LEN {
             return Err(NonceKeyError::ShortSecret);
         }
@@ -137,17 +138,18 @@ mod tests {
     #[test]
     fn a_secret_keys_nonces_for_this_purpose_alone() {
         assert_eq!(
-            Nonces::from_secret(&[1; 31]).err(),
+            Nonces::from_edge_secret(&[1; 31]).err(),
             Some(NonceKeyError::ShortSecret)
         );
-        let derived = Nonces::from_secret(&[1; 32]).unwrap();
+        let derived = Nonces::from_edge_secret(&[1; 32]).unwrap();
         let nonce = derived.issue(at(500), 60);
         assert!(derived.accepts(&nonce, at(500), 60));
         assert!(
             !Nonces::new([1; 32]).accepts(&nonce, at(500), 60),
             "the secret is not the key"
         );
-        // The issuer keys its nonces with this label's old spelling: never the edge's.
+        // The issuer derives its key for its own purpose string (`issuer::dpop::
+        // NONCE_KEY_PURPOSE`): from one secret, its nonces are never the edge's.
         let mut issuer_key = <Hmac<Sha256> as Mac>::new_from_slice(&[1; 32]).unwrap();
         issuer_key.update(b"edgeward dpop nonce v1");
         let issuer = Nonces::new(issuer_key.finalize().into_bytes().into());

@@ -1094,7 +1094,7 @@ impl<T: Clone> Isolate<T> {
         if !nonce.is_some_and(|nonce| nonces.accepts(nonce, now, *lifetime)) {
             return Err(ProofError::UseNonce);
         }
-        Ok(Some(nonces.issue(now, *lifetime)))
+        Ok(self.current_nonce(now))
     }
 
     /// The edge's DPoP nonce for now, when it requires them.

@@ -331,12 +331,24 @@ fn two_on_one_redis(
     client_plan: &str,
 ) -> [(std::process::Child, u16, std::path::PathBuf); 2] {
     let redis = redis_url();
-    let settings: [(&str, &std::ffi::OsStr); 3] = [
-        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
-        ("ISSUER_REDIS_URL", redis.as_ref()),
-        ("ISSUER_TOKEN_RATE_PER_CLIENT", client_plan.as_ref()),
-    ];
+    let settings = limits_in_redis(
+        &redis,
+        &[("ISSUER_TOKEN_RATE_PER_CLIENT", client_plan.as_ref())],
+    );
     [(); 2].map(|()| spawn_serve(dir, &settings))
+}
+
+/// The settings of an issuer whose limits are in the Redis at `url`, then `extra`.
+fn limits_in_redis<'a>(
+    url: &'a str,
+    extra: &[(&'a str, &'a std::ffi::OsStr)],
+) -> Vec<(&'a str, &'a std::ffi::OsStr)> {
+    let mut settings = vec![
+        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
+        ("ISSUER_REDIS_URL", url.as_ref()),
+    ];
+    settings.extend_from_slice(extra);
+    settings
 }
 
 /// A counter's value in the `/metrics` of the server on `port`.
@@ -411,11 +423,10 @@ fn with_redis_down_the_limits_fall_back_to_the_instance_counted_and_logged() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     });
-    let settings: [(&str, &std::ffi::OsStr); 3] = [
-        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
-        ("ISSUER_REDIS_URL", dead.as_ref()),
-        ("ISSUER_TOKEN_RATE_PER_CLIENT", "2/60s;burst=2".as_ref()),
-    ];
+    let settings = limits_in_redis(
+        &dead,
+        &[("ISSUER_TOKEN_RATE_PER_CLIENT", "2/60s;burst=2".as_ref())],
+    );
     let (mut server, port, log) = spawn_serve(&dir, &settings);
     let form = client_form(&dir, "fallback");
     let statuses: Vec<u16> = (0..3).map(|_| post_token(port, &form).0).collect();
@@ -487,13 +498,14 @@ fn a_redis_user_allowed_the_named_commands_alone_serves_the_limits() {
     let dir = support::temp_dir();
     let user = AclUser::new(&LIMITS_COMMANDS);
     let url = user.url(&user.password);
-    let settings: [(&str, &std::ffi::OsStr); 4] = [
-        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
-        ("ISSUER_REDIS_URL", url.as_ref()),
-        // Room for a slow machine: a start-up check with no answer in time would pass.
-        ("ISSUER_REDIS_TIMEOUT_MS", "1000".as_ref()),
-        ("ISSUER_REDIS_LEASE_TTL_MS", "2000".as_ref()),
-    ];
+    let settings = limits_in_redis(
+        &url,
+        &[
+            // Room for a slow machine: a start-up check with no answer in time would pass.
+            ("ISSUER_REDIS_TIMEOUT_MS", "1000".as_ref()),
+            ("ISSUER_REDIS_LEASE_TTL_MS", "2000".as_ref()),
+        ],
+    );
     let (mut server, port, log) = spawn_serve(&dir, &settings);
     let form = client_form(&dir, "narrow user");
     assert_eq!(post_token(port, &form).0, 200);
@@ -559,21 +571,22 @@ fn an_instance_goes_back_to_redis_once_its_refused_user_is_mended() {
     let dir = support::temp_dir();
     let user = AclUser::new(&LIMITS_COMMANDS);
     let url = user.url(&user.password);
-    let settings: [(&str, &std::ffi::OsStr); 6] = [
-        ("ISSUER_LIMITS_BACKEND", "redis".as_ref()),
-        ("ISSUER_REDIS_URL", url.as_ref()),
-        ("ISSUER_REDIS_TIMEOUT_MS", "1000".as_ref()),
-        // Every decision asks Redis (no leases), and none is refused for its rate.
-        ("ISSUER_REDIS_LEASE_TTL_MS", "0".as_ref()),
-        (
-            "ISSUER_TOKEN_RATE_PER_CLIENT",
-            "1000/60s;burst=1000".as_ref(),
-        ),
-        (
-            "ISSUER_TOKEN_RATE_PER_ADDRESS",
-            "1000/60s;burst=1000".as_ref(),
-        ),
-    ];
+    let settings = limits_in_redis(
+        &url,
+        &[
+            ("ISSUER_REDIS_TIMEOUT_MS", "1000".as_ref()),
+            // Every decision asks Redis (no leases), and none is refused for its rate.
+            ("ISSUER_REDIS_LEASE_TTL_MS", "0".as_ref()),
+            (
+                "ISSUER_TOKEN_RATE_PER_CLIENT",
+                "1000/60s;burst=1000".as_ref(),
+            ),
+            (
+                "ISSUER_TOKEN_RATE_PER_ADDRESS",
+                "1000/60s;burst=1000".as_ref(),
+            ),
+        ],
+    );
     let (mut server, port, _) = spawn_serve(&dir, &settings);
     let form = client_form(&dir, "refused and mended");
     let fallbacks = || metric(port, "issuer_limits_redis_fallbacks_total").unwrap();

@@ -2306,6 +2306,90 @@ fn a_nonce_setting_out_of_range_or_a_short_secret_stops_the_edge() {
     let window = config(&[("DPOP_NONCE_LIFETIME_SECS", "5")]).unwrap();
     assert!(window.contains("10 to 3600"), "{window}");
     assert!(config(&[("DPOP_NONCE_LIFETIME_SECS", "3600")]).is_none());
+
+    // A rotation secret: with the secret, another one, long enough, the edge's alone.
+    let secret = "edge-dpop-nonce-secret-0123456789abcdef";
+    let alone = config(&[("DPOP_NONCE_ROTATION_SECRET", secret)]).unwrap();
+    assert!(alone.contains("without DPOP_NONCE_SECRET"), "{alone}");
+    let same = [
+        ("DPOP_NONCE_SECRET", secret),
+        ("DPOP_NONCE_ROTATION_SECRET", secret),
+    ];
+    let same = config(&same).unwrap();
+    assert!(same.contains("two secrets"), "{same}");
+    let short = [
+        ("DPOP_NONCE_SECRET", secret),
+        ("DPOP_NONCE_ROTATION_SECRET", "too-short"),
+    ];
+    let short = config(&short).unwrap();
+    assert!(short.contains("DPOP_NONCE_ROTATION_SECRET"), "{short}");
+    let shared = [
+        ("DPOP_NONCE_SECRET", secret),
+        ("DPOP_NONCE_ROTATION_SECRET", &assertion),
+    ];
+    let shared = config(&shared).unwrap();
+    assert!(
+        shared.contains("DPOP_NONCE_ROTATION_SECRET must be the edge's alone"),
+        "{shared}"
+    );
+}
+
+#[test]
+fn a_nonce_secret_rotation_refuses_no_nonce_of_either_side() {
+    let (old, new) = (
+        "edge-dpop-nonce-secret-old-0123456789abcdef",
+        "edge-dpop-nonce-secret-new-0123456789abcdef",
+    );
+    let release = |secret: &str, rotation: Option<&str>| {
+        let mut changes = vec![("DPOP_NONCE_SECRET", secret)];
+        changes.extend(rotation.map(|other| ("DPOP_NONCE_ROTATION_SECRET", other)));
+        Edge::with(&changes)
+    };
+    // Each step of the runbook beside the one before it, as during a canary: before (the old
+    // secret), the next secret accepted, the switch (the previous one accepted), after.
+    let steps = [
+        release(old, None),
+        release(old, Some(new)),
+        release(new, Some(old)),
+        release(new, None),
+    ];
+    let holder = Holder::new(5);
+    let token = bound_token(&holder);
+    let authorization = format!("DPoP {token}");
+    let mut seen = std::collections::HashSet::new();
+    // A nonce handed out by `from` (to a proof without one), then used at `to`.
+    let mut hand_over = |from: &mut Edge, to: &mut Edge, jti: &str| {
+        let bare = holder.proof(&format!("{jti}-bare"), &token, |_, _| {});
+        let nonce = from
+            .dpop(&authorization, Some(&bare), &mut seen)
+            .reply()
+            .dpop_nonce
+            .expect("a nonce to retry with");
+        let proof = holder.proof(jti, &token, |_, claims| claims["nonce"] = json!(nonce));
+        matches!(
+            to.dpop(&authorization, Some(&proof), &mut seen),
+            dpop::End::Origin(_)
+        )
+    };
+    let mut steps = steps.into_iter().enumerate();
+    let (_, mut before) = steps.next().unwrap();
+    for (step, mut after) in steps {
+        let forward = hand_over(&mut before, &mut after, &format!("forward{step}"));
+        let back = hand_over(&mut after, &mut before, &format!("back{step}"));
+        assert!(
+            forward && back,
+            "step {step} and the one before: {forward}, {back}"
+        );
+        before = after;
+    }
+    // Without the rotation secret, the old secret's nonces are gone.
+    let mut after = release(new, None);
+    let stale = Nonces::from_edge_secret(old.as_bytes())
+        .unwrap()
+        .issue(after.now, 300);
+    let proof = holder.proof("stale", &token, |_, claims| claims["nonce"] = json!(stale));
+    let reply = after.dpop(&authorization, Some(&proof), &mut seen).reply();
+    assert_eq!(dpop::challenge(&reply).1, "use_dpop_nonce");
 }
 
 #[test]

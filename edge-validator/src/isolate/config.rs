@@ -68,6 +68,11 @@ pub const DPOP_REPLAY_SCOPE: &str = "DPOP_REPLAY_SCOPE";
 /// proof must carry a nonce of the edge's: one without gets 401 `use_dpop_nonce` with a
 /// `DPoP-Nonce` to retry with. Unset (the default): proofs need none.
 pub const DPOP_NONCE_SECRET: &str = "DPOP_NONCE_SECRET";
+/// Secret, during a rotation of [`DPOP_NONCE_SECRET`] only: the other secret, whose nonces are
+/// accepted and never handed out (the next secret before the switch, the previous one after
+/// it), so that releases on either side of the switch accept each other's nonces
+/// (`deploy/runbooks/dpop-nonce-secret-rotation.md`).
+pub const DPOP_NONCE_ROTATION_SECRET: &str = "DPOP_NONCE_ROTATION_SECRET";
 /// Var: the edge's DPoP nonce window, in seconds (10 to 3600, default 300): a nonce is good in
 /// the window it was made in and the next.
 pub const DPOP_NONCE_LIFETIME_SECS: &str = "DPOP_NONCE_LIFETIME_SECS";
@@ -354,8 +359,8 @@ fn dpop_rules(env: &impl Vars) -> Result<shared::ProofRules, ConfigError> {
     })
 }
 
-/// [`DPOP_NONCE_SECRET`] and [`DPOP_NONCE_LIFETIME_SECS`]: the window is checked even
-/// without the secret, so a typo fails before the day the secret is set.
+/// [`DPOP_NONCE_SECRET`], [`DPOP_NONCE_ROTATION_SECRET`] and [`DPOP_NONCE_LIFETIME_SECS`]: the
+/// window is checked even without the secret, so a typo fails before the day the secret is set.
 fn dpop_nonces(env: &impl Vars) -> Result<Option<(shared::dpop::Nonces, u64)>, ConfigError> {
     let lifetime = number(
         env,
@@ -368,19 +373,47 @@ fn dpop_nonces(env: &impl Vars) -> Result<Option<(shared::dpop::Nonces, u64)>, C
         )));
     }
     let secret = optional(env, DPOP_NONCE_SECRET);
+    let rotation = optional(env, DPOP_NONCE_ROTATION_SECRET);
+    let Some(secret) = secret else {
+        return match rotation {
+            Some(_) => Err(ConfigError(format!(
+                "secret {DPOP_NONCE_ROTATION_SECRET} is set without {DPOP_NONCE_SECRET}: a rotation needs both"
+            ))),
+            None => Ok(None),
+        };
+    };
+    if rotation.as_ref() == Some(&secret) {
+        return Err(ConfigError(format!(
+            "secret {DPOP_NONCE_ROTATION_SECRET} is the same as {DPOP_NONCE_SECRET}: a rotation needs two secrets"
+        )));
+    }
+    let nonces = edge_nonces(env, DPOP_NONCE_SECRET, &secret)?;
+    let nonces = match rotation {
+        Some(other) => {
+            nonces.also_accepting(&edge_nonces(env, DPOP_NONCE_ROTATION_SECRET, &other)?)
+        }
+        None => nonces,
+    };
+    Ok(Some((nonces, lifetime)))
+}
+
+/// The nonces the secret `name` (holding `secret`) keys: at least 32 bytes, and the edge's
+/// alone.
+fn edge_nonces(
+    env: &impl Vars,
+    name: &str,
+    secret: &str,
+) -> Result<shared::dpop::Nonces, ConfigError> {
     // The origins hold the assertion secret: with it, they could make the edge's nonces.
     for other in [ASSERTION_SECRET, KEYSET_COPY_SECRET] {
-        if secret.is_some() && env.text(other) == secret {
+        if env.text(other).as_deref() == Some(secret) {
             return Err(ConfigError(format!(
-                "secret {DPOP_NONCE_SECRET} must be the edge's alone, not the same as {other}"
+                "secret {name} must be the edge's alone, not the same as {other}"
             )));
         }
     }
-    secret
-        .map(|secret| shared::dpop::Nonces::from_edge_secret(secret.as_bytes()))
-        .transpose()
-        .map(|nonces| nonces.map(|nonces| (nonces, lifetime)))
-        .map_err(|err| ConfigError(format!("secret {DPOP_NONCE_SECRET}: {err}")))
+    shared::dpop::Nonces::from_edge_secret(secret.as_bytes())
+        .map_err(|err| ConfigError(format!("secret {name}: {err}")))
 }
 
 /// The table [`ROUTES`] holds, checked again as the build checked it; without one, a table

@@ -4,6 +4,10 @@
 //! one from any of them. A nonce is accepted in its own window and the next, so it lives
 //! between one and two lifetimes; within those, it is what bounds how long before its use a
 //! proof could have been made (a proof's `iat` is the client's word).
+//!
+//! A rotation of the key takes no refusal: [`Nonces::also_accepting`] accepts a second key's
+//! nonces without making any, the next key's before the switch and the previous one's after,
+//! so instances on either side of a switch accept each other's nonces.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use hmac::{Hmac, Mac};
@@ -35,6 +39,8 @@ pub enum NonceKeyError {
 #[derive(Clone)]
 pub struct Nonces {
     key: Hmac<Sha256>,
+    /// During a rotation: the other key, whose nonces are accepted and never made.
+    also: Option<Hmac<Sha256>>,
 }
 
 impl core::fmt::Debug for Nonces {
@@ -50,7 +56,17 @@ impl Nonces {
         // HMAC takes a key of any length: this cannot fail.
         let key = <Hmac<Sha256> as Mac>::new_from_slice(&key)
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        Self { key }
+        Self { key, also: None }
+    }
+
+    /// These nonces, also accepting `other`'s (never making them): during a rotation, the
+    /// next key's before instances switch to it and the previous key's after.
+    #[must_use]
+    pub fn also_accepting(self, other: &Nonces) -> Self {
+        Self {
+            also: Some(other.key.clone()),
+            ..self
+        }
     }
 
     /// The edge's nonces, under a key derived from its secret for that purpose alone (the
@@ -68,8 +84,8 @@ impl Nonces {
         Ok(Self::new(derive.finalize().into_bytes().into()))
     }
 
-    fn mac(&self, window: u64) -> [u8; MAC_LEN] {
-        let mut mac = self.key.clone();
+    fn mac(key: &Hmac<Sha256>, window: u64) -> [u8; MAC_LEN] {
+        let mut mac = key.clone();
         mac.update(&window.to_be_bytes());
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; MAC_LEN];
@@ -84,12 +100,12 @@ impl Nonces {
         let mut bytes = [0u8; 8 + MAC_LEN];
         let (number, mac) = bytes.split_at_mut(8);
         number.copy_from_slice(&window.to_be_bytes());
-        mac.copy_from_slice(&self.mac(window));
+        mac.copy_from_slice(&Self::mac(&self.key, window));
         Base64UrlUnpadded::encode_string(&bytes)
     }
 
-    /// Whether an instance with this key made `nonce` in the window `now` falls in or the
-    /// one before.
+    /// Whether an instance with this key (or the key [`Nonces::also_accepting`] added) made
+    /// `nonce` in the window `now` falls in or the one before.
     #[must_use]
     pub fn accepts(&self, nonce: &str, now: UnixTime, lifetime_secs: u64) -> bool {
         let mut bytes = [0u8; 8 + MAC_LEN];
@@ -102,7 +118,10 @@ impl Nonces {
         let window = u64::from_be_bytes(*window);
         let current = now.as_secs() / lifetime_secs.max(1);
         let in_time = window == current || window.checked_add(1) == Some(current);
-        mac.len() == MAC_LEN && in_time && bool::from(self.mac(window).as_slice().ct_eq(mac))
+        let made_under = |key| bool::from(Self::mac(key, window).as_slice().ct_eq(mac));
+        mac.len() == MAC_LEN
+            && in_time
+            && (made_under(&self.key) || self.also.as_ref().is_some_and(made_under))
     }
 }
 
@@ -154,5 +173,28 @@ mod tests {
         issuer_key.update(b"edgeward dpop nonce v1");
         let issuer = Nonces::new(issuer_key.finalize().into_bytes().into());
         assert!(!derived.accepts(&issuer.issue(at(500), 60), at(500), 60));
+    }
+
+    #[test]
+    fn a_rotation_accepts_both_keys_nonces_and_makes_one_keys() {
+        let (old, new) = (Nonces::new([1; 32]), Nonces::new([2; 32]));
+        // Before the switch, with the next key; after it, with the previous one.
+        let before = old.clone().also_accepting(&new);
+        let after = new.clone().also_accepting(&old);
+        let (made_old, made_new) = (old.issue(at(500), 60), new.issue(at(500), 60));
+        assert_eq!(before.issue(at(500), 60), made_old, "makes its own key's");
+        assert_eq!(after.issue(at(500), 60), made_new);
+        for nonces in [&before, &after] {
+            assert!(nonces.accepts(&made_old, at(500), 60));
+            assert!(nonces.accepts(&made_new, at(500), 60));
+            // The second key's nonces keep their window: no longer life for being the other's.
+            assert!(!nonces.accepts(&made_old, at(620), 60));
+            assert!(!nonces.accepts(&made_new, at(620), 60));
+            assert!(!nonces.accepts(&Nonces::new([3; 32]).issue(at(500), 60), at(500), 60));
+        }
+        assert!(
+            !old.accepts(&made_new, at(500), 60),
+            "without it, one key's alone"
+        );
     }
 }

@@ -71,7 +71,12 @@ impl AppState {
                 }
             },
         };
+        // During a KEK rotation, the nonces of instances not yet restarted stay good here.
         let dpop_nonces = Nonces::new(kek.derive(crate::dpop::NONCE_KEY_PURPOSE));
+        let dpop_nonces = match kek.derive_previous(crate::dpop::NONCE_KEY_PURPOSE) {
+            Some(previous) => dpop_nonces.also_accepting(&Nonces::new(previous)),
+            None => dpop_nonces,
+        };
         Self {
             dpop_nonces,
             limits: Arc::new(limits),

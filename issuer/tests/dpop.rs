@@ -21,6 +21,7 @@ on_both_databases!(
     a_proof_is_good_once_across_instances,
     a_proof_is_remembered_to_the_end_of_its_window,
     nonces_when_required,
+    a_kek_rotation_keeps_the_nonces_handed_out,
     the_admin_api_refuses_a_bound_token_as_bearer,
 );
 
@@ -474,6 +475,84 @@ async fn nonces_when_required(backend: Backend) {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Instances restarted with a new KEK (and the old one as previous) accept the nonces that
+/// instances not yet restarted hand out, and hand out their own; once the previous KEK is
+/// gone, its nonces are too (`deploy/runbooks/kek-rotation.md`).
+async fn a_kek_rotation_keeps_the_nonces_handed_out(backend: Backend) {
+    let mut config = config(backend).await;
+    config.dpop_require_nonce = true;
+    let start = now_secs();
+    let before = open(config.clone()).await;
+    let (id, secret) = client(&before).await;
+    let holder = Holder::new();
+    let nonce_of = |answer: &(http::StatusCode, http::HeaderMap, Value)| {
+        answer.1["dpop-nonce"].to_str().unwrap().to_owned()
+    };
+    let with_nonce = |state: &issuer::AppState, jti: &str, nonce: &str| {
+        let nonce = nonce.to_owned();
+        holder.proof_with(token_claims(state, jti, start), move |_, c| {
+            c["nonce"] = json!(nonce)
+        })
+    };
+    let answer = ask(
+        &before,
+        (&id, &secret),
+        &[&holder.proof(&before, "k1", start)],
+    )
+    .await;
+    assert_refused(&answer, "use_dpop_nonce", "no nonce");
+    let old_nonce = nonce_of(&answer);
+
+    // Restarted with the new KEK and the old one as previous: the old instance's nonce is
+    // good, and the answer hands over the new KEK's.
+    let (old_kek, _) = issuer::keys::Kek::load(&config).unwrap();
+    let new_kek = || issuer::keys::Kek::parse(&"b2".repeat(32)).unwrap();
+    let both = new_kek().with_previous(old_kek);
+    let signing = issuer::keys::SigningKeys::load(&before.db, &both)
+        .await
+        .unwrap();
+    let during = issuer::AppState::new(config.clone(), before.db.clone(), both, signing);
+    let answer = ask(
+        &during,
+        (&id, &secret),
+        &[&with_nonce(&during, "k2", &old_nonce)],
+    )
+    .await;
+    assert_eq!(answer.0, 200, "{}", answer.2);
+    let new_nonce = nonce_of(&answer);
+    assert_ne!(new_nonce, old_nonce, "its own nonces, under the new KEK");
+
+    // After the rotation (keys resealed, the previous KEK removed): the new KEK's nonces only.
+    issuer::keys::rewrap(
+        &during.db,
+        &new_kek().with_previous(issuer::keys::Kek::load(&config).unwrap().0),
+    )
+    .await
+    .unwrap();
+    let signing = issuer::keys::SigningKeys::load(&during.db, &new_kek())
+        .await
+        .unwrap();
+    let after = issuer::AppState::new(config, during.db.clone(), new_kek(), signing);
+    let answer = ask(
+        &after,
+        (&id, &secret),
+        &[&with_nonce(&after, "k3", &old_nonce)],
+    )
+    .await;
+    assert_refused(
+        &answer,
+        "use_dpop_nonce",
+        "the previous KEK's nonce, once it is gone",
+    );
+    let answer = ask(
+        &after,
+        (&id, &secret),
+        &[&with_nonce(&after, "k4", &new_nonce)],
+    )
+    .await;
+    assert_eq!(answer.0, 200, "{}", answer.2);
 }
 
 /// RFC 9449 §7.2: a DPoP-bound token sent as `Bearer` is a copy without its key.

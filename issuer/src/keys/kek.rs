@@ -23,6 +23,8 @@ pub struct Kek {
     previous: Option<Aes256Gcm>,
     /// HMAC-SHA256 under the KEK's bytes, for keys derived from it ([`Kek::derive`]).
     deriver: Hmac<Sha256>,
+    /// The same under the previous KEK's bytes ([`Kek::derive_previous`]).
+    previous_deriver: Option<Hmac<Sha256>>,
 }
 
 impl std::fmt::Debug for Kek {
@@ -95,6 +97,7 @@ impl Kek {
             cipher,
             previous: None,
             deriver,
+            previous_deriver: None,
         })
     }
 
@@ -105,6 +108,7 @@ impl Kek {
             cipher: self.cipher,
             previous: Some(previous.cipher),
             deriver: self.deriver,
+            previous_deriver: Some(previous.deriver),
         }
     }
 
@@ -113,7 +117,21 @@ impl Kek {
     /// the DPoP nonce key. A KEK rotation changes it.
     #[must_use]
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
-        let mut mac = self.deriver.clone();
+        Self::derive_under(&self.deriver, purpose)
+    }
+
+    /// The key for `purpose` that the previous KEK derived, during a KEK rotation: what other
+    /// instances, not yet restarted with the new KEK, still use (the DPoP nonces they hand
+    /// out).
+    #[must_use]
+    pub fn derive_previous(&self, purpose: &str) -> Option<[u8; 32]> {
+        self.previous_deriver
+            .as_ref()
+            .map(|deriver| Self::derive_under(deriver, purpose))
+    }
+
+    fn derive_under(deriver: &Hmac<Sha256>, purpose: &str) -> [u8; 32] {
+        let mut mac = deriver.clone();
         mac.update(purpose.as_bytes());
         mac.finalize().into_bytes().into()
     }

@@ -2322,16 +2322,36 @@ fn a_nonce_setting_out_of_range_or_a_short_secret_stops_the_edge() {
         ("DPOP_NONCE_ROTATION_SECRET", "too-short"),
     ];
     let short = config(&short).unwrap();
-    assert!(short.contains("DPOP_NONCE_ROTATION_SECRET"), "{short}");
-    let shared = [
-        ("DPOP_NONCE_SECRET", secret),
-        ("DPOP_NONCE_ROTATION_SECRET", &assertion),
-    ];
-    let shared = config(&shared).unwrap();
     assert!(
-        shared.contains("DPOP_NONCE_ROTATION_SECRET must be the edge's alone"),
-        "{shared}"
+        short.contains("DPOP_NONCE_ROTATION_SECRET: the DPoP nonce secret must be at least"),
+        "{short}"
     );
+    let blank = [
+        ("DPOP_NONCE_SECRET", secret),
+        ("DPOP_NONCE_ROTATION_SECRET", " "),
+    ];
+    let blank = config(&blank).unwrap();
+    assert!(
+        blank.contains("DPOP_NONCE_ROTATION_SECRET is blank"),
+        "{blank}"
+    );
+    for (other, value) in [
+        ("ASSERTION_SECRET", assertion.as_str()),
+        ("KEYSET_COPY_SECRET", COPY_SECRET),
+    ] {
+        let shared = [
+            (other, value),
+            ("DPOP_NONCE_SECRET", secret),
+            ("DPOP_NONCE_ROTATION_SECRET", value),
+        ];
+        let shared = config(&shared).unwrap();
+        assert!(
+            shared.contains(&format!(
+                "DPOP_NONCE_ROTATION_SECRET must be the edge's alone, not the same as {other}"
+            )),
+            "{shared}"
+        );
+    }
 }
 
 #[test]

@@ -373,7 +373,13 @@ fn dpop_nonces(env: &impl Vars) -> Result<Option<(shared::dpop::Nonces, u64)>, C
         )));
     }
     let secret = optional(env, DPOP_NONCE_SECRET);
-    let rotation = optional(env, DPOP_NONCE_ROTATION_SECRET);
+    // Set only on purpose, for a rotation: blank is a mistake, not "none".
+    let rotation = env.text(DPOP_NONCE_ROTATION_SECRET);
+    if rotation.as_ref().is_some_and(|text| text.trim().is_empty()) {
+        return Err(ConfigError(format!(
+            "secret {DPOP_NONCE_ROTATION_SECRET} is blank: set it to a secret, or delete it"
+        )));
+    }
     let Some(secret) = secret else {
         return match rotation {
             Some(_) => Err(ConfigError(format!(
@@ -397,8 +403,8 @@ fn dpop_nonces(env: &impl Vars) -> Result<Option<(shared::dpop::Nonces, u64)>, C
     Ok(Some((nonces, lifetime)))
 }
 
-/// The nonces the secret `name` (holding `secret`) keys: at least 32 bytes, and the edge's
-/// alone.
+/// The nonces the secret `name` (holding `secret`) keys: long enough
+/// ([`shared::dpop::MIN_NONCE_SECRET_LEN`]), and the edge's alone.
 fn edge_nonces(
     env: &impl Vars,
     name: &str,

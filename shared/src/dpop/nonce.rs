@@ -12,7 +12,7 @@
 use base64ct::{Base64UrlUnpadded, Encoding};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::time::UnixTime;
 
@@ -40,7 +40,7 @@ pub enum NonceKeyError {
 pub struct Nonces {
     key: Hmac<Sha256>,
     /// During a rotation: the other key, whose nonces are accepted and never made.
-    also: Option<Hmac<Sha256>>,
+    accepted_too: Option<Hmac<Sha256>>,
 }
 
 impl core::fmt::Debug for Nonces {
@@ -56,15 +56,19 @@ impl Nonces {
         // HMAC takes a key of any length: this cannot fail.
         let key = <Hmac<Sha256> as Mac>::new_from_slice(&key)
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        Self { key, also: None }
+        Self {
+            key,
+            accepted_too: None,
+        }
     }
 
     /// These nonces, also accepting `other`'s (never making them): during a rotation, the
-    /// next key's before instances switch to it and the previous key's after.
+    /// next key's before instances switch to it and the previous key's after. One other key
+    /// at a time: this replaces any set before, and `other`'s own second key is not taken.
     #[must_use]
     pub fn also_accepting(self, other: &Nonces) -> Self {
         Self {
-            also: Some(other.key.clone()),
+            accepted_too: Some(other.key.clone()),
             ..self
         }
     }
@@ -118,10 +122,16 @@ impl Nonces {
         let window = u64::from_be_bytes(*window);
         let current = now.as_secs() / lifetime_secs.max(1);
         let in_time = window == current || window.checked_add(1) == Some(current);
-        let made_under = |key| bool::from(Self::mac(key, window).as_slice().ct_eq(mac));
-        mac.len() == MAC_LEN
-            && in_time
-            && (made_under(&self.key) || self.also.as_ref().is_some_and(made_under))
+        if mac.len() != MAC_LEN || !in_time {
+            return false;
+        }
+        // Both keys' MACs are always compared, so the time taken says nothing of which matched.
+        let made_under = |key| Self::mac(key, window).as_slice().ct_eq(mac);
+        let other = self
+            .accepted_too
+            .as_ref()
+            .map_or(Choice::from(0), made_under);
+        bool::from(made_under(&self.key) | other)
     }
 }
 
@@ -187,7 +197,10 @@ mod tests {
         for nonces in [&before, &after] {
             assert!(nonces.accepts(&made_old, at(500), 60));
             assert!(nonces.accepts(&made_new, at(500), 60));
-            // The second key's nonces keep their window: no longer life for being the other's.
+            // The second key's nonces keep their window, the next included: no longer life
+            // for being the other's, and no shorter.
+            assert!(nonces.accepts(&made_old, at(560), 60));
+            assert!(nonces.accepts(&made_new, at(560), 60));
             assert!(!nonces.accepts(&made_old, at(620), 60));
             assert!(!nonces.accepts(&made_new, at(620), 60));
             assert!(!nonces.accepts(&Nonces::new([3; 32]).issue(at(500), 60), at(500), 60));

@@ -490,11 +490,22 @@ async fn a_kek_rotation_keeps_the_nonces_handed_out(backend: Backend) {
     let nonce_of = |answer: &(http::StatusCode, http::HeaderMap, Value)| {
         answer.1["dpop-nonce"].to_str().unwrap().to_owned()
     };
-    let with_nonce = |state: &issuer::AppState, jti: &str, nonce: &str| {
+    // The token endpoint of `state`, asked with a proof carrying `nonce`.
+    let ask_with = |state: &issuer::AppState, jti: &str, nonce: &str| {
         let nonce = nonce.to_owned();
-        holder.proof_with(token_claims(state, jti, start), move |_, c| {
+        let proof = holder.proof_with(token_claims(state, jti, start), move |_, c| {
             c["nonce"] = json!(nonce)
-        })
+        });
+        let (state, id, secret) = (state.clone(), id.clone(), secret.clone());
+        async move { ask(&state, (&id, &secret), &[&proof]).await }
+    };
+    // An instance started on the same database with `kek`.
+    let restarted = |kek: issuer::keys::Kek| {
+        let (config, db) = (config.clone(), before.db.clone());
+        async move {
+            let signing = issuer::keys::SigningKeys::load(&db, &kek).await.unwrap();
+            issuer::AppState::new(config, db, kek, signing)
+        }
     };
     let answer = ask(
         &before,
@@ -507,51 +518,25 @@ async fn a_kek_rotation_keeps_the_nonces_handed_out(backend: Backend) {
 
     // Restarted with the new KEK and the old one as previous: the old instance's nonce is
     // good, and the answer hands over the new KEK's.
-    let (old_kek, _) = issuer::keys::Kek::load(&config).unwrap();
+    let old_kek = || issuer::keys::Kek::load(&config).unwrap().0;
     let new_kek = || issuer::keys::Kek::parse(&"b2".repeat(32)).unwrap();
-    let both = new_kek().with_previous(old_kek);
-    let signing = issuer::keys::SigningKeys::load(&before.db, &both)
-        .await
-        .unwrap();
-    let during = issuer::AppState::new(config.clone(), before.db.clone(), both, signing);
-    let answer = ask(
-        &during,
-        (&id, &secret),
-        &[&with_nonce(&during, "k2", &old_nonce)],
-    )
-    .await;
+    let during = restarted(new_kek().with_previous(old_kek())).await;
+    let answer = ask_with(&during, "k2", &old_nonce).await;
     assert_eq!(answer.0, 200, "{}", answer.2);
     let new_nonce = nonce_of(&answer);
     assert_ne!(new_nonce, old_nonce, "its own nonces, under the new KEK");
 
     // After the rotation (keys resealed, the previous KEK removed): the new KEK's nonces only.
-    issuer::keys::rewrap(
-        &during.db,
-        &new_kek().with_previous(issuer::keys::Kek::load(&config).unwrap().0),
-    )
-    .await
-    .unwrap();
-    let signing = issuer::keys::SigningKeys::load(&during.db, &new_kek())
-        .await
-        .unwrap();
-    let after = issuer::AppState::new(config, during.db.clone(), new_kek(), signing);
-    let answer = ask(
-        &after,
-        (&id, &secret),
-        &[&with_nonce(&after, "k3", &old_nonce)],
-    )
-    .await;
+    let resealed = issuer::keys::rewrap(&during.db, &new_kek().with_previous(old_kek())).await;
+    assert!(resealed.unwrap() > 0);
+    let after = restarted(new_kek()).await;
+    let answer = ask_with(&after, "k3", &old_nonce).await;
     assert_refused(
         &answer,
         "use_dpop_nonce",
         "the previous KEK's nonce, once it is gone",
     );
-    let answer = ask(
-        &after,
-        (&id, &secret),
-        &[&with_nonce(&after, "k4", &new_nonce)],
-    )
-    .await;
+    let answer = ask_with(&after, "k4", &new_nonce).await;
     assert_eq!(answer.0, 200, "{}", answer.2);
 }
 

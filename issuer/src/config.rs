@@ -179,7 +179,7 @@ impl Default for Config {
             redis_lease_max_permits: 32,
             dpop_proof_max_age_secs: 60,
             dpop_require_nonce: false,
-            dpop_nonce_lifetime_secs: 300,
+            dpop_nonce_lifetime_secs: shared::dpop::DEFAULT_NONCE_LIFETIME_SECS,
             log_format: "json".into(),
             log_level: "info".into(),
             tls_cert_file: None,

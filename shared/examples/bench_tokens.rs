@@ -83,11 +83,6 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            // The edge's default nonce window (DPOP_NONCE_LIFETIME_SECS).
-            let nonce = secret.map(|secret| {
-                let nonces = shared::dpop::Nonces::from_edge_secret(secret.as_bytes()).unwrap();
-                nonces.issue(shared::UnixTime::from_secs(now_secs()), 300)
-            });
             let count: usize = count.parse().unwrap();
             let (signing, public) = dpop_key();
             let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": {
@@ -95,6 +90,12 @@ fn main() {
                 "x": fixtures::b64(public.x()), "y": fixtures::b64(public.y()) } });
             let header = fixtures::b64(header.to_string().as_bytes());
             let (now, ath) = (now_secs(), shared::dpop::token_hash(token));
+            // At the edge's default window (DPOP_NONCE_LIFETIME_SECS unset).
+            let nonce = secret.map(|secret| {
+                let nonces = shared::dpop::Nonces::from_edge_secret(secret.as_bytes()).unwrap();
+                let lifetime = shared::dpop::DEFAULT_NONCE_LIFETIME_SECS;
+                nonces.issue(shared::UnixTime::from_secs(now), lifetime)
+            });
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for n in 0..count {
                 let mut claims = serde_json::json!({

@@ -227,6 +227,10 @@ pub struct ProofRules {
 /// [`ProofRules::leeway_secs`]' default: the issuer and the edge tolerate the same skew.
 pub const DEFAULT_LEEWAY_SECS: u64 = 5;
 
+/// The default window of a server's [`Nonces`], in seconds, at the issuer and the edge alike:
+/// a nonce is good in its window and the next.
+pub const DEFAULT_NONCE_LIFETIME_SECS: u64 = 300;
+
 impl Default for ProofRules {
     fn default() -> Self {
         Self {

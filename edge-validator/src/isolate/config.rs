@@ -103,8 +103,6 @@ const DEFAULT_FETCH_TIMEOUT_MS: u64 = 2_000;
 const DEFAULT_REVOCATION_INTERVAL_MS: u64 = 5_000;
 const DEFAULT_LEASE_TTL_MS: u64 = 2_000;
 const DEFAULT_LEASE_MAX_PERMITS: u64 = 100;
-/// As the issuer's `dpop_nonce_lifetime_secs`.
-const DEFAULT_DPOP_NONCE_LIFETIME_SECS: u64 = 300;
 
 /// Where rate-limit state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,7 +363,7 @@ fn dpop_nonces(env: &impl Vars) -> Result<Option<(shared::dpop::Nonces, u64)>, C
     let lifetime = number(
         env,
         DPOP_NONCE_LIFETIME_SECS,
-        DEFAULT_DPOP_NONCE_LIFETIME_SECS,
+        shared::dpop::DEFAULT_NONCE_LIFETIME_SECS,
     )?;
     if !(10..=3600).contains(&lifetime) {
         return Err(ConfigError(format!(

@@ -846,18 +846,9 @@ impl<T: Clone> Isolate<T> {
             Sync::Wait => {}
         }
 
-        let key = TokenKey::of(token);
-        if let Some(verified) = self.keys.tokens.get_key(&key, now) {
-            log.cache_hit = true;
-            return self.verified_path(arrived, exchange, verified, key, log, now);
-        }
-        // Only a token that needs checking can cost its IP failed-auth budget.
-        let ip = client_network(&arrived.head);
-        let plan = self.config.failed_auth_plan;
-        let failed_auth = Subject::FailedAuth(&ip);
-        if let Some(denied) = self.limiter.locally_denied(failed_auth, &plan, now) {
-            return self.denied(exchange, log, denied, plan, failed_auth, now);
-        }
+        // The key set before the token cache: a cached token is only as good as the set it
+        // was verified with, so past max-stale it waits for a refresh as a new one does (and
+        // is 503 without one), and a cache hit keeps a stale set refreshing.
         let waited = arrived.waited;
         let jwks = match self.keys.decide(now, waited.copy, waited.refresh) {
             Keys::Ready(jwks) => jwks,
@@ -872,6 +863,18 @@ impl<T: Clone> Isolate<T> {
             }
             Keys::Unavailable => return self.reply(exchange, Some(log), &EdgeError::NoKeys, now),
         };
+        let key = TokenKey::of(token);
+        if let Some(verified) = self.keys.tokens.get_key(&key, now) {
+            log.cache_hit = true;
+            return self.verified_path(arrived, exchange, verified, key, log, now);
+        }
+        // Only a token that needs checking can cost its IP failed-auth budget.
+        let ip = client_network(&arrived.head);
+        let plan = self.config.failed_auth_plan;
+        let failed_auth = Subject::FailedAuth(&ip);
+        if let Some(denied) = self.limiter.locally_denied(failed_auth, &plan, now) {
+            return self.denied(exchange, log, denied, plan, failed_auth, now);
+        }
         self.fresh(arrived, exchange, &jwks, key, ip, log, now)
     }
 
@@ -2114,7 +2117,8 @@ impl<T: Clone> Isolate<T> {
         then: Option<WaitId>,
         now: UnixTime,
     ) -> Next<T> {
-        *self.busy_until(kind) = now.plus_millis(self.budget_ms(kind));
+        let deadline = now.plus_millis(self.budget_ms(kind));
+        *self.busy_until(kind) = deadline;
         let mut events = Vec::new();
         let (work, step) = match kind {
             Kind::Keys { load_copy } => {
@@ -2123,7 +2127,7 @@ impl<T: Clone> Isolate<T> {
                 (Work::Keys(refresh), step)
             }
             Kind::Revocations => {
-                let (pull, step) = self.revocations.start(&self.config, now);
+                let (pull, step) = self.revocations.start(&self.config, now, deadline);
                 (Work::Revocations(pull), pull_step(step))
             }
         };

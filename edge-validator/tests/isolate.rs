@@ -313,13 +313,18 @@ fn down() -> Answer {
 
 /// A feed page revoking `entries` (kind, value).
 fn feed(entries: &[(&str, &str)]) -> Answer {
+    feed_page(1, false, entries)
+}
+
+/// A feed page revoking `entries`, with its `cursor` and whether the feed has `more`.
+fn feed_page(cursor: u64, more: bool, entries: &[(&str, &str)]) -> Answer {
     let revocations: Vec<Value> = entries
         .iter()
         .map(|(kind, value)| {
             json!({"kind": kind, "value": value, "expires_at": fixtures::NOW_SECS + 3600})
         })
         .collect();
-    let page = json!({"cursor": 1, "more": false, "revocations": revocations});
+    let page = json!({"cursor": cursor, "more": more, "revocations": revocations});
     Answer::Fetched(Ok(Fetched {
         status: 200,
         text: Some(page.to_string()),
@@ -633,6 +638,48 @@ fn a_stale_key_set_serves_while_it_refreshes_and_dies_at_max_stale() {
     assert_eq!(reply_of(next).status, 503);
 }
 
+#[test]
+fn past_max_stale_a_cached_token_is_refused_as_a_new_one_is() {
+    let mut edge = Edge::with(&[("JWKS_MAX_STALE_SECS", "60")]);
+    // A token that outlives the set's freshness and max-stale.
+    let token = fixtures::with_claims(|claims| {
+        claims.insert("exp".into(), json!(fixtures::NOW_SECS + 3_000));
+    });
+    assert_eq!(edge.status_of(&token), 200);
+    // Stale: a cache hit is served, and it starts the refresh (the issuer is down).
+    edge.advance_ms(300_000);
+    edge.side.clear();
+    let next = edge.request(&token);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    let refresh = edge
+        .background()
+        .expect("a hit on a stale set refreshes it");
+    let mut step = Next::Wait(refresh);
+    while let Next::Wait(id) = step {
+        step = edge.answer(id, down());
+    }
+    // At max-stale (inclusive) the cached token still passes...
+    edge.advance_ms(60_000);
+    edge.side.clear();
+    let next = edge.request(&token);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    let refresh = edge.background().expect("another refresh");
+    let mut step = Next::Wait(refresh);
+    while let Next::Wait(id) = step {
+        step = edge.answer(id, down());
+    }
+    // ...and past it, the set it was verified with is not trusted: 503, as for a new token.
+    edge.advance_ms(1);
+    let mut next = edge.request(&token);
+    while let Next::Wait(id) = next {
+        match edge.asked(id) {
+            Asked::Fetch(_) => next = edge.answer(id, down()),
+            other => panic!("the cached token was served: {other:?}"),
+        }
+    }
+    assert_eq!(reply_of(next).status, 503);
+}
+
 fn copy_edge() -> Edge {
     Edge::with(&[("KEYSET_COPY_SECRET", COPY_SECRET)])
 }
@@ -736,6 +783,113 @@ fn revocations_take_effect_at_the_first_pull_after_the_interval() {
     let reply = reply_of(edge.request(&fixtures::good_token()));
     assert_eq!(reply.status, 401);
     assert!(reply.challenge.unwrap().contains("invalid_token"));
+}
+
+#[test]
+fn an_isolate_that_sat_idle_waits_for_the_feed_unless_the_feed_is_down() {
+    let mut edge = Edge::with(&[
+        ("REVOCATION_URLS", FEED_URL),
+        ("REVOCATION_INTERVAL_MS", "5000"),
+        ("FETCH_TIMEOUT_MS", "2000"),
+    ]);
+    let id = wait_of(&edge.request(&fixtures::good_token()));
+    let next = edge.answer(id, feed(&[]));
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    edge.answer(wait_of(&next), Answer::Origin(Ok(200)));
+    // The list's bound is an interval and one fetch timeout from the start of the pull that
+    // brought it. A millisecond inside it, the request goes on and the pull runs behind...
+    edge.advance_ms(6_999);
+    edge.side.clear();
+    let next = edge.request(&fixtures::good_token());
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    let pull = edge.background().expect("a pull behind the request");
+    assert!(matches!(edge.answer(pull, feed(&[])), Next::Idle(_)));
+    // ...and at the bound (the isolate sat idle since), the request waits for a pull: the
+    // token revoked meanwhile is refused, not served from the list it had.
+    edge.advance_ms(7_000);
+    let id = wait_of(&edge.request(&fixtures::good_token()));
+    assert_eq!(edge.asked(id), Asked::Fetch(format!("{FEED_URL}?since=1")));
+    let reply = reply_of(edge.answer(id, feed(&[("jti", "jti-0001")])));
+    assert_eq!(reply.status, 401);
+    // So does a request that arrives while that pull runs.
+    edge.advance_ms(60_000);
+    let token = token_at(edge.now, "jti-idle");
+    let first = wait_of(&edge.request(&token));
+    assert!(matches!(edge.asked(first), Asked::Fetch(url) if url.starts_with(FEED_URL)));
+    let second = wait_of(&edge.request(&token));
+    assert_eq!(edge.asked(second), Asked::Sleep, "it polls for the pull");
+    // The feed is down: the request goes on with the list it has (logged), and from then
+    // on nothing waits for the feed; a pull runs behind the requests each interval.
+    edge.side.clear();
+    let next = edge.answer(first, down());
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    assert_eq!(edge.events("revocation_feed_failed"), 1);
+    let next = edge.answer(second, Answer::Timer);
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    edge.advance_ms(4_999);
+    edge.side.clear();
+    assert_eq!(edge.status_of(&token), 200);
+    assert_eq!(edge.background(), None, "no pull within the interval");
+    edge.advance_ms(1);
+    let next = edge.request(&token);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    let pull = edge.background().expect("a pull behind the request");
+    // Once a pull succeeds, the bound holds again.
+    edge.answer(pull, feed(&[]));
+    edge.advance_ms(7_000);
+    let id = wait_of(&edge.request(&token));
+    assert!(matches!(edge.asked(id), Asked::Fetch(url) if url.starts_with(FEED_URL)));
+}
+
+#[test]
+fn a_pull_reads_the_feed_to_its_end_or_its_deadline() {
+    let mut edge = Edge::with(&[("REVOCATION_URLS", FEED_URL), ("FETCH_TIMEOUT_MS", "2000")]);
+    // Twelve pages, the token's jti on the last: all are read before the request goes on.
+    let mut next = edge.request(&fixtures::good_token());
+    for page in 0..12 {
+        let id = wait_of(&next);
+        assert_eq!(
+            edge.asked(id),
+            Asked::Fetch(format!("{FEED_URL}?since={page}"))
+        );
+        let last = page == 11;
+        let filler = format!("filler-{page}");
+        let entry = if last { "jti-0001" } else { &filler };
+        next = edge.answer(id, feed_page(page + 1, !last, &[("jti", entry)]));
+    }
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    assert_eq!(reply_of(next).status, 401);
+
+    // A feed whose pages outlast the pull's deadline (a fetch timeout per URL, and one
+    // more): the pull stops there (logged), the request goes on with what was read.
+    let mut edge = Edge::with(&[("REVOCATION_URLS", FEED_URL), ("FETCH_TIMEOUT_MS", "2000")]);
+    let id = wait_of(&edge.request(&fixtures::good_token()));
+    let id = wait_of(&edge.answer(id, feed_page(1, true, &[])));
+    edge.advance_ms(3_999);
+    let id = wait_of(&edge.answer(id, feed_page(2, true, &[])));
+    assert_eq!(edge.asked(id), Asked::Fetch(format!("{FEED_URL}?since=2")));
+    edge.advance_ms(1);
+    let next = edge.answer(id, feed_page(3, true, &[]));
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    let failed = edge.logged();
+    let failed = failed
+        .iter()
+        .find(|(_, line)| line["event"] == "revocation_feed_failed")
+        .expect("logged");
+    assert!(failed.1["reason"].as_str().unwrap().contains("deadline"));
+    // The next pull, an interval after, goes on from the cursor.
+    edge.advance_ms(5_000);
+    edge.side.clear();
+    let next = edge.request(&fixtures::good_token());
+    let pull = edge.background().expect("a pull behind the request");
+    assert_eq!(
+        edge.asked(pull),
+        Asked::Fetch(format!("{FEED_URL}?since=3"))
+    );
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
 }
 
 #[test]
@@ -956,18 +1110,23 @@ fn requests_coming_and_going_never_push_a_running_job_out() {
         edge.asked(pull),
         Asked::Fetch(format!("{FEED_URL}?since=0"))
     );
-    // More requests than the table of suspended requests holds: the first starts the key
-    // set's fetch, the others poll for it (a tick waits again under the same id).
-    let mut pollers = Vec::new();
-    for _ in 0..20_000 {
-        pollers.push(wait_of(&edge.arrive(head("Bearer x.y.z"), "poller")));
-    }
-    let keys_job = pollers[0];
-    assert_eq!(edge.asked(keys_job), Asked::Fetch(JWKS_URL.to_owned()));
-    let last = *pollers.last().unwrap();
-    assert_eq!(wait_of(&edge.answer(last, Answer::Timer)), last);
-    // Both jobs' answers still land: the revocation holds, and the key set is there.
+    // More requests than the table of suspended requests holds, while each job runs: they
+    // poll for it (a tick waits again under the same id).
+    let flood = |edge: &mut Edge| {
+        let pollers: Vec<WaitId> = (0..20_000)
+            .map(|_| wait_of(&edge.arrive(head("Bearer x.y.z"), "poller")))
+            .collect();
+        let last = *pollers.last().unwrap();
+        assert_eq!(edge.asked(last), Asked::Sleep);
+        assert_eq!(wait_of(&edge.answer(last, Answer::Timer)), last);
+    };
+    flood(&mut edge);
+    // The pull's answer still lands (the request that started it was pushed out: a 500).
     edge.answer(pull, feed(&[("jti", "jti-0001")]));
+    let keys_job = wait_of(&edge.arrive(head("Bearer x.y.z"), "keys"));
+    assert_eq!(edge.asked(keys_job), Asked::Fetch(JWKS_URL.to_owned()));
+    flood(&mut edge);
+    // So does the key set's: the revocation holds, and the key set is there.
     edge.answer(keys_job, keys(&fixtures::jwks_value(), "max-age=300"));
     let next = edge.request(&fixtures::good_token());
     let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
@@ -2017,6 +2176,32 @@ fn a_bound_token_passes_with_each_fresh_proof_once() {
     assert_eq!(edge.proof_keys_imported(), 1);
     // The replay objects are one per key, in the request's location.
     assert!(seen.len() == 2);
+}
+
+#[test]
+fn edges_with_other_proof_ages_share_the_replay_entries() {
+    // A canary with a longer DPOP_PROOF_MAX_AGE_SECS beside the rest, one location: a proof
+    // used at one is a replay at the other, whichever took it first.
+    let mut seen = std::collections::HashSet::new();
+    let holder = Holder::new(4);
+    let token = bound_token(&holder);
+    let authorization = format!("DPoP {token}");
+    let mut edges = [
+        Edge::with(&[("DPOP_PROOF_MAX_AGE_SECS", "60")]),
+        Edge::with(&[("DPOP_PROOF_MAX_AGE_SECS", "120")]),
+    ];
+    for (first, then, jti) in [(0, 1, "p-short-first"), (1, 0, "p-long-first")] {
+        let proof = holder.proof(jti, &token, |_, _| {});
+        assert!(matches!(
+            edges[first].dpop(&authorization, Some(&proof), &mut seen),
+            dpop::End::Origin(_)
+        ));
+        edges[then].advance_ms(30_000);
+        let reply = edges[then]
+            .dpop(&authorization, Some(&proof), &mut seen)
+            .reply();
+        assert_eq!(dpop::challenge(&reply).1, "invalid_dpop_proof", "{jti}");
+    }
 }
 
 #[test]

@@ -334,10 +334,12 @@ impl Config {
                 "must be between 1 and 10000",
             ));
         }
-        if !(5..=300).contains(&self.dpop_proof_max_age_secs) {
+        // No longer than the replay stores keep a proof.
+        let most = shared::dpop::MAX_PROOF_AGE_SECS;
+        if !(5..=most).contains(&self.dpop_proof_max_age_secs) {
             return Err(invalid(
                 "dpop_proof_max_age_secs",
-                "must be between 5 and 300",
+                format!("must be between 5 and {most}"),
             ));
         }
         if !(10..=3600).contains(&self.dpop_nonce_lifetime_secs) {

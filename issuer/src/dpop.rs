@@ -2,7 +2,8 @@
 //! server's nonces, and the replay store.
 //!
 //! - **Replay.** Each accepted proof's `replay_key` goes into `dpop_proofs` until the last
-//!   second the proof would be accepted ([`shared::VerifiedProof::remember_until`]); the
+//!   second any instance would accept the proof, whatever its max age
+//!   ([`shared::VerifiedProof::remember_until`]); the
 //!   insert and the check are one statement, so two instances racing with one proof see one
 //!   winner. The database is the instances' shared state already; a read-only replica cannot
 //!   write, so it answers a DPoP request 503 (bearer requests are unaffected).

@@ -21,7 +21,7 @@ use hmac::{Hmac, Mac};
 use p256::ecdsa::{signature::Signer, Signature, SigningKey};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use shared::dpop::{token_hash, ProofRules, MAX_JTI_LEN, MAX_PROOF_BYTES};
+use shared::dpop::{token_hash, ProofRules, MAX_JTI_LEN, MAX_PROOF_AGE_SECS, MAX_PROOF_BYTES};
 
 /// The checker's clock in every vector but RFC 9449's (2026-09-21T13:46:40Z).
 const NOW: u64 = 1_790_000_000;
@@ -126,7 +126,7 @@ fn accept_for(
         "name": name, "proof": proof, "request": request, "now": now,
         "expect": {
             "verdict": "accept", "jkt": jkt, "jti": jti,
-            "remember_until": iat + rules.max_age_secs + rules.leeway_secs,
+            "remember_until": iat + MAX_PROOF_AGE_SECS.max(rules.max_age_secs) + rules.leeway_secs,
         },
     })
 }
@@ -432,7 +432,7 @@ fn main() {
     ));
 
     let file = json!({
-        "about": "DPoP proof vectors (RFC 9449). Written by `cargo run -p shared --example dpop_vectors`; the profile is in shared/src/dpop.rs and docs/edge.md. A checker accepts a proof at most `max_age_secs` after its iat and `leeway_secs` before or beyond that, and for each vector is given the proof, the request (method, URI as reached, the access token presented if any, the thumbprint the token is bound to if any) and the time `now` in seconds. An accepted proof yields its key's RFC 7638 thumbprint, its jti, and the last second it would be accepted (what a replay store must remember it until).",
+        "about": "DPoP proof vectors (RFC 9449). Written by `cargo run -p shared --example dpop_vectors`; the profile is in shared/src/dpop.rs and docs/edge.md. A checker accepts a proof at most `max_age_secs` after its iat and `leeway_secs` before or beyond that, and for each vector is given the proof, the request (method, URI as reached, the access token presented if any, the thumbprint the token is bound to if any) and the time `now` in seconds. An accepted proof yields its key's RFC 7638 thumbprint, its jti, and the last second any server of the system would accept it, whatever its own max age (at most 300 s): what a replay store must remember it until.",
         "max_age_secs": rules.max_age_secs,
         "leeway_secs": rules.leeway_secs,
         "vectors": vectors,

@@ -227,6 +227,12 @@ pub struct ProofRules {
 /// [`ProofRules::leeway_secs`]' default: the issuer and the edge tolerate the same skew.
 pub const DEFAULT_LEEWAY_SECS: u64 = 5;
 
+/// The longest [`ProofRules::max_age_secs`] a server of this system is configured with (the
+/// issuer's and the edge's configs refuse more). [`VerifiedProof::remember_until`] reaches
+/// this far past `iat` whatever one server's rules, so servers whose rules differ (a canary,
+/// the overlap of a rollout) can share a replay store and still accept each proof once.
+pub const MAX_PROOF_AGE_SECS: u64 = 300;
+
 /// The default window of a server's [`Nonces`], in seconds, at the issuer and the edge alike:
 /// a nonce is good in its window and the next.
 pub const DEFAULT_NONCE_LIFETIME_SECS: u64 = 300;
@@ -508,7 +514,7 @@ pub fn check<'p>(
     if claims.iat > now.saturating_add(rules.leeway_secs) {
         return Err(ProofError::IssuedInFuture);
     }
-    if now > claims.remember_until(rules) {
+    if now > claims.accepted_until(rules) {
         return Err(ProofError::Stale);
     }
     if let Some(token) = request.access_token {
@@ -604,11 +610,20 @@ impl ProofClaims {
         })
     }
 
-    /// The last second (server time) at which this proof is still accepted.
-    fn remember_until(&self, rules: &ProofRules) -> u64 {
+    /// The last second (server time) at which this proof is still accepted under `rules`.
+    fn accepted_until(&self, rules: &ProofRules) -> u64 {
         self.iat
             .saturating_add(rules.max_age_secs)
             .saturating_add(rules.leeway_secs)
+    }
+
+    /// The last second at which any server of this system would accept this proof: under
+    /// `rules`, or under rules of the longest age and the default leeway, whichever is later.
+    /// A store keyed or pruned by it does not depend on the rules of the server that wrote.
+    fn remember_until(&self, rules: &ProofRules) -> u64 {
+        self.iat
+            .saturating_add(rules.max_age_secs.max(MAX_PROOF_AGE_SECS))
+            .saturating_add(rules.leeway_secs.max(DEFAULT_LEEWAY_SECS))
     }
 }
 
@@ -744,8 +759,11 @@ impl VerifiedProof {
         Base64UrlUnpadded::encode_string(&hash.finalize())
     }
 
-    /// The last second (server time, seconds since the epoch) at which this proof would be
-    /// accepted: a replay store must remember its key until then, and may forget it after.
+    /// The last second (server time, seconds since the epoch) at which any server of this
+    /// system would accept this proof, whatever its rules ([`MAX_PROOF_AGE_SECS`]): a replay
+    /// store must remember its key until then, and may forget it after. It depends on the
+    /// proof alone (for rules within the bounds), so an entry written by a server with a
+    /// shorter window is still there when one with a longer window looks.
     #[must_use]
     pub fn remember_until(&self) -> u64 {
         self.remember_until

@@ -73,6 +73,33 @@ fn every_vector_gets_its_verdict_and_reason() {
 }
 
 #[test]
+fn what_a_replay_store_keeps_does_not_depend_on_the_servers_max_age() {
+    // Servers whose max age differs (a canary, a rollout) share one store: a proof's entry
+    // must be the same whoever wrote it, or one could miss the other's.
+    let file: Value = serde_json::from_str(VECTORS).unwrap();
+    let leeway_secs = file["leeway_secs"].as_u64().unwrap();
+    let mut compared = 0;
+    for vector in file["vectors"].as_array().unwrap() {
+        let expected = &vector["expect"]["remember_until"];
+        if expected.is_null() {
+            continue;
+        }
+        for max_age_secs in [5, 60, 120, dpop::MAX_PROOF_AGE_SECS] {
+            let rules = ProofRules {
+                max_age_secs,
+                leeway_secs,
+            };
+            let got = verdict(&rules, vector);
+            if got["verdict"] == "accept" {
+                assert_eq!(&got["remember_until"], expected, "{}", vector["name"]);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 20, "{compared} comparisons");
+}
+
+#[test]
 fn the_token_hash_is_rfc_9449s() {
     // RFC 9449 §7.1, Figure 12: the token of Figure 11 and its `ath`.
     assert_eq!(

@@ -342,13 +342,15 @@ fn scope(env: &impl Vars, name: &str) -> Result<RateLimitScope, ConfigError> {
     }
 }
 
-/// [`DPOP_PROOF_MAX_AGE_SECS`], 5 to 300 seconds, with 5 seconds of leeway (as the issuer).
+/// [`DPOP_PROOF_MAX_AGE_SECS`], 5 seconds to [`shared::dpop::MAX_PROOF_AGE_SECS`] (what the
+/// replay entries are kept for), with the default leeway (as the issuer).
 fn dpop_rules(env: &impl Vars) -> Result<shared::ProofRules, ConfigError> {
     let defaults = shared::ProofRules::default();
     let max_age_secs = number(env, DPOP_PROOF_MAX_AGE_SECS, defaults.max_age_secs)?;
-    if !(5..=300).contains(&max_age_secs) {
+    let most = shared::dpop::MAX_PROOF_AGE_SECS;
+    if !(5..=most).contains(&max_age_secs) {
         return Err(ConfigError(format!(
-            "var {DPOP_PROOF_MAX_AGE_SECS} must be 5 to 300, not {max_age_secs}"
+            "var {DPOP_PROOF_MAX_AGE_SECS} must be 5 to {most}, not {max_age_secs}"
         )));
     }
     Ok(shared::ProofRules {

@@ -1,10 +1,17 @@
 //! The issuer's revocation feed, pulled every `REVOCATION_INTERVAL_MS` into isolate memory
 //! (`shared::RevocationList` decides; this file says what to fetch and reads the answers).
-//! A new isolate waits for its first pull (bounded by the fetch timeout); afterwards pulls
-//! run in the background while requests go on with the list they have, so a revocation
-//! takes effect within about one interval plus one fetch. If the feed cannot be reached, the
-//! edge keeps serving with the list it has and logs it: refusing every token because the
-//! feed is down would turn an issuer outage into a global one.
+//!
+//! The bound: a request is decided with a list that held every revocation the feed had at
+//! most `REVOCATION_INTERVAL_MS + FETCH_TIMEOUT_MS` before it, or it waits (within the job's
+//! budget) for a pull. While the list is younger than that, pulls run behind the requests
+//! once per interval; older (a new isolate, or one that sat idle), the request waits for
+//! the pull, and so do the others that arrive while it runs. A pull reads page after page
+//! until the feed has no more, or until its deadline.
+//!
+//! If the feed cannot be reached (or its pages outlast the deadline), the edge keeps
+//! serving with the list it has and logs it, and pulls behind the requests again after an
+//! interval: refusing every token because the feed is down would turn an issuer outage into
+//! a global one.
 
 use shared::revocations::{FeedPage, RevocationList};
 use shared::{UnixTime, VerifiedToken};
@@ -12,15 +19,21 @@ use shared::{UnixTime, VerifiedToken};
 use super::config::Config;
 use super::io::{FetchError, Fetched, Get};
 
-/// Pages read per pull, at most (the rest follows on the next pull).
-const MAX_PAGES_PER_PULL: usize = 10;
+/// Why a pull that was still reading pages stopped (the log's `reason`).
+const PAST_DEADLINE: &str =
+    "more pages than one pull reads by its deadline (the rest next interval)";
 
 /// The list and when it was last pulled.
 #[derive(Debug, Default)]
 pub(crate) struct Revocations {
     list: RevocationList,
     last_attempt: Option<UnixTime>,
-    last_success: Option<UnixTime>,
+    /// When the last pull that read the feed to its end began: the list holds every
+    /// revocation the feed had then.
+    current_as_of: Option<UnixTime>,
+    /// Whether the last pull to end failed (no URL answered, or the deadline came first):
+    /// the edge then serves with the list it has rather than hold requests for the feed.
+    last_pull_failed: bool,
 }
 
 /// What a request does about the list at `now`.
@@ -30,7 +43,7 @@ pub(crate) enum Sync {
     Current,
     /// Go on, and pull in the background (the interval has passed).
     PullBehind,
-    /// Wait for the first pull (a new isolate).
+    /// Wait for a pull: the list is older than the bound (a new isolate, or an idle one).
     Wait,
 }
 
@@ -43,15 +56,25 @@ pub(crate) enum PullStep {
 }
 
 impl Revocations {
-    /// Whether the list needs a pull now: waits only in a new isolate.
+    /// Whether the list needs a pull now, and whether the request waits for it.
     pub(crate) fn sync(&self, config: &Config, now: UnixTime) -> Sync {
         if config.revocation_urls.is_empty() {
             return Sync::Current;
         }
+        // A busy isolate's list is at most an interval and one fetch old; an older one
+        // waits, unless the last pull failed (then the feed is down: serve on).
+        let bound = config
+            .revocation_interval_ms
+            .saturating_add(config.fetch_timeout_ms);
+        let too_old = self
+            .current_as_of
+            .is_none_or(|at| now.millis_since(at) >= bound);
+        if too_old && !self.last_pull_failed {
+            return Sync::Wait;
+        }
         match self.last_attempt {
-            None => Sync::Wait,
-            Some(at) if now.millis_since(at) >= config.revocation_interval_ms => Sync::PullBehind,
-            Some(_) => Sync::Current,
+            Some(at) if now.millis_since(at) < config.revocation_interval_ms => Sync::Current,
+            _ => Sync::PullBehind,
         }
     }
 
@@ -65,15 +88,26 @@ impl Revocations {
         self.list.is_key_revoked(kid)
     }
 
-    /// Milliseconds since the last successful pull, for the log and `/.edge/health`.
+    /// The list's age in milliseconds (since the start of the last pull that read the
+    /// feed to its end), for the log and `/.edge/health`.
     pub(crate) fn age_ms(&self, now: UnixTime) -> Option<u64> {
-        self.last_success.map(|at| now.millis_since(at))
+        self.current_as_of.map(|at| now.millis_since(at))
     }
 
-    /// A pull begins at `now`: the job and its first fetch (or nothing to fetch).
-    pub(crate) fn start(&mut self, config: &Config, now: UnixTime) -> (Pull, PullStep) {
+    /// A pull begins at `now` and reads no page after `deadline`: the job and its first
+    /// fetch (or nothing to fetch).
+    pub(crate) fn start(
+        &mut self,
+        config: &Config,
+        now: UnixTime,
+        deadline: UnixTime,
+    ) -> (Pull, PullStep) {
         self.last_attempt = Some(now);
-        let pull = Pull { url: 0, pages: 0 };
+        let pull = Pull {
+            url: 0,
+            began: now,
+            deadline,
+        };
         let step = pull.page(self, config);
         (pull, step)
     }
@@ -84,14 +118,16 @@ impl Revocations {
     }
 }
 
-/// A pull: the feed URLs in order, up to [`MAX_PAGES_PER_PULL`] pages from the first that
-/// answers.
+/// A pull: the feed URLs in order, each read from the list's cursor until the feed has no
+/// more pages, or the deadline comes.
 #[derive(Debug)]
 pub(crate) struct Pull {
     /// The URL being read.
     url: usize,
-    /// Pages read from it.
-    pages: usize,
+    /// When the pull began: what the list is current as of, once read to the end.
+    began: UnixTime,
+    /// No page is asked for after it (the job's budget).
+    deadline: UnixTime,
 }
 
 impl Pull {
@@ -121,17 +157,26 @@ impl Pull {
                     .map_or("", String::as_str);
                 failed.push((url.to_owned(), reason.to_string()));
                 self.url += 1;
-                self.pages = 0;
-                return (Vec::new(), self.page(list, config));
+                let next = self.page(list, config);
+                if matches!(next, PullStep::Done) {
+                    list.last_pull_failed = true;
+                }
+                return (Vec::new(), next);
             }
         };
         let more = page.more;
         let new_kids = list.list.apply(page, now);
-        self.pages += 1;
-        let next = if more && self.pages < MAX_PAGES_PER_PULL {
+        let next = if !more {
+            list.current_as_of = Some(self.began);
+            list.last_pull_failed = false;
+            PullStep::Done
+        } else if now < self.deadline {
             self.page(list, config)
         } else {
-            list.last_success = Some(now);
+            let url = config.revocation_urls.get(self.url);
+            let url = url.map_or("", String::as_str);
+            failed.push((url.to_owned(), PAST_DEADLINE.to_owned()));
+            list.last_pull_failed = true;
             PullStep::Done
         };
         (new_kids, next)

@@ -16,8 +16,15 @@ export async function fetchText(url, accept, ifNoneMatch, timeoutMs) {
     const headers = { accept };
     if (ifNoneMatch != null) headers["if-none-match"] = ifNoneMatch;
     // A redirect is not followed: the key set and the feed come only from the configured
-    // URLs (a 3xx is an answer the job cannot use, and the next URL is tried).
-    const response = await fetch(url, { headers, signal: controller.signal, redirect: "manual" });
+    // URLs (a 3xx is an answer the job cannot use, and the next URL is tried). Nor is the
+    // zone's HTTP cache read: other scripts on the zone can write it (`cache.put` under the
+    // issuer's URL, where a cache rule makes JSON cacheable). The tagged copy is the shared tier.
+    const response = await fetch(url, {
+      headers,
+      signal: controller.signal,
+      redirect: "manual",
+      cache: "no-store",
+    });
     const text = response.status === 200 ? await response.text() : null;
     if (text === null) response.body?.cancel();
     return {

@@ -846,9 +846,24 @@ impl<T: Clone> Isolate<T> {
             Sync::Wait => {}
         }
 
-        // The key set before the token cache: a cached token is only as good as the set it
-        // was verified with, so past max-stale it waits for a refresh as a new one does (and
-        // is 503 without one), and a cache hit keeps a stale set refreshing.
+        let key = TokenKey::of(token);
+        let lookup = match self.keys.tokens.get_key(&key, now) {
+            Some(verified) => Lookup::Hit(verified),
+            // Only a token that needs checking can cost its IP failed-auth budget, and one
+            // over it is refused before anything waits.
+            None => {
+                let ip = client_network(&arrived.head);
+                let plan = self.config.failed_auth_plan;
+                let failed_auth = Subject::FailedAuth(&ip);
+                if let Some(denied) = self.limiter.locally_denied(failed_auth, &plan, now) {
+                    return self.denied(exchange, log, denied, plan, failed_auth, now);
+                }
+                Lookup::Miss { ip }
+            }
+        };
+        // The key set, for a cached token too: it is only as good as the set it was verified
+        // with, so past max-stale it waits for a refresh as a new one does (and is 503
+        // without one), and a cache hit keeps a stale set refreshing.
         let waited = arrived.waited;
         let jwks = match self.keys.decide(now, waited.copy, waited.refresh) {
             Keys::Ready(jwks) => jwks,
@@ -863,19 +878,13 @@ impl<T: Clone> Isolate<T> {
             }
             Keys::Unavailable => return self.reply(exchange, Some(log), &EdgeError::NoKeys, now),
         };
-        let key = TokenKey::of(token);
-        if let Some(verified) = self.keys.tokens.get_key(&key, now) {
-            log.cache_hit = true;
-            return self.verified_path(arrived, exchange, verified, key, log, now);
+        match lookup {
+            Lookup::Hit(verified) => {
+                log.cache_hit = true;
+                self.verified_path(arrived, exchange, verified, key, log, now)
+            }
+            Lookup::Miss { ip } => self.fresh(arrived, exchange, &jwks, key, ip, log, now),
         }
-        // Only a token that needs checking can cost its IP failed-auth budget.
-        let ip = client_network(&arrived.head);
-        let plan = self.config.failed_auth_plan;
-        let failed_auth = Subject::FailedAuth(&ip);
-        if let Some(denied) = self.limiter.locally_denied(failed_auth, &plan, now) {
-            return self.denied(exchange, log, denied, plan, failed_auth, now);
-        }
-        self.fresh(arrived, exchange, &jwks, key, ip, log, now)
     }
 
     /// A token the cache does not hold: every check but the signature, then a wait for
@@ -2285,6 +2294,13 @@ fn object_name(scope: RateLimitScope, key: &str, colo: Option<&str>) -> String {
 
 /// The network a client's per-address budgets are charged to (`rate_limit::network_key`:
 /// IPv6 by `/64`), from the platform's `CF-Connecting-IP`.
+/// A token in the token cache, or not (and then its client's network, for the failed-auth
+/// budget it may cost).
+enum Lookup {
+    Hit(Arc<VerifiedToken>),
+    Miss { ip: String },
+}
+
 fn client_network(head: &Head) -> String {
     head.client_ip
         .as_deref()

@@ -803,10 +803,16 @@ fn an_isolate_that_sat_idle_waits_for_the_feed_unless_the_feed_is_down() {
     let next = edge.request(&fixtures::good_token());
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
     let pull = edge.background().expect("a pull behind the request");
+    // ...and once the list crosses the bound with that pull still out, a request polls for it.
+    edge.advance_ms(1);
+    let poller = wait_of(&edge.request(&fixtures::good_token()));
+    assert_eq!(edge.asked(poller), Asked::Sleep);
     assert!(matches!(edge.answer(pull, feed(&[])), Next::Idle(_)));
-    // ...and at the bound (the isolate sat idle since), the request waits for a pull: the
-    // token revoked meanwhile is refused, not served from the list it had.
-    edge.advance_ms(7_000);
+    let next = edge.answer(poller, Answer::Timer);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    // At the bound (the isolate sat idle since), the request waits for a pull: the token
+    // revoked meanwhile is refused, not served from the list it had.
+    edge.advance_ms(6_999);
     let id = wait_of(&edge.request(&fixtures::good_token()));
     assert_eq!(edge.asked(id), Asked::Fetch(format!("{FEED_URL}?since=1")));
     let reply = reply_of(edge.answer(id, feed(&[("jti", "jti-0001")])));
@@ -836,11 +842,20 @@ fn an_isolate_that_sat_idle_waits_for_the_feed_unless_the_feed_is_down() {
     let next = edge.request(&token);
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
     let pull = edge.background().expect("a pull behind the request");
-    // Once a pull succeeds, the bound holds again.
-    edge.answer(pull, feed(&[]));
+    // A failure excuses the list only while it is recent: idle past the bound after one,
+    // the request waits for a pull again (the feed is back).
+    edge.answer(pull, down());
+    edge.advance_ms(6_999);
+    edge.side.clear();
+    let next = edge.request(&token);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    let pull = edge.background().expect("a pull behind the request");
+    edge.answer(pull, down());
     edge.advance_ms(7_000);
     let id = wait_of(&edge.request(&token));
     assert!(matches!(edge.asked(id), Asked::Fetch(url) if url.starts_with(FEED_URL)));
+    let next = edge.answer(id, feed(&[]));
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
 }
 
 #[test]
@@ -863,11 +878,12 @@ fn a_pull_reads_the_feed_to_its_end_or_its_deadline() {
     assert_eq!(reply_of(next).status, 401);
 
     // A feed whose pages outlast the pull's deadline (a fetch timeout per URL, and one
-    // more): the pull stops there (logged), the request goes on with what was read.
+    // more): no page is asked for that could still be out at the deadline, so the pull
+    // stops there (logged), and the request goes on with what was read.
     let mut edge = Edge::with(&[("REVOCATION_URLS", FEED_URL), ("FETCH_TIMEOUT_MS", "2000")]);
     let id = wait_of(&edge.request(&fixtures::good_token()));
     let id = wait_of(&edge.answer(id, feed_page(1, true, &[])));
-    edge.advance_ms(3_999);
+    edge.advance_ms(2_000);
     let id = wait_of(&edge.answer(id, feed_page(2, true, &[])));
     assert_eq!(edge.asked(id), Asked::Fetch(format!("{FEED_URL}?since=2")));
     edge.advance_ms(1);
@@ -880,8 +896,10 @@ fn a_pull_reads_the_feed_to_its_end_or_its_deadline() {
         .find(|(_, line)| line["event"] == "revocation_feed_failed")
         .expect("logged");
     assert!(failed.1["reason"].as_str().unwrap().contains("deadline"));
-    // The next pull, an interval after, goes on from the cursor.
-    edge.advance_ms(5_000);
+    // The next pull, an interval after the last began (and while that one's failure is
+    // recent), runs behind the request from the cursor; a page that says "more" without
+    // moving it ends the pull (logged) rather than be asked for again.
+    edge.advance_ms(3_000);
     edge.side.clear();
     let next = edge.request(&fixtures::good_token());
     let pull = edge.background().expect("a pull behind the request");
@@ -890,6 +908,19 @@ fn a_pull_reads_the_feed_to_its_end_or_its_deadline() {
         Asked::Fetch(format!("{FEED_URL}?since=3"))
     );
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    assert!(matches!(
+        edge.answer(pull, feed_page(3, true, &[])),
+        Next::Idle(_)
+    ));
+    let logged = edge.logged();
+    let stuck = logged
+        .iter()
+        .rev()
+        .find(|(_, line)| line["event"] == "revocation_feed_failed");
+    assert!(stuck.unwrap().1["reason"]
+        .as_str()
+        .unwrap()
+        .contains("cursor"));
 }
 
 #[test]
@@ -959,6 +990,28 @@ fn failed_authentications_cost_the_client_network_its_budget() {
     // A missing token is only challenged, at no cost.
     let reply = reply_of(edge.arrive(head("Basic x"), "request"));
     assert_eq!(reply.status, 401);
+}
+
+#[test]
+fn an_address_over_its_failed_auth_budget_is_refused_before_any_wait() {
+    let mut edge = Edge::with(&[
+        ("RATE_LIMIT_MODE", "durable"),
+        ("JWKS_MAX_STALE_SECS", "60"),
+    ]);
+    // A forged token; the address's object says its failed-auth budget is spent for 10 min.
+    let bad = fixtures::sign_with(&fixtures::header(), &fixtures::claims(), 2);
+    let next = edge.request(&bad);
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    let id = wait_of(&next);
+    assert!(matches!(edge.asked(id), Asked::Limiter { .. }));
+    let denied = r#"{"allowed":false,"limit":20,"remaining":0,"reset_after_ms":600000,"retry_after_ms":600000}"#;
+    let reply = reply_of(edge.answer(id, Answer::Limit(Ok(denied.to_owned()))));
+    assert_eq!(reply.status, 429);
+    // The key set is past max-stale, so a token to check would wait for a refresh: the
+    // address whose denial the isolate keeps is refused first, with no fetch and no wait.
+    edge.advance_ms(361_000);
+    let reply = reply_of(edge.request(&token_at(edge.now, "jti-next")));
+    assert_eq!(reply.status, 429);
 }
 
 #[test]
@@ -2190,17 +2243,23 @@ fn edges_with_other_proof_ages_share_the_replay_entries() {
         Edge::with(&[("DPOP_PROOF_MAX_AGE_SECS", "60")]),
         Edge::with(&[("DPOP_PROOF_MAX_AGE_SECS", "120")]),
     ];
-    for (first, then, jti) in [(0, 1, "p-short-first"), (1, 0, "p-long-first")] {
+    // The replays come at an age only the edge that sees them still accepts: 90 s at the
+    // longer window (past the shorter one's), 30 s at the shorter.
+    for (first, then, later_ms, jti) in [
+        (0, 1, 90_000, "p-short-first"),
+        (1, 0, 30_000, "p-long-first"),
+    ] {
         let proof = holder.proof(jti, &token, |_, _| {});
         assert!(matches!(
             edges[first].dpop(&authorization, Some(&proof), &mut seen),
             dpop::End::Origin(_)
         ));
-        edges[then].advance_ms(30_000);
+        edges[then].advance_ms(later_ms);
         let reply = edges[then]
             .dpop(&authorization, Some(&proof), &mut seen)
             .reply();
         assert_eq!(dpop::challenge(&reply).1, "invalid_dpop_proof", "{jti}");
+        assert!(reply.body.contains("already used"), "{jti}: {}", reply.body);
     }
 }
 

@@ -354,8 +354,10 @@ async fn a_proof_is_good_once_across_instances(backend: Backend) {
 }
 
 /// A used proof is refused at every second it would otherwise be accepted, up to the last
-/// (`iat + max_age + leeway`); after that it is stale, and a new proof with the same `jti`
-/// (a client's counter that wrapped) is taken again.
+/// (`iat + max_age + leeway`); after that it is stale. Its row outlives that, to the last
+/// second any instance would accept it (`iat + MAX_PROOF_AGE_SECS + leeway`: another's max age
+/// may be longer), so until then a new proof with the same `jti` is refused too; after it, a
+/// client's counter that wrapped is taken again.
 async fn a_proof_is_remembered_to_the_end_of_its_window(backend: Backend) {
     let start = now_secs();
     let (clock, time) = issuer::clock::Clock::manual(UnixTime::from_secs(start));
@@ -367,13 +369,13 @@ async fn a_proof_is_remembered_to_the_end_of_its_window(backend: Backend) {
         leeway_secs: issuer::dpop::PROOF_LEEWAY_SECS,
     };
     let last = start + rules.max_age_secs + rules.leeway_secs;
+    let kept = start + shared::dpop::MAX_PROOF_AGE_SECS + rules.leeway_secs;
+    assert!(kept > last + 1, "the default max age is below the largest");
     let proof = holder.proof(&state, "once", start);
     assert_eq!(ask(&state, (&id, &secret), &[&proof]).await.0, 200);
-    for at in [start, start + 1, last - 1, last] {
-        time.set_secs(at as i64);
-        let answer = ask(&state, (&id, &secret), &[&proof]).await;
+    let already_used = |answer: &(http::StatusCode, http::HeaderMap, Value), at: u64| {
         assert_refused(
-            &answer,
+            answer,
             "invalid_dpop_proof",
             &format!("replay at +{}", at - start),
         );
@@ -386,6 +388,10 @@ async fn a_proof_is_remembered_to_the_end_of_its_window(backend: Backend) {
             at - start,
             answer.2
         );
+    };
+    for at in [start, start + 1, last - 1, last] {
+        time.set_secs(at as i64);
+        already_used(&ask(&state, (&id, &secret), &[&proof]).await, at);
     }
     time.set_secs(last as i64 + 1);
     let answer = ask(&state, (&id, &secret), &[&proof]).await;
@@ -397,17 +403,25 @@ async fn a_proof_is_remembered_to_the_end_of_its_window(backend: Backend) {
         "{}",
         answer.2
     );
-    // The row is still there (not pruned): a new proof with the same jti takes it over.
-    let again = holder.proof(&state, "once", last + 1);
+    // A new proof with the same jti, while the row is kept: refused, to its last second...
+    for at in [last + 1, kept] {
+        time.set_secs(at as i64);
+        let early = holder.proof(&state, "once", at);
+        already_used(&ask(&state, (&id, &secret), &[&early]).await, at);
+    }
+    // ...and after it the row (not yet pruned) is taken over.
+    time.set_secs(kept as i64 + 1);
+    let again = holder.proof(&state, "once", kept + 1);
     let (status, _, body) = ask(&state, (&id, &secret), &[&again]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        issuer::dpop::prune(&state.db, (last + 1) as i64)
+        issuer::dpop::prune(&state.db, (kept + 1) as i64)
             .await
             .unwrap(),
         0
     );
-    let pruned = issuer::dpop::prune(&state.db, (last + 2 + rules.replay_window_secs()) as i64)
+    let window = shared::dpop::MAX_PROOF_AGE_SECS + rules.leeway_secs;
+    let pruned = issuer::dpop::prune(&state.db, (kept + 2 + window) as i64)
         .await
         .unwrap();
     assert_eq!(pruned, 1);

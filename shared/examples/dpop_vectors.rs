@@ -21,7 +21,9 @@ use hmac::{Hmac, Mac};
 use p256::ecdsa::{signature::Signer, Signature, SigningKey};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use shared::dpop::{token_hash, ProofRules, MAX_JTI_LEN, MAX_PROOF_AGE_SECS, MAX_PROOF_BYTES};
+use shared::dpop::{
+    token_hash, ProofRules, DEFAULT_LEEWAY_SECS, MAX_JTI_LEN, MAX_PROOF_AGE_SECS, MAX_PROOF_BYTES,
+};
 
 /// The checker's clock in every vector but RFC 9449's (2026-09-21T13:46:40Z).
 const NOW: u64 = 1_790_000_000;
@@ -126,7 +128,7 @@ fn accept_for(
         "name": name, "proof": proof, "request": request, "now": now,
         "expect": {
             "verdict": "accept", "jkt": jkt, "jti": jti,
-            "remember_until": iat + MAX_PROOF_AGE_SECS.max(rules.max_age_secs) + rules.leeway_secs,
+            "remember_until": iat + MAX_PROOF_AGE_SECS.max(rules.max_age_secs) + rules.leeway_secs.max(DEFAULT_LEEWAY_SECS),
         },
     })
 }

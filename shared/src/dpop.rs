@@ -247,10 +247,10 @@ impl Default for ProofRules {
 }
 
 impl ProofRules {
-    /// The longest span of server time over which one proof is accepted:
-    /// `iat - leeway ..= iat + max_age + leeway`. A replay store that remembers each `jti` for
-    /// this long after first seeing it (or until [`VerifiedProof::remember_until`]) accepts
-    /// each proof exactly once.
+    /// The longest span of server time over which one proof is accepted under these rules:
+    /// `iat - leeway ..= iat + max_age + leeway`. A replay store used by servers of these
+    /// rules alone may remember each `jti` for this long after first seeing it; one shared
+    /// by servers whose rules may differ keeps it until [`VerifiedProof::remember_until`].
     #[must_use]
     pub const fn replay_window_secs(&self) -> u64 {
         self.max_age_secs

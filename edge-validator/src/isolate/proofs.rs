@@ -3,7 +3,8 @@
 //!
 //! One object per proof key (`dpop/<jkt>`): per location by default, or one worldwide
 //! (`DPOP_REPLAY_SCOPE`). The object keeps each proof it accepted in its durable storage under
-//! `<until>:<replay key>`, `until` being the last second the proof would be accepted,
+//! `<until>:<replay key>`, `until` being the last second any edge would accept the proof,
+//! whatever its own max age (`VerifiedProof::remember_until`),
 //! zero-padded so that the keys sort by it and expired ones go by range, in batches. Its
 //! input gate holds other requests between the read and the write, so of two isolates
 //! sending one proof, exactly one hears "fresh"; within one call, the first of two equal

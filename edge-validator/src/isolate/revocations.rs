@@ -11,7 +11,9 @@
 //! If the feed cannot be reached (or its pages outlast the deadline), the edge keeps
 //! serving with the list it has and logs it, and pulls behind the requests again after an
 //! interval: refusing every token because the feed is down would turn an issuer outage into
-//! a global one.
+//! a global one. That failure excuses the list's age only while it is recent (within the
+//! bound): an isolate that sits idle after it waits for a pull again, as any idle one does,
+//! so one failed pull never leaves an old list in use for good.
 
 use shared::revocations::{FeedPage, RevocationList};
 use shared::{UnixTime, VerifiedToken};
@@ -19,6 +21,9 @@ use shared::{UnixTime, VerifiedToken};
 use super::config::Config;
 use super::io::{FetchError, Fetched, Get};
 
+/// Why a pull stopped at a page that said "more" without moving the cursor (the log's
+/// `reason`).
+const STUCK: &str = "a page said more but did not move the cursor";
 /// Why a pull that was still reading pages stopped (the log's `reason`).
 const PAST_DEADLINE: &str =
     "more pages than one pull reads by its deadline (the rest next interval)";
@@ -32,7 +37,8 @@ pub(crate) struct Revocations {
     /// revocation the feed had then.
     current_as_of: Option<UnixTime>,
     /// Whether the last pull to end failed (no URL answered, or the deadline came first):
-    /// the edge then serves with the list it has rather than hold requests for the feed.
+    /// until the bound has passed since it began, the edge serves with the list it has
+    /// rather than hold requests for the feed.
     last_pull_failed: bool,
 }
 
@@ -62,14 +68,13 @@ impl Revocations {
             return Sync::Current;
         }
         // A busy isolate's list is at most an interval and one fetch old; an older one
-        // waits, unless the last pull failed (then the feed is down: serve on).
+        // waits, unless a pull failed within that time (the feed is down: serve on).
         let bound = config
             .revocation_interval_ms
             .saturating_add(config.fetch_timeout_ms);
-        let too_old = self
-            .current_as_of
-            .is_none_or(|at| now.millis_since(at) >= bound);
-        if too_old && !self.last_pull_failed {
+        let older = |at: Option<UnixTime>| at.is_none_or(|at| now.millis_since(at) >= bound);
+        let failed_lately = self.last_pull_failed && !older(self.last_attempt);
+        if older(self.current_as_of) && !failed_lately {
             return Sync::Wait;
         }
         match self.last_attempt {
@@ -126,7 +131,7 @@ pub(crate) struct Pull {
     url: usize,
     /// When the pull began: what the list is current as of, once read to the end.
     began: UnixTime,
-    /// No page is asked for after it (the job's budget).
+    /// The job's end: no fetch starts that could still be out then.
     deadline: UnixTime,
 }
 
@@ -148,16 +153,21 @@ impl Pull {
             }
             (status, _) => Err(FetchError::Status(status)),
         });
+        let url = config.revocation_urls.get(self.url);
+        let url = url.map_or("", String::as_str).to_owned();
+        // A fetch started now must be over by the job's end, or requests polling for the job
+        // would stop waiting (and a second pull start) while it is still out.
+        let time_left = now.plus_millis(config.fetch_timeout_ms) <= self.deadline;
         let page = match page {
             Ok(page) => page,
             Err(reason) => {
-                let url = config
-                    .revocation_urls
-                    .get(self.url)
-                    .map_or("", String::as_str);
-                failed.push((url.to_owned(), reason.to_string()));
+                failed.push((url, reason.to_string()));
                 self.url += 1;
-                let next = self.page(list, config);
+                let next = if time_left {
+                    self.page(list, config)
+                } else {
+                    PullStep::Done
+                };
                 if matches!(next, PullStep::Done) {
                     list.last_pull_failed = true;
                 }
@@ -165,21 +175,29 @@ impl Pull {
             }
         };
         let more = page.more;
+        let cursor = list.cursor();
         let new_kids = list.list.apply(page, now);
-        let next = if !more {
-            list.current_as_of = Some(self.began);
-            list.last_pull_failed = false;
-            PullStep::Done
-        } else if now < self.deadline {
-            self.page(list, config)
+        // A page that says "more" must move the cursor, or the next would be the same.
+        let stopped = if !more {
+            None
+        } else if list.cursor() == cursor {
+            Some(STUCK)
+        } else if time_left {
+            return (new_kids, self.page(list, config));
         } else {
-            let url = config.revocation_urls.get(self.url);
-            let url = url.map_or("", String::as_str);
-            failed.push((url.to_owned(), PAST_DEADLINE.to_owned()));
-            list.last_pull_failed = true;
-            PullStep::Done
+            Some(PAST_DEADLINE)
         };
-        (new_kids, next)
+        match stopped {
+            None => {
+                list.current_as_of = Some(self.began);
+                list.last_pull_failed = false;
+            }
+            Some(reason) => {
+                failed.push((url, reason.to_owned()));
+                list.last_pull_failed = true;
+            }
+        }
+        (new_kids, PullStep::Done)
     }
 
     /// The fetch of the next page from the current URL (done when no URL is left).

@@ -624,6 +624,19 @@ async fn revoked_tokens_and_keys_are_refused_within_the_feed_interval() {
         "tokens from the successor key work {:.2} s after the revocation",
         revoked_at.elapsed().as_secs_f64()
     );
+
+    // An isolate that sat idle past its list's bound (the interval and a fetch timeout,
+    // 2 s here) pulls before it decides: the first request after the pause is refused, not
+    // served from the list it had.
+    let reply = client.revoke_at(&issuer_url, &fresh).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let reply = get_with(&url, &fresh).await;
+    assert_eq!(
+        reply.status, 401,
+        "the first request after the pause: {}",
+        reply.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2292,8 +2292,6 @@ fn object_name(scope: RateLimitScope, key: &str, colo: Option<&str>) -> String {
     }
 }
 
-/// The network a client's per-address budgets are charged to (`rate_limit::network_key`:
-/// IPv6 by `/64`), from the platform's `CF-Connecting-IP`.
 /// A token in the token cache, or not (and then its client's network, for the failed-auth
 /// budget it may cost).
 enum Lookup {
@@ -2301,6 +2299,8 @@ enum Lookup {
     Miss { ip: String },
 }
 
+/// The network a client's per-address budgets are charged to (`rate_limit::network_key`:
+/// IPv6 by `/64`), from the platform's `CF-Connecting-IP`.
 fn client_network(head: &Head) -> String {
     head.client_ip
         .as_deref()

@@ -99,8 +99,8 @@ impl Revocations {
         self.current_as_of.map(|at| now.millis_since(at))
     }
 
-    /// A pull begins at `now` and reads no page after `deadline`: the job and its first
-    /// fetch (or nothing to fetch).
+    /// A pull begins at `now` and starts no fetch that could still be out at `deadline`: the
+    /// job and its first fetch (or nothing to fetch).
     pub(crate) fn start(
         &mut self,
         config: &Config,
@@ -154,14 +154,14 @@ impl Pull {
             (status, _) => Err(FetchError::Status(status)),
         });
         let url = config.revocation_urls.get(self.url);
-        let url = url.map_or("", String::as_str).to_owned();
+        let url = || url.map_or("", String::as_str).to_owned();
         // A fetch started now must be over by the job's end, or requests polling for the job
         // would stop waiting (and a second pull start) while it is still out.
         let time_left = now.plus_millis(config.fetch_timeout_ms) <= self.deadline;
         let page = match page {
             Ok(page) => page,
             Err(reason) => {
-                failed.push((url, reason.to_string()));
+                failed.push((url(), reason.to_string()));
                 self.url += 1;
                 let next = if time_left {
                     self.page(list, config)
@@ -193,7 +193,7 @@ impl Pull {
                 list.last_pull_failed = false;
             }
             Some(reason) => {
-                failed.push((url, reason.to_owned()));
+                failed.push((url(), reason.to_owned()));
                 list.last_pull_failed = true;
             }
         }

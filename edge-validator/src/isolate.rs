@@ -836,16 +836,6 @@ impl<T: Clone> Isolate<T> {
                 return self.reply(exchange, Some(log), &rejection.into(), now);
             }
         };
-        match self.revocations.sync(&self.config, now) {
-            Sync::Current => {}
-            Sync::PullBehind => self.background(Kind::Revocations, &exchange, now),
-            Sync::Wait if !arrived.waited.revocations => {
-                arrived.waited.revocations = true;
-                return self.wait_for(Kind::Revocations, arrived, exchange, now);
-            }
-            Sync::Wait => {}
-        }
-
         let key = TokenKey::of(token);
         let lookup = match self.keys.tokens.get_key(&key, now) {
             Some(verified) => Lookup::Hit(verified),
@@ -861,6 +851,17 @@ impl<T: Clone> Isolate<T> {
                 Lookup::Miss { ip }
             }
         };
+        // The revocation list, current before any token is trusted (a hit is checked
+        // against it on the verified path; a wait starts `serve` over).
+        match self.revocations.sync(&self.config, now) {
+            Sync::Current => {}
+            Sync::PullBehind => self.background(Kind::Revocations, &exchange, now),
+            Sync::Wait if !arrived.waited.revocations => {
+                arrived.waited.revocations = true;
+                return self.wait_for(Kind::Revocations, arrived, exchange, now);
+            }
+            Sync::Wait => {}
+        }
         // The key set, for a cached token too: it is only as good as the set it was verified
         // with, so past max-stale it waits for a refresh as a new one does (and is 503
         // without one), and a cache hit keeps a stale set refreshing.

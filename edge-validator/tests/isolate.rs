@@ -842,19 +842,36 @@ fn an_isolate_that_sat_idle_waits_for_the_feed_unless_the_feed_is_down() {
     let next = edge.request(&token);
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
     let pull = edge.background().expect("a pull behind the request");
-    // A failure excuses the list only while it is recent: idle past the bound after one,
-    // the request waits for a pull again (the feed is back).
+    // A failure excuses the list's age for an interval and a pull's budget after it (9 s
+    // here): up to its last millisecond the request goes on, and a pull runs behind it...
     edge.answer(pull, down());
-    edge.advance_ms(6_999);
+    edge.advance_ms(8_999);
+    edge.side.clear();
+    let next = edge.request(&token);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    let pull = edge.background().expect("a pull behind the request");
+    // ...and after it, with that pull still out, requests poll for it (the feed is back).
+    edge.advance_ms(1);
+    let first = wait_of(&edge.request(&token));
+    let second = wait_of(&edge.request(&token));
+    assert_eq!((edge.asked(first), edge.asked(second)), (Asked::Sleep, Asked::Sleep));
+    assert!(matches!(edge.answer(pull, feed(&[])), Next::Idle(_)));
+    let next = edge.answer(first, Answer::Timer);
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    // Idle past the excuse of another failure: the request waits for its own pull, and so
+    // does one that arrives while that pull runs.
+    edge.advance_ms(5_000);
     edge.side.clear();
     let next = edge.request(&token);
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
     let pull = edge.background().expect("a pull behind the request");
     edge.answer(pull, down());
-    edge.advance_ms(7_000);
-    let id = wait_of(&edge.request(&token));
-    assert!(matches!(edge.asked(id), Asked::Fetch(url) if url.starts_with(FEED_URL)));
-    let next = edge.answer(id, feed(&[]));
+    edge.advance_ms(9_000);
+    let own = wait_of(&edge.request(&token));
+    assert!(matches!(edge.asked(own), Asked::Fetch(url) if url.starts_with(FEED_URL)));
+    let other = wait_of(&edge.request(&token));
+    assert_eq!(edge.asked(other), Asked::Sleep);
+    let next = edge.answer(own, feed(&[]));
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
 }
 
@@ -883,7 +900,7 @@ fn a_pull_reads_the_feed_to_its_end_or_its_deadline() {
     let mut edge = Edge::with(&[("REVOCATION_URLS", FEED_URL), ("FETCH_TIMEOUT_MS", "2000")]);
     let id = wait_of(&edge.request(&fixtures::good_token()));
     let id = wait_of(&edge.answer(id, feed_page(1, true, &[])));
-    edge.advance_ms(2_000);
+    edge.advance_ms(1_999);
     let id = wait_of(&edge.answer(id, feed_page(2, true, &[])));
     assert_eq!(edge.asked(id), Asked::Fetch(format!("{FEED_URL}?since=2")));
     edge.advance_ms(1);
@@ -997,6 +1014,7 @@ fn an_address_over_its_failed_auth_budget_is_refused_before_any_wait() {
     let mut edge = Edge::with(&[
         ("RATE_LIMIT_MODE", "durable"),
         ("JWKS_MAX_STALE_SECS", "60"),
+        ("REVOCATION_URLS", FEED_URL),
     ]);
     // A forged token; the address's object says its failed-auth budget is spent for 10 min.
     let bad = fixtures::sign_with(&fixtures::header(), &fixtures::claims(), 2);
@@ -1007,8 +1025,9 @@ fn an_address_over_its_failed_auth_budget_is_refused_before_any_wait() {
     let denied = r#"{"allowed":false,"limit":20,"remaining":0,"reset_after_ms":600000,"retry_after_ms":600000}"#;
     let reply = reply_of(edge.answer(id, Answer::Limit(Ok(denied.to_owned()))));
     assert_eq!(reply.status, 429);
-    // The key set is past max-stale, so a token to check would wait for a refresh: the
-    // address whose denial the isolate keeps is refused first, with no fetch and no wait.
+    // The revocation list is past its bound and the key set past max-stale, so a token to
+    // check would wait for a pull and a refresh: the address whose denial the isolate keeps
+    // is refused first, with no fetch and no wait.
     edge.advance_ms(361_000);
     let reply = reply_of(edge.request(&token_at(edge.now, "jti-next")));
     assert_eq!(reply.status, 429);

@@ -11,9 +11,11 @@
 //! If the feed cannot be reached (or its pages outlast the deadline), the edge keeps
 //! serving with the list it has and logs it, and pulls behind the requests again after an
 //! interval: refusing every token because the feed is down would turn an issuer outage into
-//! a global one. That failure excuses the list's age only while it is recent (within the
-//! bound): an isolate that sits idle after it waits for a pull again, as any idle one does,
-//! so one failed pull never leaves an old list in use for good.
+//! a global one. A failure excuses the list's age for an interval and a pull's budget after
+//! it: longer than the next pull can take, so a busy isolate in an outage does not wait for
+//! each pull, while one idle past that waits for a pull again (with the requests that
+//! arrive while it runs), so one failure never leaves an old list in use for good. When an
+//! outage begins, the requests past the bound wait once for the pull that finds it.
 
 use shared::revocations::{FeedPage, RevocationList};
 use shared::{UnixTime, VerifiedToken};
@@ -36,10 +38,10 @@ pub(crate) struct Revocations {
     /// When the last pull that read the feed to its end began: the list holds every
     /// revocation the feed had then.
     current_as_of: Option<UnixTime>,
-    /// Whether the last pull to end failed (no URL answered, or the deadline came first):
-    /// until the bound has passed since it began, the edge serves with the list it has
+    /// Set when a pull fails (no URL answered, the deadline came first, or the feed's cursor
+    /// stuck), cleared when one succeeds: until then the edge serves with the list it has
     /// rather than hold requests for the feed.
-    last_pull_failed: bool,
+    failure_excuses_until: Option<UnixTime>,
 }
 
 /// What a request does about the list at `now`.
@@ -68,13 +70,15 @@ impl Revocations {
             return Sync::Current;
         }
         // A busy isolate's list is at most an interval and one fetch old; an older one
-        // waits, unless a pull failed within that time (the feed is down: serve on).
+        // waits, unless a pull failed lately (the feed is down: serve on).
         let bound = config
             .revocation_interval_ms
             .saturating_add(config.fetch_timeout_ms);
-        let older = |at: Option<UnixTime>| at.is_none_or(|at| now.millis_since(at) >= bound);
-        let failed_lately = self.last_pull_failed && !older(self.last_attempt);
-        if older(self.current_as_of) && !failed_lately {
+        let too_old = self
+            .current_as_of
+            .is_none_or(|at| now.millis_since(at) >= bound);
+        let excused = self.failure_excuses_until.is_some_and(|until| now < until);
+        if too_old && !excused {
             return Sync::Wait;
         }
         match self.last_attempt {
@@ -157,7 +161,7 @@ impl Pull {
         let url = || url.map_or("", String::as_str).to_owned();
         // A fetch started now must be over by the job's end, or requests polling for the job
         // would stop waiting (and a second pull start) while it is still out.
-        let time_left = now.plus_millis(config.fetch_timeout_ms) <= self.deadline;
+        let time_left = now.plus_millis(config.fetch_timeout_ms) < self.deadline;
         let page = match page {
             Ok(page) => page,
             Err(reason) => {
@@ -169,7 +173,7 @@ impl Pull {
                     PullStep::Done
                 };
                 if matches!(next, PullStep::Done) {
-                    list.last_pull_failed = true;
+                    self.failed(list, config, now);
                 }
                 return (Vec::new(), next);
             }
@@ -190,14 +194,22 @@ impl Pull {
         match stopped {
             None => {
                 list.current_as_of = Some(self.began);
-                list.last_pull_failed = false;
+                list.failure_excuses_until = None;
             }
             Some(reason) => {
                 failed.push((url(), reason.to_owned()));
-                list.last_pull_failed = true;
+                self.failed(list, config, now);
             }
         }
         (new_kids, PullStep::Done)
+    }
+
+    /// The pull failed at `now`: the list's age is excused for an interval and this pull's
+    /// budget (as long as the next pull may take).
+    fn failed(&self, list: &mut Revocations, config: &Config, now: UnixTime) {
+        let budget = self.deadline.millis_since(self.began);
+        let excuse = config.revocation_interval_ms.saturating_add(budget);
+        list.failure_excuses_until = Some(now.plus_millis(excuse));
     }
 
     /// The fetch of the next page from the current URL (done when no URL is left).

@@ -854,7 +854,10 @@ fn an_isolate_that_sat_idle_waits_for_the_feed_unless_the_feed_is_down() {
     edge.advance_ms(1);
     let first = wait_of(&edge.request(&token));
     let second = wait_of(&edge.request(&token));
-    assert_eq!((edge.asked(first), edge.asked(second)), (Asked::Sleep, Asked::Sleep));
+    assert_eq!(
+        (edge.asked(first), edge.asked(second)),
+        (Asked::Sleep, Asked::Sleep)
+    );
     assert!(matches!(edge.answer(pull, feed(&[])), Next::Idle(_)));
     let next = edge.answer(first, Answer::Timer);
     assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));

@@ -824,8 +824,9 @@ fn an_isolate_that_sat_idle_waits_for_the_feed_unless_the_feed_is_down() {
     assert!(matches!(edge.asked(first), Asked::Fetch(url) if url.starts_with(FEED_URL)));
     let second = wait_of(&edge.request(&token));
     assert_eq!(edge.asked(second), Asked::Sleep, "it polls for the pull");
-    // The feed is down: the request goes on with the list it has (logged), and from then
-    // on nothing waits for the feed; a pull runs behind the requests each interval.
+    // The feed is down: the request goes on with the list it has (logged), and for a while
+    // (the excuse, below) nothing waits for the feed; a pull runs behind the requests each
+    // interval.
     edge.side.clear();
     let next = edge.answer(first, down());
     let (next, _) = edge.drive(next, &fixtures::jwks_value());

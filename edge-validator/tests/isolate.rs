@@ -269,6 +269,15 @@ impl Edge {
         })
     }
 
+    /// A request with `token` that goes on to the origin while a pull of the feed it started
+    /// runs behind it: that pull's wait.
+    fn forwarded_with_pull_behind(&mut self, token: &str) -> WaitId {
+        self.side.clear();
+        let next = self.request(token);
+        assert!(matches!(self.asked(wait_of(&next)), Asked::Forward { .. }));
+        self.background().expect("a pull behind the request")
+    }
+
     /// The first key-set copy stored so far.
     fn stored_copy(&self) -> Option<CopyToStore> {
         self.side.iter().find_map(|side| match side {
@@ -766,15 +775,12 @@ fn revocations_take_effect_at_the_first_pull_after_the_interval() {
     assert_eq!(edge.status_of(&fixtures::good_token()), 200);
     // At the interval the request goes on, and the pull runs behind it...
     edge.advance_ms(1);
-    edge.side.clear();
-    let next = edge.request(&fixtures::good_token());
-    let pull = edge.background().expect("a pull behind the request");
+    let pull = edge.forwarded_with_pull_behind(&fixtures::good_token());
     assert_eq!(
         edge.asked(pull),
         Asked::Fetch(format!("{FEED_URL}?since=1")),
         "from the cursor"
     );
-    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
     assert!(matches!(
         edge.answer(pull, feed(&[("jti", "jti-0001")])),
         Next::Idle(_)
@@ -799,10 +805,7 @@ fn an_isolate_that_sat_idle_waits_for_the_feed_unless_the_feed_is_down() {
     // The list's bound is an interval and one fetch timeout from the start of the pull that
     // brought it. A millisecond inside it, the request goes on and the pull runs behind...
     edge.advance_ms(6_999);
-    edge.side.clear();
-    let next = edge.request(&fixtures::good_token());
-    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
-    let pull = edge.background().expect("a pull behind the request");
+    let pull = edge.forwarded_with_pull_behind(&fixtures::good_token());
     // ...and once the list crosses the bound with that pull still out, a request polls for it.
     edge.advance_ms(1);
     let poller = wait_of(&edge.request(&fixtures::good_token()));
@@ -840,17 +843,12 @@ fn an_isolate_that_sat_idle_waits_for_the_feed_unless_the_feed_is_down() {
     assert_eq!(edge.status_of(&token), 200);
     assert_eq!(edge.background(), None, "no pull within the interval");
     edge.advance_ms(1);
-    let next = edge.request(&token);
-    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
-    let pull = edge.background().expect("a pull behind the request");
+    let pull = edge.forwarded_with_pull_behind(&token);
     // A failure excuses the list's age for an interval and a pull's budget after it (9 s
     // here): up to its last millisecond the request goes on, and a pull runs behind it...
     edge.answer(pull, down());
     edge.advance_ms(8_999);
-    edge.side.clear();
-    let next = edge.request(&token);
-    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
-    let pull = edge.background().expect("a pull behind the request");
+    let pull = edge.forwarded_with_pull_behind(&token);
     // ...and after it, with that pull still out, requests poll for it (the feed is back).
     edge.advance_ms(1);
     let first = wait_of(&edge.request(&token));
@@ -865,10 +863,7 @@ fn an_isolate_that_sat_idle_waits_for_the_feed_unless_the_feed_is_down() {
     // Idle past the excuse of another failure: the request waits for its own pull, and so
     // does one that arrives while that pull runs.
     edge.advance_ms(5_000);
-    edge.side.clear();
-    let next = edge.request(&token);
-    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
-    let pull = edge.background().expect("a pull behind the request");
+    let pull = edge.forwarded_with_pull_behind(&token);
     edge.answer(pull, down());
     edge.advance_ms(9_000);
     let own = wait_of(&edge.request(&token));
@@ -921,14 +916,11 @@ fn a_pull_reads_the_feed_to_its_end_or_its_deadline() {
     // recent), runs behind the request from the cursor; a page that says "more" without
     // moving it ends the pull (logged) rather than be asked for again.
     edge.advance_ms(3_000);
-    edge.side.clear();
-    let next = edge.request(&fixtures::good_token());
-    let pull = edge.background().expect("a pull behind the request");
+    let pull = edge.forwarded_with_pull_behind(&fixtures::good_token());
     assert_eq!(
         edge.asked(pull),
         Asked::Fetch(format!("{FEED_URL}?since=3"))
     );
-    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
     assert!(matches!(
         edge.answer(pull, feed_page(3, true, &[])),
         Next::Idle(_)

@@ -1909,7 +1909,9 @@ impl<T: Clone> Isolate<T> {
         let route = self.config.route_id(arrived.route).map_or("", |id| id);
         let assertion = verified.map(|verified| {
             let claims = verified.claims();
-            self.config.signer.sign_claims(claims, &line, route, now)
+            self.config
+                .signer(origin)
+                .sign_claims(claims, &line, route, now)
         });
         let forwarded = Forwarded {
             target: [origin.url(), path, url.query_part()].concat(),

@@ -1398,6 +1398,64 @@ fn each_route_decides_its_own_requests() {
     );
 }
 
+/// `ASSERTION_KEYS = "per-origin"`: each origin's assertions verify with its own key (derived
+/// from the edge's secret and its host), never with another origin's or the edge's secret;
+/// cached tokens too. An unknown value is a start-up error.
+#[test]
+fn with_a_key_per_origin_each_origin_verifies_with_its_own() {
+    let mut edge = Edge::with(&[("ROUTES", ROUTES), ("ASSERTION_KEYS", "per-origin")]);
+    let token = fixtures::good_token();
+    let origin_key = |host: &str| {
+        let secret = shared::assertion::origin_secret(SECRET.as_bytes(), host);
+        AssertionKey::new("edge-1", secret.as_bytes()).unwrap()
+    };
+    let verifier =
+        |keys: Vec<AssertionKey>, host: &str| AssertionVerifier::new(keys, 30_000).for_host(host);
+    for (url, host, path) in [
+        ("https://edge.test/orders/7", "origin.test", "/orders/7"),
+        ("https://edge.test/writes/1", "writes.test", "/writes/1"),
+        ("https://edge.test/orders/8", "origin.test", "/orders/8"),
+    ] {
+        let Outcome::Forwarded { assertion, .. } = edge.outcome("GET", url, Some(&token)) else {
+            panic!("{url} is forwarded");
+        };
+        let line = shared::RequestLine {
+            method: "GET",
+            host,
+            path,
+            query: None,
+        };
+        let other = if host == "origin.test" {
+            "writes.test"
+        } else {
+            "origin.test"
+        };
+        assert!(
+            verifier(vec![origin_key(host)], host)
+                .verify(Some(&assertion), &line, edge.now)
+                .is_ok(),
+            "{url}: its origin's own key verifies it"
+        );
+        for keys in [
+            vec![origin_key(other)],
+            vec![AssertionKey::new("edge-1", SECRET.as_bytes()).unwrap()],
+        ] {
+            assert_eq!(
+                verifier(keys, host).verify(Some(&assertion), &line, edge.now),
+                Err(shared::assertion::AssertionError::BadSignature),
+                "{url}: another origin's key, or the edge's secret, does not"
+            );
+        }
+    }
+
+    let mut vars = settings();
+    vars.insert("ASSERTION_KEYS", "per-route".to_owned());
+    let Err(err) = Config::from_vars(&|name: &str| vars.get(name).cloned()) else {
+        panic!("an unknown ASSERTION_KEYS is refused");
+    };
+    assert!(err.to_string().contains("shared or per-origin"), "{err}");
+}
+
 #[test]
 fn a_route_audience_is_checked_on_cache_hits_too() {
     let mut edge = Edge::with(&[("ROUTES", ROUTES)]);

@@ -182,6 +182,18 @@ impl AssertionKey {
         })
     }
 
+    /// The key, with this id, of the origin at `host`: its secret is [`origin_secret`] of the
+    /// edge's `edge_secret`.
+    ///
+    /// # Errors
+    /// [`AssertionKeyError`] for a bad id or a short edge secret.
+    pub fn for_origin(id: &str, edge_secret: &[u8], host: &str) -> Result<Self, AssertionKeyError> {
+        if edge_secret.len() < MIN_SECRET_LEN {
+            return Err(AssertionKeyError::ShortSecret);
+        }
+        Self::new(id, origin_secret(edge_secret, host).as_bytes())
+    }
+
     /// The key id.
     #[must_use]
     pub fn id(&self) -> &str {
@@ -191,6 +203,31 @@ impl AssertionKey {
     fn mac(&self) -> HmacSha256 {
         self.keyed.clone()
     }
+}
+
+/// What every origin's secret is derived under ([`origin_secret`]). Another label would give
+/// every origin another secret.
+const ORIGIN_SECRET_LABEL: &[u8] = b"edgeward-origin-key-v1\n";
+
+/// The secret of the origin at `host`, derived from the edge's `edge_secret`: the unpadded
+/// base64url of HMAC-SHA256, keyed by `edge_secret`, of `edgeward-origin-key-v1`, a line
+/// feed, then `host`. It is 43 characters; an origin holds it as it would any secret (its
+/// UTF-8 bytes are the HMAC key), so verifiers need no change.
+///
+/// `host` is what the origin's assertions carry as `host`: the authority of the origin's URL,
+/// lower case, without a default port ([`crate::route::Origin::host`]).
+///
+/// An edge with a key per origin (`ASSERTION_KEYS = "per-origin"`) signs each origin's
+/// assertions with that origin's secret. So an origin that leaks its secret lets its holder
+/// mint assertions for that origin alone, and the edge's own secret never leaves the edge.
+#[must_use]
+pub fn origin_secret(edge_secret: &[u8], host: &str) -> String {
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = HmacSha256::new_from_slice(edge_secret)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(ORIGIN_SECRET_LABEL);
+    mac.update(host.as_bytes());
+    Base64UrlUnpadded::encode_string(&mac.finalize().into_bytes())
 }
 
 /// The request an assertion is for: as the edge forwards it, and as the origin receives it.

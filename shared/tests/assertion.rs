@@ -326,3 +326,55 @@ fn keys_are_checked() {
     }
     assert!(!format!("{:?}", key("a", SECRET_A)).contains("secret number"));
 }
+
+/// A key per origin: each origin's secret is derived from the edge's and its host (pinned
+/// here as Python's `hmac` computes it, the recipe docs/origins.md gives), the origin
+/// verifies with it as with any secret, and it is no use at another origin.
+#[test]
+fn an_origin_key_is_good_at_its_own_origin_only() {
+    use shared::assertion::origin_secret;
+    assert_eq!(
+        origin_secret(SECRET_A, "orders.internal:8443"),
+        "hrT69mHGQSf327fNd7m3_OkNvfYwBL6NF20rqBT0MP0"
+    );
+    assert_eq!(
+        origin_secret(SECRET_A, "reports.internal"),
+        "PrUkb68v2FjH_Z5d_KYP-IJa5UERsslGpx-Z-N9WoxQ"
+    );
+    let orders_secret = origin_secret(SECRET_A, LINE.host);
+    let signer = AssertionSigner::new(AssertionKey::for_origin("a", SECRET_A, LINE.host).unwrap());
+    let header = signer.sign(&identity());
+    let orders =
+        AssertionVerifier::new(vec![key("a", orders_secret.as_bytes())], DEFAULT_MAX_AGE_MS)
+            .for_host(LINE.host);
+    assert_eq!(orders.verify(Some(&header), &LINE, now()), Ok(identity()));
+    // The edge's own secret no longer verifies it.
+    assert_eq!(
+        verify(&header, &LINE, now()),
+        Err(AssertionError::BadSignature)
+    );
+
+    // Whoever holds the orders' secret signs for the reports origin: refused there.
+    let reports_line = RequestLine {
+        host: "reports.internal",
+        ..LINE
+    };
+    let reports = AssertionVerifier::new(
+        vec![key(
+            "a",
+            origin_secret(SECRET_A, "reports.internal").as_bytes(),
+        )],
+        DEFAULT_MAX_AGE_MS,
+    )
+    .for_host("reports.internal");
+    let verified = validator().verify(&good_token(), &jwks(), now()).unwrap();
+    let forged = signer.sign(&EdgeIdentity::new(verified.claims(), &reports_line, now()));
+    assert_eq!(
+        reports.verify(Some(&forged), &reports_line, now()),
+        Err(AssertionError::BadSignature)
+    );
+    assert_eq!(
+        AssertionKey::for_origin("a", b"too short", LINE.host).unwrap_err(),
+        AssertionKeyError::ShortSecret
+    );
+}

@@ -33,6 +33,11 @@ pub const ROUTES: &str = "ROUTES";
 pub const ASSERTION_KEY_ID: &str = "ASSERTION_KEY_ID";
 /// Secret: the assertion HMAC key (at least 32 bytes).
 pub const ASSERTION_SECRET: &str = "ASSERTION_SECRET";
+/// Var: which key signs an origin's assertions: `shared` (default: [`ASSERTION_SECRET`] for
+/// every origin, which all hold it) or `per-origin` (each origin host's own, derived from
+/// [`ASSERTION_SECRET`] and the host by `shared::assertion::origin_secret`: an origin that
+/// leaks its key lets its holder sign for that origin alone).
+pub const ASSERTION_KEYS: &str = "ASSERTION_KEYS";
 /// Secret: the key that tags the Cache API copy of the key set (at least 32 bytes). The
 /// Cache API is shared with every script on the zone, so without it no copy is written or
 /// read (a new isolate then fetches the set from the issuer before its first fresh token).
@@ -126,6 +131,58 @@ pub enum RateLimitScope {
     Global,
 }
 
+/// Who signs each origin's assertions ([`ASSERTION_KEYS`]).
+struct Signers {
+    /// `ORIGIN_URL`'s (`per-origin`), or every origin's (`shared`).
+    default: AssertionSigner,
+    /// `per-origin`: the key of every other origin a route names, by host; empty in `shared`.
+    by_host: HashMap<String, AssertionSigner>,
+}
+
+impl Signers {
+    fn new(
+        env: &impl Vars,
+        key_id: &str,
+        secret: &[u8],
+        origin: &Origin,
+        routes: &RouteTable,
+    ) -> Result<Self, ConfigError> {
+        let problem = |err: shared::assertion::AssertionKeyError| ConfigError(err.to_string());
+        let signer = |host: &str| {
+            AssertionKey::for_origin(key_id, secret, host)
+                .map(AssertionSigner::new)
+                .map_err(problem)
+        };
+        match optional(env, ASSERTION_KEYS).as_deref().map(str::trim) {
+            None | Some("shared") => Ok(Self {
+                default: AssertionSigner::new(AssertionKey::new(key_id, secret).map_err(problem)?),
+                by_host: HashMap::new(),
+            }),
+            Some("per-origin") => {
+                let mut by_host = HashMap::new();
+                let others = routes
+                    .routes()
+                    .iter()
+                    .map(|route| &route.policy)
+                    .chain(routes.unmatched())
+                    .filter_map(|policy| policy.origin.as_ref());
+                for other in others.filter(|other| other.host() != origin.host()) {
+                    if !by_host.contains_key(other.host()) {
+                        by_host.insert(other.host().to_owned(), signer(other.host())?);
+                    }
+                }
+                Ok(Self {
+                    default: signer(origin.host())?,
+                    by_host,
+                })
+            }
+            Some(other) => Err(ConfigError(format!(
+                "var {ASSERTION_KEYS} must be shared or per-origin, not \"{other}\""
+            ))),
+        }
+    }
+}
+
 /// Everything a request needs, read from the environment.
 pub struct Config {
     /// Built once: the rules are fixed for the isolate's life. For `AUDIENCE`.
@@ -140,7 +197,7 @@ pub struct Config {
     pub(crate) revocation_urls: Rc<[String]>,
     /// `ORIGIN_URL`: where a route without its own origin sends.
     pub(crate) origin: Origin,
-    pub(crate) signer: AssertionSigner,
+    signers: Signers,
     /// Tags and checks the Cache API copy of the key set, with the cache key it lives
     /// under (derived from the secret); `None`: no copy tier.
     pub(crate) copy: Option<(CopyKey, String)>,
@@ -217,8 +274,7 @@ impl Config {
         let secret = env
             .text(ASSERTION_SECRET)
             .ok_or_else(|| ConfigError(format!("secret {ASSERTION_SECRET} is not set")))?;
-        let key = AssertionKey::new(&var(env, ASSERTION_KEY_ID)?, secret.as_bytes())
-            .map_err(|err| ConfigError(err.to_string()))?;
+        let key_id = var(env, ASSERTION_KEY_ID)?;
         let defaults = RefreshPolicy::default();
         let refresh_policy = RefreshPolicy {
             unknown_kid_cooldown_ms: number(
@@ -234,6 +290,7 @@ impl Config {
         let origin = Origin::parse(&var(env, ORIGIN_URL)?)
             .map_err(|problem| ConfigError(format!("var {ORIGIN_URL}: {problem}")))?;
         let routes = route_table(env)?;
+        let signers = Signers::new(env, &key_id, secret.as_bytes(), &origin, &routes)?;
         let validation = Validation::new(var(env, ISSUER)?, var(env, AUDIENCE)?);
         let route_validators = routes
             .routes()
@@ -271,7 +328,7 @@ impl Config {
             jwks_urls,
             revocation_urls: urls(&optional(env, REVOCATION_URLS).unwrap_or_default()),
             origin,
-            signer: AssertionSigner::new(key),
+            signers,
             copy,
             default_plan: plan(env, DEFAULT_RATE_PLAN, DEFAULT_PLAN)?,
             failed_auth_plan: plan(env, FAILED_AUTH_PLAN, DEFAULT_FAILED_AUTH)?,
@@ -472,5 +529,14 @@ impl Config {
     /// The id of the route at `position` (`None` for unmatched requests).
     pub(crate) fn route_id(&self, position: Option<usize>) -> Option<&Rc<str>> {
         self.route_ids.get(position?)
+    }
+
+    /// Who signs the assertions of requests sent to `origin`: its own key with a key per
+    /// origin (every origin of the settings has one), else the one key.
+    pub(crate) fn signer(&self, origin: &Origin) -> &AssertionSigner {
+        self.signers
+            .by_host
+            .get(origin.host())
+            .unwrap_or(&self.signers.default)
     }
 }

@@ -21,7 +21,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use shared::assertion::{
-    query_hash, DEFAULT_MAX_AGE_MS, FUTURE_LEEWAY_MS, MAX_PAYLOAD_DEPTH, MAX_PAYLOAD_INTEGER,
+    origin_secret, query_hash, DEFAULT_MAX_AGE_MS, FUTURE_LEEWAY_MS, MAX_PAYLOAD_DEPTH,
+    MAX_PAYLOAD_INTEGER,
 };
 use shared::claims::{MAX_LEEWAY_SECS, MAX_SCOPES};
 use shared::{AssertionKey, AssertionSigner};
@@ -857,7 +858,10 @@ fn main() {
                   given every value of the header (`headers`, in order), the request line it received \
                   (`query` null when there was none) and the time `now_ms`. A vector with \
                   `origin_host` is for a verifier configured with that host, which compares the \
-                  signed host with it instead of with the request's.",
+                  signed host with it instead of with the request's. `origin_secrets`: for an \
+                  edge with a key per origin, the host each origin URL's assertions carry and the \
+                  secret that origin holds, derived from the edge's `edge_secret` \
+                  (deploy/edge/origin-secret).",
         "keys": [
             { "id": CURRENT.0, "secret": CURRENT.1 },
             { "id": PREVIOUS.0, "secret": PREVIOUS.1 },
@@ -868,8 +872,32 @@ fn main() {
         "future_skew_ms": FUTURE_LEEWAY_MS,
         "max_token_leeway_secs": MAX_LEEWAY_SECS,
         "vectors": v.0,
+        "origin_secrets": origin_secrets(),
     });
     println!("{}", serde_json::to_string_pretty(&file).unwrap());
+}
+
+/// For an edge with a key per origin, with the current key's secret as the edge's: each origin
+/// URL's host (the edge's own reading of it) and the secret that origin holds.
+fn origin_secrets() -> Value {
+    let urls = [
+        "https://api.example.com",
+        "https://API.Example.COM:443/v1/",
+        "https://api.example.com:8443",
+        "http://orders.internal:80",
+        "http://orders.internal:8080/api",
+        "http://127.0.0.1:9090",
+        "https://[::1]:8443",
+    ];
+    let secrets: Vec<Value> = urls
+        .iter()
+        .map(|url| {
+            let host = shared::route::Origin::parse(url).unwrap().host().to_owned();
+            let secret = origin_secret(CURRENT.1.as_bytes(), &host);
+            json!({ "origin_url": url, "host": host, "secret": secret })
+        })
+        .collect();
+    json!({ "edge_secret": CURRENT.1, "origins": secrets })
 }
 
 fn without(identity: &Value, member: &str) -> String {

@@ -439,10 +439,20 @@ pub type Seen = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
 /// an origin's public pages are, behind a public route of the edge): it echoes the path and
 /// whether any identity or credential header arrived.
 pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
+    origin_keyed(key_id, |_| secret.to_owned()).await
+}
+
+/// [`origin`] with the secret `secret_of(its port)`: an edge with a key per origin derives
+/// each origin's from its host, which holds the port.
+pub async fn origin_keyed(key_id: &str, secret_of: impl FnOnce(u16) -> String) -> (Seen, u16) {
     use axum::http::HeaderMap;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
     let log = Arc::clone(&seen);
-    let key = shared::AssertionKey::new(key_id, secret.as_bytes()).unwrap();
+    let key = shared::AssertionKey::new(key_id, secret_of(port).as_bytes()).unwrap();
     // `/admin/…` also needs the `admin` scope, checked here as an origin would (defence in
     // depth behind the edge).
     let admin = shared::origin::RequireScopesLayer::new(shared::ScopeRequirement::new(
@@ -512,10 +522,6 @@ pub async fn origin(key_id: &str, secret: &str) -> (Seen, u16) {
         }),
     );
     let app = public.merge(app);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (seen, port)
 }

@@ -282,3 +282,115 @@ async fn a_route_table_sends_each_path_to_its_origin_under_its_rule() {
         "forwarded as routed"
     );
 }
+
+/// The secret `deploy/edge/origin-secret` gives the origin at `url`, for an edge whose
+/// secret is `edge_secret` (on standard input, as ops give it).
+fn origin_secret_of(edge_secret: &str, url: &str) -> String {
+    use std::io::Write;
+    let mut script = std::process::Command::new(root().join("deploy/edge/origin-secret"))
+        .arg(url)
+        .env_remove("ASSERTION_SECRET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(script.stdin.take().unwrap(), "{edge_secret}").unwrap();
+    let printed = script.wait_with_output().unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    String::from_utf8(printed.stdout).unwrap().trim().to_owned()
+}
+
+/// `ASSERTION_KEYS = "per-origin"` through the real pieces: two origins, each holding only the
+/// secret ops derived for it with `deploy/edge/origin-secret`, accept the edge's requests;
+/// one origin's secret signs nothing the other accepts, and neither holds the edge's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_key_per_origin_one_origins_secret_signs_for_no_other() {
+    let dir = temp_dir("origin_keys");
+    let url_of = |port: u16| format!("http://127.0.0.1:{port}");
+    let (orders_secret, reports_secret) = (
+        std::sync::Mutex::new(String::new()),
+        std::sync::Mutex::new(String::new()),
+    );
+    let (orders_seen, orders_port) = origin_keyed(ASSERTION_KEY_ID, |port| {
+        let secret = origin_secret_of(ASSERTION_SECRET, &url_of(port));
+        orders_secret.lock().unwrap().clone_from(&secret);
+        secret
+    })
+    .await;
+    let (reports_seen, reports_port) = origin_keyed(ASSERTION_KEY_ID, |port| {
+        let secret = origin_secret_of(ASSERTION_SECRET, &url_of(port));
+        reports_secret.lock().unwrap().clone_from(&secret);
+        secret
+    })
+    .await;
+    let (_issuer, issuer_port) = issuer(&dir).await;
+    let (id, token) = read_token(&dir, &url_of(issuer_port), "origin-keys").await;
+    let routes = serde_json::json!({ "route": [
+        { "id": "orders", "path": "/orders/{id}" },
+        { "id": "reports", "path": "/reports/**", "origin": url_of(reports_port) },
+    ] });
+    let vars = EdgeSettings::new(issuer_port, orders_port)
+        .set("ROUTES", routes.to_string())
+        .set("ASSERTION_KEYS", "per-origin".to_owned());
+    let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
+    let edge_url = url_of(edge_port);
+
+    // Through the edge: each origin verifies its requests with its own secret.
+    for (path, seen) in [("/orders/7", &orders_seen), ("/reports/q1", &reports_seen)] {
+        let reply = get_with(&format!("{edge_url}{path}"), &token).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        assert_eq!(
+            (reply.json()["path"].as_str(), reply.json()["sub"].as_str()),
+            (Some(path), Some(id.as_str()))
+        );
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "{path} reached its own origin"
+        );
+    }
+
+    // Whoever holds the orders origin's secret (or the edge's, which no origin holds) signs
+    // a request for the reports origin, straight to it: refused.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let identity: shared::EdgeIdentity = serde_json::from_value(serde_json::json!({
+        "sub": "admin", "client_id": "admin", "scope": "read write", "jti": "forged",
+        "exp": 4_102_444_800_u64, "method": "GET", "host": format!("127.0.0.1:{reports_port}"),
+        "path": "/reports/q1", "query": shared::assertion::query_hash(None), "ts": now_ms,
+        "route": "reports",
+    }))
+    .unwrap();
+    let orders_secret = orders_secret.lock().unwrap().clone();
+    for secret in [orders_secret.as_str(), ASSERTION_SECRET] {
+        let key = shared::AssertionKey::new(ASSERTION_KEY_ID, secret.as_bytes()).unwrap();
+        let forged = shared::AssertionSigner::new(key).sign(&identity);
+        let reply = Reply::of(
+            http()
+                .get(format!("{}/reports/q1", url_of(reports_port)))
+                .header("x-edgeward-assertion", forged),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.json()["reason"].as_str()),
+            (401, Some("bad_assertion_signature")),
+            "{}",
+            reply.body
+        );
+    }
+    // The reports origin's own secret is the one that signs for it.
+    let key =
+        shared::AssertionKey::new(ASSERTION_KEY_ID, reports_secret.lock().unwrap().as_bytes())
+            .unwrap();
+    let signed = shared::AssertionSigner::new(key).sign(&identity);
+    let reply = Reply::of(
+        http()
+            .get(format!("{}/reports/q1", url_of(reports_port)))
+            .header("x-edgeward-assertion", signed),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reports_seen.lock().unwrap().len(), 2);
+}

@@ -31,11 +31,12 @@
 //! same way: the origin accepts the old and new ids while the edge switches.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::claims::{AccessClaims, Scopes, MAX_LEEWAY_SECS};
+use crate::mac::{keyed, tag, HmacSha256};
 use crate::time::UnixTime;
 
 /// The request header that carries the assertion.
@@ -63,8 +64,6 @@ pub const MAX_PAYLOAD_DEPTH: usize = 32;
 
 const VERSION: &str = "v2";
 const VERSION_1: &str = "v1";
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Why an assertion key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,25 +172,20 @@ impl AssertionKey {
         if secret.len() < MIN_SECRET_LEN {
             return Err(AssertionKeyError::ShortSecret);
         }
-        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-        let keyed = HmacSha256::new_from_slice(secret)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         Ok(Self {
             id: id.to_owned(),
-            keyed,
+            keyed: keyed(secret),
         })
     }
 
-    /// The key, with this id, of the origin at `host`: its secret is [`origin_secret`] of the
-    /// edge's `edge_secret`.
-    ///
-    /// # Errors
-    /// [`AssertionKeyError`] for a bad id or a short edge secret.
-    pub fn for_origin(id: &str, edge_secret: &[u8], host: &str) -> Result<Self, AssertionKeyError> {
-        if edge_secret.len() < MIN_SECRET_LEN {
-            return Err(AssertionKeyError::ShortSecret);
+    /// The key of the origin at `host`, under this key's id: its secret is [`origin_secret`]
+    /// of this key's secret (the edge's).
+    #[must_use]
+    pub fn for_origin(&self, host: &str) -> Self {
+        Self {
+            id: self.id.clone(),
+            keyed: keyed(derive_origin_secret(self.mac(), host).as_bytes()),
         }
-        Self::new(id, origin_secret(edge_secret, host).as_bytes())
     }
 
     /// The key id.
@@ -222,12 +216,13 @@ const ORIGIN_SECRET_LABEL: &[u8] = b"edgeward-origin-key-v1\n";
 /// mint assertions for that origin alone, and the edge's own secret never leaves the edge.
 #[must_use]
 pub fn origin_secret(edge_secret: &[u8], host: &str) -> String {
-    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = HmacSha256::new_from_slice(edge_secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    mac.update(ORIGIN_SECRET_LABEL);
-    mac.update(host.as_bytes());
-    Base64UrlUnpadded::encode_string(&mac.finalize().into_bytes())
+    derive_origin_secret(keyed(edge_secret), host)
+}
+
+/// [`origin_secret`] from an HMAC already keyed with the edge's secret (the edge derives from
+/// its key, without hashing the secret into the pads again).
+fn derive_origin_secret(keyed: HmacSha256, host: &str) -> String {
+    Base64UrlUnpadded::encode_string(&tag(keyed, &[ORIGIN_SECRET_LABEL, host.as_bytes()]))
 }
 
 /// The request an assertion is for: as the edge forwards it, and as the origin receives it.
@@ -434,9 +429,7 @@ impl AssertionSigner {
         value.push_str(&self.key.id);
         value.push('.');
         value.push_str(&Base64UrlUnpadded::encode_string(&json));
-        let mut mac = self.key.mac();
-        mac.update(value.as_bytes());
-        let tag = mac.finalize().into_bytes();
+        let tag = tag(self.key.mac(), &[value.as_bytes()]);
         let mut tag_text = [0u8; TAG_TEXT_LEN];
         value.push('.');
         // 32 bytes always fit in 43 characters.

@@ -16,16 +16,15 @@
 //! fields with a presence byte), so no two different copies share an input.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::Mac;
+
+use crate::mac::{keyed, tag, HmacSha256};
 
 /// Shortest accepted secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
 
 /// Names the MAC's purpose and version, so a tag made for anything else never verifies.
 const LABEL: &[u8] = b"edgeward keyset copy v1";
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Why a copy key was refused (a configuration error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,20 +83,19 @@ impl CopyKey {
         if secret.len() < MIN_SECRET_LEN {
             return Err(CopyKeyError::ShortSecret);
         }
-        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-        let keyed = HmacSha256::new_from_slice(secret)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        Ok(Self { keyed })
+        Ok(Self {
+            keyed: keyed(secret),
+        })
     }
 
     /// The Cache API key for the copy of the set fetched from `url`: `url` with a query
     /// parameter derived from the secret, which no other script on the zone can compute.
     #[must_use]
     pub fn cache_key(&self, url: &str) -> String {
-        let mut mac = self.keyed.clone();
-        mac.update(b"edgeward keyset copy location v1");
-        mac.update(url.as_bytes());
-        let tag = mac.finalize().into_bytes();
+        let tag = tag(
+            self.keyed.clone(),
+            &[b"edgeward keyset copy location v1", url.as_bytes()],
+        );
         let mut key = String::from(url);
         key.push(if url.contains('?') { '&' } else { '?' });
         key.push_str("edgeward-copy=");
@@ -132,7 +130,7 @@ impl CopyKey {
     /// The tag to store with the copy (base64url).
     #[must_use]
     pub fn seal(&self, fields: &CopyFields<'_>) -> String {
-        Base64UrlUnpadded::encode_string(&self.mac(fields).finalize().into_bytes())
+        Base64UrlUnpadded::encode_string(&tag(self.mac(fields), &[]))
     }
 
     /// Checks the stored `tag` against the copy as read back (in constant time).

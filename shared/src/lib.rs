@@ -57,6 +57,7 @@ pub mod jwks;
 pub mod jwks_refresh;
 pub mod keyset_copy;
 pub mod lease;
+mod mac;
 pub mod path;
 pub mod rate_limit;
 pub mod rejection;

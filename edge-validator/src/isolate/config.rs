@@ -135,31 +135,26 @@ pub enum RateLimitScope {
 struct Signers {
     /// `ORIGIN_URL`'s (`per-origin`), or every origin's (`shared`).
     default: AssertionSigner,
-    /// `per-origin`: the key of every other origin a route names, by host; empty in `shared`.
-    by_host: HashMap<String, AssertionSigner>,
+    /// `per-origin`: the key of every other origin host a route names; empty in `shared`.
+    /// A list: a table names few origins, and a map of signers would add kilobytes of wasm.
+    by_host: Vec<(String, AssertionSigner)>,
 }
 
 impl Signers {
+    /// The signers `ASSERTION_KEYS` asks for, from the edge's `key`.
     fn new(
         env: &impl Vars,
-        key_id: &str,
-        secret: &[u8],
+        key: AssertionKey,
         origin: &Origin,
         routes: &RouteTable,
     ) -> Result<Self, ConfigError> {
-        let problem = |err: shared::assertion::AssertionKeyError| ConfigError(err.to_string());
-        let signer = |host: &str| {
-            AssertionKey::for_origin(key_id, secret, host)
-                .map(AssertionSigner::new)
-                .map_err(problem)
-        };
         match optional(env, ASSERTION_KEYS).as_deref().map(str::trim) {
             None | Some("shared") => Ok(Self {
-                default: AssertionSigner::new(AssertionKey::new(key_id, secret).map_err(problem)?),
-                by_host: HashMap::new(),
+                default: AssertionSigner::new(key),
+                by_host: Vec::new(),
             }),
             Some("per-origin") => {
-                let mut by_host = HashMap::new();
+                let mut by_host: Vec<(String, AssertionSigner)> = Vec::new();
                 let others = routes
                     .routes()
                     .iter()
@@ -167,12 +162,13 @@ impl Signers {
                     .chain(routes.unmatched())
                     .filter_map(|policy| policy.origin.as_ref());
                 for other in others.filter(|other| other.host() != origin.host()) {
-                    if !by_host.contains_key(other.host()) {
-                        by_host.insert(other.host().to_owned(), signer(other.host())?);
+                    if !by_host.iter().any(|(host, _)| host == other.host()) {
+                        let signer = AssertionSigner::new(key.for_origin(other.host()));
+                        by_host.push((other.host().to_owned(), signer));
                     }
                 }
                 Ok(Self {
-                    default: signer(origin.host())?,
+                    default: AssertionSigner::new(key.for_origin(origin.host())),
                     by_host,
                 })
             }
@@ -274,7 +270,8 @@ impl Config {
         let secret = env
             .text(ASSERTION_SECRET)
             .ok_or_else(|| ConfigError(format!("secret {ASSERTION_SECRET} is not set")))?;
-        let key_id = var(env, ASSERTION_KEY_ID)?;
+        let key = AssertionKey::new(&var(env, ASSERTION_KEY_ID)?, secret.as_bytes())
+            .map_err(|err| ConfigError(err.to_string()))?;
         let defaults = RefreshPolicy::default();
         let refresh_policy = RefreshPolicy {
             unknown_kid_cooldown_ms: number(
@@ -290,7 +287,7 @@ impl Config {
         let origin = Origin::parse(&var(env, ORIGIN_URL)?)
             .map_err(|problem| ConfigError(format!("var {ORIGIN_URL}: {problem}")))?;
         let routes = route_table(env)?;
-        let signers = Signers::new(env, &key_id, secret.as_bytes(), &origin, &routes)?;
+        let signers = Signers::new(env, key, &origin, &routes)?;
         let validation = Validation::new(var(env, ISSUER)?, var(env, AUDIENCE)?);
         let route_validators = routes
             .routes()
@@ -536,7 +533,8 @@ impl Config {
     pub(crate) fn signer(&self, origin: &Origin) -> &AssertionSigner {
         self.signers
             .by_host
-            .get(origin.host())
-            .unwrap_or(&self.signers.default)
+            .iter()
+            .find(|(host, _)| host == origin.host())
+            .map_or(&self.signers.default, |(_, signer)| signer)
     }
 }

@@ -10,10 +10,9 @@
 //! so instances on either side of a switch accept each other's nonces.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 
+use crate::mac::{keyed, tag, HmacSha256};
 use crate::time::UnixTime;
 
 /// Shortest secret [`Nonces::from_edge_secret`] takes, in bytes.
@@ -38,9 +37,9 @@ pub enum NonceKeyError {
 /// Makes and checks one server's nonces.
 #[derive(Clone)]
 pub struct Nonces {
-    key: Hmac<Sha256>,
+    key: HmacSha256,
     /// During a rotation: the other key, whose nonces are accepted and never made.
-    accepted_too: Option<Hmac<Sha256>>,
+    accepted_too: Option<HmacSha256>,
 }
 
 impl core::fmt::Debug for Nonces {
@@ -53,11 +52,8 @@ impl Nonces {
     /// Nonces under `key` (the same on every instance).
     #[must_use]
     pub fn new(key: [u8; 32]) -> Self {
-        // HMAC takes a key of any length: this cannot fail.
-        let key = <Hmac<Sha256> as Mac>::new_from_slice(&key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         Self {
-            key,
+            key: keyed(&key),
             accepted_too: None,
         }
     }
@@ -82,16 +78,11 @@ impl Nonces {
         if secret.len() < MIN_SECRET_LEN {
             return Err(NonceKeyError::ShortSecret);
         }
-        let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        derive.update(LABEL);
-        Ok(Self::new(derive.finalize().into_bytes().into()))
+        Ok(Self::new(tag(keyed(secret), &[LABEL])))
     }
 
-    fn mac(key: &Hmac<Sha256>, window: u64) -> [u8; MAC_LEN] {
-        let mut mac = key.clone();
-        mac.update(&window.to_be_bytes());
-        let full = mac.finalize().into_bytes();
+    fn mac(key: &HmacSha256, window: u64) -> [u8; MAC_LEN] {
+        let full = tag(key.clone(), &[&window.to_be_bytes()]);
         let mut out = [0u8; MAC_LEN];
         out.copy_from_slice(full.get(..MAC_LEN).unwrap_or(&[0; MAC_LEN]));
         out
@@ -179,9 +170,7 @@ mod tests {
         );
         // The issuer derives its key for its own purpose string (`issuer::dpop::
         // NONCE_KEY_PURPOSE`): from one secret, its nonces are never the edge's.
-        let mut issuer_key = <Hmac<Sha256> as Mac>::new_from_slice(&[1; 32]).unwrap();
-        issuer_key.update(b"edgeward dpop nonce v1");
-        let issuer = Nonces::new(issuer_key.finalize().into_bytes().into());
+        let issuer = Nonces::new(tag(keyed(&[1; 32]), &[b"edgeward dpop nonce v1"]));
         assert!(!derived.accepts(&issuer.issue(at(500), 60), at(500), 60));
     }
 

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::claims::{AccessClaims, Scopes, MAX_LEEWAY_SECS};
-use crate::mac::{keyed, tag, HmacSha256};
+use crate::mac::{finish, keyed, HmacSha256};
 use crate::time::UnixTime;
 
 /// The request header that carries the assertion.
@@ -222,7 +222,7 @@ pub fn origin_secret(edge_secret: &[u8], host: &str) -> String {
 /// [`origin_secret`] from an HMAC already keyed with the edge's secret (the edge derives from
 /// its key, without hashing the secret into the pads again).
 fn derive_origin_secret(keyed: HmacSha256, host: &str) -> String {
-    Base64UrlUnpadded::encode_string(&tag(keyed, &[ORIGIN_SECRET_LABEL, host.as_bytes()]))
+    Base64UrlUnpadded::encode_string(&finish(keyed, &[ORIGIN_SECRET_LABEL, host.as_bytes()]))
 }
 
 /// The request an assertion is for: as the edge forwards it, and as the origin receives it.
@@ -429,7 +429,7 @@ impl AssertionSigner {
         value.push_str(&self.key.id);
         value.push('.');
         value.push_str(&Base64UrlUnpadded::encode_string(&json));
-        let tag = tag(self.key.mac(), &[value.as_bytes()]);
+        let tag = finish(self.key.mac(), &[value.as_bytes()]);
         let mut tag_text = [0u8; TAG_TEXT_LEN];
         value.push('.');
         // 32 bytes always fit in 43 characters.

@@ -137,8 +137,8 @@ fn rejected(rejection: &Rejection) -> JsValue {
     error.into()
 }
 
-/// One key of the `AssertionVerifier` constructor: `{ id, secret }` (the secret's UTF-8 bytes,
-/// as the edge's `ASSERTION_SECRET`).
+/// One key of the `AssertionVerifier` constructor: `{ id, secret }` (the secret's UTF-8 bytes:
+/// the edge's `ASSERTION_SECRET`, or the origin's own with a key per origin).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyOption {

@@ -18,7 +18,7 @@
 use base64ct::{Base64UrlUnpadded, Encoding};
 use hmac::Mac;
 
-use crate::mac::{keyed, tag, HmacSha256};
+use crate::mac::{finish, keyed, HmacSha256};
 
 /// Shortest accepted secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -92,7 +92,7 @@ impl CopyKey {
     /// parameter derived from the secret, which no other script on the zone can compute.
     #[must_use]
     pub fn cache_key(&self, url: &str) -> String {
-        let tag = tag(
+        let tag = finish(
             self.keyed.clone(),
             &[b"edgeward keyset copy location v1", url.as_bytes()],
         );
@@ -130,7 +130,7 @@ impl CopyKey {
     /// The tag to store with the copy (base64url).
     #[must_use]
     pub fn seal(&self, fields: &CopyFields<'_>) -> String {
-        Base64UrlUnpadded::encode_string(&tag(self.mac(fields), &[]))
+        Base64UrlUnpadded::encode_string(&finish(self.mac(fields), &[]))
     }
 
     /// Checks the stored `tag` against the copy as read back (in constant time).

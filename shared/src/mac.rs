@@ -20,7 +20,7 @@ pub(crate) fn keyed(secret: &[u8]) -> HmacSha256 {
 /// The tag of `parts`, one after the other, under `keyed` (an HMAC already keyed, and
 /// perhaps fed).
 #[inline(never)]
-pub(crate) fn tag(mut keyed: HmacSha256, parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn finish(mut keyed: HmacSha256, parts: &[&[u8]]) -> [u8; 32] {
     for part in parts {
         keyed.update(part);
     }

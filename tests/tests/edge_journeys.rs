@@ -289,7 +289,6 @@ fn origin_secret_of(edge_secret: &str, url: &str) -> String {
     use std::io::Write;
     let mut script = std::process::Command::new(root().join("deploy/edge/origin-secret"))
         .arg(url)
-        .env_remove("ASSERTION_SECRET")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -132,16 +132,20 @@ pub enum RateLimitScope {
 }
 
 /// Who signs each origin's assertions ([`ASSERTION_KEYS`]).
-struct Signers {
-    /// `ORIGIN_URL`'s (`per-origin`), or every origin's (`shared`).
-    default: AssertionSigner,
-    /// `per-origin`: the key of every other origin host a route names; empty in `shared`.
-    /// A list: a table names few origins, and a map of signers would add kilobytes of wasm.
-    by_host: Vec<(String, AssertionSigner)>,
+enum Signers {
+    /// `shared`: the edge's key, for every origin.
+    Shared(AssertionSigner),
+    /// `per-origin`: the key of each origin host the settings name, made at start-up, and the
+    /// edge's own key, from which any other host's would be derived.
+    PerOrigin {
+        by_host: Vec<(String, AssertionSigner)>,
+        edge: AssertionKey,
+    },
 }
 
 impl Signers {
-    /// The signers `ASSERTION_KEYS` asks for, from the edge's `key`.
+    /// The signers `ASSERTION_KEYS` asks for, from the edge's `key`, for `ORIGIN_URL`'s
+    /// `origin` and the routes' own.
     fn new(
         env: &impl Vars,
         key: AssertionKey,
@@ -149,28 +153,23 @@ impl Signers {
         routes: &RouteTable,
     ) -> Result<Self, ConfigError> {
         match optional(env, ASSERTION_KEYS).as_deref().map(str::trim) {
-            None | Some("shared") => Ok(Self {
-                default: AssertionSigner::new(key),
-                by_host: Vec::new(),
-            }),
+            None | Some("shared") => Ok(Self::Shared(AssertionSigner::new(key))),
             Some("per-origin") => {
+                // A list: a table names few origins, and a map would add kilobytes of wasm.
                 let mut by_host: Vec<(String, AssertionSigner)> = Vec::new();
-                let others = routes
+                let route_origins = routes
                     .routes()
                     .iter()
                     .map(|route| &route.policy)
                     .chain(routes.unmatched())
                     .filter_map(|policy| policy.origin.as_ref());
-                for other in others.filter(|other| other.host() != origin.host()) {
-                    if !by_host.iter().any(|(host, _)| host == other.host()) {
-                        let signer = AssertionSigner::new(key.for_origin(other.host()));
-                        by_host.push((other.host().to_owned(), signer));
+                for each in std::iter::once(origin).chain(route_origins) {
+                    if !by_host.iter().any(|(host, _)| host == each.host()) {
+                        let signer = AssertionSigner::new(key.for_origin(each.host()));
+                        by_host.push((each.host().to_owned(), signer));
                     }
                 }
-                Ok(Self {
-                    default: AssertionSigner::new(key.for_origin(origin.host())),
-                    by_host,
-                })
+                Ok(Self::PerOrigin { by_host, edge: key })
             }
             Some(other) => Err(ConfigError(format!(
                 "var {ASSERTION_KEYS} must be shared or per-origin, not \"{other}\""
@@ -528,13 +527,69 @@ impl Config {
         self.route_ids.get(position?)
     }
 
-    /// Who signs the assertions of requests sent to `origin`: its own key with a key per
-    /// origin (every origin of the settings has one), else the one key.
-    pub(crate) fn signer(&self, origin: &Origin) -> &AssertionSigner {
-        self.signers
-            .by_host
-            .iter()
-            .find(|(host, _)| host == origin.host())
-            .map_or(&self.signers.default, |(_, signer)| signer)
+    /// Who signs the assertions of requests sent to `origin`: the one key, or that origin
+    /// host's own. Every origin of the settings has its key made at start-up; another host
+    /// (none today) would get its own derived on the spot, never another's.
+    pub(crate) fn signer(&self, origin: &Origin) -> std::borrow::Cow<'_, AssertionSigner> {
+        use std::borrow::Cow;
+        match &self.signers {
+            Signers::Shared(signer) => Cow::Borrowed(signer),
+            Signers::PerOrigin { by_host, edge } => by_host
+                .iter()
+                .find(|(host, _)| host == origin.host())
+                .map_or_else(
+                    || Cow::Owned(AssertionSigner::new(edge.for_origin(origin.host()))),
+                    |(_, signer)| Cow::Borrowed(signer),
+                ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests may panic
+
+    use super::*;
+
+    /// With a key per origin, a host the settings do not name (none can reach `forward` today)
+    /// gets its own key, derived on the spot: never `ORIGIN_URL`'s or the edge's.
+    #[test]
+    fn a_host_the_settings_do_not_name_gets_its_own_key() {
+        let secret = "an assertion secret of at least 32 bytes";
+        let vars = HashMap::from([
+            (ISSUER, "https://issuer.test"),
+            (AUDIENCE, "api"),
+            (JWKS_URLS, "https://issuer.test/jwks"),
+            (ORIGIN_URL, "https://origin.test"),
+            (ASSERTION_KEY_ID, "edge-1"),
+            (ASSERTION_SECRET, secret),
+            (ASSERTION_KEYS, "per-origin"),
+        ]);
+        let config =
+            Config::from_vars(&|name: &str| vars.get(name).map(|v| (*v).to_owned())).unwrap();
+        let identity: shared::EdgeIdentity = serde_json::from_value(serde_json::json!({
+            "sub": "s", "client_id": "c", "scope": "read", "jti": "j", "exp": 2_000_000_000_u64,
+            "method": "GET", "host": "elsewhere.test", "path": "/",
+            "query": shared::assertion::query_hash(None), "ts": 1_000,
+        }))
+        .unwrap();
+        let line = shared::RequestLine {
+            method: "GET",
+            host: "elsewhere.test",
+            path: "/",
+            query: None,
+        };
+        let elsewhere = Origin::parse("https://elsewhere.test").unwrap();
+        let header = config.signer(&elsewhere).sign(&identity);
+        let verifies_with = |secret: &str| {
+            let key = AssertionKey::new("edge-1", secret.as_bytes()).unwrap();
+            shared::AssertionVerifier::new(vec![key], 10_000)
+                .verify(Some(&header), &line, shared::UnixTime::from_millis(1_000))
+                .is_ok()
+        };
+        let origin_secret = |host: &str| shared::assertion::origin_secret(secret.as_bytes(), host);
+        assert!(verifies_with(&origin_secret("elsewhere.test")));
+        assert!(!verifies_with(&origin_secret("origin.test")));
+        assert!(!verifies_with(secret));
     }
 }

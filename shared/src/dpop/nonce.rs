@@ -12,7 +12,7 @@
 use base64ct::{Base64UrlUnpadded, Encoding};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::mac::{keyed, tag, HmacSha256};
+use crate::mac::{finish, keyed, HmacSha256};
 use crate::time::UnixTime;
 
 /// Shortest secret [`Nonces::from_edge_secret`] takes, in bytes.
@@ -78,11 +78,11 @@ impl Nonces {
         if secret.len() < MIN_SECRET_LEN {
             return Err(NonceKeyError::ShortSecret);
         }
-        Ok(Self::new(tag(keyed(secret), &[LABEL])))
+        Ok(Self::new(finish(keyed(secret), &[LABEL])))
     }
 
     fn mac(key: &HmacSha256, window: u64) -> [u8; MAC_LEN] {
-        let full = tag(key.clone(), &[&window.to_be_bytes()]);
+        let full = finish(key.clone(), &[&window.to_be_bytes()]);
         let mut out = [0u8; MAC_LEN];
         out.copy_from_slice(full.get(..MAC_LEN).unwrap_or(&[0; MAC_LEN]));
         out
@@ -170,7 +170,7 @@ mod tests {
         );
         // The issuer derives its key for its own purpose string (`issuer::dpop::
         // NONCE_KEY_PURPOSE`): from one secret, its nonces are never the edge's.
-        let issuer = Nonces::new(tag(keyed(&[1; 32]), &[b"edgeward dpop nonce v1"]));
+        let issuer = Nonces::new(finish(keyed(&[1; 32]), &[b"edgeward dpop nonce v1"]));
         assert!(!derived.accepts(&issuer.issue(at(500), 60), at(500), 60));
     }
 

@@ -80,6 +80,11 @@ pub struct Config {
     /// many isolates share a few egress addresses), so it is generous; its answers are
     /// cacheable for a second, which lets a CDN in front of the issuer absorb the rest.
     pub feed_rate_per_address: shared::RatePlan,
+    /// Refuse `GET /revocations` (401) without one of the feed tokens (`ISSUER_FEED_TOKENS`,
+    /// a secret of the environment): the feed then tells no one else which clients, keys and
+    /// tokens are revoked. Either way a poll with a token has a per-address budget of its own,
+    /// which no one without a token can run down. Needs a token; read at start only.
+    pub feed_requires_token: bool,
     /// How often each instance checks the whole audit chain, in seconds (0: never);
     /// `issuer_audit_chain_intact` reports the result.
     pub audit_verify_interval_secs: u64,
@@ -170,6 +175,7 @@ impl Default for Config {
             token_rate_per_address: plan(6000, 60, 600),
             token_rate_per_client: plan(3000, 60, 300),
             feed_rate_per_address: plan(600, 1, 1200),
+            feed_requires_token: false,
             audit_verify_interval_secs: 600,
             admin_audience: None,
             limits_backend: LimitsBackend::Memory,
@@ -204,12 +210,14 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        // `ISSUER_KEK` and `ISSUER_PREVIOUS_KEK` are secrets read by `keys::Kek`, and
-        // `ISSUER_CONFIG` names the file (the `--config` flag): none is a setting.
+        // `ISSUER_KEK` and `ISSUER_PREVIOUS_KEK` are secrets read by `keys::Kek`,
+        // `ISSUER_FEED_TOKENS` one read by `feed_tokens`, and `ISSUER_CONFIG` names the file
+        // (the `--config` flag): none is a setting.
         figment = figment.merge(Env::prefixed("ISSUER_").ignore(&[
             "kek",
             "previous_kek",
             "audit_key",
+            "feed_tokens",
             "config",
         ]));
         let config: Config = figment.extract().map_err(Box::new)?;
@@ -467,6 +475,7 @@ impl Config {
             token_rate_per_address: _,
             token_rate_per_client: _,
             feed_rate_per_address: _,
+            feed_requires_token: _,
             audit_verify_interval_secs: _,
             admin_audience: _,
             limits_backend: _,
@@ -515,6 +524,7 @@ impl Config {
             log_level
         );
         fixed!(
+            feed_requires_token,
             listen,
             metrics_listen,
             issuer_url,

@@ -142,6 +142,8 @@ pub enum Realm {
     Admin,
     /// RFC 7592 registration management: the client's registration access token.
     Registration,
+    /// The revocation feed: a feed token (`ISSUER_FEED_TOKENS`).
+    Feed,
 }
 
 impl Realm {
@@ -151,6 +153,7 @@ impl Realm {
         match self {
             Self::Admin => "edgeward-admin",
             Self::Registration => "edgeward-registration",
+            Self::Feed => "edgeward-feed",
         }
     }
 }

@@ -206,9 +206,16 @@ impl TokenLimits {
         lock(&self.denied).entries.clear();
     }
 
-    /// Charges one read of the revocation feed to `address`'s network.
-    pub async fn feed(&self, address: IpAddr, now: UnixTime) -> Decision {
-        let charge = Charge::enforced(&self.feed_per_address, "feed", network(address), 1);
+    /// Charges one read of the revocation feed to `address`'s network: to the budget of polls
+    /// with a feed token (`with_token`), which no one without one can run down, or to the
+    /// other. Both budgets have the same plan.
+    pub async fn feed(&self, address: IpAddr, with_token: bool, now: UnixTime) -> Decision {
+        let key = if with_token {
+            format!("token/{}", network(address))
+        } else {
+            network(address)
+        };
+        let charge = Charge::enforced(&self.feed_per_address, "feed", key, 1);
         self.decide(&charge, &[], now).await.decision
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, LimitsBackend, Reload};
 use crate::db::Db;
+use crate::feed_tokens::FeedTokens;
 use crate::keys::{Kek, SigningKeys};
 use crate::limits::TokenLimits;
 use crate::metrics::Metrics;
@@ -31,6 +32,9 @@ pub struct AppState {
     pub clock: Clock,
     /// The DPoP nonces, under a key derived from the KEK (the same on every instance).
     pub dpop_nonces: Nonces,
+    /// The tokens that give a feed poll its own budget (`ISSUER_FEED_TOKENS`; none by
+    /// default): `crate::open` reads them.
+    pub feed_tokens: Arc<FeedTokens>,
 }
 
 impl AppState {
@@ -86,6 +90,7 @@ impl AppState {
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             metrics: Arc::new(metrics),
             clock: Clock::system(),
+            feed_tokens: Arc::default(),
         }
     }
 

@@ -87,8 +87,8 @@ async fn same_decisions((per_address, per_client, feed): (RatePlan, RatePlan, Ra
             "revocation or introspection, request {n}"
         );
         assert_eq!(
-            memory.feed(address, now).await,
-            redis.feed(address, now).await,
+            memory.feed(address, false, now).await,
+            redis.feed(address, false, now).await,
             "feed, request {n}"
         );
     }
@@ -231,7 +231,7 @@ async fn concurrent_decisions_share_calls_and_each_is_made_once() {
     let client = format!("limits-burst-{run}");
     let now = UnixTime::from_millis(u64::try_from(run / 1_000_000).unwrap());
     // Connected first: decisions that arrive while the store connects are made from memory.
-    redis.feed(address(9), now).await;
+    redis.feed(address(9), false, now).await;
     let mut allowed_by = Vec::new();
     let started = std::time::Instant::now();
     for limits in [redis, memory] {
@@ -241,7 +241,7 @@ async fn concurrent_decisions_share_calls_and_each_is_made_once() {
             decisions.spawn(async move {
                 let decision = match n % 3 {
                     0 => limits.authenticated(address(0), Some(&client), now).await,
-                    1 => limits.feed(address(1), now).await,
+                    1 => limits.feed(address(1), false, now).await,
                     _ => limits.refused(address(2), now, true).await,
                 };
                 (n % 3, decision.allowed)
@@ -319,7 +319,7 @@ async fn a_burst_at_a_far_redis_goes_out_in_calls_side_by_side() {
     // Connected first: decisions that arrive while the store connects are made from memory.
     // The proxy holds it at least a round trip (else the test proves nothing).
     let started = std::time::Instant::now();
-    limits.feed(address(255), now).await;
+    limits.feed(address(255), false, now).await;
     assert!(started.elapsed() >= delay * 2, "the proxy delays");
     assert_eq!(fallbacks.get(), 0, "connected");
     let mut decisions = tokio::task::JoinSet::new();
@@ -405,7 +405,9 @@ async fn leasing_pair(
         (limits, leased)
     });
     for (limits, _) in &pair {
-        limits.feed("192.0.2.250".parse().unwrap(), at(0)).await;
+        limits
+            .feed("192.0.2.250".parse().unwrap(), false, at(0))
+            .await;
     }
     pair
 }

@@ -25,6 +25,7 @@ on_both_databases!(
     a_disabled_clients_tokens_are_inactive,
     failed_authentication_at_revocation_and_introspection_costs_the_address,
     the_feed_is_limited_per_address,
+    a_feed_token_has_a_budget_no_one_else_can_run_down,
     disabling_a_client_or_rotating_with_revoke_tokens_revokes_what_it_holds,
 );
 
@@ -188,6 +189,57 @@ async fn the_feed_is_limited_per_address(backend: Backend) {
     let (status, headers, _) = send_json(&state, get()).await;
     assert_eq!(status, 429);
     assert!(headers.contains_key("retry-after"));
+}
+
+/// Polls with a feed token are charged to a budget of their own: polls from the same address
+/// without one (a noisy neighbour on shared egress) cannot run it down. A wrong token is 401
+/// with an RFC 6750 challenge, charged as a poll without one. `feed_requires_token` without
+/// a token is refused at start.
+async fn a_feed_token_has_a_budget_no_one_else_can_run_down(backend: Backend) {
+    const TOKEN: &str = "an-edge-feed-token-0123456789abcdef";
+    let mut config = config(backend).await;
+    config.feed_rate_per_address = "3/60s;burst=3".parse().unwrap();
+    let mut state = open(config.clone()).await;
+    state.feed_tokens = std::sync::Arc::new(issuer::feed_tokens::FeedTokens::parse(TOKEN).unwrap());
+    let get = |authorization: Option<&str>| {
+        let request = Request::get("/revocations");
+        let request = match authorization {
+            Some(value) => request.header("authorization", value),
+            None => request,
+        };
+        request.body(Body::empty()).unwrap()
+    };
+    // A wrong token: 401, and it costs the budget without a token.
+    let (status, headers, body) = send_json(&state, get(Some("Bearer not-the-feed-token"))).await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    assert_eq!(
+        headers["www-authenticate"],
+        r#"Bearer realm="edgeward-feed", error="invalid_token""#
+    );
+    for _ in 0..2 {
+        assert_eq!(send(&state, get(None)).await.status(), 200);
+    }
+    assert_eq!(send(&state, get(None)).await.status(), 429);
+    assert_eq!(send(&state, get(Some("Bearer x"))).await.status(), 429);
+    // The token's budget is untouched, and has the same plan.
+    for _ in 0..3 {
+        let response = send(&state, get(Some(&format!("Bearer {TOKEN}")))).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["cache-control"], "public, max-age=1");
+    }
+    assert_eq!(
+        send(&state, get(Some(&format!("Bearer {TOKEN}"))))
+            .await
+            .status(),
+        429
+    );
+
+    config.feed_requires_token = true;
+    let refused = issuer::open(config).await.unwrap_err().to_string();
+    assert!(refused.contains("feed_requires_token"), "{refused}");
 }
 
 /// `POST /oauth2/introspect` of `token` by the client `id`.

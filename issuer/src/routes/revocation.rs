@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::client_auth::{self, limited, ClientAddress};
 use crate::audit::Entry;
 use crate::clients::{Client, ClientError};
-use crate::error::ApiError;
+use crate::error::{ApiError, Realm};
 use crate::revocations::{self, Revoked};
 use crate::state::AppState;
 
@@ -150,26 +150,55 @@ struct FeedQuery {
 }
 
 /// How long a feed page may be served from a cache: what it adds, at most, to the time a
-/// revocation takes to reach an edge.
+/// revocation takes to reach an edge. Shared caches may keep it unless the feed needs a token
+/// (`feed_requires_token`): a shared cache would then hand it to anyone.
 const FEED_MAX_AGE: &str = "public, max-age=1";
+const FEED_MAX_AGE_WITH_TOKEN: &str = "private, max-age=1";
 
 /// The revocation feed: entries after `since` that still matter, oldest first, in pages.
 /// `cursor` is what to send as `since` next time; `more` says another page is waiting.
-/// Limited per address (`feed_rate_per_address`), and cacheable for a second, so a burst
-/// of identical polls can be absorbed by a cache in front of the issuer.
+/// Limited per address (`feed_rate_per_address`), with a budget of its own for polls that
+/// carry a feed token (`Authorization: Bearer`, `crate::feed_tokens`); a wrong token is
+/// 401, as is none when `feed_requires_token`. Cacheable for a second, so a burst of
+/// identical polls can be absorbed by a cache in front of the issuer.
 async fn feed(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    limited(&state.limits.feed(address, state.clock.now()).await)?;
+    let requires_token = state.config().feed_requires_token;
+    let with_token = match super::admin::bearer(&headers, Realm::Feed) {
+        Ok(token) if state.feed_tokens.accepts(token) => Ok(true),
+        Ok(_) => Err(ApiError::InvalidToken(Realm::Feed)),
+        Err(ApiError::NoToken(_)) if !requires_token => Ok(false),
+        Err(refused) => Err(refused),
+    };
+    let with_token = match with_token {
+        Ok(with_token) => with_token,
+        Err(refused) => {
+            // Charged to the budget without a token, as every poll without a good one.
+            limited(&state.limits.feed(address, false, state.clock.now()).await)?;
+            return Err(refused);
+        }
+    };
+    limited(
+        &state
+            .limits
+            .feed(address, with_token, state.clock.now())
+            .await,
+    )?;
     let Query(query) =
         query.map_err(|_| ApiError::InvalidRequest("since must be an integer cursor"))?;
     let page = revocations::feed_page(&state.db, query.since, state.clock.unix_secs()).await?;
     let mut response = axum::Json(page).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static(FEED_MAX_AGE),
+        HeaderValue::from_static(if requires_token {
+            FEED_MAX_AGE_WITH_TOKEN
+        } else {
+            FEED_MAX_AGE
+        }),
     );
     Ok(response)
 }

@@ -6,15 +6,16 @@
 // `worker` crate's Fetch/Request/Response/Cache/Delay wrappers, awaited in Rust futures, this
 // I/O weighed on the wasm bundle and cost a boundary crossing per header: docs/edge.md.)
 
-/** `GET url` (headers `accept` and, if given, `if-none-match`), never following a redirect,
+/** `GET url` (headers `accept` and, if given, `if-none-match` and `authorization`), never following a redirect,
  * aborted after `timeoutMs` counting the body. Resolves to `{status, text, cacheControl, etag}` (`text` only for a
  * 200); rejects with a message when there was no answer. */
-export async function fetchText(url, accept, ifNoneMatch, timeoutMs) {
+export async function fetchText(url, accept, ifNoneMatch, authorization, timeoutMs) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   try {
     const headers = { accept };
     if (ifNoneMatch != null) headers["if-none-match"] = ifNoneMatch;
+    if (authorization != null) headers.authorization = authorization;
     // A redirect is not followed: the key set and the feed come only from the configured
     // URLs (a 3xx is an answer the job cannot use, and the next URL is tried). Nor is the
     // zone's HTTP cache read: other scripts on the zone can write it (`cache.put` under the

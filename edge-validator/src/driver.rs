@@ -308,9 +308,13 @@ impl Driver {
         let (io, exchange) = isolate.io(id)?;
         // Whole milliseconds well below 2^53: exact as JS numbers.
         Some(Ok(match io {
-            Io::Fetch { get, timeout_ms } => {
-                js::fetch_text(&get.url, get.accept, get.etag.as_deref(), timeout_ms as f64)
-            }
+            Io::Fetch { get, timeout_ms } => js::fetch_text(
+                &get.url,
+                get.accept,
+                get.etag.as_deref(),
+                get.authorization.as_deref(),
+                timeout_ms as f64,
+            ),
             Io::ReadCopy { key } => js::cache_get(key),
             Io::Sleep { ms } => js::sleep(ms as f64),
             Io::Join { call, timeout_ms } => {

@@ -14,6 +14,7 @@
 mod fixtures;
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use edge_validator::isolate::{
     Added, Answer, Body, CachedCopy, Config, CopyToStore, Expect, FetchError, Fetched,
@@ -789,6 +790,36 @@ fn revocations_take_effect_at_the_first_pull_after_the_interval() {
     let reply = reply_of(edge.request(&fixtures::good_token()));
     assert_eq!(reply.status, 401);
     assert!(reply.challenge.unwrap().contains("invalid_token"));
+}
+
+/// With `REVOCATION_FEED_TOKEN`, every feed pull carries it as a bearer token (at the issuer,
+/// a budget of their own that no one without it can run down); a key-set fetch never does. A
+/// token the issuer could not accept is a start-up error.
+#[test]
+fn feed_pulls_carry_the_feed_token_and_nothing_else_does() {
+    let token = "an-edge-feed-token-0123456789abcdef";
+    let mut edge = Edge::with(&[
+        ("REVOCATION_URLS", FEED_URL),
+        ("REVOCATION_FEED_TOKEN", token),
+    ]);
+    let fetch = |edge: &Edge, id| match edge.isolate.io(id) {
+        Some((Io::Fetch { get, .. }, _)) => (get.url.clone(), get.authorization.clone()),
+        other => panic!("a fetch, not {other:?}"),
+    };
+    let pull = wait_of(&edge.request(&fixtures::good_token()));
+    let bearer = Some(Rc::from(format!("Bearer {token}")));
+    assert_eq!(fetch(&edge, pull), (format!("{FEED_URL}?since=0"), bearer));
+    let key_set = wait_of(&edge.answer(pull, feed(&[])));
+    assert_eq!(fetch(&edge, key_set), (JWKS_URL.to_owned(), None));
+
+    for bad in ["too-short", "an edge feed token with spaces 0123456789"] {
+        let mut vars = settings();
+        vars.insert("REVOCATION_FEED_TOKEN", bad.to_owned());
+        let Err(err) = Config::from_vars(&|name: &str| vars.get(name).cloned()) else {
+            panic!("{bad} is refused");
+        };
+        assert!(err.to_string().contains("REVOCATION_FEED_TOKEN"), "{err}");
+    }
 }
 
 #[test]

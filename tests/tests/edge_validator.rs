@@ -564,6 +564,79 @@ async fn plant_in_cache(dir: &std::path::Path, plants: &[Value]) {
     }
 }
 
+/// A neighbour on the edge's egress address keeps the feed's per-address budget run down.
+/// The edge presents the feed token, so its pulls go on a budget of their own, and a revoked
+/// token is refused within the interval: without the token its pulls would be refused too,
+/// and it would keep serving the last list. With `feed_requires_token`, a poll without the
+/// token is 401 with an RFC 6750 challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_neighbour_cannot_hold_revocations_back_from_an_edge_with_the_feed_token() {
+    const FEED_TOKEN: &str = "an-edge-feed-token-0123456789abcdef";
+    let dir = temp_dir("edge_feed_token");
+    let (_seen, origin_port) = origin(ASSERTION_KEY_ID, ASSERTION_SECRET).await;
+    let (_issuer, issuer_port) = issuer_with(
+        &dir,
+        &[
+            ("ISSUER_FEED_TOKENS", FEED_TOKEN),
+            ("ISSUER_FEED_REQUIRES_TOKEN", "true"),
+            ("ISSUER_FEED_RATE_PER_ADDRESS", "5/1s;burst=5"),
+        ],
+    )
+    .await;
+    let client = Client::create(&dir, "feed-token", &[]);
+    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
+    let feed_url = format!("{issuer_url}/revocations");
+
+    let reply = get(&feed_url).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer realm="edgeward-feed""#)
+    );
+
+    // The neighbour: anonymous polls from the same address, every 20 ms, until told to stop.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let neighbour = {
+        let (feed_url, stop) = (feed_url.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut refused = 0_u32;
+            for _ in 0..1_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if get(&feed_url).await.status == 429 {
+                    refused += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            refused
+        })
+    };
+    let vars = issuer_vars(
+        issuer_port,
+        origin_port,
+        &[
+            ("REVOCATION_URLS", &feed_url),
+            ("REVOCATION_INTERVAL_MS", "1000"),
+            ("REVOCATION_FEED_TOKEN", FEED_TOKEN),
+        ],
+    );
+    let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
+    let url = format!("http://127.0.0.1:{edge_port}/revoked");
+    let revoked = client.token(issuer_port).await;
+    assert_eq!(get_with(&url, &revoked).await.status, 200);
+    let reply = client.revoke_at(&issuer_url, &revoked).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seconds = seconds_until_refused(&url, &revoked, Duration::from_secs(10)).await;
+    println!("with the feed token, the revocation reached the edge in {seconds:.2} s while a neighbour ran the address's budget down");
+    stop.store(true, Ordering::SeqCst);
+    let refused = neighbour.await.unwrap();
+    assert!(
+        refused > 0,
+        "the neighbour ran the budget without a token down"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_tokens_and_keys_are_refused_within_the_feed_interval() {
     let dir = temp_dir("edge_revocation");

@@ -23,6 +23,7 @@ extern "C" {
         url: &str,
         accept: &str,
         if_none_match: Option<&str>,
+        authorization: Option<&str>,
         timeout_ms: f64,
     ) -> js_sys::Promise;
     #[wasm_bindgen(js_name = cacheGet)]

@@ -18,6 +18,10 @@ pub const AUDIENCE: &str = "AUDIENCE";
 pub const JWKS_URLS: &str = "JWKS_URLS";
 /// Var: revocation feed URLs in the same order; empty turns the feed off.
 pub const REVOCATION_URLS: &str = "REVOCATION_URLS";
+/// Secret: the feed token (`ISSUER_FEED_TOKENS` at the issuer), sent with every feed pull:
+/// the issuer then charges the pulls to a budget of their own, which no one without the token
+/// can run down from the edge's shared egress addresses. Unset: pulls carry none.
+pub const REVOCATION_FEED_TOKEN: &str = "REVOCATION_FEED_TOKEN";
 /// Var: the origin base URL, e.g. `https://api.internal.example`.
 pub const ORIGIN_URL: &str = "ORIGIN_URL";
 /// Var: which route table applies: the name of a file `deploy/edge/routes/<name>.toml`, which
@@ -190,6 +194,8 @@ pub struct Config {
     route_ids: Vec<Rc<str>>,
     pub(crate) jwks_urls: Rc<[String]>,
     pub(crate) revocation_urls: Rc<[String]>,
+    /// `Bearer <REVOCATION_FEED_TOKEN>`, for the feed pulls.
+    pub(crate) feed_authorization: Option<Rc<str>>,
     /// `ORIGIN_URL`: where a route without its own origin sends.
     pub(crate) origin: Origin,
     signers: Signers,
@@ -253,6 +259,25 @@ fn plan(env: &impl Vars, name: &str, default: &str) -> Result<RatePlan, ConfigEr
     let text = optional(env, name).unwrap_or_else(|| default.to_owned());
     text.parse()
         .map_err(|err| ConfigError(format!("var {name}: {err}")))
+}
+
+/// `Bearer <token>` of [`REVOCATION_FEED_TOKEN`]: a `b64token` of at least 32 bytes, as the
+/// issuer accepts (`issuer::feed_tokens`).
+fn feed_authorization(env: &impl Vars) -> Result<Option<Rc<str>>, ConfigError> {
+    let Some(token) = env.text(REVOCATION_FEED_TOKEN) else {
+        return Ok(None);
+    };
+    let body = token.trim_end_matches('=');
+    let b64token = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    if token.len() < 32 || !b64token {
+        return Err(ConfigError(format!(
+            "secret {REVOCATION_FEED_TOKEN} must be at least 32 bytes of A-Z a-z 0-9 - . _ ~ + / and trailing ="
+        )));
+    }
+    Ok(Some(Rc::from(format!("Bearer {token}"))))
 }
 
 fn urls(text: &str) -> Rc<[String]> {
@@ -323,6 +348,7 @@ impl Config {
             routes,
             jwks_urls,
             revocation_urls: urls(&optional(env, REVOCATION_URLS).unwrap_or_default()),
+            feed_authorization: feed_authorization(env)?,
             origin,
             signers,
             copy,

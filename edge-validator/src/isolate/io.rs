@@ -4,6 +4,8 @@
 
 use super::waits::WaitId;
 
+use std::rc::Rc;
+
 /// One `GET` to the issuer (key set or revocation feed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Get {
@@ -11,6 +13,8 @@ pub struct Get {
     pub accept: &'static str,
     /// Sent as `If-None-Match`.
     pub etag: Option<String>,
+    /// Sent as `Authorization` (the feed token's `Bearer`).
+    pub authorization: Option<Rc<str>>,
 }
 
 /// The issuer's answer to a [`Get`].

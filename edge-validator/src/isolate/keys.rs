@@ -328,6 +328,7 @@ impl Refresh {
             url: url.clone(),
             accept: ACCEPT,
             etag: self.etag.clone(),
+            authorization: None,
         })
     }
 }

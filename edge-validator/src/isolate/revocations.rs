@@ -223,6 +223,7 @@ impl Pull {
             url: format!("{url}{separator}since={cursor}"),
             accept: "application/json",
             etag: None,
+            authorization: config.feed_authorization.clone(),
         })
     }
 }

@@ -71,6 +71,25 @@ impl FeedTokens {
         Self::parse(&std::env::var(FEED_TOKENS_VAR).unwrap_or_default())
     }
 
+    /// The tokens of [`FEED_TOKENS_VAR`] as `config` needs them: `feed_requires_token`
+    /// refuses to start without one. What `issuer::open` and `check-config` check.
+    ///
+    /// # Errors
+    /// [`crate::config::ConfigError::Invalid`] naming the variable or the setting.
+    pub fn for_config(config: &crate::config::Config) -> Result<Self, crate::config::ConfigError> {
+        let tokens = Self::from_env().map_err(|err| crate::config::ConfigError::Invalid {
+            setting: FEED_TOKENS_VAR,
+            reason: err.to_string(),
+        })?;
+        if config.feed_requires_token && tokens.is_empty() {
+            return Err(crate::config::ConfigError::Invalid {
+                setting: "feed_requires_token",
+                reason: format!("needs {FEED_TOKENS_VAR}"),
+            });
+        }
+        Ok(tokens)
+    }
+
     /// Whether no token is accepted.
     #[must_use]
     pub fn is_empty(&self) -> bool {

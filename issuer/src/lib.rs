@@ -102,18 +102,7 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         }
     }
     let signing = SigningKeys::load(&db, &kek).await?;
-    let feed_tokens =
-        feed_tokens::FeedTokens::from_env().map_err(|err| config::ConfigError::Invalid {
-            setting: feed_tokens::FEED_TOKENS_VAR,
-            reason: err.to_string(),
-        })?;
-    if config.feed_requires_token && feed_tokens.is_empty() {
-        return Err(config::ConfigError::Invalid {
-            setting: "feed_requires_token",
-            reason: format!("needs {}", feed_tokens::FEED_TOKENS_VAR),
-        }
-        .into());
-    }
+    let feed_tokens = feed_tokens::FeedTokens::for_config(&config)?;
     let mut state = AppState::new(config, db, kek, signing);
     state.feed_tokens = std::sync::Arc::new(feed_tokens);
     // A Redis that answers, but not as the limits need, stops the start here rather than

@@ -162,6 +162,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The secrets a setting depends on, checked as the start checks them.
+    if matches!(cli.command, Command::CheckConfig | Command::Serve) {
+        if let Err(err) = issuer::feed_tokens::FeedTokens::for_config(&config) {
+            eprintln!("issuer: {err}");
+            return ExitCode::from(2);
+        }
+    }
     let set_log_level = init_tracing(&config);
     match run(cli, config, set_log_level).await {
         Ok(()) => ExitCode::SUCCESS,

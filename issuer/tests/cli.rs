@@ -52,6 +52,31 @@ fn bad_configuration_stops_start_up_naming_the_setting() {
         assert!(String::from_utf8_lossy(&output.stderr).contains(&setting));
     }
 
+    // The feed tokens a setting needs, or that are malformed, stop it too.
+    for (env, setting) in [
+        (
+            [
+                ("ISSUER_FEED_REQUIRES_TOKEN", "true"),
+                ("ISSUER_FEED_TOKENS", ""),
+            ],
+            "feed_requires_token",
+        ),
+        (
+            [
+                ("ISSUER_FEED_REQUIRES_TOKEN", "false"),
+                ("ISSUER_FEED_TOKENS", "short"),
+            ],
+            "ISSUER_FEED_TOKENS",
+        ),
+    ] {
+        let output = issuer(&dir).envs(env).arg("check-config").output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{env:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(setting),
+            "{env:?}"
+        );
+    }
+
     let file = dir.join("issuer.toml");
     std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
     let output = issuer(&dir)

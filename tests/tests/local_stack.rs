@@ -104,6 +104,15 @@ fn the_stack_command_prints_curls_that_work_and_stops_cleanly() {
     .join("\n");
     let answer: serde_json::Value = serde_json::from_str(&shell(&refused)).unwrap();
     assert_eq!(answer["error"], "insufficient_scope", "{answer}");
+    // The issuer serves its revocation feed to the edge alone, which pulled it with its token.
+    let feed = shell(&format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{}/revocations",
+        ports.0
+    ));
+    assert_eq!(feed, "401", "the feed without the token");
+    let edge_log = std::fs::read_to_string(data.join("wrangler.log")).unwrap();
+    assert!(edge_log.contains("\"outcome\":\"forwarded\""), "{edge_log}");
+    assert!(!edge_log.contains("revocation_feed_failed"), "{edge_log}");
     interrupt(stack, ports);
 
     // Again on the same data, with the Python demo origin (issue 33): no new client, and the

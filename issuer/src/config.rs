@@ -78,7 +78,9 @@ pub struct Config {
     pub token_rate_per_client: shared::RatePlan,
     /// `GET /revocations` limit per source address. Edges poll it from every isolate (and
     /// many isolates share a few egress addresses), so it is generous; its answers are
-    /// cacheable for a second, which lets a CDN in front of the issuer absorb the rest.
+    /// cacheable for a second, which lets a CDN in front of the issuer absorb the rest (unless
+    /// `feed_requires_token`: then only the poller keeps them). Polls with a feed token have
+    /// a budget of their own under the same plan.
     pub feed_rate_per_address: shared::RatePlan,
     /// Refuse `GET /revocations` (401) without one of the feed tokens (`ISSUER_FEED_TOKENS`,
     /// a secret of the environment): the feed then tells no one else which clients, keys and

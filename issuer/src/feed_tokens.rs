@@ -15,14 +15,19 @@ use subtle::ConstantTimeEq;
 pub const FEED_TOKENS_VAR: &str = "ISSUER_FEED_TOKENS";
 /// Shortest accepted token, in bytes.
 pub const MIN_FEED_TOKEN_LEN: usize = 32;
+/// Longest accepted token, in bytes.
+pub const MAX_FEED_TOKEN_LEN: usize = 512;
 
 /// Why the feed tokens were refused (at start-up).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FeedTokenError {
-    /// A token is shorter than [`MIN_FEED_TOKEN_LEN`] bytes.
-    #[error("{FEED_TOKENS_VAR}: each token must be at least {MIN_FEED_TOKEN_LEN} bytes")]
-    Short,
+    /// A token is shorter than [`MIN_FEED_TOKEN_LEN`] or longer than [`MAX_FEED_TOKEN_LEN`]
+    /// bytes.
+    #[error(
+        "{FEED_TOKENS_VAR}: each token must be {MIN_FEED_TOKEN_LEN} to {MAX_FEED_TOKEN_LEN} bytes"
+    )]
+    Length,
     /// A token holds a character a bearer token cannot (RFC 6750 `b64token`).
     #[error("{FEED_TOKENS_VAR}: tokens use only A-Z a-z 0-9 - . _ ~ + / and trailing =")]
     Characters,
@@ -46,8 +51,8 @@ impl FeedTokens {
     pub fn parse(text: &str) -> Result<Self, FeedTokenError> {
         text.split_whitespace()
             .map(|token| {
-                if token.len() < MIN_FEED_TOKEN_LEN {
-                    return Err(FeedTokenError::Short);
+                if !(MIN_FEED_TOKEN_LEN..=MAX_FEED_TOKEN_LEN).contains(&token.len()) {
+                    return Err(FeedTokenError::Length);
                 }
                 let body = token.trim_end_matches('=');
                 let b64token = !body.is_empty()
@@ -96,9 +101,13 @@ impl FeedTokens {
         self.0.is_empty()
     }
 
-    /// Whether `presented` is one of the tokens (every one compared, in constant time).
+    /// Whether `presented` is one of the tokens (every one compared, in constant time). One
+    /// longer than any token is refused unhashed: a flood of long ones costs no hashing.
     #[must_use]
     pub fn accepts(&self, presented: &str) -> bool {
+        if presented.len() > MAX_FEED_TOKEN_LEN {
+            return false;
+        }
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.0
             .iter()
@@ -127,7 +136,7 @@ mod tests {
         assert!(!FeedTokens::parse("").unwrap().accepts(""));
         assert_eq!(
             FeedTokens::parse("short").unwrap_err(),
-            FeedTokenError::Short
+            FeedTokenError::Length
         );
         assert_eq!(
             FeedTokens::parse("a-token-with-a-comma,0123456789abcdef").unwrap_err(),

@@ -81,6 +81,8 @@ pub enum StartError {
 /// [`StartError`].
 pub async fn open(config: Config) -> Result<AppState, StartError> {
     config.validate()?;
+    // Before anything is written: a bad token setting stops the start with nothing changed.
+    let feed_tokens = feed_tokens::FeedTokens::for_config(&config)?;
     let db = Db::connect(&config).await?;
     db.migrate().await?;
     let (kek, source) = Kek::load(&config)?;
@@ -102,7 +104,6 @@ pub async fn open(config: Config) -> Result<AppState, StartError> {
         }
     }
     let signing = SigningKeys::load(&db, &kek).await?;
-    let feed_tokens = feed_tokens::FeedTokens::for_config(&config)?;
     let mut state = AppState::new(config, db, kek, signing);
     state.feed_tokens = std::sync::Arc::new(feed_tokens);
     // A Redis that answers, but not as the limits need, stops the start here rather than

@@ -115,6 +115,7 @@ pub struct TokenLimits {
     /// Keyed by network (`shared::rate_limit::address_network`, as text).
     per_address: Table,
     per_client: Table,
+    /// Keyed by network, and `token/<network>` for polls with a feed token.
     feed_per_address: Table,
     /// Networks whose per-address budget is known spent (`network_of`), until when.
     denied: Mutex<KnownDenials>,

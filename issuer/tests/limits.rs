@@ -86,10 +86,12 @@ async fn same_decisions((per_address, per_client, feed): (RatePlan, RatePlan, Ra
             redis.authenticated(address, None, now).await,
             "revocation or introspection, request {n}"
         );
+        // Polls without a feed token and with one (a budget of its own), alternately.
+        let with_token = n % 2 == 0;
         assert_eq!(
-            memory.feed(address, false, now).await,
-            redis.feed(address, false, now).await,
-            "feed, request {n}"
+            memory.feed(address, with_token, now).await,
+            redis.feed(address, with_token, now).await,
+            "feed, request {n} (with a token: {with_token})"
         );
     }
     assert_eq!(fallbacks.get(), 0, "every decision came from Redis");

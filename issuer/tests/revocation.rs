@@ -237,6 +237,15 @@ async fn a_feed_token_has_a_budget_no_one_else_can_run_down(backend: Backend) {
         429
     );
 
+    // An issuer without feed tokens reads no `Authorization` on the feed, as before.
+    let without_tokens = open(config.clone()).await;
+    assert_eq!(
+        send(&without_tokens, get(Some("Bearer anything")))
+            .await
+            .status(),
+        200
+    );
+
     config.feed_requires_token = true;
     let refused = issuer::open(config).await.unwrap_err().to_string();
     assert!(refused.contains("feed_requires_token"), "{refused}");

@@ -427,6 +427,18 @@ async fn no_key_set_at_all_is_503_and_a_dead_origin_is_502() {
 }
 
 /// Polls `url` with `token` until it is refused; returns the seconds it took.
+/// A token of `client` that `url` (through the edge) accepts, then revokes (RFC 7009): the
+/// seconds until the edge refuses it (at most 10).
+async fn revoked_and_refused(client: &Client, issuer_port: u16, url: &str) -> f64 {
+    let revoked = client.token(issuer_port).await;
+    assert_eq!(get_with(url, &revoked).await.status, 200);
+    let reply = client
+        .revoke_at(&format!("http://127.0.0.1:{issuer_port}"), &revoked)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    seconds_until_refused(url, &revoked, Duration::from_secs(10)).await
+}
+
 async fn seconds_until_refused(url: &str, token: &str, limit: Duration) -> f64 {
     let started = Instant::now();
     loop {
@@ -593,6 +605,10 @@ async fn a_neighbour_cannot_hold_revocations_back_from_an_edge_with_the_feed_tok
         reply.header("www-authenticate"),
         Some(r#"Bearer realm="edgeward-feed""#)
     );
+    // With the token: no shared cache may keep the answer and hand it to anyone.
+    let reply = get_with(&feed_url, FEED_TOKEN).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("cache-control"), Some("private, max-age=1"));
 
     // The neighbour: anonymous polls from the same address, every 20 ms, until told to stop.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -623,11 +639,7 @@ async fn a_neighbour_cannot_hold_revocations_back_from_an_edge_with_the_feed_tok
     );
     let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/revoked");
-    let revoked = client.token(issuer_port).await;
-    assert_eq!(get_with(&url, &revoked).await.status, 200);
-    let reply = client.revoke_at(&issuer_url, &revoked).await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let seconds = seconds_until_refused(&url, &revoked, Duration::from_secs(10)).await;
+    let seconds = revoked_and_refused(&client, issuer_port, &url).await;
     println!("with the feed token, the revocation reached the edge in {seconds:.2} s while a neighbour ran the address's budget down");
     stop.store(true, Ordering::SeqCst);
     let refused = neighbour.await.unwrap();
@@ -655,11 +667,7 @@ async fn revoked_tokens_and_keys_are_refused_within_the_feed_interval() {
     let (_edge, edge_port) = edge(&dir, &vars, ASSERTION_SECRET).await;
     let url = format!("http://127.0.0.1:{edge_port}/revoked");
     // RFC 7009: the client revokes its token; the edge refuses it within the interval.
-    let revoked = client.token(issuer_port).await;
-    assert_eq!(get_with(&url, &revoked).await.status, 200);
-    let reply = client.revoke_at(&issuer_url, &revoked).await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let seconds = seconds_until_refused(&url, &revoked, Duration::from_secs(10)).await;
+    let seconds = revoked_and_refused(&client, issuer_port, &url).await;
     println!("token revocation reached the edge in {seconds:.2} s (feed interval 1 s)");
 
     // A disabled client: every token it holds is refused, well before it expires.

@@ -264,9 +264,11 @@ fn plan(env: &impl Vars, name: &str, default: &str) -> Result<RatePlan, ConfigEr
 /// `Bearer <token>` of [`REVOCATION_FEED_TOKEN`]: a `b64token` of at least 32 bytes, as the
 /// issuer accepts (`issuer::feed_tokens`).
 fn feed_authorization(env: &impl Vars) -> Result<Option<Rc<str>>, ConfigError> {
-    let Some(token) = env.text(REVOCATION_FEED_TOKEN) else {
+    // Blank is unset, and surrounding whitespace is dropped, as the issuer reads its tokens.
+    let Some(token) = optional(env, REVOCATION_FEED_TOKEN) else {
         return Ok(None);
     };
+    let token = token.trim();
     let body = token.trim_end_matches('=');
     let b64token = !body.is_empty()
         && body

@@ -6,8 +6,8 @@ use super::waits::WaitId;
 
 use std::rc::Rc;
 
-/// One `GET` to the issuer (key set or revocation feed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `GET` to the issuer (key set or revocation feed). Its `Debug` leaves the feed token out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Get {
     pub url: String,
     pub accept: &'static str,
@@ -15,6 +15,20 @@ pub struct Get {
     pub etag: Option<String>,
     /// Sent as `Authorization` (the feed token's `Bearer`).
     pub authorization: Option<Rc<str>>,
+}
+
+impl core::fmt::Debug for Get {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Get")
+            .field("url", &self.url)
+            .field("accept", &self.accept)
+            .field("etag", &self.etag)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// The issuer's answer to a [`Get`].

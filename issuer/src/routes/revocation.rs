@@ -151,7 +151,9 @@ struct FeedQuery {
 
 /// How long a feed page may be served from a cache: what it adds, at most, to the time a
 /// revocation takes to reach an edge. Shared caches may keep it unless the feed needs a token
-/// (`feed_requires_token`): a shared cache would then hand it to anyone.
+/// (`feed_requires_token`): a shared cache would then hand it to anyone, so only the poller
+/// keeps it (and a CDN in front absorbs nothing; a CDN rule that caches whatever the origin
+/// says must leave `/revocations` out).
 const FEED_MAX_AGE: &str = "public, max-age=1";
 const FEED_MAX_AGE_WITH_TOKEN: &str = "private, max-age=1";
 
@@ -159,8 +161,9 @@ const FEED_MAX_AGE_WITH_TOKEN: &str = "private, max-age=1";
 /// `cursor` is what to send as `since` next time; `more` says another page is waiting.
 /// Limited per address (`feed_rate_per_address`), with a budget of its own for polls that
 /// carry a feed token (`Authorization: Bearer`, `crate::feed_tokens`); a wrong token is
-/// 401, as is none when `feed_requires_token`. Cacheable for a second, so a burst of
-/// identical polls can be absorbed by a cache in front of the issuer.
+/// 401, as is none when `feed_requires_token`. Cacheable for a second (by shared caches only
+/// when no token is required), so a burst of identical polls can be absorbed by a cache in
+/// front of the issuer.
 async fn feed(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -168,7 +171,9 @@ async fn feed(
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let requires_token = state.config().feed_requires_token;
+    // An issuer with no feed token reads no `Authorization` here, as before there were any.
     let with_token = match super::admin::bearer(&headers, Realm::Feed) {
+        _ if state.feed_tokens.is_empty() => Ok(false),
         Ok(token) if state.feed_tokens.accepts(token) => Ok(true),
         Ok(_) => Err(ApiError::InvalidToken(Realm::Feed)),
         Err(ApiError::NoToken(_)) if !requires_token => Ok(false),

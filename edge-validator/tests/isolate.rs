@@ -812,7 +812,12 @@ fn feed_pulls_carry_the_feed_token_and_nothing_else_does() {
     let key_set = wait_of(&edge.answer(pull, feed(&[])));
     assert_eq!(fetch(&edge, key_set), (JWKS_URL.to_owned(), None));
 
-    for bad in ["too-short", "an edge feed token with spaces 0123456789"] {
+    let too_long = "a".repeat(513);
+    for bad in [
+        "too-short",
+        "an edge feed token with spaces 0123456789",
+        &too_long,
+    ] {
         let mut vars = settings();
         vars.insert("REVOCATION_FEED_TOKEN", bad.to_owned());
         let Err(err) = Config::from_vars(&|name: &str| vars.get(name).cloned()) else {

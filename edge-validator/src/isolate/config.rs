@@ -261,7 +261,7 @@ fn plan(env: &impl Vars, name: &str, default: &str) -> Result<RatePlan, ConfigEr
         .map_err(|err| ConfigError(format!("var {name}: {err}")))
 }
 
-/// `Bearer <token>` of [`REVOCATION_FEED_TOKEN`]: a `b64token` of at least 32 bytes, as the
+/// `Bearer <token>` of [`REVOCATION_FEED_TOKEN`]: a `b64token` of 32 to 512 bytes, as the
 /// issuer accepts (`issuer::feed_tokens`).
 fn feed_authorization(env: &impl Vars) -> Result<Option<Rc<str>>, ConfigError> {
     // Blank is unset, and surrounding whitespace is dropped, as the issuer reads its tokens.
@@ -274,9 +274,9 @@ fn feed_authorization(env: &impl Vars) -> Result<Option<Rc<str>>, ConfigError> {
         && body
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
-    if token.len() < 32 || !b64token {
+    if !(32..=512).contains(&token.len()) || !b64token {
         return Err(ConfigError(format!(
-            "secret {REVOCATION_FEED_TOKEN} must be at least 32 bytes of A-Z a-z 0-9 - . _ ~ + / and trailing ="
+            "secret {REVOCATION_FEED_TOKEN} must be 32 to 512 bytes of A-Z a-z 0-9 - . _ ~ + / and trailing ="
         )));
     }
     Ok(Some(Rc::from(format!("Bearer {token}"))))

@@ -13,10 +13,7 @@ use subtle::ConstantTimeEq;
 /// The secret environment variable: the accepted tokens, separated by whitespace (two during
 /// a rotation). Not a setting: it never goes in the configuration file.
 pub const FEED_TOKENS_VAR: &str = "ISSUER_FEED_TOKENS";
-/// Shortest accepted token, in bytes.
-pub const MIN_FEED_TOKEN_LEN: usize = 32;
-/// Longest accepted token, in bytes.
-pub const MAX_FEED_TOKEN_LEN: usize = 512;
+pub use shared::revocations::{MAX_FEED_TOKEN_LEN, MIN_FEED_TOKEN_LEN};
 
 /// Why the feed tokens were refused (at start-up).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,12 +51,7 @@ impl FeedTokens {
                 if !(MIN_FEED_TOKEN_LEN..=MAX_FEED_TOKEN_LEN).contains(&token.len()) {
                     return Err(FeedTokenError::Length);
                 }
-                let body = token.trim_end_matches('=');
-                let b64token = !body.is_empty()
-                    && body
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
-                if !b64token {
+                if !shared::revocations::is_feed_token(token) {
                     return Err(FeedTokenError::Characters);
                 }
                 Ok(Sha256::digest(token.as_bytes()).into())

@@ -55,6 +55,22 @@ pub struct FeedPage {
 /// Largest accepted feed page, in bytes.
 pub const MAX_FEED_PAGE_BYTES: usize = 1024 * 1024;
 
+/// Shortest feed token, in bytes: the bearer credential an edge sends with its pulls so that
+/// the issuer charges them to a budget of their own (`ISSUER_FEED_TOKENS`,
+/// `REVOCATION_FEED_TOKEN`).
+pub const MIN_FEED_TOKEN_LEN: usize = 32;
+/// Longest feed token, in bytes (the issuer hashes no longer one a client presents).
+pub const MAX_FEED_TOKEN_LEN: usize = 512;
+
+/// Whether `token` can be a feed token: a bearer credential (`b64token`) of
+/// [`MIN_FEED_TOKEN_LEN`] to [`MAX_FEED_TOKEN_LEN`] bytes. The one rule the issuer and the
+/// edge check their settings against.
+#[must_use]
+pub fn is_feed_token(token: &str) -> bool {
+    (MIN_FEED_TOKEN_LEN..=MAX_FEED_TOKEN_LEN).contains(&token.len())
+        && crate::bearer::is_b64token(token)
+}
+
 /// Why a feed page was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -261,22 +261,18 @@ fn plan(env: &impl Vars, name: &str, default: &str) -> Result<RatePlan, ConfigEr
         .map_err(|err| ConfigError(format!("var {name}: {err}")))
 }
 
-/// `Bearer <token>` of [`REVOCATION_FEED_TOKEN`]: a `b64token` of 32 to 512 bytes, as the
-/// issuer accepts (`issuer::feed_tokens`).
+/// `Bearer <token>` of [`REVOCATION_FEED_TOKEN`], a token the issuer can accept
+/// (`shared::revocations::is_feed_token`).
 fn feed_authorization(env: &impl Vars) -> Result<Option<Rc<str>>, ConfigError> {
     // Blank is unset, and surrounding whitespace is dropped, as the issuer reads its tokens.
     let Some(token) = optional(env, REVOCATION_FEED_TOKEN) else {
         return Ok(None);
     };
     let token = token.trim();
-    let body = token.trim_end_matches('=');
-    let b64token = !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
-    if !(32..=512).contains(&token.len()) || !b64token {
+    if !shared::revocations::is_feed_token(token) {
+        use shared::revocations::{MAX_FEED_TOKEN_LEN, MIN_FEED_TOKEN_LEN};
         return Err(ConfigError(format!(
-            "secret {REVOCATION_FEED_TOKEN} must be 32 to 512 bytes of A-Z a-z 0-9 - . _ ~ + / and trailing ="
+            "secret {REVOCATION_FEED_TOKEN} must be {MIN_FEED_TOKEN_LEN} to {MAX_FEED_TOKEN_LEN} bytes of A-Z a-z 0-9 - . _ ~ + / and trailing ="
         )));
     }
     Ok(Some(Rc::from(format!("Bearer {token}"))))

@@ -1,38 +1,21 @@
-# Sourced by tests/run: installs the toolchain pieces the tests need, skipping what is there.
-# Pinned versions live here and in rust-toolchain.toml; wasm-bindgen follows Cargo.lock.
+# Sourced by tests/run (and the benchmarks, deploy/check, deploy/local/up): what building
+# needs (edge-validator/build-tools.sh), then what the tests need beyond it, skipping what is
+# there. Pinned versions live here, in build-tools.sh and in rust-toolchain.toml.
 
 WASM_PACK_VERSION=0.15.1
 
-# Tools installed by `cargo install` land here, also when CARGO_HOME is not the default.
-export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-
-step() { printf '\n==> %s\n' "$*"; }
-
-# The pinned toolchain with wasm32 (RUSTUP_AUTO_INSTALL may be off on CI machines).
-toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
-if ! rustup toolchain list | grep -q "^$toolchain"; then
-  step "installing Rust $toolchain"
-  rustup toolchain install "$toolchain" --profile minimal --component rustfmt,clippy
-fi
-for component in rustfmt clippy; do
-  rustup component list --installed --toolchain "$toolchain" | grep -q "^$component" ||
-    rustup component add "$component" --toolchain "$toolchain"
-done
-rustup target list --installed --toolchain "$toolchain" | grep -q '^wasm32-unknown-unknown$' ||
-  rustup target add wasm32-unknown-unknown --toolchain "$toolchain"
-
-# Node runs the wasm tests and the package smoke test.
-if ! command -v node >/dev/null; then
-  step "installing Node.js (Debian)"
-  apt-get update -qq && apt-get install -y -qq nodejs
-fi
+source edge-validator/build-tools.sh
 
 # Debian tools the tests run: gdnsd and dig (geo-DNS failover drill), psql (PostgreSQL
-# tests create their databases with it).
+# tests create their databases with it), python3 and curl.
 missing=()
 command -v gdnsd >/dev/null || missing+=(gdnsd)
 command -v dig >/dev/null || missing+=(bind9-dnsutils)
 command -v psql >/dev/null || missing+=(postgresql-client)
+# python3 (3.11 or newer, for tomllib): deploy/check, docs/render, the Python origin test;
+# curl: the issuer's CLI tests and deploy/local/up.
+command -v python3 >/dev/null || missing+=(python3)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]} (Debian)"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
@@ -55,24 +38,3 @@ if [ "$(wasm-pack --version 2>/dev/null)" != "wasm-pack $WASM_PACK_VERSION" ]; t
   cargo install --locked wasm-pack --version "$WASM_PACK_VERSION"
 fi
 
-# wasm-bindgen-cli must match the wasm-bindgen in Cargo.lock exactly (wasm-pack would
-# otherwise try to download it).
-bindgen_version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
-if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $bindgen_version" ]; then
-  step "installing wasm-bindgen-cli $bindgen_version"
-  cargo install wasm-bindgen-cli --version "$bindgen_version"
-fi
-
-# JS-side tools pinned in package-lock.json (binaryen's wasm-opt for wasm-pack).
-lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ "$(cat node_modules/.lock-sha256 2>/dev/null)" != "$lock_sum" ]; then
-  step "npm ci"
-  npm ci --no-audit --no-fund
-  echo "$lock_sum" > node_modules/.lock-sha256
-fi
-export PATH="$PWD/node_modules/.bin:$PATH"
-
-# The tools edge-validator/build-worker runs: wasm-bindgen (above), wasm-opt and esbuild (npm).
-export WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
-export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
-export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"

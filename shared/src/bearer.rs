@@ -45,21 +45,35 @@ where
     if values.next().is_some() {
         return Err(Rejection::MalformedRequest);
     }
-    let value = value.trim_matches([' ', '\t']);
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
-        Scheme::Bearer
-    } else if scheme.eq_ignore_ascii_case("dpop") {
-        Scheme::Dpop
-    } else {
-        return Err(Rejection::MissingToken);
-    };
+    let (scheme, rest) = split_scheme(value);
+    let scheme = scheme.ok_or(Rejection::MissingToken)?;
     let token = rest.trim_start_matches(' ');
     if is_b64token(token) {
         Ok((scheme, token))
     } else {
         Err(Rejection::MalformedRequest)
     }
+}
+
+/// The scheme an `Authorization` value names, if one of ours, whether or not a good token
+/// follows: a malformed `DPoP` credential is still answered with a `DPoP` challenge
+/// (RFC 9449 §7.1).
+#[must_use]
+pub fn scheme(authorization: &str) -> Option<Scheme> {
+    split_scheme(authorization).0
+}
+
+fn split_scheme(value: &str) -> (Option<Scheme>, &str) {
+    let value = value.trim_matches([' ', '\t']);
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Some(Scheme::Bearer)
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Some(Scheme::Dpop)
+    } else {
+        None
+    };
+    (scheme, rest)
 }
 
 /// Whether `token` is an RFC 6750 `b64token`, what a bearer credential may hold:

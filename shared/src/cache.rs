@@ -3,8 +3,9 @@
 //! Keyed by the SHA-256 of the compact token: the cache never holds token text, and finding a
 //! second token with the same key would mean breaking SHA-256. An entry lives until the
 //! token's `exp` (or the cache's `max_ttl`, if shorter), and goes when its signing key leaves
-//! the key set or its `jti` is revoked. Only verified tokens go in, so an attacker cannot fill
-//! it; when full, the entry closest to expiry makes room.
+//! the key set (or its `kid` comes to name another key there) or its `jti` is revoked. Only
+//! verified tokens go in, so an attacker cannot fill it; when full, the entry closest to
+//! expiry makes room.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -131,9 +132,14 @@ impl TokenCache {
         verified
     }
 
-    /// Drops every entry signed by a key that is no longer in `jwks`.
+    /// Drops every entry signed by a key that is no longer in `jwks`: its `kid` gone, or
+    /// published again with another point.
     pub fn retain_keys(&mut self, jwks: &Jwks) {
-        self.remove_where(|token| !jwks.contains(token.kid()));
+        self.remove_where(|token| {
+            !jwks
+                .find(token.kid())
+                .is_some_and(|key| token.verified_under(key))
+        });
     }
 
     /// Drops every entry signed by `kid` (a revoked key).

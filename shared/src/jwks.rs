@@ -445,6 +445,14 @@ fn parse_entry(index: usize, entry: &RawKey) -> Result<Option<Jwk>, JwksError> {
     if !ours {
         return Ok(None);
     }
+    // Private material fails the whole set before anything else is judged: a key without
+    // an id is skipped below, but one published with its `d` means the issuer leaked it.
+    if entry.d.is_some() {
+        let kid = text(&entry.kid).unwrap_or_default();
+        return Err(JwksError::PrivateKeyMaterial {
+            kid: kid.to_owned(),
+        });
+    }
     let Some(kid) = &entry.kid else {
         // A key without an id can never be selected (tokens must name their `kid`).
         return Ok(None);
@@ -453,11 +461,6 @@ fn parse_entry(index: usize, entry: &RawKey) -> Result<Option<Jwk>, JwksError> {
         .as_str()
         .filter(|kid| !kid.is_empty() && kid.len() <= MAX_KID_LEN)
         .ok_or(JwksError::InvalidKid { index })?;
-    if entry.d.is_some() {
-        return Err(JwksError::PrivateKeyMaterial {
-            kid: kid.to_owned(),
-        });
-    }
     let coordinate = |name: &'static str, member: &Option<Member>| -> Result<[u8; 32], JwksError> {
         let invalid = || JwksError::InvalidCoordinate {
             kid: kid.to_owned(),

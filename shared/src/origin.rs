@@ -130,11 +130,18 @@ where
             .and_then(|value| value.to_str().ok())
             .or_else(|| request.uri().authority().map(http::uri::Authority::as_str))
             .unwrap_or("");
+        // The target as it arrived: inside a nested router, axum has stripped the prefix
+        // from `uri()` (keeping the whole in `OriginalUri`), and an assertion for `/orders`
+        // must not pass at `/v1/orders`.
+        let uri = request
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .map_or(request.uri(), |original| &original.0);
         let line = RequestLine {
             method: request.method().as_str(),
             host,
-            path: request.uri().path(),
-            query: request.uri().query(),
+            path: uri.path(),
+            query: uri.query(),
         };
         let verified = self.verifier.verify_values(values, &line, system_now());
         let admitted = verified

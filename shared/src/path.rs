@@ -131,33 +131,51 @@ impl AsRef<str> for NormalPath {
 /// size for nothing here.)
 fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
     let mut out: Vec<u8> = Vec::with_capacity(raw.len());
+    // The escaped bytes above 0x7f since the last other character: together they must be
+    // UTF-8. An overlong form (`%C0%AE` for `.`, `%C0%AF` for `/`) or a stray byte is what
+    // a lax decoder behind the edge reads as a dot segment or a separator.
+    let mut high: Vec<u8> = Vec::new();
     let mut at = 0;
     while let Some(&byte) = raw.get(at) {
-        match byte {
-            b'%' => {
-                let value = escaped(raw, at).ok_or(PathError::BadEscape)?;
+        let escape = match byte {
+            b'%' => Some(escaped(raw, at).ok_or(PathError::BadEscape)?),
+            _ => None,
+        };
+        if !matches!(escape, Some(0x80..=0xff)) {
+            end_of_high_escapes(&mut high)?;
+        }
+        match escape {
+            Some(value) => {
                 match value {
                     0x00..=0x1f | 0x7f => return Err(PathError::Control),
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     _ if is_unreserved(value) => out.push(value),
-                    _ => out.extend_from_slice(&[
-                        b'%',
-                        hex_digit(value >> 4),
-                        hex_digit(value & 0x0f),
-                    ]),
+                    _ => {
+                        if value >= 0x80 {
+                            high.push(value);
+                        }
+                        out.extend_from_slice(&[
+                            b'%',
+                            hex_digit(value >> 4),
+                            hex_digit(value & 0x0f),
+                        ]);
+                    }
                 }
                 at += 3;
             }
-            b'\\' => return Err(PathError::Backslash),
-            b';' => return Err(PathError::Parameter),
-            0x00..=0x1f | 0x7f => return Err(PathError::Control),
-            b'?' | b'#' | b' ' | 0x80..=0xff => return Err(PathError::Character),
-            _ => {
-                out.push(byte);
-                at += 1;
-            }
+            None => match byte {
+                b'\\' => return Err(PathError::Backslash),
+                b';' => return Err(PathError::Parameter),
+                0x00..=0x1f | 0x7f => return Err(PathError::Control),
+                b'?' | b'#' | b' ' | 0x80..=0xff => return Err(PathError::Character),
+                _ => {
+                    out.push(byte);
+                    at += 1;
+                }
+            },
         }
     }
+    end_of_high_escapes(&mut high)?;
     // An escape of an escape (`%252e`), however its digits are spelled (`%25%32%65`): what
     // matters is the decoded text, so look there.
     let doubled = out.windows(5).any(|window| {
@@ -168,6 +186,21 @@ fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
     }
     // Only ASCII was pushed.
     String::from_utf8(out).map_err(|_| PathError::Character)
+}
+
+/// Ends a run of escaped bytes above 0x7f: they must spell UTF-8 (no overlong form, no
+/// surrogate, no stray byte).
+fn end_of_high_escapes(high: &mut Vec<u8>) -> Result<(), PathError> {
+    if high.is_empty() {
+        return Ok(());
+    }
+    let valid = core::str::from_utf8(high).is_ok();
+    high.clear();
+    if valid {
+        Ok(())
+    } else {
+        Err(PathError::Character)
+    }
 }
 
 /// The byte escaped at `raw[at..at + 3]` (`%XY`), if that is an escape.
@@ -250,6 +283,25 @@ mod tests {
         assert_eq!(normal("/%61%7e%2D"), Ok("/a~-".into()));
         assert_eq!(normal("/a%3ab%20c"), Ok("/a%3Ab%20c".into()));
         assert_eq!(normal("/x%25y"), Ok("/x%25y".into()));
+    }
+
+    #[test]
+    fn escaped_bytes_above_ascii_must_spell_utf8() {
+        assert_eq!(normal("/caf%C3%A9"), Ok("/caf%C3%A9".into()));
+        assert_eq!(normal("/%e2%82%ac/x"), Ok("/%E2%82%AC/x".into()));
+        // Overlong dots and slash, a stray continuation byte, a surrogate, a sequence cut
+        // by a plain character.
+        for overlong in [
+            "/public/%C0%AE%C0%AE/admin",
+            "/x%C0%AFadmin",
+            "/a/%80",
+            "/%E0%80%AE",
+            "/%ED%A0%80",
+            "/%C3x%A9",
+            "/%C3",
+        ] {
+            assert_eq!(normal(overlong), Err(PathError::Character), "{overlong}");
+        }
     }
 
     #[test]

@@ -312,6 +312,7 @@ impl<'t> SignatureCheck<'t, '_> {
     pub fn into_pending(self) -> PendingSignature {
         PendingSignature {
             kid: self.key.kid().to_owned(),
+            signer: *self.key.x(),
             claims: self.claims,
         }
     }
@@ -326,6 +327,7 @@ impl<'t> SignatureCheck<'t, '_> {
 #[must_use = "a token is not verified until its signature is checked"]
 pub struct PendingSignature {
     kid: String,
+    signer: [u8; 32],
     claims: AccessClaims,
 }
 
@@ -346,6 +348,7 @@ impl PendingSignature {
         }
         Ok(VerifiedToken {
             kid: self.kid,
+            signer: self.signer,
             claims: self.claims,
         })
     }
@@ -356,6 +359,10 @@ impl PendingSignature {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
     kid: String,
+    /// The `x` of the key it verified under: an issuer may publish another key under the
+    /// same `kid`, and a token is only as good as the key that checked it. (`x` alone names
+    /// the point but for `y`'s sign, which no two honest keys share by chance.)
+    signer: [u8; 32],
     claims: AccessClaims,
 }
 
@@ -364,6 +371,12 @@ impl VerifiedToken {
     #[must_use]
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// Whether `key` is the key it verified under: the same `kid` with the same point.
+    #[must_use]
+    pub fn verified_under(&self, key: &crate::jwks::Jwk) -> bool {
+        key.kid() == self.kid && key.x() == &self.signer
     }
 
     /// The verified claims.

@@ -107,6 +107,22 @@ fn entries_leave_with_their_key_or_jti() {
 }
 
 #[test]
+fn entries_leave_when_their_kid_comes_to_name_another_key() {
+    let mut cache = TokenCache::new(8);
+    let one = token_expiring_in(100, "one", 1);
+    cache.insert(&one, verified(&one), now());
+    // The same set again keeps it.
+    cache.retain_keys(&jwks());
+    assert!(cache.get(&one, now()).is_some());
+    // Key 1's id now names key 2's point (a replaced key): what key 1 signed is gone.
+    let mut replaced = public_jwk(2);
+    replaced["kid"] = json!(kid(1));
+    let reused = Jwks::parse(&json!({ "keys": [replaced] }).to_string()).unwrap();
+    cache.retain_keys(&reused);
+    assert!(cache.get(&one, now()).is_none());
+}
+
+#[test]
 fn zero_capacity_and_dead_tokens_store_nothing() {
     let token = token_expiring_in(100, "a", 1);
     let mut cache = TokenCache::new(0);

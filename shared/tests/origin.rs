@@ -90,6 +90,23 @@ async fn edge_verified_request_reaches_the_handler_with_identity() {
 }
 
 #[tokio::test]
+async fn inside_a_nested_router_the_assertion_binds_the_whole_path() {
+    let nested = Router::new().nest("/v1", app());
+    let with = |path: &str| {
+        Request::get("/v1/whoami")
+            .header("host", HOST)
+            .header(ASSERTION_HEADER, assertion("GET", path))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let answer = nested.clone().oneshot(with("/v1/whoami")).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    // One signed for the path the inner router sees is for another target.
+    let answer = nested.oneshot(with("/whoami")).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn everything_else_is_401_with_a_challenge() {
     let valid = assertion("GET", "/whoami");
     let requests = [

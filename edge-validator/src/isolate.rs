@@ -40,7 +40,7 @@ use std::sync::Arc;
 use shared::dpop::{self, PendingProof, ProofRequest};
 use shared::path::{NormalPath, PathError};
 use shared::route::{Access, Policy};
-use shared::{credentials, HttpUri, Jkt, ProofError, Rejection, Scheme, TokenKey};
+use shared::{bearer, credentials, HttpUri, Jkt, ProofError, Rejection, Scheme, TokenKey};
 use shared::{UnixTime, VerifiedToken};
 
 pub use config::{Config, ConfigError, RateLimitMode, RateLimitScope, Vars};
@@ -830,9 +830,15 @@ impl<T: Clone> Isolate<T> {
                 arrived.scheme = scheme;
                 token
             }
-            // No token, or a malformed header: the challenge, at no cost to the IP's budget.
+            // No token, or a malformed header: the challenge, at no cost to the IP's budget
+            // (as `DPoP` when the header named that scheme, whatever followed it).
             Err(rejection) => {
-                log.dpop_challenge = dpop_required;
+                let scheme = arrived
+                    .head
+                    .authorization
+                    .as_deref()
+                    .and_then(bearer::scheme);
+                log.dpop_challenge = dpop_required || scheme == Some(Scheme::Dpop);
                 return self.reply(exchange, Some(log), &rejection.into(), now);
             }
         };
@@ -915,9 +921,7 @@ impl<T: Clone> Isolate<T> {
             }
             // A kid the set does not have: refetch once if the cooldown allows (a
             // rotation's new key), else it is refused like any bad token.
-            Err(Rejection::UnknownKeyId)
-                if !arrived.waited.refresh && self.keys.unknown_kid(now) =>
-            {
+            Err(Rejection::UnknownKeyId) if self.keys.unknown_kid(arrived.waited.refresh, now) => {
                 let mut arrived = arrived;
                 arrived.waited.refresh = true;
                 let kind = Kind::Keys { load_copy: false };
@@ -1005,7 +1009,7 @@ impl<T: Clone> Isolate<T> {
         // The rest of the path keeps the request's own time, as it did before the wait.
         match outcome {
             Ok(verified) => {
-                let verified = self.keys.tokens.insert_key(key, verified, started);
+                let verified = self.keys.keep(key, verified, started);
                 self.verified_path(arrived, exchange, verified, key, log, started)
             }
             Err(rejection) => self.reject(arrived, exchange, &client_ip, rejection, log, started),
@@ -1751,7 +1755,11 @@ impl<T: Clone> Isolate<T> {
         log: RequestLog,
         now: UnixTime,
     ) -> Next<T> {
-        if self.config.rate_limit_mode == RateLimitMode::Off {
+        // The edge's own failure (WebCrypto, an import) is no fault of the client's: a 503
+        // that costs no budget, or an outage would turn into 429s that outlast it.
+        if self.config.rate_limit_mode == RateLimitMode::Off
+            || rejection == Rejection::VerifierUnavailable
+        {
             return self.reply(exchange, Some(log), &rejection.into(), now);
         }
         let subject = Subject::FailedAuth(ip);
@@ -1911,7 +1919,10 @@ impl<T: Clone> Isolate<T> {
             let claims = verified.claims();
             self.config
                 .signer(origin)
-                .sign_claims(claims, &line, route, now)
+                // Signed with this event's time: `now` can be the time the token was
+                // checked, before waits for a replay or limiter object, and an origin
+                // counts the assertion's age from it.
+                .sign_claims(claims, &line, route, self.event_now)
         });
         let forwarded = Forwarded {
             target: [origin.url(), path, url.query_part()].concat(),

@@ -442,6 +442,23 @@ fn a_cached_token_needs_no_crypto_and_no_fetch() {
 }
 
 #[test]
+fn a_malformed_dpop_credential_is_challenged_as_dpop() {
+    let mut edge = Edge::new();
+    for authorization in ["DPoP a b", "DPoP", "dpop ===="] {
+        let reply = reply_of(edge.arrive(head(authorization), "request"));
+        let challenge = reply.challenge.unwrap_or_default();
+        assert!(
+            challenge.starts_with("DPoP algs=\"ES256\""),
+            "{authorization}: {} {challenge}",
+            reply.status
+        );
+    }
+    // A malformed bearer credential keeps its Bearer challenge.
+    let reply = reply_of(edge.arrive(head("Bearer a b"), "request"));
+    assert!(reply.challenge.unwrap_or_default().starts_with("Bearer "));
+}
+
+#[test]
 fn every_rejection_class_is_answered_by_the_edge_with_its_challenge() {
     // The failed-authentication plan is raised so every class is answered for itself.
     let mut edge = Edge::with(&[("FAILED_AUTH_PLAN", "1000/60s;burst=1000")]);
@@ -696,6 +713,11 @@ fn copy_edge() -> Edge {
 
 /// The copy an edge with the copy secret stores after fetching the fixture set at `now`.
 fn stored_copy() -> CachedCopy {
+    stored_copy_of(&fixtures::jwks_value())
+}
+
+/// The copy an edge with the copy secret stores after fetching `jwks` at `now`.
+fn stored_copy_of(jwks: &Value) -> CachedCopy {
     let mut edge = copy_edge();
     let next = edge.request(&fixtures::good_token());
     let id = wait_of(&next);
@@ -705,7 +727,7 @@ fn stored_copy() -> CachedCopy {
         "a new isolate reads the colo's copy first"
     );
     let next = edge.answer(id, Answer::Copy(None));
-    edge.drive(next, &fixtures::jwks_value());
+    edge.drive(next, jwks);
     let copy = edge.stored_copy().expect("the fetched set is stored");
     CachedCopy {
         text: copy.text,
@@ -714,6 +736,26 @@ fn stored_copy() -> CachedCopy {
         etag: copy.etag,
         mac: Some(copy.mac),
     }
+}
+
+#[test]
+fn a_new_isolate_from_the_copy_still_looks_for_a_rotated_key() {
+    // The colo's copy has key 1 only (key 2 is new at the issuer, as after a revocation
+    // with no key pending): a new isolate that starts from it must still refetch for key 2's
+    // first token, not refuse it as unknown until the copy goes stale.
+    let copy = stored_copy_of(&json!({"keys": [fixtures::public_jwk(1)]}));
+    let mut edge = copy_edge();
+    let rotated = fixtures::sign_with(
+        &json!({"alg": "ES256", "typ": "at+jwt", "kid": fixtures::kid(2)}),
+        &fixtures::claims(),
+        2,
+    );
+    let id = wait_of(&edge.request(&rotated));
+    assert_eq!(edge.asked(id), Asked::ReadCopy);
+    let next = edge.answer(id, Answer::Copy(Some(copy)));
+    let (next, fetched) = edge.drive(next, &fixtures::jwks_value());
+    assert_eq!(fetched, [JWKS_URL], "one refetch for the unknown kid");
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
 }
 
 #[test]
@@ -1090,6 +1132,25 @@ fn the_durable_object_decides_and_its_denial_is_kept_in_the_isolate() {
 }
 
 #[test]
+fn the_assertion_is_signed_when_the_request_leaves_not_before_its_waits() {
+    let mut edge = Edge::with(&[("RATE_LIMIT_MODE", "durable")]);
+    let next = edge.request(&fixtures::good_token());
+    let (next, _) = edge.drive(next, &fixtures::jwks_value());
+    let id = wait_of(&next);
+    assert!(matches!(edge.asked(id), Asked::Limiter { .. }));
+    // The object takes 1.5 s to answer: the origin must get an assertion of now, not of
+    // when the token was checked (its max age is counted from `ts`).
+    edge.advance_ms(1_500);
+    let allowed =
+        r#"{"allowed":true,"limit":100,"remaining":99,"reset_after_ms":600,"retry_after_ms":0}"#;
+    let next = edge.answer(id, Answer::Limit(Ok(allowed.to_owned())));
+    let Asked::Forward { assertion, .. } = edge.asked(wait_of(&next)) else {
+        panic!("not forwarded");
+    };
+    assert_eq!(origin_reads(&assertion, edge.now).ts, edge.now.as_millis());
+}
+
+#[test]
 fn an_unreachable_durable_object_leaves_the_decision_to_the_isolate() {
     let mut edge = Edge::with(&[("RATE_LIMIT_MODE", "durable")]);
     let next = edge.request(&fixtures::good_token());
@@ -1159,6 +1220,29 @@ fn a_failed_import_or_verify_is_unverifiable_not_accepted() {
     let reply = reply_of(edge.answer(id, Answer::Verified(Err("OperationError".into()))));
     assert_eq!(reply.status, 503);
     assert_eq!(edge.events("webcrypto_verify_failed"), 1);
+}
+
+// (The `p256-verify` build has no WebCrypto to fail.)
+#[cfg(not(feature = "p256-verify"))]
+#[test]
+fn the_edges_own_verify_failure_costs_no_failed_auth_budget() {
+    let mut edge = Edge::with(&[("FAILED_AUTH_PLAN", "3/60s;burst=3")]);
+    for round in 0..5 {
+        let jti = format!("jti-{round}");
+        let next = edge.request(&token_at(edge.now, &jti));
+        let mut id = wait_of(&next);
+        while !matches!(edge.asked(id), Asked::Verify { .. }) {
+            let answer = match edge.asked(id) {
+                Asked::Import { .. } => Answer::Imported(Ok(())),
+                _ => keys(&fixtures::jwks_value(), "max-age=300"),
+            };
+            id = wait_of(&edge.answer(id, answer));
+        }
+        let reply = reply_of(edge.answer(id, Answer::Verified(Err("OperationError".into()))));
+        assert_eq!(reply.status, 503, "round {round}: {reply:?}");
+    }
+    // WebCrypto is back: the address has its whole budget.
+    assert_eq!(edge.status_of(&token_at(edge.now, "jti-after")), 200);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use shared::jwks_refresh::{Freshness, JwksRefresh};
 use shared::keyset_copy::CopyFields;
-use shared::{Jwk, Jwks, TokenCache, UnixTime};
+use shared::{Jwk, Jwks, TokenCache, TokenKey, UnixTime, VerifiedToken};
 
 use super::config::Config;
 use super::io::{CachedCopy, CopyToStore, FetchError, Fetched, Get};
@@ -38,6 +38,10 @@ pub(crate) struct KeySet {
     /// The point each kid's WebCrypto key was imported from (the driver holds the keys): a
     /// kid reused with another point is imported again.
     imported: HashMap<String, [u8; 65]>,
+    /// The set in use came from the colo's copy and the issuer has not answered since: a
+    /// key made after the copy was written is not in it, so a request that waited for the
+    /// copy may still start the unknown-kid refetch.
+    from_copy: bool,
 }
 
 /// What a fresh token's request does about the key set at `now`.
@@ -76,6 +80,7 @@ impl KeySet {
             refresh: JwksRefresh::new(config.refresh_policy),
             tokens: TokenCache::new(TOKEN_CACHE_CAPACITY),
             imported: HashMap::new(),
+            from_copy: false,
         }
     }
 
@@ -96,9 +101,32 @@ impl KeySet {
         }
     }
 
-    /// Whether an unknown kid may trigger a refetch now (the cooldown starts if so).
-    pub(crate) fn unknown_kid(&mut self, now: UnixTime) -> bool {
-        self.refresh.unknown_kid(now)
+    /// Caches `verified` (a token whose signature WebCrypto checked, keyed `key`) if the set
+    /// in use at `now` still holds the key it verified under: a refresh that landed during
+    /// the check may have published another key under its `kid`, and then the token is
+    /// served this once but not kept.
+    pub(crate) fn keep(
+        &mut self,
+        key: TokenKey,
+        verified: VerifiedToken,
+        now: UnixTime,
+    ) -> Arc<VerifiedToken> {
+        let current = self.refresh.usable(now).is_some_and(|jwks| {
+            jwks.find(verified.kid())
+                .is_some_and(|jwk| verified.verified_under(jwk))
+        });
+        if current {
+            self.tokens.insert_key(key, verified, now)
+        } else {
+            Arc::new(verified)
+        }
+    }
+
+    /// Whether an unknown kid may trigger a refetch now (the cooldown starts if so), for a
+    /// request that has waited for a refresh (`refreshed`) or not: one that only met the
+    /// colo's copy has not asked the issuer.
+    pub(crate) fn unknown_kid(&mut self, refreshed: bool, now: UnixTime) -> bool {
+        (!refreshed || self.from_copy) && self.refresh.unknown_kid(now)
     }
 
     /// The state for `/.edge/health` and the request log.
@@ -192,6 +220,7 @@ impl KeySet {
             let fetched_at = UnixTime::from_millis(fetched_at).min(now);
             self.refresh
                 .fetched(jwks, fields.cache_control, fields.etag, fetched_at);
+            self.from_copy = true;
         }
         Ok(())
     }
@@ -284,10 +313,12 @@ impl Refresh {
                 keys.tokens.retain_keys(&jwks);
                 keys.refresh
                     .fetched(jwks, cache_control.as_deref(), etag.as_deref(), now);
+                keys.from_copy = false;
                 RefreshStep::Done(keys.copy_to_store(config, now))
             }
             Ok(Answer::NotModified { cache_control }) => {
                 keys.refresh.not_modified(cache_control.as_deref(), now);
+                keys.from_copy = false;
                 RefreshStep::Done(keys.copy_to_store(config, now))
             }
             Err(reason) => {

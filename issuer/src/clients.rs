@@ -61,6 +61,10 @@ pub struct Client {
     /// Its public keys for `private_key_jwt`.
     #[serde(skip)]
     pub jwks: Option<shared::Jwks>,
+    /// The last second whose tokens its latest revocation covers (0: none): the token
+    /// endpoint issues it no token stamped at or before this ([`CUTOFF_MARGIN_SECS`]).
+    #[serde(skip)]
+    pub tokens_valid_after: i64,
 }
 
 fn as_text<S: serde::Serializer, T: std::fmt::Display>(value: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -270,6 +274,7 @@ async fn create_with(
         resource_server: new.resource_server,
         require_dpop: new.require_dpop,
         created_at: now,
+        tokens_valid_after: 0,
     };
     Ok(Created {
         client,
@@ -277,7 +282,7 @@ async fn create_with(
     })
 }
 
-const SELECT: &str = "SELECT client_id, name, secret_hash, scopes, audiences, rate_plan, disabled_at, created_at, jwks, resource_server, require_dpop FROM clients";
+const SELECT: &str = "SELECT client_id, name, secret_hash, scopes, audiences, rate_plan, disabled_at, created_at, jwks, resource_server, require_dpop, tokens_valid_after FROM clients";
 
 fn key_ids(jwks: Option<&shared::Jwks>) -> Vec<String> {
     jwks.map(|set| set.keys().iter().map(|key| key.kid().to_owned()).collect())
@@ -317,6 +322,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<(Client, Vec<u8>), ClientError> {
         resource_server: row.try_get::<i64, _>("resource_server")? != 0,
         require_dpop: row.try_get::<i64, _>("require_dpop")? != 0,
         created_at: row.try_get("created_at")?,
+        tokens_valid_after: row.try_get("tokens_valid_after")?,
         client_id,
     };
     Ok((client, row.try_get("secret_hash")?))
@@ -385,7 +391,26 @@ pub struct Change<'a> {
     pub token_lifetime_secs: u64,
 }
 
+/// How far past the change a revocation of a client's tokens reaches (seconds).
+///
+/// A token request reads the client's row, then signs a token stamped (`iat`) with the time
+/// it started, which is before that read. One that read the row just before a revocation
+/// committed holds the old secret or state, and its token must be covered: its stamp is
+/// before the commit, so a cut-off past the commit covers it, and the change's time plus
+/// this margin is past the commit of any revocation that commits within the margin of its
+/// clock reading (and on an instance whose clock is within the margin of the change's). A
+/// request that reads the new row is answered 503 until the cut-off has passed
+/// ([`Client::tokens_valid_after`]), so no token made after the change falls under it.
+/// What it does not cover: an instance reading a replica that applies the change more than
+/// the margin late.
+pub const CUTOFF_MARGIN_SECS: i64 = 5;
+
 impl Change<'_> {
+    /// The last second whose tokens a revocation made by this change covers.
+    fn cutoff(&self) -> i64 {
+        self.now.saturating_add(CUTOFF_MARGIN_SECS)
+    }
+
     /// The entry revoking what the client holds. It outlives the longest lifetime any token
     /// can have, not the one configured now: a reload may have shortened the lifetime after
     /// tokens were issued under a longer one.
@@ -394,10 +419,27 @@ impl Change<'_> {
             .token_lifetime_secs
             .max(crate::config::MAX_TOKEN_LIFETIME_SECS);
         Revoked::Client {
-            issued_before: self.now,
+            issued_before: self.cutoff(),
             token_lifetime_secs: i64::try_from(lifetime).unwrap_or(i64::MAX),
         }
     }
+}
+
+/// Revokes every token the client holds, inside the caller's transaction: the feed entry,
+/// and the cut-off on the client's row that keeps new tokens out of its reach.
+async fn revoke_tokens_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    db: &Db,
+    client_id: &str,
+    change: &Change<'_>,
+) -> Result<(), ClientError> {
+    sqlx::query("UPDATE clients SET tokens_valid_after = $1 WHERE client_id = $2")
+        .bind(change.cutoff())
+        .bind(client_id)
+        .execute(&mut **tx)
+        .await?;
+    revocations::record(tx, db, change.revoked_tokens(), client_id, change.now).await?;
+    Ok(())
 }
 
 /// Sets whether a client must prove possession of a DPoP key for every token (RFC 9449 §5.2),
@@ -491,7 +533,7 @@ pub async fn set_enabled(
     let action = if enabled {
         "client.enable"
     } else {
-        revocations::record(&mut tx, db, change.revoked_tokens(), client_id, change.now).await?;
+        revoke_tokens_in(&mut tx, db, client_id, change).await?;
         "client.disable"
     };
     db.audit_in(
@@ -540,7 +582,7 @@ pub async fn rotate_secret(
             .await?;
     found(&result, client_id)?;
     if revoke_tokens {
-        revocations::record(&mut tx, db, change.revoked_tokens(), client_id, change.now).await?;
+        revoke_tokens_in(&mut tx, db, client_id, change).await?;
     }
     let detail = if revoke_tokens { "tokens revoked" } else { "" };
     db.audit_in(
@@ -752,7 +794,7 @@ pub async fn deregister(
     .execute(&mut *tx)
     .await?;
     found(&result, client_id)?;
-    revocations::record(&mut tx, db, change.revoked_tokens(), client_id, change.now).await?;
+    revoke_tokens_in(&mut tx, db, client_id, change).await?;
     db.audit_in(
         &mut tx,
         &Entry {

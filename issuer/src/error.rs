@@ -74,6 +74,13 @@ pub enum ApiError {
     /// `temporarily_unavailable` (503): the database or signing key is not available.
     #[error("the service is temporarily unavailable")]
     Unavailable(String),
+    /// `temporarily_unavailable` (503 with `Retry-After`): the client's tokens were revoked
+    /// seconds ago, and a token issued now would fall under that revocation.
+    #[error("this client's tokens were revoked moments ago: new ones can be issued shortly")]
+    RevokedMomentsAgo {
+        /// Seconds until a token can be issued.
+        retry_after_secs: u64,
+    },
     /// `server_error` (500): a bug; logged with detail, sent generically.
     #[error("internal error")]
     Internal(String),
@@ -101,7 +108,9 @@ impl ApiError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::InvalidClient => StatusCode::UNAUTHORIZED,
             Self::UnauthorizedClient => StatusCode::FORBIDDEN,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::RevokedMomentsAgo { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -128,7 +137,7 @@ impl ApiError {
             Self::InvalidTarget => "invalid_target",
             Self::NotFound => "not_found",
             Self::TooManyRequests { .. } => "too_many_requests",
-            Self::Unavailable(_) => "temporarily_unavailable",
+            Self::Unavailable(_) | Self::RevokedMomentsAgo { .. } => "temporarily_unavailable",
             Self::Internal(_) => "server_error",
         }
     }
@@ -212,13 +221,17 @@ impl IntoResponse for ApiError {
         if let Some(value) = challenge.and_then(|value| HeaderValue::from_str(&value).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
-        if let Self::TooManyRequests { retry_after_secs } = self {
-            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                headers.insert(header::RETRY_AFTER, value);
+        match self {
+            Self::TooManyRequests { retry_after_secs }
+            | Self::RevokedMomentsAgo { retry_after_secs } => {
+                if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    headers.insert(header::RETRY_AFTER, value);
+                }
             }
-        }
-        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            _ if self.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         response
     }

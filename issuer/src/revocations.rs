@@ -19,6 +19,13 @@
 //!   the order they were drawn. SQLite has one writer at a time, which gives the same order.
 //!   A feed page reads the newest committed `seq` first and pages only up to it
 //!   ([`feed_page`]), so the cursor it hands out never passes a row it did not return.
+//! - **A restore does not hide what comes after it.** Edges keep their cursor, and a
+//!   database restored from a backup has forgotten the entries after the backup: were `seq`
+//!   numbered from the last row, the next entries would reuse numbers every edge has read
+//!   past, and no edge would ever see them. So a `seq` is at least the time of its writing
+//!   in microseconds ([`seq_floor`]; one more than the newest when that is larger): every
+//!   entry written after a restore numbers above every cursor handed out before it, as long
+//!   as the clock of the instance that writes it is ahead of the lost entries' writers.
 
 use sqlx::{Any, Row, Transaction};
 
@@ -111,10 +118,12 @@ pub async fn record(
             .await?;
     }
     // One statement, a write: on SQLite it takes the write lock before reading, so two
-    // concurrent revocations queue instead of one failing on a stale read snapshot.
+    // concurrent revocations queue instead of one failing on a stale read snapshot. The
+    // `seq` is the larger of the next number and the time (module docs: a restore).
     let inserted = sqlx::query(
-        "INSERT INTO revocations (kind, value, expires_at, created_at, issued_before) \
-         SELECT $1, $2, $3, $4, $5 \
+        "INSERT INTO revocations (seq, kind, value, expires_at, created_at, issued_before) \
+         SELECT CASE WHEN next > $6 THEN next ELSE $6 END, $1, $2, $3, $4, $5 \
+         FROM (SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM revocations) AS newest \
          WHERE $1 = 'client' OR NOT EXISTS (SELECT 1 FROM revocations WHERE kind = $1 AND value = $2)",
     )
     .bind(what.kind())
@@ -122,9 +131,17 @@ pub async fn record(
     .bind(what.expires_at())
     .bind(now)
     .bind(what.issued_before())
+    .bind(seq_floor(now))
     .execute(&mut **tx)
     .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// The least `seq` an entry written at `now` (seconds) takes: `now` in microseconds, so a
+/// million entries a second can follow one another before numbers run ahead of the time.
+#[must_use]
+pub fn seq_floor(now: i64) -> i64 {
+    now.saturating_mul(1_000_000)
 }
 
 /// Whether a token (by `jti`), its signing key (by `kid`) or its client up to its issue

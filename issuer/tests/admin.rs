@@ -13,7 +13,52 @@ mod support;
 use serde_json::{json, Value};
 use support::*;
 
-on_both_databases!(admin_powers_are_scopes_and_every_change_is_audited);
+on_both_databases!(
+    admin_powers_are_scopes_and_every_change_is_audited,
+    a_rotate_secret_body_counts_whatever_its_content_type,
+);
+
+/// `{"revoke_tokens": true}` sent without `Content-Type` (as `curl -d` or Python's `requests`
+/// with `data=` may) revokes: read as no body, a leaked secret's tokens would live on. A
+/// body that is not the JSON asked for is a 400; none at all keeps the tokens.
+async fn a_rotate_secret_body_counts_whatever_its_content_type(backend: Backend) {
+    let state = open(config(backend).await).await;
+    let (_, manager) = admin(&state, "admin:clients").await;
+    let (id, _) = client(&state).await;
+    let path = format!("/admin/clients/{id}/rotate-secret");
+    let post = |body: &'static str| {
+        http::Request::post(path.as_str())
+            .header("authorization", format!("Bearer {manager}"))
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    };
+    let (status, _, answer) = send_json(&state, post("")).await;
+    assert_eq!(
+        (status.as_u16(), &answer["tokens_revoked"]),
+        (200, &json!(false))
+    );
+    let (status, _, answer) = send_json(&state, post(r#"{"revoke_tokens": true}"#)).await;
+    assert_eq!(
+        (status.as_u16(), &answer["tokens_revoked"]),
+        (200, &json!(true)),
+        "{answer}"
+    );
+    let revoked: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM revocations WHERE kind = 'client' AND value = $1")
+            .bind(&id)
+            .fetch_one(state.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(revoked, 1);
+    for bad in [
+        r#"{"revoke_tokens": "yes"}"#,
+        "revoke_tokens=true",
+        r#"{"other": 1}"#,
+    ] {
+        let (status, _, answer) = send_json(&state, post(bad)).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+}
 
 /// 403 `insufficient_scope` naming `scope`, in the body and the challenge.
 fn refused_for(answer: &(http::StatusCode, http::HeaderMap, Value), scope: &str) {

@@ -27,7 +27,93 @@ on_both_databases!(
     the_feed_is_limited_per_address,
     a_feed_token_has_a_budget_no_one_else_can_run_down,
     disabling_a_client_or_rotating_with_revoke_tokens_revokes_what_it_holds,
+    a_restored_database_still_hands_edges_what_comes_after,
+    a_token_read_before_a_revocation_commits_falls_under_it,
 );
+
+/// A token request reads the client's row, then signs. One that read the row just before a
+/// revocation committed (the old secret still good) signs after the revocation's own clock
+/// reading: its token must be covered all the same, and a request that reads the new row
+/// must not get a token its client's revocation covers. At the boundaries, with the issuer's
+/// clock standing still: the revocation's clock reads `t`, the old row's token is stamped
+/// `t + margin`, the new row's first token `t + margin + 1`.
+async fn a_token_read_before_a_revocation_commits_falls_under_it(backend: Backend) {
+    use issuer::clients::CUTOFF_MARGIN_SECS as MARGIN;
+    let t = issuer::db::unix_now();
+    let (clock, time) = Clock::manual(shared::UnixTime::from_secs(t as u64));
+    let state = open(config(backend).await).await.with_clock(clock);
+    let (id, secret) = client(&state).await;
+    // The old row's last token, stamped at the end of the margin (a request that started
+    // then and read the row before the commit).
+    time.set_secs(t + MARGIN);
+    let late = token(&state, &id, &secret).await;
+    let new_secret = issuer::clients::rotate_secret(&state.db, &id, true, &change(t))
+        .await
+        .unwrap();
+    let mut list = shared::RevocationList::new();
+    let (_, _, feed) = send_json(
+        &state,
+        Request::get("/revocations?since=0")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    list.apply(
+        shared::FeedPage::parse(&feed.to_string()).unwrap(),
+        shared::UnixTime::from_secs(t as u64),
+    );
+    let jwks = jwks(&state).await;
+    let late = verify(&state, &jwks, &late).unwrap();
+    assert!(list.is_revoked(&late), "the old secret's token is covered");
+    // The new secret, within the cut-off: a token now would be covered, so none yet.
+    let (status, headers, body) = send_json(
+        &state,
+        token_request("grant_type=client_credentials", Some((&id, &new_secret))),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    assert_eq!(headers["retry-after"], "1");
+    // From the next second, tokens again, and the revocation does not cover them.
+    time.set_secs(t + MARGIN + 1);
+    let fresh = token(&state, &id, &new_secret).await;
+    let fresh = verify(&state, &jwks, &fresh).unwrap();
+    assert!(!list.is_revoked(&fresh));
+}
+
+/// A restore from a backup forgets the entries written after it, but edges keep the cursor
+/// they reached: the entries written after the restore must number above it, or no edge
+/// would ever read them. (The restore is played by deleting the entries the backup lacks.)
+async fn a_restored_database_still_hands_edges_what_comes_after(backend: Backend) {
+    let state = open(config(backend).await).await;
+    let now = issuer::db::unix_now();
+    let exp = now + 600;
+    let record = |value: &'static str, at: i64| {
+        let db = state.db.clone();
+        async move {
+            let mut tx = db.pool().begin().await.unwrap();
+            revocations::record(&mut tx, &db, Revoked::Token { exp }, value, at)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    record("kept", now).await;
+    record("lost-1", now).await;
+    record("lost-2", now).await;
+    let (seen, edge_cursor) = feed_after(&state, 0).await;
+    assert_eq!(seen.len(), 3);
+    sqlx::query("DELETE FROM revocations WHERE value LIKE 'lost-%'")
+        .execute(state.db.pool())
+        .await
+        .unwrap();
+    record("after", now + 1).await;
+    let (seen, _) = feed_after(&state, edge_cursor).await;
+    assert_eq!(seen, [("jti".to_owned(), "after".to_owned())]);
+}
 
 /// Disabling a client puts a `client` entry on the feed (its tokens issued so far), in one
 /// transaction with the audit row; so does a secret rotation with `revoke_tokens`, and a
@@ -60,7 +146,11 @@ async fn disabling_a_client_or_rotating_with_revoke_tokens_revokes_what_it_holds
         (entry["kind"].as_str(), entry["value"].as_str()),
         (Some("client"), Some(id.as_str()))
     );
-    assert_eq!(entry["issued_before"], now);
+    // Its time and the margin that covers requests that read the row before it committed.
+    assert_eq!(
+        entry["issued_before"],
+        now + issuer::clients::CUTOFF_MARGIN_SECS
+    );
     let mut list = shared::RevocationList::new();
     list.apply(
         shared::FeedPage::parse(&page.to_string()).unwrap(),

@@ -381,9 +381,10 @@ async fn client_errors_follow_rfc6749(backend: Backend) {
 }
 
 async fn disabled_and_rotated_clients(backend: Backend) {
-    let state = open(config(backend).await).await;
-    let (id, secret) = client(&state).await;
     let now = issuer::db::unix_now();
+    let (clock, time) = issuer::clock::Clock::manual(shared::UnixTime::from_secs(now as u64));
+    let state = open(config(backend).await).await.with_clock(clock);
+    let (id, secret) = client(&state).await;
     issuer::clients::set_enabled(&state.db, &id, false, &change(now))
         .await
         .unwrap();
@@ -396,6 +397,15 @@ async fn disabled_and_rotated_clients(backend: Backend) {
     issuer::clients::set_enabled(&state.db, &id, true, &change(now))
         .await
         .unwrap();
+    // Enabled again at once: no token the disable still covers (its cut-off is a few
+    // seconds on), then tokens as before.
+    let (status, _, _) = send_json(
+        &state,
+        token_request("grant_type=client_credentials", Some((&id, &secret))),
+    )
+    .await;
+    assert_eq!(status, 503);
+    time.set_secs(now + issuer::clients::CUTOFF_MARGIN_SECS + 1);
     token(&state, &id, &secret).await;
     let new_secret = issuer::clients::rotate_secret(&state.db, &id, false, &change(now))
         .await

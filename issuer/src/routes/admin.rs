@@ -274,18 +274,31 @@ struct RotateSecret {
     revoke_tokens: bool,
 }
 
+/// The body is optional (none: keep the tokens), but one that is there is read as JSON
+/// whatever its `Content-Type`: taking a `{"revoke_tokens": true}` sent without one as no
+/// body would rotate the secret and silently leave a leaked secret's tokens alive.
 async fn rotate_secret(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Option<Json<RotateSecret>>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let actor = authorize(&state, &headers, Power::Clients).await?;
-    let revoke_tokens = body.is_some_and(|Json(body)| body.revoke_tokens);
+    let body: RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateSecret::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|err| ApiError::InvalidInput(err.to_string()))?
+    };
+    let revoke_tokens = body.revoke_tokens;
     let secret = clients::rotate_secret(&state.db, &id, revoke_tokens, &change(&state, &actor))
         .await
         .map_err(client_error)?;
-    Ok(Json(serde_json::json!({ "client_id": id, "client_secret": secret })).into_response())
+    let answer = serde_json::json!({
+        "client_id": id,
+        "client_secret": secret,
+        "tokens_revoked": revoke_tokens,
+    });
+    Ok(Json(answer).into_response())
 }
 
 async fn list_keys(

@@ -116,8 +116,20 @@ async fn grant(
     if let Err(err) = limited(&state.limits.authenticated(address, Some(&id), now).await) {
         return (Some(id), Err(err));
     }
+    // The token is stamped with the time this request started, before the client's row was
+    // read: a revocation committed after that read covers it (`clients::CUTOFF_MARGIN_SECS`).
+    let issued_at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    if issued_at <= client.tokens_valid_after {
+        // Read after a revocation: a token now would fall under it, so none until it passes.
+        let wait = client.tokens_valid_after - issued_at + 1;
+        let retry_after_secs = u64::try_from(wait).unwrap_or(1);
+        return (
+            Some(id),
+            Err(ApiError::RevokedMomentsAgo { retry_after_secs }),
+        );
+    }
     let result = match proof_of_possession(state, &client, headers).await {
-        Ok(bound_to) => issue(state, &client, &params, bound_to),
+        Ok(bound_to) => issue(state, &client, &params, bound_to, issued_at),
         Err(err) => Err(err),
     };
     (Some(id), result)
@@ -175,12 +187,14 @@ fn require_client_credentials(params: Form) -> Result<Form, ApiError> {
     }
 }
 
-/// Scope and audience checks, then the signed token (bound to `bound_to`'s key, if any).
+/// Scope and audience checks, then the signed token (bound to `bound_to`'s key, if any),
+/// stamped `now`.
 fn issue(
     state: &AppState,
     client: &Client,
     params: &Form,
     bound_to: Option<Jkt>,
+    now: i64,
 ) -> Result<Response, ApiError> {
     let scope = match params.get("scope") {
         None => client.scopes.clone(),
@@ -206,7 +220,6 @@ fn issue(
         .active
         .as_ref()
         .ok_or_else(|| ApiError::Unavailable("no active signing key".into()))?;
-    let now = state.clock.unix_secs();
     let lifetime = state.config().token_lifetime_secs;
     let mut jti = [0u8; 16];
     OsRng.fill_bytes(&mut jti);

@@ -28,7 +28,8 @@ if [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null; then
   echo "Node.js 20 or newer with npm is needed (found: $(node --version 2>/dev/null || echo none)," \
     "npm $(npm --version 2>/dev/null || echo none)); install it, e.g. from NodeSource's apt" \
     "repository or Debian trixie's nodejs and npm packages, then run this again" >&2
-  exit 1
+  # Sourced: a shell that sourced it by hand stays open.
+  return 1 2>/dev/null || exit 1
 fi
 
 # wasm-bindgen-cli must match the wasm-bindgen in Cargo.lock exactly (wasm-pack would

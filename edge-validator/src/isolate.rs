@@ -226,6 +226,8 @@ struct Waited {
     copy: bool,
     /// A key-set refresh (its own, or one another request ran).
     refresh: bool,
+    /// The refetch its unknown `kid` started: one per request, whatever the issuer said.
+    unknown_kid: bool,
     /// A WebCrypto key import.
     import: bool,
     /// A WebCrypto import of its DPoP proof's key.
@@ -921,9 +923,13 @@ impl<T: Clone> Isolate<T> {
             }
             // A kid the set does not have: refetch once if the cooldown allows (a
             // rotation's new key), else it is refused like any bad token.
-            Err(Rejection::UnknownKeyId) if self.keys.unknown_kid(arrived.waited.refresh, now) => {
+            Err(Rejection::UnknownKeyId)
+                if !arrived.waited.unknown_kid
+                    && self.keys.unknown_kid(arrived.waited.refresh, now) =>
+            {
                 let mut arrived = arrived;
                 arrived.waited.refresh = true;
+                arrived.waited.unknown_kid = true;
                 let kind = Kind::Keys { load_copy: false };
                 return self.wait_for(kind, arrived, exchange, now);
             }
@@ -936,7 +942,7 @@ impl<T: Clone> Isolate<T> {
             log.jwks_ms = Some(now.millis_since(arrived.keys_since.unwrap_or(now)));
             return match check.verify_with(&shared::P256Verifier) {
                 Ok(verified) => {
-                    let verified = self.keys.tokens.insert_key(key, verified, now);
+                    let verified = self.keys.keep(key, verified, now);
                     self.verified_path(arrived, exchange, verified, key, log, now)
                 }
                 Err(rejection) => self.reject(arrived, exchange, &ip, rejection, log, now),

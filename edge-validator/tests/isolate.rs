@@ -759,6 +759,35 @@ fn a_new_isolate_from_the_copy_still_looks_for_a_rotated_key() {
 }
 
 #[test]
+fn an_unknown_kid_refetches_once_per_request_while_the_issuer_is_down() {
+    // Started from the copy, the issuer down and no cooldown: one refetch for the stranger's
+    // request (both URLs tried), then its 401, not a refetch for every failed one.
+    let copy = stored_copy_of(&json!({"keys": [fixtures::public_jwk(1)]}));
+    let mut edge = Edge::with(&[
+        ("KEYSET_COPY_SECRET", COPY_SECRET),
+        ("UNKNOWN_KID_COOLDOWN_MS", "0"),
+    ]);
+    let id = wait_of(&edge.request(&token_with_kid(&fixtures::kid(2))));
+    let mut next = edge.answer(id, Answer::Copy(Some(copy)));
+    let mut fetches = 0;
+    while let Next::Wait(id) = next {
+        let answer = match edge.asked(id) {
+            Asked::Fetch(url) if url.starts_with(FEED_URL) => feed(&[]),
+            Asked::Fetch(_) => {
+                fetches += 1;
+                assert!(fetches <= 2, "a second round of refetches");
+                edge.advance_ms(1_000);
+                down()
+            }
+            other => panic!("{other:?}"),
+        };
+        next = edge.answer(id, answer);
+    }
+    assert_eq!(fetches, 2, "one refetch over the two URLs");
+    assert_eq!(reply_of(next).status, 401);
+}
+
+#[test]
 fn a_new_isolate_starts_from_a_tagged_copy_without_the_issuer() {
     let copy = stored_copy();
     let mut edge = copy_edge();
@@ -1243,6 +1272,50 @@ fn the_edges_own_verify_failure_costs_no_failed_auth_budget() {
     }
     // WebCrypto is back: the address has its whole budget.
     assert_eq!(edge.status_of(&token_at(edge.now, "jti-after")), 200);
+}
+
+// (The `p256-verify` build verifies at once: no refresh can land during its check.)
+#[cfg(not(feature = "p256-verify"))]
+#[test]
+fn a_token_verified_while_its_kid_came_to_name_another_key_is_not_kept() {
+    let mut edge = Edge::new();
+    let secs = edge.now.as_millis() / 1000;
+    let token = fixtures::with_claims(|c| {
+        c.insert("iat".into(), json!(secs - 60));
+        c.insert("nbf".into(), json!(secs - 60));
+        c.insert("exp".into(), json!(secs + 3_000));
+        c.insert("jti".into(), json!("jti-swapped"));
+    });
+    let mut id = wait_of(&edge.request(&token));
+    while !matches!(edge.asked(id), Asked::Verify { .. }) {
+        let answer = match edge.asked(id) {
+            Asked::Import { key, point } => {
+                edge.imported.insert(key, point);
+                Answer::Imported(Ok(()))
+            }
+            _ => keys(&fixtures::jwks_value(), "max-age=300"),
+        };
+        id = wait_of(&edge.answer(id, answer));
+    }
+    // While WebCrypto checks it, the set goes stale and the refresh another request starts
+    // publishes key 2's point under key 1's kid.
+    edge.advance_ms(300_000);
+    edge.side.clear();
+    let _other = edge.request(&token_at(edge.now, "jti-other"));
+    let refresh = edge.background().expect("a background refresh");
+    let mut replaced = fixtures::public_jwk(2);
+    replaced["kid"] = json!(fixtures::kid(1));
+    edge.answer(refresh, keys(&json!({"keys": [replaced]}), "max-age=300"));
+    // The verdict on the old key arrives: this request is served...
+    let next = edge.answer(id, Answer::Verified(Ok(true)));
+    assert!(matches!(edge.asked(wait_of(&next)), Asked::Forward { .. }));
+    // ...but the token was not kept: the next request with it is checked afresh.
+    edge.side.clear();
+    let next = edge.request(&token);
+    assert!(
+        !matches!(next, Next::Wait(id) if matches!(edge.asked(id), Asked::Forward { .. })),
+        "served from the cache"
+    );
 }
 
 #[test]

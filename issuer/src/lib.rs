@@ -44,6 +44,11 @@ use crate::keys::{Kek, KekSource, SigningKeys};
 /// How often each instance applies the key schedule and reloads keys from the database.
 pub const KEY_REFRESH: Duration = Duration::from_secs(5);
 
+/// How long after its last successful key reload an instance stays ready: three reloads
+/// missed. Past it, the keys it signs with may include one revoked since (every other
+/// instance has dropped it), and its tokens would be refused at every edge.
+pub const KEYS_CURRENT_FOR: Duration = Duration::from_secs(15);
+
 /// Why the issuer could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

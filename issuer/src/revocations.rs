@@ -139,10 +139,15 @@ pub async fn record(
 
 /// The least `seq` an entry written at `now` (seconds) takes: `now` in microseconds, so a
 /// million entries a second can follow one another before numbers run ahead of the time.
+/// A clock past [`LAST_SEQ_SECOND`] counts as that second: numbers stay exact as JSON
+/// doubles (below 2^53), and far from the top of a `BIGINT`, whatever the clock says.
 #[must_use]
 pub fn seq_floor(now: i64) -> i64 {
-    now.saturating_mul(1_000_000)
+    now.clamp(0, LAST_SEQ_SECOND).saturating_mul(1_000_000)
 }
+
+/// The last second [`seq_floor`] follows (in the year 2255).
+pub const LAST_SEQ_SECOND: i64 = 9_007_199_254;
 
 /// Whether a token (by `jti`), its signing key (by `kid`) or its client up to its issue
 /// time `iat` is listed.

@@ -21,7 +21,34 @@ on_both_databases!(
     every_token_is_signed_in_low_s_form,
     ipv6_clients_share_a_failed_auth_budget_per_slash_64,
     metrics_can_have_a_private_listener_of_their_own,
+    an_instance_that_cannot_reread_its_keys_stops_being_ready,
 );
+
+/// An instance that has not re-read its keys for `KEYS_CURRENT_FOR` may still sign with one
+/// revoked since: it leaves the load balancer's pool (`/readyz` 503) until a reload works.
+async fn an_instance_that_cannot_reread_its_keys_stops_being_ready(backend: Backend) {
+    let start = shared::UnixTime::from_secs(issuer::db::unix_now() as u64);
+    let (clock, time) = issuer::clock::Clock::manual(start);
+    let state = open(config(backend).await).await.with_clock(clock);
+    let ready = |state: &issuer::AppState| {
+        let state = state.clone();
+        async move {
+            let (status, _, body) =
+                send_json(&state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+            (status.as_u16(), body["keys_current"].as_bool())
+        }
+    };
+    let limit = u64::try_from(issuer::KEYS_CURRENT_FOR.as_millis()).unwrap();
+    time.set(shared::UnixTime::from_millis(start.as_millis() + limit));
+    assert_eq!(ready(&state).await, (200, Some(true)));
+    time.set(shared::UnixTime::from_millis(start.as_millis() + limit + 1));
+    assert_eq!(ready(&state).await, (503, Some(false)));
+    let keys = issuer::keys::SigningKeys::load(&state.db, &state.kek)
+        .await
+        .unwrap();
+    state.set_keys(keys);
+    assert_eq!(ready(&state).await, (200, Some(true)));
+}
 
 /// With `metrics_listen`, `/metrics` is not on the public listener, only on its own.
 async fn metrics_can_have_a_private_listener_of_their_own(backend: Backend) {

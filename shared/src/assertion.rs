@@ -17,10 +17,11 @@
 //!
 //! Time: an origin accepts an assertion for [`DEFAULT_MAX_AGE_MS`] (its choice) after `ts`,
 //! with [`FUTURE_LEEWAY_MS`] of clock skew, and never re-judges the token's expiry against
-//! its own clock: the edge accepted the token at `ts` (with its leeway), so the origin only
-//! checks that `ts` is within [`MAX_LEEWAY_SECS`](crate::claims::MAX_LEEWAY_SECS) of `exp`.
-//! A request the edge forwards is therefore never refused by the origin for time, as long
-//! as it arrives within the assertion's age.
+//! its own clock: `ts` is when the edge forwarded, and it accepted the token (with its
+//! leeway) at most a few of its fetch timeouts before that, so the origin only checks that
+//! `ts` is within [`MAX_LEEWAY_SECS`](crate::claims::MAX_LEEWAY_SECS) of `exp`. A request
+//! the edge forwards is therefore never refused by the origin for time, as long as it
+//! arrives within the assertion's age.
 //!
 //! `docs/origins.md` states the rules for origins in any language; the vectors in
 //! `shared/tests/assertion-vectors.json` hold every verifier to them.

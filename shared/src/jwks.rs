@@ -448,7 +448,10 @@ fn parse_entry(index: usize, entry: &RawKey) -> Result<Option<Jwk>, JwksError> {
     // Private material fails the whole set before anything else is judged: a key without
     // an id is skipped below, but one published with its `d` means the issuer leaked it.
     if entry.d.is_some() {
-        let kid = text(&entry.kid).unwrap_or_default();
+        // Named by its `kid` if that is a sane one (the error is logged).
+        let kid = text(&entry.kid)
+            .filter(|kid| kid.len() <= MAX_KID_LEN)
+            .unwrap_or_default();
         return Err(JwksError::PrivateKeyMaterial {
             kid: kid.to_owned(),
         });

@@ -289,6 +289,7 @@ mod tests {
     fn escaped_bytes_above_ascii_must_spell_utf8() {
         assert_eq!(normal("/caf%C3%A9"), Ok("/caf%C3%A9".into()));
         assert_eq!(normal("/%e2%82%ac/x"), Ok("/%E2%82%AC/x".into()));
+        assert_eq!(normal("/caf%C3%A9%41"), Ok("/caf%C3%A9A".into()));
         // Overlong dots and slash, a stray continuation byte, a surrogate, a sequence cut
         // by a plain character.
         for overlong in [
@@ -298,6 +299,8 @@ mod tests {
             "/%E0%80%AE",
             "/%ED%A0%80",
             "/%C3x%A9",
+            "/%C3%41",
+            "/%C3%20",
             "/%C3",
         ] {
             assert_eq!(normal(overlong), Err(PathError::Character), "{overlong}");

@@ -368,7 +368,7 @@ impl Config {
             lease_policy: lease_policy(env)?,
             dpop_rules: dpop_rules(env)?,
             dpop_nonces: dpop_nonces(env)?,
-            fetch_timeout_ms: number(env, FETCH_TIMEOUT_MS, DEFAULT_FETCH_TIMEOUT_MS)?.max(1),
+            fetch_timeout_ms: fetch_timeout_ms(env)?,
             refresh_policy,
             revocation_interval_ms: number(
                 env,
@@ -380,6 +380,24 @@ impl Config {
             test_trap_path: optional(env, TEST_TRAP_PATH),
         })
     }
+}
+
+/// The longest [`FETCH_TIMEOUT_MS`]: a request can wait up to three such timeouts between
+/// its token's check and its forwarding (replay object calls, a limiter object), and the
+/// origin judges the token's expiry by the assertion's time, allowing the verifiers' largest
+/// leeway (`shared::claims::MAX_LEEWAY_SECS`) past `exp`: the edge's leeway and those waits
+/// must stay inside it.
+const MAX_FETCH_TIMEOUT_MS: u64 = 30_000;
+
+/// [`FETCH_TIMEOUT_MS`], 1 to [`MAX_FETCH_TIMEOUT_MS`].
+fn fetch_timeout_ms(env: &impl Vars) -> Result<u64, ConfigError> {
+    let timeout = number(env, FETCH_TIMEOUT_MS, DEFAULT_FETCH_TIMEOUT_MS)?;
+    if !(1..=MAX_FETCH_TIMEOUT_MS).contains(&timeout) {
+        return Err(ConfigError(format!(
+            "var {FETCH_TIMEOUT_MS} must be 1 to {MAX_FETCH_TIMEOUT_MS}, not {timeout}"
+        )));
+    }
+    Ok(timeout)
 }
 
 /// [`LEASE_TTL_MS`] and [`LEASE_MAX_PERMITS`], each at least 1, the life at most a minute.
@@ -615,5 +633,28 @@ mod tests {
         assert!(verifies_with(&origin_secret("elsewhere.test")));
         assert!(!verifies_with(&origin_secret("origin.test")));
         assert!(!verifies_with(secret));
+    }
+
+    /// A fetch timeout whose waits could outlast the origin's allowance past `exp` is a
+    /// start-up error, not an origin refusing what the edge admitted.
+    #[test]
+    fn the_fetch_timeout_is_bounded() {
+        let with_timeout = |timeout: &'static str| {
+            let vars = HashMap::from([
+                (ISSUER, "https://issuer.test"),
+                (AUDIENCE, "api"),
+                (JWKS_URLS, "https://issuer.test/jwks"),
+                (ORIGIN_URL, "https://origin.test"),
+                (ASSERTION_KEY_ID, "edge-1"),
+                (ASSERTION_SECRET, "an assertion secret of at least 32 bytes"),
+                (FETCH_TIMEOUT_MS, timeout),
+            ]);
+            Config::from_vars(&|name: &str| vars.get(name).map(|v| (*v).to_owned()))
+        };
+        assert!(with_timeout("30000").is_ok());
+        for refused in ["0", "30001"] {
+            let error = with_timeout(refused).err().unwrap().to_string();
+            assert!(error.contains(FETCH_TIMEOUT_MS), "{error}");
+        }
     }
 }

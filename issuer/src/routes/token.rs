@@ -63,6 +63,9 @@ async fn token(
     let (client_id, result) = grant(&state, address, &headers, body).await;
     let outcome = match &result {
         Ok(_) => "issued",
+        // Not a server fault (the server-error ratio that pages counts
+        // `temporarily_unavailable`): a client that retries at once after its revocation.
+        Err(ApiError::RevokedMomentsAgo { .. }) => "revoked_moments_ago",
         Err(err) => err.code(),
     };
     state
@@ -121,7 +124,18 @@ async fn grant(
     let issued_at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     if issued_at <= client.tokens_valid_after {
         // Read after a revocation: a token now would fall under it, so none until it passes.
-        let wait = client.tokens_valid_after - issued_at + 1;
+        let wait = client
+            .tokens_valid_after
+            .saturating_sub(issued_at)
+            .saturating_add(1);
+        if wait > crate::clients::CUTOFF_MARGIN_SECS + 1 {
+            // Only a revoking clock ahead of this one puts the cut-off this far on.
+            tracing::warn!(
+                client_id = %id,
+                wait_secs = wait,
+                "a revocation's cut-off is further ahead than its margin: clocks disagree"
+            );
+        }
         let retry_after_secs = u64::try_from(wait).unwrap_or(1);
         return (
             Some(id),

@@ -58,4 +58,7 @@ pub enum KeyError {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// A scheduled step took longer than its turn (`KEY_REFRESH`) and was rolled back.
+    #[error("the key schedule's step timed out")]
+    TimedOut,
 }

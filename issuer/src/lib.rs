@@ -44,11 +44,6 @@ use crate::keys::{Kek, KekSource, SigningKeys};
 /// How often each instance applies the key schedule and reloads keys from the database.
 pub const KEY_REFRESH: Duration = Duration::from_secs(5);
 
-/// How long after its last successful key reload an instance stays ready: three reloads
-/// missed. Past it, the keys it signs with may include one revoked since (every other
-/// instance has dropped it), and its tokens would be refused at every edge.
-pub const KEYS_CURRENT_FOR: Duration = Duration::from_secs(15);
-
 /// Why the issuer could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -273,8 +268,15 @@ pub async fn refresh_keys(state: &AppState, holder: &str) {
         .try_lease(keys::SCHEDULE_LEASE, holder, now, lease_secs)
         .await
     {
-        // The step wrote its own audit rows, in its transaction.
-        Ok(true) => match keys::advance(&state.db, &state.kek, &state.config(), now).await {
+        // The step wrote its own audit rows, in its transaction. Bounded, so the reload below
+        // always runs (a step stuck on a dead connection is rolled back when dropped).
+        Ok(true) => match tokio::time::timeout(
+            KEY_REFRESH,
+            keys::advance(&state.db, &state.kek, &state.config(), now),
+        )
+        .await
+        .unwrap_or_else(|_| Err(keys::KeyError::TimedOut))
+        {
             Ok(events) => {
                 for event in events {
                     tracing::info!(event = %event, kind = event.kind(), "signing key lifecycle");
@@ -308,8 +310,39 @@ pub(crate) async fn reload_keys(state: &AppState) {
     match SigningKeys::load(&state.db, &state.kek).await {
         Ok(keys) => state.set_keys(keys),
         Err(err) => {
-            tracing::warn!(error = %err, "cannot reload signing keys; keeping the current ones")
+            tracing::warn!(error = %err, "cannot reload signing keys; keeping the current ones");
+            stop_signing_unless_active(state).await;
         }
+    }
+}
+
+/// The keys could not be read (a KEK that cannot open a key made since, a bad row), so the
+/// key this instance signs with may have been revoked, retired or removed meanwhile: its
+/// state, read without decrypting anything, says whether it may still sign. If not, the
+/// instance stops signing (token requests 503, `/readyz` false): a revoked key's tokens are
+/// refused at every edge, and a retired key's would outlive its publication.
+async fn stop_signing_unless_active(state: &AppState) {
+    let current = state.keys();
+    let Some(active) = &current.active else {
+        return;
+    };
+    let kid = active.kid();
+    let listed = match keys::list(&state.db).await {
+        Ok(listed) => listed,
+        // The database is away: `/readyz` says so, and the token endpoint cannot work.
+        Err(err) => return tracing::warn!(error = %err, "cannot read the signing key's state"),
+    };
+    let state_now = listed
+        .iter()
+        .find(|key| key.kid == kid)
+        .map(|key| key.state);
+    if state_now != Some(keys::KeyState::Active) {
+        tracing::error!(
+            kid = %kid,
+            state = ?state_now,
+            "the signing key is no longer active and the keys cannot be reloaded: this instance stops signing"
+        );
+        state.set_keys(current.without_signer());
     }
 }
 

@@ -245,3 +245,17 @@ pub async fn feed_page(db: &Db, since: i64, now: i64) -> Result<FeedPage, sqlx::
         revocations,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_floor_stays_below_two_to_the_53() {
+        assert_eq!(seq_floor(1_800_000_000), 1_800_000_000_000_000);
+        assert_eq!(seq_floor(-5), 0);
+        let top = seq_floor(i64::MAX);
+        assert_eq!(top, seq_floor(LAST_SEQ_SECOND));
+        assert!(top < 1 << 53);
+    }
+}

@@ -1,6 +1,5 @@
 //! The one application state every handler shares.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,10 +24,6 @@ pub struct AppState {
     pub kek: Arc<Kek>,
     /// Current signing and published keys, swapped whole on reload.
     pub keys: Arc<RwLock<Arc<SigningKeys>>>,
-    /// When the keys were last read from the database (milliseconds, on [`AppState::clock`]):
-    /// an instance that cannot re-read them signs with what it had, a key revoked since
-    /// included, so `/readyz` turns false past [`crate::KEYS_CURRENT_FOR`].
-    keys_loaded_at: Arc<AtomicU64>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Token-endpoint rate limits.
@@ -93,7 +88,6 @@ impl AppState {
             db,
             kek: Arc::new(kek),
             keys: Arc::new(RwLock::new(Arc::new(keys))),
-            keys_loaded_at: Arc::new(AtomicU64::new(Clock::system().now().as_millis())),
             metrics: Arc::new(metrics),
             clock: Clock::system(),
             feed_tokens: Arc::default(),
@@ -144,28 +138,15 @@ impl AppState {
     #[must_use]
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
-        // The keys were read "now" on the new clock.
-        self.keys_loaded_at
-            .store(self.clock.now().as_millis(), Ordering::SeqCst);
         self
     }
 
-    /// Replaces the current keys, just read from the database.
+    /// Replaces the current keys.
     pub fn set_keys(&self, keys: SigningKeys) {
         let keys = Arc::new(keys);
         match self.keys.write() {
             Ok(mut guard) => *guard = keys,
             Err(poisoned) => *poisoned.into_inner() = keys,
         }
-        self.keys_loaded_at
-            .store(self.clock.now().as_millis(), Ordering::SeqCst);
-    }
-
-    /// Whether the keys were read from the database within [`crate::KEYS_CURRENT_FOR`].
-    #[must_use]
-    pub fn keys_current(&self) -> bool {
-        let loaded_at = shared::UnixTime::from_millis(self.keys_loaded_at.load(Ordering::SeqCst));
-        let age_ms = self.clock.now().millis_since(loaded_at);
-        u128::from(age_ms) <= crate::KEYS_CURRENT_FOR.as_millis()
     }
 }

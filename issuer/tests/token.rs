@@ -21,33 +21,64 @@ on_both_databases!(
     every_token_is_signed_in_low_s_form,
     ipv6_clients_share_a_failed_auth_budget_per_slash_64,
     metrics_can_have_a_private_listener_of_their_own,
-    an_instance_that_cannot_reread_its_keys_stops_being_ready,
+    an_instance_that_cannot_reload_stops_signing_with_a_key_no_longer_active,
 );
 
-/// An instance that has not re-read its keys for `KEYS_CURRENT_FOR` may still sign with one
-/// revoked since: it leaves the load balancer's pool (`/readyz` 503) until a reload works.
-async fn an_instance_that_cannot_reread_its_keys_stops_being_ready(backend: Backend) {
-    let start = shared::UnixTime::from_secs(issuer::db::unix_now() as u64);
-    let (clock, time) = issuer::clock::Clock::manual(start);
-    let state = open(config(backend).await).await.with_clock(clock);
+/// An instance that cannot reload its keys (here a row it cannot read; in life a KEK that
+/// cannot open a key made since) keeps signing while its key is the active one, and stops
+/// once the key is revoked or retired elsewhere: its tokens would be refused at every edge.
+async fn an_instance_that_cannot_reload_stops_signing_with_a_key_no_longer_active(
+    backend: Backend,
+) {
+    let state = open(config(backend).await).await;
+    let (id, secret) = client(&state).await;
+    let now = issuer::db::unix_now();
+    let config = state.config();
+    let signing = state.keys().active.as_ref().unwrap().kid().to_owned();
+    let scheduled = issuer::keys::rotate(&state.db, &state.kek, &config, "test", now)
+        .await
+        .unwrap();
+    let next = issuer::keys::list(&state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|key| key.state == issuer::keys::KeyState::Pending)
+        .unwrap_or_else(|| unreachable!("no key scheduled: {scheduled}"))
+        .kid;
+    sqlx::query("UPDATE signing_keys SET public_sec1 = $1 WHERE kid = $2")
+        .bind(vec![0u8])
+        .bind(&next)
+        .execute(state.db.pool())
+        .await
+        .unwrap();
     let ready = |state: &issuer::AppState| {
         let state = state.clone();
         async move {
             let (status, _, body) =
                 send_json(&state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
-            (status.as_u16(), body["keys_current"].as_bool())
+            (status.as_u16(), body["signing_key"].as_bool())
         }
     };
-    let limit = u64::try_from(issuer::KEYS_CURRENT_FOR.as_millis()).unwrap();
-    time.set(shared::UnixTime::from_millis(start.as_millis() + limit));
+    // The reload fails, but the key it signs with is still the active one: it goes on.
+    issuer::refresh_keys(&state, "test").await;
     assert_eq!(ready(&state).await, (200, Some(true)));
-    time.set(shared::UnixTime::from_millis(start.as_millis() + limit + 1));
-    assert_eq!(ready(&state).await, (503, Some(false)));
-    let keys = issuer::keys::SigningKeys::load(&state.db, &state.kek)
+    token(&state, &id, &secret).await;
+    // Revoked by another instance (or the CLI): this one stops signing with it.
+    issuer::keys::revoke(&state.db, &state.kek, &config, &signing, "test", now)
         .await
         .unwrap();
-    state.set_keys(keys);
-    assert_eq!(ready(&state).await, (200, Some(true)));
+    issuer::refresh_keys(&state, "test").await;
+    assert_eq!(ready(&state).await, (503, Some(false)));
+    let (status, _, body) = send_json(
+        &state,
+        token_request("grant_type=client_credentials", Some((&id, &secret))),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
 }
 
 /// With `metrics_listen`, `/metrics` is not on the public listener, only on its own.
@@ -432,6 +463,16 @@ async fn disabled_and_rotated_clients(backend: Backend) {
     )
     .await;
     assert_eq!(status, 503);
+    // Counted apart from server errors (the ratio that pages counts temporarily_unavailable).
+    let metrics = send(
+        &state,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let body = axum::body::to_bytes(metrics.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("outcome=\"revoked_moments_ago\""));
     time.set_secs(now + issuer::clients::CUTOFF_MARGIN_SECS + 1);
     token(&state, &id, &secret).await;
     let new_secret = issuer::clients::rotate_secret(&state.db, &id, false, &change(now))

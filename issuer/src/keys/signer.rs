@@ -104,6 +104,17 @@ impl std::fmt::Debug for SigningKeys {
 }
 
 impl SigningKeys {
+    /// The same published keys, with none to sign with.
+    #[must_use]
+    pub fn without_signer(&self) -> Self {
+        Self {
+            active: None,
+            active_since: None,
+            jwks: self.jwks.clone(),
+            jwks_json: self.jwks_json.clone(),
+        }
+    }
+
     /// Loads the published keys and decrypts the active one.
     ///
     /// # Errors

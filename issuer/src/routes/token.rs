@@ -128,8 +128,12 @@ async fn grant(
             .tokens_valid_after
             .saturating_sub(issued_at)
             .saturating_add(1);
-        if wait > crate::clients::CUTOFF_MARGIN_SECS + 1 {
-            // Only a revoking clock ahead of this one puts the cut-off this far on.
+        // The revocation's own time, past this instance's clock now (read after the row): only
+        // a revoking clock ahead of this one puts it there.
+        let revoked_at = client
+            .tokens_valid_after
+            .saturating_sub(crate::clients::CUTOFF_MARGIN_SECS);
+        if revoked_at > state.clock.unix_secs() {
             tracing::warn!(
                 client_id = %id,
                 wait_secs = wait,

@@ -37,7 +37,9 @@ fi
 bindgen_version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
 if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $bindgen_version" ]; then
   step "installing wasm-bindgen-cli $bindgen_version"
-  cargo install --locked wasm-bindgen-cli --version "$bindgen_version"
+  # Not --locked: its lock file names a webpki-roots release the registry does not serve
+  # (measured: `cargo install --locked` fails to resolve); the version is pinned all the same.
+  cargo install wasm-bindgen-cli --version "$bindgen_version"
 fi
 
 # JS-side tools pinned in package-lock.json (binaryen's wasm-opt, esbuild, workerd, wrangler).

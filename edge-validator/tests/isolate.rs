@@ -280,6 +280,24 @@ impl Edge {
     }
 
     /// The first key-set copy stored so far.
+    /// Drives `next` (the fixture set fetched, keys imported) to its WebCrypto verify: that
+    /// wait, for the test to answer. (The `p256-verify` build has no such wait.)
+    #[cfg(not(feature = "p256-verify"))]
+    fn until_verify(&mut self, next: &Next<&'static str>) -> WaitId {
+        let mut id = wait_of(next);
+        while !matches!(self.asked(id), Asked::Verify { .. }) {
+            let answer = match self.asked(id) {
+                Asked::Import { key, point } => {
+                    self.imported.insert(key, point);
+                    Answer::Imported(Ok(()))
+                }
+                _ => keys(&fixtures::jwks_value(), "max-age=300"),
+            };
+            id = wait_of(&self.answer(id, answer));
+        }
+        id
+    }
+
     fn stored_copy(&self) -> Option<CopyToStore> {
         self.side.iter().find_map(|side| match side {
             Side::StoreCopy(copy) => Some(copy.clone()),
@@ -1238,14 +1256,7 @@ fn a_failed_import_or_verify_is_unverifiable_not_accepted() {
     assert_eq!(reply.status, 503, "{reply:?}");
     let mut edge = Edge::new();
     let next = edge.request(&fixtures::good_token());
-    let mut id = wait_of(&next);
-    while !matches!(edge.asked(id), Asked::Verify { .. }) {
-        let answer = match edge.asked(id) {
-            Asked::Import { .. } => Answer::Imported(Ok(())),
-            _ => keys(&fixtures::jwks_value(), "max-age=300"),
-        };
-        id = wait_of(&edge.answer(id, answer));
-    }
+    let id = edge.until_verify(&next);
     let reply = reply_of(edge.answer(id, Answer::Verified(Err("OperationError".into()))));
     assert_eq!(reply.status, 503);
     assert_eq!(edge.events("webcrypto_verify_failed"), 1);
@@ -1259,14 +1270,7 @@ fn the_edges_own_verify_failure_costs_no_failed_auth_budget() {
     for round in 0..5 {
         let jti = format!("jti-{round}");
         let next = edge.request(&token_at(edge.now, &jti));
-        let mut id = wait_of(&next);
-        while !matches!(edge.asked(id), Asked::Verify { .. }) {
-            let answer = match edge.asked(id) {
-                Asked::Import { .. } => Answer::Imported(Ok(())),
-                _ => keys(&fixtures::jwks_value(), "max-age=300"),
-            };
-            id = wait_of(&edge.answer(id, answer));
-        }
+        let id = edge.until_verify(&next);
         let reply = reply_of(edge.answer(id, Answer::Verified(Err("OperationError".into()))));
         assert_eq!(reply.status, 503, "round {round}: {reply:?}");
     }
@@ -1286,17 +1290,8 @@ fn a_token_verified_while_its_kid_came_to_name_another_key_is_not_kept() {
         c.insert("exp".into(), json!(secs + 3_000));
         c.insert("jti".into(), json!("jti-swapped"));
     });
-    let mut id = wait_of(&edge.request(&token));
-    while !matches!(edge.asked(id), Asked::Verify { .. }) {
-        let answer = match edge.asked(id) {
-            Asked::Import { key, point } => {
-                edge.imported.insert(key, point);
-                Answer::Imported(Ok(()))
-            }
-            _ => keys(&fixtures::jwks_value(), "max-age=300"),
-        };
-        id = wait_of(&edge.answer(id, answer));
-    }
+    let next = edge.request(&token);
+    let id = edge.until_verify(&next);
     // While WebCrypto checks it, the set goes stale and the refresh another request starts
     // publishes key 2's point under key 1's kid.
     edge.advance_ms(300_000);

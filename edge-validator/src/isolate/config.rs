@@ -593,20 +593,26 @@ mod tests {
 
     use super::*;
 
-    /// With a key per origin, a host the settings do not name (none can reach `forward` today)
-    /// gets its own key, derived on the spot: never `ORIGIN_URL`'s or the edge's.
-    #[test]
-    fn a_host_the_settings_do_not_name_gets_its_own_key() {
-        let secret = "an assertion secret of at least 32 bytes";
-        let vars = HashMap::from([
+    /// The settings an edge needs, with `more`.
+    fn settings<'a>(more: &[(&'a str, &'a str)]) -> HashMap<&'a str, &'a str> {
+        let mut vars = HashMap::from([
             (ISSUER, "https://issuer.test"),
             (AUDIENCE, "api"),
             (JWKS_URLS, "https://issuer.test/jwks"),
             (ORIGIN_URL, "https://origin.test"),
             (ASSERTION_KEY_ID, "edge-1"),
-            (ASSERTION_SECRET, secret),
-            (ASSERTION_KEYS, "per-origin"),
+            (ASSERTION_SECRET, "an assertion secret of at least 32 bytes"),
         ]);
+        vars.extend(more.iter().copied());
+        vars
+    }
+
+    /// With a key per origin, a host the settings do not name (none can reach `forward` today)
+    /// gets its own key, derived on the spot: never `ORIGIN_URL`'s or the edge's.
+    #[test]
+    fn a_host_the_settings_do_not_name_gets_its_own_key() {
+        let secret = "an assertion secret of at least 32 bytes";
+        let vars = settings(&[(ASSERTION_SECRET, secret), (ASSERTION_KEYS, "per-origin")]);
         let config =
             Config::from_vars(&|name: &str| vars.get(name).map(|v| (*v).to_owned())).unwrap();
         let identity: shared::EdgeIdentity = serde_json::from_value(serde_json::json!({
@@ -640,15 +646,7 @@ mod tests {
     #[test]
     fn the_fetch_timeout_is_bounded() {
         let with_timeout = |timeout: &'static str| {
-            let vars = HashMap::from([
-                (ISSUER, "https://issuer.test"),
-                (AUDIENCE, "api"),
-                (JWKS_URLS, "https://issuer.test/jwks"),
-                (ORIGIN_URL, "https://origin.test"),
-                (ASSERTION_KEY_ID, "edge-1"),
-                (ASSERTION_SECRET, "an assertion secret of at least 32 bytes"),
-                (FETCH_TIMEOUT_MS, timeout),
-            ]);
+            let vars = settings(&[(FETCH_TIMEOUT_MS, timeout)]);
             Config::from_vars(&|name: &str| vars.get(name).map(|v| (*v).to_owned()))
         };
         assert!(with_timeout("30000").is_ok());

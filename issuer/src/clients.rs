@@ -401,8 +401,9 @@ pub struct Change<'a> {
 /// clock reading (and on an instance whose clock is within the margin of the change's). A
 /// request that reads the new row is answered 503 until the cut-off has passed
 /// ([`Client::tokens_valid_after`]), so no token made after the change falls under it.
-/// What it does not cover: an instance reading a replica that applies the change more than
-/// the margin late.
+/// An instance reading a replica that applies the change later than the margin is covered
+/// by the token's other stamp, the cut-off its row held (`client_cutoff`), at edges that
+/// read it.
 pub const CUTOFF_MARGIN_SECS: i64 = 5;
 
 impl Change<'_> {
@@ -411,34 +412,45 @@ impl Change<'_> {
         self.now.saturating_add(CUTOFF_MARGIN_SECS)
     }
 
-    /// The entry revoking what the client holds. It outlives the longest lifetime any token
-    /// can have, not the one configured now: a reload may have shortened the lifetime after
-    /// tokens were issued under a longer one.
-    fn revoked_tokens(&self) -> Revoked {
+    /// The entry revoking what the client holds up to `cutoff`. It outlives the longest
+    /// lifetime any token can have, not the one configured now: a reload may have shortened
+    /// the lifetime after tokens were issued under a longer one.
+    fn revoked_tokens(&self, cutoff: i64) -> Revoked {
         let lifetime = self
             .token_lifetime_secs
             .max(crate::config::MAX_TOKEN_LIFETIME_SECS);
         Revoked::Client {
-            issued_before: self.cutoff(),
+            issued_before: cutoff,
             token_lifetime_secs: i64::try_from(lifetime).unwrap_or(i64::MAX),
         }
     }
 }
 
 /// Revokes every token the client holds, inside the caller's transaction: the feed entry,
-/// and the cut-off on the client's row that keeps new tokens out of its reach.
+/// and the cut-off on the client's row that keeps new tokens out of its reach. Each
+/// revocation's cut-off is above the one before, whatever the clocks say: a token stamped
+/// with an earlier one (`client_cutoff`) is covered by every later revocation.
 async fn revoke_tokens_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     db: &Db,
     client_id: &str,
     change: &Change<'_>,
 ) -> Result<(), ClientError> {
-    sqlx::query("UPDATE clients SET tokens_valid_after = $1 WHERE client_id = $2")
-        .bind(change.cutoff())
-        .bind(client_id)
-        .execute(&mut **tx)
-        .await?;
-    revocations::record(tx, db, change.revoked_tokens(), client_id, change.now).await?;
+    sqlx::query(
+        "UPDATE clients SET tokens_valid_after = \
+         CASE WHEN tokens_valid_after >= $1 THEN tokens_valid_after + 1 ELSE $1 END \
+         WHERE client_id = $2",
+    )
+    .bind(change.cutoff())
+    .bind(client_id)
+    .execute(&mut **tx)
+    .await?;
+    let cutoff: i64 =
+        sqlx::query_scalar("SELECT tokens_valid_after FROM clients WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    revocations::record(tx, db, change.revoked_tokens(cutoff), client_id, change.now).await?;
     Ok(())
 }
 
@@ -819,7 +831,18 @@ pub async fn deregister(
 pub async fn token_is_live(db: &Db, verified: &shared::VerifiedToken) -> Result<bool, ClientError> {
     let claims = verified.claims();
     let iat = i64::try_from(claims.iat).unwrap_or(i64::MAX);
-    if revocations::is_revoked(db, &claims.jti, verified.kid(), &claims.client_id, iat).await? {
+    let cutoff = claims
+        .client_cutoff
+        .map(|cutoff| i64::try_from(cutoff).unwrap_or(i64::MAX));
+    let revoked = revocations::is_revoked(
+        db,
+        &claims.jti,
+        verified.kid(),
+        &claims.client_id,
+        iat,
+        cutoff,
+    );
+    if revoked.await? {
         return Ok(false);
     }
     // A disabled client's tokens are dead too, however long they would have lived.

@@ -149,8 +149,8 @@ pub fn seq_floor(now: i64) -> i64 {
 /// The last second [`seq_floor`] follows (in the year 2255).
 pub const LAST_SEQ_SECOND: i64 = 9_007_199_254;
 
-/// Whether a token (by `jti`), its signing key (by `kid`) or its client up to its issue
-/// time `iat` is listed.
+/// Whether a token (by `jti`), its signing key (by `kid`) or its client (up to its issue
+/// time `iat`, or under an earlier cut-off `client_cutoff`) is listed.
 ///
 /// # Errors
 /// The database error.
@@ -160,15 +160,19 @@ pub async fn is_revoked(
     kid: &str,
     client_id: &str,
     iat: i64,
+    client_cutoff: Option<i64>,
 ) -> Result<bool, sqlx::Error> {
+    // A client entry covers the token's `iat`, or the earlier cut-off it was stamped with
+    // (none stamped: no entry's cut-off is above the largest number).
     let hit: Option<i64> = sqlx::query_scalar(
         "SELECT seq FROM revocations WHERE (kind = 'jti' AND value = $1) OR (kind = 'kid' AND value = $2) \
-         OR (kind = 'client' AND value = $3 AND issued_before >= $4) LIMIT 1",
+         OR (kind = 'client' AND value = $3 AND (issued_before >= $4 OR issued_before > $5)) LIMIT 1",
     )
     .bind(jti)
     .bind(kid)
     .bind(client_id)
     .bind(iat)
+    .bind(client_cutoff.unwrap_or(i64::MAX))
     .fetch_optional(db.pool())
     .await?;
     Ok(hit.is_some())

@@ -710,3 +710,61 @@ async fn the_feed_never_skips_an_entry_committed_late(backend: Backend) {
         );
     }
 }
+
+/// A region's replica that has not yet applied a revocation still issues from the old row,
+/// at any time after it: the token is stamped with the cut-off that row had, and the
+/// revocation covers it at every edge whatever its `iat`. (The replica is played by a copy
+/// of the database taken before the revocation, on SQLite.)
+#[tokio::test]
+async fn a_token_from_a_replica_behind_a_revocation_falls_under_it() {
+    let config = config(Backend::Sqlite).await;
+    let primary = open(config.clone()).await;
+    let (id, secret) = client(&primary).await;
+    let copy = config.data_dir.join("replica.db");
+    primary.db.backup(&copy).await.unwrap();
+    let t = issuer::db::unix_now();
+    issuer::clients::rotate_secret(&primary.db, &id, true, &change(t))
+        .await
+        .unwrap();
+    // Long past the revocation's cut-off, the replica still knows the old secret.
+    let late = t + issuer::clients::CUTOFF_MARGIN_SECS + 60;
+    let (clock, _) = Clock::manual(shared::UnixTime::from_secs(late as u64));
+    let replica = open(issuer::config::Config {
+        database_url: format!("sqlite://{}", copy.display()),
+        ..config
+    })
+    .await
+    .with_clock(clock);
+    let from_replica = token(&replica, &id, &secret).await;
+    let (_, _, feed) = send_json(
+        &primary,
+        Request::get("/revocations?since=0")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let mut list = shared::RevocationList::new();
+    list.apply(
+        shared::FeedPage::parse(&feed.to_string()).unwrap(),
+        shared::UnixTime::from_secs(t as u64),
+    );
+    let verified = shared::Validator::new(shared::Validation::new(
+        primary.config().issuer_url.clone(),
+        AUDIENCE,
+    ))
+    .verify(
+        &from_replica,
+        &jwks(&primary).await,
+        shared::UnixTime::from_secs(late as u64),
+    )
+    .unwrap();
+    assert!(verified.claims().iat > u64::try_from(t).unwrap() + 60);
+    assert!(
+        list.is_revoked(&verified),
+        "covered by its stamp, not its iat"
+    );
+    // And the issuer's own answer (introspection, the admin API) agrees.
+    assert!(!issuer::clients::token_is_live(&primary.db, &verified)
+        .await
+        .unwrap());
+}

@@ -247,6 +247,12 @@ pub struct AccessClaims {
     /// needs a proof signed by that key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// The cut-off of its client's latest revocation when it was issued (private claim
+    /// `client_cutoff`; 0 for a client never revoked; absent from an older issuer): a later
+    /// revocation covers it whatever its `iat`, so a token issued from a copy of the client
+    /// that had not yet seen the revocation (a lagging replica, a skewed clock) is covered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cutoff: Option<u64>,
 }
 
 /// A token's `cnf` claim (RFC 7800) in the one form this system can check: a DPoP key
@@ -289,7 +295,7 @@ pub(crate) fn validate(
         segment: Segment::Payload,
     };
     // An object, each judged member at most once (no parser-differential tricks).
-    let [iss, sub, aud, exp, nbf, iat, jti, client_id, scope, rate_plan, cnf] =
+    let [iss, sub, aud, exp, nbf, iat, jti, client_id, scope, rate_plan, cnf, client_cutoff] =
         crate::json::parse(payload)
             .and_then(|claims| {
                 claims.take_members([
@@ -304,6 +310,7 @@ pub(crate) fn validate(
                     "scope",
                     "rate_plan",
                     "cnf",
+                    "client_cutoff",
                 ])
             })
             .map_err(|_| invalid_json)?;
@@ -333,6 +340,9 @@ pub(crate) fn validate(
         .transpose()?;
     let cnf = cnf
         .map(|value| Confirmation::parse(value).ok_or(Rejection::InvalidClaim { claim: "cnf" }))
+        .transpose()?;
+    let client_cutoff = client_cutoff
+        .map(|value| time_value("client_cutoff", &value))
         .transpose()?;
 
     if iss != validation.issuer {
@@ -372,6 +382,7 @@ pub(crate) fn validate(
         scope,
         rate_plan,
         cnf,
+        client_cutoff,
     })
 }
 

@@ -223,7 +223,10 @@ impl RevocationList {
         }
     }
 
-    /// Whether the token's `jti`, its signing key, or its client up to its `iat` is revoked.
+    /// Whether the token's `jti`, its signing key, or its client is revoked: a client entry
+    /// covers a token issued up to its cut-off (`iat`), and one issued under an earlier
+    /// cut-off (`client_cutoff`, however late its `iat`: made from a copy of the client that
+    /// had not seen the revocation).
     #[must_use]
     pub fn is_revoked(&self, token: &VerifiedToken) -> bool {
         let claims = token.claims();
@@ -232,7 +235,12 @@ impl RevocationList {
             || self
                 .clients
                 .get(claims.client_id.as_str())
-                .is_some_and(|kept| claims.iat <= kept.issued_before)
+                .is_some_and(|kept| {
+                    claims.iat <= kept.issued_before
+                        || claims
+                            .client_cutoff
+                            .is_some_and(|cutoff| cutoff < kept.issued_before)
+                })
     }
 
     /// Whether the key `kid` is revoked (so no key set may hold it).

@@ -80,6 +80,39 @@ fn a_client_entry_revokes_its_tokens_issued_up_to_its_time() {
     assert!(!other.is_revoked(&verified), "another client's entry");
 }
 
+/// A token issued from a copy of its client that had not seen a revocation (a lagging
+/// replica) is stamped with the earlier cut-off: the revocation covers it whatever its `iat`.
+/// One stamped with the revocation's own cut-off was issued after it.
+#[test]
+fn a_client_entry_revokes_tokens_issued_under_an_earlier_cutoff() {
+    let with_cutoff = |cutoff: u64| {
+        let token = with_claims(|claims| {
+            claims.insert("client_cutoff".into(), json!(cutoff));
+        });
+        validator().verify(&token, &jwks(), now()).unwrap()
+    };
+    let iat = with_cutoff(0).claims().iat;
+    // The revocation's cut-off is before the token's `iat`: only the stamp can tell.
+    let cutoff = iat - 10;
+    let mut list = RevocationList::new();
+    list.apply(
+        page(json!({ "cursor": 4, "more": false, "revocations": [
+            { "kind": "client", "value": "client-7", "expires_at": NOW_SECS + 900, "issued_before": cutoff },
+        ]})),
+        now(),
+    );
+    assert!(
+        list.is_revoked(&with_cutoff(cutoff - 1)),
+        "issued from the row before it"
+    );
+    assert!(
+        !list.is_revoked(&with_cutoff(cutoff)),
+        "issued from the row after it"
+    );
+    // A token without the claim (an older issuer) is judged by its `iat` alone.
+    assert!(!list.is_revoked(&validator().verify(&good_token(), &jwks(), now()).unwrap()));
+}
+
 /// A kind this version does not know is skipped and counted, so a newer issuer cannot stop
 /// an older edge's feed; the entries it does know still apply.
 #[test]

@@ -44,6 +44,10 @@ struct AccessTokenClaims<'a> {
     /// The DPoP key the token is bound to (RFC 9449 §6.1).
     #[serde(skip_serializing_if = "Option::is_none")]
     cnf: Option<Confirmation>,
+    /// The cut-off of the client's latest revocation, as the row read says (0: none yet;
+    /// `shared::AccessClaims::client_cutoff`): a later revocation covers the token whatever
+    /// its `iat`.
+    client_cutoff: i64,
 }
 
 #[derive(Serialize)]
@@ -253,6 +257,7 @@ fn issue(
         scope: scope.to_string(),
         rate_plan: client.rate_plan.map(|plan| plan.to_string()),
         cnf: bound_to.map(|jkt| Confirmation { jkt }),
+        client_cutoff: client.tokens_valid_after,
     };
     let access_token = signer
         .sign_jwt(&claims)

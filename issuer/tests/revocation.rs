@@ -29,7 +29,55 @@ on_both_databases!(
     disabling_a_client_or_rotating_with_revoke_tokens_revokes_what_it_holds,
     a_restored_database_still_hands_edges_what_comes_after,
     a_token_read_before_a_revocation_commits_falls_under_it,
+    revocations_at_one_instant_still_order_their_cutoffs,
 );
+
+/// Two revocations of one client at the same instant (or from a clock behind the last one's)
+/// still get cut-offs one above the other, so a token stamped with the first is covered by
+/// the second, and one issued after both stands everywhere.
+async fn revocations_at_one_instant_still_order_their_cutoffs(backend: Backend) {
+    use issuer::clients::CUTOFF_MARGIN_SECS as MARGIN;
+    let t = issuer::db::unix_now();
+    let (clock, time) = Clock::manual(shared::UnixTime::from_secs(t as u64));
+    let state = open(config(backend).await).await.with_clock(clock);
+    let (id, _) = client(&state).await;
+    issuer::clients::rotate_secret(&state.db, &id, true, &change(t))
+        .await
+        .unwrap();
+    let secret = issuer::clients::rotate_secret(&state.db, &id, true, &change(t))
+        .await
+        .unwrap();
+    let (_, _, feed) = send_json(
+        &state,
+        Request::get("/revocations?since=0")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let cutoffs: Vec<i64> = feed["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["issued_before"].as_i64().unwrap())
+        .collect();
+    assert_eq!(cutoffs, [t + MARGIN, t + MARGIN + 1]);
+    time.set_secs(t + MARGIN + 2);
+    let fresh = token(&state, &id, &secret).await;
+    let fresh = verify(&state, &jwks(&state).await, &fresh).unwrap();
+    assert_eq!(
+        fresh.claims().client_cutoff,
+        Some(u64::try_from(t + MARGIN + 1).unwrap())
+    );
+    let mut list = shared::RevocationList::new();
+    list.apply(
+        shared::FeedPage::parse(&feed.to_string()).unwrap(),
+        shared::UnixTime::from_secs(t as u64),
+    );
+    assert!(!list.is_revoked(&fresh));
+    assert!(issuer::clients::token_is_live(&state.db, &fresh)
+        .await
+        .unwrap());
+}
 
 /// A token request reads the client's row, then signs. One that read the row just before a
 /// revocation committed (the old secret still good) signs after the revocation's own clock

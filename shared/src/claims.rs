@@ -341,8 +341,16 @@ pub(crate) fn validate(
     let cnf = cnf
         .map(|value| Confirmation::parse(value).ok_or(Rejection::InvalidClaim { claim: "cnf" }))
         .transpose()?;
+    // Exact as a JS number (the npm package hands claims to JavaScript).
     let client_cutoff = client_cutoff
-        .map(|value| time_value("client_cutoff", &value))
+        .map(|value| {
+            time_value("client_cutoff", &value)
+                .ok()
+                .filter(|cutoff| *cutoff < 1 << 53)
+                .ok_or(Rejection::InvalidClaim {
+                    claim: "client_cutoff",
+                })
+        })
         .transpose()?;
 
     if iss != validation.issuer {

@@ -109,6 +109,11 @@ fn a_client_entry_revokes_tokens_issued_under_an_earlier_cutoff() {
         !list.is_revoked(&with_cutoff(cutoff)),
         "issued from the row after it"
     );
+    // Past what a JS number holds exactly, the claim is refused (the token with it).
+    let huge = with_claims(|claims| {
+        claims.insert("client_cutoff".into(), json!(1_u64 << 53));
+    });
+    assert!(validator().verify(&huge, &jwks(), now()).is_err());
     // A token without the claim (an older issuer) is judged by its `iat` alone.
     assert!(!list.is_revoked(&validator().verify(&good_token(), &jwks(), now()).unwrap()));
 }

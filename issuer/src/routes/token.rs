@@ -132,12 +132,11 @@ async fn grant(
             .tokens_valid_after
             .saturating_sub(issued_at)
             .saturating_add(1);
-        // The revocation's own time, past this instance's clock now (read after the row): only
-        // a revoking clock ahead of this one puts it there.
-        let revoked_at = client
-            .tokens_valid_after
-            .saturating_sub(crate::clients::CUTOFF_MARGIN_SECS);
-        if revoked_at > state.clock.unix_secs() {
+        // Further ahead of this instance's clock now (read after the row) than the margin
+        // and a second: only a revoking clock ahead of this one (or a burst of revocations,
+        // each a second past the one before) puts it there.
+        let margin = crate::clients::CUTOFF_MARGIN_SECS + 1;
+        if client.tokens_valid_after > state.clock.unix_secs().saturating_add(margin) {
             tracing::warn!(
                 client_id = %id,
                 wait_secs = wait,

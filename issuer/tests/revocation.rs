@@ -30,7 +30,53 @@ on_both_databases!(
     a_restored_database_still_hands_edges_what_comes_after,
     a_token_read_before_a_revocation_commits_falls_under_it,
     revocations_at_one_instant_still_order_their_cutoffs,
+    the_backfill_gives_clients_revoked_before_0009_their_cutoff,
 );
+
+/// Migration 0010 on a client revoked by a release before 0009 (a feed entry, and a row
+/// with no cut-off): the row gets the entry's cut-off, so its new tokens are stamped with
+/// it and stand. Played by writing the entry alone, then running the migration's SQL again.
+async fn the_backfill_gives_clients_revoked_before_0009_their_cutoff(backend: Backend) {
+    let state = open(config(backend).await).await;
+    let (id, secret) = client(&state).await;
+    let (never, _) = client(&state).await;
+    let t = issuer::db::unix_now();
+    let entry = Revoked::Client {
+        issued_before: t - 100,
+        token_lifetime_secs: 600,
+    };
+    let mut tx = state.db.pool().begin().await.unwrap();
+    revocations::record(&mut tx, &state.db, entry, &id, t - 100)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let backfill = match backend {
+        Backend::Sqlite => include_str!("../migrations/sqlite/0010_token_cutoff_backfill.sql"),
+        Backend::Postgres => include_str!("../migrations/postgres/0010_token_cutoff_backfill.sql"),
+    };
+    sqlx::raw_sql(backfill)
+        .execute(state.db.pool())
+        .await
+        .unwrap();
+    let cutoff = |client: &str| {
+        let (db, client) = (state.db.clone(), client.to_owned());
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT tokens_valid_after FROM clients WHERE client_id = $1",
+            )
+            .bind(client)
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!((cutoff(&id).await, cutoff(&never).await), (t - 100, 0));
+    let fresh = token(&state, &id, &secret).await;
+    let fresh = verify(&state, &jwks(&state).await, &fresh).unwrap();
+    assert!(issuer::clients::token_is_live(&state.db, &fresh)
+        .await
+        .unwrap());
+}
 
 /// Two revocations of one client at the same instant (or from a clock behind the last one's)
 /// still get cut-offs one above the other, so a token stamped with the first is covered by

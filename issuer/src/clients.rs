@@ -436,20 +436,15 @@ async fn revoke_tokens_in(
     client_id: &str,
     change: &Change<'_>,
 ) -> Result<(), ClientError> {
-    sqlx::query(
+    let cutoff: i64 = sqlx::query_scalar(
         "UPDATE clients SET tokens_valid_after = \
          CASE WHEN tokens_valid_after >= $1 THEN tokens_valid_after + 1 ELSE $1 END \
-         WHERE client_id = $2",
+         WHERE client_id = $2 RETURNING tokens_valid_after",
     )
     .bind(change.cutoff())
     .bind(client_id)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    let cutoff: i64 =
-        sqlx::query_scalar("SELECT tokens_valid_after FROM clients WHERE client_id = $1")
-            .bind(client_id)
-            .fetch_one(&mut **tx)
-            .await?;
     revocations::record(tx, db, change.revoked_tokens(cutoff), client_id, change.now).await?;
     Ok(())
 }

@@ -93,13 +93,7 @@ async fn revocations_at_one_instant_still_order_their_cutoffs(backend: Backend) 
     let secret = issuer::clients::rotate_secret(&state.db, &id, true, &change(t))
         .await
         .unwrap();
-    let (_, _, feed) = send_json(
-        &state,
-        Request::get("/revocations?since=0")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (list, feed) = edge_list(&state, t).await;
     let cutoffs: Vec<i64> = feed["revocations"]
         .as_array()
         .unwrap()
@@ -113,11 +107,6 @@ async fn revocations_at_one_instant_still_order_their_cutoffs(backend: Backend) 
     assert_eq!(
         fresh.claims().client_cutoff,
         Some(u64::try_from(t + MARGIN + 1).unwrap())
-    );
-    let mut list = shared::RevocationList::new();
-    list.apply(
-        shared::FeedPage::parse(&feed.to_string()).unwrap(),
-        shared::UnixTime::from_secs(t as u64),
     );
     assert!(!list.is_revoked(&fresh));
     assert!(issuer::clients::token_is_live(&state.db, &fresh)
@@ -144,18 +133,7 @@ async fn a_token_read_before_a_revocation_commits_falls_under_it(backend: Backen
     let new_secret = issuer::clients::rotate_secret(&state.db, &id, true, &change(t))
         .await
         .unwrap();
-    let mut list = shared::RevocationList::new();
-    let (_, _, feed) = send_json(
-        &state,
-        Request::get("/revocations?since=0")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    list.apply(
-        shared::FeedPage::parse(&feed.to_string()).unwrap(),
-        shared::UnixTime::from_secs(t as u64),
-    );
+    let (list, _) = edge_list(&state, t).await;
     let jwks = jwks(&state).await;
     let late = verify(&state, &jwks, &late).unwrap();
     assert!(list.is_revoked(&late), "the old secret's token is covered");
@@ -623,6 +601,27 @@ async fn revoke_and_introspect_errors(backend: Backend) {
 }
 
 /// The feed's entries after `since` at the state's time: (kind, value) pairs and the cursor.
+/// What an edge's list holds after pulling the whole feed from `state` at `at` (seconds), and
+/// the page it pulled.
+async fn edge_list(
+    state: &issuer::AppState,
+    at: i64,
+) -> (shared::RevocationList, serde_json::Value) {
+    let (_, _, feed) = send_json(
+        state,
+        Request::get("/revocations?since=0")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let mut list = shared::RevocationList::new();
+    list.apply(
+        shared::FeedPage::parse(&feed.to_string()).unwrap(),
+        shared::UnixTime::from_secs(at as u64),
+    );
+    (list, feed)
+}
+
 async fn feed_after(state: &issuer::AppState, since: i64) -> (Vec<(String, String)>, i64) {
     let (status, _, feed) = send_json(
         state,
@@ -830,18 +829,7 @@ async fn a_token_from_a_replica_behind_a_revocation_falls_under_it() {
     .await
     .with_clock(clock);
     let from_replica = token(&replica, &id, &secret).await;
-    let (_, _, feed) = send_json(
-        &primary,
-        Request::get("/revocations?since=0")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    let mut list = shared::RevocationList::new();
-    list.apply(
-        shared::FeedPage::parse(&feed.to_string()).unwrap(),
-        shared::UnixTime::from_secs(t as u64),
-    );
+    let (list, _) = edge_list(&primary, t).await;
     let verified = shared::Validator::new(shared::Validation::new(
         primary.config().issuer_url.clone(),
         AUDIENCE,

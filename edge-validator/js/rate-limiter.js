@@ -25,17 +25,17 @@ export function callsServed() {
 }
 
 /** The class, given the wasm exports `answer(url, stored, book)` -> `[answerJson, nextState,
- * nextBook]` and `replayEntries(url)` -> the proofs' storage keys, one space between two
- * (each undefined for a malformed query). */
+ * nextBook]` and `replayEntries(url)` -> the proofs as `<until>:<id>` (two integers: the
+ * proof's last second and its replay key's first 48 bits), one space between two (each
+ * undefined for a malformed query). */
 export function rateLimiterClass(answer, replayEntries) {
   // Storage key of the GCRA state (a decimal string of nanoseconds: past 2^53).
   const STATE_KEY = "gcra";
-  // A proof's entry key: its last second, zero-padded to this many digits, then its replay key
-  // (src/isolate/proofs.rs). Entries are forgotten in batches this large, this long after
-  // their last second.
-  const UNTIL_DIGITS = 12;
-  const PRUNE_BATCH = 128;
-  const PRUNE_MARGIN_MS = 5_000;
+  // Storage key of a DPoP object's floor: the highest `until` of any proof it accepted.
+  const FLOOR_KEY = "dpop-floor";
+  // Most proofs a DPoP object keeps in memory (a number each); past it, it forgets its
+  // oldest seconds' proofs until half are left, and raises its floor over them.
+  const MEMORY_PROOFS = 100_000;
   return class RateLimiter extends DurableObject {
     constructor(ctx, env) {
       super(ctx, env);
@@ -45,8 +45,18 @@ export function rateLimiterClass(answer, replayEntries) {
       // The leases not yet returned (`shared::lease::LeaseBook` as text): memory only, so
       // an evicted object refuses its earlier leases' refunds (the strict side).
       this.book = null;
-      // Whether an alarm will forget this DPoP object's entries (read from storage once).
-      this.alarmSet = false;
+      // A DPoP object's judgement (`#replay`): the proofs it accepted that are still within
+      // their last second, by that second (`until` -> Set of ids), and how many.
+      this.proofs = new Map();
+      this.remembered = 0;
+      // Proofs whose `until` is at most this may have been accepted out of its memory's
+      // sight: before this object started (storage's floor, read once), or before a trim.
+      this.floor = undefined;
+      // The floor as storage holds it: every proof this object answered "fresh" is at or
+      // under it.
+      this.stored = 0;
+      // When the proofs past their last second were last forgotten (ms).
+      this.swept = 0;
     }
 
     /** The answer to `request.url` (`ask`'s) as a Response: JSON for a limiter query, the
@@ -80,64 +90,73 @@ export function rateLimiterClass(answer, replayEntries) {
     }
 
     /** Whether each DPoP proof of a call (an isolate's proofs for this key, up to 64) is
-     * seen for the first time: `1` or `0` each, in order. Their entries are read and the new
-     * ones written with no other request between the two (the input gate); of two equal
-     * proofs in one call, the first is the fresh one. Entries are durable: an object evicted
-     * and started again still knows the proofs of the window. A proof whose last second has
-     * passed on this object's clock is answered "seen" whatever the storage holds: its entry
-     * may already be pruned, and the edge judged its age a moment earlier. */
+     * seen for the first time, one character each, in order: `1` first use; `0` used before,
+     * or past its last second on this object's clock (its replay may come after the
+     * object forgot it, and the edge judged its age a moment earlier); `2` undecided: at or
+     * under the floor and not in memory, so it may have been accepted before this object
+     * started or trimmed its memory (the edge answers 503 with `Retry-After`: a new proof,
+     * made a second later, is above the floor). Of two equal proofs in one call, the first
+     * is the fresh one.
+     *
+     * Exact across restarts with one storage write per new highest second, not one per
+     * proof: the floor is written before any proof above it is answered "fresh" (the answer
+     * waits for the write), so every proof accepted before a restart is at or under the
+     * floor the next start reads. Nothing between the floor's read and the verdicts lets
+     * another call in (the input gate). */
     async #replay(url) {
       const entries = replayEntries(url)?.split(" ");
       if (entries === undefined) return undefined;
-      const now = Date.now();
-      // The edge accepts a proof up to the end of its last second.
-      const live = (entry) => Number(entry.slice(0, UNTIL_DIGITS)) * 1000 + 1000 > now;
-      const looked = entries.filter(live);
-      const stored = looked.length > 0 ? await this.storage.get(looked) : new Map();
-      const written = {};
-      let verdicts = "";
-      let earliest = Infinity;
-      for (const entry of entries) {
-        const fresh = live(entry) && !stored.has(entry) && !(entry in written);
-        if (fresh) {
-          written[entry] = 1;
-          earliest = Math.min(earliest, Number(entry.slice(0, UNTIL_DIGITS)) * 1000);
-        }
-        verdicts += fresh ? "1" : "0";
+      if (this.floor === undefined) {
+        this.stored = (await this.storage.get(FLOOR_KEY)) ?? 0;
+        this.floor = this.stored;
       }
-      if (earliest !== Infinity) {
-        await this.storage.put(written);
-        if (!this.alarmSet) await this.#pruneLater(earliest);
+      const now = Date.now();
+      this.#forget(now, entries.length);
+      let verdicts = "";
+      let highest = this.stored;
+      for (const entry of entries) {
+        const colon = entry.indexOf(":");
+        const until = Number(entry.slice(0, colon));
+        const id = Number(entry.slice(colon + 1));
+        const seen = this.proofs.get(until);
+        if (until * 1000 + 1000 <= now || seen?.has(id)) {
+          verdicts += "0";
+        } else if (until <= this.floor) {
+          verdicts += "2";
+        } else {
+          if (seen === undefined) this.proofs.set(until, new Set([id]));
+          else seen.add(id);
+          this.remembered += 1;
+          highest = Math.max(highest, until);
+          verdicts += "1";
+        }
+      }
+      if (highest > this.stored) {
+        await this.storage.put(FLOOR_KEY, highest);
+        this.stored = highest;
       }
       return verdicts;
     }
 
-    /** Makes sure an alarm will forget the entries, busy or idle: one set already (this
-     * object's, or one from before it was evicted), or one for `untilMs`. A failure is
-     * logged, never the request's: the entries then go at the next alarm. */
-    async #pruneLater(untilMs) {
-      try {
-        if ((await this.storage.getAlarm()) === null) await this.storage.setAlarm(untilMs + PRUNE_MARGIN_MS);
-        this.alarmSet = true;
-      } catch (error) {
-        console.warn(JSON.stringify({ event: "dpop_prune_alarm_failed", reason: String(error) }));
+    /** Forgets the proofs past their last second (at most once a second), then, if `more`
+     * would take memory over `MEMORY_PROOFS`, the oldest seconds' proofs until half are
+     * left, raising the floor over them. */
+    #forget(now, more) {
+      if (now - this.swept >= 1000) {
+        this.swept = now;
+        for (const [until, seen] of this.proofs) {
+          if (until * 1000 + 1000 <= now) {
+            this.proofs.delete(until);
+            this.remembered -= seen.size;
+          }
+        }
       }
-    }
-
-    /** Forgets every proof past its last second (with a margin: keys sort by that second),
-     * then wakes again for the earliest one left. */
-    async alarm() {
-      const end = String(Math.floor((Date.now() - PRUNE_MARGIN_MS) / 1000)).padStart(UNTIL_DIGITS, "0");
-      for (;;) {
-        const old = await this.storage.list({ end, limit: PRUNE_BATCH });
-        if (old.size > 0) await this.storage.delete([...old.keys()]);
-        if (old.size < PRUNE_BATCH) break;
-      }
-      // The earliest entry left, if any (GCRA state, `gcra`, sorts after every digit).
-      const [next] = (await this.storage.list({ end: "a", limit: 1 })).keys();
-      this.alarmSet = next !== undefined;
-      if (next !== undefined) {
-        await this.storage.setAlarm(Number(next.slice(0, UNTIL_DIGITS)) * 1000 + PRUNE_MARGIN_MS);
+      if (this.remembered + more <= MEMORY_PROOFS) return;
+      for (const until of [...this.proofs.keys()].sort((a, b) => a - b)) {
+        if (this.remembered + more <= MEMORY_PROOFS / 2) break;
+        this.remembered -= this.proofs.get(until).size;
+        this.proofs.delete(until);
+        this.floor = Math.max(this.floor, until);
       }
     }
   };

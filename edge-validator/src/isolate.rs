@@ -1348,8 +1348,9 @@ impl<T: Clone> Isolate<T> {
         }
     }
 
-    /// The replay object's verdict: a first use goes on, a replay is refused (and charged),
-    /// and no verdict is a 503 (a proof is never taken unchecked).
+    /// The replay object's verdict: a first use goes on, a replay is refused (and charged);
+    /// an undecided proof, or no verdict, is a 503 that costs no budget (a proof is never
+    /// taken unchecked, and the client did nothing wrong).
     fn replay_answered(&mut self, replaying: Replaying, exchange: T, now: UnixTime) -> Next<T> {
         let Replaying {
             arrived,
@@ -1368,6 +1369,10 @@ impl<T: Clone> Isolate<T> {
                 let ip = client_network(&arrived.head);
                 let replayed = Rejection::Dpop(ProofError::Replayed);
                 return self.reject(arrived, exchange, &ip, replayed, log, started);
+            }
+            Some(Verdict::Undecided) => {
+                let undecided = Rejection::Dpop(ProofError::ReplayUndecided);
+                return self.reply(exchange, Some(log), &undecided.into(), now);
             }
             Some(Verdict::Unchecked(reason)) => reason,
             None => "no verdict before its wait ran out".to_owned(),

@@ -3102,8 +3102,52 @@ fn no_answer_from_the_replay_object_is_503_never_a_pass() {
     assert!(matches!(edge.answer(*call, lost), Next::Idle(_)));
     let reply = reply_of(edge.answer(id, Answer::Joined));
     assert_eq!(reply.status, 503);
+    assert_eq!(reply.retry_after.as_deref(), Some("1"));
     assert!(reply.challenge.is_none());
     assert_eq!(edge.events("dpop_replay_unchecked"), 1);
+}
+
+#[test]
+fn an_undecided_proof_is_503_with_retry_after_at_no_cost_and_the_next_proof_passes() {
+    // The object started again within the proof's window and cannot tell (`2`): the proof
+    // is refused, as a pause, not as a replay; the client's budget stays whole.
+    let mut edge = Edge::with(&[("FAILED_AUTH_PLAN", "2/60s;burst=2")]);
+    let holder = Holder::new(8);
+    let token = bound_token(&holder);
+    let authorization = format!("DPoP {token}");
+    for round in 0..4 {
+        let proof = holder.proof(&format!("maybe-{round}"), &token, |_, _| {});
+        let id = edge.up_to_replay_line(&authorization, proof);
+        let [(call, _, _)] = &edge.replay_calls()[..] else {
+            panic!("one call out")
+        };
+        assert!(matches!(
+            edge.answer(*call, Answer::Limit(Ok("2".into()))),
+            Next::Idle(_)
+        ));
+        let reply = reply_of(edge.answer(id, Answer::Joined));
+        assert_eq!(reply.status, 503, "round {round}: {reply:?}");
+        assert_eq!(reply.retry_after.as_deref(), Some("1"));
+        assert!(reply.challenge.is_none());
+        assert!(
+            reply.body.contains("retry with a new proof"),
+            "{}",
+            reply.body
+        );
+        edge.side.clear();
+    }
+    assert_eq!(
+        edge.events("dpop_replay_unchecked"),
+        0,
+        "not the object's failure"
+    );
+    // A new proof the object can tell passes: no failed-auth budget was spent.
+    let mut seen = std::collections::HashSet::new();
+    let proof = holder.proof("after", &token, |_, _| {});
+    assert!(matches!(
+        edge.dpop(&authorization, Some(&proof), &mut seen),
+        dpop::End::Origin(_)
+    ));
 }
 
 #[test]

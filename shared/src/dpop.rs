@@ -356,6 +356,11 @@ pub enum ProofError {
     /// unchecked (503, and the client retries with a new proof).
     #[error("the DPoP replay check is unavailable")]
     ReplayUnchecked,
+    /// The replay store cannot tell whether it saw the proof: it started again, or forgot its
+    /// oldest proofs, within the proof's window. Not accepted (503); the client's next proof,
+    /// made a second later, can be told.
+    #[error("the DPoP replay store cannot tell whether the proof was used")]
+    ReplayUndecided,
 }
 
 impl ProofError {
@@ -364,7 +369,7 @@ impl ProofError {
     pub const fn error_code(&self) -> Option<BearerErrorCode> {
         match self {
             Self::UseNonce => Some(BearerErrorCode::UseDpopNonce),
-            Self::VerifierUnavailable | Self::ReplayUnchecked => None,
+            Self::VerifierUnavailable | Self::ReplayUnchecked | Self::ReplayUndecided => None,
             _ => Some(BearerErrorCode::InvalidDpopProof),
         }
     }
@@ -395,6 +400,7 @@ impl ProofError {
             Self::UseNonce => "dpop_nonce_required",
             Self::VerifierUnavailable => "dpop_verifier_unavailable",
             Self::ReplayUnchecked => "dpop_replay_unchecked",
+            Self::ReplayUndecided => "dpop_replay_undecided",
         }
     }
 
@@ -423,6 +429,7 @@ impl ProofError {
             Self::VerifierUnavailable | Self::ReplayUnchecked => {
                 "DPoP proof checking is temporarily unavailable"
             }
+            Self::ReplayUndecided => "the DPoP proof could not be checked; retry with a new proof",
         }
     }
 }

@@ -511,6 +511,10 @@ mod tests {
         assert_eq!(unchecked.status(), 503);
         assert!(unchecked.www_authenticate("api").is_none());
         assert!(unchecked.json_body().contains("temporarily_unavailable"));
+        let undecided = Rejection::Dpop(ProofError::ReplayUndecided);
+        assert_eq!(undecided.status(), 503);
+        assert!(undecided.www_authenticate("api").is_none());
+        assert!(undecided.json_body().contains("retry with a new proof"));
         // An ordinary refusal of a DPoP request is challenged as DPoP too.
         assert!(Rejection::Expired
             .challenge("api", true)

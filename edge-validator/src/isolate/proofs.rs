@@ -2,13 +2,23 @@
 //! how the object stores a proof, and how an isolate groups its asks.
 //!
 //! One object per proof key (`dpop/<jkt>`): per location by default, or one worldwide
-//! (`DPOP_REPLAY_SCOPE`). The object keeps each proof it accepted in its durable storage under
-//! `<until>:<replay key>`, `until` being the last second any edge would accept the proof,
-//! whatever its own max age (`VerifiedProof::remember_until`),
-//! zero-padded so that the keys sort by it and expired ones go by range, in batches. Its
-//! input gate holds other requests between the read and the write, so of two isolates
-//! sending one proof, exactly one hears "fresh"; within one call, the first of two equal
-//! proofs is the fresh one.
+//! (`DPOP_REPLAY_SCOPE`). The object (`js/rate-limiter.js`, `#replay`) judges each proof by
+//! its `until`, the last second any edge would accept it, whatever its own max age
+//! (`VerifiedProof::remember_until`), and an id from its replay key ([`replay_entries`]):
+//! - past `until` on the object's clock: seen (`0`);
+//! - in its memory (the proofs it accepted, kept to their `until`): seen (`0`);
+//! - at or under its floor: undecided (`2`, a 503 with `Retry-After`);
+//! - else fresh (`1`), and remembered.
+//!
+//! Storage holds one number, the highest `until` the object accepted, written before any
+//! proof above it is answered fresh; an object that starts again takes it as its floor. So
+//! every proof accepted before a restart is under the new floor: exact across restarts with
+//! one write per new highest second, not one per proof. An honest client loses only the
+//! proofs it made in the second of a restart (each a 503; its next proof is above the
+//! floor). Past a bound on memory, the object forgets its oldest seconds and raises its floor
+//! over them. Its input gate holds other requests between the floor's read and the verdicts,
+//! so of two isolates sending one proof, exactly one hears "fresh"; within one call, the
+//! first of two equal proofs is the fresh one.
 //!
 //! The bound: with per-location objects, a proof is accepted at most once per location
 //! within its window (`ProofRules::replay_window_secs`); with one object worldwide, once.
@@ -37,9 +47,6 @@ use super::waits::WaitId;
 pub(crate) const BATCH: usize = 64;
 /// The object's path for a replay check.
 const REPLAY_PATH: &str = "/dpop";
-/// Digits of `until` in a storage key: seconds since the epoch fit in 12 until the year
-/// 33658.
-const UNTIL_DIGITS: usize = 12;
 
 /// One proof's part of a replay query: its last second and its replay key.
 pub(crate) fn replay_pair(proof: &VerifiedProof) -> String {
@@ -66,40 +73,46 @@ pub(crate) enum Verdict {
     Fresh,
     /// Seen before (or past its last second on the object's clock).
     Seen,
+    /// The object cannot tell: the proof is at or under its floor and not in its memory, so
+    /// it may have been accepted before the object started (or trimmed its memory). Refused
+    /// with 503 and `Retry-After`: the client's next proof, a second later, is above it.
+    Undecided,
     /// No usable answer: why, for the log. The proof is refused (503), never taken unchecked.
     Unchecked(String),
 }
 
 /// The object's answer to a call of `count` proofs, one verdict each in order. The answer is
-/// one character per proof, `1` for a first use and `0` for a replay; any other answer leaves
-/// every proof unchecked.
+/// one character per proof, `1` for a first use, `0` for a replay and `2` for undecided; any
+/// other answer leaves every proof unchecked.
 pub(crate) fn verdicts(answer: Result<&str, &str>, count: usize) -> Vec<Verdict> {
     let answer = answer.and_then(|text| {
-        let valid = text.len() == count && text.bytes().all(|b| b == b'0' || b == b'1');
+        let valid = text.len() == count && text.bytes().all(|b| matches!(b, b'0'..=b'2'));
         if valid {
             Ok(text)
         } else {
-            Err("an answer that is not one 0 or 1 per proof")
+            Err("an answer that is not one 0, 1 or 2 per proof")
         }
     });
     match answer {
         Ok(text) => text
             .bytes()
-            .map(|b| {
-                if b == b'1' {
-                    Verdict::Fresh
-                } else {
-                    Verdict::Seen
-                }
+            .map(|b| match b {
+                b'1' => Verdict::Fresh,
+                b'2' => Verdict::Undecided,
+                _ => Verdict::Seen,
             })
             .collect(),
         Err(reason) => vec![Verdict::Unchecked(reason.to_owned()); count],
     }
 }
 
-/// For the object (`js/rate-limiter.js`): the storage keys of a replay call `url`, in order,
-/// one space between two; or `None` when `url` is not one (another path, a query not made
-/// of 1 to [`BATCH`] pairs of `until` then a 43-character base64url `key`).
+/// For the object (`js/rate-limiter.js`): a replay call `url`'s proofs as `<until>:<id>`, in
+/// order, one space between two; or `None` when `url` is not one (another path, a query not
+/// made of 1 to [`BATCH`] pairs of `until` then a 43-character base64url `key`). `id` is the
+/// key's first 48 bits as a decimal integer: exact in JavaScript, so the object remembers
+/// numbers, not strings cut from the query (which would keep the whole query alive). Two
+/// proofs of one key and one `until` share an `id` by chance once in 2^48 or so, and then
+/// the second is refused as a replay: a retry with a new proof passes.
 #[must_use]
 pub fn replay_entries(url: &str) -> Option<String> {
     let parsed = RequestUrl::parse(url);
@@ -112,24 +125,45 @@ pub fn replay_entries(url: &str) -> Option<String> {
     while let Some(until) = parts.next() {
         let until: u64 = until.strip_prefix("until=")?.parse().ok()?;
         let key = parts.next()?.strip_prefix("key=")?;
-        let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-        if key.len() != 43 || !key.bytes().all(base64url) {
+        if key.len() != KEY_LEN {
             return None;
+        }
+        let mut id: u64 = 0;
+        for (at, byte) in key.bytes().enumerate() {
+            let value = base64url_value(byte)?;
+            if at < ID_CHARS {
+                id = (id << 6) | u64::from(value);
+            }
         }
         count += 1;
         if count > BATCH {
             return None;
         }
-        let until = until.to_string();
         if !entries.is_empty() {
             entries.push(' ');
         }
-        entries.push_str(&"0".repeat(UNTIL_DIGITS.saturating_sub(until.len())));
-        entries.push_str(&until);
+        entries.push_str(&until.to_string());
         entries.push(':');
-        entries.push_str(key);
+        entries.push_str(&id.to_string());
     }
     Some(entries)
+}
+
+/// Length of a proof's replay key (`VerifiedProof::replay_key`: SHA-256, unpadded base64url).
+const KEY_LEN: usize = 43;
+/// The replay key's characters an object's `id` is made of: 6 bits each, 48 in all.
+const ID_CHARS: usize = 8;
+
+/// The 6 bits a base64url character stands for.
+fn base64url_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'A'..=b'Z' => Some(byte - b'A'),
+        b'a'..=b'z' => Some(byte - b'a' + 26),
+        b'0'..=b'9' => Some(byte - b'0' + 52),
+        b'-' => Some(62),
+        b'_' => Some(63),
+        _ => None,
+    }
 }
 
 /// Each replay object's line in this isolate: the calls out, and the requests (their waits)
@@ -274,15 +308,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_sort_by_their_last_second_and_go_in_order() {
+    fn entries_are_each_proofs_last_second_and_the_keys_first_48_bits_in_order() {
         let key = "A".repeat(43);
-        let other = "B".repeat(43);
-        let url = format!("https://o/dpop?until=99&key={key}&until=1800000000&key={other}");
+        // "B" is 1, "_" 63, "-" 62, "9" 61, "a" 26: the first 8 characters, 6 bits each.
+        let other = ["BAAAAAA_", &"-".repeat(35)].concat();
+        let last = ["_-9a____", &"A".repeat(35)].concat();
+        let url = format!(
+            "https://o/dpop?until=99&key={key}&until=1800000000&key={other}&until=7&key={last}"
+        );
+        let top = (63 << 42) | (62 << 36) | (61 << 30) | (26 << 24) | 0xff_ffff_u64;
         assert_eq!(
             replay_entries(&url).unwrap(),
-            format!("000000000099:{key} 001800000000:{other}")
+            format!("99:0 1800000000:{} 7:{top}", (1_u64 << 42) | 63)
         );
-        assert!("000000000099" < "001800000000");
         let full = vec![format!("until=9&key={key}"); BATCH];
         assert!(replay_entries(&replay_url(full.iter().map(String::as_str))).is_some());
         let over = vec![format!("until=9&key={key}"); BATCH + 1];
@@ -303,10 +341,10 @@ mod tests {
 
     #[test]
     fn an_answer_is_one_verdict_per_proof_or_none_at_all() {
-        use Verdict::{Fresh, Seen, Unchecked};
-        assert_eq!(verdicts(Ok("10"), 2), [Fresh, Seen]);
-        let unusable = Unchecked("an answer that is not one 0 or 1 per proof".to_owned());
-        for short_or_odd in ["1", "101", "1x", r#"{"fresh":true}"#] {
+        use Verdict::{Fresh, Seen, Unchecked, Undecided};
+        assert_eq!(verdicts(Ok("102"), 3), [Fresh, Seen, Undecided]);
+        let unusable = Unchecked("an answer that is not one 0, 1 or 2 per proof".to_owned());
+        for short_or_odd in ["1", "101", "1x", "13", r#"{"fresh":true}"#] {
             assert_eq!(
                 verdicts(Ok(short_or_odd), 2),
                 [unusable.clone(), unusable.clone()]

@@ -147,6 +147,10 @@ impl Reply {
         (reply.status, reply.body) = match error {
             EdgeError::Rejected(rejection) => {
                 reply.challenge = rejection.challenge(REALM, dpop);
+                // The edge's own passing failure (a backend, the replay store): worth a retry.
+                if rejection.is_server_side() {
+                    reply.retry_after = Some("1".to_owned());
+                }
                 (rejection.status(), rejection.json_body())
             }
             EdgeError::BadPath(error) => (

@@ -1,0 +1,136 @@
+// Unit tests of the replay judgement in js/rate-limiter.js, under Node (`node --test
+// edge-validator/js/`, run by tests/run) with an injected clock and a storage stand-in; the
+// workerd tests (tests/tests/dpop_interop.rs) run the same class on the real runtime. Node
+// has no `cloudflare:workers`, so a loader hook hands the module an empty DurableObject.
+import { register } from "node:module";
+import { test } from "node:test";
+import assert from "node:assert/strict";
+
+const stub = "export class DurableObject { constructor(ctx, env) { this.ctx = ctx; this.env = env; } }";
+const hook = `export async function resolve(specifier, context, next) {
+  if (specifier === "cloudflare:workers") {
+    return { url: "data:text/javascript," + encodeURIComponent(${JSON.stringify(stub)}), shortCircuit: true };
+  }
+  return next(specifier, context);
+}`;
+register("data:text/javascript," + encodeURIComponent(hook));
+const { rateLimiterClass } = await import("./rate-limiter.js");
+
+// The wasm's `replayEntries` is the identity here: a query is its entries (`<until>:<id>`).
+const RateLimiter = rateLimiterClass(
+  () => undefined,
+  (url) => url.split("/dpop?")[1],
+);
+
+/** Durable storage as the object sees it; `writes` counts puts, `failing` makes them throw. */
+class Storage {
+  constructor() {
+    this.map = new Map();
+    this.writes = 0;
+    this.failing = false;
+  }
+  async get(key) {
+    return this.map.get(key);
+  }
+  async put(key, value) {
+    if (this.failing) throw new Error("storage unavailable");
+    this.writes += 1;
+    this.map.set(key, value);
+  }
+}
+
+// Seconds since the epoch at the tests' start, and the clock the object reads.
+const T = 1_800_000_000;
+let nowMs = T * 1000;
+Date.now = () => nowMs;
+
+/** A call's verdicts for the proofs `entries` (each `[until, id]`). */
+function ask(object, ...entries) {
+  return object.ask("https://rate-limiter.internal/dpop?" + entries.map(([until, id]) => `${until}:${id}`).join(" "));
+}
+
+test("a proof is fresh once; the second of two equal proofs in a call is the replay", async () => {
+  nowMs = T * 1000;
+  const object = new RateLimiter({ storage: new Storage() }, {});
+  assert.equal(await ask(object, [T + 65, 1], [T + 65, 2], [T + 65, 1]), "110");
+  assert.equal(await ask(object, [T + 65, 2], [T + 66, 2]), "01");
+});
+
+test("a proof past its last second is seen, whatever the memory holds", async () => {
+  nowMs = T * 1000;
+  const object = new RateLimiter({ storage: new Storage() }, {});
+  assert.equal(await ask(object, [T - 1, 1]), "0");
+  // The last second itself is still live: the edge accepts a proof to its end.
+  nowMs = T * 1000 + 999;
+  assert.equal(await ask(object, [T, 2]), "1");
+  nowMs = T * 1000 + 1000;
+  assert.equal(await ask(object, [T, 3]), "0");
+});
+
+test("storage is written once per new highest second, not once per proof", async () => {
+  nowMs = T * 1000;
+  const storage = new Storage();
+  const object = new RateLimiter({ storage }, {});
+  for (let id = 0; id < 50; id += 1) assert.equal(await ask(object, [T + 65, id]), "1");
+  assert.equal(storage.writes, 1);
+  assert.equal(await ask(object, [T + 64, 99]), "1", "an earlier second, above the floor");
+  assert.equal(storage.writes, 1);
+  assert.equal(await ask(object, [T + 66, 0]), "1");
+  assert.equal(storage.writes, 2);
+  assert.equal(storage.map.get("dpop-floor"), T + 66);
+});
+
+test("after a restart, what may have been accepted is undecided and what is newer is judged", async () => {
+  nowMs = T * 1000;
+  const storage = new Storage();
+  const before = new RateLimiter({ storage }, {});
+  assert.equal(await ask(before, [T + 65, 1]), "1");
+  // The same storage, a new object (evicted, or a deploy): its memory is empty.
+  const after = new RateLimiter({ storage }, {});
+  // The accepted proof, and one of the same second it never saw: it cannot tell them apart.
+  assert.equal(await ask(after, [T + 65, 1], [T + 65, 2], [T + 64, 3]), "222");
+  // The client's next proof, a second later, is above the floor: fresh, then a replay.
+  assert.equal(await ask(after, [T + 66, 4]), "1");
+  assert.equal(await ask(after, [T + 66, 4]), "0");
+});
+
+test("no proof is fresh unless the floor over it is stored", async () => {
+  nowMs = T * 1000;
+  const storage = new Storage();
+  const object = new RateLimiter({ storage }, {});
+  assert.equal(await ask(object, [T + 65, 1]), "1");
+  storage.failing = true;
+  // A proof above the stored floor needs a write: the call fails (the edge answers 503)...
+  await assert.rejects(ask(object, [T + 66, 2]));
+  // ...and the proof is never fresh later, in this object or after a restart.
+  storage.failing = false;
+  assert.equal(await ask(object, [T + 66, 2]), "0");
+  assert.equal(await ask(new RateLimiter({ storage }, {}), [T + 66, 2]), "1", "above the floor: never accepted");
+  // Under the stored floor no write is needed, so the failing storage does not matter.
+  storage.failing = true;
+  assert.equal(await ask(object, [T + 60, 3]), "1");
+});
+
+test("memory forgets proofs past their last second, and past its bound the oldest seconds", async () => {
+  nowMs = T * 1000;
+  const object = new RateLimiter({ storage: new Storage() }, {});
+  assert.equal(await ask(object, [T + 1, 1], [T + 2, 2]), "11");
+  nowMs = (T + 2) * 1000;
+  assert.equal(await ask(object, [T + 65, 3]), "1");
+  assert.equal(object.remembered, 2, "the proof whose last second passed is forgotten");
+  // Fill memory past its bound (100,000), one second's proofs at a time.
+  let id = 10;
+  for (let second = 0; second < 40; second += 1) {
+    for (let n = 0; n < 2_500; n += 64) {
+      const call = [];
+      for (let k = 0; k < 64; k += 1) call.push([T + 100 + second, (id += 1)]);
+      assert.equal(await ask(object, ...call), "1".repeat(64));
+    }
+  }
+  assert.ok(object.remembered <= 100_000, `${object.remembered} remembered`);
+  assert.ok(object.floor >= T + 100, "the oldest seconds went under the floor");
+  // A proof of a forgotten second is undecided; the newest second's are still known.
+  assert.equal(await ask(object, [T + 100, 11]), "2");
+  assert.equal(await ask(object, [T + 139, id]), "0");
+  assert.equal(await ask(object, [T + 140, 1]), "1");
+});

@@ -2,7 +2,8 @@
 // a request in workerd, by each way of making it. MODE picks the row:
 //   none        the request is answered at once (the floor)
 //   fetch       one call by stub.fetch(): the object reads and writes a storage key, as the
-//               edge's replay and rate-limit objects do
+//               edge's rate-limit objects do (a DPoP replay object writes at most once a
+//               second)
 //   rpc         the same call as a JavaScript RPC method (no Request, URL or Response)
 //   rpc-memory  an RPC call whose object keeps its keys in memory: the least any object
 //               call costs

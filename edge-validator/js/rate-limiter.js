@@ -33,9 +33,14 @@ export function rateLimiterClass(answer, replayEntries) {
   const STATE_KEY = "gcra";
   // Storage key of a DPoP object's floor: the highest `until` of any proof it accepted.
   const FLOOR_KEY = "dpop-floor";
-  // Most proofs a DPoP object keeps in memory (a number each); past it, it forgets its
-  // oldest seconds' proofs until half are left, and raises its floor over them.
-  const MEMORY_PROOFS = 100_000;
+  // Most proofs a DPoP object keeps in memory (a number each, some 50 bytes with the set's
+  // share); past it, it forgets whole seconds' proofs, oldest first, until at most half are
+  // left, and raises its floor over them.
+  const MEMORY_PROOFS = 50_000;
+  // A proof's last second further ahead of this object's clock than this is no edge's (an
+  // edge sends its `iat` plus at most 310 s): refused, and never written as the floor, which
+  // only rises.
+  const FUTURE_SECS = 3_600;
   return class RateLimiter extends DurableObject {
     constructor(ctx, env) {
       super(ctx, env);
@@ -53,8 +58,10 @@ export function rateLimiterClass(answer, replayEntries) {
       // sight: before this object started (storage's floor, read once), or before a trim.
       this.floor = undefined;
       // The floor as storage holds it: every proof this object answered "fresh" is at or
-      // under it.
+      // under it. And the read of it, once, and the highest floor a write was begun for.
       this.stored = 0;
+      this.reading = undefined;
+      this.writing = 0;
       // When the proofs past their last second were last forgotten (ms).
       this.swept = 0;
     }
@@ -92,7 +99,8 @@ export function rateLimiterClass(answer, replayEntries) {
     /** Whether each DPoP proof of a call (an isolate's proofs for this key, up to 64) is
      * seen for the first time, one character each, in order: `1` first use; `0` used before,
      * or past its last second on this object's clock (its replay may come after the
-     * object forgot it, and the edge judged its age a moment earlier); `2` undecided: at or
+     * object forgot it, and the edge judged its age a moment earlier), or with a last second
+     * no edge sends (over `FUTURE_SECS` ahead); `2` undecided: at or
      * under the floor and not in memory, so it may have been accepted before this object
      * started or trimmed its memory (the edge answers 503 with `Retry-After`: a new proof,
      * made a second later, is above the floor). Of two equal proofs in one call, the first
@@ -101,15 +109,13 @@ export function rateLimiterClass(answer, replayEntries) {
      * Exact across restarts with one storage write per new highest second, not one per
      * proof: the floor is written before any proof above it is answered "fresh" (the answer
      * waits for the write), so every proof accepted before a restart is at or under the
-     * floor the next start reads. Nothing between the floor's read and the verdicts lets
-     * another call in (the input gate). */
+     * floor the next start reads. Calls do not interleave (the input gate holds other
+     * events while storage is read or written), and were they to, the floor read once is
+     * shared and a write never lowers what another wrote. */
     async #replay(url) {
       const entries = replayEntries(url)?.split(" ");
       if (entries === undefined) return undefined;
-      if (this.floor === undefined) {
-        this.stored = (await this.storage.get(FLOOR_KEY)) ?? 0;
-        this.floor = this.stored;
-      }
+      if (this.floor === undefined) await this.#readFloor();
       const now = Date.now();
       this.#forget(now, entries.length);
       let verdicts = "";
@@ -119,7 +125,7 @@ export function rateLimiterClass(answer, replayEntries) {
         const until = Number(entry.slice(0, colon));
         const id = Number(entry.slice(colon + 1));
         const seen = this.proofs.get(until);
-        if (until * 1000 + 1000 <= now || seen?.has(id)) {
+        if (until * 1000 + 1000 <= now || until * 1000 > now + FUTURE_SECS * 1000 || seen?.has(id)) {
           verdicts += "0";
         } else if (until <= this.floor) {
           verdicts += "2";
@@ -132,15 +138,34 @@ export function rateLimiterClass(answer, replayEntries) {
         }
       }
       if (highest > this.stored) {
-        await this.storage.put(FLOOR_KEY, highest);
-        this.stored = highest;
+        this.writing = Math.max(this.writing, highest);
+        const floor = this.writing;
+        await this.storage.put(FLOOR_KEY, floor);
+        this.stored = Math.max(this.stored, floor);
       }
       return verdicts;
     }
 
+    /** Reads the floor storage holds, once however many calls wait for it (a failed read is
+     * tried again by the next call). */
+    async #readFloor() {
+      this.reading ??= this.storage.get(FLOOR_KEY);
+      let stored;
+      try {
+        stored = (await this.reading) ?? 0;
+      } catch (error) {
+        this.reading = undefined;
+        throw error;
+      }
+      if (this.floor === undefined) {
+        this.stored = stored;
+        this.floor = stored;
+      }
+    }
+
     /** Forgets the proofs past their last second (at most once a second), then, if `more`
-     * would take memory over `MEMORY_PROOFS`, the oldest seconds' proofs until half are
-     * left, raising the floor over them. */
+     * would take memory over `MEMORY_PROOFS`, whole seconds' proofs, oldest first, until at
+     * most half are left, raising the floor over them. */
     #forget(now, more) {
       if (now - this.swept >= 1000) {
         this.swept = now;

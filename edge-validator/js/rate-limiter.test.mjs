@@ -22,18 +22,34 @@ const RateLimiter = rateLimiterClass(
   (url) => url.split("/dpop?")[1],
 );
 
-/** Durable storage as the object sees it; `writes` counts puts, `failing` makes them throw. */
+/** Durable storage as the object sees it; `writes` counts puts, `failing` makes them throw,
+ * and `held` keeps each operation waiting until the test lets it go (`release`). */
 class Storage {
   constructor() {
     this.map = new Map();
     this.writes = 0;
+    this.reads = 0;
     this.failing = false;
+    this.held = null;
+  }
+  async #turn() {
+    if (this.held !== null) await new Promise((go) => this.held.push(go));
+  }
+  /** Lets the operations waiting go, in `order` (positions in the order they began); the
+   * next ones wait again. */
+  release(order) {
+    const waiting = this.held;
+    this.held = [];
+    for (const at of order) waiting[at]();
   }
   async get(key) {
+    this.reads += 1;
+    await this.#turn();
     return this.map.get(key);
   }
   async put(key, value) {
     if (this.failing) throw new Error("storage unavailable");
+    await this.#turn();
     this.writes += 1;
     this.map.set(key, value);
   }
@@ -78,6 +94,9 @@ test("storage is written once per new highest second, not once per proof", async
   assert.equal(await ask(object, [T + 66, 0]), "1");
   assert.equal(storage.writes, 2);
   assert.equal(storage.map.get("dpop-floor"), T + 66);
+  // The floor is the call's highest, wherever in the call it comes.
+  assert.equal(await ask(object, [T + 68, 1], [T + 67, 1]), "11");
+  assert.equal(storage.map.get("dpop-floor"), T + 68);
 });
 
 test("after a restart, what may have been accepted is undecided and what is newer is judged", async () => {
@@ -92,6 +111,41 @@ test("after a restart, what may have been accepted is undecided and what is newe
   // The client's next proof, a second later, is above the floor: fresh, then a replay.
   assert.equal(await ask(after, [T + 66, 4]), "1");
   assert.equal(await ask(after, [T + 66, 4]), "0");
+  // A call whose newest proof is not its last: both are under the floor after a restart.
+  assert.equal(await ask(after, [T + 70, 5], [T + 67, 6]), "11");
+  const again = new RateLimiter({ storage }, {});
+  assert.equal(await ask(again, [T + 70, 5], [T + 67, 6]), "22");
+});
+
+test("calls that interleave at storage share one read of the floor and never lower it", async () => {
+  nowMs = T * 1000;
+  const storage = new Storage();
+  storage.map.set("dpop-floor", T + 60);
+  storage.held = [];
+  const object = new RateLimiter({ storage }, {});
+  const first = ask(object, [T + 70, 1]);
+  const second = ask(object, [T + 65, 2]);
+  await new Promise((go) => setImmediate(go));
+  assert.equal(storage.reads, 1, "one read for both");
+  storage.release([0]);
+  await new Promise((go) => setImmediate(go));
+  // Both writes are out; the first-begun (the higher) lands first, and the second must not
+  // lower the floor after it.
+  storage.release([0, 1]);
+  storage.held = null;
+  assert.deepEqual(await Promise.all([first, second]), ["1", "1"]);
+  assert.equal(storage.map.get("dpop-floor"), T + 70);
+  const restarted = new RateLimiter({ storage }, {});
+  assert.equal(await ask(restarted, [T + 70, 1], [T + 65, 2]), "22");
+});
+
+test("a last second no edge sends is refused and never becomes the floor", async () => {
+  nowMs = T * 1000;
+  const storage = new Storage();
+  const object = new RateLimiter({ storage }, {});
+  assert.equal(await ask(object, [T + 3_601, 1]), "0");
+  assert.equal(await ask(object, [T + 3_600, 2]), "1");
+  assert.equal(storage.map.get("dpop-floor"), T + 3_600);
 });
 
 test("no proof is fresh unless the floor over it is stored", async () => {
@@ -102,7 +156,9 @@ test("no proof is fresh unless the floor over it is stored", async () => {
   storage.failing = true;
   // A proof above the stored floor needs a write: the call fails (the edge answers 503)...
   await assert.rejects(ask(object, [T + 66, 2]));
-  // ...and the proof is never fresh later, in this object or after a restart.
+  // ...as does another of that second: the failed write stored nothing to stand on.
+  await assert.rejects(ask(object, [T + 66, 7]));
+  // The proof is never fresh later, in this object or after a restart.
   storage.failing = false;
   assert.equal(await ask(object, [T + 66, 2]), "0");
   assert.equal(await ask(new RateLimiter({ storage }, {}), [T + 66, 2]), "1", "above the floor: never accepted");
@@ -118,7 +174,7 @@ test("memory forgets proofs past their last second, and past its bound the oldes
   nowMs = (T + 2) * 1000;
   assert.equal(await ask(object, [T + 65, 3]), "1");
   assert.equal(object.remembered, 2, "the proof whose last second passed is forgotten");
-  // Fill memory past its bound (100,000), one second's proofs at a time.
+  // Fill memory past its bound (50,000), one second's proofs at a time.
   let id = 10;
   for (let second = 0; second < 40; second += 1) {
     for (let n = 0; n < 2_500; n += 64) {
@@ -127,7 +183,7 @@ test("memory forgets proofs past their last second, and past its bound the oldes
       assert.equal(await ask(object, ...call), "1".repeat(64));
     }
   }
-  assert.ok(object.remembered <= 100_000, `${object.remembered} remembered`);
+  assert.ok(object.remembered <= 50_000, `${object.remembered} remembered`);
   assert.ok(object.floor >= T + 100, "the oldest seconds went under the floor");
   // A proof of a forgotten second is undecided; the newest second's are still known.
   assert.equal(await ask(object, [T + 100, 11]), "2");

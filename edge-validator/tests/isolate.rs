@@ -2334,7 +2334,7 @@ mod dpop {
 
     impl Edge {
         /// A request with `authorization` and `proof` played to its end; replay objects are
-        /// played by `seen` (the objects' own storage keys, from `replay_entries`).
+        /// played by `seen` (the proofs they accepted, as `replay_entries` gives them).
         pub(super) fn dpop(
             &mut self,
             authorization: &str,
@@ -2406,7 +2406,7 @@ mod dpop {
         }
 
         /// Answers every replay call out, and those their answers send, as
-        /// js/rate-limiter.js does with `seen` as its storage.
+        /// js/rate-limiter.js does with `seen` as its memory.
         pub(super) fn answer_replay_calls(&mut self, seen: &mut HashSet<String>) {
             while let Some((id, _, url)) = self.replay_calls().into_iter().next() {
                 let answer = replay_object(&url, self.now, seen);
@@ -2416,9 +2416,10 @@ mod dpop {
         }
     }
 
-    /// A replay object's answer to the call `url` at `now`, `seen` being its storage: one
-    /// `1` (first use) or `0` per proof. As js/rate-limiter.js: past a proof's last second
-    /// it is "seen".
+    /// A replay object's answer to the call `url` at `now`, `seen` being the proofs it
+    /// accepted: one `1` (first use) or `0` per proof. As js/rate-limiter.js with nothing
+    /// under its floor (it never started again): past a proof's last second it is "seen".
+    /// (The object's floor and its `2` are js/rate-limiter.test.mjs's.)
     pub(super) fn replay_object(url: &str, now: UnixTime, seen: &mut HashSet<String>) -> String {
         let entries = edge_validator::isolate::replay_entries(url).unwrap();
         entries

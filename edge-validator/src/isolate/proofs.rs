@@ -1,5 +1,5 @@
 //! DPoP replay checks: what the edge asks a proof's replay object, what the object answers,
-//! how the object stores a proof, and how an isolate groups its asks.
+//! how the object judges a proof, and how an isolate groups its asks.
 //!
 //! One object per proof key (`dpop/<jkt>`): per location by default, or one worldwide
 //! (`DPOP_REPLAY_SCOPE`). The object (`js/rate-limiter.js`, `#replay`) judges each proof by
@@ -13,10 +13,12 @@
 //! Storage holds one number, the highest `until` the object accepted, written before any
 //! proof above it is answered fresh; an object that starts again takes it as its floor. So
 //! every proof accepted before a restart is under the new floor: exact across restarts with
-//! one write per new highest second, not one per proof. An honest client loses only the
-//! proofs it made in the second of a restart (each a 503; its next proof is above the
-//! floor). Past a bound on memory, the object forgets its oldest seconds and raises its floor
-//! over them. Its input gate holds other requests between the floor's read and the verdicts,
+//! one write per new highest second, not one per proof. What an honest client loses: after a
+//! restart, its proofs not yet judged whose `iat` is no later than the newest proof accepted
+//! before it (in flight, or made in that second; holders of one key whose clocks differ, until
+//! the slower clock passes that second), each a 503; its next proof is above the floor. Past
+//! a bound on memory, the object forgets whole seconds, oldest first, and raises its floor over
+//! them. A last second more than an hour ahead of the object's clock is no edge's: refused. Its input gate holds other requests between the floor's read and the verdicts,
 //! so of two isolates sending one proof, exactly one hears "fresh"; within one call, the
 //! first of two equal proofs is the fresh one.
 //!
@@ -125,7 +127,7 @@ pub fn replay_entries(url: &str) -> Option<String> {
     while let Some(until) = parts.next() {
         let until: u64 = until.strip_prefix("until=")?.parse().ok()?;
         let key = parts.next()?.strip_prefix("key=")?;
-        if key.len() != KEY_LEN {
+        if until > MAX_EXACT_IN_JS || key.len() != KEY_LEN {
             return None;
         }
         let mut id: u64 = 0;
@@ -149,6 +151,9 @@ pub fn replay_entries(url: &str) -> Option<String> {
     Some(entries)
 }
 
+/// The largest integer a JavaScript number holds exactly (2^53 - 1): a larger `until` would
+/// be rounded by the object.
+const MAX_EXACT_IN_JS: u64 = (1 << 53) - 1;
 /// Length of a proof's replay key (`VerifiedProof::replay_key`: SHA-256, unpadded base64url).
 const KEY_LEN: usize = 43;
 /// The replay key's characters an object's `id` is made of: 6 bits each, 48 in all.
@@ -323,11 +328,14 @@ mod tests {
         );
         let full = vec![format!("until=9&key={key}"); BATCH];
         assert!(replay_entries(&replay_url(full.iter().map(String::as_str))).is_some());
+        let exact = format!("https://o/dpop?until=9007199254740991&key={key}");
+        assert_eq!(replay_entries(&exact).unwrap(), "9007199254740991:0");
         let over = vec![format!("until=9&key={key}"); BATCH + 1];
         for bad in [
             format!("https://o/lease?until=9&key={key}"),
             format!("https://o/dpop?key={key}&until=9"),
             format!("https://o/dpop?until=x&key={key}"),
+            format!("https://o/dpop?until=9007199254740992&key={key}"),
             "https://o/dpop?until=9&key=short".to_owned(),
             format!("https://o/dpop?until=9&key={}", "+".repeat(43)),
             format!("https://o/dpop?until=9&key={key}&more=1"),

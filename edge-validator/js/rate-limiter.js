@@ -173,6 +173,8 @@ export function rateLimiterClass(answer, replayEntries) {
           if (until * 1000 + 1000 <= now) {
             this.proofs.delete(until);
             this.remembered -= seen.size;
+            // Under the floor too: should the clock step back, they are undecided, not new.
+            this.floor = Math.max(this.floor, until);
           }
         }
       }

@@ -44,6 +44,7 @@ class Storage {
   }
   async get(key) {
     this.reads += 1;
+    if (this.failing) throw new Error("storage unavailable");
     await this.#turn();
     return this.map.get(key);
   }
@@ -137,6 +138,28 @@ test("calls that interleave at storage share one read of the floor and never low
   assert.equal(storage.map.get("dpop-floor"), T + 70);
   const restarted = new RateLimiter({ storage }, {});
   assert.equal(await ask(restarted, [T + 70, 1], [T + 65, 2]), "22");
+});
+
+test("a failed read of the floor is tried again by the next call", async () => {
+  nowMs = T * 1000;
+  const storage = new Storage();
+  storage.map.set("dpop-floor", T + 65);
+  const object = new RateLimiter({ storage }, {});
+  storage.failing = true;
+  await assert.rejects(ask(object, [T + 66, 1]));
+  storage.failing = false;
+  assert.equal(await ask(object, [T + 65, 2], [T + 66, 1]), "21");
+});
+
+test("a proof forgotten past its last second stays refused if the clock steps back", async () => {
+  nowMs = T * 1000;
+  const object = new RateLimiter({ storage: new Storage() }, {});
+  assert.equal(await ask(object, [T + 10, 1]), "1");
+  nowMs = (T + 11) * 1000;
+  assert.equal(await ask(object, [T + 70, 2]), "1");
+  assert.equal(object.proofs.has(T + 10), false, "forgotten");
+  nowMs = (T + 10) * 1000;
+  assert.equal(await ask(object, [T + 10, 1]), "2");
 });
 
 test("a last second no edge sends is refused and never becomes the floor", async () => {

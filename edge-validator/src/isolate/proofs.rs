@@ -44,8 +44,7 @@ use shared::{UnixTime, VerifiedProof};
 use super::url::RequestUrl;
 use super::waits::WaitId;
 
-/// Most proofs one replay call carries (Durable Object storage reads and writes at most 128
-/// keys at once; a query of this many stays a few KiB).
+/// Most proofs one replay call carries (a query of this many stays a few KiB).
 pub(crate) const BATCH: usize = 64;
 /// The object's path for a replay check.
 const REPLAY_PATH: &str = "/dpop";

@@ -172,10 +172,16 @@ async fn run() -> Result<(), StartError> {
             "ASSERTION_KEY_ID and ASSERTION_SECRET are required".into(),
         ));
     }
-    keys.extend(key(
-        "ASSERTION_PREVIOUS_KEY_ID",
-        "ASSERTION_PREVIOUS_SECRET",
-    )?);
+    let previous = key("ASSERTION_PREVIOUS_KEY_ID", "ASSERTION_PREVIOUS_SECRET")?;
+    if previous
+        .as_ref()
+        .is_some_and(|previous| keys.iter().any(|key| key.id() == previous.id()))
+    {
+        return Err(StartError(
+            "ASSERTION_PREVIOUS_KEY_ID must differ from ASSERTION_KEY_ID".into(),
+        ));
+    }
+    keys.extend(previous);
     let admin_scopes = setting("ADMIN_SCOPES").unwrap_or_else(|| "admin".into());
     let admin_scopes = Scopes::parse(&admin_scopes)
         .filter(|scopes| !scopes.is_empty())
@@ -191,7 +197,11 @@ async fn run() -> Result<(), StartError> {
     let verifier = AssertionVerifier::new(keys, MAX_ASSERTION_AGE_MS);
     let verifier = match setting("ORIGIN_HOST") {
         Some(host) => verifier.for_host(&host),
-        None => verifier,
+        None => {
+            // The Host header then stands in, and the sender chooses it (docs/origins.md).
+            tracing::warn!("ORIGIN_HOST is not set: set it to this origin's name");
+            verifier
+        }
     };
     axum::serve(listener, app(verifier, admin_scopes))
         .with_graceful_shutdown(shutdown_signal())

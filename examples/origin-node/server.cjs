@@ -52,6 +52,7 @@ function keysFromEnv(env) {
   for (const [idVar, secretVar] of [["ASSERTION_KEY_ID", "ASSERTION_SECRET"],
     ["ASSERTION_PREVIOUS_KEY_ID", "ASSERTION_PREVIOUS_SECRET"]]) {
     if (!env[idVar] !== !env[secretVar]) throw new Error(`set both ${idVar} and ${secretVar}, or neither`);
+    if (keys.some((key) => key.id === env[idVar])) throw new Error(`${idVar} must differ from ASSERTION_KEY_ID`);
     if (env[idVar]) keys.push({ id: env[idVar], secret: env[secretVar] });
   }
   return keys;
@@ -73,6 +74,10 @@ module.exports = { edgeAuth, server };
 if (require.main === module) {
   const verifier = new AssertionVerifier(keysFromEnv(process.env),
     { maxAgeMs: 10000, host: process.env.ORIGIN_HOST || undefined });
+  if (!process.env.ORIGIN_HOST) {
+    // The Host header then stands in, and the sender chooses it (docs/origins.md).
+    console.error(JSON.stringify({ event: "origin_host_unset", detail: "set ORIGIN_HOST to this origin's name" }));
+  }
   const listen = process.env.DEMO_ORIGIN_LISTEN || "127.0.0.1:9090";
   const at = listen.lastIndexOf(":");
   const app = server(verifier);

@@ -93,7 +93,12 @@ class _NegativeZero:
 
 
 def _int(text):
-    return _NegativeZero() if text == "-0" else int(text)
+    """An integer as the edge's reader (serde_json) takes it: past 64 bits it is a double,
+    and past a double's range no number at all."""
+    if text == "-0":
+        return _NegativeZero()
+    value = int(text)
+    return value if -(1 << 63) <= value < (1 << 64) else _float(text)
 
 
 def _float(text):
@@ -329,8 +334,16 @@ class EdgeAuthASGI:
         self._clock = clock
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             return await self._app(scope, receive, send)
+        if scope["type"] != "http":
+            # The edge forwards no WebSocket (it drops `Upgrade`), so one here came around it:
+            # refused before the handshake (the server answers 403), as any other kind.
+            _log({"event": "assertion_refused", "reason": "not_through_the_edge",
+                  "type": scope["type"], "path": scope.get("path", "")})
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            return
         headers = scope.get("headers", [])
         values = [v.decode("latin-1") for k, v in headers if k.lower() == ASSERTION_HEADER.encode()]
         hosts = [v.decode("latin-1") for k, v in headers if k.lower() == b"host"]

@@ -71,6 +71,8 @@ def keys_from_env():
         key_id, secret = os.environ.get(id_var, "").strip(), os.environ.get(secret_var, "")
         if bool(key_id) != bool(secret):
             raise ValueError(f"set both {id_var} and {secret_var}, or neither")
+        if key_id in keys:
+            raise ValueError(f"{id_var} must differ from ASSERTION_KEY_ID")
         if key_id:
             keys[key_id] = secret
     if not keys:
@@ -87,6 +89,10 @@ def main():
     except (ValueError, OSError) as error:
         print(f"demo origin (python): {error}", file=sys.stderr)
         return 2
+    if not os.environ.get("ORIGIN_HOST"):
+        # The Host header then stands in, and the sender chooses it (docs/origins.md).
+        print(json.dumps({"event": "origin_host_unset", "detail": "set ORIGIN_HOST to this origin's name"}),
+              file=sys.stderr, flush=True)
     print(json.dumps({"event": "listening", "port": server.server_port}), flush=True)
     try:
         server.serve_forever()

@@ -110,6 +110,49 @@ class Middleware(unittest.TestCase):
         status, body = asyncio.run(call([(b"x-edgeward-assertion", header)] * 2))
         self.assertEqual((status, json.loads(body)["reason"]), (401, "duplicate_assertion"))
 
+    def test_asgi_refuses_a_websocket_which_never_comes_through_the_edge(self):
+        async def inner(scope, receive, send):
+            self.fail(f"reached the app with {scope['type']}")
+
+        app = EdgeAuthASGI(inner, verifier(), self.clock)
+        r, header = self.good["request"], self.good["headers"][0].encode()
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        # Even with a good assertion for its path: the edge never forwards one.
+        scope = {"type": "websocket", "path": r["path"], "raw_path": r["path"].encode(),
+                 "query_string": b"", "headers": [(b"host", r["host"].encode()),
+                                                  (b"x-edgeward-assertion", header)]}
+        asyncio.run(app(scope, None, send))
+        self.assertEqual(sent, [{"type": "websocket.close", "code": 1008}])
+
+        # The server's own lifespan events still reach the app.
+        seen = []
+
+        async def lifespan(scope, receive, send):
+            seen.append(scope["type"])
+
+        asyncio.run(EdgeAuthASGI(lifespan, verifier())({"type": "lifespan"}, None, send))
+        self.assertEqual(seen, ["lifespan"])
+
+
+class Settings(unittest.TestCase):
+    def test_a_previous_key_under_the_current_id_is_refused_at_start(self):
+        from unittest import mock
+
+        import server
+
+        secret = "s" * 32
+        both = {"ASSERTION_KEY_ID": "k1", "ASSERTION_SECRET": secret,
+                "ASSERTION_PREVIOUS_KEY_ID": "k0", "ASSERTION_PREVIOUS_SECRET": "p" * 32}
+        with mock.patch.dict("os.environ", both, clear=True):
+            self.assertEqual(server.keys_from_env(), {"k1": secret, "k0": "p" * 32})
+        with mock.patch.dict("os.environ", dict(both, ASSERTION_PREVIOUS_KEY_ID="k1"), clear=True):
+            with self.assertRaisesRegex(ValueError, "must differ"):
+                server.keys_from_env()
+
 
 if __name__ == "__main__":
     unittest.main()

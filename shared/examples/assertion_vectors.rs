@@ -523,6 +523,15 @@ fn main() {
             sign_current(&edited(&good, "{", b"{\"x\":1e400,")),
         ),
         (
+            "payload_integer_out_of_range",
+            "an unknown member holds an integer no float holds",
+            sign_current(&edited(
+                &good,
+                "{",
+                ["{\"x\":1", &"0".repeat(309), ","].concat().as_bytes(),
+            )),
+        ),
+        (
             "payload_too_deep",
             "an unknown member nested 33 levels deep, counting the payload",
             sign_current(with(&good, "x", nested(MAX_PAYLOAD_DEPTH)).as_bytes()),

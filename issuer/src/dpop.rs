@@ -99,13 +99,19 @@ async fn remember(db: &Db, proof: &VerifiedProof, now_secs: u64) -> Result<bool,
     Ok(written.rows_affected() == 1)
 }
 
-/// Forgets proofs whose window has passed; the number forgotten.
+/// How long past its window a proof's row stays before [`prune`] deletes it: instances prune
+/// by their own clocks, so one running ahead of another by less than this deletes no row the
+/// other still needs (a row's last second can be the last second a proof is accepted).
+pub const PRUNE_MARGIN_SECS: i64 = 60;
+
+/// Forgets proofs whose window passed more than [`PRUNE_MARGIN_SECS`] ago; the number
+/// forgotten.
 ///
 /// # Errors
 /// The database error.
 pub async fn prune(db: &Db, now_secs: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("DELETE FROM dpop_proofs WHERE expires_at < $1")
-        .bind(now_secs)
+        .bind(now_secs.saturating_sub(PRUNE_MARGIN_SECS))
         .execute(db.pool())
         .await?;
     Ok(done.rows_affected())

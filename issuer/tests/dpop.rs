@@ -20,6 +20,7 @@ on_both_databases!(
     a_client_that_requires_dpop_gets_no_bearer_token,
     a_proof_is_good_once_across_instances,
     a_proof_is_remembered_to_the_end_of_its_window,
+    a_request_refused_for_what_it_asks_does_not_spend_its_proof,
     nonces_when_required,
     a_kek_rotation_keeps_the_nonces_handed_out,
     the_admin_api_refuses_a_bound_token_as_bearer,
@@ -327,6 +328,39 @@ async fn a_client_that_requires_dpop_gets_no_bearer_token(backend: Backend) {
     );
 }
 
+/// A request refused for its scope or resource has not used its proof: sent again with the
+/// same proof and a scope its client has, it gets its token (and only then is the proof used).
+async fn a_request_refused_for_what_it_asks_does_not_spend_its_proof(backend: Backend) {
+    let state = open(config(backend).await).await;
+    let created = client_of(&state, "read", "https://api.example", false).await;
+    let credentials = (
+        created.client.client_id.as_str(),
+        created.client_secret.as_str(),
+    );
+    let holder = Holder::new();
+    let proof = holder.proof(&state, "retried", now_secs());
+    let with = |form: &str| {
+        let mut request = token_request(form, Some(credentials));
+        request
+            .headers_mut()
+            .append("dpop", http::HeaderValue::from_str(&proof).unwrap());
+        send_json(&state, request)
+    };
+    let answer = with("grant_type=client_credentials&scope=write").await;
+    assert_refused(&answer, "invalid_scope", "a scope the client lacks");
+    let answer = with("grant_type=client_credentials&resource=https%3A%2F%2Fother.example").await;
+    assert_refused(&answer, "invalid_target", "a resource the client lacks");
+    let (status, _, body) = with("grant_type=client_credentials&scope=read").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    let answer = with("grant_type=client_credentials&scope=read").await;
+    assert_refused(
+        &answer,
+        "invalid_dpop_proof",
+        "the same proof once it got a token",
+    );
+}
+
 /// Two instances on one database, the same proof sent to both at once: one token.
 async fn a_proof_is_good_once_across_instances(backend: Backend) {
     let config = config(backend).await;
@@ -420,11 +454,14 @@ async fn a_proof_is_remembered_to_the_end_of_its_window(backend: Backend) {
             .unwrap(),
         0
     );
+    // Its row goes once its window and the pruning margin have passed (an instance whose
+    // clock runs ahead prunes early by that much at most).
     let window = shared::dpop::MAX_PROOF_AGE_SECS + rules.leeway_secs;
-    let pruned = issuer::dpop::prune(&state.db, (kept + 2 + window) as i64)
-        .await
-        .unwrap();
-    assert_eq!(pruned, 1);
+    let row_until = (kept + 1 + window) as i64;
+    let margin = issuer::dpop::PRUNE_MARGIN_SECS;
+    let prune = |at: i64| issuer::dpop::prune(&state.db, at);
+    assert_eq!(prune(row_until + margin).await.unwrap(), 0);
+    assert_eq!(prune(row_until + margin + 1).await.unwrap(), 1);
 }
 
 async fn nonces_when_required(backend: Backend) {

@@ -149,8 +149,13 @@ async fn grant(
             Err(ApiError::RevokedMomentsAgo { retry_after_secs }),
         );
     }
-    let result = match proof_of_possession(state, &client, headers).await {
-        Ok(bound_to) => issue(state, &client, &params, bound_to, issued_at),
+    // What the request may have is checked before its proof is spent, so a request refused
+    // for its scope, its resource or a missing key can be sent again with the same proof.
+    let result = match what_is_asked(state, &client, &params) {
+        Ok(grant) => match proof_of_possession(state, &client, headers).await {
+            Ok(bound_to) => issue(state, &client, grant, bound_to, issued_at),
+            Err(err) => Err(err),
+        },
         Err(err) => Err(err),
     };
     (Some(id), result)
@@ -208,15 +213,19 @@ fn require_client_credentials(params: Form) -> Result<Form, ApiError> {
     }
 }
 
-/// Scope and audience checks, then the signed token (bound to `bound_to`'s key, if any),
-/// stamped `now`.
-fn issue(
+/// What a token request may have: the scope and audience it asks for, of its client's.
+struct Grant<'c> {
+    scope: Scopes,
+    audience: &'c String,
+}
+
+/// The scope and audience `params` ask of `client`'s, with a key to sign them (checked again
+/// when signing: it may go while the proof is recorded).
+fn what_is_asked<'c>(
     state: &AppState,
-    client: &Client,
+    client: &'c Client,
     params: &Form,
-    bound_to: Option<Jkt>,
-    now: i64,
-) -> Result<Response, ApiError> {
+) -> Result<Grant<'c>, ApiError> {
     let scope = match params.get("scope") {
         None => client.scopes.clone(),
         Some(text) => {
@@ -235,7 +244,21 @@ fn issue(
             .find(|a| *a == resource)
             .ok_or(ApiError::InvalidTarget)?,
     };
+    if state.keys().active.is_none() {
+        return Err(ApiError::Unavailable("no active signing key".into()));
+    }
+    Ok(Grant { scope, audience })
+}
 
+/// The signed token of `grant` (bound to `bound_to`'s key, if any), stamped `now`.
+fn issue(
+    state: &AppState,
+    client: &Client,
+    grant: Grant<'_>,
+    bound_to: Option<Jkt>,
+    now: i64,
+) -> Result<Response, ApiError> {
+    let Grant { scope, audience } = grant;
     let keys = state.keys();
     let signer = keys
         .active

@@ -1,20 +1,41 @@
 //! The demo origin's start-up errors, from the built binary: a setting it cannot use stops it
 //! with a message naming the setting, before it listens.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+/// Starts the binary with only `settings`; whether it exited successfully, and its stderr.
+/// One that is still running after a while started serving: it is stopped, and that fails.
 fn start(settings: &[(&str, &str)]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_demo-origin"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_demo-origin"))
         .env_clear()
         .env("DEMO_ORIGIN_LISTEN", "127.0.0.1:0")
         .envs(settings.iter().copied())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("the binary runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("it started serving instead of stopping");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.success(), stderr)
 }
 
 #[test]

@@ -94,7 +94,9 @@ class _NegativeZero:
 
 def _int(text):
     """An integer as the edge's reader (serde_json) takes it: past 64 bits it is a double,
-    and past a double's range no number at all."""
+    and past a double's range no number at all (serde_json rounds the last digits of a
+    309-digit one less exactly, so the two may differ right at the largest double; the edge
+    writes no such number)."""
     if text == "-0":
         return _NegativeZero()
     value = int(text)

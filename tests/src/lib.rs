@@ -480,7 +480,8 @@ pub async fn origin_keyed(key_id: &str, secret_of: impl FnOnce(u16) -> String) -
                         let name = name.as_str().replace(['_', '.'], "-");
                         name == "forwarded" || name.starts_with("x-forwarded-") || name == "x-real-ip"
                             || name == "true-client-ip" || name == "proxy-authorization"
-                            || name == "x-http-method-override"
+                            || name == "x-http-method-override" || name.starts_with("cf-access-")
+                            || name == "remote-user" || name == "x-original-method"
                     })
                     .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap_or("?").into()))
                     .collect();

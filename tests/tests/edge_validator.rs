@@ -194,6 +194,9 @@ async fn every_rejection_class_is_answered_at_the_edge_and_never_reaches_the_ori
         ("X-Real-IP", "203.0.113.66"),
         ("True-Client-IP", "203.0.113.66"),
         ("Proxy-Authorization", "Basic c2VjcmV0"),
+        ("Cf-Access-Authenticated-User-Email", "admin@example.com"),
+        ("Remote-User", "admin"),
+        ("X-Original-Method", "DELETE"),
         ("X-Forged", "kept"),
     ];
     let mut headers = vec![(
@@ -219,6 +222,16 @@ async fn every_rejection_class_is_answered_at_the_edge_and_never_reaches_the_ori
     assert_eq!(echoed["edge_headers"], json!(["x-edgeward-assertion"]));
     assert_eq!(echoed["forged"], "kept", "other headers pass through");
     assert!(reply.header("ratelimit").is_some(), "{:?}", reply.headers);
+    // A GET with a body, empty or not: forwarded without it (fetch() takes none for a GET),
+    // never a 500.
+    for body in ["", "ignored"] {
+        let request = http()
+            .get(&url)
+            .header("authorization", format!("Bearer {}", good_token()))
+            .body(body);
+        let reply = Reply::of(request).await;
+        assert_eq!(reply.status, 200, "a GET with {body:?}: {}", reply.body);
+    }
 
     let reached = seen.lock().unwrap().len();
     let cases = fixtures::edge_rejections(unix_now());

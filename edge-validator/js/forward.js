@@ -7,14 +7,14 @@
 // proxies say about the client (the edge sets its own from what the platform says), what
 // identity-aware proxies say the user is (`remote-user`, Cloudflare Access's `cf-access-*`:
 // only the assertion says who the client is), what frameworks take to override the method
-// or URL the assertion binds, and the hop-by-hop headers of RFC 9110 §7.6.1. Names are compared lower case with every character but
-// [a-z0-9] read as a dash: servers in front of origins map `x_forwarded_for` (and CGI maps
-// any punctuation) to the same name.
+// or URL the assertion binds, and the hop-by-hop headers of RFC 9110 §7.6.1. Names are
+// compared lower case with every character but [a-z0-9] read as a dash: servers in front of
+// origins map `x_forwarded_for` (and CGI maps any punctuation) to the same name.
 const DROPPED = new Set([
   "authorization", "dpop", "host", "forwarded", "x-real-ip", "true-client-ip", "client-ip",
   "x-client-ip", "x-cluster-client-ip", "fastly-client-ip", "x-original-forwarded-for",
   "x-host", "x-original-host", "x-original-url", "x-rewrite-url",
-  "remote-user", "x-remote-user", "x-authenticated-user", "x-forwarded-user",
+  "remote-user", "x-remote-user", "x-authenticated-user",
   "x-http-method-override", "x-http-method", "x-method-override", "x-original-method",
   "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
   "te", "trailer", "transfer-encoding", "upgrade",
@@ -28,15 +28,16 @@ const ACCESS_PREFIX = "cf-access-";
  * names, every `x-forwarded-*` header, and every header named `prefix*` in any spelling (the
  * edge's identity headers, which a client could forge); plus `name: value` (the edge's
  * signed assertion), `x-forwarded-for` from the platform's `cf-connecting-ip` and
- * `x-forwarded-proto` from the URL the platform parsed; never through the zone's cache. (The runtime consumes the client's
- * `Connection` header before the Worker sees it, so the headers it names cannot be told
- * apart here.) Redirects are the client's to follow, not the edge's. */
+ * `x-forwarded-proto` from the URL the platform parsed; never through the zone's cache.
+ * (The runtime consumes the client's `Connection` header before the Worker sees it, so the
+ * headers it names cannot be told apart here.) Redirects are the client's to follow, not
+ * the edge's. */
 export function forward(request, target, prefix, name, value) {
   // (A request the runtime refuses to build throws here: wasm answers 500 at once.)
   const incoming = request.headers;
-  // A GET or HEAD goes without a body, as fetch() sends those (it refuses one, even empty:
-  // a client's `Content-Length: 0` would otherwise be a 500). RFC 9110 gives such a body no
-  // meaning, and the assertion does not cover bodies.
+  // A GET or HEAD goes without a body, as fetch() sends those: it refuses one, so a client's
+  // GET with a body was a 502. RFC 9110 gives such a body no meaning, and the assertion does
+  // not cover bodies.
   const bodiless = request.method === "GET" || request.method === "HEAD";
   // One pass over the client's headers; forEach makes no iterator or entry arrays (copying
   // them with new Headers(request.headers) and deleting some walked them twice).

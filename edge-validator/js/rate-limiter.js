@@ -33,9 +33,9 @@ export function rateLimiterClass(answer, replayEntries) {
   const STATE_KEY = "gcra";
   // Storage key of a DPoP object's floor: the highest `until` of any proof it accepted.
   const FLOOR_KEY = "dpop-floor";
-  // Most proofs a DPoP object keeps in memory (a number each, some 50 bytes with the set's
-  // share); past it, it forgets whole seconds' proofs, oldest first, until at most half are
-  // left, and raises its floor over them.
+  // Most proofs a DPoP object keeps in memory (a number each in a set); past it, it forgets
+  // whole seconds' proofs, oldest first, until at most half are left, and raises its floor
+  // over them.
   const MEMORY_PROOFS = 50_000;
   // A proof's last second further ahead of this object's clock than this is no edge's (an
   // edge sends its `iat` plus at most 310 s): refused, and never written as the floor, which

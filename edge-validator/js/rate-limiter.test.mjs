@@ -61,21 +61,25 @@ const T = 1_800_000_000;
 let nowMs = T * 1000;
 Date.now = () => nowMs;
 
+/** A new object on `storage` (a new one by default), the clock set to `T`. */
+function started(storage = new Storage()) {
+  nowMs = T * 1000;
+  return new RateLimiter({ storage }, {});
+}
+
 /** A call's verdicts for the proofs `entries` (each `[until, id]`). */
 function ask(object, ...entries) {
   return object.ask("https://rate-limiter.internal/dpop?" + entries.map(([until, id]) => `${until}:${id}`).join(" "));
 }
 
 test("a proof is fresh once; the second of two equal proofs in a call is the replay", async () => {
-  nowMs = T * 1000;
-  const object = new RateLimiter({ storage: new Storage() }, {});
+  const object = started();
   assert.equal(await ask(object, [T + 65, 1], [T + 65, 2], [T + 65, 1]), "110");
   assert.equal(await ask(object, [T + 65, 2], [T + 66, 2]), "01");
 });
 
 test("a proof past its last second is seen, whatever the memory holds", async () => {
-  nowMs = T * 1000;
-  const object = new RateLimiter({ storage: new Storage() }, {});
+  const object = started();
   assert.equal(await ask(object, [T - 1, 1]), "0");
   // The last second itself is still live: the edge accepts a proof to its end.
   nowMs = T * 1000 + 999;
@@ -85,9 +89,8 @@ test("a proof past its last second is seen, whatever the memory holds", async ()
 });
 
 test("storage is written once per new highest second, not once per proof", async () => {
-  nowMs = T * 1000;
   const storage = new Storage();
-  const object = new RateLimiter({ storage }, {});
+  const object = started(storage);
   for (let id = 0; id < 50; id += 1) assert.equal(await ask(object, [T + 65, id]), "1");
   assert.equal(storage.writes, 1);
   assert.equal(await ask(object, [T + 64, 99]), "1", "an earlier second, above the floor");
@@ -152,8 +155,7 @@ test("a failed read of the floor is tried again by the next call", async () => {
 });
 
 test("a proof forgotten past its last second stays refused if the clock steps back", async () => {
-  nowMs = T * 1000;
-  const object = new RateLimiter({ storage: new Storage() }, {});
+  const object = started();
   assert.equal(await ask(object, [T + 10, 1]), "1");
   nowMs = (T + 11) * 1000;
   assert.equal(await ask(object, [T + 70, 2]), "1");
@@ -163,18 +165,16 @@ test("a proof forgotten past its last second stays refused if the clock steps ba
 });
 
 test("a last second no edge sends is refused and never becomes the floor", async () => {
-  nowMs = T * 1000;
   const storage = new Storage();
-  const object = new RateLimiter({ storage }, {});
+  const object = started(storage);
   assert.equal(await ask(object, [T + 3_601, 1]), "0");
   assert.equal(await ask(object, [T + 3_600, 2]), "1");
   assert.equal(storage.map.get("dpop-floor"), T + 3_600);
 });
 
 test("no proof is fresh unless the floor over it is stored", async () => {
-  nowMs = T * 1000;
   const storage = new Storage();
-  const object = new RateLimiter({ storage }, {});
+  const object = started(storage);
   assert.equal(await ask(object, [T + 65, 1]), "1");
   storage.failing = true;
   // A proof above the stored floor needs a write: the call fails (the edge answers 503)...
@@ -191,8 +191,7 @@ test("no proof is fresh unless the floor over it is stored", async () => {
 });
 
 test("memory forgets proofs past their last second, and past its bound the oldest seconds", async () => {
-  nowMs = T * 1000;
-  const object = new RateLimiter({ storage: new Storage() }, {});
+  const object = started();
   assert.equal(await ask(object, [T + 1, 1], [T + 2, 2]), "11");
   nowMs = (T + 2) * 1000;
   assert.equal(await ask(object, [T + 65, 3]), "1");

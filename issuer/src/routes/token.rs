@@ -151,14 +151,12 @@ async fn grant(
     }
     // What the request may have is checked before its proof is spent, so a request refused
     // for its scope, its resource or a missing key can be sent again with the same proof.
-    let result = match what_is_asked(state, &client, &params) {
-        Ok(grant) => match proof_of_possession(state, &client, headers).await {
-            Ok(bound_to) => issue(state, &client, grant, bound_to, issued_at),
-            Err(err) => Err(err),
-        },
-        Err(err) => Err(err),
+    let result = async {
+        let grant = what_is_asked(state, &client, &params)?;
+        let bound_to = proof_of_possession(state, &client, headers).await?;
+        issue(state, &client, grant, bound_to, issued_at)
     };
-    (Some(id), result)
+    (Some(id), result.await)
 }
 
 /// The key the token is to be bound to: the one of the request's DPoP proof, checked and
@@ -216,7 +214,7 @@ fn require_client_credentials(params: Form) -> Result<Form, ApiError> {
 /// What a token request may have: the scope and audience it asks for, of its client's.
 struct Grant<'c> {
     scope: Scopes,
-    audience: &'c String,
+    audience: &'c str,
 }
 
 /// The scope and audience `params` ask of `client`'s, with a key to sign them (checked again
@@ -247,7 +245,10 @@ fn what_is_asked<'c>(
     if state.keys().active.is_none() {
         return Err(ApiError::Unavailable("no active signing key".into()));
     }
-    Ok(Grant { scope, audience })
+    Ok(Grant {
+        scope,
+        audience: audience.as_str(),
+    })
 }
 
 /// The signed token of `grant` (bound to `bound_to`'s key, if any), stamped `now`.
